@@ -1,0 +1,77 @@
+"""Calibration: how close each device gets to its datasheet peaks, per operator class and shape.
+
+The cost model asks a :class:`Calibration` for the *time* of one operator on one device given
+its FLOPs, its minimum bytes moved and its shape. The neutral calibration is the datasheet
+roofline: ``max(flops / peak_flops, bytes / peak_bw)`` with no per-kernel overhead. Measured
+calibrations (``simcluster.calibration.fitted``) replace the peaks with achievable rates that
+depend on shape and add per-kernel overheads.
+
+Operator classes: ``gemm``, ``attn_prefill``, ``attn_decode``, ``elementwise`` (device ops)
+and ``collective``, ``transfer`` (link ops).
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import numpy as np
+
+from simcluster.hardware import DeviceSpec, LinkSpec
+
+DEVICE_OPS = ("gemm", "attn_prefill", "attn_decode", "elementwise")
+LINK_OPS = ("collective", "transfer")
+
+
+def compute_dtype(device: DeviceSpec, dtype: str) -> str:
+    """The dtype a device computes ``dtype`` work in: itself if the device has a peak for it,
+    else fp32 (a CPU socket without bf16 units upconverts)."""
+    try:
+        device.peak_flops_for(dtype)
+        return dtype
+    except ValueError:
+        return "fp32"
+
+
+class Calibration:
+    """Neutral calibration: datasheet peaks, no overheads. Subclasses override ``_rates``."""
+
+    name = "datasheet"
+
+    def op_time(self, device: DeviceSpec, op: str, flops, bytes_, shape: Mapping,
+                dtype: str = "bf16"):
+        """Time in seconds of one ``op`` on ``device`` (array-valued when inputs are arrays).
+
+        ``shape`` holds the operator's shape fields (``m, n, k`` for a GEMM; ``batch,
+        kv_len`` for decode attention; ``kernels`` for how many launches a fused group is).
+        """
+        if op not in DEVICE_OPS:
+            raise ValueError(f"unknown device operator class {op!r}; known: {DEVICE_OPS}")
+        flops_per_s, bytes_per_s, overhead_s = self._rates(device, op, shape, dtype)
+        kernels = shape.get("kernels", 1)
+        return np.maximum(flops / flops_per_s, bytes_ / bytes_per_s) + overhead_s * kernels
+
+    def link_time(self, link: LinkSpec, op: str, bytes_, n_ranks: int = 2):
+        """Time of a ring all-reduce (``collective``) of ``bytes_`` per rank over ``n_ranks``,
+        or of a point-to-point ``transfer`` of ``bytes_``."""
+        bw, lat = self._link_rates(link, op, bytes_, n_ranks)
+        if op == "collective":
+            steps = 2 * (n_ranks - 1)
+            return steps / n_ranks * bytes_ / bw + steps * lat
+        if op == "transfer":
+            return bytes_ / bw + lat
+        raise ValueError(f"unknown link operator class {op!r}; known: {LINK_OPS}")
+
+    def provenance(self, device: DeviceSpec) -> str:
+        return f"{self.name}: {device.name} datasheet peaks"
+
+    # -- override hooks -------------------------------------------------------------------
+    def _rates(self, device: DeviceSpec, op: str, shape: Mapping, dtype: str):
+        """(achievable FLOP/s, achievable bytes/s, per-kernel overhead s) for this op."""
+        return (device.peak_flops_for(compute_dtype(device, dtype)),
+                device.mem_bw_bytes_per_s, 0.0)
+
+    def _link_rates(self, link: LinkSpec, op: str, bytes_, n_ranks: int):
+        return link.bw_bytes_per_s, link.latency_s
+
+
+NEUTRAL = Calibration()

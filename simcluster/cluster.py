@@ -1,0 +1,100 @@
+"""A cluster: replicas behind a router, and the record of what became of each request.
+
+The cluster is every instance's *sink*: instances report finished and rejected requests to it,
+and ask it whether a request whose prompt is done should be handed off (disaggregated serving
+pools override :meth:`Cluster.wants_handoff` and :meth:`Cluster.prefilled`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Mapping, Sequence
+
+import numpy as np
+import simpy
+
+from simcluster.cost import CostModel, Layout
+from simcluster.cost.memory import memory_plan
+from simcluster.instance import Instance, InstanceConfig
+from simcluster.policies import BATCHERS, ROUTERS
+from simcluster.request import Request
+
+
+@dataclass(frozen=True)
+class InstanceSpec:
+    """``count`` identical replicas: their layout, scheduler settings and batching policy."""
+
+    layout: Layout
+    config: InstanceConfig = InstanceConfig()
+    count: int = 1
+    name: str = ""
+    batching: str = "vllm"
+    batching_params: Mapping = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.count < 1:
+            raise ValueError(f"InstanceSpec.count must be >= 1, got {self.count}")
+
+
+def reference_speed(timer) -> float:
+    """Iterations per second of a reference mixed batch (one 512-token prefill and 32 decodes
+    over 1,024 tokens each): how routers weigh replicas of different hardware."""
+    t = timer.time(np.array([512]), np.array([0]), 32, 32 * 1025, 33)
+    return 1.0 / t
+
+
+class Cluster:
+    """Replicas behind a router."""
+
+    def __init__(self, env: simpy.Environment, model, specs: Sequence[InstanceSpec],
+                 router: str = "round_robin", router_params: Mapping | None = None,
+                 cost_model: CostModel | None = None):
+        self.env, self.model = env, model
+        self.cost_model = cost_model or CostModel()
+        self.instances: list[Instance] = []
+        self.done: list[Request] = []
+        self.refused: list[Request] = []
+        for spec in specs:
+            timer = self.cost_model.timer(model, spec.layout)
+            cfg = spec.config
+            mem = memory_plan(model, spec.layout, memory_utilization=cfg.memory_utilization,
+                              max_batched_tokens=cfg.max_batched_tokens,
+                              max_num_seqs=cfg.max_num_seqs)
+            speed = reference_speed(timer)
+            for _ in range(spec.count):
+                iid = len(self.instances)
+                name = f"{spec.name or spec.layout.devices[0].name}#{iid}"
+                inst = Instance(env, iid, name, model, spec.layout, timer, mem, cfg,
+                                BATCHERS.create(spec.batching, **dict(spec.batching_params)),
+                                self)
+                inst.speed = speed
+                self.instances.append(inst)
+        fastest = max(i.speed for i in self.instances)
+        for inst in self.instances:
+            inst.speed /= fastest
+        self.router = ROUTERS.create(router, **dict(router_params or {})).bind(self)
+
+    # -- requests in -------------------------------------------------------------------------
+    def submit(self, req: Request):
+        reasons = [inst.can_serve(req) for inst in self.instances]
+        candidates = [inst for inst, why in zip(self.instances, reasons) if not why]
+        if not candidates:
+            req.reason = min(reasons, key=len)
+            self.rejected(req)
+            return
+        self.router.route(req, candidates, self.env.now).submit(req)
+
+    # -- the sink interface ------------------------------------------------------------------
+    def finished(self, req: Request):
+        self.done.append(req)
+
+    def rejected(self, req: Request):
+        if not req.reason:
+            raise RuntimeError(f"request {req.id} rejected without a reason")
+        self.refused.append(req)
+
+    def wants_handoff(self, req: Request) -> bool:
+        return False
+
+    def prefilled(self, req: Request):
+        raise RuntimeError("this cluster does not hand requests off after prefill")

@@ -1,0 +1,95 @@
+"""Memory plan of a replica: weights, activation reserve and KV-cache capacity per device.
+
+Each TP rank of each stage holds its share of the stage's layer weights, a reserve for
+activations (an estimate of the peak vLLM profiles with a ``max_batched_tokens`` dummy batch:
+the hidden states, QKV, FFN intermediate of that many tokens, and fp32 logits for
+``max_num_seqs`` samples), and its share of the KV cache in what is left of
+``mem_bytes * memory_utilization``. The replica's KV capacity in tokens is the smallest over its
+ranks. A rank whose weights and reserve do not fit is an OOM, reported with the device and the
+shortfall rather than raised mid-simulation.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from simcluster.cost.layout import Layout
+from simcluster.cost.operators import RankShape
+from simcluster.models import ModelSpec
+
+
+@dataclass(frozen=True)
+class RankMemory:
+    stage: int
+    rank: int
+    device: str
+    mem_bytes: float           # usable: device memory x utilisation limit
+    weight_bytes: float
+    reserve_bytes: float
+    kv_bytes_per_token: float  # this rank's bytes for one token of context
+    kv_bytes: float            # left for KV (negative: OOM)
+
+
+@dataclass(frozen=True)
+class MemoryPlan:
+    ranks: tuple[RankMemory, ...]
+    kv_capacity_tokens: int
+
+    @property
+    def oom(self) -> list[str]:
+        """One line per device that cannot hold its weights and reserve."""
+        return [f"{r.device} (stage {r.stage}, rank {r.rank}) short by "
+                f"{-r.kv_bytes / 2**30:.2f} GiB: weights {r.weight_bytes / 2**30:.2f} GiB + "
+                f"reserve {r.reserve_bytes / 2**30:.2f} GiB > usable "
+                f"{r.mem_bytes / 2**30:.2f} GiB" for r in self.ranks if r.kv_bytes < 0]
+
+    @property
+    def weight_bytes(self) -> float:
+        return sum(r.weight_bytes for r in self.ranks)
+
+
+def rank_weight_bytes(model: ModelSpec, rs: RankShape, layers: int, first: bool, last: bool,
+                      tp: int) -> float:
+    h, hd = model.hidden_size, model.head_dim
+    attn = h * (rs.heads + 2 * rs.kv_heads) * hd + rs.heads * hd * h
+    ffn = (3 if model.ffn_gated else 2) * h * rs.ffn
+    per_layer = attn + ffn + 2 * h / tp      # norms counted once across the ranks
+    params = layers * per_layer
+    emb = model.vocab_size * h / tp
+    if first:
+        params += emb
+    if last and not (first and model.tied_embeddings):
+        params += emb
+    return params * model.dtype_bytes
+
+
+def memory_plan(model: ModelSpec, layout: Layout, *, memory_utilization: float = 0.9,
+                max_batched_tokens: int = 8192, max_num_seqs: int = 256) -> MemoryPlan:
+    if not 0 < memory_utilization <= 1:
+        raise ValueError(f"memory_utilization must be in (0, 1], got {memory_utilization}")
+    tied = layout.kv_shares == layout.head_shares
+    base, extra = divmod(model.num_layers, layout.pp)
+    ranks, capacity = [], math.inf
+    for s in range(layout.pp):
+        layers = base + (1 if s < extra else 0)
+        for r in range(layout.tp):
+            dev = layout.devices[s * layout.tp + r]
+            rs = RankShape.of(model, layout.head_shares[r], layout.ffn_shares[r],
+                              layout.kv_shares[r], tied)
+            w = rank_weight_bytes(model, rs, layers, s == 0, s == layout.pp - 1, layout.tp)
+            b = model.dtype_bytes
+            act = max_batched_tokens * (4 * model.hidden_size
+                                        + (rs.heads + 2 * rs.kv_heads) * model.head_dim
+                                        + (2 if model.ffn_gated else 1) * rs.ffn) * b
+            logits = max_num_seqs * model.vocab_size / layout.tp * 4
+            reserve = act + logits
+            kv_heads = rs.kv_heads if tied else model.num_kv_heads * rs.kv_share
+            per_token = layers * 2 * kv_heads * model.head_dim * b
+            usable = dev.mem_bytes * memory_utilization
+            free = usable - w - reserve
+            ranks.append(RankMemory(s, r, dev.name, usable, w, reserve, per_token, free))
+            if per_token > 0:
+                capacity = min(capacity, max(free, 0.0) / per_token)
+    cap = 0 if math.isinf(capacity) else int(capacity)
+    return MemoryPlan(tuple(ranks), cap)

@@ -1,0 +1,318 @@
+"""The cost model: time of one iteration of a batch on a replica, as a pure function.
+
+``CostModel(calibration).iteration(model, layout, batch)`` validates its inputs, lists every
+operator of the iteration per pipeline stage and tensor-parallel rank (:mod:`.operators` counts
+their FLOPs and bytes), asks the calibration for each operator's time, and sums: within a stage
+the slowest rank sets the pace (ranks meet at every all-reduce), stages run one after another
+(one micro-batch per iteration; no inter-iteration pipelining is modelled), and activations
+cross each stage boundary on the stage link.
+
+``CostModel.timer(model, layout)`` gives the same function for the simulator's hot path:
+the parts that depend only on the token count are memoised, and a run of pure-decode steps is
+evaluated as one vector (:meth:`IterationTimer.decode_steps`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from simcluster.calibration import NEUTRAL, Calibration
+from simcluster.cost.layout import Layout
+from simcluster.cost.operators import RankShape
+from simcluster.hardware import DeviceSpec
+from simcluster.models import ModelSpec
+
+_DTYPES = {1: "int8", 2: "bf16", 4: "fp32"}
+
+
+def model_dtype(model: ModelSpec) -> str:
+    return _DTYPES[model.dtype_bytes]
+
+
+@dataclass(frozen=True)
+class Batch:
+    """The work of one iteration: sequences prefilling a chunk and sequences decoding a token.
+
+    ``prefill_tokens[i]`` new tokens of sequence i follow ``prefill_context[i]`` tokens already
+    in its KV cache; ``decode_context[j]`` is the KV length that decoding sequence j attends to.
+    ``prefill_samples`` is how many prefilling sequences finish their prompt (and sample a first
+    token) in this iteration; by default all of them.
+    """
+
+    prefill_tokens: tuple[int, ...] = ()
+    prefill_context: tuple[int, ...] = ()
+    decode_context: tuple[int, ...] = ()
+    prefill_samples: int | None = None
+
+    def __post_init__(self):
+        for name in ("prefill_tokens", "prefill_context", "decode_context"):
+            vals = tuple(int(v) for v in getattr(self, name))
+            object.__setattr__(self, name, vals)
+            if any(v < 0 for v in vals):
+                raise ValueError(f"Batch.{name} must be non-negative, got {vals}")
+        if len(self.prefill_context) != len(self.prefill_tokens):
+            if self.prefill_context:
+                raise ValueError("Batch.prefill_context needs one entry per prefill sequence")
+            object.__setattr__(self, "prefill_context", (0,) * len(self.prefill_tokens))
+        if any(t == 0 for t in self.prefill_tokens):
+            raise ValueError("Batch.prefill_tokens entries must be >= 1")
+        if not self.prefill_tokens and not self.decode_context:
+            raise ValueError("an empty batch has no iteration time")
+        if self.prefill_samples is None:
+            object.__setattr__(self, "prefill_samples", len(self.prefill_tokens))
+        elif not 0 <= self.prefill_samples <= len(self.prefill_tokens):
+            raise ValueError("Batch.prefill_samples must be between 0 and the prefill count")
+
+    @property
+    def tokens(self) -> int:
+        return sum(self.prefill_tokens) + len(self.decode_context)
+
+    @property
+    def samples(self) -> int:
+        return self.prefill_samples + len(self.decode_context)
+
+
+@dataclass(frozen=True)
+class IterationCost:
+    """An iteration's predicted time and its per-operator breakdown (one row per operator
+    per stage and rank; ``time_s`` already multiplied by ``count`` launches)."""
+
+    time_s: float
+    ops: pd.DataFrame
+    provenance: str
+
+
+class CostModel:
+    """Iteration time = f(model, layout, device specs, calibration, batch)."""
+
+    def __init__(self, calibration: Calibration = NEUTRAL):
+        self.calibration = calibration
+
+    # -- public entries: validate, then compute ----------------------------------------------
+    def predict_op(self, op: str, device: DeviceSpec, *, dtype: str = "bf16", **shape) -> dict:
+        """Predict one operator on one device from its shape.
+
+        ``gemm``: m, n, k. ``attn_prefill``: tokens, context, num_heads, num_kv_heads, head_dim
+        (``batch`` sequences of that shape). ``attn_decode``: batch, kv_len, num_heads,
+        num_kv_heads, head_dim. ``elementwise``: bytes (read plus written), kernels.
+        Returns flops, bytes, time_s, achieved rates and the calibration's provenance.
+        """
+        flops, bytes_, cal_shape = _op_counts(op, shape)
+        t = float(self.calibration.op_time(device, op, flops, bytes_, cal_shape, dtype))
+        return {"op": op, "device": device.name, **shape, "flops": flops, "bytes": bytes_,
+                "time_s": t, "achieved_flops_per_s": flops / t if t else 0.0,
+                "achieved_bytes_per_s": bytes_ / t if t else 0.0,
+                "provenance": self.calibration.provenance(device)}
+
+    def iteration(self, model: ModelSpec, layout: Layout, batch: Batch) -> IterationCost:
+        """Predict one iteration, with its operator breakdown."""
+        timer = self.timer(model, layout)
+        rows = timer.breakdown(batch)
+        ops = pd.DataFrame(rows)
+        t = timer.time(np.array(batch.prefill_tokens), np.array(batch.prefill_context),
+                       len(batch.decode_context), sum(batch.decode_context), batch.samples)
+        prov = "; ".join(sorted({self.calibration.provenance(d) for d in layout.devices}))
+        return IterationCost(time_s=t, ops=ops, provenance=prov)
+
+    def timer(self, model: ModelSpec, layout: Layout) -> "IterationTimer":
+        return IterationTimer(self.calibration, model, layout)
+
+
+def _op_counts(op: str, shape: dict):
+    """FLOPs, bytes and calibration shape of a standalone operator (for ``predict_op``)."""
+    def need(*keys):
+        missing = [k for k in keys if k not in shape]
+        if missing:
+            raise ValueError(f"operator {op!r} needs shape fields {missing}")
+        return [shape[k] for k in keys]
+
+    b = shape.get("dtype_bytes", 2)
+    if op == "gemm":
+        m, n, k = need("m", "n", "k")
+        return 2.0 * m * n * k, b * (m * k + k * n + m * n), {"m": m, "n": n, "k": k}
+    if op in ("attn_prefill", "attn_decode"):
+        h, kvh, hd = need("num_heads", "num_kv_heads", "head_dim")
+        rs = RankShape(heads=h, kv_heads=kvh, ffn=0, kv_share=1, hidden=h * hd, head_dim=hd,
+                       dtype_bytes=b, gated=False, kv_tied=True, total_heads=h,
+                       total_kv_heads=kvh)
+        batch = shape.get("batch", 1)
+        if op == "attn_prefill":
+            tokens, = need("tokens")
+            context = shape.get("context", 0)
+            f, by = rs.attn_prefill(tokens, context)
+            return batch * float(f), batch * float(by), {"tokens": tokens, "context": context,
+                                                         "batch": batch, "heads": h}
+        kv_len, = need("kv_len")
+        f, by = rs.attn_decode(batch, batch * kv_len)
+        return float(f), float(by), {"batch": batch, "kv_len": kv_len, "heads": h}
+    if op == "elementwise":
+        bytes_, = need("bytes")
+        return 0.0, float(bytes_), {"kernels": shape.get("kernels", 1), "bytes": bytes_}
+    raise ValueError(f"unknown operator {op!r}; known: gemm, attn_prefill, attn_decode, "
+                     "elementwise")
+
+
+class IterationTimer:
+    """The cost model bound to one (model, layout): fast repeated iteration times."""
+
+    def __init__(self, calibration: Calibration, model: ModelSpec, layout: Layout):
+        self.cal, self.model, self.layout = calibration, model, layout
+        self.dtype = model_dtype(model)
+        tied = layout.kv_shares == layout.head_shares
+        self.ranks = [RankShape.of(model, layout.head_shares[r], layout.ffn_shares[r],
+                                   layout.kv_shares[r], tied) for r in range(layout.tp)]
+        base, extra = divmod(model.num_layers, layout.pp)
+        self.stage_layers = [base + (1 if s < extra else 0) for s in range(layout.pp)]
+        self._dense_cache: dict[tuple[int, int], np.ndarray] = {}
+        self._link_cache: dict[tuple[int, int], float] = {}
+
+    # -- hot path ---------------------------------------------------------------------------
+    def time(self, prefill_tokens: np.ndarray, prefill_context: np.ndarray, n_decode: int,
+             decode_context_sum: int, n_samples: int) -> float:
+        """Seconds for one iteration (arrays of the prefill chunks, the decode totals)."""
+        tokens = int(prefill_tokens.sum()) + n_decode
+        per_rank = self._dense(tokens, n_samples).copy()
+        if len(prefill_tokens):
+            per_rank += self._attn_prefill(prefill_tokens, prefill_context)
+        if n_decode:
+            per_rank += self._attn_decode(n_decode, np.array([decode_context_sum]))[:, :, 0]
+        return float(per_rank.max(axis=1).sum()) + self._links(tokens, n_decode)
+
+    def decode_steps(self, n_decode: int, context_sum: int, steps: int) -> np.ndarray:
+        """Per-step times of ``steps`` pure-decode iterations of ``n_decode`` sequences whose
+        KV lengths sum to ``context_sum`` at the first step and grow by one token each step."""
+        sums = context_sum + n_decode * np.arange(steps, dtype=float)
+        per_rank = self._dense(n_decode, n_decode)[:, :, None] + self._attn_decode(n_decode, sums)
+        return per_rank.max(axis=1).sum(axis=0) + self._links(n_decode, n_decode)
+
+    # -- parts ------------------------------------------------------------------------------
+    def _device(self, s: int, r: int) -> DeviceSpec:
+        return self.layout.devices[s * self.layout.tp + r]
+
+    def _dense_ops(self, s: int, r: int, tokens: int, n_samples: int):
+        """(op, name, count, flops, bytes, shape) of the token-count-dependent operators."""
+        rs, m, b = self.ranks[r], self.model, self.model.dtype_bytes
+        layers = self.stage_layers[s]
+        ops = [("gemm", name, layers, 2.0 * mm * n * k, b * (mm * k + k * n + mm * n),
+                {"m": mm, "n": n, "k": k}) for name, mm, n, k in rs.gemms(tokens)]
+        ew, kernels = rs.elementwise_bytes(tokens)
+        ops.append(("elementwise", "norm_act_residual", layers, 0.0, ew, {"kernels": kernels}))
+        tp = self.layout.tp
+        if s == 0:
+            ops.append(("elementwise", "embedding", 1, 0.0, 2.0 * b * tokens * m.hidden_size,
+                        {"kernels": 1}))
+        if s == self.layout.pp - 1 and n_samples:
+            n = m.vocab_size / tp
+            ops.append(("gemm", "lm_head", 1, 2.0 * n_samples * n * m.hidden_size,
+                        b * (n_samples * m.hidden_size + n * m.hidden_size + n_samples * n),
+                        {"m": n_samples, "n": n, "k": m.hidden_size}))
+            ops.append(("elementwise", "sampling", 1, 0.0, 2 * 4.0 * n_samples * n,
+                        {"kernels": 2}))
+        return ops
+
+    def _dense(self, tokens: int, n_samples: int) -> np.ndarray:
+        key = (tokens, n_samples)
+        hit = self._dense_cache.get(key)
+        if hit is None:
+            lay = self.layout
+            hit = np.zeros((lay.pp, lay.tp))
+            for s in range(lay.pp):
+                for r in range(lay.tp):
+                    dev = self._device(s, r)
+                    hit[s, r] = sum(c * float(self.cal.op_time(dev, op, f, by, shp, self.dtype))
+                                    for op, _, c, f, by, shp in
+                                    self._dense_ops(s, r, tokens, n_samples))
+            if len(self._dense_cache) > 65536:
+                self._dense_cache.clear()
+            self._dense_cache[key] = hit
+        return hit
+
+    def _attn_prefill(self, chunks: np.ndarray, context: np.ndarray) -> np.ndarray:
+        lay = self.layout
+        out = np.zeros((lay.pp, lay.tp))
+        for r, rs in enumerate(self.ranks):
+            if rs.heads == 0:
+                continue
+            f, by = rs.attn_prefill(chunks, context)
+            shape = {"tokens": chunks, "context": context, "batch": 1, "heads": rs.heads}
+            for s in range(lay.pp):
+                t = self.cal.op_time(self._device(s, r), "attn_prefill", f, by, shape, self.dtype)
+                out[s, r] = self.stage_layers[s] * float(np.sum(t))
+        return out
+
+    def _attn_decode(self, n_decode: int, context_sums: np.ndarray) -> np.ndarray:
+        lay = self.layout
+        out = np.zeros((lay.pp, lay.tp, len(context_sums)))
+        for r, rs in enumerate(self.ranks):
+            f, by = rs.attn_decode(n_decode, context_sums)
+            if not np.any(f):
+                continue
+            shape = {"batch": n_decode, "kv_len": context_sums / n_decode,
+                     "heads": rs.heads}
+            for s in range(lay.pp):
+                out[s, r] = self.stage_layers[s] * self.cal.op_time(
+                    self._device(s, r), "attn_decode", f, by, shape, self.dtype)
+        return out
+
+    def _links(self, tokens: int, n_decode: int) -> float:
+        """All-reduces, decoupled-KV transfers and stage hand-offs of one iteration."""
+        key = (tokens, n_decode)
+        hit = self._link_cache.get(key)
+        if hit is None:
+            hit = sum(c * t for _, c, t in self._link_ops(tokens, n_decode))
+            if len(self._link_cache) > 65536:
+                self._link_cache.clear()
+            self._link_cache[key] = hit
+        return hit
+
+    def _link_ops(self, tokens: int, n_decode: int):
+        lay, m = self.layout, self.model
+        act = float(tokens * m.hidden_size * m.dtype_bytes)
+        ops = []
+        if lay.tp > 1:
+            ar = float(self.cal.link_time(lay.link, "collective", act, lay.tp))
+            ops.append(("tp_allreduce", 2 * m.num_layers, ar))
+            kv = max(rs.kv_transfer_bytes(n_decode, tokens - n_decode) for rs in self.ranks)
+            if kv:
+                ops.append(("kv_share_transfer", m.num_layers,
+                            float(self.cal.link_time(lay.link, "transfer", kv))))
+        if lay.pp > 1:
+            link = lay.stage_link or lay.link
+            ops.append(("pp_handoff", lay.pp - 1,
+                        float(self.cal.link_time(link, "transfer", act))))
+        return ops
+
+    # -- inspection -------------------------------------------------------------------------
+    def breakdown(self, batch: Batch) -> list[dict]:
+        """One row per operator per stage and rank, plus link operators (rank -1)."""
+        rows = []
+        chunks = np.array(batch.prefill_tokens)
+        ctx = np.array(batch.prefill_context)
+        n_dec, ctx_sum = len(batch.decode_context), sum(batch.decode_context)
+        for s in range(self.layout.pp):
+            for r, rs in enumerate(self.ranks):
+                dev = self._device(s, r)
+                ops = list(self._dense_ops(s, r, batch.tokens, batch.samples))
+                if len(chunks) and rs.heads:
+                    f, by = rs.attn_prefill(chunks, ctx)
+                    ops += [("attn_prefill", "attention", self.stage_layers[s], f, by,
+                             {"tokens": chunks, "context": ctx, "batch": 1, "heads": rs.heads})]
+                if n_dec:
+                    f, by = rs.attn_decode(n_dec, ctx_sum)
+                    if f:
+                        ops += [("attn_decode", "attention", self.stage_layers[s], f, by,
+                                 {"batch": n_dec, "kv_len": ctx_sum / n_dec, "heads": rs.heads})]
+                for op, name, c, f, by, shp in ops:
+                    t = float(np.sum(self.cal.op_time(dev, op, f, by, shp, self.dtype)))
+                    rows.append({"stage": s, "rank": r, "device": dev.name, "op": op,
+                                 "name": name, "count": c, "flops": c * float(np.sum(f)),
+                                 "bytes": c * float(np.sum(by)), "time_s": c * t})
+        for name, c, t in self._link_ops(batch.tokens, n_dec):
+            op = "collective" if name == "tp_allreduce" else "transfer"
+            rows.append({"stage": -1, "rank": -1, "device": "link", "op": op, "name": name,
+                         "count": c, "flops": 0.0, "bytes": float("nan"), "time_s": c * t})
+        return rows

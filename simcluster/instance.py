@@ -1,0 +1,259 @@
+"""One model replica: a SimPy process that batches, times and applies iterations.
+
+The loop: ask the batching policy for a plan, apply its preemptions and admissions, ask the
+cost model for the iteration time, ``yield env.timeout(t)``, apply the results (KV blocks,
+tokens, first-token and finish times). Events are iterations, never tokens: when the plan is
+pure decode, the same plan repeats until a sequence finishes, a request arrives, or KV blocks run
+short, so the instance advances all those steps in one timeout — with per-step times from the
+cost model, so the result equals stepping one by one. An arrival during such a stretch wakes
+the instance, which finishes the step in flight and plans again.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+import simpy
+
+from simcluster.cost.memory import MemoryPlan
+from simcluster.policies.batching import Plan, blocks_for
+from simcluster.request import Request
+
+
+@dataclass(frozen=True)
+class InstanceConfig:
+    """Scheduler and memory settings of a replica (vLLM's names where it has them)."""
+
+    block_size: int = 16
+    max_num_seqs: int = 256
+    max_batched_tokens: int = 8192
+    chunked_prefill: bool = False
+    memory_utilization: float = 0.9
+    max_model_len: int | None = None      # default: the model's max_position
+    max_steady_steps: int = 1_000_000     # cap on decode steps advanced in one event
+
+    def __post_init__(self):
+        for name in ("block_size", "max_num_seqs", "max_batched_tokens", "max_steady_steps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"InstanceConfig.{name} must be >= 1, got {getattr(self, name)}")
+
+
+class KVCache:
+    """Paged KV cache: a count of free blocks of ``block_size`` tokens."""
+
+    def __init__(self, total_blocks: int, block_size: int):
+        self.total_blocks = total_blocks
+        self.block_size = block_size
+        self.free_blocks = total_blocks
+
+    @property
+    def used_blocks(self) -> int:
+        return self.total_blocks - self.free_blocks
+
+    def alloc(self, n: int):
+        if n > self.free_blocks:
+            raise RuntimeError(f"KV cache over capacity: {n} blocks asked, "
+                               f"{self.free_blocks} free of {self.total_blocks}")
+        self.free_blocks -= n
+
+    def release(self, n: int):
+        self.free_blocks += n
+        assert self.free_blocks <= self.total_blocks
+
+
+class Instance:
+    """One replica of the model on the devices of its layout."""
+
+    def __init__(self, env: simpy.Environment, iid: int, name: str, model, layout, timer,
+                 memory: MemoryPlan, config: InstanceConfig, batcher, sink):
+        self.env, self.id, self.name = env, iid, name
+        self.model, self.layout, self.timer, self.memory = model, layout, timer, memory
+        self.config = config
+        self.batcher = batcher.bind(self)
+        self.sink = sink                 # .finished(req), .rejected(req), .prefilled(req)
+        self.kv = KVCache(memory.kv_capacity_tokens // config.block_size, config.block_size)
+        self.max_model_len = config.max_model_len or model.max_position
+        self.running: list[Request] = []
+        self.waiting: deque[Request] = deque()
+        self.outstanding_tokens = 0
+        self.speed = 1.0
+        self.timeline: list[tuple] = []
+        self._wake: simpy.Event | None = None
+        self._admitted = 0
+        self.process = env.process(self._run())
+
+    # -- requests in -------------------------------------------------------------------------
+    def can_serve(self, req: Request) -> str:
+        """Empty if this replica could ever serve ``req``, else the reason it cannot."""
+        if self.memory.oom:
+            return "instance OOM: " + "; ".join(self.memory.oom)
+        need = -(-req.max_kv_tokens // self.config.block_size)
+        if need > self.kv.total_blocks:
+            return (f"kv_capacity: needs {need} KV blocks of {self.config.block_size} tokens, "
+                    f"instance {self.name} has {self.kv.total_blocks}")
+        if req.prompt_tokens + req.output_tokens > self.max_model_len:
+            return (f"max_model_len: {req.prompt_tokens + req.output_tokens} tokens > "
+                    f"{self.max_model_len}")
+        if not self.config.chunked_prefill and req.prompt_tokens > self.config.max_batched_tokens:
+            return (f"max_batched_tokens: prompt of {req.prompt_tokens} tokens > "
+                    f"{self.config.max_batched_tokens} without chunked prefill")
+        return ""
+
+    def submit(self, req: Request):
+        req.instance, req.device = self.id, self.layout.devices[0].name
+        self.waiting.append(req)
+        self.outstanding_tokens += req.prefill_target - req.kv_tokens + req.remaining_output
+        if self._wake is not None and not self._wake.triggered:
+            self._wake.succeed()
+
+    # -- the loop ----------------------------------------------------------------------------
+    def _run(self):
+        env, stalls = self.env, 0
+        while True:
+            if not self.running and not self.waiting:
+                self._wake = env.event()
+                yield self._wake
+                self._wake = None
+                continue
+            plan = self.batcher.schedule(env.now)
+            self._preempt(plan.preempt)
+            self._admit(plan.admit)
+            if plan.empty:
+                stalls += 1
+                if stalls > 2 or not self.running:
+                    self._reject_head("scheduler could not admit it with an empty instance")
+                continue
+            stalls = 0
+            steps = self._steady_steps(plan) if plan.steady else 1
+            if steps > 1:
+                yield from self._decode_stretch(plan.decode, steps)
+            else:
+                yield from self._iteration(plan)
+
+    def _iteration(self, plan: Plan):
+        start = self.env.now
+        for req, chunk in plan.prefill:
+            self._alloc(req, req.kv_tokens + chunk)
+        for req in plan.decode:
+            self._alloc(req, req.kv_tokens + 1)
+        chunks = np.fromiter((c for _, c in plan.prefill), dtype=np.int64, count=len(plan.prefill))
+        ctx = np.fromiter((r.kv_tokens for r, _ in plan.prefill), dtype=np.int64,
+                          count=len(plan.prefill))
+        samples = sum(1 for r, c in plan.prefill if r.kv_tokens + c == r.prefill_target)
+        n_dec = len(plan.decode)
+        ctx_sum = sum(r.kv_tokens for r in plan.decode) + n_dec
+        t = self.timer.time(chunks, ctx, n_dec, ctx_sum, samples + n_dec)
+        yield self.env.timeout(t)
+        end = self.env.now
+        self._record(start, end, 1, len(plan.prefill), int(chunks.sum()), n_dec)
+        for req, chunk in plan.prefill:
+            req.kv_tokens += chunk
+            self.outstanding_tokens -= chunk
+            if req.kv_tokens == req.prefill_target:
+                self._sampled(req, 1, end)
+        for req in plan.decode:
+            req.kv_tokens += 1
+            self._sampled(req, 1, end)
+
+    def _steady_steps(self, plan: Plan) -> int:
+        """How many identical pure-decode steps can run before anything changes."""
+        decode = plan.decode
+        k = min(min(r.remaining_output for r in decode), self.config.max_steady_steps)
+        if k <= 1:
+            return 1
+        bs = self.config.block_size
+        kv = np.fromiter((r.kv_tokens for r in decode), dtype=np.int64, count=len(decode))
+        held = np.fromiter((r.blocks for r in decode), dtype=np.int64, count=len(decode))
+        free = self.kv.free_blocks
+
+        def new_blocks(j):
+            return int(np.maximum(0, -(-(kv + j) // bs) - held).sum())
+        if new_blocks(k) <= free:
+            return k
+        lo, hi = 1, k          # new_blocks(lo) <= free < new_blocks(hi)
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            lo, hi = (mid, hi) if new_blocks(mid) <= free else (lo, mid)
+        return lo
+
+    def _decode_stretch(self, decode: list[Request], k: int):
+        env, start = self.env, self.env.now
+        n = len(decode)
+        ctx_sum = sum(r.kv_tokens for r in decode) + n
+        cum = np.cumsum(self.timer.decode_steps(n, ctx_sum, k))
+        self._wake = env.event()
+        yield env.timeout(float(cum[-1])) | self._wake
+        self._wake = None
+        j = k
+        if env.now < start + cum[-1]:          # woken by an arrival: finish the step in flight
+            j = min(k, int(np.searchsorted(cum, env.now - start, side="right")) + 1)
+            yield env.timeout(max(0.0, start + float(cum[j - 1]) - env.now))
+        end = start + float(cum[j - 1])
+        self._record(start, end, j, 0, 0, n)
+        self.outstanding_tokens -= n * j
+        for req in decode:
+            self._alloc(req, req.kv_tokens + j)
+            req.kv_tokens += j
+            self._sampled(req, j, end, count_outstanding=False)
+
+    # -- state changes -----------------------------------------------------------------------
+    def _alloc(self, req: Request, tokens: int):
+        need = blocks_for(req, tokens, self.config.block_size)
+        if need:
+            self.kv.alloc(need)
+            req.blocks += need
+
+    def _sampled(self, req: Request, tokens: int, now: float, count_outstanding=True):
+        if req.generated == 0:
+            req.first_token_s = now
+        req.generated += tokens
+        if count_outstanding:
+            self.outstanding_tokens -= tokens
+        if req.generated >= req.output_tokens:
+            req.finish_s = now
+            self._release(req)
+            self.sink.finished(req)
+        elif req.generated == tokens and self.sink.wants_handoff(req):
+            self._release(req)
+            self.outstanding_tokens -= req.remaining_output
+            self.sink.prefilled(req)
+
+    def _release(self, req: Request):
+        self.running.remove(req)
+        self.kv.release(req.blocks)
+        req.blocks = 0
+
+    def _preempt(self, victims: list[Request]):
+        for req in sorted(victims, key=lambda r: r.admit_seq, reverse=True):
+            self.running.remove(req)
+            self.kv.release(req.blocks)
+            # the recompute re-prefills prompt and generated tokens
+            self.outstanding_tokens += (req.prompt_tokens + req.generated
+                                        - (req.prefill_target - req.kv_tokens))
+            req.blocks, req.kv_tokens = 0, 0
+            req.prefill_target = req.prompt_tokens + req.generated
+            req.preemptions += 1
+            self.waiting.appendleft(req)
+
+    def _admit(self, admitted: list[Request]):
+        for req in admitted:
+            head = self.waiting.popleft()
+            assert head is req, "batching policies admit from the head of the queue, in order"
+            if math.isnan(req.prefill_start_s):
+                req.prefill_start_s = self.env.now
+            req.admit_seq = self._admitted
+            self._admitted += 1
+            self.running.append(req)
+
+    def _reject_head(self, why: str):
+        req = self.waiting.popleft()
+        req.reason = why
+        self.outstanding_tokens -= req.prefill_target - req.kv_tokens + req.remaining_output
+        self.sink.rejected(req)
+
+    def _record(self, start, end, iters, n_prefill, prefill_tokens, n_decode):
+        self.timeline.append((self.id, start, end, iters, n_prefill, prefill_tokens, n_decode,
+                              self.kv.used_blocks, len(self.waiting)))

@@ -1,0 +1,7 @@
+"""Pluggable decisions: routing and batching, each through its registry."""
+
+from simcluster.policies import batching, routing  # noqa: F401  (fill the registries)
+from simcluster.policies.batching import Plan
+from simcluster.policies.registry import BATCHERS, ROUTERS, Registry
+
+__all__ = ["BATCHERS", "ROUTERS", "Plan", "Registry"]

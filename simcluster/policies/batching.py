@@ -1,0 +1,136 @@
+"""Batching policies: which sequences run in an instance's next iteration.
+
+A batching policy is bound to one instance and answers ``schedule(now) -> Plan``. It reads the
+instance's ``running`` list (admission order), ``waiting`` deque, ``kv`` free blocks and
+``config``, and never mutates them: the instance applies the plan.
+
+``vllm`` mirrors vLLM's scheduler. Without chunked prefill (vLLM v0 default): if any waiting
+request can be admitted, the iteration is prefill-only (FCFS admission while ``max_num_seqs``,
+``max_batched_tokens`` and free KV blocks allow), otherwise every running sequence decodes one
+token. With chunked prefill (Sarathi-style, vLLM v1): decodes first, then ongoing partial
+prefills, then new admissions, filling a ``max_batched_tokens`` token budget with prompt chunks.
+A decode that needs a block when none is free preempts the most recently admitted running
+sequence (recompute: its KV is dropped and it waits at the head of the queue).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from simcluster.policies.registry import BATCHERS
+from simcluster.request import Request
+
+
+@dataclass
+class Plan:
+    """One iteration's work: prompt chunks, decode steps, preemptions, admissions."""
+
+    prefill: list[tuple[Request, int]] = field(default_factory=list)
+    decode: list[Request] = field(default_factory=list)
+    preempt: list[Request] = field(default_factory=list)
+    admit: list[Request] = field(default_factory=list)
+
+    @property
+    def steady(self) -> bool:
+        """A pure-decode plan: the same plan repeats until an arrival, a completion or a
+        block shortage, so the instance may advance many steps at once."""
+        return not (self.prefill or self.preempt or self.admit)
+
+    @property
+    def empty(self) -> bool:
+        return not (self.prefill or self.decode)
+
+
+def blocks_for(req: Request, tokens: int, block_size: int) -> int:
+    """New blocks ``req`` needs to hold ``tokens`` KV tokens."""
+    return max(0, -(-tokens // block_size) - req.blocks)
+
+
+@BATCHERS.register("vllm")
+class VLLMBatching:
+    """vLLM-like continuous batching (see module docstring)."""
+
+    def __init__(self, watermark_blocks: int = 0):
+        self.watermark_blocks = watermark_blocks
+        self.inst = None
+
+    def bind(self, instance) -> "VLLMBatching":
+        self.inst = instance
+        return self
+
+    def schedule(self, now: float) -> Plan:
+        inst, cfg = self.inst, self.inst.config
+        plan, free = Plan(), inst.kv.free_blocks
+        if not cfg.chunked_prefill:
+            plan, _ = self._admit(plan, free, cfg.max_batched_tokens, chunked=False)
+            if plan.prefill:
+                return plan
+            return self._decodes(Plan(), free)[0]
+        plan, free = self._decodes(plan, free)
+        budget = cfg.max_batched_tokens - len(plan.decode)
+        preempted = set(id(r) for r in plan.preempt)
+        for req in inst.running:
+            if budget <= 0:
+                break
+            if req.prefilling and id(req) not in preempted:
+                chunk = min(req.prefill_target - req.kv_tokens, budget)
+                need = blocks_for(req, req.kv_tokens + chunk, cfg.block_size)
+                if need > free:
+                    break
+                free -= need
+                budget -= chunk
+                plan.prefill.append((req, chunk))
+        if not plan.preempt:
+            plan, free = self._admit(plan, free, budget, chunked=True)
+        return plan
+
+    def _decodes(self, plan: Plan, free: int):
+        """Every decoding sequence takes one token; preempt the newest on block shortage."""
+        bs = self.inst.config.block_size
+        running = [r for r in self.inst.running if not r.prefilling]
+        victims = list(self.inst.running)           # newest last
+        gone = set()
+        for req in running:
+            if id(req) in gone:
+                continue
+            need = blocks_for(req, req.kv_tokens + 1, bs)
+            while need > free:
+                victim = next((v for v in reversed(victims)
+                               if id(v) not in gone and v is not req), None)
+                if victim is None:
+                    break
+                gone.add(id(victim))
+                plan.preempt.append(victim)
+                free += victim.blocks
+                if victim in plan.decode:
+                    plan.decode.remove(victim)
+                    free += blocks_for(victim, victim.kv_tokens + 1, bs)
+            if need > free:
+                gone.add(id(req))
+                plan.preempt.append(req)
+                free += req.blocks
+                continue
+            free -= need
+            plan.decode.append(req)
+        return plan, free
+
+    def _admit(self, plan: Plan, free: int, budget: int, chunked: bool):
+        """Admit waiting requests FCFS while slots, token budget and blocks allow."""
+        inst, cfg = self.inst, self.inst.config
+        slots = cfg.max_num_seqs - len(inst.running) + len(plan.preempt)
+        for req in inst.waiting:
+            if slots <= 0 or budget <= 0:
+                break
+            remaining = req.prefill_target - req.kv_tokens
+            chunk = min(remaining, budget) if chunked else remaining
+            if chunk > budget and (chunked or plan.prefill):
+                break   # (a recompute longer than the budget runs alone, unchunked)
+            need = blocks_for(req, req.kv_tokens + chunk, cfg.block_size)
+            if need > free - self.watermark_blocks:
+                break
+            free -= need
+            budget -= chunk
+            slots -= 1
+            plan.admit.append(req)
+            plan.prefill.append((req, chunk))
+        return plan, free

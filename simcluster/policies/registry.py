@@ -1,0 +1,46 @@
+"""Registries: one per extension point, a plain dict filled by a decorator.
+
+    @ROUTERS.register("round_robin")
+    class RoundRobin: ...
+
+``ROUTERS.create(name, **params)`` builds one; an unknown name fails listing the known ones.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+
+class Registry(dict):
+    """Name -> factory (a class, or a function returning a policy object)."""
+
+    def __init__(self, kind: str):
+        super().__init__()
+        self.kind = kind
+
+    def register(self, name: str) -> Callable:
+        def deco(factory):
+            if name in self:
+                raise ValueError(f"{self.kind} policy {name!r} is already registered")
+            self[name] = factory
+            factory.policy_name = name
+            return factory
+        return deco
+
+    def lookup(self, name: str):
+        try:
+            return self[name]
+        except KeyError:
+            raise KeyError(f"unknown {self.kind} policy {name!r}; known: "
+                           f"{', '.join(sorted(self))}") from None
+
+    def create(self, name: str, **params):
+        factory = self.lookup(name)
+        try:
+            return factory(**params)
+        except TypeError as err:
+            raise TypeError(f"{self.kind} policy {name!r}: {err}") from None
+
+
+ROUTERS = Registry("router")
+BATCHERS = Registry("batching")
