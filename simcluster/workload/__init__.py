@@ -1,0 +1,31 @@
+"""Workloads: request traces, their loaders, synthetic generators, transforms and summaries.
+
+A :class:`Trace` is what a simulation replays: arrival times plus prompt and output token
+counts per request. Load one from a file or a bundled public trace (:func:`load_trace`),
+generate one (:func:`synthetic_trace` and the arrival/length generators), reshape it with the
+pure transforms (:func:`rescale_rate`, :func:`time_window`, :func:`first_n`,
+:func:`subsample`), and summarise it (:func:`describe`, :func:`format_description`).
+"""
+
+from simcluster.workload.bundled import bundled_trace_path, bundled_traces
+from simcluster.workload.describe import describe, format_description, interarrival_cv
+from simcluster.workload.loaders import load_trace
+from simcluster.workload.synthetic import (
+                                           fixed_lengths,
+                                           gamma_arrivals,
+                                           lognormal_lengths,
+                                           poisson_arrivals,
+                                           resampled_lengths,
+                                           synthetic_trace,
+)
+from simcluster.workload.trace import Trace
+from simcluster.workload.transforms import first_n, rescale_rate, subsample, time_window
+
+__all__ = [
+    "Trace",
+    "load_trace", "bundled_traces", "bundled_trace_path",
+    "poisson_arrivals", "gamma_arrivals", "fixed_lengths", "lognormal_lengths",
+    "resampled_lengths", "synthetic_trace",
+    "rescale_rate", "time_window", "first_n", "subsample",
+    "describe", "format_description", "interarrival_cv",
+]

@@ -1,0 +1,208 @@
+"""Reading request traces from files: Azure, Mooncake, Vidur and simcluster's own format.
+
+:func:`load_trace` is the one entry point. It picks a *container* (CSV, JSON Lines or
+Parquet) from the suffix and a *schema* (which columns mean what, see
+:mod:`simcluster.workload._table`) from the header, parses every column vectorised, and
+only on the error path looks for the offending line, so that a bad file fails with an
+:class:`~simcluster.errors.InputError` naming file, line and column.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from simcluster.errors import InputError
+from simcluster.workload._columns import Rows
+from simcluster.workload._table import SCHEMAS, Schema, detect_schema, request_arrays
+from simcluster.workload.bundled import BUNDLED, bundled_trace_path
+from simcluster.workload.trace import PARQUET_HINT, Trace
+
+#: Accepted values of ``load_trace(format=...)`` and the container each implies.
+#: csv/jsonl/parquet name the container only (columns detected from the header);
+#: azure/vidur/mooncake also fix the schema.
+FORMATS: dict[str, str] = {
+    "csv": "csv", "jsonl": "jsonl", "parquet": "parquet",
+    "azure": "csv", "vidur": "csv", "mooncake": "jsonl",
+}
+
+_SUFFIXES: dict[str, str] = {
+    ".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl",
+    ".parquet": "parquet", ".pq": "parquet",
+}
+
+
+def load_trace(path_or_name: str | Path, *, format: str | None = None,
+               sort: bool = False) -> Trace:
+    """Read a request trace from a file, or a bundled trace by name.
+
+    ``path_or_name``: a file path, or one of the bundled names ``"azure-conv"``,
+    ``"azure-code"``, ``"mooncake-conv"`` (see :func:`bundled_traces`); an existing file of
+    that name takes precedence. The trace is named after the bundled name or the file stem.
+
+    ``format``: None (from suffix and header), or one of ``csv``, ``jsonl``, ``parquet``
+    (the container; columns still detected) or ``azure``, ``vidur``, ``mooncake``.
+    Recognised columns:
+
+    - Azure CSV: ``TIMESTAMP`` (wall clock, any fractional digits, optional timezone),
+      ``ContextTokens``, ``GeneratedTokens``; arrival_s counts from the earliest request.
+    - Mooncake JSONL: ``timestamp`` (ms), ``input_length``, ``output_length``; ``hash_ids``
+      and any other key is kept in ``Trace.extras``.
+    - Vidur CSV: ``arrived_at`` (s), ``num_prefill_tokens``, ``num_decode_tokens`` (Vidur
+      counts the token produced by prefill among the decode tokens, as ``output_tokens``
+      does here).
+    - canonical CSV / JSONL / Parquet: ``arrival_s``, ``prompt_tokens``, ``output_tokens``,
+      optional ``request_id`` (see :meth:`Trace.from_frame`).
+
+    Arrival times must not decrease; with ``sort=True`` requests are stably sorted by
+    arrival instead. Blank lines are skipped. Every other problem (missing column, empty
+    cell, non-numeric or non-integer or non-positive token count, bad timestamp, malformed
+    JSON line, file without requests) raises InputError naming file, line and column.
+    """
+    path, name = _resolve(path_or_name)
+    container, schema = _container_and_schema(path, format)
+    if container == "csv":
+        df, rows, header_line = _read_csv(path)
+    elif container == "jsonl":
+        df, rows, header_line = _read_jsonl(path)
+    else:
+        df, rows, header_line = _read_parquet(path)
+    if schema is None:
+        schema = detect_schema(list(df.columns), rows, line=header_line)
+    arrival, prompt, output, extras = request_arrays(df, schema, rows, sort=sort,
+                                                     header_line=header_line)
+    return Trace(arrival, prompt, output, name=name, extras=extras)
+
+
+def _resolve(path_or_name: str | Path) -> tuple[Path, str]:
+    """(file path, trace name) for a path or a bundled trace name."""
+    path = Path(path_or_name)
+    if isinstance(path_or_name, str) and path_or_name in BUNDLED and not path.exists():
+        return bundled_trace_path(path_or_name), path_or_name
+    if not path.is_file():
+        what = "is not a file" if path.exists() else "does not exist"
+        raise InputError(f"{what}; expected a trace file or one of the bundled names "
+                         f"{sorted(BUNDLED)}", file=str(path_or_name))
+    return path, path.stem
+
+
+def _container_and_schema(path: Path, format: str | None) -> tuple[str, Schema | None]:
+    """The container to read and, when ``format`` fixes it, the schema."""
+    if format is not None:
+        if format not in FORMATS:
+            raise ValueError(f"unknown trace format {format!r}; expected one of "
+                             f"{sorted(FORMATS)} or None to detect it")
+        return FORMATS[format], SCHEMAS.get(format)
+    container = _SUFFIXES.get(path.suffix.lower())
+    if container is None:
+        raise InputError(f"cannot tell the trace format from the suffix {path.suffix!r}: "
+                         f"expected one of {sorted(_SUFFIXES)}, or pass format= (one of "
+                         f"{sorted(FORMATS)})", file=str(path))
+    return container, None
+
+
+def _read_csv(path: Path) -> tuple[pd.DataFrame, Rows, int]:
+    """A CSV file as a table (cells as pandas infers them) and the line of each row.
+
+    Line numbers assume one row per line (no line breaks inside quoted cells), as in every
+    trace format read here.
+    """
+    try:
+        df = pd.read_csv(path, index_col=False, skip_blank_lines=False, na_values=[""],
+                         keep_default_na=False, encoding="utf-8-sig")
+    except pd.errors.EmptyDataError:
+        raise InputError("the file is empty; expected a header line and one row per request",
+                         file=str(path), line=1) from None
+    except pd.errors.ParserError as err:
+        raise _csv_parser_error(path, err) from None
+    except UnicodeDecodeError as err:
+        raise InputError(f"not UTF-8 text ({err.reason})", file=str(path)) from None
+    df.columns = [str(c).strip() for c in df.columns]
+    rows = Rows(str(path), np.arange(len(df), dtype=np.int64) + 2)
+    blank = _blank_rows(df, path)
+    if blank is not None:
+        keep = ~blank
+        df = df.loc[keep].reset_index(drop=True)
+        rows = rows.take(np.flatnonzero(keep))
+    return df, rows, 1
+
+
+def _csv_parser_error(path: Path, err: Exception) -> InputError:
+    """An InputError for a row pandas could not split (wrong number of fields)."""
+    text = str(err)
+    line = None
+    marker = " in line "
+    if marker in text:
+        digits = text.split(marker, 1)[1].split(",", 1)[0].strip()
+        line = int(digits) if digits.isdigit() else None
+    reason = text.split("C error: ", 1)[-1].strip()
+    return InputError(f"malformed CSV row: {reason}", file=str(path), line=line)
+
+
+def _blank_rows(df: pd.DataFrame, path: Path) -> np.ndarray | None:
+    """Mask of rows that come from blank lines, or None when there are none.
+
+    A blank line reads as a row of empty cells; so does a line like ``,,``, which is not
+    blank but a request with every cell missing. The raw text tells them apart, and is
+    read only when such rows exist.
+    """
+    if len(df) == 0 or len(df.columns) == 0:
+        return None
+    first = df.iloc[:, 0]
+    first_empty = first.isna().to_numpy().copy()
+    if pd.api.types.is_string_dtype(first.dtype) or first.dtype == object:
+        first_empty |= first.astype(str).str.strip().eq("").to_numpy() & first.notna().to_numpy()
+    candidate = first_empty & df.iloc[:, 1:].isna().all(axis=1).to_numpy()
+    if not candidate.any():
+        return None
+    with open(path, encoding="utf-8-sig", newline=None) as f:
+        lines = f.read().split("\n")
+    blank = np.zeros(len(df), dtype=bool)
+    for pos in np.flatnonzero(candidate):
+        line_no = pos + 2  # header is line 1
+        blank[pos] = line_no - 1 < len(lines) and lines[line_no - 1].strip() == ""
+    return blank
+
+
+def _read_jsonl(path: Path) -> tuple[pd.DataFrame, Rows, int | None]:
+    """A JSON Lines file (one object per line) as a table and the line of each row."""
+    records: list[dict] = []
+    lines: list[int] = []
+    try:
+        with open(path, encoding="utf-8-sig") as f:
+            for line_no, text in enumerate(f, start=1):
+                if not text.strip():
+                    continue
+                try:
+                    record = json.loads(text.rstrip())
+                except json.JSONDecodeError as err:
+                    raise InputError(f"malformed JSON at column {err.colno}: {err.msg}; "
+                                     "expected one JSON object per line",
+                                     file=str(path), line=line_no) from None
+                if not isinstance(record, dict):
+                    raise InputError("expected a JSON object ({...}) per line, found "
+                                     f"{type(record).__name__}", file=str(path), line=line_no)
+                records.append(record)
+                lines.append(line_no)
+    except UnicodeDecodeError as err:
+        raise InputError(f"not UTF-8 text ({err.reason})", file=str(path)) from None
+    if not records:
+        raise InputError("the file holds no requests; expected one JSON object per line",
+                         file=str(path), line=1)
+    df = pd.DataFrame.from_records(records)
+    return df, Rows(str(path), np.asarray(lines, dtype=np.int64)), lines[0]
+
+
+def _read_parquet(path: Path) -> tuple[pd.DataFrame, Rows, int | None]:
+    """A Parquet file as a table; rows are numbered from 1 in place of lines."""
+    if importlib.util.find_spec("pyarrow") is None:
+        raise InputError(f"cannot read Parquet: {PARQUET_HINT}", file=str(path))
+    try:
+        df = pd.read_parquet(path)
+    except Exception as err:  # pyarrow raises its own error types for a corrupt file
+        raise InputError(f"not a readable Parquet file ({err})", file=str(path)) from None
+    return df.reset_index(drop=True), Rows(str(path), np.arange(1, len(df) + 1)), None
