@@ -148,7 +148,7 @@ class Instance:
         t = self.timer.time(chunks, ctx, n_dec, ctx_sum, samples + n_dec)
         yield self.env.timeout(t)
         end = self.env.now
-        self._record(start, end, 1, len(plan.prefill), int(chunks.sum()), n_dec)
+        self._record(start, end, 1, len(plan.prefill), int(chunks.sum()), samples, n_dec)
         for req, chunk in plan.prefill:
             req.kv_tokens += chunk
             self.outstanding_tokens -= chunk
@@ -165,9 +165,11 @@ class Instance:
         if k <= 1:
             return 1
         bs = self.config.block_size
+        free = self.kv.free_blocks
+        if len(decode) * (k // bs + 1) <= free:      # enough blocks whatever the alignment
+            return k
         kv = np.fromiter((r.kv_tokens for r in decode), dtype=np.int64, count=len(decode))
         held = np.fromiter((r.blocks for r in decode), dtype=np.int64, count=len(decode))
-        free = self.kv.free_blocks
 
         def new_blocks(j):
             return int(np.maximum(0, -(-(kv + j) // bs) - held).sum())
@@ -192,7 +194,7 @@ class Instance:
             j = min(k, int(np.searchsorted(cum, env.now - start, side="right")) + 1)
             yield env.timeout(max(0.0, start + float(cum[j - 1]) - env.now))
         end = start + float(cum[j - 1])
-        self._record(start, end, j, 0, 0, n)
+        self._record(start, end, j, 0, 0, 0, n)
         self.outstanding_tokens -= n * j
         for req in decode:
             self._alloc(req, req.kv_tokens + j)
@@ -254,6 +256,6 @@ class Instance:
         self.outstanding_tokens -= req.prefill_target - req.kv_tokens + req.remaining_output
         self.sink.rejected(req)
 
-    def _record(self, start, end, iters, n_prefill, prefill_tokens, n_decode):
-        self.timeline.append((self.id, start, end, iters, n_prefill, prefill_tokens, n_decode,
-                              self.kv.used_blocks, len(self.waiting)))
+    def _record(self, start, end, iters, n_prefill, prefill_tokens, prefill_done, n_decode):
+        self.timeline.append((self.id, start, end, iters, n_prefill, prefill_tokens,
+                              prefill_done, n_decode, self.kv.used_blocks, len(self.waiting)))

@@ -3,7 +3,8 @@
 * ``requests``: one row per request — times, tokens, instance, device, preemptions, and the
   reason if it was rejected.
 * ``timeline``: one row per instance event — a single iteration, or a run of identical decode
-  iterations (``iterations`` > 1) — with batch composition and KV blocks in use.
+  iterations (``iterations`` > 1) — with batch composition (``prefill_done``: prompts that
+  finished and sampled their first token), KV blocks in use at its start and queue length.
 * ``instances``: one row per replica — its devices, KV capacity, price.
 """
 
@@ -21,7 +22,8 @@ REQUEST_COLUMNS = ["request_id", "arrival_s", "prompt_tokens", "output_tokens", 
                    "device", "prefill_start_s", "first_token_s", "finish_s", "queueing_s",
                    "ttft_s", "tpot_s", "e2e_s", "preemptions", "rejected", "reason"]
 TIMELINE_COLUMNS = ["instance", "start_s", "end_s", "iterations", "prefill_seqs",
-                    "prefill_tokens", "decode_seqs", "kv_blocks_used", "waiting"]
+                    "prefill_tokens", "prefill_done", "decode_seqs", "kv_blocks_used",
+                    "waiting"]
 
 
 def request_frame(requests) -> pd.DataFrame:

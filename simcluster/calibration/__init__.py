@@ -33,9 +33,17 @@ def compute_dtype(device: DeviceSpec, dtype: str) -> str:
 
 
 class Calibration:
-    """Neutral calibration: datasheet peaks, no overheads. Subclasses override ``_rates``."""
+    """Neutral calibration: datasheet peaks, no overheads. Subclasses override ``_rates``.
+
+    ``shape_dependent = False`` declares that ``_rates`` ignores the shape, so its answer is
+    memoised per (device, op, dtype) — the simulator's hot path asks millions of times.
+    """
 
     name = "datasheet"
+    shape_dependent = False
+
+    def __init__(self):
+        self._memo: dict = {}
 
     def op_time(self, device: DeviceSpec, op: str, flops, bytes_, shape: Mapping,
                 dtype: str = "bf16"):
@@ -46,7 +54,14 @@ class Calibration:
         """
         if op not in DEVICE_OPS:
             raise ValueError(f"unknown device operator class {op!r}; known: {DEVICE_OPS}")
-        flops_per_s, bytes_per_s, overhead_s = self._rates(device, op, shape, dtype)
+        if self.shape_dependent:
+            flops_per_s, bytes_per_s, overhead_s = self._rates(device, op, shape, dtype)
+        else:
+            key = (device.name, op, dtype)
+            hit = self._memo.get(key)
+            if hit is None:
+                hit = self._memo[key] = self._rates(device, op, shape, dtype)
+            flops_per_s, bytes_per_s, overhead_s = hit
         kernels = shape.get("kernels", 1)
         return np.maximum(flops / flops_per_s, bytes_ / bytes_per_s) + overhead_s * kernels
 
@@ -75,3 +90,11 @@ class Calibration:
 
 
 NEUTRAL = Calibration()
+
+
+def load_calibration(name: str = "datasheet") -> Calibration:
+    """A calibration by name: ``datasheet`` (neutral roofline)."""
+    known = {"datasheet": lambda: NEUTRAL}
+    if name not in known:
+        raise KeyError(f"unknown calibration {name!r}; known: {', '.join(sorted(known))}")
+    return known[name]()

@@ -26,11 +26,9 @@ from simcluster.cost.operators import RankShape
 from simcluster.hardware import DeviceSpec
 from simcluster.models import ModelSpec
 
-_DTYPES = {1: "int8", 2: "bf16", 4: "fp32"}
-
-
 def model_dtype(model: ModelSpec) -> str:
-    return _DTYPES[model.dtype_bytes]
+    """The dtype the model's weights and activations are computed in (``fp16``, ``bf16`` ...)."""
+    return model.dtype
 
 
 @dataclass(frozen=True)
@@ -167,6 +165,10 @@ class IterationTimer:
                                    layout.kv_shares[r], tied) for r in range(layout.tp)]
         base, extra = divmod(model.num_layers, layout.pp)
         self.stage_layers = [base + (1 if s < extra else 0) for s in range(layout.pp)]
+        # ranks with the same device and shares compute the same times: compute one of each
+        self._twin = [next(q for q in range(r + 1) if self._same_rank(q, r))
+                      for r in range(layout.tp)]
+        self._scalar = layout.pp == 1 and all(t == 0 for t in self._twin)
         self._dense_cache: dict[tuple[int, int], np.ndarray] = {}
         self._link_cache: dict[tuple[int, int], float] = {}
 
@@ -175,21 +177,34 @@ class IterationTimer:
              decode_context_sum: int, n_samples: int) -> float:
         """Seconds for one iteration (arrays of the prefill chunks, the decode totals)."""
         tokens = int(prefill_tokens.sum()) + n_decode
-        per_rank = self._dense(tokens, n_samples).copy()
+        per_rank = self._dense(tokens, n_samples)
         if len(prefill_tokens):
-            per_rank += self._attn_prefill(prefill_tokens, prefill_context)
+            per_rank = per_rank + self._attn_prefill(prefill_tokens, prefill_context)
         if n_decode:
-            per_rank += self._attn_decode(n_decode, np.array([decode_context_sum]))[:, :, 0]
+            per_rank = per_rank + self._attn_decode(n_decode, np.array([decode_context_sum]))[:, :, 0]
+        if self._scalar:
+            return float(per_rank[0, 0]) + self._links(tokens, n_decode)
         return float(per_rank.max(axis=1).sum()) + self._links(tokens, n_decode)
 
     def decode_steps(self, n_decode: int, context_sum: int, steps: int) -> np.ndarray:
         """Per-step times of ``steps`` pure-decode iterations of ``n_decode`` sequences whose
         KV lengths sum to ``context_sum`` at the first step and grow by one token each step."""
         sums = context_sum + n_decode * np.arange(steps, dtype=float)
-        per_rank = self._dense(n_decode, n_decode)[:, :, None] + self._attn_decode(n_decode, sums)
-        return per_rank.max(axis=1).sum(axis=0) + self._links(n_decode, n_decode)
+        attn = self._attn_decode(n_decode, sums)
+        links = self._links(n_decode, n_decode)
+        if self._scalar:
+            return attn[0, 0] + (self._dense(n_decode, n_decode)[0, 0] + links)
+        per_rank = self._dense(n_decode, n_decode)[:, :, None] + attn
+        return per_rank.max(axis=1).sum(axis=0) + links
 
     # -- parts ------------------------------------------------------------------------------
+    def _same_rank(self, q: int, r: int) -> bool:
+        lay = self.layout
+        return (self.ranks[q] == self.ranks[r]
+                and all(self._device(s, q) is self._device(s, r) or
+                        self._device(s, q).name == self._device(s, r).name
+                        for s in range(lay.pp)))
+
     def _device(self, s: int, r: int) -> DeviceSpec:
         return self.layout.devices[s * self.layout.tp + r]
 
@@ -235,6 +250,9 @@ class IterationTimer:
         lay = self.layout
         out = np.zeros((lay.pp, lay.tp))
         for r, rs in enumerate(self.ranks):
+            if self._twin[r] != r:
+                out[:, r] = out[:, self._twin[r]]
+                continue
             if rs.heads == 0:
                 continue
             f, by = rs.attn_prefill(chunks, context)
@@ -248,6 +266,9 @@ class IterationTimer:
         lay = self.layout
         out = np.zeros((lay.pp, lay.tp, len(context_sums)))
         for r, rs in enumerate(self.ranks):
+            if self._twin[r] != r:
+                out[:, r] = out[:, self._twin[r]]
+                continue
             f, by = rs.attn_decode(n_decode, context_sums)
             if not np.any(f):
                 continue

@@ -1,0 +1,162 @@
+"""Command line: a thin shell that parses, calls the library, and prints.
+
+    simcluster run [EXPERIMENT.toml] [--out DIR]      simulate (the bundled default if none)
+    simcluster trace-info FILE                        rate, span, length percentiles
+    simcluster predict ...                            one operator / iteration, or a CSV
+    simcluster list devices|links|nodes|models|routers|batching|traces
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from simcluster.errors import InputError
+
+
+def _progress_bar(stream=sys.stderr, after_s: float = 2.0):
+    """A progress callback that draws on a terminal once a run has taken ``after_s`` seconds
+    (nothing when the stream is not a terminal, e.g. in CI logs)."""
+    t0 = time.perf_counter()
+    interactive = stream.isatty()
+
+    def draw(done: int, total: int):
+        elapsed = time.perf_counter() - t0
+        if elapsed < after_s or not interactive:
+            return
+        frac = done / total if total else 1.0
+        bar = "#" * int(30 * frac)
+        stream.write(f"\r[{bar:<30}] {done}/{total} requests arrived  {elapsed:5.1f}s")
+        if done >= total:
+            stream.write("\n")
+        stream.flush()
+    return draw
+
+
+def cmd_run(args) -> int:
+    from simcluster.experiment import load_experiment
+    from simcluster.metrics import format_summary
+    exp = load_experiment(args.experiment)
+    print(f"experiment {exp.name}: {len(exp.trace)} requests, model {exp.model.name}, "
+          f"{sum(s.count for s in exp.instances)} instance(s) "
+          f"[{'; '.join(f'{s.count}x {s.layout.describe()}' for s in exp.instances)}], "
+          f"router {exp.router}", flush=True)
+    t0 = time.perf_counter()
+    results = exp.run(progress=None if args.quiet else _progress_bar())
+    wall = time.perf_counter() - t0
+    print(format_summary(results.summary()))
+    print(f"simulated in {wall:.2f} s wall ({len(exp.trace) / wall:,.0f} requests/s)")
+    if args.out:
+        print(f"wrote {results.save(args.out)}")
+    return 0
+
+
+def cmd_trace_info(args) -> int:
+    from simcluster.workload import describe, format_description, load_trace
+    trace = load_trace(args.file, format=args.format, sort=args.sort)
+    print(format_description(describe(trace)))
+    return 0
+
+
+def cmd_predict(args) -> int:
+    import pandas as pd
+
+    from simcluster.calibration import load_calibration
+    from simcluster.cost import CostModel
+    from simcluster.predict import predict_frame, predict_iteration
+    cost = CostModel(load_calibration(args.calibration))
+    if args.input:
+        shapes = pd.read_csv(args.input)
+        out = predict_frame(cost, shapes, file=args.input)
+        if args.output:
+            out.to_csv(args.output, index=False)
+            print(f"wrote {len(out)} predictions to {args.output}")
+        else:
+            print(out.to_string(index=False))
+        return 0
+    if args.op:
+        if not args.device:
+            raise SystemExit("predict --op needs --device")
+        shape = {k: v for k, v in vars(args).items()
+                 if k in ("m", "n", "k", "tokens", "context", "batch", "kv_len", "num_heads",
+                          "num_kv_heads", "head_dim", "bytes") and v is not None}
+        from simcluster.hardware import load_device
+        p = cost.predict_op(args.op, load_device(args.device), **shape)
+        for k, v in p.items():
+            print(f"{k:>22}  {v}")
+        return 0
+    if not (args.model and args.device):
+        raise SystemExit("predict needs --in CSV, or --op with --device, or --model and --device")
+    t, prov = predict_iteration(cost, args.model, args.device, tp=args.tp, pp=args.pp,
+                                link=args.link, prefill_seqs=args.prefill_seqs,
+                                prefill_tokens=args.prefill_tokens,
+                                prefill_context=args.prefill_context,
+                                decode_seqs=args.decode_seqs, decode_context=args.decode_context)
+    print(f"iteration time {t * 1e3:.4f} ms  ({prov})")
+    return 0
+
+
+def cmd_list(args) -> int:
+    from simcluster import hardware, models
+    from simcluster.policies import BATCHERS, ROUTERS
+    from simcluster.workload import bundled_traces
+    table = {"devices": hardware.list_devices, "links": hardware.list_links,
+             "nodes": hardware.list_nodes, "models": models.list_models,
+             "routers": lambda: sorted(ROUTERS), "batching": lambda: sorted(BATCHERS),
+             "traces": lambda: sorted(bundled_traces())}
+    for name in table[args.what]():
+        print(name)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="simcluster", description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run", help="simulate an experiment TOML (default: the bundled one)")
+    r.add_argument("experiment", nargs="?", default=None)
+    r.add_argument("--out", help="write requests/timeline/instances CSVs and summary.json here")
+    r.add_argument("--quiet", action="store_true", help="no progress bar")
+    r.set_defaults(func=cmd_run)
+    t = sub.add_parser("trace-info", help="summarise a trace file or bundled trace")
+    t.add_argument("file")
+    t.add_argument("--format", default=None)
+    t.add_argument("--sort", action="store_true", help="sort out-of-order arrivals")
+    t.set_defaults(func=cmd_trace_info)
+    q = sub.add_parser("predict", help="predict an operator or an iteration")
+    q.add_argument("--in", dest="input", help="CSV of shapes (see simcluster.predict)")
+    q.add_argument("--out", dest="output", help="write predictions CSV here")
+    q.add_argument("--calibration", default="datasheet")
+    q.add_argument("--op", choices=["gemm", "attn_prefill", "attn_decode", "elementwise"])
+    q.add_argument("--device")
+    q.add_argument("--model")
+    q.add_argument("--tp", type=int, default=1)
+    q.add_argument("--pp", type=int, default=1)
+    q.add_argument("--link")
+    for k in ("m", "n", "k", "tokens", "context", "batch", "kv_len", "num_heads",
+              "num_kv_heads", "head_dim"):
+        q.add_argument(f"--{k.replace('_', '-')}", dest=k, type=int)
+    q.add_argument("--bytes", type=float)
+    for k in ("prefill_seqs", "prefill_tokens", "prefill_context", "decode_seqs",
+              "decode_context"):
+        q.add_argument(f"--{k.replace('_', '-')}", dest=k, type=int, default=0)
+    q.set_defaults(func=cmd_predict)
+    ls = sub.add_parser("list", help="list registered specs and policies")
+    ls.add_argument("what", choices=["devices", "links", "nodes", "models", "routers",
+                                     "batching", "traces"])
+    ls.set_defaults(func=cmd_list)
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (InputError, KeyError, FileNotFoundError) as err:
+        msg = err.args[0] if isinstance(err, KeyError) and err.args else err
+        print(f"simcluster: error: {msg}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
