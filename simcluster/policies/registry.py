@@ -42,5 +42,8 @@ class Registry(dict):
             raise TypeError(f"{self.kind} policy {name!r}: {err}") from None
 
 
-ROUTERS = Registry("router")
-BATCHERS = Registry("batching")
+ROUTERS = Registry("router")            # request -> instance
+BATCHERS = Registry("batching")         # an instance's next iteration
+PARTITIONS = Registry("partition")      # heads / FFN / KV shares over a heterogeneous TP group
+CONTROLLERS = Registry("controller")    # pool sizing over time (e.g. M/M/c socket count)
+DISPATCHERS = Registry("dispatch")      # a pool's choice of device for a handed-off request
