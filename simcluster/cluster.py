@@ -30,6 +30,7 @@ class InstanceSpec:
     name: str = ""
     batching: str = "vllm"
     batching_params: Mapping = field(default_factory=dict)
+    pool: str = ""          # "", "prefill" or "decode" (disaggregated serving, see disagg.py)
 
     def __post_init__(self):
         if self.count < 1:
@@ -76,13 +77,19 @@ class Cluster:
 
     # -- requests in -------------------------------------------------------------------------
     def submit(self, req: Request):
-        reasons = [inst.can_serve(req) for inst in self.instances]
-        candidates = [inst for inst, why in zip(self.instances, reasons) if not why]
+        self.place(req, self.instances, self.router)
+
+    def place(self, req: Request, pool: Sequence[Instance], router):
+        """Route ``req`` to an active instance of ``pool`` able to serve it, or reject it
+        with the reason the pool's instances give."""
+        reasons = [inst.can_serve(req) for inst in pool]
+        able = [inst for inst, why in zip(pool, reasons) if not why]
+        candidates = [inst for inst in able if inst.active] or able
         if not candidates:
             req.reason = min(reasons, key=len)
             self.rejected(req)
             return
-        self.router.route(req, candidates, self.env.now).submit(req)
+        router.route(req, candidates, self.env.now).submit(req)
 
     # -- the sink interface ------------------------------------------------------------------
     def finished(self, req: Request):

@@ -13,7 +13,11 @@
                  count, tp, pp, link, stage_link, name, batching, [instances.scheduler]
                  (block_size, max_num_seqs, max_batched_tokens, chunked_prefill,
                  memory_utilization, max_model_len), [instances.batching_params]
+                 pool = "prefill" | "decode" (with [disaggregation])
     [router]     policy = "round_robin", [router.params]
+    [disaggregation]  kv_link = "PCIe4", decode_router, [disaggregation.decode_router_params],
+                 offload = "all", [disaggregation.offload_params], controller,
+                 [disaggregation.controller_params]   (see simcluster.disagg)
     [slo]        ttft_s, tpot_s
     [cost]       calibration = "datasheet" (or a calibration name, see simcluster.calibration)
 
@@ -32,7 +36,8 @@ import numpy as np
 
 from simcluster import workload as wl
 from simcluster.calibration import load_calibration
-from simcluster.cluster import InstanceSpec
+from simcluster.cluster import Cluster, InstanceSpec
+from simcluster.disagg import DisaggregatedCluster
 from simcluster.cost import CostModel, Layout
 from simcluster.errors import InputError
 from simcluster.hardware import load_device, load_link
@@ -104,12 +109,16 @@ class Experiment:
     tpot_slo_s: float | None = None
     cost_model: CostModel = field(default_factory=CostModel)
     source: str = ""
+    disaggregation: dict | None = None   # DisaggregatedCluster keyword arguments
 
     def simulation(self) -> Simulation:
+        factory = Cluster
+        if self.disaggregation is not None:
+            factory = partial(DisaggregatedCluster, **self.disaggregation)
         return Simulation(self.trace, self.model, self.instances, router=self.router,
                           router_params=self.router_params, cost_model=self.cost_model,
                           ttft_slo_s=self.ttft_slo_s, tpot_slo_s=self.tpot_slo_s,
-                          name=self.name)
+                          name=self.name, cluster_factory=factory)
 
     def run(self, progress=None):
         return self.simulation().run(progress=progress)
@@ -149,6 +158,7 @@ def load_experiment(path=None) -> Experiment:
         ttft = slo.get("ttft_s", float, None, check=_positive)
         tpot = slo.get("tpot_s", float, None, check=_positive)
         slo.done()
+    disagg = _disaggregation(top.sub("disaggregation"))
     cost = top.sub("cost")
     calibration = "datasheet"
     if cost is not None:
@@ -156,7 +166,21 @@ def load_experiment(path=None) -> Experiment:
         cost.done()
     top.done()
     return Experiment(name, seed, trace, model, specs, policy, params, ttft, tpot,
-                      CostModel(load_calibration(calibration)), str(path))
+                      CostModel(load_calibration(calibration)), str(path), disagg)
+
+
+def _disaggregation(t: _Table | None) -> dict | None:
+    if t is None:
+        return None
+    out = {"kv_link": load_link(t.get("kv_link", str)),
+           "decode_router": t.get("decode_router", str, "least_outstanding_tokens"),
+           "decode_router_params": t.get("decode_router_params", dict, {}),
+           "offload": t.get("offload", str, "all"),
+           "offload_params": t.get("offload_params", dict, {}),
+           "controller": t.get("controller", str, None),
+           "controller_params": t.get("controller_params", dict, {})}
+    t.done()
+    return out
 
 
 def _resolve(source: str, base: Path) -> str | Path:
@@ -253,6 +277,7 @@ def _instance(t: _Table, base: Path) -> InstanceSpec:
         cfg = InstanceConfig(**{k: v for k, v in kw.items() if v is not None})
     spec = InstanceSpec(layout=layout, config=cfg, count=t.get("count", int, 1, check=_positive),
                         name=t.get("name", str, ""), batching=t.get("batching", str, "vllm"),
-                        batching_params=t.get("batching_params", dict, {}))
+                        batching_params=t.get("batching_params", dict, {}),
+                        pool=t.get("pool", str, "", check=lambda p: p in ("", "prefill", "decode")))
     t.done()
     return spec

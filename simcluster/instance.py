@@ -80,6 +80,7 @@ class Instance:
         self.waiting: deque[Request] = deque()
         self.outstanding_tokens = 0
         self.speed = 1.0
+        self.active = True               # a controller may park an instance: routers skip it
         self.timeline: list[tuple] = []
         self._wake: simpy.Event | None = None
         self._admitted = 0
@@ -97,7 +98,8 @@ class Instance:
         if req.prompt_tokens + req.output_tokens > self.max_model_len:
             return (f"max_model_len: {req.prompt_tokens + req.output_tokens} tokens > "
                     f"{self.max_model_len}")
-        if not self.config.chunked_prefill and req.prompt_tokens > self.config.max_batched_tokens:
+        if (not self.config.chunked_prefill and req.kv_tokens < req.prefill_target
+                and req.prompt_tokens > self.config.max_batched_tokens):
             return (f"max_batched_tokens: prompt of {req.prompt_tokens} tokens > "
                     f"{self.config.max_batched_tokens} without chunked prefill")
         return ""

@@ -49,7 +49,8 @@ class Simulation:
             t = float(arr[i])
             if t > env.now:
                 yield env.timeout(t - env.now)
-            req = Request(i, t, int(prompt[i]), int(out[i]))
+            # the clock's time, which may differ from t by an ulp after timeout(t - now)
+            req = Request(i, env.now, int(prompt[i]), int(out[i]))
             self.requests.append(req)
             cluster.submit(req)
 

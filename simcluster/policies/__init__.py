@@ -2,8 +2,7 @@
 
 from simcluster.policies import batching, routing  # noqa: F401  (fill the registries)
 from simcluster.policies.batching import Plan
-from simcluster.policies.registry import (BATCHERS, CONTROLLERS, DISPATCHERS, PARTITIONS,
-                                         ROUTERS, Registry)
+from simcluster.policies.registry import (BATCHERS, CONTROLLERS, PARTITIONS, ROUTERS,
+                                         Registry)
 
-__all__ = ["BATCHERS", "CONTROLLERS", "DISPATCHERS", "PARTITIONS", "ROUTERS", "Plan",
-           "Registry"]
+__all__ = ["BATCHERS", "CONTROLLERS", "PARTITIONS", "ROUTERS", "Plan", "Registry"]

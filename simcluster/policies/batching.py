@@ -11,6 +11,9 @@ token. With chunked prefill (Sarathi-style, vLLM v1): decodes first, then ongoin
 prefills, then new admissions, filling a ``max_batched_tokens`` token budget with prompt chunks.
 A decode that needs a block when none is free preempts the most recently admitted running
 sequence (recompute: its KV is dropped and it waits at the head of the queue).
+
+A waiting request whose KV is already complete (handed off by a prefill pool) is admitted
+straight into decoding, in FCFS order with the others, in a decode iteration.
 """
 
 from __future__ import annotations
@@ -65,7 +68,10 @@ class VLLMBatching:
             plan, _ = self._admit(plan, free, cfg.max_batched_tokens, chunked=False)
             if plan.prefill:
                 return plan
-            return self._decodes(Plan(), free)[0]
+            plan, free = self._decodes(Plan(), free)
+            if not plan.preempt:
+                plan, free = self._admit(plan, free, cfg.max_batched_tokens, chunked=False)
+            return plan
         plan, free = self._decodes(plan, free)
         budget = cfg.max_batched_tokens - len(plan.decode)
         preempted = set(id(r) for r in plan.preempt)
@@ -122,6 +128,18 @@ class VLLMBatching:
             if slots <= 0 or budget <= 0:
                 break
             remaining = req.prefill_target - req.kv_tokens
+            if remaining == 0:                       # KV arrived complete: decode now
+                need = blocks_for(req, req.kv_tokens + 1, cfg.block_size)
+                if need > free - self.watermark_blocks:
+                    break
+                free -= need
+                budget -= 1
+                slots -= 1
+                plan.admit.append(req)
+                plan.decode.append(req)
+                continue
+            if plan.decode and not chunked:
+                break                                # v0: no prompt in a decode iteration
             chunk = min(remaining, budget) if chunked else remaining
             if chunk > budget and (chunked or plan.prefill):
                 break   # (a recompute longer than the budget runs alone, unchunked)

@@ -46,4 +46,4 @@ ROUTERS = Registry("router")            # request -> instance
 BATCHERS = Registry("batching")         # an instance's next iteration
 PARTITIONS = Registry("partition")      # heads / FFN / KV shares over a heterogeneous TP group
 CONTROLLERS = Registry("controller")    # pool sizing over time (e.g. M/M/c socket count)
-DISPATCHERS = Registry("dispatch")      # a pool's choice of device for a handed-off request
+# (a decode pool's choice of instance for a handed-off request is a router too: ROUTERS)

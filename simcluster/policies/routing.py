@@ -20,19 +20,20 @@ class RoundRobin:
 
     def __init__(self):
         self._next = 0
-        self._n = 1
+        self._order: list[int] = []
 
     def bind(self, cluster):
-        self._n = max(1, len(cluster.instances))
+        self._order = [inst.id for inst in cluster.instances]
         return self
 
     def route(self, request, candidates, now):
-        ids = {inst.id for inst in candidates}
-        for step in range(self._n):
-            i = (self._next + step) % self._n
-            if i in ids:
+        by_id = {inst.id: inst for inst in candidates}
+        n = len(self._order)
+        for step in range(n):
+            i = (self._next + step) % n
+            if self._order[i] in by_id:
                 self._next = i + 1
-                return next(c for c in candidates if c.id == i)
+                return by_id[self._order[i]]
         return candidates[0]
 
 

@@ -1,0 +1,116 @@
+"""Disaggregated serving: a prefill pool hands requests to a decode pool, KV over a link.
+
+Instances whose spec says ``pool = "prefill"`` (or ``""``) take new requests through the
+cluster's router. When such an instance samples a request's first token and the *offload
+policy* says the request should move, the instance releases the request's KV blocks and the
+cluster ships its KV (``kv_tokens * model.kv_bytes_per_token`` bytes) over the prefill
+instance's KV link — transfers on one link go one at a time — and then places the request on a
+``pool = "decode"`` instance through the decode router. The decode instance admits it straight
+into decoding (its KV is complete). This is the mechanism of Splitwise/DistServe-style
+prefill/decode pools and of hLLM's CPU decode offload: they differ in the devices of the decode
+pool, the offload policy and the routers.
+
+Offload policies (``OFFLOADS``): ``all``; ``min_output`` (only requests with at least
+``min_output_tokens`` left to generate); ``max_context`` (only requests whose final KV
+length stays below ``max_context_tokens``, e.g. to keep very long contexts on the GPU).
+"""
+
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import simpy
+
+from simcluster.cluster import Cluster, InstanceSpec
+from simcluster.hardware import LinkSpec
+from simcluster.policies import CONTROLLERS, ROUTERS, Registry
+from simcluster.request import Request
+
+OFFLOADS = Registry("offload")
+
+
+@OFFLOADS.register("all")
+class OffloadAll:
+    def __call__(self, req: Request) -> bool:
+        return True
+
+
+@OFFLOADS.register("min_output")
+class OffloadMinOutput:
+    def __init__(self, min_output_tokens: int = 2):
+        self.min_output_tokens = min_output_tokens
+
+    def __call__(self, req: Request) -> bool:
+        return req.remaining_output >= self.min_output_tokens
+
+
+@OFFLOADS.register("max_context")
+class OffloadMaxContext:
+    def __init__(self, max_context_tokens: int = 32768):
+        self.max_context_tokens = max_context_tokens
+
+    def __call__(self, req: Request) -> bool:
+        return req.max_kv_tokens < self.max_context_tokens
+
+
+class DisaggregatedCluster(Cluster):
+    """A cluster with a prefill pool and a decode pool (see module docstring)."""
+
+    def __init__(self, env: simpy.Environment, model, specs: Sequence[InstanceSpec],
+                 router: str = "round_robin", router_params: Mapping | None = None,
+                 cost_model=None, *, kv_link: LinkSpec, decode_router: str = "least_outstanding_tokens",
+                 decode_router_params: Mapping | None = None, offload: str = "all",
+                 offload_params: Mapping | None = None, controller: str | None = None,
+                 controller_params: Mapping | None = None):
+        pools = {s.pool for s in specs}
+        if "decode" not in pools or not pools - {"decode"}:
+            raise ValueError("a disaggregated cluster needs instances with pool = 'decode' "
+                             "and instances with pool = 'prefill'")
+        if pools - {"", "prefill", "decode"}:
+            raise ValueError(f"unknown pool names {sorted(pools - {'', 'prefill', 'decode'})}; "
+                             "expected 'prefill' or 'decode'")
+        super().__init__(env, model, specs, router=router, router_params=router_params,
+                         cost_model=cost_model)
+        pool_of = [s.pool for s in specs for _ in range(s.count)]
+        self.prefill_pool = [i for i, p in zip(self.instances, pool_of) if p != "decode"]
+        self.decode_pool = [i for i, p in zip(self.instances, pool_of) if p == "decode"]
+        self.router = ROUTERS.create(router, **dict(router_params or {})).bind(
+            _PoolView(self, self.prefill_pool))
+        self.decode_router = ROUTERS.create(decode_router, **dict(decode_router_params or {})
+                                            ).bind(_PoolView(self, self.decode_pool))
+        self.offload = OFFLOADS.create(offload, **dict(offload_params or {}))
+        self.kv_link = kv_link
+        self.links = {inst.id: simpy.Resource(env, capacity=1) for inst in self.prefill_pool}
+        self.transfers: list[tuple] = []   # (request, instance, start_s, end_s, bytes)
+        self.controller = None
+        if controller:
+            self.controller = CONTROLLERS.create(controller, **dict(controller_params or {}))
+            self.controller.bind(self)
+
+    def submit(self, req: Request):
+        self.place(req, self.prefill_pool, self.router)
+
+    def wants_handoff(self, req: Request) -> bool:
+        inst = self.instances[req.instance]
+        return inst in self.prefill_pool and self.offload(req)
+
+    def prefilled(self, req: Request):
+        self.env.process(self._ship(req, self.instances[req.instance]))
+
+    def _ship(self, req: Request, source):
+        nbytes = req.kv_tokens * self.model.kv_bytes_per_token
+        with self.links[source.id].request() as slot:
+            yield slot
+            start = self.env.now
+            yield self.env.timeout(self.kv_link.bw_bytes_per_s and
+                                   nbytes / self.kv_link.bw_bytes_per_s + self.kv_link.latency_s)
+        self.transfers.append((req.id, source.id, start, self.env.now, nbytes))
+        req.tag = "offloaded"
+        self.place(req, self.decode_pool, self.decode_router)
+
+
+class _PoolView:
+    """What a router bound to one pool sees: that pool's instances as ``instances``."""
+
+    def __init__(self, cluster: Cluster, pool):
+        self.cluster, self.instances, self.env = cluster, list(pool), cluster.env

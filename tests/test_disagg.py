@@ -1,0 +1,59 @@
+"""Disaggregated prefill/decode pools: hand-off, KV transfer timing, offload policies."""
+
+import numpy as np
+import pytest
+
+from simcluster.cluster import InstanceSpec
+from simcluster.cost import Layout
+from simcluster.cost.analytic import PolynomialCostModel
+from simcluster.disagg import DisaggregatedCluster
+from simcluster.hardware import load_link
+from simcluster.instance import InstanceConfig
+from simcluster.simulation import Simulation
+from functools import partial
+
+from conftest import make_trace
+
+
+def _sim(trace, device, model, offload="all", **kw):
+    specs = [InstanceSpec(Layout.uniform(device), InstanceConfig(), pool="prefill"),
+             InstanceSpec(Layout.uniform(device), InstanceConfig(), pool="decode", count=2)]
+    link = load_link("PCIe4")
+    factory = partial(DisaggregatedCluster, kv_link=link, offload=offload, **kw)
+    cost = PolynomialCostModel(prefill=(0.010, 0, 0), decode=(0.001, 0, 0))
+    return Simulation(trace, model, specs, cost_model=cost, cluster_factory=factory), link
+
+
+def test_handoff_golden(h100, llama7b):
+    sim, link = _sim(make_trace([0.0], [1000], [4]), h100, llama7b)
+    res = sim.run()
+    r = res.requests.iloc[0]
+    ship = 1000 * llama7b.kv_bytes_per_token / link.bw_bytes_per_s + link.latency_s
+    assert r.first_token_s == pytest.approx(0.010)
+    # decode pool: 3 decode steps of 1 ms after the KV arrives
+    assert r.finish_s == pytest.approx(0.010 + ship + 0.003)
+    assert r.instance in (1, 2)
+    assert sim.cluster.transfers[0][4] == 1000 * llama7b.kv_bytes_per_token
+
+
+def test_offload_policy_keeps_short_outputs_on_prefill_pool(h100, llama7b):
+    trace = make_trace([0.0, 0.5], [100, 100], [2, 50])
+    sim, _ = _sim(trace, h100, llama7b, offload="min_output",
+                  offload_params={"min_output_tokens": 10})
+    r = sim.run().requests
+    assert r.instance.tolist()[0] == 0 and r.instance.tolist()[1] in (1, 2)
+
+
+def test_transfers_on_one_link_are_serialised(h100, llama7b):
+    trace = make_trace(np.zeros(3), [4000] * 3, [5] * 3)
+    sim, _ = _sim(trace, h100, llama7b)
+    sim.run()
+    spans = sorted((s, e) for _, _, s, e, _ in sim.cluster.transfers)
+    assert all(a[1] <= b[0] + 1e-12 for a, b in zip(spans, spans[1:]))
+
+
+def test_needs_both_pools(h100, llama7b):
+    specs = [InstanceSpec(Layout.uniform(h100))]
+    with pytest.raises(ValueError, match="pool"):
+        Simulation(make_trace([0.0], [10], [2]), llama7b, specs,
+                   cluster_factory=partial(DisaggregatedCluster, kv_link=load_link("PCIe4")))
