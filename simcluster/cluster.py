@@ -3,6 +3,15 @@
 The cluster is every instance's *sink*: instances report finished and rejected requests to it,
 and ask it whether a request whose prompt is done should be handed off (disaggregated serving
 pools override :meth:`Cluster.wants_handoff` and :meth:`Cluster.prefilled`).
+
+A router may *hold* a request (``route`` returns None): it keeps its own queue in front of the
+pool (M/M/c's single FCFS queue, length-bucketed batches) and submits later. The cluster tells a
+pool's router when one of its instances frees capacity (a request finished, was rejected or was
+handed off) through the router's optional ``freed(instance, now)``; a controller that
+activates an instance calls :meth:`Cluster.capacity_changed` for the same effect.
+
+A batching policy may say how its batches execute by wrapping the instance's iteration timer
+(``wrap_timer(timer) -> timer``; e.g. static batches padded to their longest prompt).
 """
 
 from __future__ import annotations
@@ -65,15 +74,17 @@ class Cluster:
             for _ in range(spec.count):
                 iid = len(self.instances)
                 name = f"{spec.name or spec.layout.devices[0].name}#{iid}"
-                inst = Instance(env, iid, name, model, spec.layout, timer, mem, cfg,
-                                BATCHERS.create(spec.batching, **dict(spec.batching_params)),
-                                self)
+                batcher = BATCHERS.create(spec.batching, **dict(spec.batching_params))
+                wrap = getattr(batcher, "wrap_timer", None)
+                inst = Instance(env, iid, name, model, spec.layout,
+                                wrap(timer) if wrap else timer, mem, cfg, batcher, self)
                 inst.speed = speed
                 self.instances.append(inst)
         fastest = max(i.speed for i in self.instances)
         for inst in self.instances:
             inst.speed /= fastest
         self.router = ROUTERS.create(router, **dict(router_params or {})).bind(self)
+        self.router_of = {inst.id: self.router for inst in self.instances}
 
     # -- requests in -------------------------------------------------------------------------
     def submit(self, req: Request):
@@ -81,7 +92,7 @@ class Cluster:
 
     def place(self, req: Request, pool: Sequence[Instance], router):
         """Route ``req`` to an active instance of ``pool`` able to serve it, or reject it
-        with the reason the pool's instances give."""
+        with the reason the pool's instances give. A queueing router may hold it instead."""
         reasons = [inst.can_serve(req) for inst in pool]
         able = [inst for inst, why in zip(pool, reasons) if not why]
         candidates = [inst for inst in able if inst.active] or able
@@ -89,16 +100,28 @@ class Cluster:
             req.reason = min(reasons, key=len)
             self.rejected(req)
             return
-        router.route(req, candidates, self.env.now).submit(req)
+        inst = router.route(req, candidates, self.env.now)
+        if inst is not None:
+            inst.submit(req)
+
+    def capacity_changed(self, inst: Instance):
+        """``inst`` may take more work (a request left it, or it was activated): let its
+        pool's router submit requests it holds."""
+        freed = getattr(self.router_of.get(inst.id), "freed", None)
+        if freed is not None:
+            freed(inst, self.env.now)
 
     # -- the sink interface ------------------------------------------------------------------
     def finished(self, req: Request):
         self.done.append(req)
+        self.capacity_changed(self.instances[req.instance])
 
     def rejected(self, req: Request):
         if not req.reason:
             raise RuntimeError(f"request {req.id} rejected without a reason")
         self.refused.append(req)
+        if req.instance >= 0:
+            self.capacity_changed(self.instances[req.instance])
 
     def wants_handoff(self, req: Request) -> bool:
         return False

@@ -12,7 +12,16 @@ pool, the offload policy and the routers.
 
 Offload policies (``OFFLOADS``): ``all``; ``min_output`` (only requests with at least
 ``min_output_tokens`` left to generate); ``max_context`` (only requests whose final KV
-length stays below ``max_context_tokens``, e.g. to keep very long contexts on the GPU).
+length stays below ``max_context_tokens``, e.g. to keep very long contexts on the GPU);
+``pool_room`` (only while an active decode instance has a free slot, else the request keeps
+decoding where it was prefilled). A policy with a ``bind(cluster)`` method is bound to the
+cluster.
+
+The transfer time is the calibration's ``transfer`` time on ``kv_link`` (the datasheet
+``bytes / bw + latency`` under the neutral calibration). A controller (``CONTROLLERS``) is bound
+with ``bind(cluster)`` and, if it has ``handed_off(request, now)``, told of each request that
+reaches the decode pool. ``numa`` names a placement (``simcluster.numa.NUMA_PLACEMENTS``) of
+the weights and KV of decode instances that run on CPU sockets of multi-socket hosts.
 """
 
 from __future__ import annotations
@@ -23,6 +32,7 @@ import simpy
 
 from simcluster.cluster import Cluster, InstanceSpec
 from simcluster.hardware import LinkSpec
+from simcluster.numa import NUMA_PLACEMENTS   # (also registers the numa_minibatch router)
 from simcluster.policies import CONTROLLERS, ROUTERS, Registry
 from simcluster.request import Request
 
@@ -53,6 +63,24 @@ class OffloadMaxContext:
         return req.max_kv_tokens < self.max_context_tokens
 
 
+@OFFLOADS.register("pool_room")
+class OffloadPoolRoom:
+    """Offload while some active decode instance holds fewer than ``slots`` requests
+    (default: its ``max_num_seqs``); otherwise the request decodes where it was prefilled."""
+
+    def __init__(self, slots: int | None = None):
+        self.slots = slots
+        self.pool = ()
+
+    def bind(self, cluster):
+        self.pool = cluster.decode_pool
+        return self
+
+    def __call__(self, req: Request) -> bool:
+        return any(inst.active and len(inst.running) + len(inst.waiting)
+                   < (self.slots or inst.config.max_num_seqs) for inst in self.pool)
+
+
 class DisaggregatedCluster(Cluster):
     """A cluster with a prefill pool and a decode pool (see module docstring)."""
 
@@ -61,7 +89,8 @@ class DisaggregatedCluster(Cluster):
                  cost_model=None, *, kv_link: LinkSpec, decode_router: str = "least_outstanding_tokens",
                  decode_router_params: Mapping | None = None, offload: str = "all",
                  offload_params: Mapping | None = None, controller: str | None = None,
-                 controller_params: Mapping | None = None):
+                 controller_params: Mapping | None = None, numa: str | None = None,
+                 numa_params: Mapping | None = None):
         pools = {s.pool for s in specs}
         if "decode" not in pools or not pools - {"decode"}:
             raise ValueError("a disaggregated cluster needs instances with pool = 'decode' "
@@ -78,10 +107,18 @@ class DisaggregatedCluster(Cluster):
             _PoolView(self, self.prefill_pool))
         self.decode_router = ROUTERS.create(decode_router, **dict(decode_router_params or {})
                                             ).bind(_PoolView(self, self.decode_pool))
+        self.router_of = {**{i.id: self.router for i in self.prefill_pool},
+                          **{i.id: self.decode_router for i in self.decode_pool}}
         self.offload = OFFLOADS.create(offload, **dict(offload_params or {}))
+        if hasattr(self.offload, "bind"):
+            self.offload.bind(self)
         self.kv_link = kv_link
         self.links = {inst.id: simpy.Resource(env, capacity=1) for inst in self.prefill_pool}
         self.transfers: list[tuple] = []   # (request, instance, start_s, end_s, bytes)
+        self.numa = None
+        if numa:
+            self.numa = NUMA_PLACEMENTS.create(numa, **dict(numa_params or {}))
+            self.numa.apply(self.decode_pool, self.cost_model, model)
         self.controller = None
         if controller:
             self.controller = CONTROLLERS.create(controller, **dict(controller_params or {}))
@@ -95,17 +132,22 @@ class DisaggregatedCluster(Cluster):
         return inst in self.prefill_pool and self.offload(req)
 
     def prefilled(self, req: Request):
-        self.env.process(self._ship(req, self.instances[req.instance]))
+        source = self.instances[req.instance]
+        self.env.process(self._ship(req, source))
+        self.capacity_changed(source)
 
     def _ship(self, req: Request, source):
         nbytes = req.kv_tokens * self.model.kv_bytes_per_token
         with self.links[source.id].request() as slot:
             yield slot
             start = self.env.now
-            yield self.env.timeout(self.kv_link.bw_bytes_per_s and
-                                   nbytes / self.kv_link.bw_bytes_per_s + self.kv_link.latency_s)
+            yield self.env.timeout(float(self.cost_model.calibration.link_time(
+                self.kv_link, "transfer", nbytes)))
         self.transfers.append((req.id, source.id, start, self.env.now, nbytes))
         req.tag = "offloaded"
+        handed_off = getattr(self.controller, "handed_off", None)
+        if handed_off is not None:
+            handed_off(req, self.env.now)
         self.place(req, self.decode_pool, self.decode_router)
 
 

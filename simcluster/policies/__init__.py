@@ -1,6 +1,7 @@
-"""Pluggable decisions: routing and batching, each through its registry."""
+"""Pluggable decisions: routing, batching and pool controllers, each through its registry."""
 
 from simcluster.policies import batching, routing  # noqa: F401  (fill the registries)
+from simcluster.policies import bucketed, controllers  # noqa: F401
 from simcluster.policies.batching import Plan
 from simcluster.policies.registry import (BATCHERS, CONTROLLERS, PARTITIONS, ROUTERS,
                                          Registry)

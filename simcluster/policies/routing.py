@@ -1,10 +1,15 @@
 """Routing policies: which instance a new request goes to.
 
 A router is bound to the cluster (``bind(cluster)``) and answers ``route(request, candidates,
-now)`` with one of ``candidates`` (the instances able to serve the request).
+now)`` with one of ``candidates`` (the instances able to serve the request). A *queueing*
+router may answer None and hold the request in its own queue; the cluster then calls its
+``freed(instance, now)`` whenever an instance of its pool frees capacity, and the router
+submits held requests itself (``instance.submit``).
 """
 
 from __future__ import annotations
+
+from collections import deque
 
 from simcluster.policies.registry import ROUTERS
 
@@ -52,3 +57,43 @@ class JoinShortestQueue(_Stateless):
 
     def route(self, request, candidates, now):
         return min(candidates, key=lambda i: (len(i.waiting) + len(i.running), i.id))
+
+
+@ROUTERS.register("pool_fcfs")
+class PoolQueue:
+    """One FCFS queue in front of the whole pool: a request waits here until an instance
+    holds fewer than ``slots`` requests (default: its ``max_num_seqs``), then goes to the free
+    instance with the fewest requests. With ``max_num_seqs = 1`` a pool of c instances is c
+    servers behind one queue — M/M/c when arrivals are Poisson and service exponential —
+    rather than c queues behind a router. Parked instances (``active`` False) take nothing
+    while an active one could serve the request."""
+
+    def __init__(self, slots: int | None = None):
+        if slots is not None and slots < 1:
+            raise ValueError(f"slots must be >= 1, got {slots}")
+        self.slots = slots
+        self.queue: deque = deque()      # (request, instances able to serve it)
+
+    def bind(self, cluster):
+        return self
+
+    def _free(self, candidates):
+        pick = [i for i in candidates if i.active] or list(candidates)
+        free = [i for i in pick if len(i.running) + len(i.waiting)
+                < (self.slots or i.config.max_num_seqs)]
+        return min(free, key=lambda i: (len(i.running) + len(i.waiting), i.id), default=None)
+
+    def route(self, request, candidates, now):
+        inst = None if self.queue else self._free(candidates)
+        if inst is None:
+            self.queue.append((request, list(candidates)))
+        return inst
+
+    def freed(self, instance, now):
+        while self.queue:
+            req, candidates = self.queue[0]
+            inst = self._free(candidates)
+            if inst is None:
+                return
+            self.queue.popleft()
+            inst.submit(req)

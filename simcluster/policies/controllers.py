@@ -1,0 +1,253 @@
+"""Pool controllers: how many instances of a pool are active, re-decided over time.
+
+A controller is bound to a cluster (``bind(cluster)``) and runs as its own SimPy process. It
+activates and parks instances of one pool (a disaggregated cluster's decode pool, else every
+instance) through ``instance.active``: routers send new work to active instances only, and a
+parked instance finishes the requests it holds. A disaggregated cluster tells the controller of
+every request reaching the decode pool (``handed_off(request, now)``).
+
+``mmc`` — hLLM's Heterogeneous Resource Match Controller. Every ``interval_s`` it measures
+lambda, the rate of requests that finished prefill and reached the pool over the last
+``window_s`` (a sliding window), and mu, the rate at which one busy instance (a CPU socket)
+completes requests, and activates the smallest c with c > lambda/mu whose Erlang-C mean wait
+E[W] = P_W / (c mu - lambda) is at most ``max_wait_s`` (:func:`simcluster.queueing.min_servers`;
+all instances if none suffices, at least ``min_active``). mu comes from
+
+* ``mu_source = "model"`` (default): the cost model of the pool's instances — one instance
+  decoding a full batch (``batch``, default ``max_num_seqs`` capped by what its KV cache holds)
+  of the window's mean request (prompt and remaining output tokens; ``mean_prompt_tokens`` /
+  ``mean_output_tokens`` until the first requests arrive) completes ``batch / (output x step)``
+  requests per second. This is the capacity of a socket, so c sizes the pool for throughput.
+* ``mu_source = "online"``: profiled from the simulation — requests the pool completed in the
+  window divided by its busy instance-seconds there (the model's figure until the window has
+  a completion). With ``max_num_seqs = 1`` this is the service rate exactly; with continuous
+  batching it is the rate at the batch the load produced, which under light load is below
+  capacity, so the controller then errs toward more sockets.
+
+Frames: :attr:`MMcController.decisions` (one row per evaluation), :attr:`.activity` (one row
+per activation or parking), :meth:`.active_over_time` and :meth:`.usage` (active and busy
+seconds and idle fraction per instance).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+import numpy as np
+import pandas as pd
+
+from simcluster.policies.registry import CONTROLLERS
+from simcluster.queueing import erlang_c, mean_wait, min_servers
+
+DECISION_COLUMNS = ["time_s", "lambda_per_s", "mu_per_s", "mu_source", "offered_load",
+                    "active", "rho", "p_wait", "expected_wait_s"]
+
+
+def _load(inst) -> int:
+    return len(inst.running) + len(inst.waiting)
+
+
+@CONTROLLERS.register("mmc")
+class MMcController:
+    """M/M/c sizing of the active instances of a pool (see module docstring)."""
+
+    def __init__(self, max_wait_s: float = 1.0, window_s: float = 60.0,
+                 interval_s: float | None = None, mu_source: str = "model", min_active: int = 1,
+                 initial_active: int | None = None, batch: int | None = None,
+                 mean_prompt_tokens: float = 1024.0, mean_output_tokens: float = 256.0):
+        if mu_source not in ("model", "online"):
+            raise ValueError(f"mu_source must be 'model' or 'online', got {mu_source!r}")
+        if window_s <= 0 or (interval_s is not None and interval_s <= 0) or max_wait_s < 0:
+            raise ValueError("window_s and interval_s must be > 0 and max_wait_s >= 0")
+        if min_active < 1:
+            raise ValueError(f"min_active must be >= 1, got {min_active}")
+        self.max_wait_s, self.window_s = float(max_wait_s), float(window_s)
+        self.interval_s = float(interval_s or window_s)
+        self.mu_source, self.min_active = mu_source, int(min_active)
+        self.initial_active, self.batch = initial_active, batch
+        self.defaults = (float(mean_prompt_tokens), float(mean_output_tokens))
+        self._decisions: list[tuple] = []
+        self._activity: list[tuple] = []
+        self._arrivals: deque = deque()          # (time, prompt kv tokens, remaining output)
+        self._wake = None
+
+    # -- binding and notifications --------------------------------------------------------
+    def bind(self, cluster) -> "MMcController":
+        self.cluster, self.env = cluster, cluster.env
+        self.pool = list(getattr(cluster, "decode_pool", cluster.instances))
+        self.start_s = self.env.now
+        n = len(self.pool) if self.initial_active is None else self.initial_active
+        n = min(len(self.pool), max(self.min_active, n))
+        for k, inst in enumerate(self.pool):
+            inst.active = k < n
+            self._activity.append((self.start_s, inst.id, inst.active))
+        self._seen_done = 0
+        self._done: deque = deque()                                      # finish times
+        self._rows = {inst.id: 0 for inst in self.pool}                  # timeline pointers
+        self._busy: deque = deque()                                      # (start, end)
+        self.env.process(self._run())
+        return self
+
+    def handed_off(self, req, now: float):
+        self._arrivals.append((now, req.kv_tokens, req.remaining_output))
+        if self._wake is not None and not self._wake.triggered:
+            self._wake.succeed()
+
+    # -- the loop -------------------------------------------------------------------------
+    def _run(self):
+        while True:
+            yield self.env.timeout(self.interval_s)
+            lam = self.evaluate()
+            if lam == 0 and not any(_load(i) for i in self.pool):
+                self._wake = self.env.event()       # nothing to size: sleep till work comes
+                yield self._wake
+                self._wake = None
+
+    def evaluate(self) -> float:
+        """Measure lambda and mu, choose c, apply it; returns lambda."""
+        now = self.env.now
+        lo = now - self.window_s
+        while self._arrivals and self._arrivals[0][0] <= lo:
+            self._arrivals.popleft()
+        span = min(self.window_s, now - self.start_s) or self.window_s
+        lam = len(self._arrivals) / span
+        mu, source = self._mu(lo, now)
+        c = min_servers(lam, mu, self.max_wait_s, c_max=len(self.pool),
+                        c_min=min(self.min_active, len(self.pool)))
+        self._apply(c, now)
+        self._decisions.append((now, lam, mu, source, lam / mu, c, lam / (c * mu),
+                                erlang_c(lam, mu, c), mean_wait(lam, mu, c)))
+        return lam
+
+    # -- mu ---------------------------------------------------------------------------------
+    def _mu(self, lo: float, now: float) -> tuple[float, str]:
+        if self.mu_source == "online":
+            mu = self._mu_online(lo, now)
+            if mu > 0:
+                return mu, "online"
+        return self.model_mu(), "model"
+
+    def _request_mix(self) -> tuple[float, float]:
+        if not self._arrivals:
+            return self.defaults
+        a = np.array([(p, o) for _, p, o in self._arrivals], dtype=float)
+        return float(a[:, 0].mean()), max(1.0, float(a[:, 1].mean()))
+
+    def model_mu(self) -> float:
+        """Requests per second one pool instance completes decoding a full batch of the
+        window's mean request, from its iteration timer (mean over the pool's instances)."""
+        prompt, out = self._request_mix()
+        rates = []
+        for inst in self.pool:
+            per_req = max(1.0, prompt + out)
+            fits = inst.kv.total_blocks * inst.kv.block_size // per_req
+            b = int(max(1, min(self.batch or inst.config.max_num_seqs, fits)))
+            ctx = prompt + out / 2.0
+            empty = np.zeros(0, dtype=np.int64)
+            step = inst.timer.time(empty, empty, b, int(round(b * ctx)), b)
+            rates.append(b / (out * step))
+        return float(np.mean(rates))
+
+    def _mu_online(self, lo: float, now: float) -> float:
+        done = self.cluster.done
+        ids = {inst.id for inst in self.pool}
+        for req in done[self._seen_done:]:
+            if req.instance in ids:
+                self._done.append(req.finish_s)
+        self._seen_done = len(done)
+        while self._done and self._done[0] <= lo:
+            self._done.popleft()
+        for inst in self.pool:
+            rows = inst.timeline
+            for row in rows[self._rows[inst.id]:]:
+                self._busy.append((row[1], row[2]))
+            self._rows[inst.id] = len(rows)
+        self._busy = deque(sorted((s, e) for s, e in self._busy if e > lo))
+        busy = sum(min(e, now) - max(s, lo) for s, e in self._busy)
+        return len(self._done) / busy if busy > 0 and self._done else 0.0
+
+    # -- activation -------------------------------------------------------------------------
+    def _apply(self, c: int, now: float):
+        active = [i for i in self.pool if i.active]
+        if c > len(active):     # wake the parked ones still draining first, then by id
+            parked = sorted((i for i in self.pool if not i.active),
+                            key=lambda i: (-_load(i), i.id))
+            for inst in parked[:c - len(active)]:
+                inst.active = True
+                self._activity.append((now, inst.id, True))
+                self.cluster.capacity_changed(inst)
+        elif c < len(active):   # park the least loaded
+            for inst in sorted(active, key=lambda i: (_load(i), -i.id))[:len(active) - c]:
+                inst.active = False
+                self._activity.append((now, inst.id, False))
+
+    # -- frames -----------------------------------------------------------------------------
+    @property
+    def decisions(self) -> pd.DataFrame:
+        return pd.DataFrame(self._decisions, columns=DECISION_COLUMNS)
+
+    @property
+    def activity(self) -> pd.DataFrame:
+        """One row per change: time_s, instance, active (the initial state at bind time)."""
+        return pd.DataFrame(self._activity, columns=["time_s", "instance", "active"])
+
+    def active_over_time(self) -> pd.DataFrame:
+        """Active instance count after each change: time_s, active."""
+        return active_over_time(self.activity)
+
+    def usage(self, end_s: float | None = None) -> pd.DataFrame:
+        """Per instance of the pool: active_s, busy_s and idle_fraction (of active time)
+        from the controller's start to ``end_s`` (default: now)."""
+        rows = [row for inst in self.pool for row in inst.timeline]
+        timeline = pd.DataFrame([(r[0], r[1], r[2]) for r in rows],
+                                columns=["instance", "start_s", "end_s"])
+        return usage_frame(timeline, self.activity, self.start_s,
+                           self.env.now if end_s is None else end_s)
+
+    def idle_fraction(self, end_s: float | None = None) -> float:
+        """Idle share of the pool's active instance-seconds (the CPU idle fraction)."""
+        return idle_fraction(self.usage(end_s))
+
+
+def active_over_time(activity: pd.DataFrame) -> pd.DataFrame:
+    """Active count after each change of an ``activity`` frame (time_s, instance, active)."""
+    state: dict = {}
+    out = []
+    for t, inst, on in activity.itertuples(index=False):
+        state[inst] = bool(on)
+        out.append((t, sum(state.values())))
+    df = pd.DataFrame(out, columns=["time_s", "active"])
+    return df.groupby("time_s", as_index=False).last()
+
+
+def usage_frame(timeline: pd.DataFrame, activity: pd.DataFrame, start_s: float,
+                end_s: float) -> pd.DataFrame:
+    """Active, busy and idle seconds and idle fraction of active time per instance over
+    [start_s, end_s]. ``activity`` lists (time_s, instance, active) changes; an instance with
+    no row is active throughout. ``busy_s`` counts iterations (``timeline`` rows), also those
+    of a parked instance finishing its requests; idle = active and not busy."""
+    rows = []
+    for inst in sorted(set(activity.instance) | set(timeline.instance)):
+        ch = activity[activity.instance == inst].sort_values("time_s", kind="stable")
+        times = list(ch.time_s) + [end_s]
+        states = list(ch.active)
+        if not states or times[0] > start_s:
+            times, states = [start_s] + times, [True] + states
+        spans = [(max(a, start_s), min(b, end_s)) for a, b, on
+                 in zip(times, times[1:], states) if on and min(b, end_s) > max(a, start_s)]
+        tl = timeline[timeline.instance == inst]
+        s, e = tl.start_s.to_numpy(), tl.end_s.to_numpy()
+        busy = float(np.clip(np.minimum(e, end_s) - np.maximum(s, start_s), 0, None).sum())
+        active_s = sum(b - a for a, b in spans)
+        busy_active = sum(float(np.clip(np.minimum(e, b) - np.maximum(s, a), 0, None).sum())
+                          for a, b in spans)
+        idle = max(0.0, active_s - busy_active)
+        rows.append((inst, active_s, busy, idle, idle / active_s if active_s > 0 else np.nan))
+    return pd.DataFrame(rows, columns=["instance", "active_s", "busy_s", "idle_s",
+                                       "idle_fraction"])
+
+
+def idle_fraction(usage: pd.DataFrame) -> float:
+    """The pool's idle fraction: idle over active instance-seconds of a :func:`usage_frame`."""
+    active = float(usage.active_s.sum())
+    return float(usage.idle_s.sum()) / active if active > 0 else float("nan")

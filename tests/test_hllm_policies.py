@@ -1,0 +1,215 @@
+"""hLLM's policies: the M/M/c controller, length buckets and padding, NUMA placement."""
+
+from functools import partial
+
+import numpy as np
+import pytest
+
+from simcluster.cluster import InstanceSpec
+from simcluster.cost import CostModel, Layout
+from simcluster.cost.analytic import PolynomialCostModel
+from simcluster.disagg import DisaggregatedCluster
+from simcluster.hardware import load_device, load_link
+from simcluster.instance import InstanceConfig
+from simcluster.numa import NumaTimer, RemoteMemory
+from simcluster.policies import BATCHERS, CONTROLLERS, ROUTERS
+from simcluster.policies.bucketed import PaddedPrefillTimer, bucket_of
+from simcluster.queueing import min_servers
+from simcluster.request import Request
+from simcluster.simulation import Simulation
+
+from conftest import make_trace
+
+EMPTY = np.zeros(0, dtype=np.int64)
+
+
+@pytest.fixture(scope="module")
+def a100():
+    return load_device("A100-80GB-PCIe")
+
+
+@pytest.fixture(scope="module")
+def xeon():
+    return load_device("Xeon-Gold-6148")
+
+
+def _offload_sim(trace, model, gpu, sock, sockets, cost, **kw):
+    cfg = kw.pop("socket_config", InstanceConfig(max_num_seqs=1, max_model_len=100_000))
+    specs = [InstanceSpec(Layout.uniform(gpu), pool="prefill"),
+             InstanceSpec(Layout.uniform(sock), cfg, count=sockets, pool="decode")]
+    factory = partial(DisaggregatedCluster, kv_link=load_link("PCIe3"), **kw)
+    return Simulation(trace, model, specs, cost_model=cost, cluster_factory=factory)
+
+
+# -- the M/M/c controller -----------------------------------------------------------------------
+def test_mmc_controller_follows_a_burst(llama7b, a100, xeon):
+    rng = np.random.default_rng(3)
+    quiet1 = np.cumsum(rng.exponential(1 / 0.5, 60))
+    burst = quiet1[-1] + np.cumsum(rng.exponential(1 / 6.0, 900))
+    quiet2 = burst[-1] + np.cumsum(rng.exponential(1 / 0.5, 60))
+    arrivals = np.concatenate([quiet1, burst, quiet2])
+    n = len(arrivals)
+    step, mean_out = 0.01, 100
+    outputs = 1 + rng.geometric(1 / mean_out, n)
+    cost = PolynomialCostModel(prefill=(1e-4, 0, 0), decode=(step, 0, 0))
+    sim = _offload_sim(make_trace(arrivals, np.full(n, 32), outputs), llama7b, a100, xeon, 12,
+                       cost, decode_router="pool_fcfs", controller="mmc",
+                       controller_params={"max_wait_s": 0.5, "window_s": 20.0,
+                                          "interval_s": 5.0, "initial_active": 1})
+    req = sim.run().requests
+    assert not req.rejected.any() and req.finish_s.notna().all()
+    ctl = sim.cluster.controller
+    d = ctl.decisions
+    # each decision is Erlang C's smallest c for the measured lambda and mu
+    for row in d.itertuples():
+        assert row.active == min_servers(row.lambda_per_s, row.mu_per_s, 0.5, c_max=12)
+    in_burst = d[(d.time_s > burst[0] + 25) & (d.time_s < burst[-1])]
+    # mu from the cost model: one request of ~100 decode steps of 10 ms at a time
+    assert in_burst.mu_per_s.median() == pytest.approx(1 / (step * mean_out), rel=0.15)
+    after = d[d.time_s > burst[-1] + 40]
+    assert in_burst.active.min() >= 6 > after.active.max()
+    active = ctl.active_over_time()
+    assert active.active.max() >= 6 and active.active.iloc[0] == 1
+    use = ctl.usage()
+    assert len(use) == 12 and use.idle_fraction.dropna().between(0, 1).all()
+    assert use.active_s.iloc[0] > use.active_s.iloc[-1] >= 0
+    assert 0 < ctl.idle_fraction() < 1
+
+
+def test_mmc_online_mu_measures_the_service_rate(llama7b, a100, xeon):
+    rng = np.random.default_rng(4)
+    n, step, mean_out = 3000, 0.01, 50
+    arrivals = np.cumsum(rng.exponential(1 / 4.0, n))
+    outputs = 1 + rng.geometric(1 / mean_out, n)
+    cost = PolynomialCostModel(prefill=(1e-4, 0, 0), decode=(step, 0, 0))
+    sim = _offload_sim(make_trace(arrivals, np.full(n, 32), outputs), llama7b, a100, xeon, 8,
+                       cost, decode_router="pool_fcfs", controller="mmc",
+                       controller_params={"mu_source": "online", "window_s": 100.0,
+                                          "interval_s": 50.0})
+    sim.run()
+    d = sim.cluster.controller.decisions
+    online = d[d.mu_source == "online"]
+    assert len(online) >= 5
+    assert online.mu_per_s.median() == pytest.approx(1 / (step * mean_out), rel=0.15)
+
+
+def test_controller_registry_and_parameters():
+    assert "mmc" in CONTROLLERS
+    with pytest.raises(ValueError, match="mu_source"):
+        CONTROLLERS.create("mmc", mu_source="magic")
+
+
+# -- length buckets and padding -----------------------------------------------------------------
+def test_bucket_of():
+    assert [bucket_of(t, (128, 512)) for t in (1, 128, 129, 512, 513, 10_000)] == [0, 0, 1, 1,
+                                                                                  2, 2]
+
+
+def test_padded_timer_pads_prefill_to_the_longest(llama7b, a100):
+    timer = CostModel().timer(llama7b, Layout.uniform(a100))
+    padded = PaddedPrefillTimer(timer)
+    chunks, ctx = np.array([100, 800, 300]), np.zeros(3, dtype=np.int64)
+    assert padded.time(chunks, ctx, 0, 0, 3) == pytest.approx(
+        timer.time(np.full(3, 800), ctx, 0, 0, 3))
+    assert padded.time(np.array([700]), ctx[:1], 0, 0, 1) == timer.time(np.array([700]),
+                                                                         ctx[:1], 0, 0, 1)
+    assert padded.decode_steps(4, 4000, 3) == pytest.approx(timer.decode_steps(4, 4000, 3))
+
+
+class _FakeInstance:
+    def __init__(self, waiting):
+        from collections import deque
+        self.running, self.waiting = [], deque(waiting)
+        self.config = InstanceConfig(max_batched_tokens=100_000)
+        self.kv = type("KV", (), {"free_blocks": 100_000})()
+
+
+def test_bucketed_batcher_admits_one_bucket_prefix():
+    reqs = [Request(i, 0.0, p, 4) for i, p in enumerate([100, 120, 900, 110, 130])]
+    b = BATCHERS.create("bucketed", buckets=[128, 1024]).bind(_FakeInstance(reqs))
+    plan = b.schedule(0.0)
+    assert [r.id for r in plan.admit] == [0, 1]           # stops at the 900-token prompt
+    assert [r.id for r, _ in plan.prefill] == [0, 1]
+    b = BATCHERS.create("bucketed", buckets=[2048], max_batch=3).bind(_FakeInstance(reqs))
+    assert [r.id for r in b.schedule(0.0).admit] == [0, 1, 2]
+
+
+def _prefill_qps(trace, model, gpu, router, batching, params, router_params):
+    cfg = InstanceConfig(max_num_seqs=8, max_batched_tokens=65_536)
+    spec = InstanceSpec(Layout.uniform(gpu), cfg, batching=batching, batching_params=params)
+    sim = Simulation(trace, model, [spec], router=router, router_params=router_params)
+    req = sim.run().requests
+    return len(req) / (req.finish_s.max() - req.arrival_s.min()), sim
+
+
+def test_length_buckets_beat_random_batches_when_padded(llama7b, a100):
+    rng = np.random.default_rng(0)
+    n = 400
+    prompts = np.clip(rng.lognormal(np.log(600), 0.9, n), 16, 4000).astype(int)
+    trace = make_trace(np.zeros(n), prompts, np.ones(n, dtype=int))
+    buckets = [256, 512, 1024, 2048]
+    padded = {"buckets": [10**6], "padded": True}
+    fcfs, _ = _prefill_qps(trace, llama7b, a100, "round_robin", "bucketed", padded, {})
+    grouped, sim = _prefill_qps(trace, llama7b, a100, "length_buckets", "bucketed",
+                                {"buckets": buckets, "padded": True}, {"buckets": buckets})
+    unpadded, _ = _prefill_qps(trace, llama7b, a100, "round_robin", "vllm", {}, {})
+    assert grouped > 1.3 * fcfs
+    assert unpadded >= grouped * 0.95          # varlen kernels: mixing costs ~nothing
+    # batches of the bucketed run hold one bucket each
+    starts = {}
+    for r in sim.requests:
+        starts.setdefault(r.prefill_start_s, set()).add(bucket_of(r.prompt_tokens, buckets))
+    assert all(len(b) == 1 for b in starts.values())
+
+
+# -- NUMA -------------------------------------------------------------------------------------
+def test_remote_memory_slows_memory_bound_cpu_decode(llama7b, xeon, a100):
+    local = CostModel().timer(llama7b, Layout.uniform(xeon))
+    remote = CostModel(RemoteMemory(CostModel().calibration)).timer(llama7b, Layout.uniform(xeon))
+    t_l = local.time(EMPTY, EMPTY, 1, 1000, 1)
+    t_r = remote.time(EMPTY, EMPTY, 1, 1000, 1)
+    assert t_r / t_l == pytest.approx(xeon.mem_bw_bytes_per_s / xeon.remote_mem_bw_bytes_per_s,
+                                      rel=0.02)
+    gpu_l = CostModel().timer(llama7b, Layout.uniform(a100)).time(EMPTY, EMPTY, 1, 1000, 1)
+    gpu_r = CostModel(RemoteMemory(CostModel().calibration)).timer(
+        llama7b, Layout.uniform(a100)).time(EMPTY, EMPTY, 1, 1000, 1)
+    assert gpu_l == gpu_r                                   # GPUs have no NUMA
+    # the blend: weights local, KV remote sits between all-local and all-remote
+    mixed = NumaTimer(local, remote, 0.0, 1.0)
+    t_m = mixed.time(EMPTY, EMPTY, 8, 8 * 4000, 8)
+    assert local.time(EMPTY, EMPTY, 8, 32000, 8) < t_m < remote.time(EMPTY, EMPTY, 8, 32000, 8)
+    steps = mixed.decode_steps(8, 32000, 5)
+    assert steps[0] == pytest.approx(t_m)
+    assert np.all(np.diff(steps) > 0)
+
+
+@pytest.mark.parametrize("placement,slow", [("aware", [False, False, False, False]),
+                                            ("oblivious", [False, True, False, True]),
+                                            ("interleave", [True, True, True, True])])
+def test_numa_placements(placement, slow, llama7b, a100, xeon):
+    n = 8
+    trace = make_trace(np.arange(n) * 0.01, np.full(n, 500), np.full(n, 40))
+    cfg = InstanceConfig(max_num_seqs=4)
+    sim = _offload_sim(trace, llama7b, a100, xeon, 4, CostModel(), socket_config=cfg,
+                       numa=placement, decode_router="round_robin")
+    pool = sim.cluster.decode_pool
+    base = CostModel().timer(llama7b, Layout.uniform(xeon)).time(EMPTY, EMPTY, 2, 2000, 2)
+    got = [inst.timer.time(EMPTY, EMPTY, 2, 2000, 2) > base * 1.01 for inst in pool]
+    assert got == slow
+    assert [p[1:3] for p in sim.cluster.numa.placed] == [(0, 0), (0, 1), (1, 0), (1, 1)]
+    req = sim.run().requests
+    assert req.finish_s.notna().all()
+
+
+def test_minibatch_dispatcher_groups_consecutive_handoffs(llama7b, a100, xeon):
+    n = 12
+    trace = make_trace(np.zeros(n), np.full(n, 200), np.full(n, 30))
+    sim = _offload_sim(trace, llama7b, a100, xeon, 2, CostModel(),
+                       socket_config=InstanceConfig(max_num_seqs=16), numa="aware",
+                       decode_router="numa_minibatch", decode_router_params={"mini_batch": 3})
+    req = sim.run().requests
+    order = sorted(sim.cluster.transfers, key=lambda t: t[3])
+    socket = [int(req.instance[req.request_id == rid].iloc[0]) for rid, *_ in order]
+    assert [len(set(socket[k:k + 3])) for k in range(0, n, 3)] == [1, 1, 1, 1]
+    assert socket[0] != socket[3]
+    assert "numa_minibatch" in ROUTERS
