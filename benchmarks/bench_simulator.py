@@ -4,7 +4,7 @@ Runs the trace on one H100-SXM instance and on four (least-outstanding-tokens ro
 ``--repeats`` times, and prints wall time (median), peak Python memory (tracemalloc, one
 extra run), and simulated requests per wall-second. Usage:
 
-    python benchmarks/bench_simulator.py [--repeats 3] [--calibration datasheet]
+    python benchmarks/bench_simulator.py [--repeats 3] [--calibration measured|datasheet]
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ def one_run(trace, model, count, cost):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--calibration", default="datasheet")
+    ap.add_argument("--calibration", default="measured")
     ap.add_argument("--trace", default="azure-conv")
     args = ap.parse_args()
     trace = load_trace(args.trace)

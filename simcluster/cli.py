@@ -3,6 +3,8 @@
     simcluster run [EXPERIMENT.toml] [--out DIR]      simulate (the bundled default if none)
     simcluster trace-info FILE                        rate, span, length percentiles
     simcluster predict ...                            one operator / iteration, or a CSV
+    simcluster calibrate --out DIR                    measure kernel tables (needs torch)
+    simcluster validate MEASURED.csv --device NAME    prediction errors against measurements
     simcluster list devices|links|nodes|models|routers|batching|traces
 """
 
@@ -97,6 +99,30 @@ def cmd_predict(args) -> int:
     return 0
 
 
+def cmd_calibrate(args) -> int:
+    """Run the kernel micro-benchmark suite on this machine's GPU and CPU (needs torch)."""
+    from simcluster.calibration.bench.__main__ import main as bench_main
+    argv = ["--out", args.out] + (["--quick"] if args.quick else []) + \
+        (["--only", args.only] if args.only else [])
+    return bench_main(argv) or 0
+
+
+def cmd_validate(args) -> int:
+    from simcluster.calibration import load_calibration
+    from simcluster.calibration.validate import error_table, validate_table
+    from simcluster.cost import CostModel
+    pred = validate_table(CostModel(load_calibration(args.calibration)), args.measured,
+                          args.device)
+    print(error_table(pred).round(2).to_string())
+    ape = pred.error.abs() * 100
+    print(f"all: n={len(pred)} median {ape.median():.2f}% p90 {ape.quantile(0.9):.2f}% "
+          f"max {ape.max():.2f}%")
+    if args.out:
+        pred.to_csv(args.out, index=False)
+        print(f"wrote per-row predictions to {args.out}")
+    return 0
+
+
 def cmd_list(args) -> int:
     from simcluster import hardware, models
     from simcluster.policies import BATCHERS, ROUTERS
@@ -126,7 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     q = sub.add_parser("predict", help="predict an operator or an iteration")
     q.add_argument("--in", dest="input", help="CSV of shapes (see simcluster.predict)")
     q.add_argument("--out", dest="output", help="write predictions CSV here")
-    q.add_argument("--calibration", default="datasheet")
+    q.add_argument("--calibration", default="measured")
     q.add_argument("--op", choices=["gemm", "attn_prefill", "attn_decode", "elementwise"])
     q.add_argument("--device")
     q.add_argument("--model")
@@ -141,6 +167,18 @@ def build_parser() -> argparse.ArgumentParser:
               "decode_context"):
         q.add_argument(f"--{k.replace('_', '-')}", dest=k, type=int, default=0)
     q.set_defaults(func=cmd_predict)
+    c = sub.add_parser("calibrate", help="measure kernel tables on this machine (needs torch)")
+    c.add_argument("--out", required=True)
+    c.add_argument("--quick", action="store_true")
+    c.add_argument("--only", help="comma-separated tables, e.g. gemm,attn_decode")
+    c.set_defaults(func=cmd_calibrate)
+    v = sub.add_parser("validate", help="predict every row of a measured CSV; print errors")
+    v.add_argument("measured", help="a kernel table (calibration format) or an 'op' CSV "
+                                    "with measured_time_s")
+    v.add_argument("--device", help="device the table was measured on")
+    v.add_argument("--calibration", default="measured")
+    v.add_argument("--out", help="write per-row predictions here")
+    v.set_defaults(func=cmd_validate)
     ls = sub.add_parser("list", help="list registered specs and policies")
     ls.add_argument("what", choices=["devices", "links", "nodes", "models", "routers",
                                      "batching", "traces"])

@@ -198,10 +198,21 @@ class Instance:
         end = start + float(cum[j - 1])
         self._record(start, end, j, 0, 0, 0, n)
         self.outstanding_tokens -= n * j
+        bs, kv, done = self.config.block_size, self.kv, []
         for req in decode:
-            self._alloc(req, req.kv_tokens + j)
-            req.kv_tokens += j
-            self._sampled(req, j, end, count_outstanding=False)
+            tokens = req.kv_tokens + j
+            need = -(-tokens // bs) - req.blocks
+            if need > 0:
+                kv.alloc(need)
+                req.blocks += need
+            req.kv_tokens = tokens
+            req.generated += j
+            if req.generated >= req.output_tokens:
+                done.append(req)
+        for req in done:               # (decodes have their first token: no hand-off here)
+            req.finish_s = end
+            self._release(req)
+            self.sink.finished(req)
 
     # -- state changes -----------------------------------------------------------------------
     def _alloc(self, req: Request, tokens: int):

@@ -92,9 +92,21 @@ class Calibration:
 NEUTRAL = Calibration()
 
 
-def load_calibration(name: str = "datasheet") -> Calibration:
-    """A calibration by name: ``datasheet`` (neutral roofline)."""
-    known = {"datasheet": lambda: NEUTRAL}
-    if name not in known:
-        raise KeyError(f"unknown calibration {name!r}; known: {', '.join(sorted(known))}")
-    return known[name]()
+_LOADED: dict[str, Calibration] = {}
+
+
+def load_calibration(name: str = "measured") -> Calibration:
+    """A calibration by name: ``measured`` (fitted from hwspecs/calibration tables, borrowed
+    by architecture family where a device has none) or ``datasheet`` (neutral roofline).
+
+    A fitted calibration is immutable once built and is shared by the simulations of one
+    process (fitting takes a second).
+    """
+    if name == "datasheet":
+        return NEUTRAL
+    if name == "measured":
+        if name not in _LOADED:
+            from simcluster.calibration.fitted import MeasuredCalibration
+            _LOADED[name] = MeasuredCalibration()
+        return _LOADED[name]
+    raise KeyError(f"unknown calibration {name!r}; known: datasheet, measured")

@@ -99,7 +99,7 @@ class CostModel:
         num_kv_heads, head_dim. ``elementwise``: bytes (read plus written), kernels.
         Returns flops, bytes, time_s, achieved rates and the calibration's provenance.
         """
-        flops, bytes_, cal_shape = _op_counts(op, shape)
+        flops, bytes_, cal_shape = op_counts(op, shape)
         t = float(self.calibration.op_time(device, op, flops, bytes_, cal_shape, dtype))
         return {"op": op, "device": device.name, **shape, "flops": flops, "bytes": bytes_,
                 "time_s": t, "achieved_flops_per_s": flops / t if t else 0.0,
@@ -120,7 +120,7 @@ class CostModel:
         return IterationTimer(self.calibration, model, layout)
 
 
-def _op_counts(op: str, shape: dict):
+def op_counts(op: str, shape: dict):
     """FLOPs, bytes and calibration shape of a standalone operator (for ``predict_op``)."""
     def need(*keys):
         missing = [k for k in keys if k not in shape]
@@ -143,13 +143,16 @@ def _op_counts(op: str, shape: dict):
             context = shape.get("context", 0)
             f, by = rs.attn_prefill(tokens, context)
             return batch * float(f), batch * float(by), {"tokens": tokens, "context": context,
-                                                         "batch": batch, "heads": h}
+                                                         "batch": batch, "heads": h,
+                                                         "kv_heads": kvh}
         kv_len, = need("kv_len")
         f, by = rs.attn_decode(batch, batch * kv_len)
-        return float(f), float(by), {"batch": batch, "kv_len": kv_len, "heads": h}
+        return float(f), float(by), {"batch": batch, "kv_len": kv_len, "heads": h,
+                                     "kv_heads": kvh}
     if op == "elementwise":
         bytes_, = need("bytes")
-        return 0.0, float(bytes_), {"kernels": shape.get("kernels", 1), "bytes": bytes_}
+        return 0.0, float(bytes_), {"kernels": shape.get("kernels", 1), "bytes": bytes_,
+                                    "kind": shape.get("kind")}
     raise ValueError(f"unknown operator {op!r}; known: gemm, attn_prefill, attn_decode, "
                      "elementwise")
 
@@ -178,22 +181,28 @@ class IterationTimer:
         """Seconds for one iteration (arrays of the prefill chunks, the decode totals)."""
         tokens = int(prefill_tokens.sum()) + n_decode
         per_rank = self._dense(tokens, n_samples)
+        if self._scalar:
+            t = float(per_rank[0, 0]) + self._links(tokens, n_decode)
+            if len(prefill_tokens):
+                t += float(self._attn_prefill(prefill_tokens, prefill_context)[0, 0])
+            if n_decode:
+                t += float(self._attn_decode_scalar(n_decode, np.array([decode_context_sum]))[0])
+            return t
         if len(prefill_tokens):
             per_rank = per_rank + self._attn_prefill(prefill_tokens, prefill_context)
         if n_decode:
             per_rank = per_rank + self._attn_decode(n_decode, np.array([decode_context_sum]))[:, :, 0]
-        if self._scalar:
-            return float(per_rank[0, 0]) + self._links(tokens, n_decode)
         return float(per_rank.max(axis=1).sum()) + self._links(tokens, n_decode)
 
     def decode_steps(self, n_decode: int, context_sum: int, steps: int) -> np.ndarray:
         """Per-step times of ``steps`` pure-decode iterations of ``n_decode`` sequences whose
         KV lengths sum to ``context_sum`` at the first step and grow by one token each step."""
         sums = context_sum + n_decode * np.arange(steps, dtype=float)
-        attn = self._attn_decode(n_decode, sums)
         links = self._links(n_decode, n_decode)
         if self._scalar:
-            return attn[0, 0] + (self._dense(n_decode, n_decode)[0, 0] + links)
+            return self._attn_decode_scalar(n_decode, sums) + (
+                self._dense(n_decode, n_decode)[0, 0] + links)
+        attn = self._attn_decode(n_decode, sums)
         per_rank = self._dense(n_decode, n_decode)[:, :, None] + attn
         return per_rank.max(axis=1).sum(axis=0) + links
 
@@ -215,18 +224,19 @@ class IterationTimer:
         ops = [("gemm", name, layers, 2.0 * mm * n * k, b * (mm * k + k * n + mm * n),
                 {"m": mm, "n": n, "k": k}) for name, mm, n, k in rs.gemms(tokens)]
         ew, kernels = rs.elementwise_bytes(tokens)
-        ops.append(("elementwise", "norm_act_residual", layers, 0.0, ew, {"kernels": kernels}))
+        ops.append(("elementwise", "norm_act_residual", layers, 0.0, ew,
+                    {"kernels": kernels, "bytes": ew}))
         tp = self.layout.tp
         if s == 0:
-            ops.append(("elementwise", "embedding", 1, 0.0, 2.0 * b * tokens * m.hidden_size,
-                        {"kernels": 1}))
+            emb = 2.0 * b * tokens * m.hidden_size
+            ops.append(("elementwise", "embedding", 1, 0.0, emb, {"kernels": 1, "bytes": emb}))
         if s == self.layout.pp - 1 and n_samples:
             n = m.vocab_size / tp
             ops.append(("gemm", "lm_head", 1, 2.0 * n_samples * n * m.hidden_size,
                         b * (n_samples * m.hidden_size + n * m.hidden_size + n_samples * n),
                         {"m": n_samples, "n": n, "k": m.hidden_size}))
-            ops.append(("elementwise", "sampling", 1, 0.0, 2 * 4.0 * n_samples * n,
-                        {"kernels": 2}))
+            smp = 2 * 4.0 * n_samples * n
+            ops.append(("elementwise", "sampling", 1, 0.0, smp, {"kernels": 2, "bytes": smp}))
         return ops
 
     def _dense(self, tokens: int, n_samples: int) -> np.ndarray:
@@ -256,11 +266,22 @@ class IterationTimer:
             if rs.heads == 0:
                 continue
             f, by = rs.attn_prefill(chunks, context)
-            shape = {"tokens": chunks, "context": context, "batch": 1, "heads": rs.heads}
+            # the sequences of one iteration run in one varlen kernel: their count is its batch
+            shape = {"tokens": chunks, "context": context, "batch": len(chunks),
+                     "heads": rs.heads, "kv_heads": rs.kv_heads}
             for s in range(lay.pp):
                 t = self.cal.op_time(self._device(s, r), "attn_prefill", f, by, shape, self.dtype)
                 out[s, r] = self.stage_layers[s] * float(np.sum(t))
         return out
+
+    def _attn_decode_scalar(self, n_decode: int, context_sums: np.ndarray):
+        """Rank 0 of a one-stage, all-twin layout: per-step times, no (stage, rank) axes."""
+        rs = self.ranks[0]
+        f, by = rs.attn_decode(n_decode, context_sums)
+        shape = {"batch": n_decode, "kv_len": context_sums / n_decode, "heads": rs.heads,
+                 "kv_heads": rs.kv_heads}
+        return self.stage_layers[0] * self.cal.op_time(self._device(0, 0), "attn_decode", f,
+                                                       by, shape, self.dtype)
 
     def _attn_decode(self, n_decode: int, context_sums: np.ndarray) -> np.ndarray:
         lay = self.layout
@@ -273,7 +294,7 @@ class IterationTimer:
             if not np.any(f):
                 continue
             shape = {"batch": n_decode, "kv_len": context_sums / n_decode,
-                     "heads": rs.heads}
+                     "heads": rs.heads, "kv_heads": rs.kv_heads}
             for s in range(lay.pp):
                 out[s, r] = self.stage_layers[s] * self.cal.op_time(
                     self._device(s, r), "attn_decode", f, by, shape, self.dtype)
@@ -321,12 +342,14 @@ class IterationTimer:
                 if len(chunks) and rs.heads:
                     f, by = rs.attn_prefill(chunks, ctx)
                     ops += [("attn_prefill", "attention", self.stage_layers[s], f, by,
-                             {"tokens": chunks, "context": ctx, "batch": 1, "heads": rs.heads})]
+                             {"tokens": chunks, "context": ctx, "batch": len(chunks),
+                              "heads": rs.heads, "kv_heads": rs.kv_heads})]
                 if n_dec:
                     f, by = rs.attn_decode(n_dec, ctx_sum)
                     if f:
                         ops += [("attn_decode", "attention", self.stage_layers[s], f, by,
-                                 {"batch": n_dec, "kv_len": ctx_sum / n_dec, "heads": rs.heads})]
+                                 {"batch": n_dec, "kv_len": ctx_sum / n_dec, "heads": rs.heads,
+                                  "kv_heads": rs.kv_heads})]
                 for op, name, c, f, by, shp in ops:
                     t = float(np.sum(self.cal.op_time(dev, op, f, by, shp, self.dtype)))
                     rows.append({"stage": s, "rank": r, "device": dev.name, "op": op,

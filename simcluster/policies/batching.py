@@ -93,7 +93,12 @@ class VLLMBatching:
     def _decodes(self, plan: Plan, free: int):
         """Every decoding sequence takes one token; preempt the newest on block shortage."""
         bs = self.inst.config.block_size
-        running = [r for r in self.inst.running if not r.prefilling]
+        running = [r for r in self.inst.running if r.kv_tokens >= r.prefill_target]
+        if len(running) <= free:
+            # each decode needs at most one new block: no shortage possible
+            need = sum(1 for r in running if r.kv_tokens + 1 > r.blocks * bs)
+            plan.decode.extend(running)
+            return plan, free - need
         victims = list(self.inst.running)           # newest last
         gone = set()
         for req in running:
