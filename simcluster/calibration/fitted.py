@@ -42,6 +42,7 @@ from typing import Mapping
 import numpy as np
 import pandas as pd
 from scipy.interpolate import LinearNDInterpolator, NearestNDInterpolator, RBFInterpolator
+from scipy.spatial import QhullError
 
 from simcluster.calibration import DEVICE_OPS, Calibration, compute_dtype
 from simcluster.calibration.tables import calibrated_devices, load_tables
@@ -69,8 +70,12 @@ class Curve:
             order = np.argsort(X[:, 0])
             self._x1, self._y1 = X[order, 0], y[order]
         else:
-            self._lin = LinearNDInterpolator(X, y, rescale=True)
             self._near = NearestNDInterpolator(X, y, rescale=True)
+            try:
+                self._lin = LinearNDInterpolator(X, y, rescale=True)
+            except QhullError:     # measured points on a flat set: nearest point only
+                self._lin = lambda Z: np.full(len(Z), np.nan)
+                smooth = False
             # inside the hull a thin-plate spline follows the saturating efficiency curves
             # better than linear simplices across the grid's 2-4x gaps
             self._rbf = RBFInterpolator(X, y, kernel="thin_plate_spline") if smooth else None
@@ -169,7 +174,7 @@ class GroupedCurve:
         keys = np.round(X[:, :exact], 9)
         for key in {tuple(k) for k in keys}:
             sel = (keys == np.array(key)).all(axis=1)
-            if sel.sum() > X.shape[1] - exact + 2:
+            if sel.sum() > X.shape[1] - exact:
                 self.groups[key] = Curve(X[sel, exact:], y[sel], smooth=self.dim - exact > 1)
 
     def __call__(self, X) -> np.ndarray:

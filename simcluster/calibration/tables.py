@@ -20,8 +20,8 @@ def calibration_dir() -> Path:
     return hwspecs_dir() / "calibration"
 
 
-def read_table(path) -> tuple[dict, pd.DataFrame]:
-    """(metadata, rows) of one measured table."""
+def read_table(path, time_column: str | None = "time_s") -> tuple[dict, pd.DataFrame]:
+    """(metadata, rows) of one measured table; ``time_column`` must be there and positive."""
     path = Path(path)
     try:
         text = path.read_text()
@@ -37,14 +37,17 @@ def read_table(path) -> tuple[dict, pd.DataFrame]:
     if len(body) < 2:
         raise InputError("calibration table has no rows", file=str(path))
     df = pd.read_csv(io.StringIO("\n".join(body)))
-    if "time_s" not in df.columns:
-        raise InputError(f"missing column 'time_s'; found {list(df.columns)}", file=str(path),
-                         field="time_s")
-    bad = df.index[~(df.time_s > 0)]
+    if time_column is None:
+        return meta, df
+    if time_column not in df.columns:
+        raise InputError(f"missing column {time_column!r}; found {list(df.columns)}",
+                         file=str(path), field=time_column)
+    bad = df.index[~(pd.to_numeric(df[time_column], errors="coerce") > 0)]
     if len(bad):
-        raise InputError("time_s must be > 0", file=str(path),
-                         line=int(bad[0]) + 2 + sum(1 for ln in text.splitlines()
-                                                    if ln.startswith("#")), field="time_s")
+        lines = [i + 1 for i, ln in enumerate(text.splitlines())
+                 if ln.strip() and not ln.startswith("#")]
+        raise InputError(f"{time_column} must be a number > 0, got {df[time_column][bad[0]]!r}",
+                         file=str(path), line=lines[int(bad[0]) + 1], field=time_column)
     return meta, df
 
 

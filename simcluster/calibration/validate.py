@@ -206,12 +206,10 @@ def distserve(cost: CostModel, path, engine: str) -> pd.DataFrame:
 # -- a user's own CSV ------------------------------------------------------------------------
 def validate_table(cost: CostModel, path, device: str | None) -> pd.DataFrame:
     """Predict every row of a measured CSV (see module docstring) on ``device``."""
-    meta, df = read_table(path)
+    meta, df = read_table(path, time_column=None)
     table = meta.get("table") or Path(path).stem
     if "op" in df.columns:                            # iteration / operator rows
-        if "measured_time_s" not in df.columns:
-            raise InputError("an 'op' CSV needs a 'measured_time_s' column", file=str(path),
-                             field="measured_time_s")
+        meta, df = read_table(path, time_column="measured_time_s")
         from simcluster.predict import predict_frame
         if device is not None and "device" not in df.columns:
             df = df.assign(device=device)
@@ -219,6 +217,7 @@ def validate_table(cost: CostModel, path, device: str | None) -> pd.DataFrame:
         out = out.rename(columns={"measured_time_s": "measured_s", "pred_time_s": "pred_s"})
         out["error"] = out.pred_s / out.measured_s - 1.0
         return out
+    meta, df = read_table(path, time_column="time_s")
     if device is None:
         raise InputError("give --device for a kernel table", file=str(path))
     op = table.replace("cpu_", "")

@@ -51,16 +51,21 @@ class MemoryPlan:
 
 def rank_weight_bytes(model: ModelSpec, rs: RankShape, layers: int, first: bool, last: bool,
                       tp: int) -> float:
-    h, hd = model.hidden_size, model.head_dim
-    attn = h * (rs.heads + 2 * rs.kv_heads) * hd + rs.heads * hd * h
-    ffn = (3 if model.ffn_gated else 2) * h * rs.ffn
-    per_layer = attn + ffn + 2 * h / tp      # norms counted once across the ranks
-    params = layers * per_layer
-    emb = model.vocab_size * h / tp
+    """Bytes of the weights one TP rank of a stage holds: its share of each layer's attention
+    (by query heads, KV heads replicated where tp exceeds their count) and FFN, an equal share
+    of the norms, and a vocabulary-parallel share of the embeddings (first stage) and LM head
+    (last stage), all counted by :class:`ModelSpec` (biases, learned positions included)."""
+    head_share = rs.heads / model.num_heads
+    kv_extra = (rs.kv_heads - model.num_kv_heads * head_share) * model.head_dim
+    attn = (model.attention_params_per_layer * head_share
+            + 2 * model.hidden_size * kv_extra)
+    ffn = model.ffn_params_per_layer * rs.ffn / model.ffn_size
+    params = layers * (attn + ffn + model.norm_params_per_layer / tp)
     if first:
-        params += emb
-    if last and not (first and model.tied_embeddings):
-        params += emb
+        params += model.embedding_params / tp
+    if last:
+        final_norm = model.hidden_size * (2 if model.linear_bias else 1)
+        params += (model.lm_head_params + final_norm) / tp
     return params * model.dtype_bytes
 
 

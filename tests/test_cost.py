@@ -1,0 +1,78 @@
+"""Cost model contracts: breakdowns sum to the iteration, vector decode equals stepping."""
+
+import numpy as np
+import pytest
+
+from simcluster.calibration import load_calibration
+from simcluster.cost import Batch, CostModel, Layout
+from simcluster.cost.memory import memory_plan
+from simcluster.hardware import load_device, load_link
+from simcluster.models import list_models, model_preset
+
+
+@pytest.fixture(params=["datasheet", "measured"], scope="module")
+def cost(request):
+    return CostModel(load_calibration(request.param))
+
+
+LAYOUTS = [dict(tp=1), dict(tp=2, link="NVLink4"), dict(tp=4, pp=2, link="NVLink4")]
+
+
+def _layout(tp=1, pp=1, link=None):
+    return Layout.uniform(load_device("H100-SXM"), tp=tp, pp=pp,
+                          link=load_link(link) if link else None)
+
+
+@pytest.mark.parametrize("lay", LAYOUTS)
+def test_breakdown_adds_up(cost, lay):
+    model = model_preset("llama-2-13b")
+    layout = _layout(**lay)
+    batch = Batch(prefill_tokens=(300, 40), prefill_context=(0, 500),
+                  decode_context=(100, 2000, 7))
+    res = cost.iteration(model, layout, batch)
+    ops = res.ops
+    dev = ops[ops["rank"] >= 0].groupby(["stage", "rank"]).time_s.sum()
+    total = dev.groupby(level=0).max().sum() + ops[ops["rank"] < 0].time_s.sum()
+    assert res.time_s == pytest.approx(total, rel=1e-9)
+    assert res.time_s > 0 and set(ops.op) >= {"gemm", "attn_prefill", "attn_decode"}
+
+
+@pytest.mark.parametrize("lay", LAYOUTS)
+def test_decode_steps_equal_single_steps(cost, lay):
+    timer = cost.timer(model_preset("llama-3.1-8b"), _layout(**lay))
+    steps = timer.decode_steps(16, 16 * 900, 50)
+    single = [timer.time(np.array([], dtype=np.int64), np.array([], dtype=np.int64), 16,
+                         16 * 900 + 16 * j, 16) for j in range(50)]
+    np.testing.assert_allclose(steps, single, rtol=1e-12)
+
+
+def test_more_work_takes_longer(cost):
+    m, lay = model_preset("llama-2-7b"), _layout()
+    t = [cost.iteration(m, lay, Batch(decode_context=(1000,) * b)).time_s for b in (1, 64, 256)]
+    assert t[0] < t[1] < t[2]
+    p = [cost.iteration(m, lay, Batch(prefill_tokens=(n,))).time_s for n in (128, 1024, 8192)]
+    assert p[0] < p[1] < p[2]
+
+
+def test_batch_validation():
+    with pytest.raises(ValueError, match="empty"):
+        Batch()
+    with pytest.raises(ValueError, match="non-negative"):
+        Batch(decode_context=(-1,))
+    with pytest.raises(ValueError, match=">= 1"):
+        Batch(prefill_tokens=(0,))
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_memory_plan_counts_every_weight(name):
+    model = model_preset(name)
+    one = memory_plan(model, Layout.uniform(load_device("H200")))
+    assert one.weight_bytes == pytest.approx(model.weight_bytes, rel=0.01)
+    eight = memory_plan(model, _layout(tp=4, pp=2, link="NVLink4"))
+    assert eight.weight_bytes == pytest.approx(model.weight_bytes, rel=0.01)
+
+
+def test_oom_names_device_and_shortfall():
+    plan = memory_plan(model_preset("llama-2-70b"), _layout())
+    assert plan.oom and "H100-SXM" in plan.oom[0] and "short by" in plan.oom[0]
+    assert plan.kv_capacity_tokens == 0

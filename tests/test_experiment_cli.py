@@ -1,0 +1,98 @@
+"""Experiment TOML loading and the command line."""
+
+import json
+
+import pytest
+
+from simcluster.cli import main
+from simcluster.errors import InputError
+from simcluster.experiment import load_experiment
+
+TINY = """
+name = "tiny"
+seed = 3
+[trace.synthetic]
+n = 60
+rate_per_s = 4.0
+cv = 2.0
+prompt = {dist = "lognormal", median = 300, sigma = 0.8, max_tokens = 3000}
+output = {dist = "lognormal", median = 60, sigma = 0.8, max_tokens = 500}
+[model]
+name = "llama-2-7b"
+[[instances]]
+device = "H100-SXM"
+count = 2
+[instances.scheduler]
+chunked_prefill = true
+max_batched_tokens = 1024
+[router]
+policy = "join_shortest_queue"
+[slo]
+ttft_s = 0.5
+tpot_s = 0.05
+"""
+
+
+def test_default_experiment_loads():
+    exp = load_experiment()
+    assert len(exp.trace) == 19366 and exp.instances[0].count == 4
+
+
+def test_tiny_experiment_runs_through_cli(tmp_path, capsys):
+    path = tmp_path / "tiny.toml"
+    path.write_text(TINY)
+    assert main(["run", str(path), "--out", str(tmp_path / "out"), "--quiet"]) == 0
+    text = capsys.readouterr().out
+    assert "ttft_p99_s" in text and "slo_attainment" in text
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["requests"] == 60 and summary["finished"] + summary["rejected"] == 60
+    for f in ("requests.csv", "timeline.csv", "instances.csv"):
+        assert (tmp_path / "out" / f).exists()
+
+
+@pytest.mark.parametrize("edit, where", [
+    (("count = 2", "cuont = 2"), "instances[0].cuont"),
+    (("seed = 3", "seed = \"x\""), "seed"),
+    (("policy = \"join_shortest_queue\"", "policy = 3"), "router.policy"),
+    (("ttft_s = 0.5", "ttft_s = -1"), "slo.ttft_s"),
+])
+def test_bad_keys_name_file_and_field(tmp_path, edit, where):
+    path = tmp_path / "bad.toml"
+    path.write_text(TINY.replace(*edit))
+    with pytest.raises(InputError) as err:
+        load_experiment(path)
+    assert "bad.toml" in str(err.value) and where in str(err.value)
+
+
+def test_unknown_router_lists_known(tmp_path):
+    path = tmp_path / "r.toml"
+    path.write_text(TINY.replace("join_shortest_queue", "fastest"))
+    with pytest.raises(KeyError, match="round_robin"):
+        load_experiment(path).simulation()
+
+
+def test_trace_info_and_list_and_predict(capsys, tmp_path):
+    assert main(["trace-info", "azure-code"]) == 0
+    assert "8819" in capsys.readouterr().out.replace(",", "")
+    assert main(["list", "devices"]) == 0
+    assert "H100-SXM" in capsys.readouterr().out
+    assert main(["predict", "--model", "llama-2-7b", "--device", "H100-SXM",
+                 "--decode-seqs", "8", "--decode-context", "1000"]) == 0
+    assert "iteration time" in capsys.readouterr().out
+    shapes = tmp_path / "s.csv"
+    shapes.write_text("op,device,m,n,k\ngemm,H100-SXM,128,4096,4096\n")
+    out = tmp_path / "p.csv"
+    assert main(["predict", "--in", str(shapes), "--out", str(out)]) == 0
+    assert "pred_time_s" in out.read_text()
+    bad = tmp_path / "b.csv"
+    bad.write_text("op,device,m,n\ngemm,H100-SXM,128,4096\n")
+    assert main(["predict", "--in", str(bad)]) == 2
+    assert "b.csv:2" in capsys.readouterr().err
+
+
+def test_missing_trace_file_is_an_error(tmp_path, capsys):
+    path = tmp_path / "t.toml"
+    path.write_text(TINY.split("[trace.synthetic]")[0] + '[trace]\nsource = "nope.csv"\n'
+                    + "[model]" + TINY.split("[model]")[1])
+    assert main(["run", str(path), "--quiet"]) == 2
+    assert "nope.csv" in capsys.readouterr().err
