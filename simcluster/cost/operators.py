@@ -79,8 +79,9 @@ class RankShape:
     def attn_decode(self, batch, context_sum):
         """FLOPs and bytes of one decode step: ``batch`` queries over ``context_sum`` KV tokens.
 
-        With a decoupled KV share (Hels), the rank reads its share of every sequence's KV for
-        all heads instead of all the KV of its own heads.
+        With a decoupled KV share (Hels), the rank runs the attention over ``kv_share`` of all
+        the KV (whichever GPUs own those heads' projections) instead of over the KV of its own
+        heads: the same FLOPs and bytes as that share of the heads over every sequence.
         """
         hd, b = self.head_dim, self.dtype_bytes
         if self.kv_tied:
@@ -92,10 +93,19 @@ class RankShape:
         return flops, bytes_
 
     def kv_transfer_bytes(self, decode_batch, new_tokens) -> float:
-        """Per-layer link bytes of a decoupled KV share: q in and partial o out for every
-        decode query, and the new tokens' K/V shipped to this rank's share."""
-        if self.kv_tied or self.kv_share == 0:
+        """Per-layer link bytes of a decoupled KV share (Hels).
+
+        Each head's KV stays on the GPU that owns the head as far as that GPU's KV share
+        allows; the attention of the remaining heads runs where their KV lives (head-level
+        dispatch, as Hetis does). A rank whose KV share differs from its head share by
+        ``|kv_share - heads/total_heads|`` of the heads therefore sends (or receives) those
+        heads' q and partial o for every decode query, and ships their K/V for every new token
+        of the iteration: ``new_tokens`` prefill tokens plus one per decoding sequence.
+        A rank whose two shares agree moves nothing.
+        """
+        if self.kv_tied or self.total_heads == 0:
             return 0.0
         b, hd = self.dtype_bytes, self.head_dim
-        return b * hd * (2 * decode_batch * self.total_heads
-                         + 2 * new_tokens * self.total_kv_heads * self.kv_share)
+        mismatch = abs(self.kv_share - self.heads / self.total_heads)
+        return b * hd * mismatch * (2 * decode_batch * self.total_heads
+                                    + 2 * (new_tokens + decode_batch) * self.total_kv_heads)
