@@ -275,6 +275,45 @@ def _instance(t: _Table, base: Path) -> InstanceSpec:
                         "memory_utilization", "max_model_len")}
         sched.done()
         cfg = InstanceConfig(**{k: v for k, v in kw.items() if v is not None})
+    # partition = "equal|hexgen|hels" cuts a devices = [...] group by a registered policy
+    # (simcluster.partition), tuned for [instances.partition_params]: batch_size,
+    # context_tokens, max_context_tokens (the target decode batch), and the policy's own
+    # parameters (hels: kv_rules, max_steps; hexgen: fit_batch). The policy needs the model and
+    # the calibration, which this function is not handed: it reads them from the same file.
+    policy = t.get("partition", str, None)
+    pparams = t.sub("partition_params")
+    if policy is None and pparams is not None:
+        raise InputError("partition_params needs a 'partition' policy", file=t.file,
+                         field=f"{t.where}partition_params")
+    if policy is not None:
+        from simcluster.partition import TargetBatch, partition
+        from simcluster.policies.registry import PARTITIONS
+        if policy not in PARTITIONS:
+            raise InputError(f"unknown partition policy {policy!r}; known: "
+                             f"{', '.join(sorted(PARTITIONS))}", file=t.file,
+                             field=f"{t.where}partition")
+        if devices is None or pp != 1 or link is None:
+            raise InputError("a partition splits one tensor-parallel group: give devices = "
+                             "[...], a link, and pp = 1", file=t.file, field=f"{t.where}partition")
+        pt = pparams or _Table({}, t.file, f"{t.where}partition_params.")
+        target = {k: pt.get(k, int, None, check=_positive)
+                  for k in ("batch_size", "context_tokens", "max_context_tokens")}
+        extra = {k: pt.get(k, (object, bool)) for k in list(pt.data) if k not in target}
+        pt.done()
+        data = tomllib.loads(Path(t.file).read_text())
+        model = _model(_Table(data.get("model", {}), t.file, "model."), base)
+        cal_name = data.get("cost", {}).get("calibration")
+        try:
+            batch = TargetBatch(**{k: v for k, v in target.items() if v is not None},
+                                block_size=cfg.block_size)
+            layout = partition(policy, model, specs, link, batch=batch,
+                               cost_model=CostModel(load_calibration(cal_name) if cal_name
+                                                    else load_calibration()),
+                               memory_utilization=cfg.memory_utilization,
+                               max_batched_tokens=cfg.max_batched_tokens,
+                               max_num_seqs=cfg.max_num_seqs, **extra).layout
+        except (TypeError, ValueError) as err:
+            raise InputError(str(err), file=t.file, field=f"{t.where}partition_params") from None
     spec = InstanceSpec(layout=layout, config=cfg, count=t.get("count", int, 1, check=_positive),
                         name=t.get("name", str, ""), batching=t.get("batching", str, "vllm"),
                         batching_params=t.get("batching_params", dict, {}),
