@@ -17,7 +17,9 @@
     [router]     policy = "round_robin", [router.params]
     [disaggregation]  kv_link = "PCIe4", decode_router, [disaggregation.decode_router_params],
                  offload = "all", [disaggregation.offload_params], controller,
-                 [disaggregation.controller_params]   (see simcluster.disagg)
+                 [disaggregation.controller_params], numa (a NUMA placement of CPU-socket
+                 decode instances: "aware", "oblivious", "interleave"),
+                 [disaggregation.numa_params]   (see simcluster.disagg, simcluster.numa)
     [slo]        ttft_s, tpot_s
     [cost]       calibration = "datasheet" (or a calibration name, see simcluster.calibration)
 
@@ -178,7 +180,9 @@ def _disaggregation(t: _Table | None) -> dict | None:
            "offload": t.get("offload", str, "all"),
            "offload_params": t.get("offload_params", dict, {}),
            "controller": t.get("controller", str, None),
-           "controller_params": t.get("controller_params", dict, {})}
+           "controller_params": t.get("controller_params", dict, {}),
+           "numa": t.get("numa", str, None),
+           "numa_params": t.get("numa_params", dict, {})}
     t.done()
     return out
 
