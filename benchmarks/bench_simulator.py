@@ -1,8 +1,9 @@
 """Simulator speed: the whole Azure conversation trace (19,366 requests) on Llama-2-7B.
 
 Runs the trace on one H100-SXM instance and on four (least-outstanding-tokens router), each
-``--repeats`` times, and prints wall time (median), peak Python memory (tracemalloc, one
-extra run), and simulated requests per wall-second. Usage:
+``--repeats`` times, and prints wall time and process CPU time (medians; on a shared machine
+the CPU time is the steadier figure), peak Python memory (tracemalloc, one extra run), and
+simulated requests per wall-second and per CPU-second. Usage:
 
     python benchmarks/bench_simulator.py [--repeats 3] [--calibration measured|datasheet]
 """
@@ -30,9 +31,9 @@ def one_run(trace, model, count, cost):
     cfg = InstanceConfig(max_model_len=16384, max_batched_tokens=16384)
     spec = InstanceSpec(Layout.uniform(load_device("H100-SXM")), cfg, count=count)
     sim = Simulation(trace, model, [spec], router="least_outstanding_tokens", cost_model=cost)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     res = sim.run()
-    return time.perf_counter() - t0, res
+    return time.perf_counter() - t0, time.process_time() - c0, res
 
 
 def main():
@@ -46,22 +47,25 @@ def main():
     cost = CostModel(load_calibration(args.calibration))
     rows = []
     for count in (1, 4):
-        walls = []
+        walls, cpus = [], []
         for _ in range(args.repeats):
-            wall, res = one_run(trace, model, count, cost)
+            wall, cpu, res = one_run(trace, model, count, cost)
             walls.append(wall)
+            cpus.append(cpu)
         tracemalloc.start()
         one_run(trace, model, count, cost)
         _, peak = tracemalloc.get_traced_memory()
         tracemalloc.stop()
         s = res.summary()
-        med = statistics.median(walls)
+        med, cpu = statistics.median(walls), statistics.median(cpus)
         rows.append((count, len(trace), s["finished"], s["rejected"], len(res.timeline),
-                     med, min(walls), max(walls), peak / 2**20, len(trace) / med))
+                     med, min(walls), max(walls), cpu, peak / 2**20, len(trace) / med,
+                     len(trace) / cpu))
     print(f"trace {args.trace}: {len(trace)} requests, Llama-2-7B on H100-SXM, "
           f"calibration {args.calibration}, {args.repeats} repeats")
     hdr = ("instances", "requests", "finished", "rejected", "events", "wall_med_s",
-           "wall_min_s", "wall_max_s", "peak_py_MiB", "req_per_wall_s")
+           "wall_min_s", "wall_max_s", "cpu_med_s", "peak_py_MiB", "req_per_wall_s",
+           "req_per_cpu_s")
     print(" ".join(f"{h:>14}" for h in hdr))
     for r in rows:
         print(" ".join(f"{v:>14.3f}" if isinstance(v, float) else f"{v:>14}" for v in r))

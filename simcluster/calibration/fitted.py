@@ -352,7 +352,7 @@ class MeasuredCalibration(Calibration):
         xs = np.linspace(0.0, math.log(1e12 if op == "elementwise" else 1e6), 481)
         pts = np.column_stack([np.broadcast_to(f, xs.shape) for f in fixed] + [xs])
         ys = curve(pts, kind) if op == "elementwise" else curve(pts)
-        return peak, bw, xs, ys, curve.floor_s or 0.0
+        return peak, bw, xs, ys.tolist(), curve.floor_s or 0.0
 
     def _rates(self, device: DeviceSpec, op: str, shape: Mapping, dtype: str):
         fixed, length = self._fixed_and_length(op, shape)
@@ -380,8 +380,17 @@ class MeasuredCalibration(Calibration):
         if ent is None:
             ent = self._slices[key] = self._entry(device, op, dtype, kind, fixed)
         peak, bw, xs, ys, floor = ent
-        t = np.maximum(flops / peak, bytes_ / bw)
         if xs is None:
-            return t
+            return np.maximum(flops / peak, bytes_ / bw)
+        kernels = shape.get("kernels", 1)
+        if isinstance(flops, float) and isinstance(length, (int, float)):
+            # scalar fast path: the slice's x grid is uniform, index it directly
+            x = math.log(max(length, 1.0))
+            pos = min(max(x / xs[1], 0.0), len(xs) - 1.000001)
+            i = int(pos)
+            y = ys[i] + (ys[i + 1] - ys[i]) * (pos - i)
+            t = max(flops / peak, bytes_ / bw) * math.exp(y)
+            return max(t, floor * kernels) if floor else t
+        t = np.maximum(flops / peak, bytes_ / bw)
         t = t * np.exp(np.interp(np.log(np.maximum(length, 1.0)), xs, ys))
-        return np.maximum(t, floor * shape.get("kernels", 1)) if floor else t
+        return np.maximum(t, floor * kernels) if floor else t
