@@ -21,7 +21,7 @@
                  decode instances: "aware", "oblivious", "interleave"),
                  [disaggregation.numa_params]   (see simcluster.disagg, simcluster.numa)
     [slo]        ttft_s, tpot_s
-    [cost]       calibration = "datasheet" (or a calibration name, see simcluster.calibration)
+    [cost]       calibration = "measured" (fitted kernel tables, the default) or "datasheet"
 
 Every key is checked: an unknown or mistyped key fails naming the file and the key.
 """
@@ -162,7 +162,7 @@ def load_experiment(path=None) -> Experiment:
         slo.done()
     disagg = _disaggregation(top.sub("disaggregation"))
     cost = top.sub("cost")
-    calibration = "datasheet"
+    calibration = "measured"
     if cost is not None:
         calibration = cost.get("calibration", str, calibration)
         cost.done()
