@@ -1,0 +1,225 @@
+"""Hels's two tables (issue 5), reproduced on simcluster beside the source's numbers.
+
+1. TPOT of Llama-2-13B on 2x A100-80GB-PCIe + 2x P100 (experiments/hels_llama2_13b.toml) at
+   batch sizes 32/64/128/256 for the equal (vLLM), hexgen and hels partitions. Each batch is
+   ``bs`` summarisation requests of 512 prompt tokens and 128 output tokens decoding together;
+   TPOT is the mean of the cost model's decode-step times as the KV grows from 513 to 639 tokens
+   (the steps the simulator's instance would take). Each policy is tuned for that batch. "OOM":
+   the batch's KV (bs x 640 tokens) does not fit the split; the line names the device.
+2. Median and P95 throughput of OPT-30B on 2x A100-80GB-PCIe + 2x RTX 3090
+   (experiments/hels_opt30b.toml) under a 2,000-request time-varying trace, normalised to Hels:
+   output tokens per 10 s window, from the first arrival to the last finish of each run.
+
+    python benchmarks/hels_tables.py [--write-trace]
+
+``--write-trace`` regenerates experiments/traces/hels_opt30b.csv from the seed (see
+:func:`opt30b_trace`); without it the committed file is used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import time
+import tomllib
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from simcluster import workload as wl
+from simcluster.experiment import experiments_dir, load_experiment
+from simcluster.partition import TargetBatch, partition
+from simcluster.simulation import Simulation
+
+POLICIES = ("equal", "hexgen", "hels")
+LABEL = {"equal": "vLLM (equal)", "hexgen": "HexGen", "hels": "Hels"}
+BATCH_SIZES = (32, 64, 128, 256)
+PROMPT_TOKENS, OUTPUT_TOKENS = 512, 128          # table 1's requests
+SOURCE_TPOT_S = {"hels": (0.0350, 0.038, 0.048, 0.079),
+                 "equal": (0.0568, 0.0738, None, None),
+                 "hexgen": (0.0352, 0.039, 0.053, 0.085)}
+SOURCE_THROUGHPUT = {"hels": (1.0, 1.0), "equal": (0.54, 0.41), "hexgen": (0.72, 0.58)}
+WINDOW_S = 10.0
+TRACE_SEED = 5
+TRACE_FILE = experiments_dir() / "traces" / "hels_opt30b.csv"
+
+
+# -- table 1 ----------------------------------------------------------------------------------
+
+def _partition(exp, policy, batch, **params):
+    spec = exp.instances[0]
+    cfg, lay = spec.config, spec.layout
+    return partition(policy, exp.model, lay.devices, lay.link, batch=batch,
+                     cost_model=exp.cost_model, memory_utilization=cfg.memory_utilization,
+                     max_batched_tokens=cfg.max_batched_tokens, max_num_seqs=cfg.max_num_seqs,
+                     **params)
+
+
+def tpot_rows(exp, policies=POLICIES, **params) -> pd.DataFrame:
+    rows = []
+    for bs in BATCH_SIZES:
+        batch = TargetBatch(bs, PROMPT_TOKENS + OUTPUT_TOKENS // 2, PROMPT_TOKENS + OUTPUT_TOKENS,
+                            block_size=exp.instances[0].config.block_size)
+        for policy in policies:
+            part = _partition(exp, policy, batch, **params)
+            timer = exp.cost_model.timer(exp.model, part.layout)
+            steps = timer.decode_steps(bs, bs * (PROMPT_TOKENS + 1), OUTPUT_TOKENS - 1)
+            rows.append({"policy": policy, "batch_size": bs, "feasible": part.feasible,
+                         "tpot_s": float(np.mean(steps)) if part.feasible else np.nan,
+                         "heads": part.heads, "kv_shares": part.kv_shares,
+                         "kv_capacity_tokens": part.memory.kv_capacity_tokens,
+                         "oom": part.oom[0] if part.oom else "", "note": part.note})
+    return pd.DataFrame(rows)
+
+
+def format_tpot(df: pd.DataFrame) -> str:
+    out = ["TPOT (s) of Llama-2-13B on 2x A100-80GB-PCIe + 2x P100, "
+           f"{PROMPT_TOKENS}-token prompts, {OUTPUT_TOKENS} output tokens: simcluster (source)",
+           f"{'system':<14}" + "".join(f"{'bs=' + str(b):>18}" for b in BATCH_SIZES)]
+    for policy in ("hels", "equal", "hexgen"):
+        cells = []
+        for bs, src in zip(BATCH_SIZES, SOURCE_TPOT_S[policy]):
+            r = df[(df.policy == policy) & (df.batch_size == bs)].iloc[0]
+            ours = f"{r.tpot_s:.4f}" if r.feasible else "OOM"
+            cells.append(f"{ours} ({src if src is not None else 'OOM'})".rjust(18))
+        out.append(f"{LABEL[policy]:<14}" + "".join(cells))
+    out.append("")
+    out.append("allocations (heads per GPU; KV share per GPU; KV capacity in tokens):")
+    for _, r in df.iterrows():
+        kv = ", ".join(f"{p:.3f}" for p in r.kv_shares)
+        line = (f"  bs={r.batch_size:<4}{r.policy:<7} heads={r.heads}  P=({kv})  "
+                f"capacity={r.kv_capacity_tokens}")
+        out.append(line + (f"  [{r.note}]" if r.note else ""))
+        if r.oom:
+            out.append(f"      OOM: {r.oom}")
+    return "\n".join(out)
+
+
+# -- table 2 ----------------------------------------------------------------------------------
+
+def opt30b_trace(seed: int = TRACE_SEED, n: int = 2000) -> wl.Trace:
+    """2,000 requests whose Poisson rate steps every 30 s through 3, 6, 10, 14, 10, 6 req/s
+    (a load that rises above the cluster's capacity and falls back, cycled), with
+    ShareGPT/OpenChat-like lengths: prompts log-normal (median 128, sigma 0.9, 4..1024 tokens),
+    outputs log-normal (median 256, sigma 0.6, 4..1024). Prompt + output <= 2048 (OPT)."""
+    rng = np.random.default_rng(seed)
+    rates, phase_s, times, start = (3.0, 6.0, 10.0, 14.0, 10.0, 6.0), 30.0, [], 0.0
+    while len(times) < n:
+        rate = rates[int(round(start / phase_s)) % len(rates)]
+        t = wl.poisson_arrivals(int(rate * phase_s * 2) + 20, rate, rng, start_s=start)
+        times.extend(t[t < start + phase_s])
+        start += phase_s
+    prompt = partial(wl.lognormal_lengths, median=128, sigma=0.9, min_tokens=4, max_tokens=1024)
+    output = partial(wl.lognormal_lengths, median=256, sigma=0.6, min_tokens=4, max_tokens=1024)
+    return wl.synthetic_trace(n, arrivals=np.array(times[:n]), prompt=prompt, output=output,
+                              rng=rng, name="hels-opt30b-time-varying")
+
+
+def window_throughput(results, window_s: float = WINDOW_S) -> np.ndarray:
+    """Output tokens per second in consecutive windows from the first arrival to the last
+    finish (the last, partial window dropped). Tokens of a multi-step decode stretch are
+    spread evenly over it."""
+    tl = results.timeline.sort_values("start_s")
+    tokens = (tl.prefill_done + tl.decode_seqs * tl.iterations).to_numpy(float)
+    xs = np.ravel(np.column_stack([tl.start_s, tl.end_s]))
+    cum = np.cumsum(tokens)
+    ys = np.ravel(np.column_stack([cum - tokens, cum]))
+    req = results.requests
+    t0, t1 = float(req.arrival_s.min()), float(req.finish_s.max())
+    edges = np.arange(t0, t1, window_s)
+    return np.diff(np.interp(edges, xs, ys)) / window_s
+
+
+def throughput_rows(exp, partition_params: dict, policies=POLICIES,
+                    **params) -> tuple[pd.DataFrame, dict]:
+    spec = exp.instances[0]
+    batch = TargetBatch(block_size=spec.config.block_size, **partition_params)
+    rows, runs = [], {}
+    for policy in policies:
+        part = _partition(exp, policy, batch, **params)
+        t = time.perf_counter()
+        res = Simulation(exp.trace, exp.model, [dataclasses.replace(spec, layout=part.layout)],
+                         router=exp.router, cost_model=exp.cost_model, name=policy).run()
+        wall = time.perf_counter() - t
+        tput = window_throughput(res)
+        s = res.summary()
+        runs[policy] = (part, res, tput)
+        rows.append({"policy": policy, "heads": part.heads, "kv_shares": part.kv_shares,
+                     "kv_capacity_tokens": part.memory.kv_capacity_tokens,
+                     "median_tok_s": float(np.median(tput)),
+                     "p95_tok_s": float(np.percentile(tput, 95)),
+                     "mean_tok_s": s["output_token_throughput_per_s"], "span_s": s["span_s"],
+                     "preemptions": s["preemptions"], "rejected": s["rejected"],
+                     "tpot_p50_s": s["tpot_p50_s"], "wall_s": wall})
+    df = pd.DataFrame(rows)
+    if "hels" in policies:
+        for col in ("median_tok_s", "p95_tok_s"):
+            df[col.replace("_tok_s", "_norm")] = df[col] / df.loc[df.policy == "hels", col].iloc[0]
+    return df, runs
+
+
+def format_throughput(df: pd.DataFrame, exp, batch: dict) -> str:
+    d = wl.describe(exp.trace)
+    out = ["Throughput of OPT-30B on 2x A100-80GB-PCIe + 2x RTX 3090, "
+           f"{d['requests']} requests over {d['span_s']:.0f} s (time-varying Poisson), "
+           f"output tokens per {WINDOW_S:.0f} s window, normalised to Hels: simcluster (source)",
+           f"{'system':<14}{'median':>16}{'P95':>16}{'median tok/s':>14}{'P95 tok/s':>12}"
+           f"{'KV tokens':>11}{'preempt':>9}{'span s':>8}"]
+    for policy in ("hels", "equal", "hexgen"):
+        r = df[df.policy == policy].iloc[0]
+        sm, sp = SOURCE_THROUGHPUT[policy]
+        out.append(f"{LABEL[policy]:<14}{f'{r.median_norm:.2f} ({sm:.2f})':>16}"
+                   f"{f'{r.p95_norm:.2f} ({sp:.2f})':>16}{r.median_tok_s:>14.0f}"
+                   f"{r.p95_tok_s:>12.0f}{r.kv_capacity_tokens:>11}{r.preemptions:>9}"
+                   f"{r.span_s:>8.0f}")
+    out.append(f"target batch the splits are tuned for: {batch}")
+    for _, r in df.iterrows():
+        kv = ", ".join(f"{p:.3f}" for p in r.kv_shares)
+        out.append(f"  {r.policy:<7} heads={r.heads}  P=({kv})")
+    return "\n".join(out)
+
+
+def sensitivity(llama, opt, params, df) -> str:
+    """Two variants the notes discuss: Hels restricted to the source's KV rule (P_j in
+    proportion to free memory), and a HexGen whose split is repaired until the batch fits."""
+    lit = tpot_rows(llama, ("hels",), kv_rules=("memory",))
+    cells = "  ".join(f"bs={r.batch_size}: {r.tpot_s:.4f}" if r.feasible else
+                      f"bs={r.batch_size}: OOM" for r in lit.itertuples())
+    out = [f"sensitivity: Hels with only the source's KV rule (P_j by free memory): {cells}"]
+    fb, _ = throughput_rows(opt, params, ("hexgen",), fit_batch=True)
+    hels = df[df.policy == "hels"].iloc[0]
+    r = fb.iloc[0]
+    out.append(f"sensitivity: HexGen repaired until the target batch fits (fit_batch): heads="
+               f"{r.heads}, KV tokens {r.kv_capacity_tokens}, median "
+               f"{r.median_tok_s / hels.median_tok_s:.2f}, P95 {r.p95_tok_s / hels.p95_tok_s:.2f} "
+               f"of Hels")
+    return "\n".join(out)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--write-trace", action="store_true",
+                    help=f"regenerate {TRACE_FILE.relative_to(experiments_dir().parent)}")
+    args = ap.parse_args()
+    if args.write_trace or not TRACE_FILE.exists():
+        TRACE_FILE.parent.mkdir(parents=True, exist_ok=True)
+        opt30b_trace().save(TRACE_FILE)
+    t = time.perf_counter()
+    llama = load_experiment(experiments_dir() / "hels_llama2_13b.toml")
+    print(format_tpot(tpot_rows(llama)))
+    print()
+    path = experiments_dir() / "hels_opt30b.toml"
+    opt = load_experiment(path)
+    params = tomllib.loads(path.read_text())["instances"][0]["partition_params"]
+    df, _ = throughput_rows(opt, params)
+    print(format_throughput(df, opt, params))
+    print()
+    print(sensitivity(llama, opt, params, df))
+    print(f"\n(calibration: {llama.cost_model.calibration.name}; "
+          f"{time.perf_counter() - t:.1f} s wall)")
+
+
+if __name__ == "__main__":
+    main()
