@@ -1,8 +1,8 @@
 """Pool controllers: how many instances of a pool are active, re-decided over time.
 
 A controller is bound to a cluster (``bind(cluster)``) and runs as its own SimPy process. It
-activates and parks instances of one pool (a disaggregated cluster's decode pool, else every
-instance) through ``instance.active``: routers send new work to active instances only, and a
+activates and parks instances of one pool (a disaggregated cluster's decode pool) through
+``instance.active``: routers send new work to active instances only, and a
 parked instance finishes the requests it holds. A disaggregated cluster tells the controller of
 every request reaching the decode pool (``handed_off(request, now)``).
 
@@ -73,8 +73,11 @@ class MMcController:
 
     # -- binding and notifications --------------------------------------------------------
     def bind(self, cluster) -> "MMcController":
+        if not hasattr(cluster, "decode_pool"):
+            raise TypeError("the mmc controller sizes a decode pool: it needs a "
+                            "DisaggregatedCluster (lambda counts hand-offs to the pool)")
         self.cluster, self.env = cluster, cluster.env
-        self.pool = list(getattr(cluster, "decode_pool", cluster.instances))
+        self.pool = list(cluster.decode_pool)
         self.start_s = self.env.now
         n = len(self.pool) if self.initial_active is None else self.initial_active
         n = min(len(self.pool), max(self.min_active, n))
