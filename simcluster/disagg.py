@@ -17,7 +17,8 @@ length stays below ``max_context_tokens``, e.g. to keep very long contexts on th
 decoding where it was prefilled). A policy with a ``bind(cluster)`` method is bound to the
 cluster.
 
-The transfer time is the calibration's ``transfer`` time on ``kv_link`` (the datasheet
+The prefill instance keeps the request's KV blocks until the transfer ends. The transfer time
+is the calibration's ``transfer`` time on ``kv_link`` (the datasheet
 ``bytes / bw + latency`` under the neutral calibration). A controller (``CONTROLLERS``) is bound
 with ``bind(cluster)`` and, if it has ``handed_off(request, now)``, told of each request that
 reaches the decode pool. ``numa`` names a placement (``simcluster.numa.NUMA_PLACEMENTS``) of
@@ -144,6 +145,8 @@ class DisaggregatedCluster(Cluster):
             yield self.env.timeout(float(self.cost_model.calibration.link_time(
                 self.kv_link, "transfer", nbytes)))
         self.transfers.append((req.id, source.id, start, self.env.now, nbytes))
+        source.release_kv(req)          # the prefill instance held the KV until now
+        self.capacity_changed(source)
         req.tag = "offloaded"
         handed_off = getattr(self.controller, "handed_off", None)
         if handed_off is not None:

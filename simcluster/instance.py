@@ -232,9 +232,15 @@ class Instance:
             self._release(req)
             self.sink.finished(req)
         elif req.generated == tokens and self.sink.wants_handoff(req):
-            self._release(req)
+            # it leaves the batch now; its KV blocks stay until the cluster has shipped them
+            self.running.remove(req)
             self.outstanding_tokens -= req.remaining_output
             self.sink.prefilled(req)
+
+    def release_kv(self, req: Request):
+        """Free the KV blocks of a request handed off to another instance, once shipped."""
+        self.kv.release(req.blocks)
+        req.blocks = 0
 
     def _release(self, req: Request):
         self.running.remove(req)

@@ -57,3 +57,24 @@ def test_needs_both_pools(h100, llama7b):
     with pytest.raises(ValueError, match="pool"):
         Simulation(make_trace([0.0], [10], [2]), llama7b, specs,
                    cluster_factory=partial(DisaggregatedCluster, kv_link=load_link("PCIe4")))
+
+
+def test_prefill_instance_holds_kv_until_shipped(h100, llama7b):
+    """While its KV crosses the link, a handed-off request's blocks stay allocated."""
+    sim, link = _sim(make_trace([0.0, 0.0101], [4000, 16], [3, 2]), h100, llama7b,
+                     offload="min_output", offload_params={"min_output_tokens": 2})
+    res = sim.run()
+    tl = res.timeline[res.timeline.instance == 0]
+    # the second request's prefill starts at 0.010, during the first one's transfer
+    second = tl[tl.start_s >= 0.010].iloc[0]
+    assert second.kv_blocks_used >= -(-4000 // 16)
+    assert (res.timeline.kv_blocks_used >= 0).all()
+
+
+def test_overridden_device_is_not_served_from_the_originals_memo(h100):
+    from simcluster.cost import CostModel
+    cost = CostModel()
+    base = cost.predict_op("gemm", h100, m=1, n=8192, k=8192)["time_s"]
+    faster = h100.with_overrides(mem_bw_bytes_per_s=2 * h100.mem_bw_bytes_per_s)
+    assert cost.predict_op("gemm", faster, m=1, n=8192, k=8192)["time_s"] == \
+        pytest.approx(base / 2, rel=1e-6)

@@ -36,7 +36,9 @@ class Calibration:
     """Neutral calibration: datasheet peaks, no overheads. Subclasses override ``_rates``.
 
     ``shape_dependent = False`` declares that ``_rates`` ignores the shape, so its answer is
-    memoised per (device, op, dtype) — the simulator's hot path asks millions of times.
+    memoised per (device, op, dtype) — the simulator's hot path asks millions of times. Memos
+    are keyed by the device *object* (kept alive by :meth:`_device_key`), not its name: a
+    hypothetical ``with_overrides`` device keeps its name but not its peaks.
     """
 
     name = "datasheet"
@@ -44,6 +46,14 @@ class Calibration:
 
     def __init__(self):
         self._memo: dict = {}
+        self._devices: dict[int, DeviceSpec] = {}
+
+    def _device_key(self, device: DeviceSpec) -> int:
+        """A memo key for ``device``: its id, with the object held so the id stays unique."""
+        key = id(device)
+        if key not in self._devices:
+            self._devices[key] = device
+        return key
 
     def op_time(self, device: DeviceSpec, op: str, flops, bytes_, shape: Mapping,
                 dtype: str = "bf16"):
@@ -57,7 +67,7 @@ class Calibration:
         if self.shape_dependent:
             flops_per_s, bytes_per_s, overhead_s = self._rates(device, op, shape, dtype)
         else:
-            key = (device.name, op, dtype)
+            key = (self._device_key(device), op, dtype)
             hit = self._memo.get(key)
             if hit is None:
                 hit = self._memo[key] = self._rates(device, op, shape, dtype)

@@ -375,7 +375,7 @@ class MeasuredCalibration(Calibration):
         the operator class's measured per-kernel floor."""
         fixed, length = self._fixed_and_length(op, shape)
         kind = shape.get("kind")
-        key = (device.name, op, dtype, kind, fixed)
+        key = (self._device_key(device), op, dtype, kind, fixed)
         ent = self._slices.get(key)
         if ent is None:
             ent = self._slices[key] = self._entry(device, op, dtype, kind, fixed)
