@@ -5,7 +5,7 @@
     simcluster predict ...                            one operator / iteration, or a CSV
     simcluster calibrate --out DIR                    measure kernel tables (needs torch)
     simcluster validate MEASURED.csv --device NAME    prediction errors against measurements
-    simcluster list devices|links|nodes|models|routers|batching|traces
+    simcluster list devices|links|nodes|models|routers|batching|controllers|partitions|...
 """
 
 from __future__ import annotations
@@ -125,11 +125,15 @@ def cmd_validate(args) -> int:
 
 def cmd_list(args) -> int:
     from simcluster import hardware, models
-    from simcluster.policies import BATCHERS, ROUTERS
+    import simcluster.partition  # noqa: F401  (fills PARTITIONS)
+    from simcluster.disagg import OFFLOADS
+    from simcluster.policies import BATCHERS, CONTROLLERS, PARTITIONS, ROUTERS
     from simcluster.workload import bundled_traces
     table = {"devices": hardware.list_devices, "links": hardware.list_links,
              "nodes": hardware.list_nodes, "models": models.list_models,
              "routers": lambda: sorted(ROUTERS), "batching": lambda: sorted(BATCHERS),
+             "controllers": lambda: sorted(CONTROLLERS),
+             "partitions": lambda: sorted(PARTITIONS), "offloads": lambda: sorted(OFFLOADS),
              "traces": lambda: sorted(bundled_traces())}
     for name in table[args.what]():
         print(name)
@@ -181,7 +185,9 @@ def build_parser() -> argparse.ArgumentParser:
     v.set_defaults(func=cmd_validate)
     ls = sub.add_parser("list", help="list registered specs and policies")
     ls.add_argument("what", choices=["devices", "links", "nodes", "models", "routers",
-                                     "batching", "traces"])
+                                     "batching", "controllers", "partitions", "offloads",
+                                     "traces"],
+                    help="what to list")
     ls.set_defaults(func=cmd_list)
     return p
 
