@@ -13,7 +13,11 @@
                  count, tp, pp, link, stage_link, name, batching, [instances.scheduler]
                  (block_size, max_num_seqs, max_batched_tokens, chunked_prefill,
                  memory_utilization, max_model_len), [instances.batching_params]
-                 pool = "prefill" | "decode" (with [disaggregation])
+                 pool = "prefill" | "decode" (with [disaggregation]),
+                 partition = "equal" | "hexgen" | "hels" (a devices = [...] TP group's head,
+                 FFN and KV shares), [instances.partition_params] (batch_size,
+                 context_tokens, max_context_tokens; hels: kv_rules, max_steps; hexgen:
+                 fit_batch) — see simcluster.partition
     [router]     policy = "round_robin", [router.params]
     [disaggregation]  kv_link = "PCIe4", decode_router, [disaggregation.decode_router_params],
                  offload = "all", [disaggregation.offload_params], controller,
@@ -143,7 +147,14 @@ def load_experiment(path=None) -> Experiment:
     rng = np.random.default_rng(seed)
     trace = _trace(top.sub("trace", required=True), path.parent, rng)
     model = _model(top.sub("model", required=True), path.parent)
-    specs = tuple(_instance(_Table(t, str(path), f"instances[{i}]."), path.parent)
+    cost = top.sub("cost")
+    calibration = "measured"
+    if cost is not None:
+        calibration = cost.get("calibration", str, calibration)
+        cost.done()
+    cost_model = CostModel(load_calibration(calibration))
+    specs = tuple(_instance(_Table(t, str(path), f"instances[{i}]."), path.parent, model,
+                            cost_model)
                   for i, t in enumerate(top.get("instances", list)))
     if not specs:
         raise InputError("needs at least one [[instances]] table", file=str(path),
@@ -161,14 +172,9 @@ def load_experiment(path=None) -> Experiment:
         tpot = slo.get("tpot_s", float, None, check=_positive)
         slo.done()
     disagg = _disaggregation(top.sub("disaggregation"))
-    cost = top.sub("cost")
-    calibration = "measured"
-    if cost is not None:
-        calibration = cost.get("calibration", str, calibration)
-        cost.done()
     top.done()
     return Experiment(name, seed, trace, model, specs, policy, params, ttft, tpot,
-                      CostModel(load_calibration(calibration)), str(path), disagg)
+                      cost_model, str(path), disagg)
 
 
 def _disaggregation(t: _Table | None) -> dict | None:
@@ -253,7 +259,7 @@ def _model(t: _Table, base: Path):
     return load_model(name if config is None else base / config)
 
 
-def _instance(t: _Table, base: Path) -> InstanceSpec:
+def _instance(t: _Table, base: Path, model, cost_model: CostModel) -> InstanceSpec:
     device = t.get("device", str, None)
     devices = t.get("devices", list, None)
     tp = t.get("tp", int, 1, check=_positive)
@@ -282,8 +288,7 @@ def _instance(t: _Table, base: Path) -> InstanceSpec:
     # partition = "equal|hexgen|hels" cuts a devices = [...] group by a registered policy
     # (simcluster.partition), tuned for [instances.partition_params]: batch_size,
     # context_tokens, max_context_tokens (the target decode batch), and the policy's own
-    # parameters (hels: kv_rules, max_steps; hexgen: fit_batch). The policy needs the model and
-    # the calibration, which this function is not handed: it reads them from the same file.
+    # parameters (hels: kv_rules, max_steps; hexgen: fit_batch).
     policy = t.get("partition", str, None)
     pparams = t.sub("partition_params")
     if policy is None and pparams is not None:
@@ -304,15 +309,11 @@ def _instance(t: _Table, base: Path) -> InstanceSpec:
                   for k in ("batch_size", "context_tokens", "max_context_tokens")}
         extra = {k: pt.get(k, (object, bool)) for k in list(pt.data) if k not in target}
         pt.done()
-        data = tomllib.loads(Path(t.file).read_text())
-        model = _model(_Table(data.get("model", {}), t.file, "model."), base)
-        cal_name = data.get("cost", {}).get("calibration")
         try:
             batch = TargetBatch(**{k: v for k, v in target.items() if v is not None},
                                 block_size=cfg.block_size)
             layout = partition(policy, model, specs, link, batch=batch,
-                               cost_model=CostModel(load_calibration(cal_name) if cal_name
-                                                    else load_calibration()),
+                               cost_model=cost_model,
                                memory_utilization=cfg.memory_utilization,
                                max_batched_tokens=cfg.max_batched_tokens,
                                max_num_seqs=cfg.max_num_seqs, **extra).layout

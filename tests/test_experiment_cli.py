@@ -96,3 +96,11 @@ def test_missing_trace_file_is_an_error(tmp_path, capsys):
                     + "[model]" + TINY.split("[model]")[1])
     assert main(["run", str(path), "--quiet"]) == 2
     assert "nope.csv" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("path", sorted(
+    (__import__("pathlib").Path(__file__).resolve().parents[1] / "experiments").glob("*.toml")),
+    ids=lambda p: p.name)
+def test_every_bundled_experiment_loads(path):
+    exp = load_experiment(path)
+    assert len(exp.trace) > 0 and exp.instances
