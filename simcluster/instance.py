@@ -163,7 +163,8 @@ class Instance:
     def _steady_steps(self, plan: Plan) -> int:
         """How many identical pure-decode steps can run before anything changes."""
         decode = plan.decode
-        k = min(min(r.remaining_output for r in decode), self.config.max_steady_steps)
+        k = min(min([r.output_tokens - r.generated for r in decode]),
+                self.config.max_steady_steps)
         if k <= 1:
             return 1
         bs = self.config.block_size

@@ -341,22 +341,23 @@ class MeasuredCalibration(Calibration):
         return (), np.asarray(shape["bytes"], float) / kernels
 
     def _entry(self, device, op, dtype, kind, fixed):
-        """(peak FLOP/s, peak bytes/s, slice x, slice log-slowdown, floor s) for one operator
-        of one device with its non-length features fixed: a 1-D slice of the curve along the
-        length axis, so the hot path is one ``np.interp``."""
+        """(peak FLOP/s, peak bytes/s, slice x, slice log-slowdown as an array and as a list,
+        floor s) for one operator of one device with its non-length features fixed: a 1-D slice
+        of the curve along the length axis (a uniform grid in log length), so the hot path is
+        one ``np.interp`` for arrays and a direct index for scalars."""
         cdt = compute_dtype(device, dtype)
         peak, bw = device.peak_flops_for(cdt), device.mem_bw_bytes_per_s
         curve = self._curve(device, op, cdt)
         if curve is None:
-            return peak, bw, None, None, 0.0
+            return peak, bw, None, None, None, 0.0
         xs = np.linspace(0.0, math.log(1e12 if op == "elementwise" else 1e6), 481)
         pts = np.column_stack([np.broadcast_to(f, xs.shape) for f in fixed] + [xs])
         ys = curve(pts, kind) if op == "elementwise" else curve(pts)
-        return peak, bw, xs, ys.tolist(), curve.floor_s or 0.0
+        return peak, bw, xs, ys, ys.tolist(), curve.floor_s or 0.0
 
     def _rates(self, device: DeviceSpec, op: str, shape: Mapping, dtype: str):
         fixed, length = self._fixed_and_length(op, shape)
-        peak, bw, xs, ys, _ = self._entry(device, op, dtype, shape.get("kind"), fixed)
+        peak, bw, xs, ys, _, _ = self._entry(device, op, dtype, shape.get("kind"), fixed)
         if xs is None:
             return peak, bw, 0.0
         s = np.exp(np.interp(np.log(np.maximum(length, 1.0)), xs, ys))
@@ -379,7 +380,7 @@ class MeasuredCalibration(Calibration):
         ent = self._slices.get(key)
         if ent is None:
             ent = self._slices[key] = self._entry(device, op, dtype, kind, fixed)
-        peak, bw, xs, ys, floor = ent
+        peak, bw, xs, ys, ys_list, floor = ent
         if xs is None:
             return np.maximum(flops / peak, bytes_ / bw)
         kernels = shape.get("kernels", 1)
@@ -388,7 +389,7 @@ class MeasuredCalibration(Calibration):
             x = math.log(max(length, 1.0))
             pos = min(max(x / xs[1], 0.0), len(xs) - 1.000001)
             i = int(pos)
-            y = ys[i] + (ys[i + 1] - ys[i]) * (pos - i)
+            y = ys_list[i] + (ys_list[i + 1] - ys_list[i]) * (pos - i)
             t = max(flops / peak, bytes_ / bw) * math.exp(y)
             return max(t, floor * kernels) if floor else t
         t = np.maximum(flops / peak, bytes_ / bw)

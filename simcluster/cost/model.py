@@ -183,10 +183,12 @@ class IterationTimer:
         per_rank = self._dense(tokens, n_samples)
         if self._scalar:
             t = float(per_rank[0, 0]) + self._links(tokens, n_decode)
-            if len(prefill_tokens):
+            if len(prefill_tokens) == 1:      # one prompt: the calibration's scalar path
+                t += self._attn_prefill_one(float(prefill_tokens[0]), float(prefill_context[0]))
+            elif len(prefill_tokens):
                 t += float(self._attn_prefill(prefill_tokens, prefill_context)[0, 0])
             if n_decode:
-                t += float(self._attn_decode_scalar(n_decode, np.array([decode_context_sum]))[0])
+                t += float(self._attn_decode_scalar(n_decode, float(decode_context_sum)))
             return t
         if len(prefill_tokens):
             per_rank = per_rank + self._attn_prefill(prefill_tokens, prefill_context)
@@ -273,6 +275,17 @@ class IterationTimer:
                 t = self.cal.op_time(self._device(s, r), "attn_prefill", f, by, shape, self.dtype)
                 out[s, r] = self.stage_layers[s] * float(np.sum(t))
         return out
+
+    def _attn_prefill_one(self, chunk: float, context: float) -> float:
+        """Rank 0 of a one-stage, all-twin layout, one prompt chunk."""
+        rs = self.ranks[0]
+        if rs.heads == 0:
+            return 0.0
+        f, by = rs.attn_prefill(chunk, context)
+        shape = {"tokens": chunk, "context": context, "batch": 1, "heads": rs.heads,
+                 "kv_heads": rs.kv_heads}
+        return self.stage_layers[0] * float(self.cal.op_time(
+            self._device(0, 0), "attn_prefill", float(f), float(by), shape, self.dtype))
 
     def _attn_decode_scalar(self, n_decode: int, context_sums: np.ndarray):
         """Rank 0 of a one-stage, all-twin layout: per-step times, no (stage, rank) axes."""

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 
 from simcluster.models import ModelSpec
 
@@ -67,9 +66,7 @@ class RankShape:
 
     def attn_prefill(self, chunk, context):
         """FLOPs and bytes of causal attention for new tokens ``chunk`` after ``context``."""
-        chunk = np.asarray(chunk, dtype=float)
-        context = np.asarray(context, dtype=float)
-        hd, b = self.head_dim, self.dtype_bytes
+        hd, b = self.head_dim, self.dtype_bytes      # (plain arithmetic: floats or arrays)
         # each new token attends to the context plus the new tokens before it (causal)
         pairs = chunk * (context + (chunk + 1) / 2)
         flops = 4.0 * self.heads * hd * pairs
