@@ -5,6 +5,9 @@
     simcluster predict ...                            one operator / iteration, or a CSV
     simcluster calibrate --out DIR                    measure kernel tables (needs torch)
     simcluster validate MEASURED.csv --device NAME    prediction errors against measurements
+    simcluster calibrate-engine LOG.csv... --device NAME --model NAME --name ENGINE
+                                                      fit an engine model to iteration logs
+    simcluster validate-e2e REPLAY.csv --engine NAME  simulated vs measured latencies
     simcluster list devices|links|nodes|models|routers|batching|controllers|partitions|...
 """
 
@@ -123,6 +126,41 @@ def cmd_validate(args) -> int:
     return 0
 
 
+def cmd_calibrate_engine(args) -> int:
+    """Fit an engine model to per-iteration logs and write hwspecs/engines/ENGINE.toml."""
+    from pathlib import Path
+
+    from simcluster.engines import engines_dir
+    from simcluster.engines.calibrate import calibrate, format_fit, write_spec
+    sched = None
+    if args.block_size or args.max_batched_tokens or args.max_num_seqs or args.chunked_prefill:
+        sched = {k: v for k, v in (("block_size", args.block_size),
+                                   ("max_batched_tokens", args.max_batched_tokens),
+                                   ("max_num_seqs", args.max_num_seqs),
+                                   ("chunked_prefill", args.chunked_prefill or None))
+                 if v is not None}
+    spec, res = calibrate(args.logs, args.device, args.model, args.name,
+                          calibration=args.calibration, batching=args.batching,
+                          scheduler=sched, description=args.description or "",
+                          scale_free=args.scale_device, decode_only=args.decode_only)
+    print(format_fit(res))
+    out = Path(args.out) if args.out else engines_dir() / f"{args.name}.toml"
+    print(f"wrote {write_spec(spec, out)}")
+    return 0
+
+
+def cmd_validate_e2e(args) -> int:
+    """Simulate measured replays with an engine model; print simulated vs measured."""
+    from simcluster.engines.validate import validate_replay
+    for path in args.replays:
+        cmp_ = validate_replay(path, args.engine)
+        print(cmp_.format())
+        if args.out:
+            cmp_.requests.to_csv(args.out, index=False)
+            print(f"wrote per-request latencies to {args.out}")
+    return 0
+
+
 def cmd_list(args) -> int:
     from simcluster import hardware, models
     import simcluster.partition  # noqa: F401  (fills PARTITIONS)
@@ -134,10 +172,15 @@ def cmd_list(args) -> int:
              "routers": lambda: sorted(ROUTERS), "batching": lambda: sorted(BATCHERS),
              "controllers": lambda: sorted(CONTROLLERS),
              "partitions": lambda: sorted(PARTITIONS), "offloads": lambda: sorted(OFFLOADS),
-             "traces": lambda: sorted(bundled_traces())}
+             "traces": lambda: sorted(bundled_traces()), "engines": _engines}
     for name in table[args.what]():
         print(name)
     return 0
+
+
+def _engines():
+    from simcluster.engines import list_engines
+    return list_engines()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -183,10 +226,38 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--calibration", default="measured")
     v.add_argument("--out", help="write per-row predictions here")
     v.set_defaults(func=cmd_validate)
+    ce = sub.add_parser("calibrate-engine",
+                        help="fit an engine model to per-iteration logs (hwspecs/engines/README.md)")
+    ce.add_argument("logs", nargs="+", help="per-iteration CSV(s), fitted together")
+    ce.add_argument("--device", required=True, help="device spec it ran on (list devices)")
+    ce.add_argument("--model", required=True, help="model it served (list models)")
+    ce.add_argument("--name", required=True, help="engine name: hwspecs/engines/NAME.toml")
+    ce.add_argument("--out", help="write the TOML here instead")
+    ce.add_argument("--calibration", default="measured", help="device-time calibration")
+    ce.add_argument("--batching", help="batching policy mirroring the engine (default: hf_cb "
+                                       "for transformers logs, else vllm)")
+    ce.add_argument("--block-size", type=int)
+    ce.add_argument("--max-batched-tokens", type=int)
+    ce.add_argument("--max-num-seqs", type=int)
+    ce.add_argument("--chunked-prefill", action="store_true")
+    ce.add_argument("--decode-only", action="append", default=[], metavar="LOG",
+                    help="a further log of which only decode iterations are fitted (e.g. a "
+                         "sweep whose prompts ran back to back); repeatable")
+    ce.add_argument("--description")
+    ce.add_argument("--scale-device", action="store_true",
+                    help="also fit a multiplier on the device time (default 1)")
+    ce.set_defaults(func=cmd_calibrate_engine)
+    ve = sub.add_parser("validate-e2e",
+                        help="simulate measured replays with an engine model; compare latencies")
+    ve.add_argument("replays", nargs="+", help="replay CSV(s): arrival_s, prompt_tokens, "
+                                               "output_tokens, ttft_s, tpot_s, e2e_s")
+    ve.add_argument("--engine", required=True, help="engine name (list engines) or TOML path")
+    ve.add_argument("--out", help="write per-request measured and simulated latencies here")
+    ve.set_defaults(func=cmd_validate_e2e)
     ls = sub.add_parser("list", help="list registered specs and policies")
     ls.add_argument("what", choices=["devices", "links", "nodes", "models", "routers",
                                      "batching", "controllers", "partitions", "offloads",
-                                     "traces"],
+                                     "traces", "engines"],
                     help="what to list")
     ls.set_defaults(func=cmd_list)
     return p

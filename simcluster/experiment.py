@@ -25,7 +25,10 @@
                  decode instances: "aware", "oblivious", "interleave"),
                  [disaggregation.numa_params]   (see simcluster.disagg, simcluster.numa)
     [slo]        ttft_s, tpot_s
-    [cost]       calibration = "measured" (fitted kernel tables, the default) or "datasheet"
+    [cost]       calibration = "measured" (fitted kernel tables, the default) or "datasheet";
+                 engine = "hf-cb-h100" (an engine model of hwspecs/engines: its overheads on
+                 top of the device time; its batching rules are the instances' to choose:
+                 batching = "hf_cb", see hwspecs/engines/README.md)
 
 Every key is checked: an unknown or mistyped key fails naming the file and the key.
 """
@@ -148,11 +151,22 @@ def load_experiment(path=None) -> Experiment:
     trace = _trace(top.sub("trace", required=True), path.parent, rng)
     model = _model(top.sub("model", required=True), path.parent)
     cost = top.sub("cost")
-    calibration = "measured"
+    calibration, engine = "measured", None
     if cost is not None:
         calibration = cost.get("calibration", str, calibration)
+        engine = cost.get("engine", str, None)
         cost.done()
-    cost_model = CostModel(load_calibration(calibration))
+    if engine is not None:
+        from simcluster.engines import load_engine
+        from simcluster.engines.model import EngineCostModel
+        try:
+            spec = load_engine(engine)
+        except KeyError as err:
+            raise InputError(err.args[0], file=str(path), field="cost.engine") from None
+        cost_model = EngineCostModel(spec.terms, calibration if "calibration" in cost.data
+                                     else spec.calibration, spec.name)
+    else:
+        cost_model = CostModel(load_calibration(calibration))
     specs = tuple(_instance(_Table(t, str(path), f"instances[{i}]."), path.parent, model,
                             cost_model)
                   for i, t in enumerate(top.get("instances", list)))
