@@ -15,8 +15,6 @@ evaluated as one vector (:meth:`IterationTimer.decode_steps`).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
-
 import numpy as np
 import pandas as pd
 

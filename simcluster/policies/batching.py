@@ -49,6 +49,45 @@ def blocks_for(req: Request, tokens: int, block_size: int) -> int:
     return max(0, -(-tokens // block_size) - req.blocks)
 
 
+def take_decodes(running, plan: Plan, free: int, block_size: int, limit: int | None = None):
+    """Every decoding sequence of ``running`` (admission order) takes one token — the first
+    ``limit`` of them if given; a decode that finds no free block preempts the most recently
+    admitted running sequence (itself if none is left). Returns the plan and the blocks left.
+    """
+    decoding = [r for r in running if r.kv_tokens >= r.prefill_target]
+    if limit is not None:
+        decoding = decoding[:limit]
+    if len(decoding) <= free:
+        # each decode needs at most one new block: no shortage possible
+        need = sum(1 for r in decoding if r.kv_tokens + 1 > r.blocks * block_size)
+        plan.decode.extend(decoding)
+        return plan, free - need
+    gone = set()
+    for req in decoding:
+        if id(req) in gone:
+            continue
+        need = blocks_for(req, req.kv_tokens + 1, block_size)
+        while need > free:
+            victim = next((v for v in reversed(running)
+                           if id(v) not in gone and v is not req), None)
+            if victim is None:
+                break
+            gone.add(id(victim))
+            plan.preempt.append(victim)
+            free += victim.blocks
+            if victim in plan.decode:
+                plan.decode.remove(victim)
+                free += blocks_for(victim, victim.kv_tokens + 1, block_size)
+        if need > free:
+            gone.add(id(req))
+            plan.preempt.append(req)
+            free += req.blocks
+            continue
+        free -= need
+        plan.decode.append(req)
+    return plan, free
+
+
 @BATCHERS.register("vllm")
 class VLLMBatching:
     """vLLM-like continuous batching (see module docstring)."""
@@ -91,39 +130,7 @@ class VLLMBatching:
         return plan
 
     def _decodes(self, plan: Plan, free: int):
-        """Every decoding sequence takes one token; preempt the newest on block shortage."""
-        bs = self.inst.config.block_size
-        running = [r for r in self.inst.running if r.kv_tokens >= r.prefill_target]
-        if len(running) <= free:
-            # each decode needs at most one new block: no shortage possible
-            need = sum(1 for r in running if r.kv_tokens + 1 > r.blocks * bs)
-            plan.decode.extend(running)
-            return plan, free - need
-        victims = list(self.inst.running)           # newest last
-        gone = set()
-        for req in running:
-            if id(req) in gone:
-                continue
-            need = blocks_for(req, req.kv_tokens + 1, bs)
-            while need > free:
-                victim = next((v for v in reversed(victims)
-                               if id(v) not in gone and v is not req), None)
-                if victim is None:
-                    break
-                gone.add(id(victim))
-                plan.preempt.append(victim)
-                free += victim.blocks
-                if victim in plan.decode:
-                    plan.decode.remove(victim)
-                    free += blocks_for(victim, victim.kv_tokens + 1, bs)
-            if need > free:
-                gone.add(id(req))
-                plan.preempt.append(req)
-                free += req.blocks
-                continue
-            free -= need
-            plan.decode.append(req)
-        return plan, free
+        return take_decodes(self.inst.running, plan, free, self.inst.config.block_size)
 
     def _admit(self, plan: Plan, free: int, budget: int, chunked: bool):
         """Admit waiting requests FCFS while slots, token budget and blocks allow."""

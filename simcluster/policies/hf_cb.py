@@ -37,7 +37,7 @@ Differences kept on purpose, and why:
 
 from __future__ import annotations
 
-from simcluster.policies.batching import Plan, blocks_for
+from simcluster.policies.batching import Plan, blocks_for, take_decodes
 from simcluster.policies.registry import BATCHERS
 
 
@@ -108,31 +108,4 @@ class HFContinuousBatching:
     def _decodes(self, plan: Plan, free: int, limit: int):
         """Every decoding request takes one token (up to ``limit``); a decode that finds no
         free block evicts the newest running request."""
-        bs = self.inst.config.block_size
-        running = self.inst.running
-        gone: set[int] = set()
-        for req in running:
-            if req.prefilling or id(req) in gone:
-                continue
-            if len(plan.decode) >= limit:
-                break
-            need = blocks_for(req, req.kv_tokens + 1, bs)
-            while need > free:
-                victim = next((v for v in reversed(running)
-                               if id(v) not in gone and v is not req), None)
-                if victim is None:
-                    break
-                gone.add(id(victim))
-                plan.preempt.append(victim)
-                free += victim.blocks
-                if victim in plan.decode:
-                    plan.decode.remove(victim)
-                    free += blocks_for(victim, victim.kv_tokens + 1, bs)
-            if need > free:
-                gone.add(id(req))
-                plan.preempt.append(req)
-                free += req.blocks
-                continue
-            free -= need
-            plan.decode.append(req)
-        return plan, free
+        return take_decodes(self.inst.running, plan, free, self.inst.config.block_size, limit)
