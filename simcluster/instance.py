@@ -222,12 +222,11 @@ class Instance:
             self.kv.alloc(need)
             req.blocks += need
 
-    def _sampled(self, req: Request, tokens: int, now: float, count_outstanding=True):
+    def _sampled(self, req: Request, tokens: int, now: float):
         if req.generated == 0:
             req.first_token_s = now
         req.generated += tokens
-        if count_outstanding:
-            self.outstanding_tokens -= tokens
+        self.outstanding_tokens -= tokens
         if req.generated >= req.output_tokens:
             req.finish_s = now
             self._release(req)
@@ -252,9 +251,10 @@ class Instance:
         for req in sorted(victims, key=lambda r: r.admit_seq, reverse=True):
             self.running.remove(req)
             self.kv.release(req.blocks)
-            # the recompute re-prefills prompt and generated tokens
+            # the recompute re-prefills prompt and generated tokens (a decoding request has
+            # no prompt work left: its KV is past its prefill target)
             self.outstanding_tokens += (req.prompt_tokens + req.generated
-                                        - (req.prefill_target - req.kv_tokens))
+                                        - max(0, req.prefill_target - req.kv_tokens))
             req.blocks, req.kv_tokens = 0, 0
             req.prefill_target = req.prompt_tokens + req.generated
             req.preemptions += 1

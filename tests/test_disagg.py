@@ -50,6 +50,7 @@ def test_transfers_on_one_link_are_serialised(h100, llama7b):
     sim.run()
     spans = sorted((s, e) for _, _, s, e, _ in sim.cluster.transfers)
     assert all(a[1] <= b[0] + 1e-12 for a, b in zip(spans, spans[1:]))
+    assert all(inst.outstanding_tokens == 0 for inst in sim.cluster.instances)
 
 
 def test_needs_both_pools(h100, llama7b):

@@ -130,3 +130,20 @@ def test_stretch_equals_stepping(h100, llama7b):
                                rtol=1e-9)
     assert math.isclose(fast.summary()["tpot_p50_s"], slow.summary()["tpot_p50_s"],
                         rel_tol=1e-9)
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+def test_outstanding_tokens_return_to_zero(h100, llama7b, chunked):
+    """The routers' load signal drains exactly: preemptions and chunks included."""
+    from simcluster.simulation import Simulation
+    rng = np.random.default_rng(7)
+    n = 60
+    trace = make_trace(np.sort(rng.uniform(0, 2, n)), rng.integers(10, 3000, n),
+                       rng.integers(1, 300, n))
+    sim = Simulation(trace, llama7b, one_instance(h100, count=2, chunked_prefill=chunked,
+                                                  memory_utilization=0.2,
+                                                  max_batched_tokens=4096),
+                     router="least_outstanding_tokens", cost_model=CostModel())
+    res = sim.run()
+    assert res.requests.preemptions.sum() > 0
+    assert [inst.outstanding_tokens for inst in sim.cluster.instances] == [0, 0]
