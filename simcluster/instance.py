@@ -189,8 +189,11 @@ class Instance:
         n = len(decode)
         ctx_sum = sum(r.kv_tokens for r in decode) + n
         cum = np.cumsum(self.timer.decode_steps(n, ctx_sum, k))
-        self._wake = env.event()
-        yield env.timeout(float(cum[-1])) | self._wake
+        # one event wakes us: the run's end (a timeout's callback) or an arrival (submit)
+        wake = self._wake = env.event()
+        env.timeout(float(cum[-1])).callbacks.append(
+            lambda _: None if wake.triggered else wake.succeed())
+        yield wake
         self._wake = None
         j = k
         if env.now < start + cum[-1]:          # woken by an arrival: finish the step in flight
@@ -199,17 +202,18 @@ class Instance:
         end = start + float(cum[j - 1])
         self._record(start, end, j, 0, 0, 0, n)
         self.outstanding_tokens -= n * j
-        bs, kv, done = self.config.block_size, self.kv, []
+        bs, done, new_blocks = self.config.block_size, [], 0
         for req in decode:
             tokens = req.kv_tokens + j
             need = -(-tokens // bs) - req.blocks
             if need > 0:
-                kv.alloc(need)
+                new_blocks += need
                 req.blocks += need
             req.kv_tokens = tokens
             req.generated += j
             if req.generated >= req.output_tokens:
                 done.append(req)
+        self.kv.alloc(new_blocks)      # (_steady_steps chose j so that they fit)
         for req in done:               # (decodes have their first token: no hand-off here)
             req.finish_s = end
             self._release(req)
