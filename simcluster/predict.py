@@ -24,8 +24,8 @@ OP_FIELDS = {"gemm": ("m", "n", "k"),
              "attn_prefill": ("tokens", "context", "num_heads", "num_kv_heads", "head_dim",
                               "batch"),
              "attn_decode": ("batch", "kv_len", "num_heads", "num_kv_heads", "head_dim"),
-             "elementwise": ("bytes", "kernels")}
-OPTIONAL = {"context", "batch", "kernels"}
+             "elementwise": ("bytes", "kernels", "hidden")}
+OPTIONAL = {"context", "batch", "kernels", "hidden"}
 
 
 def iteration_batch(prefill_seqs=0, prefill_tokens=0, prefill_context=0, decode_seqs=0,

@@ -19,8 +19,9 @@ attn_prefill    log(heads / kv_heads), log(batch x heads),   ``attn_prefill`` (f
                 log tokens                                   backend per shape)
 attn_decode     log(heads / kv_heads), log(batch x kv_heads), ``attn_decode`` / ``cpu_attn_
                 log kv_len                                   decode`` (fastest backend)
-elementwise     log bytes per kernel, one curve per kernel   ``elementwise``
-                kind (rmsnorm, silu_mul, residual_add)
+elementwise     log row length (hidden), log bytes per       ``elementwise``
+                kernel; one curve per kernel kind (rmsnorm,
+                silu_mul, residual_add)
 =============  ===========================================  =========================
 
 A GEMM whose (n, k) pair was measured is interpolated along m within that pair only (the
@@ -115,9 +116,9 @@ def _slowdown_points(op: str, df: pd.DataFrame, device: DeviceSpec, dtype: str):
                      "head_dim": row["head_dim"]}
             x = (math.log(row["num_heads"] / row["num_kv_heads"]),
                  math.log(row["batch"] * row["num_kv_heads"]), math.log(row["kv_len"]))
-        else:  # elementwise
+        else:  # elementwise: the row length matters (a norm reduces along it)
             shape = {"bytes": row["bytes"]}
-            x = (math.log(row["bytes"]),)
+            x = (math.log(row["hidden"]), math.log(row["bytes"]))
         flops, nbytes, _ = op_counts(op, shape)
         roof = max(flops / peak, nbytes / bw)
         feats.append(x)
@@ -212,9 +213,8 @@ def fit_curves(tables, device: DeviceSpec, dtypes=("bf16", "fp32")) -> dict:
                 kinds = {}
                 for kind, sub in df.groupby("op"):
                     X, y, t = _slowdown_points(op, sub, device, dtype)
-                    g = pd.DataFrame({"x": X[:, 0], "y": y}).groupby("x").y.mean()
-                    if len(g) >= 2:
-                        kinds[kind] = Curve(g.index.to_numpy(), g.to_numpy())
+                    if len(y) >= 3:
+                        kinds[kind] = GroupedCurve(X, y, exact=1)
                 curve = KindCurves(kinds)
                 curve.floor_s = float(df.time_s.min())
             else:
@@ -338,7 +338,7 @@ class MeasuredCalibration(Calibration):
             return (group, math.log(max(shape["batch"], 1) * max(shape["kv_heads"], 1))), \
                 shape["kv_len"]
         kernels = shape.get("kernels", 1)
-        return (), np.asarray(shape["bytes"], float) / kernels
+        return (math.log(shape.get("hidden") or 4096),), shape["bytes"] / kernels
 
     def _entry(self, device, op, dtype, kind, fixed):
         """(peak FLOP/s, peak bytes/s, slice x, slice log-slowdown as an array and as a list,

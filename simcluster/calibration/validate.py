@@ -44,7 +44,7 @@ def _shape(op: str, row: dict) -> dict:
         return {"batch": int(row["batch"]), "kv_len": int(row["kv_len"]),
                 "num_heads": int(row["num_heads"]), "num_kv_heads": int(row["num_kv_heads"]),
                 "head_dim": int(row["head_dim"])}
-    return {"bytes": float(row["bytes"]), "kind": row.get("op")}
+    return {"bytes": float(row["bytes"]), "kind": row.get("op"), "hidden": row.get("hidden")}
 
 
 def predict_rows(cost: CostModel, device: DeviceSpec, op: str, df: pd.DataFrame,

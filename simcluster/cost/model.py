@@ -94,7 +94,8 @@ class CostModel:
 
         ``gemm``: m, n, k. ``attn_prefill``: tokens, context, num_heads, num_kv_heads, head_dim
         (``batch`` sequences of that shape). ``attn_decode``: batch, kv_len, num_heads,
-        num_kv_heads, head_dim. ``elementwise``: bytes (read plus written), kernels.
+        num_kv_heads, head_dim. ``elementwise``: bytes (read plus written), kernels, and
+        optionally hidden (the row length a norm reduces over; 4,096 if not given) and kind.
         Returns flops, bytes, time_s, achieved rates and the calibration's provenance.
         """
         flops, bytes_, cal_shape = op_counts(op, shape)
@@ -150,7 +151,7 @@ def op_counts(op: str, shape: dict):
     if op == "elementwise":
         bytes_, = need("bytes")
         return 0.0, float(bytes_), {"kernels": shape.get("kernels", 1), "bytes": bytes_,
-                                    "kind": shape.get("kind")}
+                                    "kind": shape.get("kind"), "hidden": shape.get("hidden")}
     raise ValueError(f"unknown operator {op!r}; known: gemm, attn_prefill, attn_decode, "
                      "elementwise")
 
@@ -225,18 +226,20 @@ class IterationTimer:
                 {"m": mm, "n": n, "k": k}) for name, mm, n, k in rs.gemms(tokens)]
         ew, kernels = rs.elementwise_bytes(tokens)
         ops.append(("elementwise", "norm_act_residual", layers, 0.0, ew,
-                    {"kernels": kernels, "bytes": ew}))
+                    {"kernels": kernels, "bytes": ew, "hidden": m.hidden_size}))
         tp = self.layout.tp
         if s == 0:
             emb = 2.0 * b * tokens * m.hidden_size
-            ops.append(("elementwise", "embedding", 1, 0.0, emb, {"kernels": 1, "bytes": emb}))
+            ops.append(("elementwise", "embedding", 1, 0.0, emb,
+                        {"kernels": 1, "bytes": emb, "hidden": m.hidden_size}))
         if s == self.layout.pp - 1 and n_samples:
             n = m.vocab_size / tp
             ops.append(("gemm", "lm_head", 1, 2.0 * n_samples * n * m.hidden_size,
                         b * (n_samples * m.hidden_size + n * m.hidden_size + n_samples * n),
                         {"m": n_samples, "n": n, "k": m.hidden_size}))
             smp = 2 * 4.0 * n_samples * n
-            ops.append(("elementwise", "sampling", 1, 0.0, smp, {"kernels": 2, "bytes": smp}))
+            ops.append(("elementwise", "sampling", 1, 0.0, smp,
+                        {"kernels": 2, "bytes": smp, "hidden": n}))
         return ops
 
     def _dense(self, tokens: int, n_samples: int) -> np.ndarray:

@@ -14,7 +14,7 @@ import shutil
 import subprocess
 from typing import Iterable
 
-SUITE_VERSION = "1"
+SUITE_VERSION = "2"   # 2: denser attention grids (sqrt(2) steps in length)
 
 
 def utc_now() -> str:
