@@ -130,7 +130,11 @@ class DisaggregatedCluster(Cluster):
 
     def wants_handoff(self, req: Request) -> bool:
         inst = self.instances[req.instance]
-        return inst in self.prefill_pool and self.offload(req)
+        if inst not in self.prefill_pool:
+            return False
+        for other in self.decode_pool:   # offload policies may read the decode pool's state
+            other.sync(self.env.now)
+        return self.offload(req)
 
     def prefilled(self, req: Request):
         source = self.instances[req.instance]

@@ -3,10 +3,16 @@
 The loop: ask the batching policy for a plan, apply its preemptions and admissions, ask the
 cost model for the iteration time, ``yield env.timeout(t)``, apply the results (KV blocks,
 tokens, first-token and finish times). Events are iterations, never tokens: when the plan is
-pure decode, the same plan repeats until a sequence finishes, a request arrives, or KV blocks run
-short, so the instance advances all those steps in one timeout — with per-step times from the
-cost model, so the result equals stepping one by one. An arrival during such a stretch wakes
-the instance, which finishes the step in flight and plans again.
+pure decode, the same plan repeats until a sequence finishes, a request arrives or KV blocks
+run short, so the instance advances all those steps in one *decode run* — with per-step times
+from the cost model, so the result equals stepping one by one. An arrival during a run wakes
+the instance, which finishes the step in flight and plans again; before routing, the cluster
+brings every instance up to the present (:meth:`Instance.sync` applies the steps that have
+ended), so routers see exactly the state that stepping would show.
+
+(Running on through completions, the batch shrinking at known steps, was tried: arrivals
+interrupt most runs long before their last completion, so timing all those later steps up
+front cost more than the events it saved — 2x slower on the Azure conversation trace.)
 """
 
 from __future__ import annotations
@@ -64,6 +70,17 @@ class KVCache:
         assert self.free_blocks <= self.total_blocks
 
 
+class _DecodeRun:
+    """A decode run in flight: its start, its step end offsets (``cum``), its requests, how
+    many steps are applied, and the timeline row it has written."""
+
+    __slots__ = ("start", "cum", "reqs", "applied", "row")
+
+    def __init__(self, start, cum, reqs):
+        self.start, self.cum, self.reqs = start, cum, reqs
+        self.applied, self.row = 0, None
+
+
 class Instance:
     """One replica of the model on the devices of its layout."""
 
@@ -83,6 +100,7 @@ class Instance:
         self.active = True               # a controller may park an instance: routers skip it
         self.timeline: list[tuple] = []
         self._wake: simpy.Event | None = None
+        self._live: _DecodeRun | None = None
         self._admitted = 0
         self.process = env.process(self._run())
 
@@ -188,32 +206,53 @@ class Instance:
         env, start = self.env, self.env.now
         n = len(decode)
         ctx_sum = sum(r.kv_tokens for r in decode) + n
-        cum = np.cumsum(self.timer.decode_steps(n, ctx_sum, k))
+        run = self._live = _DecodeRun(start, np.cumsum(self.timer.decode_steps(n, ctx_sum, k)),
+                                      decode)
         # one event wakes us: the run's end (a timeout's callback) or an arrival (submit)
         wake = self._wake = env.event()
-        env.timeout(float(cum[-1])).callbacks.append(
+        env.timeout(float(run.cum[-1])).callbacks.append(
             lambda _: None if wake.triggered else wake.succeed())
         yield wake
         self._wake = None
         j = k
-        if env.now < start + cum[-1]:          # woken by an arrival: finish the step in flight
-            j = min(k, int(np.searchsorted(cum, env.now - start, side="right")) + 1)
-            yield env.timeout(max(0.0, start + float(cum[j - 1]) - env.now))
-        end = start + float(cum[j - 1])
-        self._record(start, end, j, 0, 0, 0, n)
-        self.outstanding_tokens -= n * j
-        bs, done, new_blocks = self.config.block_size, [], 0
-        for req in decode:
-            tokens = req.kv_tokens + j
-            need = -(-tokens // bs) - req.blocks
+        if env.now < start + run.cum[-1]:      # woken by an arrival: finish the step in flight
+            j = min(k, int(np.searchsorted(run.cum, env.now - start, side="right")) + 1)
+            yield env.timeout(max(0.0, start + float(run.cum[j - 1]) - env.now))
+        self._advance(j)
+        self._live = None
+
+    def sync(self, now: float):
+        """Apply the steps of the decode run in flight that have ended by ``now``."""
+        run = self._live
+        if run is not None:
+            done = int(np.searchsorted(run.cum, now - run.start, side="right"))
+            if done > run.applied:
+                self._advance(done)
+
+    def _advance(self, upto: int):
+        """Apply steps ``applied .. upto`` of the decode run in flight (one timeline row per
+        run: a sync's partial advance is extended, not repeated)."""
+        run, bs = self._live, self.config.block_size
+        j = upto - run.applied
+        done, new_blocks = [], 0
+        for req in run.reqs:
+            kv = req.kv_tokens + j
+            need = -(-kv // bs) - req.blocks
             if need > 0:
                 new_blocks += need
                 req.blocks += need
-            req.kv_tokens = tokens
+            req.kv_tokens = kv
             req.generated += j
             if req.generated >= req.output_tokens:
                 done.append(req)
-        self.kv.alloc(new_blocks)      # (_steady_steps chose j so that they fit)
+        self.kv.alloc(new_blocks)      # (_steady_steps chose the run so that they fit)
+        self.outstanding_tokens -= len(run.reqs) * j
+        if run.row is not None:
+            del self.timeline[run.row]
+        self._record(run.start, run.start + float(run.cum[upto - 1]), upto, 0, 0, 0,
+                     len(run.reqs))
+        run.row, run.applied = len(self.timeline) - 1, upto
+        end = run.start + float(run.cum[upto - 1])
         for req in done:               # (decodes have their first token: no hand-off here)
             req.finish_s = end
             self._release(req)

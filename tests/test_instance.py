@@ -147,3 +147,26 @@ def test_outstanding_tokens_return_to_zero(h100, llama7b, chunked):
     res = sim.run()
     assert res.requests.preemptions.sum() > 0
     assert [inst.outstanding_tokens for inst in sim.cluster.instances] == [0, 0]
+
+
+@pytest.mark.parametrize("router", ["least_outstanding_tokens", "join_shortest_queue"])
+def test_multi_instance_runs_equal_stepping(h100, llama7b, router):
+    """With load-aware routers over several instances, decode runs give exactly the results of
+    one step per event: before routing, every instance is synced to the present."""
+    from simcluster.simulation import Simulation
+    rng = np.random.default_rng(11)
+    n = 300
+    trace = make_trace(np.sort(rng.uniform(0, 15, n)), rng.integers(10, 2000, n),
+                       rng.integers(1, 300, n))
+
+    def go(steps):
+        return Simulation(trace, llama7b, one_instance(h100, count=3, max_steady_steps=steps),
+                          router=router, cost_model=CostModel()).run()
+    fast, slow = go(1_000_000), go(1)
+    assert len(fast.timeline) < len(slow.timeline) / 5
+    assert (fast.requests.instance == slow.requests.instance).all()
+    np.testing.assert_allclose(fast.requests.finish_s, slow.requests.finish_s, rtol=1e-9)
+    np.testing.assert_allclose(fast.requests.first_token_s, slow.requests.first_token_s,
+                               rtol=1e-9)
+    tl_f, tl_s = fast.timeline, slow.timeline
+    assert (tl_f.decode_seqs * tl_f.iterations).sum() == (tl_s.decode_seqs * tl_s.iterations).sum()

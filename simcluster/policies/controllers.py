@@ -109,6 +109,8 @@ class MMcController:
     def evaluate(self) -> float:
         """Measure lambda and mu, choose c, apply it; returns lambda."""
         now = self.env.now
+        for inst in self.pool:           # decode runs in flight: what has ended by now
+            inst.sync(now)
         lo = now - self.window_s
         while self._arrivals and self._arrivals[0][0] <= lo:
             self._arrivals.popleft()
