@@ -93,9 +93,6 @@ class Cluster:
     def place(self, req: Request, pool: Sequence[Instance], router):
         """Route ``req`` to an active instance of ``pool`` able to serve it, or reject it
         with the reason the pool's instances give. A queueing router may hold it instead."""
-        now = self.env.now
-        for inst in pool:              # routers see the state stepping would show
-            inst.sync(now)
         reasons = [inst.can_serve(req) for inst in pool]
         able = [inst for inst, why in zip(pool, reasons) if not why]
         candidates = [inst for inst in able if inst.active] or able

@@ -6,9 +6,10 @@ tokens, first-token and finish times). Events are iterations, never tokens: when
 pure decode, the same plan repeats until a sequence finishes, a request arrives or KV blocks
 run short, so the instance advances all those steps in one *decode run* — with per-step times
 from the cost model, so the result equals stepping one by one. An arrival during a run wakes
-the instance, which finishes the step in flight and plans again; before routing, the cluster
-brings every instance up to the present (:meth:`Instance.sync` applies the steps that have
-ended), so routers see exactly the state that stepping would show.
+the instance, which finishes the step in flight and plans again. Inside a run only token
+counts change, and :attr:`Instance.outstanding_tokens` counts the steps that have ended, so
+routers see exactly the state that stepping would show; :meth:`Instance.sync` applies them for
+policies that read more (the M/M/c controller, offload policies).
 
 (Running on through completions, the batch shrinking at known steps, was tried: arrivals
 interrupt most runs long before their last completion, so timing all those later steps up
@@ -95,7 +96,7 @@ class Instance:
         self.max_model_len = config.max_model_len or model.max_position
         self.running: list[Request] = []
         self.waiting: deque[Request] = deque()
-        self.outstanding_tokens = 0
+        self._outstanding = 0          # as of the last applied step (see outstanding_tokens)
         self.speed = 1.0
         self.active = True               # a controller may park an instance: routers skip it
         self.timeline: list[tuple] = []
@@ -125,7 +126,7 @@ class Instance:
     def submit(self, req: Request):
         req.instance, req.device = self.id, self.layout.devices[0].name
         self.waiting.append(req)
-        self.outstanding_tokens += req.prefill_target - req.kv_tokens + req.remaining_output
+        self._outstanding += req.prefill_target - req.kv_tokens + req.remaining_output
         if self._wake is not None and not self._wake.triggered:
             self._wake.succeed()
 
@@ -171,7 +172,7 @@ class Instance:
         self._record(start, end, 1, len(plan.prefill), int(chunks.sum()), samples, n_dec)
         for req, chunk in plan.prefill:
             req.kv_tokens += chunk
-            self.outstanding_tokens -= chunk
+            self._outstanding -= chunk
             if req.kv_tokens == req.prefill_target:
                 self._sampled(req, 1, end)
         for req in plan.decode:
@@ -221,8 +222,21 @@ class Instance:
         self._advance(j)
         self._live = None
 
+    @property
+    def outstanding_tokens(self) -> int:
+        """Prompt and output tokens still to process here, as of now: during a decode run the
+        steps that have already ended count as done (a run ends at its first completion, so
+        nothing else a router reads — running and waiting requests — changes inside one)."""
+        run = self._live
+        if run is None:
+            return self._outstanding
+        done = int(np.searchsorted(run.cum, self.env.now - run.start, side="right"))
+        return self._outstanding - len(run.reqs) * (done - run.applied)
+
     def sync(self, now: float):
-        """Apply the steps of the decode run in flight that have ended by ``now``."""
+        """Apply the steps of the decode run in flight that have ended by ``now`` — for a
+        policy that reads per-request token counts or KV blocks mid-run (routers need not:
+        :attr:`outstanding_tokens` is already current)."""
         run = self._live
         if run is not None:
             done = int(np.searchsorted(run.cum, now - run.start, side="right"))
@@ -246,7 +260,7 @@ class Instance:
             if req.generated >= req.output_tokens:
                 done.append(req)
         self.kv.alloc(new_blocks)      # (_steady_steps chose the run so that they fit)
-        self.outstanding_tokens -= len(run.reqs) * j
+        self._outstanding -= len(run.reqs) * j
         if run.row is not None:
             del self.timeline[run.row]
         self._record(run.start, run.start + float(run.cum[upto - 1]), upto, 0, 0, 0,
@@ -269,7 +283,7 @@ class Instance:
         if req.generated == 0:
             req.first_token_s = now
         req.generated += tokens
-        self.outstanding_tokens -= tokens
+        self._outstanding -= tokens
         if req.generated >= req.output_tokens:
             req.finish_s = now
             self._release(req)
@@ -277,7 +291,7 @@ class Instance:
         elif req.generated == tokens and self.sink.wants_handoff(req):
             # it leaves the batch now; its KV blocks stay until the cluster has shipped them
             self.running.remove(req)
-            self.outstanding_tokens -= req.remaining_output
+            self._outstanding -= req.remaining_output
             self.sink.prefilled(req)
 
     def release_kv(self, req: Request):
@@ -296,7 +310,7 @@ class Instance:
             self.kv.release(req.blocks)
             # the recompute re-prefills prompt and generated tokens (a decoding request has
             # no prompt work left: its KV is past its prefill target)
-            self.outstanding_tokens += (req.prompt_tokens + req.generated
+            self._outstanding += (req.prompt_tokens + req.generated
                                         - max(0, req.prefill_target - req.kv_tokens))
             req.blocks, req.kv_tokens = 0, 0
             req.prefill_target = req.prompt_tokens + req.generated
@@ -316,7 +330,7 @@ class Instance:
     def _reject_head(self, why: str):
         req = self.waiting.popleft()
         req.reason = why
-        self.outstanding_tokens -= req.prefill_target - req.kv_tokens + req.remaining_output
+        self._outstanding -= req.prefill_target - req.kv_tokens + req.remaining_output
         self.sink.rejected(req)
 
     def _record(self, start, end, iters, n_prefill, prefill_tokens, prefill_done, n_decode):
