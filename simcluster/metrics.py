@@ -93,14 +93,13 @@ def summarize(requests: pd.DataFrame, timeline: pd.DataFrame, instances: pd.Data
     out["cost_per_m_output_tokens_usd"] = (out["cost_usd"] / out_tokens * 1e6
                                            if out_tokens else math.nan)
     if len(timeline):
-        busy = (timeline.end_s - timeline.start_s).groupby(timeline.instance).sum()
-        out["busy_fraction_mean"] = float(busy.reindex(instances.instance, fill_value=0).mean()
-                                          / span)
+        busy = instance_busy(timeline, span)
+        out["busy_fraction_mean"] = float(busy.reindex(instances.instance, fill_value=0).mean())
     return out
 
 
 def instance_busy(timeline: pd.DataFrame, span_s: float) -> pd.Series:
-    """Busy fraction per instance over ``span_s``."""
+    """Busy fraction per instance over ``span_s``: time spent in iterations / span."""
     return (timeline.end_s - timeline.start_s).groupby(timeline.instance).sum() / span_s
 
 

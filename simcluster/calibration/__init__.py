@@ -33,16 +33,16 @@ def compute_dtype(device: DeviceSpec, dtype: str) -> str:
 
 
 class Calibration:
-    """Neutral calibration: datasheet peaks, no overheads. Subclasses override ``_rates``.
+    """Neutral calibration: datasheet peaks, no overheads.
 
-    ``shape_dependent = False`` declares that ``_rates`` ignores the shape, so its answer is
-    memoised per (device, op, dtype) — the simulator's hot path asks millions of times. Memos
-    are keyed by the device *object* (kept alive by :meth:`_device_key`), not its name: a
-    hypothetical ``with_overrides`` device keeps its name but not its peaks.
+    A subclass whose rates depend only on (device, op, dtype) overrides ``_rates``, whose
+    answer is memoised — the simulator's hot path asks millions of times; one whose rates depend
+    on the shape overrides :meth:`op_time` (see :mod:`.fitted`). Memos are keyed by the device
+    *object* (kept alive by :meth:`_device_key`), not its name: a hypothetical
+    ``with_overrides`` device keeps its name but not its peaks.
     """
 
     name = "datasheet"
-    shape_dependent = False
 
     def __init__(self):
         self._memo: dict = {}
@@ -64,14 +64,11 @@ class Calibration:
         """
         if op not in DEVICE_OPS:
             raise ValueError(f"unknown device operator class {op!r}; known: {DEVICE_OPS}")
-        if self.shape_dependent:
-            flops_per_s, bytes_per_s, overhead_s = self._rates(device, op, shape, dtype)
-        else:
-            key = (self._device_key(device), op, dtype)
-            hit = self._memo.get(key)
-            if hit is None:
-                hit = self._memo[key] = self._rates(device, op, shape, dtype)
-            flops_per_s, bytes_per_s, overhead_s = hit
+        key = (self._device_key(device), op, dtype)
+        hit = self._memo.get(key)
+        if hit is None:
+            hit = self._memo[key] = self._rates(device, op, dtype)
+        flops_per_s, bytes_per_s, overhead_s = hit
         kernels = shape.get("kernels", 1)
         return np.maximum(flops / flops_per_s, bytes_ / bytes_per_s) + overhead_s * kernels
 
@@ -90,7 +87,7 @@ class Calibration:
         return f"{self.name}: {device.name} datasheet peaks"
 
     # -- override hooks -------------------------------------------------------------------
-    def _rates(self, device: DeviceSpec, op: str, shape: Mapping, dtype: str):
+    def _rates(self, device: DeviceSpec, op: str, dtype: str):
         """(achievable FLOP/s, achievable bytes/s, per-kernel overhead s) for this op."""
         return (device.peak_flops_for(compute_dtype(device, dtype)),
                 device.mem_bw_bytes_per_s, 0.0)

@@ -264,7 +264,6 @@ class MeasuredCalibration(Calibration):
     """Achievable rates from measured tables (own, or borrowed by architecture family)."""
 
     name = "measured"
-    shape_dependent = True
 
     def __init__(self, curves_by_device: Mapping[str, dict] | None = None,
                  specs: Mapping[str, DeviceSpec] | None = None, note: str = ""):
@@ -354,14 +353,6 @@ class MeasuredCalibration(Calibration):
         pts = np.column_stack([np.broadcast_to(f, xs.shape) for f in fixed] + [xs])
         ys = curve(pts, kind) if op == "elementwise" else curve(pts)
         return peak, bw, xs, ys, ys.tolist(), curve.floor_s or 0.0
-
-    def _rates(self, device: DeviceSpec, op: str, shape: Mapping, dtype: str):
-        fixed, length = self._fixed_and_length(op, shape)
-        peak, bw, xs, ys, _, _ = self._entry(device, op, dtype, shape.get("kind"), fixed)
-        if xs is None:
-            return peak, bw, 0.0
-        s = np.exp(np.interp(np.log(np.maximum(length, 1.0)), xs, ys))
-        return peak / s, bw / s, 0.0
 
     def _link_rates(self, link, op, bytes_, n_ranks):
         fit = self.links.get((link.kind, op))
