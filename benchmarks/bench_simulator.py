@@ -19,7 +19,7 @@ from simcluster.calibration import load_calibration
 from simcluster.cluster import InstanceSpec
 from simcluster.cost import CostModel, Layout
 from simcluster.hardware import load_device
-from simcluster.instance import InstanceConfig
+from simcluster.serving.config import InstanceConfig
 from simcluster.models import model_preset
 from simcluster.simulation import Simulation
 from simcluster.workload import load_trace

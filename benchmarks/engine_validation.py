@@ -31,7 +31,7 @@ from simcluster.cost import CostModel, Layout  # noqa: E402
 from simcluster.engines import BASE_TERMS, KINDS, EngineTerms, engines_dir, load_engine  # noqa: E402
 from simcluster.engines.fit import design  # noqa: E402
 from simcluster.engines.profile import read_iterations  # noqa: E402
-from simcluster.engines.validate import validate_replay  # noqa: E402
+from simcluster.analysis.engine_validation import validate_replay  # noqa: E402
 from simcluster.hardware import load_device  # noqa: E402
 from simcluster.models import load_model  # noqa: E402
 

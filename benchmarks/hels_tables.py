@@ -23,14 +23,13 @@ import dataclasses
 import time
 import tomllib
 from functools import partial
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from simcluster import workload as wl
 from simcluster.experiment import experiments_dir, load_experiment
-from simcluster.partition import TargetBatch, partition
+from simcluster.policies.partition import TargetBatch, partition
 from simcluster.simulation import Simulation
 
 POLICIES = ("equal", "hexgen", "hels")

@@ -25,7 +25,7 @@ from simcluster import workload as wl
 from simcluster.calibration import load_calibration
 from simcluster.cost import CostModel
 from simcluster.experiment import experiments_dir, load_experiment
-from simcluster.hllm import serving_row
+from simcluster.analysis.hllm import serving_row
 from simcluster.policies.controllers import active_over_time
 
 CONFIGS = ["gpu_only", "", "static", "oblivious", "spill", "8480", "8480_spill"]

@@ -26,7 +26,7 @@ import pandas as pd
 from simcluster.calibration import Calibration
 from simcluster.cost import CostModel
 from simcluster.hardware import load_device
-from simcluster.hllm import SOURCE_RATIOS, decode_ratio_curve
+from simcluster.analysis.hllm import SOURCE_RATIOS, decode_ratio_curve
 from simcluster.models import load_model, with_dtype
 
 CONTEXTS = [128, 256, 512, 1024, 2048, 4096, 8192, 16384, 24576, 32768]

@@ -25,7 +25,7 @@ import pandas as pd
 from simcluster.calibration import load_calibration
 from simcluster.cost import CostModel
 from simcluster.hardware import load_device
-from simcluster.hllm import SOURCE_PREFILL_QPS, prefill_throughput
+from simcluster.analysis.hllm import SOURCE_PREFILL_QPS, prefill_throughput
 from simcluster.models import load_model
 from simcluster.workload import load_trace
 

@@ -20,7 +20,7 @@ import pandas as pd
 
 from simcluster.calibration import load_calibration
 from simcluster.calibration.tables import calibrated_devices
-from simcluster.calibration.validate import (cross_device, distserve, error_table, holdout,
+from simcluster.analysis.calibration_validation import (cross_device, distserve, error_table, holdout,
                                              splitwise)
 from simcluster.cost import CostModel
 from simcluster.hardware import load_device

@@ -1,3 +1,65 @@
-"""simcluster: a discrete-event simulator of LLM-serving clusters."""
+"""simcluster: a discrete-event simulator of LLM-serving clusters.
+
+The public face, for scripts and notebooks (``import simcluster as sc``):
+
+=====================  ==============================================================
+data                   ``load_trace``, ``synthetic_trace``, ``Trace``, trace transforms;
+                       ``load_device``, ``load_link``, ``load_node``; ``model_preset``,
+                       ``load_model``
+cost                   ``CostModel``, ``Layout``, ``Batch``, ``load_calibration``,
+                       ``load_engine``
+serving and cluster    ``InstanceConfig``, ``InstanceSpec``
+one run                ``Simulation``, ``Results``
+experiments            ``load_experiment``, ``Experiment``
+=====================  ==============================================================
+
+Names are imported on first use, so ``import simcluster`` stays light. The layers, bottom to
+top (imports point down only; ``tests/test_layers.py`` checks it): ``errors``/``paths``;
+data (``hardware``, ``models``, ``workload``); ``calibration``; ``cost``; ``engines``;
+``policies``; ``serving``; ``cluster``; ``simulation``; ``analysis``; ``search``; shells
+(``experiment``, ``cli``). ``harness`` (GPU measurement suites) is imported by the CLI only.
+"""
+
+from __future__ import annotations
+
+import importlib
 
 __version__ = "0.1.0"
+
+_PUBLIC = {
+    "load_trace": "simcluster.workload", "synthetic_trace": "simcluster.workload",
+    "Trace": "simcluster.workload", "rescale_rate": "simcluster.workload",
+    "time_window": "simcluster.workload", "first_n": "simcluster.workload",
+    "subsample": "simcluster.workload", "describe": "simcluster.workload",
+    "poisson_arrivals": "simcluster.workload", "gamma_arrivals": "simcluster.workload",
+    "lognormal_lengths": "simcluster.workload", "resampled_lengths": "simcluster.workload",
+    "fixed_lengths": "simcluster.workload",
+    "load_device": "simcluster.hardware", "load_link": "simcluster.hardware",
+    "load_node": "simcluster.hardware", "DeviceSpec": "simcluster.hardware",
+    "LinkSpec": "simcluster.hardware", "list_devices": "simcluster.hardware",
+    "model_preset": "simcluster.models", "load_model": "simcluster.models",
+    "ModelSpec": "simcluster.models", "list_models": "simcluster.models",
+    "load_calibration": "simcluster.calibration",
+    "CostModel": "simcluster.cost", "Layout": "simcluster.cost", "Batch": "simcluster.cost",
+    "load_engine": "simcluster.engines",
+    "InstanceConfig": "simcluster.serving",
+    "InstanceSpec": "simcluster.cluster",
+    "Simulation": "simcluster.simulation", "Results": "simcluster.simulation",
+    "load_experiment": "simcluster.experiment", "Experiment": "simcluster.experiment",
+    "InputError": "simcluster.errors",
+}
+
+__all__ = sorted(_PUBLIC)
+
+
+def __getattr__(name: str):
+    module = _PUBLIC.get(name)
+    if module is None:
+        raise AttributeError(f"module 'simcluster' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_PUBLIC))

@@ -6,7 +6,7 @@ import pytest
 from simcluster.cluster import InstanceSpec
 from simcluster.cost import Layout
 from simcluster.hardware import load_device
-from simcluster.instance import InstanceConfig
+from simcluster.serving.config import InstanceConfig
 from simcluster.models import model_preset
 from simcluster.workload import Trace
 

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from simcluster.calibration.bench import TABLES, TIMING_COLUMNS, read_table, summary_lines, \
+from simcluster.harness.kernels import TABLES, TIMING_COLUMNS, read_table, summary_lines, \
     write_table
-from simcluster.calibration.bench import collective, common, cpu, gpu
-from simcluster.calibration.bench.__main__ import parse_only, select_tables
+from simcluster.harness.kernels import collective, common, cpu, gpu
+from simcluster.harness.kernels.__main__ import parse_only, select_tables
 
 REPO = Path(__file__).resolve().parents[1]
 MEASURED = REPO / "hwspecs" / "calibration"
@@ -22,8 +22,8 @@ MEASURED = REPO / "hwspecs" / "calibration"
 # --------------------------------------------------------------------------- import
 
 def test_package_import_needs_no_torch():
-    code = ("import sys; import simcluster.calibration.bench as b; "
-            "from simcluster.calibration.bench import gpu, cpu, collective, common; "
+    code = ("import sys; import simcluster.harness.kernels as b; "
+            "from simcluster.harness.kernels import gpu, cpu, collective, common; "
             "assert 'torch' not in sys.modules, 'torch imported at module load'")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
 
@@ -33,7 +33,7 @@ def test_main_without_torch_says_how_to_install(monkeypatch, tmp_path):
     hint = r'pip install "simcluster\[calibrate\]"'
     with pytest.raises(common.CalibrationDependencyError, match=hint):
         common.require_torch()
-    from simcluster.calibration.bench.__main__ import main
+    from simcluster.harness.kernels.__main__ import main
     with pytest.raises(common.CalibrationDependencyError):
         main(["--out", str(tmp_path), "--quick"])
 
@@ -281,7 +281,7 @@ def test_quick_suite_on_a_gpu(tmp_path):
     torch = pytest.importorskip("torch")
     if not torch.cuda.is_available():
         pytest.skip("no CUDA device")
-    from simcluster.calibration.bench.__main__ import main
+    from simcluster.harness.kernels.__main__ import main
     assert main(["--out", str(tmp_path), "--quick", "--only", "memcpy,gemm"]) == 0
     _, rows = read_table(tmp_path / "gemm.csv")
     assert len(rows) == len(gpu.gemm_grid(quick=True))

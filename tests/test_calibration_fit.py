@@ -6,8 +6,8 @@ import pytest
 
 from simcluster.calibration import NEUTRAL, load_calibration
 from simcluster.calibration.fitted import Curve, GroupedCurve
-from simcluster.calibration.tables import calibrated_devices, load_tables, read_table
-from simcluster.calibration.validate import error_table, holdout, validate_table
+from simcluster.calibration.tables import calibrated_devices, read_table
+from simcluster.analysis.calibration_validation import error_table, holdout, validate_table
 from simcluster.cost import CostModel
 from simcluster.errors import InputError
 from simcluster.hardware import list_devices, load_device

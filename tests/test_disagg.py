@@ -6,9 +6,9 @@ import pytest
 from simcluster.cluster import InstanceSpec
 from simcluster.cost import Layout
 from simcluster.cost.analytic import PolynomialCostModel
-from simcluster.disagg import DisaggregatedCluster
+from simcluster.cluster.pools import DisaggregatedCluster
 from simcluster.hardware import load_link
-from simcluster.instance import InstanceConfig
+from simcluster.serving.config import InstanceConfig
 from simcluster.simulation import Simulation
 from functools import partial
 

@@ -10,9 +10,9 @@ import pytest
 
 from simcluster.cli import main
 from simcluster.cost import CostModel, Layout
+from simcluster.serving import InstanceConfig
 from simcluster.cost.model import Batch
-from simcluster.engines import (BASE_TERMS, TERMS, EngineTerms, engine_toml, engines_dir,
-                                list_engines, load_engine)
+from simcluster.engines import (BASE_TERMS, EngineTerms, engine_toml, list_engines, load_engine)
 from simcluster.engines.calibrate import calibrate, write_spec
 from simcluster.engines.model import EngineCostModel, term_counts
 from simcluster.engines.profile import read_iterations
@@ -114,7 +114,7 @@ def test_spec_round_trips_through_toml(tmp_path, timer):
     back = load_engine(write_spec(spec, tmp_path / "rt.toml"))
     assert back.terms == spec.terms
     assert back.batching == "hf_cb" and back.batching_params == {"num_blocks": 64}
-    assert back.instance_config().block_size == 32
+    assert InstanceConfig(**back.scheduler).block_size == 32
     assert back.meta["engine"] == "synthetic"
     assert "[terms.decode]" in engine_toml(spec)
 
@@ -124,7 +124,7 @@ def test_shipped_engine_loads_and_mirrors_its_settings():
     spec = load_engine("hf-cb-h100")
     assert spec.device == "H100-SXM" and spec.batching == "hf_cb"
     assert spec.batching_params["num_blocks"] == 256
-    cfg = spec.instance_config()
+    cfg = InstanceConfig(**spec.scheduler)
     assert (cfg.block_size, cfg.max_batched_tokens, cfg.chunked_prefill) == (256, 2048, True)
     assert spec.terms.decode_iteration > 0.01       # host overhead dominates decode steps
     with pytest.raises(KeyError, match="hf-cb-h100"):
@@ -207,7 +207,7 @@ def test_calibrate_engine_cli_writes_the_spec(tmp_path, timer, capsys):
                "--block-size", "16", "--max-batched-tokens", "4096", "--chunked-prefill"])
     assert rc == 0 and out.exists()
     spec = load_engine(out)
-    assert spec.name == "mine" and spec.instance_config().max_batched_tokens == 4096
+    assert spec.name == "mine" and InstanceConfig(**spec.scheduler).max_batched_tokens == 4096
     assert "decode_iteration" in capsys.readouterr().out
 
 
@@ -217,4 +217,4 @@ def test_profiler_imports_without_torch():
             "s = EngineSettings(); g = sweep(s) + serving_sweep(s)\n"
             "assert len(g) > 20 and all(x.subs for x in g)\n")
     subprocess.run([sys.executable, "-c", code], check=True,
-                   cwd=REPO / "simcluster" / "calibration")
+                   cwd=REPO / "simcluster" / "harness")

@@ -3,9 +3,11 @@
 from collections import deque
 from types import SimpleNamespace
 
-from simcluster.instance import InstanceConfig, KVCache
+from simcluster.serving.config import InstanceConfig
+
+from simcluster.serving.kv import KVCache
 from simcluster.policies import BATCHERS
-from simcluster.request import Request
+from simcluster.serving.request import Request
 
 
 def _inst(total_blocks=100, used=0, block_size=16, budget=64, **cfg):

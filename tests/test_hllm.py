@@ -9,7 +9,7 @@ import pytest
 from simcluster import workload as wl
 from simcluster.experiment import experiments_dir, load_experiment
 from simcluster.hardware import load_device
-from simcluster.hllm import (SOURCE_RATIOS, best_decode_throughput, decode_ratio_curve,
+from simcluster.analysis.hllm import (SOURCE_RATIOS, best_decode_throughput, decode_ratio_curve,
                              prefill_throughput, serving_row)
 from simcluster.models import model_preset
 

@@ -8,14 +8,14 @@ import pytest
 from simcluster.cluster import InstanceSpec
 from simcluster.cost import CostModel, Layout
 from simcluster.cost.analytic import PolynomialCostModel
-from simcluster.disagg import DisaggregatedCluster
+from simcluster.cluster.pools import DisaggregatedCluster
 from simcluster.hardware import load_device, load_link
-from simcluster.instance import InstanceConfig
-from simcluster.numa import NumaTimer, RemoteMemory
+from simcluster.serving.config import InstanceConfig
+from simcluster.cost.numa import NumaTimer, RemoteMemory
 from simcluster.policies import BATCHERS, CONTROLLERS, ROUTERS
 from simcluster.policies.bucketed import PaddedPrefillTimer, bucket_of
-from simcluster.queueing import min_servers
-from simcluster.request import Request
+from simcluster.policies.queueing import min_servers
+from simcluster.serving.request import Request
 from simcluster.simulation import Simulation
 
 from conftest import make_trace

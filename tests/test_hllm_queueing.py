@@ -16,10 +16,10 @@ import pytest
 from simcluster.cluster import InstanceSpec
 from simcluster.cost import Layout
 from simcluster.cost.analytic import PolynomialCostModel
-from simcluster.disagg import DisaggregatedCluster
+from simcluster.cluster.pools import DisaggregatedCluster
 from simcluster.hardware import load_device, load_link
-from simcluster.instance import InstanceConfig
-from simcluster.queueing import erlang_c, mean_queue_length, mean_wait, min_servers
+from simcluster.serving.config import InstanceConfig
+from simcluster.policies.queueing import erlang_c, mean_queue_length, mean_wait, min_servers
 from simcluster.simulation import Simulation
 
 from conftest import make_trace

@@ -14,13 +14,13 @@ from simcluster.cluster import InstanceSpec
 from simcluster.cost import CostModel, Layout
 from simcluster.cost.memory import memory_plan
 from simcluster.cost.model import Batch
-from simcluster.cost.operators import RankShape
+from simcluster.models.operators import RankShape
 from simcluster.errors import InputError
 from simcluster.experiment import experiments_dir, load_experiment
 from simcluster.hardware import list_devices, load_device, load_link
-from simcluster.instance import InstanceConfig
+from simcluster.serving.config import InstanceConfig
 from simcluster.models import model_preset
-from simcluster.partition import Problem, TargetBatch, partition
+from simcluster.policies.partition import Problem, TargetBatch, partition
 from simcluster.policies.registry import PARTITIONS
 from simcluster.simulation import Simulation
 

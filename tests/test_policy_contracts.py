@@ -12,7 +12,7 @@ import simcluster.policies  # noqa: F401  (fills the registries)
 from simcluster.cluster import InstanceSpec
 from simcluster.cost import CostModel, Layout
 from simcluster.hardware import load_device
-from simcluster.instance import InstanceConfig
+from simcluster.serving.config import InstanceConfig
 from simcluster.models import model_preset
 from simcluster.policies import BATCHERS, ROUTERS
 from simcluster.simulation import Simulation

@@ -45,9 +45,9 @@ import pandas as pd
 from scipy.interpolate import LinearNDInterpolator, NearestNDInterpolator, RBFInterpolator
 from scipy.spatial import QhullError
 
-from simcluster.calibration import DEVICE_OPS, Calibration, compute_dtype
+from simcluster.calibration.roofline import DEVICE_OPS, Calibration, compute_dtype
 from simcluster.calibration.tables import calibrated_devices, load_tables
-from simcluster.cost.model import op_counts
+from simcluster.models.operators import op_counts
 from simcluster.hardware import DeviceSpec, load_device
 
 HOST_CPU = "Lent-Host-Xeon-16C"

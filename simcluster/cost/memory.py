@@ -15,7 +15,7 @@ import math
 from dataclasses import dataclass
 
 from simcluster.cost.layout import Layout
-from simcluster.cost.operators import RankShape
+from simcluster.models.operators import RankShape
 from simcluster.models import ModelSpec
 
 

@@ -20,7 +20,7 @@ import pandas as pd
 
 from simcluster.calibration import NEUTRAL, Calibration
 from simcluster.cost.layout import Layout
-from simcluster.cost.operators import RankShape
+from simcluster.models.operators import RankShape, op_counts
 from simcluster.hardware import DeviceSpec
 from simcluster.models import ModelSpec
 
@@ -117,43 +117,6 @@ class CostModel:
 
     def timer(self, model: ModelSpec, layout: Layout) -> "IterationTimer":
         return IterationTimer(self.calibration, model, layout)
-
-
-def op_counts(op: str, shape: dict):
-    """FLOPs, bytes and calibration shape of a standalone operator (for ``predict_op``)."""
-    def need(*keys):
-        missing = [k for k in keys if k not in shape]
-        if missing:
-            raise ValueError(f"operator {op!r} needs shape fields {missing}")
-        return [shape[k] for k in keys]
-
-    b = shape.get("dtype_bytes", 2)
-    if op == "gemm":
-        m, n, k = need("m", "n", "k")
-        return 2.0 * m * n * k, b * (m * k + k * n + m * n), {"m": m, "n": n, "k": k}
-    if op in ("attn_prefill", "attn_decode"):
-        h, kvh, hd = need("num_heads", "num_kv_heads", "head_dim")
-        rs = RankShape(heads=h, kv_heads=kvh, ffn=0, kv_share=1, hidden=h * hd, head_dim=hd,
-                       dtype_bytes=b, gated=False, kv_tied=True, total_heads=h,
-                       total_kv_heads=kvh)
-        batch = shape.get("batch", 1)
-        if op == "attn_prefill":
-            tokens, = need("tokens")
-            context = shape.get("context", 0)
-            f, by = rs.attn_prefill(tokens, context)
-            return batch * float(f), batch * float(by), {"tokens": tokens, "context": context,
-                                                         "batch": batch, "heads": h,
-                                                         "kv_heads": kvh}
-        kv_len, = need("kv_len")
-        f, by = rs.attn_decode(batch, batch * kv_len)
-        return float(f), float(by), {"batch": batch, "kv_len": kv_len, "heads": h,
-                                     "kv_heads": kvh}
-    if op == "elementwise":
-        bytes_, = need("bytes")
-        return 0.0, float(bytes_), {"kernels": shape.get("kernels", 1), "bytes": bytes_,
-                                    "kind": shape.get("kind"), "hidden": shape.get("hidden")}
-    raise ValueError(f"unknown operator {op!r}; known: gemm, attn_prefill, attn_decode, "
-                     "elementwise")
 
 
 class IterationTimer:

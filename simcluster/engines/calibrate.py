@@ -26,7 +26,7 @@ TERM_NOTES = {
 
 def hf_settings(meta: dict) -> tuple[str, dict, dict] | None:
     """Batching policy, its parameters and scheduler settings from the ``settings`` line of
-    a log written by ``simcluster.calibration.engine_profile`` (transformers CB)."""
+    a log written by ``simcluster.harness.engine_profile`` (transformers CB)."""
     if meta.get("engine") != "hf-transformers-cb" or "settings" not in meta:
         return None
     s = dict(kv.strip().split("=", 1) for kv in meta["settings"].split(",") if "=" in kv)

@@ -148,8 +148,8 @@ class EngineCostModel(CostModel):
     """Iteration time of a real serving engine: its device time from the kernel-calibrated
     cost model (``calibration``, "measured" by default) plus the engine's overhead terms.
 
-    Built from an :class:`~simcluster.engines.EngineSpec` (``EngineCostModel.of("name")``)
-    or from terms directly.
+    Built from an :class:`~simcluster.engines.EngineSpec` (``EngineCostModel.of(spec)``, or
+    ``load_engine("name").cost_model()``) or from terms directly.
     """
 
     def __init__(self, terms: EngineTerms, calibration="measured", name: str = ""):
@@ -158,10 +158,8 @@ class EngineCostModel(CostModel):
         self.terms, self.name = terms, name
 
     @classmethod
-    def of(cls, engine) -> "EngineCostModel":
-        """The cost model of an engine spec, or of the engine of that name."""
-        from simcluster.engines import load_engine
-        spec = load_engine(engine) if isinstance(engine, str) else engine
+    def of(cls, spec) -> "EngineCostModel":
+        """The cost model of an engine spec (:func:`~simcluster.engines.load_engine`)."""
         return cls(spec.terms, spec.calibration, spec.name)
 
     def timer(self, model, layout) -> EngineTimer:

@@ -1,11 +1,27 @@
-"""Pluggable decisions: routing, batching and pool controllers, each through its registry."""
+"""Pluggable decisions, one registry per extension point, filled by decorators.
+
+=====================  =======================  ==========================================
+registry               modules                  decides
+=====================  =======================  ==========================================
+``ROUTERS``            routing, bucketed, numa  which instance a request goes to
+``BATCHERS``           batching, hf_cb,         an instance's next iteration
+                       bucketed
+``PARTITIONS``         partition                heads / FFN / KV shares over a TP group
+``CONTROLLERS``        controllers (queueing)   how many instances of a pool are active
+``OFFLOADS``           offload                  does a prefilled request change pool
+``NUMA_PLACEMENTS``    numa                     where a CPU socket's weights and KV live
+=====================  =======================  ==========================================
+
+Policies read the state of instances and clusters they are bound to (duck-typed) and import
+nothing above the cost model.
+"""
 
 from simcluster.policies import batching, routing  # noqa: F401  (fill the registries)
-from simcluster.policies import bucketed, controllers  # noqa: F401
-from simcluster.policies import hf_cb  # noqa: F401
-from simcluster import numa  # noqa: F401,E402  (the numa_minibatch router)
+from simcluster.policies import bucketed, controllers, hf_cb  # noqa: F401
+from simcluster.policies import numa, offload, partition  # noqa: F401
 from simcluster.policies.batching import Plan
-from simcluster.policies.registry import (BATCHERS, CONTROLLERS, PARTITIONS, ROUTERS,
-                                         Registry)
+from simcluster.policies.registry import (BATCHERS, CONTROLLERS, NUMA_PLACEMENTS, OFFLOADS,
+                                          PARTITIONS, ROUTERS, Registry)
 
-__all__ = ["BATCHERS", "CONTROLLERS", "PARTITIONS", "ROUTERS", "Plan", "Registry"]
+__all__ = ["BATCHERS", "CONTROLLERS", "NUMA_PLACEMENTS", "OFFLOADS", "PARTITIONS", "ROUTERS",
+           "Plan", "Registry"]

@@ -19,9 +19,12 @@ straight into decoding, in FCFS order with the others, in a decode iteration.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from simcluster.policies.registry import BATCHERS
-from simcluster.request import Request
+
+if TYPE_CHECKING:   # (a type only: policies sit below the serving layer)
+    from simcluster.serving.request import Request
 
 
 @dataclass

@@ -10,7 +10,7 @@ every request reaching the decode pool (``handed_off(request, now)``).
 lambda, the rate of requests that finished prefill and reached the pool over the last
 ``window_s`` (a sliding window), and mu, the rate at which one busy instance (a CPU socket)
 completes requests, and activates the smallest c with c > lambda/mu whose Erlang-C mean wait
-E[W] = P_W / (c mu - lambda) is at most ``max_wait_s`` (:func:`simcluster.queueing.min_servers`;
+E[W] = P_W / (c mu - lambda) is at most ``max_wait_s`` (:func:`simcluster.policies.queueing.min_servers`;
 all instances if none suffices, at least ``min_active``). mu comes from
 
 * ``mu_source = "model"`` (default): the cost model of the pool's instances — one instance
@@ -37,7 +37,7 @@ import numpy as np
 import pandas as pd
 
 from simcluster.policies.registry import CONTROLLERS
-from simcluster.queueing import erlang_c, mean_wait, min_servers
+from simcluster.policies.queueing import erlang_c, mean_wait, min_servers
 
 DECISION_COLUMNS = ["time_s", "lambda_per_s", "mu_per_s", "mu_source", "offered_load",
                     "active", "rho", "p_wait", "expected_wait_s"]

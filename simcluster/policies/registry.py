@@ -46,4 +46,6 @@ ROUTERS = Registry("router")            # request -> instance
 BATCHERS = Registry("batching")         # an instance's next iteration
 PARTITIONS = Registry("partition")      # heads / FFN / KV shares over a heterogeneous TP group
 CONTROLLERS = Registry("controller")    # pool sizing over time (e.g. M/M/c socket count)
+OFFLOADS = Registry("offload")          # does a prefilled request move to the decode pool?
+NUMA_PLACEMENTS = Registry("numa placement")   # CPU-socket weights and KV across sockets
 # (a decode pool's choice of instance for a handed-off request is a router too: ROUTERS)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import simcluster
+from simcluster.paths import data_dir
 
 #: Bundled trace name -> file name in the traces folder.
 BUNDLED: dict[str, str] = {
@@ -27,7 +27,7 @@ def traces_dir() -> Path:
     override = os.environ.get(ENV_VAR)
     if override:
         return Path(override)
-    return Path(simcluster.__file__).resolve().parents[1] / "traces"
+    return data_dir("traces")
 
 
 def bundled_traces() -> dict[str, Path]:

@@ -1,0 +1,7 @@
+"""``python -m simcluster``: the command line."""
+
+import sys
+
+from simcluster.cli import main
+
+sys.exit(main())

@@ -1,0 +1,162 @@
+"""Commands that predict, measure and validate: ``predict``, ``validate``, ``calibrate``,
+``calibrate-engine``, ``validate-e2e``."""
+
+from __future__ import annotations
+
+
+def cmd_predict(args) -> int:
+    import pandas as pd
+
+    from simcluster.calibration import load_calibration
+    from simcluster.cost import CostModel
+    from simcluster.cost.predict import predict_frame, predict_iteration
+    cost = CostModel(load_calibration(args.calibration))
+    if args.input:
+        shapes = pd.read_csv(args.input)
+        out = predict_frame(cost, shapes, file=args.input)
+        if args.output:
+            out.to_csv(args.output, index=False)
+            print(f"wrote {len(out)} predictions to {args.output}")
+        else:
+            print(out.to_string(index=False))
+        return 0
+    if args.op:
+        if not args.device:
+            raise SystemExit("predict --op needs --device")
+        shape = {k: v for k, v in vars(args).items()
+                 if k in ("m", "n", "k", "tokens", "context", "batch", "kv_len", "num_heads",
+                          "num_kv_heads", "head_dim", "bytes") and v is not None}
+        from simcluster.hardware import load_device
+        p = cost.predict_op(args.op, load_device(args.device), **shape)
+        for k, v in p.items():
+            print(f"{k:>22}  {v}")
+        return 0
+    if not (args.model and args.device):
+        raise SystemExit("predict needs --in CSV, or --op with --device, or --model and --device")
+    t, prov = predict_iteration(cost, args.model, args.device, tp=args.tp, pp=args.pp,
+                                link=args.link, prefill_seqs=args.prefill_seqs,
+                                prefill_tokens=args.prefill_tokens,
+                                prefill_context=args.prefill_context,
+                                decode_seqs=args.decode_seqs, decode_context=args.decode_context)
+    print(f"iteration time {t * 1e3:.4f} ms  ({prov})")
+    return 0
+
+
+def cmd_calibrate(args) -> int:
+    """Run the kernel micro-benchmark suite on this machine's GPU and CPU (needs torch)."""
+    from simcluster.harness.kernels.__main__ import main as bench_main
+    argv = ["--out", args.out] + (["--quick"] if args.quick else []) + \
+        (["--only", args.only] if args.only else [])
+    return bench_main(argv) or 0
+
+
+def cmd_validate(args) -> int:
+    from simcluster.calibration import load_calibration
+    from simcluster.analysis.calibration_validation import error_table, validate_table
+    from simcluster.cost import CostModel
+    pred = validate_table(CostModel(load_calibration(args.calibration)), args.measured,
+                          args.device)
+    print(error_table(pred).round(2).to_string())
+    ape = pred.error.abs() * 100
+    print(f"all: n={len(pred)} median {ape.median():.2f}% p90 {ape.quantile(0.9):.2f}% "
+          f"max {ape.max():.2f}%")
+    if args.out:
+        pred.to_csv(args.out, index=False)
+        print(f"wrote per-row predictions to {args.out}")
+    return 0
+
+
+def cmd_calibrate_engine(args) -> int:
+    """Fit an engine model to per-iteration logs and write hwspecs/engines/ENGINE.toml."""
+    from pathlib import Path
+
+    from simcluster.engines import engines_dir
+    from simcluster.engines.calibrate import calibrate, format_fit, write_spec
+    sched = None
+    if args.block_size or args.max_batched_tokens or args.max_num_seqs or args.chunked_prefill:
+        sched = {k: v for k, v in (("block_size", args.block_size),
+                                   ("max_batched_tokens", args.max_batched_tokens),
+                                   ("max_num_seqs", args.max_num_seqs),
+                                   ("chunked_prefill", args.chunked_prefill or None))
+                 if v is not None}
+    spec, res = calibrate(args.logs, args.device, args.model, args.name,
+                          calibration=args.calibration, batching=args.batching,
+                          scheduler=sched, description=args.description or "",
+                          scale_free=args.scale_device, decode_only=args.decode_only)
+    print(format_fit(res))
+    out = Path(args.out) if args.out else engines_dir() / f"{args.name}.toml"
+    print(f"wrote {write_spec(spec, out)}")
+    return 0
+
+
+def cmd_validate_e2e(args) -> int:
+    """Simulate measured replays with an engine model; print simulated vs measured."""
+    from simcluster.analysis.engine_validation import validate_replay
+    for path in args.replays:
+        cmp_ = validate_replay(path, args.engine)
+        print(cmp_.format())
+        if args.out:
+            cmp_.requests.to_csv(args.out, index=False)
+            print(f"wrote per-request latencies to {args.out}")
+    return 0
+
+
+def add_commands(sub) -> None:
+    q = sub.add_parser("predict", help="predict an operator or an iteration")
+    q.add_argument("--in", dest="input", help="CSV of shapes (see simcluster.cost.predict)")
+    q.add_argument("--out", dest="output", help="write predictions CSV here")
+    q.add_argument("--calibration", default="measured")
+    q.add_argument("--op", choices=["gemm", "attn_prefill", "attn_decode", "elementwise"])
+    q.add_argument("--device")
+    q.add_argument("--model")
+    q.add_argument("--tp", type=int, default=1)
+    q.add_argument("--pp", type=int, default=1)
+    q.add_argument("--link")
+    for k in ("m", "n", "k", "tokens", "context", "batch", "kv_len", "num_heads",
+              "num_kv_heads", "head_dim"):
+        q.add_argument(f"--{k.replace('_', '-')}", dest=k, type=int)
+    q.add_argument("--bytes", type=float)
+    for k in ("prefill_seqs", "prefill_tokens", "prefill_context", "decode_seqs",
+              "decode_context"):
+        q.add_argument(f"--{k.replace('_', '-')}", dest=k, type=int, default=0)
+    q.set_defaults(func=cmd_predict)
+    c = sub.add_parser("calibrate", help="measure kernel tables on this machine (needs torch)")
+    c.add_argument("--out", required=True)
+    c.add_argument("--quick", action="store_true")
+    c.add_argument("--only", help="comma-separated tables, e.g. gemm,attn_decode")
+    c.set_defaults(func=cmd_calibrate)
+    v = sub.add_parser("validate", help="predict every row of a measured CSV; print errors")
+    v.add_argument("measured", help="a kernel table (calibration format) or an 'op' CSV "
+                                    "with measured_time_s")
+    v.add_argument("--device", help="device the table was measured on")
+    v.add_argument("--calibration", default="measured")
+    v.add_argument("--out", help="write per-row predictions here")
+    v.set_defaults(func=cmd_validate)
+    ce = sub.add_parser("calibrate-engine",
+                        help="fit an engine model to per-iteration logs (hwspecs/engines/README.md)")
+    ce.add_argument("logs", nargs="+", help="per-iteration CSV(s), fitted together")
+    ce.add_argument("--device", required=True, help="device spec it ran on (list devices)")
+    ce.add_argument("--model", required=True, help="model it served (list models)")
+    ce.add_argument("--name", required=True, help="engine name: hwspecs/engines/NAME.toml")
+    ce.add_argument("--out", help="write the TOML here instead")
+    ce.add_argument("--calibration", default="measured", help="device-time calibration")
+    ce.add_argument("--batching", help="batching policy mirroring the engine (default: hf_cb "
+                                       "for transformers logs, else vllm)")
+    ce.add_argument("--block-size", type=int)
+    ce.add_argument("--max-batched-tokens", type=int)
+    ce.add_argument("--max-num-seqs", type=int)
+    ce.add_argument("--chunked-prefill", action="store_true")
+    ce.add_argument("--decode-only", action="append", default=[], metavar="LOG",
+                    help="a further log of which only decode iterations are fitted (e.g. a "
+                         "sweep whose prompts ran back to back); repeatable")
+    ce.add_argument("--description")
+    ce.add_argument("--scale-device", action="store_true",
+                    help="also fit a multiplier on the device time (default 1)")
+    ce.set_defaults(func=cmd_calibrate_engine)
+    ve = sub.add_parser("validate-e2e",
+                        help="simulate measured replays with an engine model; compare latencies")
+    ve.add_argument("replays", nargs="+", help="replay CSV(s): arrival_s, prompt_tokens, "
+                                               "output_tokens, ttft_s, tpot_s, e2e_s")
+    ve.add_argument("--engine", required=True, help="engine name (list engines) or TOML path")
+    ve.add_argument("--out", help="write per-request measured and simulated latencies here")
+    ve.set_defaults(func=cmd_validate_e2e)

@@ -1,0 +1,10 @@
+"""Replicas behind routers: the cluster that places requests, and prefill/decode pools.
+
+:mod:`.replicas` (instances behind one router, the sink of finished and rejected requests),
+:mod:`.pools` (a prefill pool handing requests to a decode pool, KV shipped over a link).
+"""
+
+from simcluster.cluster.pools import DisaggregatedCluster
+from simcluster.cluster.replicas import Cluster, InstanceSpec, reference_speed
+
+__all__ = ["Cluster", "DisaggregatedCluster", "InstanceSpec", "reference_speed"]

@@ -1,0 +1,134 @@
+"""Engine specs: an engine model's fitted terms and scheduling settings, as TOML data.
+
+An engine spec (``hwspecs/engines/<name>.toml``) holds an engine model — the overhead terms of
+:mod:`simcluster.engines.model` — and the scheduling settings the engine ran with (a batching
+policy and its parameters, ``scheduler`` fields of the serving layer's ``InstanceConfig``),
+with the metadata of the measurement. :func:`load_engine` reads one, :func:`engine_toml`
+writes one.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from simcluster.engines.model import BASE_TERMS, KINDS, EngineCostModel, EngineTerms
+from simcluster.errors import InputError
+from simcluster.paths import data_dir
+
+
+def engines_dir() -> Path:
+    return data_dir("hwspecs") / "engines"
+
+
+@dataclass(frozen=True)
+class EngineSpec:
+    """One engine on one device and model: its fitted terms and its scheduling settings."""
+
+    name: str
+    terms: EngineTerms
+    device: str
+    model: str
+    calibration: str = "measured"
+    description: str = ""
+    batching: str = "vllm"
+    batching_params: dict = field(default_factory=dict)
+    scheduler: dict = field(default_factory=dict)     # InstanceConfig fields (serving layer)
+    meta: dict = field(default_factory=dict)          # measurement metadata (strings)
+    fit: dict = field(default_factory=dict)           # fit statistics
+    source: str = ""
+
+    def cost_model(self) -> EngineCostModel:
+        return EngineCostModel.of(self)
+
+
+def list_engines() -> list[str]:
+    return sorted(p.stem for p in engines_dir().glob("*.toml"))
+
+
+def load_engine(name_or_path) -> EngineSpec:
+    """An engine spec by name (``hwspecs/engines/<name>.toml``) or path."""
+    p = Path(name_or_path)
+    if not p.suffix:
+        p = engines_dir() / f"{name_or_path}.toml"
+    if not p.exists():
+        raise KeyError(f"unknown engine {str(name_or_path)!r}; known: "
+                       f"{', '.join(list_engines()) or '(none)'}")
+    try:
+        data = tomllib.loads(p.read_text())
+    except tomllib.TOMLDecodeError as err:
+        raise InputError(f"not valid TOML: {err}", file=str(p)) from None
+    try:
+        terms_t = dict(data.get("terms", {}))
+        scale = terms_t.pop("device_scale", 1.0)
+        values = {}
+        for kind in KINDS:
+            table = terms_t.pop(kind, {})
+            unknown = set(table) - {f"{t}_s" for t in BASE_TERMS}
+            if unknown:
+                raise InputError(f"unknown terms {sorted(unknown)}; known: "
+                                 f"{[f'{t}_s' for t in BASE_TERMS]}", file=str(p),
+                                 field=f"terms.{kind}")
+            values.update({f"{kind}_{t}": table.get(f"{t}_s", 0.0) for t in BASE_TERMS})
+        if terms_t:
+            raise InputError(f"unknown keys {sorted(terms_t)}; [terms] holds device_scale and "
+                             "the tables [terms.decode] and [terms.prefill]", file=str(p),
+                             field="terms")
+        terms = EngineTerms(**values, device_scale=scale)
+        eng = data["engine"]
+        bat = data.get("batching", {})
+        return EngineSpec(name=data.get("name", p.stem), terms=terms, device=eng["device"],
+                          model=eng["model"], calibration=eng.get("calibration", "measured"),
+                          description=data.get("description", ""),
+                          batching=bat.get("policy", "vllm"),
+                          batching_params=dict(bat.get("params", {})),
+                          scheduler=dict(data.get("scheduler", {})),
+                          meta={k: v for k, v in eng.items()
+                                if k not in ("device", "model", "calibration")},
+                          fit=dict(data.get("fit", {})), source=str(p))
+    except KeyError as err:
+        raise InputError(f"missing key {err}", file=str(p)) from None
+    except ValueError as err:
+        raise InputError(str(err), file=str(p), field="terms") from None
+
+
+def _toml_value(v) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(float(v)) if isinstance(v, float) else repr(v)
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{ " + ", ".join(f"{k} = {_toml_value(x)}" for k, x in v.items()) + " }"
+    s = str(v).replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{s}"'
+
+
+def engine_toml(spec: EngineSpec, comments: dict | None = None) -> str:
+    """The TOML text of an engine spec (what :func:`load_engine` reads back)."""
+    c = comments or {}
+    lines = [f"# {line}" for line in c.get("header", [])]
+    lines += [f"name = {_toml_value(spec.name)}",
+              f"description = {_toml_value(spec.description)}", "", "[engine]",
+              f"device = {_toml_value(spec.device)}", f"model = {_toml_value(spec.model)}",
+              f"calibration = {_toml_value(spec.calibration)}"]
+    lines += [f"{k} = {_toml_value(v)}" for k, v in spec.meta.items()]
+    t = spec.terms
+    lines += ["", "[terms]    # time = device_scale * device time + sum of coefficient x count",
+              f"device_scale = {_toml_value(t.device_scale)}"]
+    for kind in KINDS:
+        lines += ["", f"[terms.{kind}]    # seconds per unit, "
+                  + ("iterations without prompt tokens" if kind == "decode"
+                     else "iterations with prompt tokens (and any decodes)")]
+        for name in BASE_TERMS:
+            note = c.get("terms", {}).get(name, "")
+            lines.append(f"{name}_s = {_toml_value(getattr(t, f'{kind}_{name}'))}"
+                         + (f"    # {note}" if note else ""))
+    lines += ["", "[batching]", f"policy = {_toml_value(spec.batching)}",
+              f"params = {_toml_value(spec.batching_params)}", "", "[scheduler]"]
+    lines += [f"{k} = {_toml_value(v)}" for k, v in spec.scheduler.items()]
+    if spec.fit:
+        lines += ["", "[fit]"] + [f"{k} = {_toml_value(v)}" for k, v in spec.fit.items()]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,151 @@
+"""An experiment: one TOML file -> frozen config objects -> Simulation -> Results.
+
+    name = "default"
+    seed = 0
+    [trace]      source = "azure-conv"  (bundled name, or a path relative to this file)
+                 optional: format, sort, first_n, window_s = [start, end], rate_per_s,
+                 subsample (a fraction or a count; seeded)
+    [trace.synthetic]  instead of source: n, rate_per_s, cv (1 = Poisson),
+                 prompt / output = {dist = "fixed", tokens = N} | {dist = "lognormal",
+                 median = M, sigma = S, max_tokens = X} | {dist = "resample", source = NAME}
+    [model]      name = "llama-2-7b"  (a preset) or config = "path/config.json"
+    [[instances]] device = "H100-SXM" (or devices = [...] for one heterogeneous TP group),
+                 count, tp, pp, link, stage_link, name, batching, [instances.scheduler]
+                 (block_size, max_num_seqs, max_batched_tokens, chunked_prefill,
+                 memory_utilization, max_model_len), [instances.batching_params]
+                 pool = "prefill" | "decode" (with [disaggregation]),
+                 partition = "equal" | "hexgen" | "hels" (a devices = [...] TP group's head,
+                 FFN and KV shares), [instances.partition_params] (batch_size,
+                 context_tokens, max_context_tokens; hels: kv_rules, max_steps; hexgen:
+                 fit_batch) — see simcluster.policies.partition
+    [router]     policy = "round_robin", [router.params]
+    [disaggregation]  kv_link = "PCIe4", decode_router, [disaggregation.decode_router_params],
+                 offload = "all", [disaggregation.offload_params], controller,
+                 [disaggregation.controller_params], numa (a NUMA placement of CPU-socket
+                 decode instances: "aware", "oblivious", "interleave"),
+                 [disaggregation.numa_params]   (see simcluster.cluster.pools, simcluster.policies.numa)
+    [slo]        ttft_s, tpot_s
+    [cost]       calibration = "measured" (fitted kernel tables, the default) or "datasheet";
+                 engine = "hf-cb-h100" (an engine model of hwspecs/engines: its overheads on
+                 top of the device time; its batching rules are the instances' to choose:
+                 batching = "hf_cb", see hwspecs/engines/README.md)
+
+Every key is checked: an unknown or mistyped key fails naming the file and the key.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from simcluster.calibration import load_calibration
+from simcluster.cluster import Cluster, DisaggregatedCluster, InstanceSpec
+from simcluster.cost import CostModel
+from simcluster.errors import InputError
+from simcluster.experiment import sections
+from simcluster.experiment.tables import Table, positive
+from simcluster.paths import data_dir
+from simcluster.simulation import Simulation
+
+
+def experiments_dir() -> Path:
+    """The bundled experiments folder."""
+    return data_dir("experiments")
+
+
+DEFAULT_EXPERIMENT = "default.toml"
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """Everything one simulation needs, resolved and validated."""
+
+    name: str
+    seed: int
+    trace: Any
+    model: Any
+    instances: tuple[InstanceSpec, ...]
+    router: str = "round_robin"
+    router_params: dict = field(default_factory=dict)
+    ttft_slo_s: float | None = None
+    tpot_slo_s: float | None = None
+    cost_model: CostModel = field(default_factory=CostModel)
+    source: str = ""
+    disaggregation: dict | None = None   # DisaggregatedCluster keyword arguments
+
+    def simulation(self) -> Simulation:
+        factory = Cluster
+        if self.disaggregation is not None:
+            factory = partial(DisaggregatedCluster, **self.disaggregation)
+        return Simulation(self.trace, self.model, self.instances, router=self.router,
+                          router_params=self.router_params, cost_model=self.cost_model,
+                          ttft_slo_s=self.ttft_slo_s, tpot_slo_s=self.tpot_slo_s,
+                          name=self.name, cluster_factory=factory)
+
+    def run(self, progress=None):
+        return self.simulation().run(progress=progress)
+
+
+def load_experiment(path=None) -> Experiment:
+    """Read an experiment TOML (the bundled default when ``path`` is None)."""
+    path = Path(path) if path is not None else experiments_dir() / DEFAULT_EXPERIMENT
+    if not path.exists() and (experiments_dir() / path).exists():
+        path = experiments_dir() / path
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise InputError("no such experiment file", file=str(path)) from None
+    except tomllib.TOMLDecodeError as err:
+        raise InputError(f"not valid TOML: {err}", file=str(path)) from None
+    top = Table(data, str(path), "")
+    name = top.get("name", str, path.stem)
+    seed = top.get("seed", int, 0)
+    rng = np.random.default_rng(seed)
+    trace = sections.read_trace(top.sub("trace", required=True), path.parent, rng)
+    model = sections.read_model(top.sub("model", required=True), path.parent)
+    cost = top.sub("cost")
+    calibration, engine = "measured", None
+    if cost is not None:
+        calibration = cost.get("calibration", str, calibration)
+        engine = cost.get("engine", str, None)
+        cost.done()
+    if engine is not None:
+        from simcluster.engines import load_engine
+        from simcluster.engines.model import EngineCostModel
+        try:
+            spec = load_engine(engine)
+        except KeyError as err:
+            raise InputError(err.args[0], file=str(path), field="cost.engine") from None
+        cost_model = EngineCostModel(spec.terms, calibration if "calibration" in cost.data
+                                     else spec.calibration, spec.name)
+    else:
+        cost_model = CostModel(load_calibration(calibration))
+    specs = tuple(sections.read_instance(Table(t, str(path), f"instances[{i}]."), path.parent, model,
+                            cost_model)
+                  for i, t in enumerate(top.get("instances", list)))
+    if not specs:
+        raise InputError("needs at least one [[instances]] table", file=str(path),
+                         field="instances")
+    router = top.sub("router")
+    policy, params = "round_robin", {}
+    if router is not None:
+        policy = router.get("policy", str, policy)
+        params = router.get("params", dict, {})
+        router.done()
+    slo = top.sub("slo")
+    ttft = tpot = None
+    if slo is not None:
+        ttft = slo.get("ttft_s", float, None, check=positive)
+        tpot = slo.get("tpot_s", float, None, check=positive)
+        slo.done()
+    disagg = sections.read_disaggregation(top.sub("disaggregation"))
+    top.done()
+    return Experiment(name, seed, trace, model, specs, policy, params, ttft, tpot,
+                      cost_model, str(path), disagg)
+
+

@@ -1,0 +1,167 @@
+"""The sections of an experiment TOML, each read into the objects the simulator takes."""
+
+from __future__ import annotations
+
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+
+from simcluster import workload as wl
+from simcluster.cluster import InstanceSpec
+from simcluster.cost import CostModel, Layout
+from simcluster.errors import InputError
+from simcluster.experiment.tables import Table, positive
+from simcluster.hardware import load_device, load_link
+from simcluster.models import load_model
+from simcluster.serving import InstanceConfig
+
+
+def read_disaggregation(t: Table | None) -> dict | None:
+    if t is None:
+        return None
+    out = {"kv_link": load_link(t.get("kv_link", str)),
+           "decode_router": t.get("decode_router", str, "least_outstanding_tokens"),
+           "decode_router_params": t.get("decode_router_params", dict, {}),
+           "offload": t.get("offload", str, "all"),
+           "offload_params": t.get("offload_params", dict, {}),
+           "controller": t.get("controller", str, None),
+           "controller_params": t.get("controller_params", dict, {}),
+           "numa": t.get("numa", str, None),
+           "numa_params": t.get("numa_params", dict, {})}
+    t.done()
+    return out
+
+
+def _resolve(source: str, base: Path) -> str | Path:
+    if source in wl.bundled_traces():
+        return source
+    p = Path(source)
+    return p if p.is_absolute() else base / p
+
+
+def _lengths(t: Table | None, rng, key: str):
+    if t is None:
+        raise InputError(f"missing [trace.synthetic.{key}]", file=None, field=key)
+    dist = t.get("dist", str, check=lambda d: d in ("fixed", "lognormal", "resample"))
+    if dist == "fixed":
+        spec = t.get("tokens", int, check=positive)
+    elif dist == "lognormal":
+        spec = partial(wl.lognormal_lengths, median=t.get("median", float, check=positive),
+                       sigma=t.get("sigma", float, check=positive),
+                       max_tokens=t.get("max_tokens", int, None))
+    else:
+        spec = wl.load_trace(t.get("source", str))
+    t.done()
+    return spec
+
+
+def read_trace(t: Table, base: Path, rng: np.random.Generator):
+    syn = t.sub("synthetic")
+    if syn is not None:
+        n = syn.get("n", int, check=positive)
+        rate = syn.get("rate_per_s", float, check=positive)
+        cv = syn.get("cv", float, 1.0, check=positive)
+        arrivals = partial(wl.gamma_arrivals, rate_per_s=rate, cv=cv)
+        prompt = _lengths(syn.sub("prompt", required=True), rng, "prompt")
+        output = None if isinstance(prompt, wl.Trace) else _lengths(
+            syn.sub("output", required=True), rng, "output")
+        syn.done()
+        trace = wl.synthetic_trace(n, arrivals=arrivals, prompt=prompt, output=output, rng=rng)
+    else:
+        trace = wl.load_trace(_resolve(t.get("source", str), base),
+                              format=t.get("format", str, None), sort=t.get("sort", bool, False))
+    window = t.get("window_s", list, None)
+    if window is not None:
+        if len(window) != 2:
+            raise InputError("expected [start_s, end_s]", file=t.file, field="trace.window_s")
+        trace = wl.time_window(trace, float(window[0]), float(window[1]))
+    first = t.get("first_n", int, None, check=positive)
+    if first is not None:
+        trace = wl.first_n(trace, first)
+    sub = t.get("subsample", (int, float), None, check=positive)
+    if sub is not None:
+        trace = wl.subsample(trace, sub, rng)
+    rate = t.get("rate_per_s", float, None, check=positive)
+    if rate is not None:
+        trace = wl.rescale_rate(trace, rate)
+    t.done()
+    return trace
+
+
+def read_model(t: Table, base: Path):
+    name = t.get("name", str, None)
+    config = t.get("config", str, None)
+    t.done()
+    if (name is None) == (config is None):
+        raise InputError("give exactly one of 'name' (a preset) or 'config' (a config.json)",
+                         file=t.file, field="model")
+    return load_model(name if config is None else base / config)
+
+
+def read_instance(t: Table, base: Path, model, cost_model: CostModel) -> InstanceSpec:
+    device = t.get("device", str, None)
+    devices = t.get("devices", list, None)
+    tp = t.get("tp", int, 1, check=positive)
+    pp = t.get("pp", int, 1, check=positive)
+    link_name = t.get("link", str, None)
+    stage_link = t.get("stage_link", str, None)
+    if (device is None) == (devices is None):
+        raise InputError("give exactly one of 'device' or 'devices'", file=t.file,
+                         field=t.where.rstrip("."))
+    link = load_link(link_name) if link_name else None
+    if devices is not None:
+        specs = [load_device(d) for d in devices]
+        layout = Layout(devices=tuple(specs), tp=len(specs) // pp, pp=pp, link=link,
+                        stage_link=load_link(stage_link) if stage_link else None)
+    else:
+        layout = Layout.uniform(load_device(device), tp=tp, pp=pp, link=link,
+                                stage_link=load_link(stage_link) if stage_link else None)
+    sched = t.sub("scheduler")
+    cfg = InstanceConfig()
+    if sched is not None:
+        kw = {k: sched.get(k, type(getattr(cfg, k)) if k != "max_model_len" else int, None)
+              for k in ("block_size", "max_num_seqs", "max_batched_tokens", "chunked_prefill",
+                        "memory_utilization", "max_model_len")}
+        sched.done()
+        cfg = InstanceConfig(**{k: v for k, v in kw.items() if v is not None})
+    # partition = "equal|hexgen|hels" cuts a devices = [...] group by a registered policy
+    # (simcluster.policies.partition), tuned for [instances.partition_params]: batch_size,
+    # context_tokens, max_context_tokens (the target decode batch), and the policy's own
+    # parameters (hels: kv_rules, max_steps; hexgen: fit_batch).
+    policy = t.get("partition", str, None)
+    pparams = t.sub("partition_params")
+    if policy is None and pparams is not None:
+        raise InputError("partition_params needs a 'partition' policy", file=t.file,
+                         field=f"{t.where}partition_params")
+    if policy is not None:
+        from simcluster.policies.partition import TargetBatch, partition
+        from simcluster.policies.registry import PARTITIONS
+        if policy not in PARTITIONS:
+            raise InputError(f"unknown partition policy {policy!r}; known: "
+                             f"{', '.join(sorted(PARTITIONS))}", file=t.file,
+                             field=f"{t.where}partition")
+        if devices is None or pp != 1 or link is None:
+            raise InputError("a partition splits one tensor-parallel group: give devices = "
+                             "[...], a link, and pp = 1", file=t.file, field=f"{t.where}partition")
+        pt = pparams or Table({}, t.file, f"{t.where}partition_params.")
+        target = {k: pt.get(k, int, None, check=positive)
+                  for k in ("batch_size", "context_tokens", "max_context_tokens")}
+        extra = {k: pt.get(k, (object, bool)) for k in list(pt.data) if k not in target}
+        pt.done()
+        try:
+            batch = TargetBatch(**{k: v for k, v in target.items() if v is not None},
+                                block_size=cfg.block_size)
+            layout = partition(policy, model, specs, link, batch=batch,
+                               cost_model=cost_model,
+                               memory_utilization=cfg.memory_utilization,
+                               max_batched_tokens=cfg.max_batched_tokens,
+                               max_num_seqs=cfg.max_num_seqs, **extra).layout
+        except (TypeError, ValueError) as err:
+            raise InputError(str(err), file=t.file, field=f"{t.where}partition_params") from None
+    spec = InstanceSpec(layout=layout, config=cfg, count=t.get("count", int, 1, check=positive),
+                        name=t.get("name", str, ""), batching=t.get("batching", str, "vllm"),
+                        batching_params=t.get("batching_params", dict, {}),
+                        pool=t.get("pool", str, "", check=lambda p: p in ("", "prefill", "decode")))
+    t.done()
+    return spec

@@ -1,0 +1,193 @@
+"""The spec registry: device, link and node specs found by name in ``hwspecs/``.
+
+Specs are TOML files under ``hwspecs/{devices,links,nodes}/`` (format: hwspecs/README.md),
+found by name or alias ignoring case, ``-``, ``_`` and spaces. Loading checks fields, types and
+units, naming file and field of any bad value; specs are cached by path and modification time.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from simcluster.errors import InputError
+from simcluster.hardware.specs import (_RANGES, DTYPES, DeviceSpec, LinkSpec, NodeSpec,
+                                       _OPTIONAL_NUMBERS, _at, _did_you_mean)
+from simcluster.paths import data_dir
+
+
+def hwspecs_dir() -> Path:
+    """The spec directory: $SIMCLUSTER_HWSPECS if set, else the bundled ``hwspecs/``."""
+    env = os.environ.get("SIMCLUSTER_HWSPECS")
+    return Path(env).expanduser().resolve() if env else data_dir("hwspecs")
+
+
+def _key(name: str) -> str:
+    return re.sub(r"[\s_\-]", "", name).lower()
+
+
+
+
+@functools.lru_cache(maxsize=None)
+def _read_toml(path: str, mtime_ns: int) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as fh:
+            return tomllib.load(fh)
+    except tomllib.TOMLDecodeError as err:
+        m = re.search(r"line (\d+)", str(err))
+        raise InputError(f"not valid TOML: {err}", file=path,
+                         line=int(m.group(1)) if m else None) from None
+
+
+def _registry(folder: str) -> list[tuple[Path, str, list[str]]]:
+    """(path, name, aliases) of every spec file in one registry folder, sorted by name."""
+    out = []
+    for path in (hwspecs_dir() / folder).glob("*.toml"):
+        try:
+            raw = _read_toml(str(path), path.stat().st_mtime_ns)
+        except InputError:   # reported when that file itself is loaded
+            raw = {}
+        aliases = raw.get("aliases", [])
+        out.append((path, str(raw.get("name", path.stem)),
+                    [str(a) for a in aliases] if isinstance(aliases, list) else []))
+    return sorted(out, key=lambda entry: entry[1].lower())
+
+
+def _find(folder: str, name_or_path: str | os.PathLike, what: str) -> Path:
+    """The spec file for a registry name or alias, or the given path to a .toml file."""
+    text = os.fspath(name_or_path)
+    if isinstance(name_or_path, os.PathLike) or text.endswith(".toml") or os.sep in text:
+        path = Path(text).expanduser()
+        if not path.is_file():
+            raise InputError(f"no {what} spec file here", file=text)
+        return path.resolve()
+    entries = _registry(folder)
+    for path, name, aliases in entries:
+        if _key(text) in {_key(path.stem), _key(name), *map(_key, aliases)}:
+            return path.resolve()
+    known = ", ".join(name for _, name, _ in entries) or "(none)"
+    raise InputError(f"unknown {what} {text!r}; known {what}s: {known} (in "
+                     f"{hwspecs_dir() / folder}; SIMCLUSTER_HWSPECS selects another directory)",
+                     field="name")
+
+
+def _check_keys(raw: Mapping[str, Any], required: tuple[str, ...], allowed: set[str],
+                file: Path) -> None:
+    for key in raw:
+        if key not in allowed:
+            raise InputError(f"unknown field{_did_you_mean(key, allowed)}; allowed: "
+                             f"{', '.join(sorted(allowed))}", file=file, field=key)
+    for key in required:
+        if key not in raw:
+            unit = f" (in {_RANGES[key][0]})" if key in _RANGES else ""
+            raise InputError(f"missing required field{unit}", file=file, field=key)
+    if not isinstance(raw["name"], str) or raw["name"].lower() != file.stem.lower():
+        raise InputError(f"expected the file stem {file.stem!r} (any case), got "
+                         f"{raw['name']!r}", file=file, field="name")
+
+
+_DEVICE_REQUIRED = ("name", "kind", "arch_family", "source", "mem_bytes", "mem_bw_bytes_per_s",
+                    "peak_flops_fp32", "compute_units", "clock_hz", "tdp_w",
+                    "price_usd_per_hour")
+_DEVICE_ALLOWED = {*_DEVICE_REQUIRED, *_OPTIONAL_NUMBERS, "host_link", "aliases",
+                   *(f"peak_flops_{d}" for d in DTYPES)}
+_LINK_REQUIRED = ("name", "source", "bw_bytes_per_s", "latency_s")
+_NODE_LINKS = ("intra_link", "inter_node_link", "host_link", "socket_link")
+
+
+def _build_device_or_link(raw: dict[str, Any], file: Path, folder: str) -> Any:
+    if folder == "links":
+        _check_keys(raw, _LINK_REQUIRED, {*_LINK_REQUIRED, "kind"}, file)
+        make: Any = LinkSpec
+    else:
+        _check_keys(raw, _DEVICE_REQUIRED, _DEVICE_ALLOWED, file)
+        flops = {k[len("peak_flops_"):]: raw[k] for k in raw if k.startswith("peak_flops_")}
+        raw = {k: v for k, v in raw.items() if not k.startswith("peak_flops_")}
+        make = functools.partial(DeviceSpec, peak_flops=flops)
+    try:
+        return make(**raw)
+    except InputError as err:
+        raise _at(err, file) from None
+
+
+def _pairs(raw: dict[str, Any], key: str, file: Path) -> tuple[tuple[str, int], ...]:
+    """A node's [[devices]] or [[sockets]] entries, each naming an existing device spec."""
+    entries, out = raw.get(key, []), []
+    if not isinstance(entries, list):
+        raise InputError(f"expected an array of tables [[{key}]]", file=file, field=key)
+    for where, entry in ((f"{key}[{i}]", e) for i, e in enumerate(entries)):
+        if not isinstance(entry, dict) or set(entry) - {"spec", "count"} or "spec" not in entry:
+            raise InputError("expected a table with 'spec' (a device name) and 'count' (>= 1)",
+                             file=file, field=where)
+        count = entry.get("count", 1)
+        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+            raise InputError(f"expected a whole number >= 1, got {count!r}", file=file,
+                             field=f"{where}.count")
+        try:
+            _find("devices", str(entry["spec"]), "device")
+        except InputError as err:
+            raise _at(err, file, f"{where}.spec") from None
+        out.append((str(entry["spec"]), count))
+    return tuple(out)
+
+
+def _build_node(raw: dict[str, Any], file: Path, folder: str = "nodes") -> NodeSpec:
+    _check_keys(raw, ("name", "source"), {"name", "source", "devices", "sockets", *_NODE_LINKS},
+                file)
+    devices, sockets = _pairs(raw, "devices", file), _pairs(raw, "sockets", file)
+    if not devices and not sockets:
+        raise InputError("expected at least one [[devices]] or [[sockets]] entry", file=file,
+                         field="devices")
+    for key in (k for k in _NODE_LINKS if k in raw):
+        try:
+            _find("links", str(raw[key]), "link")
+        except InputError as err:
+            raise _at(err, file, key) from None
+    return NodeSpec(name=raw["name"], devices=devices, sockets=sockets, source=str(raw["source"]),
+                    **{key: raw.get(key) for key in _NODE_LINKS})
+
+
+@functools.lru_cache(maxsize=None)
+def _load(folder: str, path: str, mtime_ns: int) -> Any:
+    build = _build_node if folder == "nodes" else _build_device_or_link
+    return build(_read_toml(path, mtime_ns), Path(path), folder)
+
+
+def _load_spec(folder: str, name_or_path: str | os.PathLike, what: str) -> Any:
+    path = _find(folder, name_or_path, what)
+    return _load(folder, str(path), path.stat().st_mtime_ns)
+
+
+def load_device(name_or_path: str | os.PathLike) -> DeviceSpec:
+    """A device spec by registry name or alias (case-insensitive) or by a .toml path."""
+    return _load_spec("devices", name_or_path, "device")
+
+
+def load_link(name_or_path: str | os.PathLike) -> LinkSpec:
+    """A link spec by registry name (case-insensitive) or by a .toml path."""
+    return _load_spec("links", name_or_path, "link")
+
+
+def load_node(name_or_path: str | os.PathLike) -> NodeSpec:
+    """A node template by name or path; the device and link specs it names must exist."""
+    return _load_spec("nodes", name_or_path, "node")
+
+
+def list_devices() -> list[str]:
+    """Names of all device specs in the registry."""
+    return [name for _, name, _ in _registry("devices")]
+
+
+def list_links() -> list[str]:
+    """Names of all link specs in the registry."""
+    return [name for _, name, _ in _registry("links")]
+
+
+def list_nodes() -> list[str]:
+    """Names of all node templates in the registry."""
+    return [name for _, name, _ in _registry("nodes")]

@@ -1,0 +1,148 @@
+"""Operator accounting: the FLOPs and minimum bytes of each operator of one iteration.
+
+It sits with the model specs, below both the calibration (which fits measured kernels against
+these counts) and the cost model (which times them): both need the same accounting.
+
+Counts are per tensor-parallel rank and per layer, for a rank holding ``head_share`` of the
+attention heads, ``ffn_share`` of the FFN columns and ``kv_share`` of the KV cache. Bytes are
+the fewest a kernel must move through device memory: each input read once, each output
+written once. Attention-prefill bytes are FlashAttention's ideal IO (Q, K, V read once, O
+written once): re-reads of K/V tiles hit on-chip memory or L2, and the achievable-rate
+calibration absorbs what does not.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+from simcluster.models.spec import ModelSpec
+
+
+@dataclass(frozen=True)
+class RankShape:
+    """The slice of each layer that one TP rank computes."""
+
+    heads: float
+    kv_heads: float
+    ffn: float
+    kv_share: float        # fraction of the KV bytes of every token this rank stores
+    hidden: int
+    head_dim: int
+    dtype_bytes: int
+    gated: bool
+    kv_tied: bool          # KV lives with the heads that use it (no q/o transfers)
+    total_heads: float     # the model's query and KV head counts (a decoupled KV share
+    total_kv_heads: float  # serves every head)
+
+    @classmethod
+    def of(cls, model: ModelSpec, head_share: float, ffn_share: float, kv_share: float,
+           kv_tied: bool) -> "RankShape":
+        heads = model.num_heads * head_share
+        # GQA: a rank with any query head must hold at least one KV head (replication when
+        # tp exceeds the KV-head count, as vLLM does).
+        kv_heads = model.num_kv_heads * head_share
+        if heads > 0:
+            kv_heads = max(kv_heads, 1.0)
+        return cls(heads=heads, kv_heads=kv_heads, ffn=model.ffn_size * ffn_share,
+                   kv_share=kv_share, hidden=model.hidden_size, head_dim=model.head_dim,
+                   dtype_bytes=model.dtype_bytes, gated=model.ffn_gated, kv_tied=kv_tied,
+                   total_heads=model.num_heads, total_kv_heads=model.num_kv_heads)
+
+    def gemms(self, tokens):
+        """(name, m, n, k) of the projection GEMMs of one layer over ``tokens`` rows."""
+        hd, h = self.head_dim, self.hidden
+        out = [("qkv", tokens, (self.heads + 2 * self.kv_heads) * hd, h),
+               ("attn_out", tokens, h, self.heads * hd),
+               ("ffn_up", tokens, self.ffn * (2 if self.gated else 1), h),
+               ("ffn_down", tokens, h, self.ffn)]
+        return [g for g in out if g[2] > 0 and g[3] > 0]
+
+    def elementwise_bytes(self, tokens) -> tuple[float, int]:
+        """Bytes of one layer's norms, activation, rotary and residual adds, and kernel count."""
+        b, h = self.dtype_bytes, self.hidden
+        norms = 2 * 2 * tokens * h
+        act = (3 if self.gated else 2) * tokens * self.ffn
+        rotary = 2 * tokens * (self.heads + self.kv_heads) * self.head_dim
+        residual = 2 * 3 * tokens * h
+        return (norms + act + rotary + residual) * b, 6
+
+    def attn_prefill(self, chunk, context):
+        """FLOPs and bytes of causal attention for new tokens ``chunk`` after ``context``."""
+        hd, b = self.head_dim, self.dtype_bytes      # (plain arithmetic: floats or arrays)
+        # each new token attends to the context plus the new tokens before it (causal)
+        pairs = chunk * (context + (chunk + 1) / 2)
+        flops = 4.0 * self.heads * hd * pairs
+        bytes_ = b * hd * (2 * chunk * self.heads + 2 * (context + chunk) * self.kv_heads)
+        return flops, bytes_
+
+    def attn_decode(self, batch, context_sum):
+        """FLOPs and bytes of one decode step: ``batch`` queries over ``context_sum`` KV tokens.
+
+        With a decoupled KV share (Hels), the rank runs the attention over ``kv_share`` of all
+        the KV (whichever GPUs own those heads' projections) instead of over the KV of its own
+        heads: the same FLOPs and bytes as that share of the heads over every sequence.
+        """
+        hd, b = self.head_dim, self.dtype_bytes
+        if self.kv_tied:
+            q_heads, kv_heads, frac = self.heads, self.kv_heads, 1.0
+        else:
+            q_heads, kv_heads, frac = self.total_heads, self.total_kv_heads, self.kv_share
+        flops = 4.0 * q_heads * hd * context_sum * frac
+        bytes_ = b * hd * (2 * kv_heads * context_sum * frac + 2 * batch * q_heads)
+        return flops, bytes_
+
+    def kv_transfer_bytes(self, decode_batch, new_tokens) -> float:
+        """Per-layer link bytes of a decoupled KV share (Hels).
+
+        Each head's KV stays on the GPU that owns the head as far as that GPU's KV share
+        allows; the attention of the remaining heads runs where their KV lives (head-level
+        dispatch, as Hetis does). A rank whose KV share differs from its head share by
+        ``|kv_share - heads/total_heads|`` of the heads therefore sends (or receives) those
+        heads' q and partial o for every decode query, and ships their K/V for every new token
+        of the iteration: ``new_tokens`` prefill tokens plus one per decoding sequence.
+        A rank whose two shares agree moves nothing.
+        """
+        if self.kv_tied or self.total_heads == 0:
+            return 0.0
+        b, hd = self.dtype_bytes, self.head_dim
+        mismatch = abs(self.kv_share - self.heads / self.total_heads)
+        return b * hd * mismatch * (2 * decode_batch * self.total_heads
+                                    + 2 * (new_tokens + decode_batch) * self.total_kv_heads)
+
+
+def op_counts(op: str, shape: dict):
+    """FLOPs, bytes and calibration shape of a standalone operator (for ``predict_op``)."""
+    def need(*keys):
+        missing = [k for k in keys if k not in shape]
+        if missing:
+            raise ValueError(f"operator {op!r} needs shape fields {missing}")
+        return [shape[k] for k in keys]
+
+    b = shape.get("dtype_bytes", 2)
+    if op == "gemm":
+        m, n, k = need("m", "n", "k")
+        return 2.0 * m * n * k, b * (m * k + k * n + m * n), {"m": m, "n": n, "k": k}
+    if op in ("attn_prefill", "attn_decode"):
+        h, kvh, hd = need("num_heads", "num_kv_heads", "head_dim")
+        rs = RankShape(heads=h, kv_heads=kvh, ffn=0, kv_share=1, hidden=h * hd, head_dim=hd,
+                       dtype_bytes=b, gated=False, kv_tied=True, total_heads=h,
+                       total_kv_heads=kvh)
+        batch = shape.get("batch", 1)
+        if op == "attn_prefill":
+            tokens, = need("tokens")
+            context = shape.get("context", 0)
+            f, by = rs.attn_prefill(tokens, context)
+            return batch * float(f), batch * float(by), {"tokens": tokens, "context": context,
+                                                         "batch": batch, "heads": h,
+                                                         "kv_heads": kvh}
+        kv_len, = need("kv_len")
+        f, by = rs.attn_decode(batch, batch * kv_len)
+        return float(f), float(by), {"batch": batch, "kv_len": kv_len, "heads": h,
+                                     "kv_heads": kvh}
+    if op == "elementwise":
+        bytes_, = need("bytes")
+        return 0.0, float(bytes_), {"kernels": shape.get("kernels", 1), "bytes": bytes_,
+                                    "kind": shape.get("kind"), "hidden": shape.get("hidden")}
+    raise ValueError(f"unknown operator {op!r}; known: gemm, attn_prefill, attn_decode, "
+                     "elementwise")

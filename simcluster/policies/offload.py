@@ -1,0 +1,60 @@
+"""Offload policies: does a request whose prompt is done move to the decode pool?
+
+Asked by a disaggregated cluster (:mod:`simcluster.cluster.pools`) when a prefill instance
+samples a request's first token. ``all``; ``min_output`` (only requests with at least
+``min_output_tokens`` left to generate); ``max_context`` (only requests whose final KV length
+stays below ``max_context_tokens``, e.g. to keep very long contexts on the GPU); ``pool_room``
+(only while an active decode instance has a free slot, else the request keeps decoding where it
+was prefilled). A policy with a ``bind(cluster)`` method is bound to the cluster.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from simcluster.policies.registry import OFFLOADS
+
+if TYPE_CHECKING:
+    from simcluster.serving import Request
+
+
+@OFFLOADS.register("all")
+class OffloadAll:
+    def __call__(self, req: Request) -> bool:
+        return True
+
+
+@OFFLOADS.register("min_output")
+class OffloadMinOutput:
+    def __init__(self, min_output_tokens: int = 2):
+        self.min_output_tokens = min_output_tokens
+
+    def __call__(self, req: Request) -> bool:
+        return req.remaining_output >= self.min_output_tokens
+
+
+@OFFLOADS.register("max_context")
+class OffloadMaxContext:
+    def __init__(self, max_context_tokens: int = 32768):
+        self.max_context_tokens = max_context_tokens
+
+    def __call__(self, req: Request) -> bool:
+        return req.max_kv_tokens < self.max_context_tokens
+
+
+@OFFLOADS.register("pool_room")
+class OffloadPoolRoom:
+    """Offload while some active decode instance holds fewer than ``slots`` requests
+    (default: its ``max_num_seqs``); otherwise the request decodes where it was prefilled."""
+
+    def __init__(self, slots: int | None = None):
+        self.slots = slots
+        self.pool = ()
+
+    def bind(self, cluster):
+        self.pool = cluster.decode_pool
+        return self
+
+    def __call__(self, req: Request) -> bool:
+        return any(inst.active and len(inst.running) + len(inst.waiting)
+                   < (self.slots or inst.config.max_num_seqs) for inst in self.pool)

@@ -1,0 +1,98 @@
+"""A simulation: a trace's requests arriving at a cluster, run to completion.
+
+    sim = Simulation(trace, model, [InstanceSpec(Layout.uniform(h100), count=4)],
+                     router="least_outstanding_tokens")
+    results = sim.run()
+    results.summary()
+
+Each simulation owns its SimPy environment, its request ids and its instances: two simulations
+in one process never interfere.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable, Mapping, Sequence
+
+import pandas as pd
+import simpy
+
+from simcluster.cluster import Cluster, InstanceSpec
+from simcluster.cost import CostModel
+from simcluster.simulation.results import Results, request_frame, timeline_frame
+from simcluster.serving.request import Request
+
+
+class Simulation:
+    """One trace on one cluster configuration."""
+
+    def __init__(self, trace, model, instances: Sequence[InstanceSpec], *,
+                 router: str = "round_robin", router_params: Mapping | None = None,
+                 cost_model: CostModel | None = None, ttft_slo_s: float | None = None,
+                 tpot_slo_s: float | None = None, name: str = "",
+                 cluster_factory: Callable = Cluster):
+        if len(trace) == 0:
+            raise ValueError("the trace has no requests")
+        self.trace, self.model, self.name = trace, model, name
+        self.slo = (ttft_slo_s, tpot_slo_s)
+        self.env = simpy.Environment(initial_time=float(trace.arrival_s[0]))
+        self.cluster = cluster_factory(self.env, model, list(instances), router=router,
+                                       router_params=router_params, cost_model=cost_model)
+        self.requests: list[Request] = []
+        self._ran = False
+
+    def _arrivals(self):
+        env, cluster = self.env, self.cluster
+        arr, prompt, out = (self.trace.arrival_s, self.trace.prompt_tokens,
+                            self.trace.output_tokens)
+        for i in range(len(arr)):
+            t = float(arr[i])
+            if t > env.now:
+                yield env.timeout(t - env.now)
+            # the clock's time, which may differ from t by an ulp after timeout(t - now)
+            req = Request(i, env.now, int(prompt[i]), int(out[i]))
+            self.requests.append(req)
+            cluster.submit(req)
+
+    def run(self, progress: Callable[[int, int], None] | None = None,
+            progress_every_s: float = 0.5) -> Results:
+        """Run until every request has finished or been rejected.
+
+        ``progress(arrived, total)`` is called about every ``progress_every_s`` of wall time.
+        """
+        if self._ran:
+            raise RuntimeError("a Simulation runs once; build a new one to run again")
+        self._ran = True
+        self.env.process(self._arrivals())
+        total = len(self.trace)
+        if progress is None:
+            self.env.run()
+        else:
+            last = time.perf_counter()
+            while self.env.peek() != float("inf"):
+                self.env.step()
+                now = time.perf_counter()
+                if now - last >= progress_every_s:
+                    progress(len(self.requests), total)
+                    last = now
+            progress(len(self.requests), total)
+        return self.results()
+
+    def results(self) -> Results:
+        unfinished = [r for r in self.requests
+                      if r.finish_s != r.finish_s and not r.reason]   # NaN finish, no reason
+        if unfinished:
+            raise RuntimeError(f"{len(unfinished)} requests neither finished nor rejected, "
+                               f"e.g. {unfinished[0]!r}")
+        rows = []
+        for inst in self.cluster.instances:
+            devs = inst.layout.devices
+            rows.append({"instance": inst.id, "name": inst.name, "layout": inst.layout.describe(),
+                         "num_devices": len(devs),
+                         "price_usd_per_hour": sum(d.price_usd_per_hour for d in devs),
+                         "kv_blocks_total": inst.kv.total_blocks,
+                         "block_size": inst.config.block_size, "speed": inst.speed})
+        timeline = timeline_frame([row for inst in self.cluster.instances
+                                   for row in inst.timeline])
+        return Results(request_frame(self.requests), timeline, pd.DataFrame(rows),
+                       ttft_slo_s=self.slo[0], tpot_slo_s=self.slo[1], name=self.name)
