@@ -86,8 +86,7 @@ class MMcController:
             self._activity.append((self.start_s, inst.id, inst.active))
         self._seen_done = 0
         self._done: deque = deque()                                      # finish times
-        self._rows = {inst.id: 0 for inst in self.pool}                  # timeline pointers
-        self._busy: deque = deque()                                      # (start, end)
+        self._rows = {inst.id: 0 for inst in self.pool}     # first timeline row in the window
         self.env.process(self._run())
         return self
 
@@ -162,14 +161,18 @@ class MMcController:
         self._seen_done = len(done)
         while self._done and self._done[0] <= lo:
             self._done.popleft()
-        for inst in self.pool:
-            rows = inst.timeline
-            for row in rows[self._rows[inst.id]:]:
-                self._busy.append((row[1], row[2]))
-            self._rows[inst.id] = len(rows)
-        self._busy = deque(sorted((s, e) for s, e in self._busy if e > lo))
-        busy = sum(min(e, now) - max(s, lo) for s, e in self._busy)
+        busy = sum(self._busy_since(inst, lo, now) for inst in self.pool)
         return len(self._done) / busy if busy > 0 and self._done else 0.0
+
+    def _busy_since(self, inst, lo: float, now: float) -> float:
+        """Busy seconds of ``inst`` in [lo, now], re-read from its timeline each time: a decode
+        run's row is rewritten in place as a sync applies more of its steps, so a row read
+        once may have grown since (its rows are in time order; only the last can grow)."""
+        rows, k = inst.timeline, self._rows[inst.id]
+        while k < len(rows) - 1 and rows[k][2] <= lo:
+            k += 1
+        self._rows[inst.id] = k
+        return sum(max(0.0, min(r[2], now) - max(r[1], lo)) for r in rows[k:])
 
     # -- activation -------------------------------------------------------------------------
     def _apply(self, c: int, now: float):
