@@ -15,7 +15,12 @@ requests move; a policy with a ``bind(cluster)`` method is bound to the cluster.
 
 The prefill instance keeps the request's KV blocks until the transfer ends. The transfer time
 is the calibration's ``transfer`` time on ``kv_link`` (the datasheet
-``bytes / bw + latency`` under the neutral calibration). A controller (``CONTROLLERS``) is bound
+``bytes / bw + latency`` under the neutral calibration). A decode router with a
+``handoff(request, source)`` method takes the hand-offs itself and ships them with
+:meth:`DisaggregatedCluster.ship` and :meth:`DisaggregatedCluster.deliver` (hLLM's mini-batch
+dispatcher copies a batch's KV in mini-batches to sockets chosen before the copy);
+``in_flight`` counts the hand-offs not yet delivered. The decode pool's routers weigh its
+instances by a decode batch, NUMA placement applied (:func:`decode_reference_speed`). A controller (``CONTROLLERS``) is bound
 with ``bind(cluster)`` and, if it has ``handed_off(request, now)``, told of each request that
 reaches the decode pool. ``numa`` names a placement (:mod:`simcluster.policies.numa`) of
 the weights and KV of decode instances that run on CPU sockets of multi-socket hosts.
@@ -27,7 +32,8 @@ from typing import Mapping, Sequence
 
 import simpy
 
-from simcluster.cluster.replicas import Cluster, InstanceSpec
+from simcluster.cluster.replicas import (Cluster, InstanceSpec, decode_reference_speed,
+                                         set_speeds)
 from simcluster.hardware import LinkSpec
 from simcluster.policies import CONTROLLERS, NUMA_PLACEMENTS, OFFLOADS, ROUTERS
 from simcluster.serving import Request
@@ -67,10 +73,13 @@ class DisaggregatedCluster(Cluster):
         self.kv_link = kv_link
         self.links = {inst.id: simpy.Resource(env, capacity=1) for inst in self.prefill_pool}
         self.transfers: list[tuple] = []   # (request, instance, start_s, end_s, bytes)
+        self.in_flight = 0                 # hand-offs whose KV has not reached the pool yet
         self.numa = None
         if numa:
             self.numa = NUMA_PLACEMENTS.create(numa, **dict(numa_params or {}))
             self.numa.apply(self.decode_pool, self.cost_model, model)
+        # the decode pool's routers weigh its instances by a decode batch, placement applied
+        set_speeds(self.decode_pool, decode_reference_speed)
         self.controller = None
         if controller:
             self.controller = CONTROLLERS.create(controller, **dict(controller_params or {}))
@@ -89,24 +98,47 @@ class DisaggregatedCluster(Cluster):
 
     def prefilled(self, req: Request):
         source = self.instances[req.instance]
-        self.env.process(self._ship(req, source))
+        self.in_flight += 1
+        handoff = getattr(self.decode_router, "handoff", None)
+        if handoff is not None:          # the router ships (e.g. hLLM's mini-batches)
+            handoff(req, source)
+        else:
+            self.env.process(self._ship([req], source))
         self.capacity_changed(source)
 
-    def _ship(self, req: Request, source):
-        nbytes = req.kv_tokens * self.model.kv_bytes_per_token
+    def _ship(self, reqs: Sequence[Request], source, dest=None):
+        yield from self.ship(reqs, source)
+        self.deliver(reqs, dest)
+
+    def ship(self, reqs: Sequence[Request], source):
+        """Copy the KV of ``reqs`` (one transfer) over ``source``'s KV link, after the
+        transfers queued there before it; then ``source`` frees their blocks."""
+        kv_bytes = self.model.kv_bytes_per_token
+        nbytes = sum(r.kv_tokens for r in reqs) * kv_bytes
         with self.links[source.id].request() as slot:
             yield slot
             start = self.env.now
             yield self.env.timeout(float(self.cost_model.calibration.link_time(
                 self.kv_link, "transfer", nbytes)))
-        self.transfers.append((req.id, source.id, start, self.env.now, nbytes))
-        source.release_kv(req)          # the prefill instance held the KV until now
+        for req in reqs:
+            self.transfers.append((req.id, source.id, start, self.env.now,
+                                   req.kv_tokens * kv_bytes))
+            source.release_kv(req)      # the prefill instance held the KV until now
         self.capacity_changed(source)
-        req.tag = "offloaded"
+
+    def deliver(self, reqs: Sequence[Request], dest=None):
+        """Shipped requests reach the decode pool: the controller hears of them, and each goes
+        to ``dest`` (the instance its KV was copied to) or through the decode router."""
         handed_off = getattr(self.controller, "handed_off", None)
-        if handed_off is not None:
-            handed_off(req, self.env.now)
-        self.place(req, self.decode_pool, self.decode_router)
+        for req in reqs:
+            self.in_flight -= 1
+            req.tag = "offloaded"
+            if handed_off is not None:
+                handed_off(req, self.env.now)
+            if dest is not None and not dest.can_serve(req):
+                dest.submit(req)
+            else:
+                self.place(req, self.decode_pool, self.decode_router)
 
 
 class _PoolView:

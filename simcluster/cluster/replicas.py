@@ -54,6 +54,23 @@ def reference_speed(timer) -> float:
     return 1.0 / t
 
 
+def decode_reference_speed(timer) -> float:
+    """Iterations per second of a reference decode batch (32 sequences over 1,024 tokens
+    each): how routers weigh the replicas of a pool that only decodes."""
+    empty = np.zeros(0, dtype=np.int64)
+    return 1.0 / timer.time(empty, empty, 32, 32 * 1025, 32)
+
+
+def set_speeds(instances, speed=reference_speed):
+    """Set each instance's ``speed``: ``speed(its timer)`` relative to the fastest of
+    ``instances`` (instances sharing a timer are timed once)."""
+    by_timer: dict = {}
+    rates = [by_timer.setdefault(id(i.timer), speed(i.timer)) for i in instances]
+    fastest = max(rates)
+    for inst, rate in zip(instances, rates):
+        inst.speed = rate / fastest
+
+
 class Cluster:
     """Replicas behind a router."""
 
@@ -71,7 +88,6 @@ class Cluster:
             mem = memory_plan(model, spec.layout, memory_utilization=cfg.memory_utilization,
                               max_batched_tokens=cfg.max_batched_tokens,
                               max_num_seqs=cfg.max_num_seqs)
-            speed = reference_speed(timer)
             for _ in range(spec.count):
                 iid = len(self.instances)
                 name = f"{spec.name or spec.layout.devices[0].name}#{iid}"
@@ -79,11 +95,8 @@ class Cluster:
                 wrap = getattr(batcher, "wrap_timer", None)
                 inst = Instance(env, iid, name, model, spec.layout,
                                 wrap(timer) if wrap else timer, mem, cfg, batcher, self)
-                inst.speed = speed
                 self.instances.append(inst)
-        fastest = max(i.speed for i in self.instances)
-        for inst in self.instances:
-            inst.speed /= fastest
+        set_speeds(self.instances)
         self.router = ROUTERS.create(router, **dict(router_params or {})).bind(self)
         self.router_of = {inst.id: self.router for inst in self.instances}
 

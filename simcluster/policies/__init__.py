@@ -3,7 +3,8 @@
 =====================  =======================  ==========================================
 registry               modules                  decides
 =====================  =======================  ==========================================
-``ROUTERS``            routing, bucketed, numa  which instance a request goes to
+``ROUTERS``            routing, bucketed,       which instance a request goes to
+                       minibatch
 ``BATCHERS``           batching, hf_cb,         an instance's next iteration
                        bucketed
 ``PARTITIONS``         partition                heads / FFN / KV shares over a TP group
@@ -18,7 +19,7 @@ nothing above the cost model.
 
 from simcluster.policies import batching, routing  # noqa: F401  (fill the registries)
 from simcluster.policies import bucketed, controllers, hf_cb  # noqa: F401
-from simcluster.policies import numa, offload, partition  # noqa: F401
+from simcluster.policies import minibatch, numa, offload, partition  # noqa: F401
 from simcluster.policies.batching import Plan
 from simcluster.policies.registry import (BATCHERS, CONTROLLERS, NUMA_PLACEMENTS, OFFLOADS,
                                           PARTITIONS, ROUTERS, Registry)

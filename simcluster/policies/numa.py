@@ -24,18 +24,15 @@ The KV transfer over PCIe is timed on the cluster's ``kv_link`` whatever the soc
 2-socket host the extra socket-link hop to a non-home socket is faster than PCIe, so it does not
 lengthen the copy.
 
-``numa_minibatch`` (``ROUTERS``) is the dispatcher's choice of socket: requests that leave the
-GPU are grouped into mini-batches of ``mini_batch`` consecutive hand-offs; each mini-batch goes
-to one socket — the active one with the least outstanding work, preferring another socket
-than the previous mini-batch's — so one socket starts decoding a mini-batch while the next
-mini-batch's KV is still crossing PCIe (the pipeline).
+The dispatcher's choice of socket and its pipeline of copies is ``numa_minibatch``
+(:mod:`simcluster.policies.minibatch`).
 """
 
 from __future__ import annotations
 
 from simcluster.cost import CostModel
 from simcluster.cost.numa import NumaTimer, RemoteMemory
-from simcluster.policies.registry import NUMA_PLACEMENTS, ROUTERS
+from simcluster.policies.registry import NUMA_PLACEMENTS
 
 
 class _Placement:
@@ -87,26 +84,3 @@ class Interleave(_Placement):
     def fractions(self, socket):
         f = (self.sockets - 1) / self.sockets
         return f, f
-
-
-@ROUTERS.register("numa_minibatch")
-class MiniBatchDispatcher:
-    """hLLM's dispatch of a prefilled batch as mini-batches over sockets (module docstring)."""
-
-    def __init__(self, mini_batch: int = 4):
-        if mini_batch < 1:
-            raise ValueError(f"mini_batch must be >= 1, got {mini_batch}")
-        self.mini_batch = int(mini_batch)
-        self.current, self.count = None, 0
-
-    def bind(self, cluster):
-        return self
-
-    def route(self, request, candidates, now):
-        if self.current in candidates and self.count < self.mini_batch:
-            self.count += 1
-            return self.current
-        others = [i for i in candidates if i is not self.current] or list(candidates)
-        self.current = min(others, key=lambda i: (i.outstanding_tokens / i.speed, i.id))
-        self.count = 1
-        return self.current

@@ -44,17 +44,21 @@ class OffloadMaxContext:
 
 @OFFLOADS.register("pool_room")
 class OffloadPoolRoom:
-    """Offload while some active decode instance holds fewer than ``slots`` requests
-    (default: its ``max_num_seqs``); otherwise the request decodes where it was prefilled."""
+    """Offload while the active decode instances have a free slot (fewer than ``slots``
+    requests each, default their ``max_num_seqs``) left after the hand-offs already on their
+    way (``cluster.in_flight``: shipping, or held by the decode router); otherwise the request
+    decodes where it was prefilled. (Counting only what has arrived let every request of one
+    prefill batch take the same last slot.)"""
 
     def __init__(self, slots: int | None = None):
         self.slots = slots
-        self.pool = ()
+        self.cluster, self.pool = None, ()
 
     def bind(self, cluster):
-        self.pool = cluster.decode_pool
+        self.cluster, self.pool = cluster, cluster.decode_pool
         return self
 
     def __call__(self, req: Request) -> bool:
-        return any(inst.active and len(inst.running) + len(inst.waiting)
-                   < (self.slots or inst.config.max_num_seqs) for inst in self.pool)
+        free = sum(max(0, (self.slots or inst.config.max_num_seqs) - len(inst.running)
+                       - len(inst.waiting)) for inst in self.pool if inst.active)
+        return free > getattr(self.cluster, "in_flight", 0)

@@ -59,6 +59,7 @@ class Instance:
         self._outstanding = 0          # as of the last applied step (see outstanding_tokens)
         self.speed = 1.0
         self.active = True               # a controller may park an instance: routers skip it
+        self.gate: simpy.Event | None = None   # set by the cluster: no iteration starts till it fires
         self.timeline: list[tuple] = []
         self._wake: simpy.Event | None = None
         self._live: _DecodeRun | None = None
@@ -98,6 +99,10 @@ class Instance:
                 self._wake = env.event()
                 yield self._wake
                 self._wake = None
+                continue
+            if self.gate is not None:    # held by the cluster (e.g. a synchronous KV copy)
+                yield self.gate
+                self.gate = None
                 continue
             plan = self.batcher.schedule(env.now)
             self._preempt(plan.preempt)
