@@ -110,3 +110,80 @@ def test_decode_pool_queue_is_mmc(llama7b):
     got, half = _batch_mean_ci(wait)
     want = mean_wait(lam, 1 / (mean_out * step), c)
     assert abs(got - want) <= half + 0.03 * want, (got, want, half)
+
+
+def _batch_pool_sim(lam_b, b, c, step, mean_out, n_batches, seed, controller_params):
+    """Poisson arrivals of b-request batches (one output length per batch, ~exponential);
+    instant prefill and copy; c sockets each decoding one batch at a time behind one FCFS
+    queue of whole batches (the dispatcher with mini_batch = None, hold = true)."""
+    rng = np.random.default_rng(seed)
+    starts = np.cumsum(rng.exponential(1 / lam_b, n_batches))
+    outputs = np.repeat(1 + rng.geometric(1 / mean_out, n_batches), b)
+    arrivals = np.repeat(starts, b)
+    sock = load_device("Xeon-Gold-6148")
+    specs = [InstanceSpec(Layout.uniform(load_device("A100-80GB-PCIe")),
+                          InstanceConfig(max_num_seqs=256), pool="prefill"),
+             InstanceSpec(Layout.uniform(sock), InstanceConfig(max_num_seqs=b,
+                                                               max_model_len=100_000),
+                          count=c, pool="decode")]
+    factory = partial(DisaggregatedCluster, kv_link=load_link("NVLink4"),
+                      decode_router="numa_minibatch",
+                      decode_router_params={"mini_batch": None, "hold": True},
+                      controller="mmc", controller_params=controller_params)
+    sim = Simulation(make_trace(arrivals, np.full(len(arrivals), 16), outputs), llama_7b(),
+                     specs, cost_model=PolynomialCostModel(prefill=(1e-6, 0, 0),
+                                                           decode=(step, 0, 0)),
+                     cluster_factory=factory)
+    return sim, sim.run().requests
+
+
+def llama_7b():
+    from simcluster.models import model_preset
+    return model_preset("llama-2-7b")
+
+
+def test_batch_units_controller_reproduces_erlang_c_waits():
+    """The slides' reading: customers are prefill batches, 1/mu one socket's decode latency
+    of a batch. A pool of c sockets serving whole batches from one queue waits as Erlang C in
+    batch units, and the controller measures that lambda and mu."""
+    lam_b, b, c, step, mean_out = 2.5, 4, 4, 0.01, 100          # mu_b = 1 /s, rho = 0.625
+    sim, req = _batch_pool_sim(lam_b, b, c, step, mean_out, 5_000, 21,
+                               {"units": "batches", "max_wait_s": 0.0, "window_s": 200.0,
+                                "interval_s": 100.0})
+    assert not req.rejected.any()
+    # held on the GPU until a socket is free, then copied: the wait ends when the copy starts
+    starts = {rid: s for rid, _, s, _, _ in sim.cluster.transfers}
+    wait = req.request_id.map(starts) - req.first_token_s
+    per_batch = wait.groupby(req.first_token_s).agg(["min", "max", "size"])
+    assert (per_batch["size"] == b).all()                     # one prefill batch per group
+    assert np.allclose(per_batch["min"], per_batch["max"], atol=1e-9)   # served together
+    got, half = _batch_mean_ci(per_batch["min"].to_numpy())
+    want = mean_wait(lam_b, 1 / (mean_out * step), c)
+    assert abs(got - want) <= half + 0.03 * want, (got, want, half)
+    d = sim.cluster.controller.decisions
+    steady = d[(d.time_s > d.time_s.iloc[0] + 200) & (d.time_s < req.arrival_s.max())]
+    assert (steady.units == "batches").all() and (steady.mean_batch == b).all()
+    assert steady.lambda_per_s.median() == pytest.approx(lam_b, rel=0.1)
+    assert steady.mu_per_s.median() == pytest.approx(1 / (mean_out * step), rel=0.1)
+    for row in steady.itertuples():
+        assert row.expected_wait_s == pytest.approx(mean_wait(row.lambda_per_s, row.mu_per_s,
+                                                              row.active))
+
+
+def test_batch_and_request_units_size_the_same_load_differently():
+    """The same load sized by each reading: in batch units lambda is b times smaller and 1/mu
+    the decode latency of a batch, so a threshold in seconds buys a different c; every
+    decision is Erlang C's smallest c for what it measured."""
+    rows = {}
+    for units in ("requests", "batches"):
+        sim, req = _batch_pool_sim(2.0, 4, 8, 0.01, 100, 1_500, 3,
+                                   {"units": units, "max_wait_s": 0.5, "window_s": 100.0,
+                                    "interval_s": 50.0})
+        d = sim.cluster.controller.decisions
+        d = d[d.lambda_per_s > 0]
+        for row in d.itertuples():
+            assert row.active == min_servers(row.lambda_per_s, row.mu_per_s, 0.5, c_max=8)
+        rows[units] = d.iloc[len(d) // 2]
+    req_row, batch_row = rows["requests"], rows["batches"]
+    assert req_row.lambda_per_s == pytest.approx(4 * batch_row.lambda_per_s, rel=0.2)
+    assert batch_row.units == "batches" and req_row.units == "requests"

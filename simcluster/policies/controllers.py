@@ -6,23 +6,41 @@ activates and parks instances of one pool (a disaggregated cluster's decode pool
 parked instance finishes the requests it holds. A disaggregated cluster tells the controller of
 every request reaching the decode pool (``handed_off(request, now)``).
 
-``mmc`` — hLLM's Heterogeneous Resource Match Controller. Every ``interval_s`` it measures
-lambda, the rate of requests that finished prefill and reached the pool over the last
-``window_s`` (a sliding window), and mu, the rate at which one busy instance (a CPU socket)
-completes requests, and activates the smallest c with c > lambda/mu whose Erlang-C mean wait
-E[W] = P_W / (c mu - lambda) is at most ``max_wait_s`` (:func:`simcluster.policies.queueing.min_servers`;
-all instances if none suffices, at least ``min_active``). mu comes from
+``mmc`` — hLLM's Heterogeneous Resource Match Controller. Every ``interval_s`` it measures an
+arrival rate lambda over the last ``window_s`` (a sliding window) and a service rate mu of one
+instance (a CPU socket), and activates the smallest c with c > lambda/mu whose Erlang-C mean
+wait E[W] = P_W / (c mu - lambda) is at most ``max_wait_s``
+(:func:`simcluster.policies.queueing.min_servers`; all instances if none suffices, at least
+``min_active``). Two readings of the slides' symbols, ``units``:
 
-* ``mu_source = "model"`` (default): the cost model of the pool's instances — one instance
-  decoding a full batch (``batch``, default ``max_num_seqs`` capped by what its KV cache holds)
-  of the window's mean request (prompt and remaining output tokens; ``mean_prompt_tokens`` /
-  ``mean_output_tokens`` until the first requests arrive) completes ``batch / (output x step)``
-  requests per second. This is the capacity of a socket, so c sizes the pool for throughput.
+* ``units = "requests"`` (default): lambda = requests that finished prefill and reached the
+  pool per second; mu = requests one socket completes per second while it decodes a full
+  continuous batch; E[W] = a request's wait for a free slot. The customer is a request and a
+  server a socket's capacity.
+* ``units = "batches"`` — the slides' own words: lambda = "mean inter-arrival times of
+  *batches* completing the prefill process by the GPU" (the requests one prefill iteration
+  hands off are one batch; its rate is counted), 1/mu = "latency of the decoding process": the
+  time one socket takes to decode one such batch (the window's mean batch of the window's mean
+  request, profiled on the socket's own iteration timer, NUMA placement included), and the
+  threshold is a *batch's* wait for a free socket. Each socket serves one batch at a time:
+  the dispatcher ``numa_minibatch`` with ``mini_batch = None, hold = true`` is that system.
+  The two readings differ by the batch: E[W] per batch is about b x E[W] per request at the
+  same utilisation, so a threshold means different things (docs/hllm.md compares them).
+
+mu comes from
+
+* ``mu_source = "model"`` (default): the cost model of the pool's instances. Requests: one
+  instance decoding a full batch (``batch``, default ``max_num_seqs`` capped by what its KV
+  cache holds) of the window's mean request (prompt and remaining output tokens;
+  ``mean_prompt_tokens`` / ``mean_output_tokens`` until the first requests arrive) completes
+  ``batch / (output x step)`` requests per second — the capacity of a socket, so c sizes the
+  pool for throughput. Batches: 1 / (sum of the step times of decoding the mean batch).
 * ``mu_source = "online"``: profiled from the simulation — requests the pool completed in the
   window divided by its busy instance-seconds there (the model's figure until the window has
-  a completion). With ``max_num_seqs = 1`` this is the service rate exactly; with continuous
-  batching it is the rate at the batch the load produced, which under light load is below
-  capacity, so the controller then errs toward more sockets.
+  a completion); in batch units divided by the mean batch. With ``max_num_seqs = 1`` this is
+  the service rate exactly; with continuous batching it is the rate at the batch the load
+  produced, which under light load is below capacity, so the controller then errs toward more
+  sockets.
 
 Frames: :attr:`MMcController.decisions` (one row per evaluation), :attr:`.activity` (one row
 per activation or parking), :meth:`.active_over_time` and :meth:`.usage` (active and busy
@@ -40,7 +58,8 @@ from simcluster.policies.registry import CONTROLLERS
 from simcluster.policies.queueing import erlang_c, mean_wait, min_servers
 
 DECISION_COLUMNS = ["time_s", "lambda_per_s", "mu_per_s", "mu_source", "offered_load",
-                    "active", "rho", "p_wait", "expected_wait_s"]
+                    "active", "rho", "p_wait", "expected_wait_s", "units", "mean_batch"]
+UNITS = ("requests", "batches")
 
 
 def _load(inst) -> int:
@@ -54,9 +73,13 @@ class MMcController:
     def __init__(self, max_wait_s: float = 1.0, window_s: float = 60.0,
                  interval_s: float | None = None, mu_source: str = "model", min_active: int = 1,
                  initial_active: int | None = None, batch: int | None = None,
-                 mean_prompt_tokens: float = 1024.0, mean_output_tokens: float = 256.0):
+                 mean_prompt_tokens: float = 1024.0, mean_output_tokens: float = 256.0,
+                 units: str = "requests"):
         if mu_source not in ("model", "online"):
             raise ValueError(f"mu_source must be 'model' or 'online', got {mu_source!r}")
+        if units not in UNITS:
+            raise ValueError(f"units must be one of {UNITS}, got {units!r}")
+        self.units = units
         if window_s <= 0 or (interval_s is not None and interval_s <= 0) or max_wait_s < 0:
             raise ValueError("window_s and interval_s must be > 0 and max_wait_s >= 0")
         if min_active < 1:
@@ -68,7 +91,7 @@ class MMcController:
         self.defaults = (float(mean_prompt_tokens), float(mean_output_tokens))
         self._decisions: list[tuple] = []
         self._activity: list[tuple] = []
-        self._arrivals: deque = deque()          # (time, prompt kv tokens, remaining output)
+        self._arrivals: deque = deque()   # (time, prompt kv tokens, remaining output, batch)
         self._wake = None
 
     # -- binding and notifications --------------------------------------------------------
@@ -91,7 +114,9 @@ class MMcController:
         return self
 
     def handed_off(self, req, now: float):
-        self._arrivals.append((now, req.kv_tokens, req.remaining_output))
+        # the prefill iteration that handed it off: its instance and the time it ended
+        batch = (req.instance, req.first_token_s)
+        self._arrivals.append((now, req.kv_tokens, req.remaining_output, batch))
         if self._wake is not None and not self._wake.triggered:
             self._wake.succeed()
 
@@ -114,27 +139,34 @@ class MMcController:
         while self._arrivals and self._arrivals[0][0] <= lo:
             self._arrivals.popleft()
         span = min(self.window_s, now - self.start_s) or self.window_s
-        lam = len(self._arrivals) / span
+        b = self.mean_batch()
+        lam = len(self._arrivals) / span / (b if self.units == "batches" else 1.0)
         mu, source = self._mu(lo, now)
         c = min_servers(lam, mu, self.max_wait_s, c_max=len(self.pool),
                         c_min=min(self.min_active, len(self.pool)))
         self._apply(c, now)
         self._decisions.append((now, lam, mu, source, lam / mu, c, lam / (c * mu),
-                                erlang_c(lam, mu, c), mean_wait(lam, mu, c)))
+                                erlang_c(lam, mu, c), mean_wait(lam, mu, c), self.units, b))
         return lam
+
+    def mean_batch(self) -> float:
+        """Requests per prefill batch among the window's hand-offs (1 before the first)."""
+        if not self._arrivals:
+            return 1.0
+        return len(self._arrivals) / len({a[3] for a in self._arrivals})
 
     # -- mu ---------------------------------------------------------------------------------
     def _mu(self, lo: float, now: float) -> tuple[float, str]:
         if self.mu_source == "online":
             mu = self._mu_online(lo, now)
             if mu > 0:
-                return mu, "online"
-        return self.model_mu(), "model"
+                return (mu / self.mean_batch() if self.units == "batches" else mu), "online"
+        return (self.model_batch_mu() if self.units == "batches" else self.model_mu()), "model"
 
     def _request_mix(self) -> tuple[float, float]:
         if not self._arrivals:
             return self.defaults
-        a = np.array([(p, o) for _, p, o in self._arrivals], dtype=float)
+        a = np.array([(p, o) for _, p, o, _ in self._arrivals], dtype=float)
         return float(a[:, 0].mean()), max(1.0, float(a[:, 1].mean()))
 
     def model_mu(self) -> float:
@@ -151,6 +183,16 @@ class MMcController:
             step = inst.timer.time(empty, empty, b, int(round(b * ctx)), b)
             rates.append(b / (out * step))
         return float(np.mean(rates))
+
+    def model_batch_mu(self) -> float:
+        """Batches per second one pool instance decodes one at a time: 1 / the decode latency
+        of the window's mean batch of its mean request (the slides' 1/mu), from its timer
+        (mean of the rates over the pool's instances)."""
+        prompt, out = self._request_mix()
+        b = max(1, int(round(self.mean_batch())))
+        steps = max(1, int(round(out)))
+        return float(np.mean([1.0 / float(np.sum(inst.timer.decode_steps(
+            b, int(round(b * (prompt + 1))), steps))) for inst in self.pool]))
 
     def _mu_online(self, lo: float, now: float) -> float:
         done = self.cluster.done
