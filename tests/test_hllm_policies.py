@@ -11,7 +11,10 @@ from simcluster.cost.analytic import PolynomialCostModel
 from simcluster.cluster.pools import DisaggregatedCluster
 from simcluster.hardware import load_device, load_link
 from simcluster.serving.config import InstanceConfig
-from simcluster.cost.numa import NumaTimer, RemoteMemory
+import dataclasses
+
+from simcluster.cost.numa import (NumaTimer, RemoteMemory, memory_throughput,
+                                  remote_penalty)
 from simcluster.policies import BATCHERS, CONTROLLERS, ROUTERS
 from simcluster.policies.bucketed import PaddedPrefillTimer, bucket_of
 from simcluster.policies.queueing import min_servers
@@ -168,8 +171,10 @@ def test_remote_memory_slows_memory_bound_cpu_decode(llama7b, xeon, a100):
     remote = CostModel(RemoteMemory(CostModel().calibration)).timer(llama7b, Layout.uniform(xeon))
     t_l = local.time(EMPTY, EMPTY, 1, 1000, 1)
     t_r = remote.time(EMPTY, EMPTY, 1, 1000, 1)
-    assert t_r / t_l == pytest.approx(xeon.mem_bw_bytes_per_s / xeon.remote_mem_bw_bytes_per_s,
-                                      rel=0.02)
+    assert t_r / t_l == pytest.approx(remote_penalty(xeon), rel=0.02)
+    # 20 cores keep ~197 lines in flight: both loops bandwidth-bound, ~ the bandwidth ratio
+    assert remote_penalty(xeon) == pytest.approx(
+        xeon.mem_bw_bytes_per_s / xeon.remote_mem_bw_bytes_per_s, rel=0.02)
     gpu_l = CostModel().timer(llama7b, Layout.uniform(a100)).time(EMPTY, EMPTY, 1, 1000, 1)
     gpu_r = CostModel(RemoteMemory(CostModel().calibration)).timer(
         llama7b, Layout.uniform(a100)).time(EMPTY, EMPTY, 1, 1000, 1)
@@ -213,3 +218,91 @@ def test_minibatch_dispatcher_groups_consecutive_handoffs(llama7b, a100, xeon):
     assert [len(set(socket[k:k + 3])) for k in range(0, n, 3)] == [1, 1, 1, 1]
     assert socket[0] != socket[3]
     assert "numa_minibatch" in ROUTERS
+
+
+def test_memory_throughput_is_littles_law_between_its_bounds():
+    bw, lat = 100e9, 100e-9
+    assert memory_throughput(lat, bw, 1) == pytest.approx(64 / (lat + 64 / bw))
+    assert memory_throughput(lat, bw, 100_000) == pytest.approx(bw, rel=1e-3)
+    for n in (4, 40, 400):       # never above either bound
+        x = memory_throughput(lat, bw, n)
+        assert x <= min(bw, n * 64 / lat) * (1 + 1e-12)
+
+
+def test_numa_latency_term_scales_with_the_latency_field(xeon):
+    """With few lines in flight (2 cores) the remote loop is latency-bound: the penalty grows
+    in proportion to the remote latency; with all 20 cores the UPI bandwidth binds until the
+    latency grows past what ~197 lines in flight cover."""
+    small = dataclasses.replace(xeon, compute_units=2)
+    base = remote_penalty(small)
+    for k in (2.0, 4.0):
+        far = dataclasses.replace(small, remote_mem_latency_s=k * xeon.remote_mem_latency_s)
+        assert remote_penalty(far) == pytest.approx(k * base, rel=0.1)
+    lat_only = dataclasses.replace(small, remote_mem_bw_bytes_per_s=small.mem_bw_bytes_per_s)
+    assert remote_penalty(lat_only) == pytest.approx(
+        xeon.remote_mem_latency_s / xeon.local_mem_latency_s, rel=0.05)
+    # the 6148 at its measured latency is UPI-bound; at twice the latency, latency-bound
+    slower = dataclasses.replace(xeon, remote_mem_latency_s=2 * xeon.remote_mem_latency_s)
+    assert remote_penalty(slower) > 1.15 * remote_penalty(xeon)
+
+
+def test_remote_penalty_what_if(llama7b, xeon):
+    local = CostModel().timer(llama7b, Layout.uniform(xeon))
+    for penalty in (1.3, 7.0):
+        remote = CostModel(RemoteMemory(CostModel().calibration, penalty)).timer(
+            llama7b, Layout.uniform(xeon))
+        assert remote.time(EMPTY, EMPTY, 1, 1000, 1) / local.time(EMPTY, EMPTY, 1, 1000, 1) \
+            == pytest.approx(penalty, rel=0.02)
+    with pytest.raises(ValueError, match="remote"):
+        RemoteMemory(CostModel().calibration, 0.5)
+
+
+def _short_socket_pool(llama7b, a100, xeon, placement, **params):
+    """One-GPU host with 2-socket servers whose sockets hold only 24 GiB: the 7B model's
+    weights leave ~7 GiB for KV."""
+    small = dataclasses.replace(xeon, mem_bytes=24 * 2**30)
+    trace = make_trace(np.zeros(4), np.full(4, 100), np.full(4, 10))
+    return _offload_sim(trace, llama7b, a100, small, 2, CostModel(),
+                        socket_config=InstanceConfig(max_num_seqs=64), numa=placement,
+                        numa_params=params)
+
+
+def test_weights_first_spills_kv_to_the_idle_socket(llama7b, a100, xeon):
+    sim = _short_socket_pool(llama7b, a100, xeon, "aware", kv_tokens=30_000,
+                             decode_sockets=[0])
+    pool = sim.cluster.decode_pool
+    placed = sim.cluster.numa.placed
+    assert [p[1:3] for p in placed] == [(0, 0), (1, 0)]     # one decoding socket per host
+    local = pool[0].memory.kv_capacity_tokens
+    assert local < 30_000
+    inst, (_, _, _, fw, fk, kv_local, cap) = pool[0], placed[0]
+    assert fw == 0.0 and fk is None and kv_local == pytest.approx(local, abs=16)
+    assert cap == pytest.approx(30_000, abs=16) and inst.kv.total_blocks * 16 == cap
+    plain = CostModel().timer(llama7b, Layout.uniform(inst.layout.devices[0]))
+    below, above = 0.5 * local, 0.5 * (local + 30_000)
+    assert inst.timer.time(EMPTY, EMPTY, 8, int(below), 8) == pytest.approx(
+        plain.time(EMPTY, EMPTY, 8, int(below), 8))           # local blocks first
+    assert inst.timer.time(EMPTY, EMPTY, 8, int(above), 8) > 1.05 * plain.time(
+        EMPTY, EMPTY, 8, int(above), 8)
+    steps = inst.timer.decode_steps(8, int(local) - 8 * 20, 40)
+    assert steps[0] == pytest.approx(plain.time(EMPTY, EMPTY, 8, int(local) - 8 * 20, 8))
+    assert np.all(np.diff(steps) > 0)
+    assert sim.run().requests.finish_s.notna().all()
+
+
+def test_weights_first_beats_kv_first_until_the_kv_is_remote_too(llama7b, a100, xeon):
+    aware = _short_socket_pool(llama7b, a100, xeon, "aware", kv_tokens=30_000,
+                               decode_sockets=[0]).cluster
+    kvf = _short_socket_pool(llama7b, a100, xeon, "kv_first", kv_tokens=30_000,
+                             decode_sockets=[0]).cluster
+    a, k = aware.decode_pool[0], kvf.decode_pool[0]
+    assert kvf.numa.placed[0][3] > 0.1                       # kv_first reads weights remotely
+    assert k.kv.total_blocks == a.kv.total_blocks            # the same KV room either way
+    for ctx in (2_000, 10_000):
+        assert a.timer.time(EMPTY, EMPTY, 8, ctx, 8) < k.timer.time(EMPTY, EMPTY, 8, ctx, 8)
+
+
+def test_no_spill_when_every_socket_is_short(llama7b, a100, xeon):
+    sim = _short_socket_pool(llama7b, a100, xeon, "aware", kv_tokens=30_000)
+    for inst, p in zip(sim.cluster.decode_pool, sim.cluster.numa.placed):
+        assert p[5] is None and p[6] == pytest.approx(inst.memory.kv_capacity_tokens, abs=16)
