@@ -6,6 +6,14 @@ A :class:`Layout` says which devices hold the replica and how the model is cut a
 of the attention heads (``head_shares``), of the FFN columns (``ffn_shares``) and of the KV
 cache (``kv_shares``). The default is the equal split that vLLM uses. Shares are fractions
 that sum to one over the ranks of a stage; the same split applies to every stage.
+
+*Asymmetric stages* (HexGen): ``stage_tp`` gives each stage its own TP degree (the devices,
+stage-major, are ``stage_tp[0]`` ranks of stage 0, then stage 1's ...; equal shares within a
+stage) and ``stage_layers`` each stage's layer count (default: as even as possible, the first
+stages taking the remainder). ``recompute_shares`` (one per device, stage-major) is the share
+of a device's KV tokens kept as layer inputs whose K and V are recomputed at every decode step
+(KV partial-store-and-recompute; :mod:`simcluster.cost.memory` and the cost model price both
+sides).
 """
 
 from __future__ import annotations
@@ -32,11 +40,15 @@ class Layout:
     head_shares: tuple[float, ...] = field(default=())
     ffn_shares: tuple[float, ...] = field(default=())
     kv_shares: tuple[float, ...] = field(default=())
+    stage_tp: tuple[int, ...] = field(default=())          # per-stage TP degree (asymmetric)
+    stage_layers: tuple[int, ...] = field(default=())      # layers per stage
+    recompute_shares: tuple[float, ...] = field(default=())   # per device, stage-major
 
     def __post_init__(self):
         if self.tp < 1 or self.pp < 1:
             raise ValueError(f"tp and pp must be >= 1, got tp={self.tp}, pp={self.pp}")
-        if len(self.devices) != self.tp * self.pp:
+        self._check_stages()
+        if not self.stage_tp and len(self.devices) != self.tp * self.pp:
             raise ValueError(f"layout needs tp*pp = {self.tp * self.pp} devices, "
                              f"got {len(self.devices)}")
         if self.tp > 1 and self.link is None:
@@ -53,6 +65,27 @@ class Layout:
                                  f"got {len(shares)}")
             if any(s < 0 for s in shares) or abs(sum(shares) - 1.0) > 1e-9:
                 raise ValueError(f"{name} must be non-negative and sum to 1, got {shares}")
+        rc = self.recompute_shares
+        if rc and (len(rc) != len(self.devices) or any(not 0 <= x < 1 for x in rc)):
+            raise ValueError(f"recompute_shares needs one value in [0, 1) per device "
+                             f"({len(self.devices)}), got {rc}")
+
+    def _check_stages(self):
+        st, sl = self.stage_tp, self.stage_layers
+        if st:
+            if len(st) != self.pp or any(int(t) != t or t < 1 for t in st):
+                raise ValueError(f"stage_tp needs {self.pp} TP degrees >= 1, got {st}")
+            if sum(st) != len(self.devices):
+                raise ValueError(f"stage_tp {st} needs {sum(st)} devices, got "
+                                 f"{len(self.devices)}")
+            if self.tp != max(st):
+                raise ValueError(f"with stage_tp, tp is the largest stage's degree "
+                                 f"({max(st)}), got {self.tp}")
+            if any((self.head_shares, self.ffn_shares, self.kv_shares)):
+                raise ValueError("stages of different TP degrees split equally: give no "
+                                 "head_shares, ffn_shares or kv_shares with stage_tp")
+        if sl and (len(sl) != self.pp or any(int(n) != n or n < 1 for n in sl)):
+            raise ValueError(f"stage_layers needs {self.pp} layer counts >= 1, got {sl}")
 
     @classmethod
     def uniform(cls, device: DeviceSpec, tp: int = 1, pp: int = 1,
@@ -69,19 +102,61 @@ class Layout:
                    head_shares=tuple(head_shares), ffn_shares=tuple(ffn_shares),
                    kv_shares=tuple(kv_shares))
 
+    @classmethod
+    def staged(cls, stages: Sequence[Sequence[DeviceSpec]], layers: Sequence[int] = (), *,
+               link: LinkSpec | None = None, stage_link: LinkSpec | None = None,
+               recompute_shares=()) -> "Layout":
+        """Pipeline stages of their own TP degree (each stage's devices) and layer counts."""
+        tps = tuple(len(s) for s in stages)
+        return cls(devices=tuple(d for s in stages for d in s), tp=max(tps), pp=len(tps),
+                   link=link, stage_link=stage_link, stage_tp=tps, stage_layers=tuple(layers),
+                   recompute_shares=tuple(recompute_shares))
+
     @property
     def num_devices(self) -> int:
         return len(self.devices)
 
+    @property
+    def stage_tps(self) -> tuple[int, ...]:
+        """TP degree of each stage."""
+        return self.stage_tp or (self.tp,) * self.pp
+
+    def layers(self, num_layers: int) -> tuple[int, ...]:
+        """Layers of each stage for a model of ``num_layers``."""
+        if self.stage_layers:
+            if sum(self.stage_layers) != num_layers:
+                raise ValueError(f"stage_layers {self.stage_layers} sum to "
+                                 f"{sum(self.stage_layers)}, the model has {num_layers}")
+            return self.stage_layers
+        base, extra = divmod(num_layers, self.pp)
+        return tuple(base + (1 if s < extra else 0) for s in range(self.pp))
+
     def stage(self, s: int) -> tuple[DeviceSpec, ...]:
-        return self.devices[s * self.tp:(s + 1) * self.tp]
+        start = sum(self.stage_tps[:s])
+        return self.devices[start:start + self.stage_tps[s]]
+
+    def recompute(self, s: int) -> tuple[float, ...]:
+        """Recompute share of each rank of stage ``s`` (zeros by default)."""
+        if not self.recompute_shares:
+            return (0.0,) * self.stage_tps[s]
+        start = sum(self.stage_tps[:s])
+        return self.recompute_shares[start:start + self.stage_tps[s]]
+
+    def stage_layout(self, s: int) -> "Layout":
+        """Stage ``s`` of an asymmetric layout as a one-stage layout of its own."""
+        devs = self.stage(s)
+        return Layout(devices=devs, tp=len(devs), link=self.link if len(devs) > 1 else None,
+                      recompute_shares=self.recompute(s) if self.recompute_shares else ())
 
     @property
     def is_uniform(self) -> bool:
         eq = _equal(self.tp)
         return (len(set(d.name for d in self.devices)) == 1 and self.head_shares == eq
-                and self.ffn_shares == eq and self.kv_shares == eq)
+                and self.ffn_shares == eq and self.kv_shares == eq and not self.stage_tp
+                and not any(self.recompute_shares))
 
     def describe(self) -> str:
         names = ",".join(d.name for d in self.devices)
+        if self.stage_tp:
+            return f"stages tp={list(self.stage_tp)} layers={list(self.stage_layers)} [{names}]"
         return f"tp={self.tp} pp={self.pp} [{names}]"

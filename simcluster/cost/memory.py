@@ -1,12 +1,15 @@
 """Memory plan of a replica: weights, activation reserve and KV-cache capacity per device.
 
-Each TP rank of each stage holds its share of the stage's layer weights, a reserve for
+Each TP rank of each stage (stages may differ in TP degree and layer count) holds its share of
+the stage's layer weights, a reserve for
 activations (an estimate of the peak vLLM profiles with a ``max_batched_tokens`` dummy batch:
 the hidden states, QKV, FFN intermediate of that many tokens, and fp32 logits for
 ``max_num_seqs`` samples), and its share of the KV cache in what is left of
 ``mem_bytes * memory_utilization``. The replica's KV capacity in tokens is the smallest over its
 ranks. A rank whose weights and reserve do not fit is an OOM, reported with the device and the
-shortfall rather than raised mid-simulation.
+shortfall rather than raised mid-simulation. A rank that recomputes a share of its KV
+(``Layout.recompute_shares``) keeps, for those tokens, the layer input (hidden size) instead of
+their K and V: less memory per token only where its K and V are wider than the hidden state.
 """
 
 from __future__ import annotations
@@ -74,23 +77,29 @@ def memory_plan(model: ModelSpec, layout: Layout, *, memory_utilization: float =
     if not 0 < memory_utilization <= 1:
         raise ValueError(f"memory_utilization must be in (0, 1], got {memory_utilization}")
     tied = layout.kv_shares == layout.head_shares
-    base, extra = divmod(model.num_layers, layout.pp)
+    layers_of = layout.layers(model.num_layers)
     ranks, capacity = [], math.inf
-    for s in range(layout.pp):
-        layers = base + (1 if s < extra else 0)
-        for r in range(layout.tp):
-            dev = layout.devices[s * layout.tp + r]
-            rs = RankShape.of(model, layout.head_shares[r], layout.ffn_shares[r],
-                              layout.kv_shares[r], tied)
-            w = rank_weight_bytes(model, rs, layers, s == 0, s == layout.pp - 1, layout.tp)
+    for s, (tp, layers) in enumerate(zip(layout.stage_tps, layers_of)):
+        for r, (dev, rc) in enumerate(zip(layout.stage(s), layout.recompute(s))):
+            if layout.stage_tp:           # asymmetric stages split equally within a stage
+                rs = RankShape.of(model, 1 / tp, 1 / tp, 1 / tp, True, rc)
+            else:
+                rs = RankShape.of(model, layout.head_shares[r], layout.ffn_shares[r],
+                                  layout.kv_shares[r], tied, rc)
+            w = rank_weight_bytes(model, rs, layers, s == 0, s == layout.pp - 1, tp)
             b = model.dtype_bytes
+            if rc and not rs.kv_tied:     # recomputing KV of heads it does not own: their W_K, W_V
+                w += layers * 2 * model.hidden_size * model.head_dim * b * max(
+                    0.0, rs.stored_kv_heads - rs.kv_heads)
             act = max_batched_tokens * (4 * model.hidden_size
                                         + (rs.heads + 2 * rs.kv_heads) * model.head_dim
                                         + (2 if model.ffn_gated else 1) * rs.ffn) * b
-            logits = max_num_seqs * model.vocab_size / layout.tp * 4
+            logits = max_num_seqs * model.vocab_size / tp * 4
             reserve = act + logits
-            kv_heads = rs.kv_heads if tied else model.num_kv_heads * rs.kv_share
-            per_token = layers * 2 * kv_heads * model.head_dim * b
+            kv_width = 2 * rs.stored_kv_heads * model.head_dim
+            # recomputed tokens keep the layer input (hidden size) instead of their K and V
+            width = (1 - rc) * kv_width + (rc * model.hidden_size if kv_width else 0.0)
+            per_token = layers * width * b
             usable = dev.mem_bytes * memory_utilization
             free = usable - w - reserve
             ranks.append(RankMemory(s, r, dev.name, usable, w, reserve, per_token, free))

@@ -116,20 +116,31 @@ class CostModel:
         return IterationCost(time_s=t, ops=ops, provenance=prov)
 
     def timer(self, model: ModelSpec, layout: Layout) -> "IterationTimer":
+        if layout.stage_tp:                  # asymmetric stages: one timer per stage
+            from simcluster.cost.stages import StagedTimer
+            return StagedTimer(self.calibration, model, layout)
         return IterationTimer(self.calibration, model, layout)
 
 
 class IterationTimer:
     """The cost model bound to one (model, layout): fast repeated iteration times."""
 
-    def __init__(self, calibration: Calibration, model: ModelSpec, layout: Layout):
+    def __init__(self, calibration: Calibration, model: ModelSpec, layout: Layout, *,
+                 layers: int | None = None, first: bool = True, last: bool = True):
+        """``layers``, ``first``, ``last``: a one-stage ``layout`` that is one stage of a
+        longer pipeline (its layer count; whether it holds the embedding / the LM head)."""
         self.cal, self.model, self.layout = calibration, model, layout
         self.dtype = model_dtype(model)
+        self.first, self.last = first, last
         tied = layout.kv_shares == layout.head_shares
+        rc = layout.recompute(0)
+        if any(layout.recompute(s) != rc for s in range(layout.pp)):
+            raise ValueError("a pipeline of equal stages recomputes the same share on each "
+                             "stage's rank r; give stage_tp for stages of their own")
         self.ranks = [RankShape.of(model, layout.head_shares[r], layout.ffn_shares[r],
-                                   layout.kv_shares[r], tied) for r in range(layout.tp)]
-        base, extra = divmod(model.num_layers, layout.pp)
-        self.stage_layers = [base + (1 if s < extra else 0) for s in range(layout.pp)]
+                                   layout.kv_shares[r], tied, rc[r]) for r in range(layout.tp)]
+        self.stage_layers = [layers] if layers is not None else list(
+            layout.layers(model.num_layers))
         # ranks with the same device and shares compute the same times: compute one of each
         self._twin = [next(q for q in range(r + 1) if self._same_rank(q, r))
                       for r in range(layout.tp)]
@@ -191,11 +202,11 @@ class IterationTimer:
         ops.append(("elementwise", "norm_act_residual", layers, 0.0, ew,
                     {"kernels": kernels, "bytes": ew, "hidden": m.hidden_size}))
         tp = self.layout.tp
-        if s == 0:
+        if s == 0 and self.first:
             emb = 2.0 * b * tokens * m.hidden_size
             ops.append(("elementwise", "embedding", 1, 0.0, emb,
                         {"kernels": 1, "bytes": emb, "hidden": m.hidden_size}))
-        if s == self.layout.pp - 1 and n_samples:
+        if s == self.layout.pp - 1 and self.last and n_samples:
             n = m.vocab_size / tp
             ops.append(("gemm", "lm_head", 1, 2.0 * n_samples * n * m.hidden_size,
                         b * (n_samples * m.hidden_size + n * m.hidden_size + n_samples * n),
@@ -257,8 +268,21 @@ class IterationTimer:
         f, by = rs.attn_decode(n_decode, context_sums)
         shape = {"batch": n_decode, "kv_len": context_sums / n_decode, "heads": rs.heads,
                  "kv_heads": rs.kv_heads}
-        return self.stage_layers[0] * self.cal.op_time(self._device(0, 0), "attn_decode", f,
-                                                       by, shape, self.dtype)
+        t = self.cal.op_time(self._device(0, 0), "attn_decode", f, by, shape, self.dtype)
+        if rs.recompute:
+            t = t + self._recompute(self._device(0, 0), rs, context_sums)
+        return self.stage_layers[0] * t
+
+    def _recompute_op(self, rs: RankShape, context_sums):
+        """(flops, bytes, shape) of one layer's K/V recompute GEMM (KV store-and-recompute)."""
+        m, n, k = rs.recompute_gemm(context_sums)
+        b = self.model.dtype_bytes
+        return 2.0 * m * n * k, b * (m * k + k * n + m * n), {"m": np.maximum(m, 1.0),
+                                                              "n": n, "k": k}
+
+    def _recompute(self, device, rs: RankShape, context_sums):
+        f, by, shape = self._recompute_op(rs, context_sums)
+        return self.cal.op_time(device, "gemm", f, by, shape, self.dtype)
 
     def _attn_decode(self, n_decode: int, context_sums: np.ndarray) -> np.ndarray:
         lay = self.layout
@@ -273,8 +297,10 @@ class IterationTimer:
             shape = {"batch": n_decode, "kv_len": context_sums / n_decode,
                      "heads": rs.heads, "kv_heads": rs.kv_heads}
             for s in range(lay.pp):
-                out[s, r] = self.stage_layers[s] * self.cal.op_time(
-                    self._device(s, r), "attn_decode", f, by, shape, self.dtype)
+                t = self.cal.op_time(self._device(s, r), "attn_decode", f, by, shape, self.dtype)
+                if rs.recompute:
+                    t = t + self._recompute(self._device(s, r), rs, context_sums)
+                out[s, r] = self.stage_layers[s] * t
         return out
 
     def _links(self, tokens: int, n_decode: int) -> float:
@@ -294,10 +320,10 @@ class IterationTimer:
         ops = []
         if lay.tp > 1:
             ar = float(self.cal.link_time(lay.link, "collective", act, lay.tp))
-            ops.append(("tp_allreduce", 2 * m.num_layers, ar))
+            ops.append(("tp_allreduce", 2 * sum(self.stage_layers), ar))
             kv = max(rs.kv_transfer_bytes(n_decode, tokens - n_decode) for rs in self.ranks)
             if kv:
-                ops.append(("kv_share_transfer", m.num_layers,
+                ops.append(("kv_share_transfer", sum(self.stage_layers),
                             float(self.cal.link_time(lay.link, "transfer", kv))))
         if lay.pp > 1:
             link = lay.stage_link or lay.link
@@ -327,6 +353,9 @@ class IterationTimer:
                         ops += [("attn_decode", "attention", self.stage_layers[s], f, by,
                                  {"batch": n_dec, "kv_len": ctx_sum / n_dec, "heads": rs.heads,
                                   "kv_heads": rs.kv_heads})]
+                    if f and rs.recompute:
+                        ops += [("gemm", "kv_recompute", self.stage_layers[s],
+                                 *self._recompute_op(rs, float(ctx_sum)))]
                 for op, name, c, f, by, shp in ops:
                     t = float(np.sum(self.cal.op_time(dev, op, f, by, shp, self.dtype)))
                     rows.append({"stage": s, "rank": r, "device": dev.name, "op": op,

@@ -34,10 +34,11 @@ class RankShape:
     kv_tied: bool          # KV lives with the heads that use it (no q/o transfers)
     total_heads: float     # the model's query and KV head counts (a decoupled KV share
     total_kv_heads: float  # serves every head)
+    recompute: float = 0.0  # share of its KV tokens kept as layer inputs, K/V recomputed
 
     @classmethod
     def of(cls, model: ModelSpec, head_share: float, ffn_share: float, kv_share: float,
-           kv_tied: bool) -> "RankShape":
+           kv_tied: bool, recompute: float = 0.0) -> "RankShape":
         heads = model.num_heads * head_share
         # GQA: a rank with any query head must hold at least one KV head (replication when
         # tp exceeds the KV-head count, as vLLM does).
@@ -47,7 +48,8 @@ class RankShape:
         return cls(heads=heads, kv_heads=kv_heads, ffn=model.ffn_size * ffn_share,
                    kv_share=kv_share, hidden=model.hidden_size, head_dim=model.head_dim,
                    dtype_bytes=model.dtype_bytes, gated=model.ffn_gated, kv_tied=kv_tied,
-                   total_heads=model.num_heads, total_kv_heads=model.num_kv_heads)
+                   total_heads=model.num_heads, total_kv_heads=model.num_kv_heads,
+                   recompute=float(recompute))
 
     def gemms(self, tokens):
         """(name, m, n, k) of the projection GEMMs of one layer over ``tokens`` rows."""
@@ -91,6 +93,19 @@ class RankShape:
         flops = 4.0 * q_heads * hd * context_sum * frac
         bytes_ = b * hd * (2 * kv_heads * context_sum * frac + 2 * batch * q_heads)
         return flops, bytes_
+
+    @property
+    def stored_kv_heads(self) -> float:
+        """KV heads' worth of every token this rank stores (its own, or its decoupled share)."""
+        return self.kv_heads if self.kv_tied else self.total_kv_heads * self.kv_share
+
+    def recompute_gemm(self, context_sum):
+        """(m, n, k) of the per-layer GEMM that recomputes the K and V of the ``recompute``
+        share of the KV this rank attends over, from the stored layer inputs (KV
+        partial-store-and-recompute): m = that share of ``context_sum`` tokens, n = their K
+        and V width, k = the hidden size. Zero rows when nothing is recomputed."""
+        return (self.recompute * context_sum, 2 * self.stored_kv_heads * self.head_dim,
+                self.hidden)
 
     def kv_transfer_bytes(self, decode_batch, new_tokens) -> float:
         """Per-layer link bytes of a decoupled KV share (Hels).
