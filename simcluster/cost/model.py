@@ -20,6 +20,7 @@ import pandas as pd
 
 from simcluster.calibration import NEUTRAL, Calibration
 from simcluster.cost.layout import Layout
+from simcluster.cost.stages import StagedTimer
 from simcluster.models.operators import RankShape, op_counts
 from simcluster.hardware import DeviceSpec
 from simcluster.models import ModelSpec
@@ -117,8 +118,7 @@ class CostModel:
 
     def timer(self, model: ModelSpec, layout: Layout) -> "IterationTimer":
         if layout.stage_tp:                  # asymmetric stages: one timer per stage
-            from simcluster.cost.stages import StagedTimer
-            return StagedTimer(self.calibration, model, layout)
+            return StagedTimer(self.calibration, model, layout, IterationTimer)
         return IterationTimer(self.calibration, model, layout)
 
 

@@ -12,17 +12,16 @@ from __future__ import annotations
 
 import numpy as np
 
-from simcluster.cost.model import IterationTimer
-
 
 class StagedTimer:
     """The iteration timer of an asymmetric-stage layout (see module docstring)."""
 
-    def __init__(self, calibration, model, layout):
+    def __init__(self, calibration, model, layout, stage_timer):
+        """``stage_timer``: the one-stage timer class (the cost model's ``IterationTimer``)."""
         self.cal, self.model, self.layout = calibration, model, layout
         layers = layout.layers(model.num_layers)
         pp = layout.pp
-        self.stages = [IterationTimer(calibration, model, layout.stage_layout(s),
+        self.stages = [stage_timer(calibration, model, layout.stage_layout(s),
                                       layers=layers[s], first=s == 0, last=s == pp - 1)
                        for s in range(pp)]
         self.stage_layers = list(layers)
