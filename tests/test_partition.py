@@ -52,25 +52,36 @@ def test_partition_contract(name):
                                                      TargetBatch(32, 512)))
     assert part.policy == name
     lay = part.layout
-    assert lay.devices == tuple(devices) and lay.tp == 4
-    assert sum(part.heads) == pytest.approx(LLAMA13.num_heads)
-    for shares in (lay.head_shares, lay.ffn_shares, lay.kv_shares):
-        assert sum(shares) == pytest.approx(1.0) and min(shares) >= 0
-    assert part.kv_shares == lay.kv_shares
+    assert sorted(d.name for d in lay.devices) == sorted(d.name for d in devices)
+    start = 0
+    for s, tp in enumerate(lay.stage_tps):       # every stage holds all heads of its layers
+        assert sum(part.heads[start:start + tp]) == pytest.approx(LLAMA13.num_heads)
+        assert sum(part.kv_shares[start:start + tp]) == pytest.approx(1.0)
+        assert len(set(part.layers[start:start + tp])) == 1
+        start += tp
+    assert sum(lay.layers(LLAMA13.num_layers)) == LLAMA13.num_layers
+    if lay.pp == 1:
+        assert lay.tp == 4 and part.kv_shares == lay.kv_shares
+        for shares in (lay.head_shares, lay.ffn_shares, lay.kv_shares):
+            assert sum(shares) == pytest.approx(1.0) and min(shares) >= 0
+        assert part.time_s == pytest.approx(part.max_f_s)
+    b = np.zeros(0, dtype=np.int64)
+    assert part.time_s == pytest.approx(CostModel().timer(LLAMA13, lay).time(b, b, 32, 32 * 512,
+                                                                            32))
     assert len(part.f_s) == len(part.f_fit_s) == 4 and min(part.f_s) > 0
     assert part.max_f_s == pytest.approx(max(part.f_s))
     assert len(part.memory.ranks) == 4 and isinstance(part.oom, tuple)
     table = part.table()
-    assert list(table.device) == [d.name for d in devices]
+    assert list(table.device) == [d.name for d in lay.devices]
     assert set(part.fits.device) == {"A100-80GB-PCIe", "P100"}
     assert part.iterations.__class__.__name__ == "DataFrame"
 
 
 def test_unknown_partition_lists_known():
-    with pytest.raises(KeyError, match="equal, hels, hexgen"):
+    with pytest.raises(KeyError, match="equal, hels, hels_enhanced, hexgen, hexgen_tp"):
         partition("nope", LLAMA13, [A100, P100], PCIE4)
     with pytest.raises(ValueError, match="kv_rules"):
-        partition("hels", LLAMA13, [A100, P100], PCIE4, kv_rules=["magic"])
+        partition("hels_enhanced", LLAMA13, [A100, P100], PCIE4, kv_rules=["magic"])
 
 
 def test_max_f_is_the_cost_models_iteration_time():
@@ -90,8 +101,8 @@ def test_max_f_is_the_cost_models_iteration_time():
 def test_hels_pattern_on_the_sources_fleet(bs):
     parts = _all(LLAMA13, [A100, A100, P100, P100], TargetBatch(bs, 576, 640),
                  max_batched_tokens=4096)
-    hels, hexgen, equal = parts["hels"], parts["hexgen"], parts["equal"]
-    assert hels.feasible and hexgen.feasible
+    hels, hexgen, equal = parts["hels_enhanced"], parts["hexgen_tp"], parts["equal"]
+    assert hels.feasible and hexgen.feasible and parts["hexgen"].feasible
     assert equal.feasible == (bs <= 64)             # vLLM's equal split OOMs on the P100s
     if not equal.feasible:
         assert any(line.startswith("P100") and "short by" in line for line in equal.oom)
@@ -106,25 +117,25 @@ def test_hels_pattern_on_the_sources_fleet(bs):
 def test_identical_gpus_reduce_to_equal(device, model, n):
     dev, m = load_device(device), model_preset(model)
     parts = _all(m, [dev] * n, TargetBatch(32, 512))
-    for name in ("hels", "hexgen"):
+    for name in ("hels", "hels_enhanced", "hexgen_tp"):
         assert parts[name].layout == parts["equal"].layout, name
         assert parts[name].heads == (m.num_heads // n,) * n
 
 
 def test_search_terminates_within_its_step_limit():
-    part = partition("hels", LLAMA13, [A100, A100, P100, P100], PCIE4,
+    part = partition("hels_enhanced", LLAMA13, [A100, A100, P100, P100], PCIE4,
                      batch=TargetBatch(128, 576, 640), max_steps=2)
     it = part.iterations
     search = it[~it.rule.str.endswith(":repair")]
     assert search.groupby("rule").size().max() <= 2
-    full = partition("hels", LLAMA13, [A100, A100, P100, P100], PCIE4,
+    full = partition("hels_enhanced", LLAMA13, [A100, A100, P100, P100], PCIE4,
                      batch=TargetBatch(128, 576, 640)).iterations
     assert full.action.str.startswith("stop").sum() == 3     # each KV rule's search stopped
     assert len(full) <= 3 * 2 * LLAMA13.num_heads * 4
 
 
 def test_search_log_lowers_latency_at_every_accepted_step():
-    it = partition("hels", LLAMA13, [A100, A100, P100, P100], PCIE4,
+    it = partition("hels_enhanced", LLAMA13, [A100, A100, P100, P100], PCIE4,
                    batch=TargetBatch(64, 576, 640)).iterations
     for _, g in it[~it.rule.str.endswith(":repair")].groupby("rule"):
         worst = g.max_f_s.to_numpy()
@@ -138,8 +149,8 @@ def test_search_log_lowers_latency_at_every_accepted_step():
        bs=st.sampled_from([8, 32, 128]), ctx=st.sampled_from([256, 1024]))
 def test_hels_never_violates_memory_and_never_loses(devs, model, bs, ctx):
     parts = _all(model_preset(model), [load_device(d) for d in devs], TargetBatch(bs, ctx))
-    hels = parts["hels"]
-    baselines = [parts["equal"], parts["hexgen"]]
+    hels = parts["hels_enhanced"]
+    baselines = [parts["equal"], parts["hexgen_tp"]]
     assert sum(hels.heads) == model_preset(model).num_heads
     assert all(float(h).is_integer() and h >= 0 for h in hels.heads)
     if any(b.feasible and all(float(h).is_integer() for h in b.heads) for b in baselines):
@@ -158,8 +169,8 @@ def test_hexgen_fit_batch_repairs_what_the_static_split_cannot_hold():
     opt = model_preset("opt-30b")
     devices = [A100, A100, load_device("RTX3090"), load_device("RTX3090")]
     batch = TargetBatch(96, 768, 896)
-    static = partition("hexgen", opt, devices, PCIE4, batch=batch)
-    repaired = partition("hexgen", opt, devices, PCIE4, batch=batch, fit_batch=True)
+    static = partition("hexgen_tp", opt, devices, PCIE4, batch=batch)
+    repaired = partition("hexgen_tp", opt, devices, PCIE4, batch=batch, fit_batch=True)
     assert not static.feasible and static.oom
     assert repaired.feasible
     assert repaired.memory.kv_capacity_tokens > static.memory.kv_capacity_tokens
@@ -170,7 +181,7 @@ def test_hels_holds_the_most_kv_when_nothing_holds_the_batch():
     devices = [A100, A100, load_device("RTX3090"), load_device("RTX3090")]
     parts = _all(opt, devices, TargetBatch(256, 331, 482))
     assert not any(p.feasible for p in parts.values())
-    assert parts["hels"].memory.kv_capacity_tokens >= max(
+    assert parts["hels_enhanced"].memory.kv_capacity_tokens >= max(
         p.memory.kv_capacity_tokens for p in parts.values())
 
 
@@ -218,8 +229,9 @@ def _toml(tmp_path, instance: str) -> str:
     return path
 
 
-@pytest.mark.parametrize("policy,params", [("equal", {}), ("hexgen", {"fit_batch": True}),
-                                           ("hels", {"kv_rules": ["tied", "memory"]})])
+@pytest.mark.parametrize("policy,params", [("equal", {}), ("hexgen_tp", {"fit_batch": True}),
+                                           ("hels_enhanced", {"kv_rules": ["tied", "memory"]}),
+                                           ("hels", {"max_steps": 3}), ("hexgen", {})])
 def test_toml_partition_keys(tmp_path, policy, params):
     extra = "".join(f"{k} = {str(v).lower() if isinstance(v, bool) else v!r}\n"
                     for k, v in params.items()).replace("'", '"')
@@ -237,8 +249,10 @@ def test_toml_partition_keys(tmp_path, policy, params):
 
 @pytest.mark.parametrize("instance,match", [
     ('partition = "hels"\n[instances.partition_params]\nbatch_sise = 16\n', "batch_sise"),
-    ('partition = "hels"\n[instances.partition_params]\nkv_rule = ["tied"]\n', "kv_rule"),
-    ('partition = "fastest"\n', "known: equal, hels, hexgen"),
+    ('partition = "hels_enhanced"\n[instances.partition_params]\nkv_rule = ["tied"]\n',
+     "kv_rule"),
+    ('partition = "hels"\n[instances.partition_params]\nkv_rules = ["tied"]\n', "kv_rules"),
+    ('partition = "fastest"\n', "known: equal, hels, hels_enhanced, hexgen, hexgen_tp"),
     ('[instances.partition_params]\nbatch_size = 16\n', "needs a 'partition'"),
     ('partitoin = "hels"\n', "partitoin"),
 ])

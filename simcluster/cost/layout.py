@@ -96,11 +96,12 @@ class Layout:
 
     @classmethod
     def heterogeneous(cls, devices: Sequence[DeviceSpec], link: LinkSpec, *,
-                      head_shares=(), ffn_shares=(), kv_shares=()) -> "Layout":
+                      head_shares=(), ffn_shares=(), kv_shares=(),
+                      recompute_shares=()) -> "Layout":
         """One stage of tensor parallelism over the given (possibly different) devices."""
         return cls(devices=tuple(devices), tp=len(devices), pp=1, link=link,
                    head_shares=tuple(head_shares), ffn_shares=tuple(ffn_shares),
-                   kv_shares=tuple(kv_shares))
+                   kv_shares=tuple(kv_shares), recompute_shares=tuple(recompute_shares))
 
     @classmethod
     def staged(cls, stages: Sequence[Sequence[DeviceSpec]], layers: Sequence[int] = (), *,

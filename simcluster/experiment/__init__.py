@@ -14,10 +14,12 @@
                  (block_size, max_num_seqs, max_batched_tokens, chunked_prefill,
                  memory_utilization, max_model_len), [instances.batching_params]
                  pool = "prefill" | "decode" (with [disaggregation]),
-                 partition = "equal" | "hexgen" | "hels" (a devices = [...] TP group's head,
-                 FFN and KV shares), [instances.partition_params] (batch_size,
-                 context_tokens, max_context_tokens; hels: kv_rules, max_steps; hexgen:
-                 fit_batch) — see simcluster.policies.partition
+                 partition = "equal" | "hexgen_tp" | "hexgen" | "hels" | "hels_enhanced" (how
+                 a devices = [...] group is cut: heads, FFN and KV shares, or HexGen's
+                 asymmetric stages), [instances.partition_params] (batch_size,
+                 context_tokens, max_context_tokens, recompute; hels: max_steps;
+                 hels_enhanced: kv_rules, max_steps; hexgen_tp: fit_batch) — see
+                 simcluster.policies.partition
     [router]     policy = "round_robin", [router.params]
     [disaggregation]  kv_link = "PCIe4", decode_router, [disaggregation.decode_router_params],
                  offload = "all", [disaggregation.offload_params], controller,

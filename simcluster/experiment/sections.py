@@ -125,10 +125,12 @@ def read_instance(t: Table, base: Path, model, cost_model: CostModel) -> Instanc
                         "memory_utilization", "max_model_len")}
         sched.done()
         cfg = InstanceConfig(**{k: v for k, v in kw.items() if v is not None})
-    # partition = "equal|hexgen|hels" cuts a devices = [...] group by a registered policy
-    # (simcluster.policies.partition), tuned for [instances.partition_params]: batch_size,
-    # context_tokens, max_context_tokens (the target decode batch), and the policy's own
-    # parameters (hels: kv_rules, max_steps; hexgen: fit_batch).
+    # partition = "equal|hexgen_tp|hexgen|hels|hels_enhanced" cuts a devices = [...] group by a
+    # registered policy (simcluster.policies.partition), tuned for
+    # [instances.partition_params]: batch_size, context_tokens, max_context_tokens (the target
+    # decode batch), recompute (a KV share recomputed where that saves memory), and the
+    # policy's own parameters (hels: max_steps; hels_enhanced: kv_rules, max_steps;
+    # hexgen_tp: fit_batch).
     policy = t.get("partition", str, None)
     pparams = t.sub("partition_params")
     if policy is None and pparams is not None:
@@ -147,7 +149,9 @@ def read_instance(t: Table, base: Path, model, cost_model: CostModel) -> Instanc
         pt = pparams or Table({}, t.file, f"{t.where}partition_params.")
         target = {k: pt.get(k, int, None, check=positive)
                   for k in ("batch_size", "context_tokens", "max_context_tokens")}
-        extra = {k: pt.get(k, (object, bool)) for k in list(pt.data) if k not in target}
+        recompute = pt.get("recompute", (int, float), 0.0, check=lambda x: 0 <= x < 1)
+        extra = {k: pt.get(k, (object, bool)) for k in list(pt.data)
+                 if k not in target and k != "recompute"}
         pt.done()
         try:
             batch = TargetBatch(**{k: v for k, v in target.items() if v is not None},
@@ -156,7 +160,8 @@ def read_instance(t: Table, base: Path, model, cost_model: CostModel) -> Instanc
                                cost_model=cost_model,
                                memory_utilization=cfg.memory_utilization,
                                max_batched_tokens=cfg.max_batched_tokens,
-                               max_num_seqs=cfg.max_num_seqs, **extra).layout
+                               max_num_seqs=cfg.max_num_seqs, recompute=float(recompute),
+                               **extra).layout
         except (TypeError, ValueError) as err:
             raise InputError(str(err), file=t.file, field=f"{t.where}partition_params") from None
     spec = InstanceSpec(layout=layout, config=cfg, count=t.get("count", int, 1, check=positive),

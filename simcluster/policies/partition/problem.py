@@ -1,28 +1,34 @@
-"""Partition policies: how one model's heads, FFN columns and KV cache are cut over the
-(possibly different) GPUs of one tensor-parallel group.
+"""The problem every partition policy solves, and what they share to evaluate a split.
 
-A policy answers ``partition(problem) -> Partition`` for a :class:`Problem` (model, devices,
-link, and the :class:`TargetBatch` R the split is tuned for): ``equal`` (vLLM), ``hexgen``
-(heads with their KV in proportion to capability) and ``hels`` (Hels's min-max search, the KV
-share P_j decoupled from the heads H_j).
+A :class:`Problem` is one model over the (possibly different) GPUs of one group, their link,
+and the :class:`TargetBatch` R the split is tuned for. For a tensor-parallel split it evaluates
+an allocation of whole heads H_j and KV shares P_j (:meth:`Problem.evaluate`: f_j, memory,
+the target batch's shortfall per GPU).
 
 *Capability*: the rate at which the device alone would run the target batch through the whole
 model (memory ignored), per the cost model — the blend of peak FLOP/s and memory bandwidth
 that this batch's operators weigh. *f_j*: GPU j's latency for the target batch, its compute
-fitted per device type on cost-model samples (:class:`DeviceFit`) plus the group's links (TP
-all-reduces, and the head-dispatch transfers of a decoupled KV share). Ranks meet at every
-all-reduce, so every f_j carries the slowest rank's transfer and max_j f_j is the cost model's
-iteration time up to the fit's error. FFN columns travel with heads (ffn_share = H_j / heads):
-one knob, and what a head move frees on one GPU it costs on another.
+fitted per device type on cost-model samples (:class:`DeviceFit`, Hels's linear regression)
+plus the group's links (TP all-reduces, and the head-dispatch transfers of a decoupled KV
+share). Ranks meet at every all-reduce, so every f_j carries the slowest rank's transfer and
+max_j f_j is the cost model's iteration time up to the fit's error. FFN columns travel with
+heads (ffn_share = H_j / heads): one knob, and what a head move frees on one GPU it costs on
+another.
+
+*KV partial-store-and-recompute* (``recompute``, a share rho of the KV): on every GPU where it
+saves memory — where a token's K and V of the heads it stores are wider than the layer input
+(hidden size), i.e. a GPU storing more than half of an MHA model's KV heads — rho of its KV
+tokens keep the layer input instead, and their K and V are recomputed at every decode step (a
+GEMM of rho x KV tokens rows, priced exactly and added to f_j). Elsewhere it would cost memory,
+so it is not applied.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
-import pandas as pd
 
 from simcluster.cost.layout import Layout
 from simcluster.cost.memory import MemoryPlan, memory_plan
@@ -30,11 +36,11 @@ from simcluster.cost.model import Batch, CostModel
 from simcluster.models.operators import RankShape
 from simcluster.hardware import DeviceSpec, LinkSpec
 from simcluster.models import ModelSpec
-from simcluster.policies.registry import PARTITIONS
 
 GiB = 2**30
 _REL = 1e-9                                   # relative tolerance when comparing latencies
 _NO_LINK = LinkSpec("none", 1e9, 1e-6)        # only to sample the ranks of a 1-GPU group
+KV_RULES = ("memory", "balance", "tied")      # how P_j follows from the heads (Problem.candidate)
 
 
 @dataclass(frozen=True)
@@ -118,9 +124,12 @@ class Problem:
     def __init__(self, model: ModelSpec, devices: Sequence[DeviceSpec], link: LinkSpec | None,
                  batch: TargetBatch = TargetBatch(), cost_model: CostModel | None = None, *,
                  memory_utilization: float = 0.9, max_batched_tokens: int = 8192,
-                 max_num_seqs: int = 256):
+                 max_num_seqs: int = 256, recompute: float = 0.0):
         if not devices or (len(devices) > 1 and link is None):
             raise ValueError("a partition needs one or more devices, and a link for several")
+        if not 0 <= recompute < 1:
+            raise ValueError(f"recompute is a share of the KV in [0, 1), got {recompute}")
+        self.recompute = float(recompute)
         self.model, self.devices, self.link = model, tuple(devices), link
         self.batch, self.cost_model = batch, cost_model or CostModel()
         self.mem_kw = dict(memory_utilization=memory_utilization,
@@ -164,8 +173,11 @@ class Problem:
         key = (tuple(heads), ks)
         if key in self._evals:
             return self._evals[key]
-        lay = (Layout.uniform(self.devices[0]) if self.n == 1 else Layout.heterogeneous(
-            self.devices, self.link, head_shares=hs, ffn_shares=hs, kv_shares=ks))
+        rc = self.recompute_shares(hs, ks)
+        lay = (Layout(devices=self.devices, recompute_shares=rc if any(rc) else ())
+               if self.n == 1 else Layout.heterogeneous(
+                   self.devices, self.link, head_shares=hs, ffn_shares=hs, kv_shares=ks,
+                   recompute_shares=rc if any(rc) else ()))
         m, b, cal = self.model, self.batch, self.cost_model.calibration
         comm = 0.0
         if self.n > 1:
@@ -175,7 +187,8 @@ class Problem:
                         for h, p in zip(hs, ks))
             if moved:
                 comm += m.num_layers * float(cal.link_time(lay.link, "transfer", moved))
-        f = tuple(self.fit(d).compute_s(h, p, b) + comm for d, h, p in zip(self.devices, hs, ks))
+        f = tuple(self.fit(d).compute_s(h, p, b) + comm + self._recompute_s(d, h, p, r, ks == hs)
+                  for d, h, p, r in zip(self.devices, hs, ks, rc))
         plan, short = memory_plan(m, lay, **self.mem_kw), []
         for r in plan.ranks:
             need = r.kv_bytes_per_token * b.reserved_kv_tokens
@@ -185,6 +198,26 @@ class Problem:
                              f"{need / GiB:.2f} GiB, {r.kv_bytes / GiB:.2f} GiB left")
         self._evals[key] = cand = Candidate(tuple(heads), lay, f, comm, plan, short)
         return cand
+
+    def recompute_shares(self, hs, ks) -> tuple[float, ...]:
+        """``recompute`` on each GPU where keeping layer inputs saves memory, else 0."""
+        if not self.recompute:
+            return (0.0,) * self.n
+        m, tied = self.model, ks == hs
+        return tuple(self.recompute if 2 * RankShape.of(m, h, h, p, tied).stored_kv_heads
+                     * m.head_dim > m.hidden_size else 0.0 for h, p in zip(hs, ks))
+
+    def _recompute_s(self, device, h, p, rho, tied) -> float:
+        """Seconds of one target-batch step's K/V recompute on a GPU (all layers)."""
+        if not rho:
+            return 0.0
+        m = self.model
+        rs = RankShape.of(m, h, h, p, tied, rho)
+        mm, n, k = rs.recompute_gemm(float(self.batch.kv_tokens))
+        by = m.dtype_bytes * (mm * k + k * n + mm * n)
+        return m.num_layers * float(self.cost_model.calibration.op_time(
+            device, "gemm", 2.0 * mm * n * k, by, {"m": max(mm, 1.0), "n": n, "k": k},
+            m.dtype))
 
     def exact(self, cand: Candidate) -> tuple[float, ...]:
         """f_j from the cost model: rank j's operators plus every link operator (max = time)."""
@@ -207,8 +240,8 @@ class Problem:
         """``heads`` with P_j by ``rule``: ``tied`` (H_j / heads), ``memory`` (in proportion to
         the memory left after weights and reserve: the source's rule, holding the most KV) or
         ``balance`` (minimising max f_j, transfers included, each P_j capped by that memory)."""
-        if rule not in Hels.RULES:
-            raise ValueError(f"unknown KV rule {rule!r}; known: {', '.join(Hels.RULES)}")
+        if rule not in KV_RULES:
+            raise ValueError(f"unknown KV rule {rule!r}; known: {', '.join(KV_RULES)}")
         tied = self.evaluate(heads)
         free = np.array([max(r.kv_bytes, 0.0) for r in tied.memory.ranks])
         if rule == "tied" or free.sum() <= 0:
@@ -293,153 +326,3 @@ def _moves(problem: Problem, heads, cur: Candidate, src: int, dst: int):
         for k, j in moves:
             out[k], out[j] = out[k] - 1, out[j] + 1
         yield tuple(out), f"move {[k for k, _ in moves]}->{[j for _, j in moves]}"
-
-
-@dataclass(frozen=True)
-class Partition:
-    """A policy's split of one TP group: the layout to build the instance from, and why.
-    ``f_s``: f_j per GPU from the cost model (``max_f_s`` is its time for the target batch);
-    ``f_fit_s``: the fit's, which the search compared; ``oom``: the instance's OOM lines, then
-    the target batch's KV shortfalls, each naming the device."""
-
-    policy: str
-    layout: Layout
-    heads: tuple
-    kv_shares: tuple[float, ...]
-    f_s: tuple[float, ...]
-    f_fit_s: tuple[float, ...]
-    memory: MemoryPlan = field(repr=False)
-    oom: tuple[str, ...]
-    problem: Problem = field(repr=False)
-    iterations: pd.DataFrame = field(repr=False)
-    note: str = ""
-
-    @classmethod
-    def of(cls, policy: str, problem: Problem, cand: Candidate, log=(), note: str = ""):
-        return cls(policy, cand.layout, cand.heads, cand.kv_shares, problem.exact(cand),
-                   cand.f_s, cand.memory, tuple(cand.memory.oom) + tuple(cand.batch_oom),
-                   problem, pd.DataFrame(list(log)), note)
-
-    max_f_s = property(lambda self: max(self.f_s))
-    feasible = property(lambda self: not self.oom)
-
-    @property
-    def fits(self) -> pd.DataFrame:
-        """The per-device-type regressions behind ``f_fit_s``."""
-        return pd.DataFrame([vars(self.problem.fit(d)) for d in
-                             {d.name: d for d in self.problem.devices}.values()])
-
-    def table(self) -> pd.DataFrame:
-        """One row per GPU: heads, shares, capability, memory and f_j."""
-        pr, lay, need = self.problem, self.layout, self.problem.batch.reserved_kv_tokens
-        return pd.DataFrame([{
-            "rank": j, "device": d.name, "heads": self.heads[j], "head_share": lay.head_shares[j],
-            "ffn_share": lay.ffn_shares[j], "kv_share": lay.kv_shares[j],
-            "capability_per_s": pr.capability[j], "weights_gib": r.weight_bytes / GiB,
-            "reserve_gib": r.reserve_bytes / GiB, "kv_need_gib": r.kv_bytes_per_token * need / GiB,
-            "kv_free_gib": r.kv_bytes / GiB, "f_fit_s": self.f_fit_s[j], "f_s": self.f_s[j]}
-            for j, (d, r) in enumerate(zip(pr.devices, self.memory.ranks))])
-
-
-# -- the policies ---------------------------------------------------------------------------
-
-@PARTITIONS.register("equal")
-class Equal:
-    """vLLM: 1/N of the heads, FFN columns and KV on each GPU (1/N even where N does not
-    divide the heads, which vLLM refuses: the cost model's fractional heads)."""
-
-    def partition(self, problem: Problem) -> Partition:
-        heads = tuple(problem.total_heads / problem.n for _ in range(problem.n))
-        if all(float(h).is_integer() for h in heads):
-            heads = tuple(int(h) for h in heads)
-        return Partition.of("equal", problem, problem.evaluate(heads))
-
-
-@PARTITIONS.register("hexgen")
-class HexGen:
-    """Heads (with FFN columns and KV, tied) in proportion to capability: a static split, no
-    search. Heads move only where weights and reserve do not fit (the issue's HexGen: its KV
-    room is what its compute split leaves) or, ``fit_batch=True``, until the batch fits."""
-
-    def __init__(self, fit_batch: bool = False):
-        self.fit_batch = bool(fit_batch)
-
-    def partition(self, problem: Problem) -> Partition:
-        log: list = []
-        heads = problem.repair(problem.proportional_heads(problem.capability), "tied", log,
-                               "batch" if self.fit_batch else "weights")
-        return Partition.of("hexgen", problem, problem.evaluate(heads), log)
-
-
-@PARTITIONS.register("hels")
-class Hels:
-    """Hels's step-wise min-max search over whole heads, once per KV rule in ``kv_rules``.
-
-    From heads in proportion to capability (repaired to fit the target batch), each step sets
-    P_j by the rule (:meth:`Problem.candidate`; ``memory`` is the source's), evaluates f_j and
-    moves a head from the slowest GPU to the fastest that can take it (the next if that fails;
-    twins move together). It stops when the latencies sorted slowest first no longer fall
-    lexicographically (plain "max no longer falls" stops at once when twins tie for slowest),
-    or after heads x GPUs steps; each step lowers that order, so it terminates.
-
-    The greedy can stop above an allocation it never visited: the result is the best feasible
-    one seen, equal and HexGen included, so never worse than either where they fit (equal if
-    the heads divide evenly, as vLLM needs), compared by the cost model's f_j rather than the
-    fit's (the source measured). If nothing holds the batch: the most KV, then the fastest.
-    """
-
-    RULES = ("memory", "balance", "tied")
-
-    def __init__(self, kv_rules: Sequence[str] = RULES, max_steps: int | None = None):
-        if not kv_rules or set(kv_rules) - set(self.RULES):
-            raise ValueError(f"kv_rules must be a non-empty subset of {self.RULES}, "
-                             f"got {list(kv_rules)}")
-        self.kv_rules, self.max_steps = tuple(kv_rules), max_steps
-
-    def partition(self, problem: Problem) -> Partition:
-        log: list = []
-        seen = [(p.policy, problem.evaluate(p.heads)) for p in
-                (Equal().partition(problem), HexGen().partition(problem))
-                if all(float(h).is_integer() for h in p.heads)]
-        start = problem.proportional_heads(problem.capability)
-        for rule in self.kv_rules:
-            heads = problem.repair(start, rule, log)
-            cur = problem.candidate(heads, rule)
-            for step in range(self.max_steps or problem.total_heads * problem.n):
-                seen.append((f"{rule} step {step}", cur))
-                nxt, action = self._step(problem, heads, cur, rule)
-                log.append(_row(rule, step, cur, action))
-                if nxt is None:
-                    break
-                heads, cur = nxt
-        most = max(c.memory.kv_capacity_tokens for _, c in seen)
-        seen = ([(lab, c) for lab, c in seen if c.feasible] or
-                [(lab, c) for lab, c in seen if c.memory.kv_capacity_tokens == most])
-        label, best = seen[0]
-        for lab, cand in seen[1:]:
-            if max(problem.exact(cand)) < max(problem.exact(best)) * (1 - _REL):
-                label, best = lab, cand
-        return Partition.of("hels", problem, best, log, note=f"best: {label}")
-
-    @staticmethod
-    def _step(problem: Problem, heads, cur: Candidate, rule: str):
-        f, now = np.asarray(cur.f_s), _slowest_first(cur.f_s)
-        for src in np.argsort(-f, kind="stable"):
-            for dst in np.argsort(f, kind="stable"):
-                for moved, action in _moves(problem, heads, cur, int(src), int(dst)):
-                    cand = problem.candidate(moved, rule)
-                    if cand.feasible and _slowest_first(cand.f_s) < now:
-                        return (moved, cand), action
-        return None, "stop: no move lowers the latencies"
-
-
-def partition(policy: str, model: ModelSpec, devices: Sequence[DeviceSpec],
-              link: LinkSpec | None, *, batch: TargetBatch | None = None,
-              cost_model: CostModel | None = None, memory_utilization: float = 0.9,
-              max_batched_tokens: int = 8192, max_num_seqs: int = 256, **params) -> Partition:
-    """Split ``model`` over ``devices`` with the registered ``policy`` (``equal``, ``hexgen``,
-    ``hels``), tuned for ``batch``; ``params`` go to the policy."""
-    problem = Problem(model, devices, link, batch or TargetBatch(), cost_model,
-                      memory_utilization=memory_utilization,
-                      max_batched_tokens=max_batched_tokens, max_num_seqs=max_num_seqs)
-    return PARTITIONS.create(policy, **params).partition(problem)
