@@ -133,7 +133,7 @@ def test_hexgen_picks_stages_by_their_time_and_memory(bs):
     lay = part.layout
     assert lay.stage_tp and sum(lay.stage_layers) == 40 and part.feasible
     log = part.iterations
-    assert part.time_s == pytest.approx(log[log.fits_batch].time_s.min(), rel=1e-9)
+    assert part.time_s == pytest.approx(log[log.fits_batch].objective_s.min(), rel=1e-9)
     timer = CostModel().timer(LLAMA13, lay)
     assert part.time_s == pytest.approx(timer.time(EMPTY, EMPTY, bs, bs * 576, bs))
     # every stage a TP group of one GPU type; P100 stages run few layers
@@ -181,3 +181,14 @@ def test_stage_layers_must_cover_the_model():
         CostModel().timer(LLAMA13, lay)
     assert "stages tp=[1, 1]" in Layout.staged([[A100], [P100]], (30, 10),
                                                link=PCIE4).describe()
+
+
+def test_hexgen_throughput_objective_balances_the_stages():
+    b = TargetBatch(64, 576, 640)
+    lat = partition("hexgen", LLAMA13, FLEET, PCIE4, batch=b, max_batched_tokens=4096)
+    thr = partition("hexgen", LLAMA13, FLEET, PCIE4, batch=b, max_batched_tokens=4096,
+                    objective="throughput")
+    assert max(thr.f_s) < max(lat.f_s)            # a smaller slowest stage
+    assert thr.time_s >= lat.time_s               # at a summed latency no lower
+    with pytest.raises(ValueError, match="objective"):
+        partition("hexgen", LLAMA13, FLEET, PCIE4, objective="fastest")

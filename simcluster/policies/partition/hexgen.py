@@ -14,13 +14,14 @@ dynamic programming. ``hexgen`` does both, exhaustively where HexGen searches:
   memory: weights of its layers (plus the embedding on the first stage, the LM head on the
   last), the activation reserve, and the target batch's KV of its layers.
 
-The objective is what simcluster charges an iteration of the target batch: one batch passes
-the stages in turn (the cost model does not overlap micro-batches), so the time is the *sum*
-of the stages' times plus the hand-offs — the latency a token sees, which is what Hels's TPOT
-table compares. (HexGen's own DP maximises pipelined throughput under a latency deadline; with
-micro-batches in flight that is the *slowest* stage. That objective would balance the stages
-instead; docs/hels.md says what each gives.) If no grouping holds the target batch, the split
-holding the most KV is taken, then the fastest.
+The default objective (``objective = "latency"``) is what simcluster charges an iteration of
+the target batch: one batch passes the stages in turn (the cost model does not overlap
+micro-batches), so the time is the *sum* of the stages' times plus the hand-offs — the latency
+a token sees, which is what Hels's TPOT table compares. HexGen's own DP maximises pipelined
+throughput under a latency deadline; with micro-batches in flight that is set by the
+*slowest* stage (``objective = "throughput"``), which balances the stages instead. If no
+grouping holds the target batch, the split holding the most KV is taken, then the best
+objective.
 """
 
 from __future__ import annotations
@@ -96,10 +97,13 @@ class _Stage:
         return layers * self.per_layer + self.extra[(first, last)]
 
 
-def split_layers(stages: list[_Stage], num_layers: int, need_tokens: int | None):
-    """The layer split minimising the summed stage time with every stage holding
-    ``need_tokens`` of KV (``None``: maximise the least capacity, then time). Returns
-    (layers per stage, time) or None if no split has each stage at least one layer."""
+def split_layers(stages: list[_Stage], num_layers: int, need_tokens: int | None,
+                 objective: str = "latency"):
+    """The layer split minimising the summed stage time (``objective = "latency"``) or the
+    slowest stage's time (``"throughput"``: pipelined micro-batches) with every stage holding
+    ``need_tokens`` of KV (``None``: maximise the least capacity, then time). Returns (layers
+    per stage, objective value) or None if no split has each stage at least one layer."""
+    combine = (lambda a, b: a + b) if objective == "latency" else max
     n, k = num_layers, len(stages)
     if k > n:
         return None
@@ -121,7 +125,7 @@ def split_layers(stages: list[_Stage], num_layers: int, need_tokens: int | None)
                 cap = st.capacity(layers, first, last)
                 if cap < 0 or (need_tokens is not None and cap < need_tokens):
                     continue
-                val = (min(cap0, cap), t0 + st.time(layers, first, last))
+                val = (min(cap0, cap), combine(t0, st.time(layers, first, last)))
                 key = (0.0, val[1]) if need_tokens is not None else (-val[0], val[1])
                 cur = best[i + 1][done + layers]
                 ckey = None if cur is None else ((0.0, cur[1]) if need_tokens is not None
@@ -140,7 +144,14 @@ def split_layers(stages: list[_Stage], num_layers: int, need_tokens: int | None)
 
 @PARTITIONS.register("hexgen")
 class HexGen:
-    """HexGen's asymmetric pipeline stages (module docstring)."""
+    """HexGen's asymmetric pipeline stages (module docstring). ``objective``: ``"latency"``
+    (the summed stage times a token sees, default) or ``"throughput"`` (HexGen's pipelined
+    objective: the slowest stage)."""
+
+    def __init__(self, objective: str = "latency"):
+        if objective not in ("latency", "throughput"):
+            raise ValueError(f"objective must be 'latency' or 'throughput', got {objective!r}")
+        self.objective = objective
 
     def partition(self, problem: Problem) -> Partition:
         m, devices = problem.model, problem.devices
@@ -164,7 +175,7 @@ class HexGen:
             for order in sorted(set(permutations(groups))):
                 stages = [stage(name, t) for name, t in order]
                 for need in (problem.batch.reserved_kv_tokens, None):
-                    got = split_layers(stages, m.num_layers, need)
+                    got = split_layers(stages, m.num_layers, need, self.objective)
                     if got is not None:
                         break
                 if got is None:
@@ -177,7 +188,7 @@ class HexGen:
                 cap = min(s.capacity(n, i == 0, i == len(stages) - 1)
                           for i, (s, n) in enumerate(zip(stages, layers)))
                 rows.append({"stages": [f"{name}x{tp}" for name, tp in order],
-                             "layers": layers, "time_s": t + handoff, "fits_batch": fits,
+                             "layers": layers, "objective_s": t + handoff, "fits_batch": fits,
                              "kv_capacity_tokens": int(cap)})
                 found.append((not fits, -cap if not fits else 0.0, t + handoff, order, layers))
         if not found:
