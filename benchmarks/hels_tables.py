@@ -241,8 +241,7 @@ def sensitivity(llama, opt, params, df) -> str:
     thr = tpot_rows(llama, ("hexgen",), objective="throughput")
     out.append("sensitivity: hexgen with HexGen's own objective (slowest stage, pipelined "
                "micro-batches), TPOT on the roofline: " + "  ".join(
-                   f"bs={r.batch_size}: {r.tpot_s:.4f} layers={r.layers[::2]}"
-                   for r in thr.itertuples()))
+                   f"bs={r.batch_size}: {r.tpot_s:.4f} [{r.note}]" for r in thr.itertuples()))
     fb, _ = throughput_rows(opt, params, ("hexgen_tp",), fit_batch=True)
     r = fb.iloc[0]
     out.append(f"sensitivity: HexGen head split repaired until the target batch fits "
@@ -251,11 +250,11 @@ def sensitivity(llama, opt, params, df) -> str:
     return "\n".join(out)
 
 
-def main():
+def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--write-trace", action="store_true",
                     help=f"regenerate {TRACE_FILE.relative_to(experiments_dir().parent)}")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     if args.write_trace or not TRACE_FILE.exists():
         TRACE_FILE.parent.mkdir(parents=True, exist_ok=True)
         opt30b_trace().save(TRACE_FILE)
@@ -290,4 +289,5 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    from docblocks import run_main
+    run_main(main, "hels.md", "hels_tables")     # --doc [BLOCK]: also write the output into docs/hels.md

@@ -11,6 +11,12 @@ Usage:
     python benchmarks/hllm_compare.py --window 0 600       # the first 10 minutes
     python benchmarks/hllm_compare.py --window 0 1200 --rate 15 --configs gpu_only spill 8480 8480_spill
     python benchmarks/hllm_compare.py --calibration measured
+    python benchmarks/hllm_compare.py --configs "" batches          # the controller's two readings
+    python benchmarks/hllm_compare.py --configs "" padded padded_buckets   # a static-batch GPU
+
+Configs are the suffixes of the TOMLs, plus variants built here (VARIANTS): ``batches`` is the
+main config with the controller in the slides' batch units (lambda = prefill batches per
+second, 1/mu = one socket's decode latency of such a batch, max_wait_s = 2 s per *batch*).
 """
 
 from __future__ import annotations
@@ -28,7 +34,10 @@ from simcluster.experiment import experiments_dir, load_experiment
 from simcluster.analysis.hllm import serving_row
 from simcluster.policies.controllers import active_over_time
 
-CONFIGS = ["gpu_only", "", "static", "oblivious", "spill", "8480", "8480_spill"]
+CONFIGS = ["gpu_only", "", "static", "oblivious", "spill", "8480", "8480_spill", "padded",
+           "padded_buckets", "batches"]
+#: name -> (TOML suffix, controller_params overrides)
+VARIANTS = {"batches": ("", {"units": "batches"})}
 COLUMNS = {"config": "config", "req_per_s": "req/s", "sustained_req_per_s": "sust req/s",
            "out_tok_per_s": "out tok/s", "ttft_p50_s": "TTFT p50", "ttft_p90_s": "TTFT p90",
            "tpot_p50_s": "TPOT p50", "tpot_p90_s": "TPOT p90", "slo_attainment": "SLO att",
@@ -38,8 +47,13 @@ COLUMNS = {"config": "config", "req_per_s": "req/s", "sustained_req_per_s": "sus
 
 
 def load(config: str, window=None, rate=None, calibration=None):
-    path = experiments_dir() / f"hllm_azure_conv{'_' + config if config else ''}.toml"
+    suffix, ctl = VARIANTS.get(config, (config, None))
+    path = experiments_dir() / f"hllm_azure_conv{'_' + suffix if suffix else ''}.toml"
     exp = load_experiment(path)
+    if ctl:
+        dis = exp.disaggregation
+        exp = dataclasses.replace(exp, disaggregation={
+            **dis, "controller_params": {**dis["controller_params"], **ctl}})
     trace = exp.trace
     if window:
         trace = wl.time_window(trace, *window)
@@ -69,14 +83,14 @@ def active_bins(sim, bin_s: float = 300.0) -> pd.Series:
     return pd.Series(out, name="active sockets")
 
 
-def main():
+def main(argv=None):
     ap = argparse.ArgumentParser()
     ap.add_argument("--configs", nargs="*", default=CONFIGS,
                     help="suffixes of experiments/hllm_azure_conv_*.toml ('' is the main one)")
     ap.add_argument("--window", nargs=2, type=float, default=None, metavar=("START", "END"))
     ap.add_argument("--rate", type=float, default=None, help="rescale arrivals to this rate")
     ap.add_argument("--calibration", default=None, help="override the TOMLs' calibration")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     rows, sims = [], {}
     for config in args.configs:
         exp = load(config, args.window, args.rate, args.calibration)
@@ -102,9 +116,12 @@ def main():
         ctl = sim.cluster.controller
         d = ctl.decisions
         busy = d[d.lambda_per_s > 0]
-        print(f"\n[{config or 'hllm'}] M/M/c controller: {len(d)} decisions; lambda "
+        unit = "batches" if len(busy) and busy.units.iloc[0] == "batches" else "requests"
+        print(f"\n[{config or 'hllm'}] M/M/c controller ({unit}): {len(d)} decisions; lambda "
               f"{busy.lambda_per_s.mean():.2f}/s, mu {busy.mu_per_s.mean():.3f}/s per socket "
-              f"({busy.mu_source.iloc[0] if len(busy) else '-'}), active sockets "
+              f"({busy.mu_source.iloc[0] if len(busy) else '-'}), mean batch "
+              f"{busy.mean_batch.mean():.2f}, E[W] {busy.expected_wait_s.mean():.3g} s, "
+              f"active sockets "
               f"min {busy.active.min() if len(busy) else 0} / mean {busy.active.mean():.1f} / "
               f"max {busy.active.max() if len(busy) else 0}; CPU idle fraction "
               f"{ctl.idle_fraction():.3f}")
@@ -114,4 +131,5 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    from docblocks import run_main
+    run_main(main, "hllm.md", "hllm_compare")     # --doc [BLOCK]: also write the output into docs/hllm.md

@@ -54,12 +54,12 @@ def implied_cpu_efficiency(model, gpu, cpu, target=235.0, context=512) -> float:
     return (lo * hi) ** 0.5
 
 
-def main():
+def main(argv=None):
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="llama-2-7b")
     ap.add_argument("--gpu", default="A100-80GB-PCIe")
     ap.add_argument("--cpu", default="Xeon-Gold-6148")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     # a 32k-context variant of the architecture (as LongLoRA-style Llama-2 extensions serve it)
     model = dataclasses.replace(load_model(args.model), max_position=32768)
     gpu, cpu = load_device(args.gpu), load_device(args.cpu)
@@ -92,4 +92,5 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    from docblocks import run_main
+    run_main(main, "hllm.md", "hllm_decode_ratio")     # --doc [BLOCK]: also write the output into docs/hllm.md

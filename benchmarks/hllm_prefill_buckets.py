@@ -41,12 +41,12 @@ def compare(prompts, model, gpu, cost, batch, buckets=BUCKETS) -> dict:
     return {"random_qps": r, "similar_qps": s, "gain": s / r, "unpadded_qps": u}
 
 
-def main():
+def main(argv=None):
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="llama-2-13b")
     ap.add_argument("--gpu", default="A100-80GB-PCIe")
     ap.add_argument("--n", type=int, default=2000)
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     model, gpu = load_model(args.model), load_device(args.gpu)
     rng = np.random.default_rng(0)
     trace = load_trace("azure-conv")
@@ -90,4 +90,5 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    from docblocks import run_main
+    run_main(main, "hllm.md", "hllm_prefill_buckets")     # --doc [BLOCK]: also write the output into docs/hllm.md

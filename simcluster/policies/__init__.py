@@ -7,7 +7,7 @@ registry               modules                  decides
                        minibatch
 ``BATCHERS``           batching, hf_cb,         an instance's next iteration
                        bucketed
-``PARTITIONS``         partition                heads / FFN / KV shares over a TP group
+``PARTITIONS``         partition/               how a model is cut over a GPU group
 ``CONTROLLERS``        controllers (queueing)   how many instances of a pool are active
 ``OFFLOADS``           offload                  does a prefilled request change pool
 ``NUMA_PLACEMENTS``    numa                     where a CPU socket's weights and KV live

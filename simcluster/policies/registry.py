@@ -44,7 +44,7 @@ class Registry(dict):
 
 ROUTERS = Registry("router")            # request -> instance
 BATCHERS = Registry("batching")         # an instance's next iteration
-PARTITIONS = Registry("partition")      # heads / FFN / KV shares over a heterogeneous TP group
+PARTITIONS = Registry("partition")      # a model cut over a GPU group: TP shares or stages
 CONTROLLERS = Registry("controller")    # pool sizing over time (e.g. M/M/c socket count)
 OFFLOADS = Registry("offload")          # does a prefilled request move to the decode pool?
 NUMA_PLACEMENTS = Registry("numa placement")   # CPU-socket weights and KV across sockets
