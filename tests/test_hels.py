@@ -192,3 +192,21 @@ def test_hexgen_throughput_objective_balances_the_stages():
     assert thr.time_s >= lat.time_s               # at a summed latency no lower
     with pytest.raises(ValueError, match="objective"):
         partition("hexgen", LLAMA13, FLEET, PCIE4, objective="fastest")
+
+
+# -- the vLLM per-step floor -------------------------------------------------------------------------
+
+def test_vllm_floor_fitted_from_distserves_profile():
+    from simcluster.analysis.hels import floor_table, hels_engine, vllm_floor_fit
+    fit = vllm_floor_fit("opt-13b", 4)
+    # DistServe's vLLM decode step minus the roofline: ~22 ms a step at TP 4, nearly flat
+    assert 0.018 < fit["decode_iteration"] < 0.026 and fit["decode_sequence"] < 1e-4
+    assert fit["decode_max_residual_s"] < 0.003
+    table = floor_table()
+    tp = table[table.model == "opt-13b"].sort_values("tp")
+    assert list(tp.tp) == [1, 2, 4] and tp.decode_iteration.is_monotonic_increasing
+    engine = hels_engine()
+    base = CostModel().timer(LLAMA13, Layout.uniform(A100, tp=2, link=PCIE4))
+    with_floor = engine.timer(LLAMA13, Layout.uniform(A100, tp=2, link=PCIE4))
+    gap = with_floor.decode_steps(32, 32 * 600, 3) - base.decode_steps(32, 32 * 600, 3)
+    np.testing.assert_allclose(gap, fit["decode_iteration"] + 32 * fit["decode_sequence"])

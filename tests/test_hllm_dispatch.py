@@ -180,3 +180,29 @@ def test_hold_queues_whole_minibatches(llama7b, a100, xeon):
     starts = sorted({r[1] for inst in sim.cluster.decode_pool for r in inst.timeline
                      if r[7] == 8 and r[1] == r[1]})
     assert len(starts) >= 2
+
+
+@pytest.mark.parametrize("kw,match", [({"mini_batch": 0}, "mini_batch"),
+                                      ({"mini_batch": True}, "mini_batch"),
+                                      ({"slots": 0}, "slots")])
+def test_dispatcher_parameters(kw, match):
+    from simcluster.policies import ROUTERS
+    with pytest.raises(ValueError, match=match):
+        ROUTERS.create("numa_minibatch", **kw)
+
+
+@pytest.mark.parametrize("kw,match", [({"decode_sockets": [2]}, "decode_sockets"),
+                                      ({"decode_sockets": [0, 0]}, "decode_sockets"),
+                                      ({"remote_penalty": 0.5}, "remote_penalty"),
+                                      ({"kv_tokens": 0}, "kv_tokens"),
+                                      ({"home_socket": 3}, "home_socket")])
+def test_placement_parameters(kw, match):
+    from simcluster.policies import NUMA_PLACEMENTS
+    with pytest.raises(ValueError, match=match):
+        NUMA_PLACEMENTS.create("aware", **kw)
+
+
+def test_controller_units_parameter():
+    from simcluster.policies import CONTROLLERS
+    with pytest.raises(ValueError, match="units"):
+        CONTROLLERS.create("mmc", units="tokens")

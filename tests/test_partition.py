@@ -231,7 +231,8 @@ def _toml(tmp_path, instance: str) -> str:
 
 @pytest.mark.parametrize("policy,params", [("equal", {}), ("hexgen_tp", {"fit_batch": True}),
                                            ("hels_enhanced", {"kv_rules": ["tied", "memory"]}),
-                                           ("hels", {"max_steps": 3}), ("hexgen", {})])
+                                           ("hels", {"max_steps": 3}), ("hexgen", {}),
+                                           ("equal", {"recompute": 0.5})])
 def test_toml_partition_keys(tmp_path, policy, params):
     extra = "".join(f"{k} = {str(v).lower() if isinstance(v, bool) else v!r}\n"
                     for k, v in params.items()).replace("'", '"')
@@ -253,6 +254,7 @@ def test_toml_partition_keys(tmp_path, policy, params):
      "kv_rule"),
     ('partition = "hels"\n[instances.partition_params]\nkv_rules = ["tied"]\n', "kv_rules"),
     ('partition = "fastest"\n', "known: equal, hels, hels_enhanced, hexgen, hexgen_tp"),
+    ('partition = "hels"\n[instances.partition_params]\nrecompute = 1.5\n', "recompute"),
     ('[instances.partition_params]\nbatch_size = 16\n', "needs a 'partition'"),
     ('partitoin = "hels"\n', "partitoin"),
 ])
