@@ -290,4 +290,4 @@ def main(argv=None):
 
 if __name__ == "__main__":
     from docblocks import run_main
-    run_main(main, "hels.md", "hels_tables")     # --doc [BLOCK]: also write the output into docs/hels.md
+    run_main(main, "hels.md", "hels_tables")     # --doc [BLOCK] also writes docs/hels.md

@@ -91,4 +91,4 @@ def main(argv=None):
 
 if __name__ == "__main__":
     from docblocks import run_main
-    run_main(main, "hllm.md", "hllm_prefill_buckets")     # --doc [BLOCK]: also write the output into docs/hllm.md
+    run_main(main, "hllm.md", "hllm_prefill_buckets")     # --doc [BLOCK] also writes docs/hllm.md

@@ -20,9 +20,9 @@ is the calibration's ``transfer`` time on ``kv_link`` (the datasheet
 :meth:`DisaggregatedCluster.ship` and :meth:`DisaggregatedCluster.deliver` (hLLM's mini-batch
 dispatcher copies a batch's KV in mini-batches to sockets chosen before the copy);
 ``in_flight`` counts the hand-offs not yet delivered. The decode pool's routers weigh its
-instances by a decode batch, NUMA placement applied (:func:`decode_reference_speed`). A controller (``CONTROLLERS``) is bound
-with ``bind(cluster)`` and, if it has ``handed_off(request, now)``, told of each request that
-reaches the decode pool. ``numa`` names a placement (:mod:`simcluster.policies.numa`) of
+instances by a decode batch, NUMA placement applied (:func:`decode_reference_speed`). A
+controller (``CONTROLLERS``) is bound with ``bind(cluster)`` and, if it has
+``handed_off(request, now)``, told of each request that reaches the decode pool. ``numa`` names a placement (:mod:`simcluster.policies.numa`) of
 the weights and KV of decode instances that run on CPU sockets of multi-socket hosts.
 """
 
