@@ -53,6 +53,10 @@ class Instance:
         self.batcher = batcher.bind(self)
         self.sink = sink                 # .finished(req), .rejected(req), .prefilled(req)
         self.kv = KVCache(memory.kv_capacity_tokens // config.block_size, config.block_size)
+        # one sequence lives in one attention data-parallel group (the whole pool when dp = 1)
+        self.seq_blocks = min(self.kv.total_blocks,
+                              getattr(memory, "seq_capacity_tokens",
+                                      memory.kv_capacity_tokens) // config.block_size)
         self.max_model_len = config.max_model_len or model.max_position
         self.running: list[Request] = []
         self.waiting: deque[Request] = deque()
@@ -71,9 +75,11 @@ class Instance:
         if self.memory.oom:
             return "instance OOM: " + "; ".join(self.memory.oom)
         need = -(-req.max_kv_tokens // self.config.block_size)
-        if need > self.kv.total_blocks:
+        if need > self.seq_blocks:
             return (f"kv_capacity: needs {need} KV blocks of {self.config.block_size} tokens, "
-                    f"instance {self.name} has {self.kv.total_blocks}")
+                    f"instance {self.name} has {self.seq_blocks}"
+                    + (" per data-parallel group" if self.seq_blocks < self.kv.total_blocks
+                       else ""))
         if req.prompt_tokens + req.output_tokens > self.max_model_len:
             return (f"max_model_len: {req.prompt_tokens + req.output_tokens} tokens > "
                     f"{self.max_model_len}")
