@@ -2,16 +2,17 @@
 
 How one MoE layer is timed on a replica whose stages have ``tp x dp`` ranks:
 
-* **Routing and loads.** The iteration's ``T`` tokens each pick ``k`` of ``E`` experts. The
-  load of every expert, ``n_e``, is drawn as Multinomial(T k, p) -- the ``k`` picks of a token
-  treated as independent draws (exact in the mean; for 2-of-8 routing it slightly overstates
-  the spread) -- from an expert popularity ``p`` that :class:`RoutingModel` fixes per seed:
-  uniform (``popularity_cv = 0``, the default: a router trained with load balancing), or drawn
-  once from a symmetric Dirichlet whose coefficient of variation across experts is
+* **Routing and loads.** The iteration's ``T`` tokens each pick ``k`` distinct experts of
+  ``E`` with probabilities ``p`` (Gumbel top-k, exact) -- for large batches (``T E`` over
+  :data:`EXACT_LIMIT`) the expert loads are drawn as Multinomial(T k, p) instead, the ``k``
+  picks of a token treated as independent (the same mean, and by then every expert is busy).
+  The expert popularity ``p`` is fixed per seed by :class:`RoutingModel`: uniform
+  (``popularity_cv = 0``, the default: a router trained with load balancing), or drawn once
+  from a symmetric Dirichlet whose coefficient of variation across experts is
   ``popularity_cv`` (skewed experts). ``samples`` draws, seeded by (seed, T), give the expected
-  cost: per draw the *critical* rank (the slowest by roofline of its rows and its active
-  experts' weights) sets the pace, since ranks meet at the all-to-all; its rows and active
-  experts, averaged over the draws, are timed.
+  cost: per draw the *critical* rank (the slowest by an additive roofline estimate of its
+  rows' FLOPs and its active experts' weight bytes) sets the pace, since ranks meet at the
+  all-to-all; its rows and active experts, averaged over the draws, are timed.
 * **Expert GEMMs** are two grouped GEMMs per layer (gate+up fused, then down), one group per
   expert that received tokens, ``rows / active`` rows each (calibration op ``grouped_gemm``:
   measured on the H200; elsewhere the dense GEMM curves at the per-expert shape, stated in the
@@ -77,7 +78,19 @@ class RoutingModel:
     def loads(self, tokens: int, experts: int, k: int) -> np.ndarray:
         """``samples x experts`` token counts per expert for ``tokens`` tokens."""
         rng = np.random.default_rng([self.seed, int(tokens), experts, k])
-        return rng.multinomial(int(tokens) * k, self.popularity(experts), size=self.samples)
+        p = self.popularity(experts)
+        if int(tokens) * experts > EXACT_LIMIT:
+            return rng.multinomial(int(tokens) * k, p, size=self.samples)
+        keys = rng.gumbel(size=(self.samples, int(tokens), experts)) + np.log(p)
+        top = np.argpartition(-keys, k - 1, axis=2)[:, :, :k]
+        out = np.zeros((self.samples, experts), dtype=np.int64)
+        for s in range(self.samples):
+            out[s] = np.bincount(top[s].ravel(), minlength=experts)
+        return out
+
+
+#: Above this many token-expert pairs per draw, loads are multinomial (see module docstring).
+EXACT_LIMIT = 1 << 15
 
 
 def remote_ranks_per_token(experts: int, k: int, ep: int) -> float:
@@ -185,8 +198,8 @@ class MoEOps:
         peak = (device.peak_flops_for(compute_dtype(device, self.dtype))
                 if device is not None else 1e15)
         bw = device.mem_bw_bytes_per_s if device is not None else 3e12
-        roof = np.maximum(2.0 * gates * rows * f * h / peak,
-                          active * gates * f * h * m.expert_dtype_bytes / bw)
+        roof = (2.0 * gates * rows * f * h / peak
+                + active * gates * f * h * m.expert_dtype_bytes / bw)
         pick = roof.argmax(axis=1)
         idx = np.arange(len(loads))
         return float(rows[idx, pick].mean()), float(np.maximum(active[idx, pick], 1).mean())
