@@ -3,8 +3,8 @@
 How one MoE layer is timed on a replica whose stages have ``tp x dp`` ranks:
 
 * **Routing and loads.** The iteration's ``T`` tokens each pick ``k`` distinct experts of
-  ``E`` with probabilities ``p`` (Gumbel top-k, exact) -- for large batches (``T E`` over
-  :data:`EXACT_LIMIT`) the expert loads are drawn as Multinomial(T k, p) instead, the ``k``
+  ``E`` with probabilities ``p`` (Gumbel top-k, exact) -- for large batches (``samples x T x
+  E`` over :data:`EXACT_LIMIT`) the expert loads are drawn as Multinomial(T k, p) instead, the ``k``
   picks of a token treated as independent (the same mean, and by then every expert is busy).
   The expert popularity ``p`` is fixed per seed by :class:`RoutingModel`: uniform
   (``popularity_cv = 0``, the default: a router trained with load balancing), or drawn once
@@ -79,7 +79,7 @@ class RoutingModel:
         """``samples x experts`` token counts per expert for ``tokens`` tokens."""
         rng = np.random.default_rng([self.seed, int(tokens), experts, k])
         p = self.popularity(experts)
-        if int(tokens) * experts > EXACT_LIMIT:
+        if self.samples * int(tokens) * experts > EXACT_LIMIT:
             return rng.multinomial(int(tokens) * k, p, size=self.samples)
         keys = rng.gumbel(size=(self.samples, int(tokens), experts)) + np.log(p)
         top = np.argpartition(-keys, k - 1, axis=2)[:, :, :k]
@@ -89,8 +89,10 @@ class RoutingModel:
         return out
 
 
-#: Above this many token-expert pairs per draw, loads are multinomial (see module docstring).
-EXACT_LIMIT = 1 << 15
+#: Above this many (draw, token, expert) triples, loads are multinomial (module docstring):
+#: exact top-k sampling costs O(samples x T x E) per distinct T, and by then (Mixtral: T > 256
+#: of 8 experts; DeepSeek: T > 8 of 256) the distinctness of a token's picks changes little.
+EXACT_LIMIT = 1 << 16
 
 
 def remote_ranks_per_token(experts: int, k: int, ep: int) -> float:
