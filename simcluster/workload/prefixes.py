@@ -153,16 +153,24 @@ def conversation_trace(conversations: int, *, rate_per_s: float, turns: LengthSp
     return trace.with_block_hashes([r[3] for r in rows], bt)
 
 
-def ideal_hit_rate(trace: Trace) -> float:
-    """Token hit rate of a trace's block hashes with an unbounded cache that holds every full
-    prompt block from the moment its request arrives (an upper bound for a simulation, where
-    a block is cached only once computed and may be evicted)."""
-    bt, seen, hit = trace.hash_block_tokens, set(), 0
+def ideal_hit_rate(trace: Trace, capacity_blocks: int | None = None) -> float:
+    """Token hit rate of a trace's block hashes with one cache that holds every full prompt
+    block from the moment its request arrives -- unbounded (an upper bound for a simulation,
+    where a block is cached only once computed, per replica, and may be evicted), or an LRU
+    pool of ``capacity_blocks`` blocks (the single global pool of Mooncake's technical report,
+    section 4.2). Prefix hits only, never a prompt's last token (vLLM's rule)."""
+    from collections import OrderedDict
+    bt, hit = trace.hash_block_tokens, 0
+    seen: OrderedDict = OrderedDict()
     for ids, p in zip(trace.extras["hash_ids"], trace.prompt_tokens):
         usable = min(len(ids), (int(p) - 1) // bt)
         j = 0
         while j < usable and ids[j] in seen:
             j += 1
         hit += j * bt
-        seen.update(ids[: int(p) // bt])
+        for x in ids[: int(p) // bt]:
+            seen[x] = None
+            seen.move_to_end(x)
+        while capacity_blocks is not None and len(seen) > capacity_blocks:
+            seen.popitem(last=False)
     return hit / float(trace.prompt_tokens.sum()) if len(trace) else math.nan
