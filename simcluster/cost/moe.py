@@ -134,7 +134,7 @@ class MoEOps:
     # -- per-rank operators ----------------------------------------------------------------
     def layer_ops(self, s: int, rs: RankShape, layers: int, tokens: int, device):
         """(op, name, count, flops, bytes, shape) of stage ``s``'s layers on one rank."""
-        m, moe, lay = self.model, self.moe, self.layout
+        m, lay = self.model, self.layout
         b, h = m.dtype_bytes, m.hidden_size
         n_moe = self.stage_moe[s]
         n_dense = layers - n_moe
