@@ -90,6 +90,8 @@ class PrefixCache:
 
     def computed(self, req) -> None:
         """Cache the units ``req``'s prefill has completed since the last call."""
+        if req.prefix_block_tokens != self.unit:      # (hashed in another block size)
+            return
         full = min(len(req.prefix_keys), req.kv_tokens // self.unit,
                    req.prompt_tokens // self.unit)
         done = req.cached_upto // self.unit
