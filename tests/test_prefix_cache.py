@@ -85,7 +85,7 @@ def test_caching_off_or_no_hashes_changes_nothing(h100, llama7b):
 
 def _units(cache, keys):
     r = Request(len(keys), 0.0, 10_000, 1)
-    r.prefix_keys = keys
+    r.prefix_keys, r.prefix_block_tokens = keys, cache.unit
     return r
 
 
