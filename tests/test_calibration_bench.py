@@ -220,7 +220,7 @@ def test_table_selection_follows_the_machine():
     with pytest.raises(RuntimeError):
         select_tables(["allreduce"], has_cuda=True, gpu_count=1)
     assert set(TABLES) == {"memcpy", "gemm", "elementwise", "attn_prefill", "attn_decode",
-                           "cpu_gemm", "cpu_attn_decode", "allreduce"}
+                           "cpu_gemm", "cpu_attn_decode", "allreduce", "grouped_gemm"}
 
 
 def test_allreduce_formulas_and_no_multicast():
@@ -247,6 +247,7 @@ KEY_COLUMNS = {
     "allreduce": ["world_size", "size_bytes", "algbw_bytes_per_s", "busbw_bytes_per_s"],
     "cpu_gemm": ["m", "n", "k", "dtype", "threads"],
     "cpu_attn_decode": ["batch", "kv_len", "dtype", "threads"],
+    "grouped_gemm": ["groups", "m", "rows", "n", "k", "dtype", "impl", "padded"],
 }
 
 

@@ -104,3 +104,63 @@ def test_missing_trace_file_is_an_error(tmp_path, capsys):
 def test_every_bundled_experiment_loads(path):
     exp = load_experiment(path)
     assert len(exp.trace) > 0 and exp.instances
+
+
+MOE = """
+name = "moe"
+seed = 1
+[trace.conversations]
+n = 12
+rate_per_s = 2.0
+think_s = 1.0
+system_tokens = 1024
+turns = {dist = "fixed", tokens = 3}
+user = {dist = "lognormal", median = 300, sigma = 0.5, max_tokens = 2000}
+output = {dist = "fixed", tokens = 20}
+[model]
+name = "Qwen3-30B-A3B"
+[[instances]]
+device = "H200"
+tp = 1
+dp = 2
+ep = 2
+link = "NVLink4"
+[instances.scheduler]
+prefix_caching = true
+[router]
+policy = "prefix_aware"
+[cost]
+moe_popularity_cv = 0.5
+"""
+
+
+def test_moe_and_prefix_caching_experiment_runs(tmp_path, capsys):
+    path = tmp_path / "moe.toml"
+    path.write_text(MOE)
+    exp = load_experiment(path)
+    assert exp.trace.has_block_hashes and exp.instances[0].layout.ep == 2
+    assert exp.cost_model.routing.popularity_cv == 0.5 and exp.cost_model.routing.seed == 1
+    assert main(["run", str(path), "--out", str(tmp_path / "out"), "--quiet"]) == 0
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["finished"] == 36 and summary["prefix_hit_rate"] > 0.3
+    shared = MOE.replace("[trace.conversations]\nn = 12\nrate_per_s = 2.0\nthink_s = 1.0\n"
+                         "system_tokens = 1024\nturns = {dist = \"fixed\", tokens = 3}",
+                         "[trace.shared_prefix]\nn = 20\nrate_per_s = 2.0\n"
+                         "system_tokens = 1024\nsystem_prompts = 2")
+    path.write_text(shared)
+    assert len(load_experiment(path).trace) == 20
+
+
+@pytest.mark.parametrize("edit, text", [
+    (("ep = 2", "ep = 3"), "ep=3"),
+    (("dp = 2\nep = 2", "dp = 2\nep = 1"), "dp=2"),
+    (("moe_popularity_cv = 0.5", "moe_popularity_cv = -1"), "cost.moe_popularity_cv"),
+])
+def test_bad_parallel_layouts_name_the_degree(tmp_path, capsys, edit, text):
+    path = tmp_path / "bad.toml"
+    path.write_text(MOE.replace(*edit))
+    with pytest.raises(InputError) as err:
+        load_experiment(path)
+    assert "bad.toml" in str(err.value) and text in str(err.value)
+    assert main(["run", str(path), "--quiet"]) == 2
+    assert "Traceback" not in capsys.readouterr().err

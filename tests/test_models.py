@@ -18,7 +18,12 @@ PUBLISHED = {
     "Llama-3.1-70B": (70e9, 70_553_706_496), "OPT-13B": (13e9, 12.85e9),
     "OPT-30B": (30e9, 29.97e9), "OPT-66B": (66e9, 65.7e9), "OPT-175B": (175e9, 175e9),
     "GPT-3-175B": (175e9, 175.0e9), "BLOOM-176B": (176e9, 176_247_271_424),
+    # mixture-of-experts presets: totals from the model cards (hand counts in test_moe_models)
+    "Mixtral-8x7B": (46.7e9, 46.7e9), "Qwen3-30B-A3B": (30.5e9, 30.5e9),
+    "Qwen3-235B-A22B": (235e9, 235e9), "DeepSeek-V3": (671e9, 671e9),
+    "GPT-OSS-120B": (117e9, 117e9),
 }
+DENSE = [n for n in PUBLISHED if model_preset(n).moe is None]
 
 # Llama-2 7B config.json as published on Hugging Face (meta-llama/Llama-2-7b-hf).
 LLAMA2_7B_CONFIG = {
@@ -47,21 +52,32 @@ def test_preset_contract(name):
     for f in ("num_layers", "hidden_size", "num_heads", "num_kv_heads", "head_dim", "ffn_size",
               "vocab_size", "max_position"):
         assert isinstance(getattr(m, f), int) and getattr(m, f) > 0, f
-    assert m.num_heads * m.head_dim == m.hidden_size == m.q_size
     assert m.num_heads % m.num_kv_heads == 0 and m.gqa_group_size >= 1
-    assert m.kv_bytes_per_token == 2 * m.num_layers * m.num_kv_heads * m.head_dim * m.dtype_bytes
-    assert m.weight_bytes == m.params * m.dtype_bytes
     assert m.layer_weight_bytes * m.num_layers < m.weight_bytes
-    # two FLOPs per matmul weight per token: every weight but the embedding lookups and norms,
-    # with the LM head counted even when tied to the embeddings
-    matmul_weights = m.params - m.embedding_params - m.lm_head_params + m.vocab_size * m.hidden_size
-    assert m.linear_flops_per_token == pytest.approx(2 * matmul_weights, rel=0.001)
-    assert m.attention_flops_per_token(1000) == 4 * m.num_layers * m.q_size * 1000
     assert model_preset(name.upper()) is m and load_model(name) is m
+    assert m.source and m.active_params <= m.params
+    if m.moe is None:     # (MoE, MLA and sliding-window presets: tests/test_moe_models.py)
+        assert m.num_heads * m.head_dim == m.hidden_size == m.q_size
+        assert m.kv_bytes_per_token == (2 * m.num_layers * m.num_kv_heads * m.head_dim
+                                        * m.dtype_bytes)
+        assert m.weight_bytes == m.params * m.dtype_bytes
+        # two FLOPs per matmul weight per token: every weight but the embedding lookups and
+        # norms, with the LM head counted even when tied to the embeddings
+        matmul_weights = (m.params - m.embedding_params - m.lm_head_params
+                          + m.vocab_size * m.hidden_size)
+        assert m.linear_flops_per_token == pytest.approx(2 * matmul_weights, rel=0.001)
+        assert m.attention_flops_per_token(1000) == 4 * m.num_layers * m.q_size * 1000
     nominal, published = PUBLISHED[name]
     assert m.params == pytest.approx(published, rel=0.005)
     # Llama-2-7B is 6.74B parameters: 3.7% below its '7B' label, so it gets 4%.
     assert m.params == pytest.approx(nominal, rel=0.04 if name == "Llama-2-7B" else 0.03)
+
+
+def test_dense_presets_unchanged_by_the_variant_fields():
+    for name in DENSE:
+        m = model_preset(name)
+        assert m.active_params == m.params and m.num_moe_layers == 0 and m.window_kv_bytes == 0
+        assert m.kv_bytes(1000) == 1000 * m.kv_bytes_per_token
 
 
 def test_llama_parameter_counts_are_exact():

@@ -118,15 +118,21 @@ def test_save_load_round_trip_csv_and_jsonl(tmp_path):
         assert not back.extras
 
 
-def test_jsonl_keeps_list_extras_csv_warns(tmp_path):
+def test_block_hashes_round_trip_and_other_list_extras_warn_in_csv(tmp_path):
     t = first_n(load_trace("mooncake-conv"), 50)
-    back = load_trace(t.save(tmp_path / "m.jsonl"))
-    assert [list(h) for h in back.extras["hash_ids"]] == [list(h) for h in t.extras["hash_ids"]]
+    assert t.hash_block_tokens == 512 and t.has_block_hashes
+    for suffix in (".jsonl", ".csv"):          # the canonical block-hash column, both formats
+        back = load_trace(t.save(tmp_path / f"m{suffix}"))
+        assert list(back.extras["hash_ids"]) == list(t.extras["hash_ids"])
+        assert back.hash_block_tokens == 512 and "hash_block_tokens" not in back.extras
     first = json.loads((tmp_path / "m.jsonl").read_text().splitlines()[0])
     assert list(first)[:4] == ["request_id", "arrival_s", "prompt_tokens", "output_tokens"]
-    with pytest.warns(UserWarning, match="hash_ids"):
-        t.save(tmp_path / "m.csv")
-    assert not load_trace(tmp_path / "m.csv").extras
+    assert first["hash_block_tokens"] == 512
+    other = Trace(t.arrival_s, t.prompt_tokens, t.output_tokens,
+                  extras={"tags": [[1, 2]] * len(t)})
+    with pytest.warns(UserWarning, match="tags"):
+        other.save(tmp_path / "o.csv")
+    assert not load_trace(tmp_path / "o.csv").extras
 
 
 def test_save_unknown_suffix(tmp_path):

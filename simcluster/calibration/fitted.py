@@ -22,7 +22,16 @@ attn_decode     log(heads / kv_heads), log(batch x kv_heads), ``attn_decode`` / 
 elementwise     log row length (hidden), log bytes per       ``elementwise``
                 kernel; one curve per kernel kind (rmsnorm,
                 silu_mul, residual_add)
+grouped_gemm    log n, log k, log groups, log m (rows per    ``grouped_gemm``
+                group)
 =============  ===========================================  =========================
+
+A device with a GEMM table but no grouped-GEMM table times grouped GEMMs (mixture-of-experts
+routed experts) with its *dense* GEMM curves at the per-expert shape (m = rows per expert):
+the provenance (:meth:`MeasuredCalibration.op_provenance`) says so. It is a rough stand-in:
+on the H200's own grouped rows it is off by a median 29% (p90 178%; benchmarks/moe_layouts.py)
+-- a small expert's GEMM alone is launch-latency-bound, inside one grouped kernel it is not,
+while large experts stream weights at 1.5-3.5 TB/s grouped against the dense GEMV's 4.4.
 
 A GEMM whose (n, k) pair was measured is interpolated along m within that pair only (the
 tile-quantisation steps of one pair do not blur into its neighbours'); other pairs use the 3-D
@@ -116,6 +125,10 @@ def _slowdown_points(op: str, df: pd.DataFrame, device: DeviceSpec, dtype: str):
                      "head_dim": row["head_dim"]}
             x = (math.log(row["num_heads"] / row["num_kv_heads"]),
                  math.log(row["batch"] * row["num_kv_heads"]), math.log(row["kv_len"]))
+        elif op == "grouped_gemm":
+            shape = {"m": row["m"], "n": row["n"], "k": row["k"], "groups": row["groups"]}
+            x = (math.log(row["n"]), math.log(row["k"]), math.log(row["groups"]),
+                 math.log(row["m"]))
         else:  # elementwise: the row length matters (a norm reduces along it)
             shape = {"bytes": row["bytes"]}
             x = (math.log(row["hidden"]), math.log(row["bytes"]))
@@ -160,6 +173,10 @@ def table_rows(tables: Mapping[str, tuple[dict, pd.DataFrame]], op: str, dtype: 
     if op == "elementwise":
         df = pick("elementwise")
         return None if df is None else df[df.dtype == "bf16"] if "dtype" in df else df
+    if op == "grouped_gemm":
+        df = pick("grouped_gemm")
+        df = None if df is None else df[df.dtype == dtype]
+        return df if df is not None and len(df) else None
     raise ValueError(op)
 
 
@@ -219,7 +236,7 @@ def fit_curves(tables, device: DeviceSpec, dtypes=("bf16", "fp32")) -> dict:
                 curve.floor_s = float(df.time_s.min())
             else:
                 X, y, t = _slowdown_points(op, df, device, dtype)
-                curve = GroupedCurve(X, y, exact=2 if op == "gemm" else 1)
+                curve = GroupedCurve(X, y, exact=2 if op in ("gemm", "grouped_gemm") else 1)
                 curve.floor_s = float(t.min())
             curves[(op, dtype)] = curve
     return curves
@@ -274,7 +291,8 @@ class MeasuredCalibration(Calibration):
             for name, folder in calibrated_devices().items():
                 tables = load_tables(folder)
                 gpu = {k: v for k, v in tables.items()
-                       if k in ("gemm", "attn_prefill", "attn_decode", "elementwise")}
+                       if k in ("gemm", "attn_prefill", "attn_decode", "elementwise",
+                                "grouped_gemm")}
                 cpu = {k: v for k, v in tables.items() if k.startswith("cpu_")}
                 if gpu:
                     specs[name] = load_device(name)
@@ -316,6 +334,29 @@ class MeasuredCalibration(Calibration):
         note = f" [{self.note}]" if self.note else ""
         return f"{self.name}{note}: {device.name} {how}"
 
+    def op_provenance(self, device: DeviceSpec, op: str) -> str:
+        """Where one operator class's times on ``device`` come from (grouped GEMMs: their own
+        measured table, or the dense GEMM curves as a stated fallback)."""
+        src, how = self.source_of(device)
+        if src is None:
+            return f"{op}: {device.name} datasheet roofline"
+        if op == "grouped_gemm" and self._grouped_as_gemm(device, "bf16"):
+            return (f"grouped_gemm: {device.name} dense GEMM curves at rows per expert "
+                    f"({how}; no grouped-GEMM table)")
+        if self._curve(device, op, "bf16") is None:
+            return f"{op}: {device.name} datasheet roofline (no {op} table)"
+        return f"{op}: {device.name} measured {op} table ({how})"
+
+    def _grouped_as_gemm(self, device, dtype) -> bool:
+        """No grouped-GEMM curve for this device, but a dense GEMM one to fall back on."""
+        key = ("grouped_as_gemm", self._device_key(device), dtype)
+        hit = self._slices.get(key)
+        if hit is None:
+            cdt = compute_dtype(device, dtype)
+            hit = self._slices[key] = (self._curve(device, "grouped_gemm", cdt) is None
+                                       and self._curve(device, "gemm", cdt) is not None)
+        return hit
+
     def _curve(self, device, op, dtype):
         src, _ = self.source_of(device)
         if src is None:
@@ -328,6 +369,9 @@ class MeasuredCalibration(Calibration):
     def _fixed_and_length(self, op, shape):
         if op == "gemm":
             return (math.log(shape["n"]), math.log(shape["k"])), shape["m"]
+        if op == "grouped_gemm":     # (groups on a 1/16-octave grid: a bounded slice cache)
+            groups = round(math.log2(max(shape["groups"], 1)) * 16) / 16 * math.log(2)
+            return (math.log(shape["n"]), math.log(shape["k"]), groups), shape["m"]
         if op == "attn_prefill":
             group = math.log(shape["heads"] / max(shape.get("kv_heads", shape["heads"]), 1e-9))
             return (group, math.log(max(shape.get("batch", 1), 1) * shape["heads"])), \
@@ -365,6 +409,10 @@ class MeasuredCalibration(Calibration):
     def op_time(self, device, op, flops, bytes_, shape, dtype="bf16"):
         """Roofline time at the datasheet peaks times the interpolated slowdown, not below
         the operator class's measured per-kernel floor."""
+        if op == "grouped_gemm" and self._grouped_as_gemm(device, dtype):
+            op = "gemm"     # the dense GEMM curve at the per-expert shape (see module doc)
+            shape = {"m": shape["m"], "n": shape["n"], "k": shape["k"],
+                     "kernels": shape.get("kernels", 1)}
         fixed, length = self._fixed_and_length(op, shape)
         kind = shape.get("kind")
         key = (self._device_key(device), op, dtype, kind, fixed)

@@ -4,8 +4,9 @@ The cost model asks a :class:`Calibration` for the *time* of one operator on one
 its FLOPs, its minimum bytes moved and its shape. The neutral calibration is the datasheet
 roofline: ``max(flops / peak_flops, bytes / peak_bw)`` with no per-kernel overhead.
 
-Operator classes: ``gemm``, ``attn_prefill``, ``attn_decode``, ``elementwise`` (device ops)
-and ``collective``, ``transfer`` (link ops).
+Operator classes: ``gemm``, ``attn_prefill``, ``attn_decode``, ``elementwise``,
+``grouped_gemm`` (a mixture of experts' routed experts: one GEMM per expert, ``groups`` of ``m``
+rows each) (device ops) and ``collective``, ``transfer`` (link ops).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import numpy as np
 
 from simcluster.hardware import DeviceSpec, LinkSpec
 
-DEVICE_OPS = ("gemm", "attn_prefill", "attn_decode", "elementwise")
+DEVICE_OPS = ("gemm", "attn_prefill", "attn_decode", "elementwise", "grouped_gemm")
 LINK_OPS = ("collective", "transfer")
 
 
@@ -83,6 +84,10 @@ class Calibration:
 
     def provenance(self, device: DeviceSpec) -> str:
         return f"{self.name}: {device.name} datasheet peaks"
+
+    def op_provenance(self, device: DeviceSpec, op: str) -> str:
+        """Where one operator class's times on ``device`` come from."""
+        return f"{op}: {device.name} datasheet roofline"
 
     # -- override hooks -------------------------------------------------------------------
     def _rates(self, device: DeviceSpec, op: str, dtype: str):

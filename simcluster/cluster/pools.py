@@ -3,10 +3,12 @@
 Instances whose spec says ``pool = "prefill"`` (or ``""``) take new requests through the
 cluster's router. When such an instance samples a request's first token and the *offload
 policy* says the request should move, the instance releases the request's KV blocks and the
-cluster ships its KV (``kv_tokens * model.kv_bytes_per_token`` bytes) over the prefill
+cluster ships its KV (``model.kv_bytes(kv_tokens)`` bytes) over the prefill
 instance's KV link — transfers on one link go one at a time — and then places the request on a
 ``pool = "decode"`` instance through the decode router. The decode instance admits it straight
-into decoding (its KV is complete). This is the mechanism of Splitwise/DistServe-style
+into decoding (its KV is complete). Prefix caches live on the prefill instances, where
+prompts are computed (a hit skips prefill there; the whole KV still ships). This is the
+mechanism of Splitwise/DistServe-style
 prefill/decode pools and of hLLM's CPU decode offload: they differ in the devices of the decode
 pool, the offload policy and the routers.
 
@@ -113,8 +115,8 @@ class DisaggregatedCluster(Cluster):
     def ship(self, reqs: Sequence[Request], source):
         """Copy the KV of ``reqs`` (one transfer) over ``source``'s KV link, after the
         transfers queued there before it; then ``source`` frees their blocks."""
-        kv_bytes = self.model.kv_bytes_per_token
-        nbytes = sum(r.kv_tokens for r in reqs) * kv_bytes
+        # (sliding-window layers hold at most their window: ModelSpec.kv_bytes)
+        nbytes = sum(self.model.kv_bytes(r.kv_tokens) for r in reqs)
         with self.links[source.id].request() as slot:
             yield slot
             start = self.env.now
@@ -122,7 +124,7 @@ class DisaggregatedCluster(Cluster):
                 self.kv_link, "transfer", nbytes)))
         for req in reqs:
             self.transfers.append((req.id, source.id, start, self.env.now,
-                                   req.kv_tokens * kv_bytes))
+                                   self.model.kv_bytes(req.kv_tokens)))
             source.release_kv(req)      # the prefill instance held the KV until now
         self.capacity_changed(source)
 

@@ -14,6 +14,12 @@ stages taking the remainder). ``recompute_shares`` (one per device, stage-major)
 of a device's KV tokens kept as layer inputs whose K and V are recomputed at every decode step
 (KV partial-store-and-recompute; :mod:`simcluster.cost.memory` and the cost model price both
 sides).
+
+A mixture-of-experts replica may add *attention data parallelism* and *expert parallelism*:
+each stage then has ``tp x dp`` devices, ``dp`` groups of ``tp`` ranks that each run the
+attention of their own sequences (their own KV), and the routed experts are spread over
+``ep`` of the stage's ranks (``ep = tp x dp``, or 1 for experts sharded by TP like a dense
+MLP). :func:`simcluster.cost.parallel.check_parallel` checks a layout against a model.
 """
 
 from __future__ import annotations
@@ -43,16 +49,20 @@ class Layout:
     stage_tp: tuple[int, ...] = field(default=())          # per-stage TP degree (asymmetric)
     stage_layers: tuple[int, ...] = field(default=())      # layers per stage
     recompute_shares: tuple[float, ...] = field(default=())   # per device, stage-major
+    ep: int = 1                           # expert-parallel ranks of a stage (1 or tp * dp)
+    dp: int = 1                           # attention data-parallel groups of a stage
 
     def __post_init__(self):
-        if self.tp < 1 or self.pp < 1:
-            raise ValueError(f"tp and pp must be >= 1, got tp={self.tp}, pp={self.pp}")
+        if self.tp < 1 or self.pp < 1 or self.ep < 1 or self.dp < 1:
+            raise ValueError(f"tp, pp, ep and dp must be >= 1, got tp={self.tp}, pp={self.pp}, "
+                             f"ep={self.ep}, dp={self.dp}")
         self._check_stages()
-        if not self.stage_tp and len(self.devices) != self.tp * self.pp:
-            raise ValueError(f"layout needs tp*pp = {self.tp * self.pp} devices, "
+        if not self.stage_tp and len(self.devices) != self.tp * self.pp * self.dp:
+            what = "tp*pp" if self.dp == 1 else "tp*dp*pp"
+            raise ValueError(f"layout needs {what} = {self.tp * self.pp * self.dp} devices, "
                              f"got {len(self.devices)}")
-        if self.tp > 1 and self.link is None:
-            raise ValueError("a layout with tp > 1 needs a link for its collectives")
+        if self.tp * self.dp > 1 and self.link is None:
+            raise ValueError("a layout with tp > 1 (or dp > 1) needs a link for its collectives")
         if self.pp > 1 and self.stage_link is None and self.link is None:
             raise ValueError("a layout with pp > 1 needs a stage_link (or link)")
         for name in ("head_shares", "ffn_shares", "kv_shares"):
@@ -66,6 +76,8 @@ class Layout:
             if any(s < 0 for s in shares) or abs(sum(shares) - 1.0) > 1e-9:
                 raise ValueError(f"{name} must be non-negative and sum to 1, got {shares}")
         rc = self.recompute_shares
+        if rc and self.dp > 1:
+            raise ValueError("recompute_shares apply to one attention group (dp = 1)")
         if rc and (len(rc) != len(self.devices) or any(not 0 <= x < 1 for x in rc)):
             raise ValueError(f"recompute_shares needs one value in [0, 1) per device "
                              f"({len(self.devices)}), got {rc}")
@@ -84,15 +96,19 @@ class Layout:
             if any((self.head_shares, self.ffn_shares, self.kv_shares)):
                 raise ValueError("stages of different TP degrees split equally: give no "
                                  "head_shares, ffn_shares or kv_shares with stage_tp")
+            if self.ep > 1 or self.dp > 1:
+                raise ValueError("asymmetric stages (stage_tp) take no expert or attention "
+                                 "data parallelism (ep = dp = 1)")
         if sl and (len(sl) != self.pp or any(int(n) != n or n < 1 for n in sl)):
             raise ValueError(f"stage_layers needs {self.pp} layer counts >= 1, got {sl}")
 
     @classmethod
     def uniform(cls, device: DeviceSpec, tp: int = 1, pp: int = 1,
-                link: LinkSpec | None = None, stage_link: LinkSpec | None = None) -> "Layout":
-        """``tp * pp`` copies of one device with the equal split."""
-        return cls(devices=(device,) * (tp * pp), tp=tp, pp=pp, link=link,
-                   stage_link=stage_link)
+                link: LinkSpec | None = None, stage_link: LinkSpec | None = None, *,
+                ep: int = 1, dp: int = 1) -> "Layout":
+        """``tp * dp * pp`` copies of one device with the equal split."""
+        return cls(devices=(device,) * (tp * pp * dp), tp=tp, pp=pp, link=link,
+                   stage_link=stage_link, ep=ep, dp=dp)
 
     @classmethod
     def heterogeneous(cls, devices: Sequence[DeviceSpec], link: LinkSpec, *,
@@ -133,8 +149,9 @@ class Layout:
         return tuple(base + (1 if s < extra else 0) for s in range(self.pp))
 
     def stage(self, s: int) -> tuple[DeviceSpec, ...]:
-        start = sum(self.stage_tps[:s])
-        return self.devices[start:start + self.stage_tps[s]]
+        start = sum(self.stage_tps[:s]) if self.stage_tp else s * self.tp * self.dp
+        return self.devices[start:start + (self.stage_tps[s] if self.stage_tp
+                                           else self.tp * self.dp)]
 
     def recompute(self, s: int) -> tuple[float, ...]:
         """Recompute share of each rank of stage ``s`` (zeros by default)."""
@@ -160,4 +177,5 @@ class Layout:
         names = ",".join(d.name for d in self.devices)
         if self.stage_tp:
             return f"stages tp={list(self.stage_tp)} layers={list(self.stage_layers)} [{names}]"
-        return f"tp={self.tp} pp={self.pp} [{names}]"
+        extra = "".join(f" {k}={v}" for k, v in (("dp", self.dp), ("ep", self.ep)) if v > 1)
+        return f"tp={self.tp} pp={self.pp}{extra} [{names}]"

@@ -10,6 +10,10 @@ cross each stage boundary on the stage link.
 ``CostModel.timer(model, layout)`` gives the same function for the simulator's hot path:
 the parts that depend only on the token count are memoised, and a run of pure-decode steps is
 evaluated as one vector (:meth:`IterationTimer.decode_steps`).
+
+Mixture-of-experts layers (routed-expert grouped GEMMs, expert parallelism's all-to-all,
+attention data parallelism) are the operators of :class:`~simcluster.cost.moe.MoEOps`; the
+layout is checked against the model first (:func:`~simcluster.cost.parallel.check_parallel`).
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ import pandas as pd
 
 from simcluster.calibration import NEUTRAL, Calibration
 from simcluster.cost.layout import Layout
+from simcluster.cost.moe import MoEOps, RoutingModel
+from simcluster.cost.parallel import check_parallel
 from simcluster.cost.stages import StagedTimer
 from simcluster.models.operators import RankShape, op_counts
 from simcluster.hardware import DeviceSpec
@@ -86,8 +92,9 @@ class IterationCost:
 class CostModel:
     """Iteration time = f(model, layout, device specs, calibration, batch)."""
 
-    def __init__(self, calibration: Calibration = NEUTRAL):
+    def __init__(self, calibration: Calibration = NEUTRAL, routing: RoutingModel | None = None):
         self.calibration = calibration
+        self.routing = routing        # expert loads of MoE models (None: the default model)
 
     # -- public entries: validate, then compute ----------------------------------------------
     def predict_op(self, op: str, device: DeviceSpec, *, dtype: str = "bf16", **shape) -> dict:
@@ -114,21 +121,27 @@ class CostModel:
         t = timer.time(np.array(batch.prefill_tokens), np.array(batch.prefill_context),
                        len(batch.decode_context), sum(batch.decode_context), batch.samples)
         prov = "; ".join(sorted({self.calibration.provenance(d) for d in layout.devices}))
+        if timer.moe_ops is not None:
+            prov += "; " + timer.moe_ops.provenance()
         return IterationCost(time_s=t, ops=ops, provenance=prov)
 
     def timer(self, model: ModelSpec, layout: Layout) -> "IterationTimer":
+        routing = getattr(self, "routing", None)
         if layout.stage_tp:                  # asymmetric stages: one timer per stage
             return StagedTimer(self.calibration, model, layout, IterationTimer)
-        return IterationTimer(self.calibration, model, layout)
+        return IterationTimer(self.calibration, model, layout, routing)
 
 
 class IterationTimer:
     """The cost model bound to one (model, layout): fast repeated iteration times."""
 
-    def __init__(self, calibration: Calibration, model: ModelSpec, layout: Layout, *,
-                 layers: int | None = None, first: bool = True, last: bool = True):
-        """``layers``, ``first``, ``last``: a one-stage ``layout`` that is one stage of a
+    def __init__(self, calibration: Calibration, model: ModelSpec, layout: Layout,
+                 routing: RoutingModel | None = None, *, layers: int | None = None,
+                 first: bool = True, last: bool = True):
+        """``routing``: the expert-load model of a mixture of experts (:mod:`.moe`).
+        ``layers``, ``first``, ``last``: a one-stage ``layout`` that is one stage of a
         longer pipeline (its layer count; whether it holds the embedding / the LM head)."""
+        check_parallel(model, layout)
         self.cal, self.model, self.layout = calibration, model, layout
         self.dtype = model_dtype(model)
         self.first, self.last = first, last
@@ -138,7 +151,10 @@ class IterationTimer:
             raise ValueError("a pipeline of equal stages recomputes the same share on each "
                              "stage's rank r; give stage_tp for stages of their own")
         self.ranks = [RankShape.of(model, layout.head_shares[r], layout.ffn_shares[r],
-                                   layout.kv_shares[r], tied, rc[r]) for r in range(layout.tp)]
+                                   layout.kv_shares[r], tied, rc[r], dp=layout.dp)
+                      for r in range(layout.tp)]
+        self.moe_ops = (MoEOps(model, layout, calibration, self.dtype, routing)
+                        if model.moe is not None else None)
         self.stage_layers = [layers] if layers is not None else list(
             layout.layers(model.num_layers))
         # ranks with the same device and shares compute the same times: compute one of each
@@ -196,11 +212,16 @@ class IterationTimer:
         """(op, name, count, flops, bytes, shape) of the token-count-dependent operators."""
         rs, m, b = self.ranks[r], self.model, self.model.dtype_bytes
         layers = self.stage_layers[s]
-        ops = [("gemm", name, layers, 2.0 * mm * n * k, b * (mm * k + k * n + mm * n),
-                {"m": mm, "n": n, "k": k}) for name, mm, n, k in rs.gemms(tokens)]
-        ew, kernels = rs.elementwise_bytes(tokens)
-        ops.append(("elementwise", "norm_act_residual", layers, 0.0, ew,
-                    {"kernels": kernels, "bytes": ew, "hidden": m.hidden_size}))
+        if self.moe_ops is not None:      # mixture of experts (and attention DP): moe.py
+            ops = self.moe_ops.layer_ops(s, rs, layers, tokens, self._device(s, r))
+            dp = self.layout.dp
+            tokens, n_samples = -(-tokens // dp), -(-n_samples // dp)
+        else:
+            ops = [("gemm", name, layers, 2.0 * mm * n * k, b * (mm * k + k * n + mm * n),
+                    {"m": mm, "n": n, "k": k}) for name, mm, n, k in rs.gemms(tokens)]
+            ew, kernels = rs.elementwise_bytes(tokens)
+            ops.append(("elementwise", "norm_act_residual", layers, 0.0, ew,
+                        {"kernels": kernels, "bytes": ew, "hidden": m.hidden_size}))
         tp = self.layout.tp
         if s == 0 and self.first:
             emb = 2.0 * b * tokens * m.hidden_size
@@ -316,6 +337,13 @@ class IterationTimer:
 
     def _link_ops(self, tokens: int, n_decode: int):
         lay, m = self.layout, self.model
+        if self.moe_ops is not None:      # all-reduces, all-to-all (moe.py), stage hand-offs
+            ops = self.moe_ops.link_ops(tokens)
+            if lay.pp > 1:
+                act = float(-(-tokens // lay.dp) * m.hidden_size * m.dtype_bytes)
+                ops.append(("pp_handoff", lay.pp - 1, float(self.cal.link_time(
+                    lay.stage_link or lay.link, "transfer", act))))
+            return ops
         act = float(tokens * m.hidden_size * m.dtype_bytes)
         ops = []
         if lay.tp > 1:
@@ -362,7 +390,7 @@ class IterationTimer:
                                  "name": name, "count": c, "flops": c * float(np.sum(f)),
                                  "bytes": c * float(np.sum(by)), "time_s": c * t})
         for name, c, t in self._link_ops(batch.tokens, n_dec):
-            op = "collective" if name == "tp_allreduce" else "transfer"
+            op = "collective" if name in ("tp_allreduce", "ep_allgather") else "transfer"
             rows.append({"stage": -1, "rank": -1, "device": "link", "op": op, "name": name,
                          "count": c, "flops": 0.0, "bytes": float("nan"), "time_s": c * t})
         return rows

@@ -8,11 +8,18 @@
     [trace.synthetic]  instead of source: n, rate_per_s, cv (1 = Poisson),
                  prompt / output = {dist = "fixed", tokens = N} | {dist = "lognormal",
                  median = M, sigma = S, max_tokens = X} | {dist = "resample", source = NAME}
+    [trace.shared_prefix]  instead of source, with block hashes: n, rate_per_s, cv,
+                 system_tokens, system_prompts, zipf_s, block_tokens, user / output = {...}
+    [trace.conversations]  instead of source, multi-turn with block hashes: n
+                 (conversations), rate_per_s, think_s, system_tokens, block_tokens,
+                 turns / user / output = {...}   (see simcluster.workload.prefixes)
     [model]      name = "llama-2-7b"  (a preset) or config = "path/config.json"
     [[instances]] device = "H100-SXM" (or devices = [...] for one heterogeneous TP group),
-                 count, tp, pp, link, stage_link, name, batching, [instances.scheduler]
-                 (block_size, max_num_seqs, max_batched_tokens, chunked_prefill,
-                 memory_utilization, max_model_len), [instances.batching_params]
+                 count, tp, pp, ep and dp (mixtures of experts: expert parallelism, 1 or
+                 tp x dp, and attention data parallelism), link, stage_link, name, batching,
+                 [instances.scheduler] (block_size, max_num_seqs, max_batched_tokens,
+                 chunked_prefill, memory_utilization, max_model_len, prefix_caching),
+                 [instances.batching_params]
                  pool = "prefill" | "decode" (with [disaggregation]),
                  partition = "equal" | "hexgen_tp" | "hexgen" | "hels" | "hels_enhanced" (how
                  a devices = [...] group is cut: heads, FFN and KV shares, or HexGen's
@@ -28,6 +35,8 @@
                  [disaggregation.numa_params]   (see simcluster.cluster.pools, simcluster.policies.numa)
     [slo]        ttft_s, tpot_s
     [cost]       calibration = "measured" (fitted kernel tables, the default) or "datasheet";
+                 moe_popularity_cv (expert popularity skew, 0 = uniform), moe_samples
+                 (routing draws; seeded by the experiment's seed: simcluster.cost.moe);
                  engine = "hf-cb-h100" (an engine model of hwspecs/engines: its overheads on
                  top of the device time; its batching rules are the instances' to choose:
                  batching = "hf_cb", see hwspecs/engines/README.md)
@@ -48,6 +57,7 @@ import numpy as np
 from simcluster.calibration import load_calibration
 from simcluster.cluster import Cluster, DisaggregatedCluster, InstanceSpec
 from simcluster.cost import CostModel
+from simcluster.cost.moe import RoutingModel
 from simcluster.errors import InputError
 from simcluster.experiment import sections
 from simcluster.experiment.tables import Table, positive
@@ -111,10 +121,13 @@ def load_experiment(path=None) -> Experiment:
     trace = sections.read_trace(top.sub("trace", required=True), path.parent, rng)
     model = sections.read_model(top.sub("model", required=True), path.parent)
     cost = top.sub("cost")
-    calibration, engine = "measured", None
+    calibration, engine, routing = "measured", None, {}
     if cost is not None:
         calibration = cost.get("calibration", str, calibration)
         engine = cost.get("engine", str, None)
+        routing = {k: v for k, v in (
+            ("popularity_cv", cost.get("moe_popularity_cv", float, None)),
+            ("samples", cost.get("moe_samples", int, None, check=positive))) if v is not None}
         cost.done()
     if engine is not None:
         from simcluster.engines import load_engine
@@ -127,6 +140,10 @@ def load_experiment(path=None) -> Experiment:
                                      else spec.calibration, spec.name)
     else:
         cost_model = CostModel(load_calibration(calibration))
+    try:
+        cost_model.routing = RoutingModel(seed=seed, **routing)
+    except ValueError as err:
+        raise InputError(str(err), file=str(path), field="cost.moe_popularity_cv") from None
     specs = tuple(sections.read_instance(Table(t, str(path), f"instances[{i}]."), path.parent, model,
                             cost_model)
                   for i, t in enumerate(top.get("instances", list)))

@@ -10,6 +10,7 @@ import numpy as np
 from simcluster import workload as wl
 from simcluster.cluster import InstanceSpec
 from simcluster.cost import CostModel, Layout
+from simcluster.cost.parallel import check_parallel
 from simcluster.errors import InputError
 from simcluster.experiment.tables import Table, positive
 from simcluster.hardware import load_device, load_link
@@ -56,9 +57,52 @@ def _lengths(t: Table | None, rng, key: str):
     return spec
 
 
+def _prefix_workload(t: Table, rng: np.random.Generator):
+    """[trace.shared_prefix] or [trace.conversations]: synthetic prefix-sharing workloads with
+    block hashes (simcluster.workload.prefixes), or None when neither is given."""
+    from simcluster.workload import prefixes
+    sp, conv = t.sub("shared_prefix"), t.sub("conversations")
+    if sp is not None and conv is not None:
+        raise InputError("give one of [trace.shared_prefix] and [trace.conversations]",
+                         file=t.file, field="trace")
+    if sp is not None:
+        n = sp.get("n", int, check=positive)
+        arrivals = partial(wl.gamma_arrivals, rate_per_s=sp.get("rate_per_s", float,
+                                                                  check=positive),
+                           cv=sp.get("cv", float, 1.0, check=positive))
+        kw = dict(system_tokens=sp.get("system_tokens", int, check=positive),
+                  system_prompts=sp.get("system_prompts", int, 1, check=positive),
+                  zipf_s=sp.get("zipf_s", float, 0.0),
+                  block_tokens=sp.get("block_tokens", int, 512, check=positive))
+        user = _lengths(sp.sub("user", required=True), rng, "user")
+        output = _lengths(sp.sub("output", required=True), rng, "output")
+        sp.done()
+        return prefixes.shared_prefix_trace(n, arrivals=arrivals, user=user, output=output,
+                                            rng=rng, **kw)
+    if conv is not None:
+        n = conv.get("n", int, check=positive)
+        kw = dict(rate_per_s=conv.get("rate_per_s", float, check=positive),
+                  think_s=conv.get("think_s", float, 30.0),
+                  system_tokens=conv.get("system_tokens", int, 0),
+                  block_tokens=conv.get("block_tokens", int, 512, check=positive))
+        turns = _lengths(conv.sub("turns", required=True), rng, "turns")
+        user = _lengths(conv.sub("user", required=True), rng, "user")
+        output = _lengths(conv.sub("output", required=True), rng, "output")
+        conv.done()
+        return prefixes.conversation_trace(n, turns=turns, user=user, output=output, rng=rng,
+                                           **kw)
+    return None
+
+
 def read_trace(t: Table, base: Path, rng: np.random.Generator):
     syn = t.sub("synthetic")
-    if syn is not None:
+    prefix = _prefix_workload(t, rng)
+    if prefix is not None:
+        if syn is not None:
+            raise InputError("give one of [trace.synthetic] and a prefix workload",
+                             file=t.file, field="trace")
+        trace = prefix
+    elif syn is not None:
         n = syn.get("n", int, check=positive)
         rate = syn.get("rate_per_s", float, check=positive)
         cv = syn.get("cv", float, 1.0, check=positive)
@@ -104,6 +148,8 @@ def read_instance(t: Table, base: Path, model, cost_model: CostModel) -> Instanc
     devices = t.get("devices", list, None)
     tp = t.get("tp", int, 1, check=positive)
     pp = t.get("pp", int, 1, check=positive)
+    ep = t.get("ep", int, 1, check=positive)      # expert parallelism (MoE): 1 or tp x dp
+    dp = t.get("dp", int, 1, check=positive)      # attention data parallelism (MoE)
     link_name = t.get("link", str, None)
     stage_link = t.get("stage_link", str, None)
     if (device is None) == (devices is None):
@@ -115,14 +161,22 @@ def read_instance(t: Table, base: Path, model, cost_model: CostModel) -> Instanc
         layout = Layout(devices=tuple(specs), tp=len(specs) // pp, pp=pp, link=link,
                         stage_link=load_link(stage_link) if stage_link else None)
     else:
-        layout = Layout.uniform(load_device(device), tp=tp, pp=pp, link=link,
-                                stage_link=load_link(stage_link) if stage_link else None)
+        try:
+            layout = Layout.uniform(load_device(device), tp=tp, pp=pp, link=link,
+                                    stage_link=load_link(stage_link) if stage_link else None,
+                                    ep=ep, dp=dp)
+            check_parallel(model, layout)
+        except InputError as err:
+            raise InputError(err.reason, file=t.file, field=f"{t.where}{err.field or 'tp'}"
+                             ) from None
+        except ValueError as err:
+            raise InputError(str(err), file=t.file, field=t.where.rstrip(".")) from None
     sched = t.sub("scheduler")
     cfg = InstanceConfig()
     if sched is not None:
         kw = {k: sched.get(k, type(getattr(cfg, k)) if k != "max_model_len" else int, None)
               for k in ("block_size", "max_num_seqs", "max_batched_tokens", "chunked_prefill",
-                        "memory_utilization", "max_model_len")}
+                        "memory_utilization", "max_model_len", "prefix_caching")}
         sched.done()
         cfg = InstanceConfig(**{k: v for k, v in kw.items() if v is not None})
     # partition = "equal|hexgen_tp|hexgen|hels|hels_enhanced" cuts a devices = [...] group by a

@@ -8,12 +8,14 @@ from pathlib import Path
 from typing import Any
 
 from simcluster.errors import InputError
+from simcluster.models.hf_arch import arch_from_hf
 from simcluster.models.presets import model_preset
 from simcluster.models.spec import _HF_DTYPES, DTYPE_BYTES, ModelSpec
 
 
 _GATED_TYPES = {"llama", "mistral", "mixtral", "qwen2", "qwen3", "gemma", "gemma2", "phi3",
-                "internlm2", "yi", "deepseek", "olmo", "olmo2", "granite", "cohere"}
+                "internlm2", "yi", "deepseek", "olmo", "olmo2", "granite", "cohere",
+                "qwen2_moe", "qwen3_moe", "deepseek_v2", "deepseek_v3", "gpt_oss"}
 _BIASED_TYPES = {"opt", "bloom", "gpt2", "gpt_neox", "gptj", "gpt_bigcode", "gpt_neo"}
 _LEARNED_POS_TYPES = {"opt", "gpt2", "gpt_bigcode", "gpt_neo"}
 _HF_KEYS = {"hidden_size": ("hidden_size", "n_embd", "d_model", "n_embed"),
@@ -26,7 +28,9 @@ def model_from_hf_config(path_or_dict: str | os.PathLike | dict[str, Any],
                          name: str | None = None) -> ModelSpec:
     """A ModelSpec from a Hugging Face ``config.json`` (a path, a model directory, or a dict).
 
-    Reads llama/mistral-, OPT-, BLOOM- and GPT-2/NeoX-style keys. The MLP is gated (SwiGLU)
+    Reads llama/mistral-, OPT-, BLOOM- and GPT-2/NeoX-style keys, and the mixture-of-experts,
+    latent-attention and sliding-window keys of Mixtral, Qwen-MoE, DeepSeek and GPT-OSS
+    (:mod:`.hf_arch`). The MLP is gated (SwiGLU)
     for llama-family model types, or when an unknown type's ``hidden_act`` is silu; its width
     defaults to 4 x hidden. KV heads default to the attention heads; dtype to fp16 when the
     config names none. A missing required key raises InputError naming the file and key.
@@ -43,9 +47,6 @@ def model_from_hf_config(path_or_dict: str | os.PathLike | dict[str, Any],
                              field=keys[0])
         return default
 
-    if (first(("num_local_experts", "num_experts", "n_routed_experts"), 1) or 1) > 1:
-        raise InputError("mixture-of-experts models are not supported (dense models only)",
-                         file=file, field="num_local_experts")
     hidden, layers, heads, vocab = (first(_HF_KEYS[k]) for k in
                                     ("hidden_size", "num_layers", "num_heads", "vocab_size"))
     kv_heads = 1 if cfg.get("multi_query") else first(
@@ -54,7 +55,7 @@ def model_from_hf_config(path_or_dict: str | os.PathLike | dict[str, Any],
              and str(cfg.get("hidden_act", "")).lower() in ("silu", "swish", "swiglu")))
     dtype = _HF_DTYPES.get(str(first(("torch_dtype", "dtype"), "float16")).lower())
     bias = model_type in _BIASED_TYPES or any(
-        cfg.get(k) is True for k in ("attention_bias", "mlp_bias", "bias", "enable_bias"))
+        cfg.get(k) is True for k in ("mlp_bias", "bias", "enable_bias"))
     values = dict(
         name=name or str(cfg.get("_name_or_path") or (file.parent.name if file else "hf-model")),
         num_layers=layers, hidden_size=hidden, num_heads=heads, num_kv_heads=kv_heads,
@@ -67,7 +68,10 @@ def model_from_hf_config(path_or_dict: str | os.PathLike | dict[str, Any],
                            None),
         dtype=dtype or "fp16", dtype_bytes=DTYPE_BYTES[dtype or "fp16"], linear_bias=bias,
         learned_position_embeddings=model_type in _LEARNED_POS_TYPES,
+        attention_bias=not bias and cfg.get("attention_bias") is True,
         source=f"Hugging Face config {file}" if file else "Hugging Face config (dict)")
+    # mixture of experts, latent attention, sliding windows, quantised weights (hf_arch.py)
+    values.update(arch_from_hf(cfg, model_type, first, file, values["dtype"]))
     try:
         return ModelSpec(**values)
     except InputError as err:

@@ -1,4 +1,5 @@
-"""Model presets: the exact architectures of the models the source papers serve, cited."""
+"""Model presets: the exact architectures of the models the source papers serve, cited, and
+the mixture-of-experts models served today (:mod:`.moe_presets`)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import re
 from typing import Any
 
 from simcluster.errors import InputError
+from simcluster.models.moe_presets import MOE_PRESETS
 from simcluster.models.spec import DTYPE_BYTES, ModelSpec
 
 
@@ -54,7 +56,7 @@ PRESETS: dict[str, ModelSpec] = {m.name: m for m in (
             "Hugging Face bigscience/bloom config.json (n_layer 70, hidden 14336, n_head 112, "
             "vocab 250880, ALiBi positions); BigScience 2022 (BLOOM), Table 3",
             ("bigscience/bloom", "BLOOM"), bias=True, tied=True),
-)}
+) + MOE_PRESETS}
 
 
 def _norm(name: str) -> str:

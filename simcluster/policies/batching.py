@@ -14,6 +14,14 @@ sequence (recompute: its KV is dropped and it waits at the head of the queue).
 
 A waiting request whose KV is already complete (handed off by a prefill pool) is admitted
 straight into decoding, in FCFS order with the others, in a decode iteration.
+
+Prefix caching: a batcher whose class sets ``prefix_caching = True`` asks the instance, for
+each request it would admit, how many leading prompt tokens are cached
+(``instance.prefix_hit(req)``: tokens, and the free blocks the hit takes back from the
+evictable pool); those tokens need no prefill chunk, no token budget and no new blocks, and the
+plan records them (``Plan.cached``) for the instance to apply. A preempted sequence's blocks
+are counted as freed only where they are its own (``blocks - shared_blocks``): blocks of
+cached units it shares may stay in use.
 """
 
 from __future__ import annotations
@@ -35,6 +43,7 @@ class Plan:
     decode: list[Request] = field(default_factory=list)
     preempt: list[Request] = field(default_factory=list)
     admit: list[Request] = field(default_factory=list)
+    cached: dict = field(default_factory=dict)   # id(request) -> prompt tokens found cached
 
     @property
     def steady(self) -> bool:
@@ -77,14 +86,14 @@ def take_decodes(running, plan: Plan, free: int, block_size: int, limit: int | N
                 break
             gone.add(id(victim))
             plan.preempt.append(victim)
-            free += victim.blocks
+            free += victim.blocks - victim.shared_blocks
             if victim in plan.decode:
                 plan.decode.remove(victim)
                 free += blocks_for(victim, victim.kv_tokens + 1, block_size)
         if need > free:
             gone.add(id(req))
             plan.preempt.append(req)
-            free += req.blocks
+            free += req.blocks - req.shared_blocks
             continue
         free -= need
         plan.decode.append(req)
@@ -94,6 +103,8 @@ def take_decodes(running, plan: Plan, free: int, block_size: int, limit: int | N
 @BATCHERS.register("vllm")
 class VLLMBatching:
     """vLLM-like continuous batching (see module docstring)."""
+
+    prefix_caching = True
 
     def __init__(self, watermark_blocks: int = 0):
         self.watermark_blocks = watermark_blocks
@@ -155,11 +166,17 @@ class VLLMBatching:
                 continue
             if plan.decode and not chunked:
                 break                                # v0: no prompt in a decode iteration
+            hit, touched = (inst.prefix_hit(req) if req.prefix_keys is not None else (0, 0))
+            remaining -= hit
             chunk = min(remaining, budget) if chunked else remaining
             if chunk > budget and (chunked or plan.prefill):
                 break   # (a recompute longer than the budget runs alone, unchunked)
-            need = blocks_for(req, req.kv_tokens + chunk, cfg.block_size)
+            need = blocks_for(req, req.kv_tokens + hit + chunk, cfg.block_size)
+            if hit:     # cached blocks are mapped, not allocated; evictable ones leave the pool
+                need += touched - hit // cfg.block_size
+                plan.cached[id(req)] = hit
             if need > free - self.watermark_blocks:
+                plan.cached.pop(id(req), None)
                 break
             free -= need
             budget -= chunk

@@ -51,6 +51,33 @@ class LeastOutstandingTokens(_Stateless):
         return min(candidates, key=lambda i: (i.outstanding_tokens / i.speed, i.id))
 
 
+@ROUTERS.register("prefix_aware")
+class PrefixAware(_Stateless):
+    """The instance that minimises ``prefix_weight x (prompt tokens it would have to prefill)
+    + outstanding tokens``, relative to its speed: the longest cached prefix weighed against
+    load, as the KV-aware routers of llm-d (prefix-cache scorer beside a load scorer) and
+    NVIDIA Dynamo (``overlap_score_weight x prefill blocks + active blocks``) do.
+
+    An instance's cached prefix is what its prefix cache holds for the request's block hashes
+    now (:meth:`~simcluster.serving.instance.Instance.cached_prefix_tokens`); a request without
+    hashes, or instances without caches, reduce it to least-outstanding-tokens (plus the
+    same prompt on every instance). The lookup costs O(blocks of the request) per instance.
+    """
+
+    def __init__(self, prefix_weight: float = 1.0):
+        if not prefix_weight >= 0:
+            raise ValueError(f"prefix_weight must be >= 0, got {prefix_weight!r}")
+        self.prefix_weight = float(prefix_weight)
+
+    def route(self, request, candidates, now):
+        w, prompt = self.prefix_weight, request.prompt_tokens
+
+        def cost(inst):
+            cached = inst.cached_prefix_tokens(request) if request.prefix_keys else 0
+            return ((w * (prompt - cached) + inst.outstanding_tokens) / inst.speed, inst.id)
+        return min(candidates, key=cost)
+
+
 @ROUTERS.register("join_shortest_queue")
 class JoinShortestQueue(_Stateless):
     """The instance with the fewest requests waiting or running."""

@@ -16,6 +16,8 @@ class InstanceConfig:
     memory_utilization: float = 0.9
     max_model_len: int | None = None      # default: the model's max_position
     max_steady_steps: int = 1_000_000     # cap on decode steps advanced in one event
+    prefix_caching: bool = True           # vLLM v1's automatic prefix caching (needs a trace
+                                          # with block hashes; see serving/prefix_cache.py)
 
     def __post_init__(self):
         for name in ("block_size", "max_num_seqs", "max_batched_tokens", "max_steady_steps"):

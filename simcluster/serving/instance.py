@@ -14,6 +14,12 @@ policies that read more (the M/M/c controller, offload policies).
 (Running on through completions, the batch shrinking at known steps, was tried: arrivals
 interrupt most runs long before their last completion, so timing all those later steps up
 front cost more than the events it saved — 2x slower on the Azure conversation trace.)
+
+Prefix caching (:mod:`.prefix_cache`): when ``config.prefix_caching`` is on, the batching
+policy supports it and a request carries block-hash keys, the instance builds its cache on the
+first lookup; admissions take the hits the plan recorded, prefill progress registers computed
+units, and every KV release goes through :meth:`Instance._free_kv`. Without hashed requests
+none of this runs.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from simcluster.cost.memory import MemoryPlan
 from simcluster.policies.batching import Plan, blocks_for
 from simcluster.serving.config import InstanceConfig
 from simcluster.serving.kv import KVCache
+from simcluster.serving.prefix_cache import PrefixCache
 from simcluster.serving.request import Request
 
 
@@ -53,6 +60,10 @@ class Instance:
         self.batcher = batcher.bind(self)
         self.sink = sink                 # .finished(req), .rejected(req), .prefilled(req)
         self.kv = KVCache(memory.kv_capacity_tokens // config.block_size, config.block_size)
+        # one sequence lives in one attention data-parallel group (the whole pool when dp = 1)
+        self.seq_blocks = min(self.kv.total_blocks,
+                              getattr(memory, "seq_capacity_tokens",
+                                      memory.kv_capacity_tokens) // config.block_size)
         self.max_model_len = config.max_model_len or model.max_position
         self.running: list[Request] = []
         self.waiting: deque[Request] = deque()
@@ -64,6 +75,9 @@ class Instance:
         self._wake: simpy.Event | None = None
         self._live: _DecodeRun | None = None
         self._admitted = 0
+        self.cache: PrefixCache | None = None     # built on the first hashed request
+        self._caching = config.prefix_caching and getattr(self.batcher, "prefix_caching",
+                                                          False)
         self.process = env.process(self._run())
 
     # -- requests in -------------------------------------------------------------------------
@@ -72,9 +86,11 @@ class Instance:
         if self.memory.oom:
             return "instance OOM: " + "; ".join(self.memory.oom)
         need = -(-req.max_kv_tokens // self.config.block_size)
-        if need > self.kv.total_blocks:
+        if need > self.seq_blocks:
             return (f"kv_capacity: needs {need} KV blocks of {self.config.block_size} tokens, "
-                    f"instance {self.name} has {self.kv.total_blocks}")
+                    f"instance {self.name} has {self.seq_blocks}"
+                    + (" per data-parallel group" if self.seq_blocks < self.kv.total_blocks
+                       else ""))
         if req.prompt_tokens + req.output_tokens > self.max_model_len:
             return (f"max_model_len: {req.prompt_tokens + req.output_tokens} tokens > "
                     f"{self.max_model_len}")
@@ -83,6 +99,35 @@ class Instance:
             return (f"max_batched_tokens: prompt of {req.prompt_tokens} tokens > "
                     f"{self.config.max_batched_tokens} without chunked prefill")
         return ""
+
+    # -- prefix cache ------------------------------------------------------------------------
+    def prefix_hit(self, req: Request) -> tuple[int, int]:
+        """(prompt tokens of ``req`` found cached, free blocks taking them would use): what a
+        batching policy plans an admission with. (0, 0) without caching or keys."""
+        if not self._caching or req.prefix_keys is None or req.kv_tokens:
+            return 0, 0
+        if self.cache is None:
+            self.cache = PrefixCache(self.kv, req.prefix_block_tokens)
+            self.kv.cache = self.cache
+        if req.prefix_block_tokens != self.cache.unit:
+            return 0, 0
+        return self.cache.peek(req)
+
+    def cached_prefix_tokens(self, req: Request) -> int:
+        """Leading prompt tokens of ``req`` this replica holds cached (for routers)."""
+        cache = self.cache
+        if cache is None or req.prefix_keys is None or req.prefix_block_tokens != cache.unit:
+            return 0
+        return cache.match(req) * cache.unit
+
+    def _free_kv(self, req: Request):
+        """Release ``req``'s KV: its own blocks, and its references to cached units."""
+        if req.shared_blocks or req.units_held:
+            self.kv.release(req.blocks - req.shared_blocks)
+            self.cache.release(req)
+        else:
+            self.kv.release(req.blocks)
+        req.blocks = 0
 
     def submit(self, req: Request):
         req.instance, req.device = self.id, self.layout.devices[0].name
@@ -106,7 +151,7 @@ class Instance:
                 continue
             plan = self.batcher.schedule(env.now)
             self._preempt(plan.preempt)
-            self._admit(plan.admit)
+            self._admit(plan.admit, plan.cached)
             if plan.empty:
                 stalls += 1
                 if stalls > 2 or not self.running:
@@ -135,9 +180,12 @@ class Instance:
         yield self.env.timeout(t)
         end = self.env.now
         self._record(start, end, 1, len(plan.prefill), int(chunks.sum()), samples, n_dec)
+        cache = self.cache
         for req, chunk in plan.prefill:
             req.kv_tokens += chunk
             self._outstanding -= chunk
+            if cache is not None and req.prefix_keys is not None:
+                cache.computed(req)         # (before a finish or hand-off releases it)
             if req.kv_tokens == req.prefill_target:
                 self._sampled(req, 1, end)
         for req in plan.decode:
@@ -261,18 +309,16 @@ class Instance:
 
     def release_kv(self, req: Request):
         """Free the KV blocks of a request handed off to another instance, once shipped."""
-        self.kv.release(req.blocks)
-        req.blocks = 0
+        self._free_kv(req)
 
     def _release(self, req: Request):
         self.running.remove(req)
-        self.kv.release(req.blocks)
-        req.blocks = 0
+        self._free_kv(req)
 
     def _preempt(self, victims: list[Request]):
         for req in sorted(victims, key=lambda r: r.admit_seq, reverse=True):
             self.running.remove(req)
-            self.kv.release(req.blocks)
+            self._free_kv(req)
             # the recompute re-prefills prompt and generated tokens (a decoding request has
             # no prompt work left: its KV is past its prefill target)
             self._outstanding += (req.prompt_tokens + req.generated
@@ -282,10 +328,16 @@ class Instance:
             req.preemptions += 1
             self.waiting.appendleft(req)
 
-    def _admit(self, admitted: list[Request]):
+    def _admit(self, admitted: list[Request], cached: dict):
         for req in admitted:
             head = self.waiting.popleft()
             assert head is req, "batching policies admit from the head of the queue, in order"
+            hit = cached.get(id(req)) if cached else 0
+            if hit:                     # the plan's prefix hit: those tokens skip prefill
+                self.cache.acquire(req, hit // self.cache.unit)
+                self._outstanding -= hit
+                if not req.preemptions:
+                    req.cached_tokens = hit
             if math.isnan(req.prefill_start_s):
                 req.prefill_start_s = self.env.now
             req.admit_seq = self._admitted

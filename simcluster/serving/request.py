@@ -13,12 +13,19 @@ class Request:
     ``kv_tokens`` are the tokens whose KV is in the cache; ``prefill_target`` is how many
     must be there before it decodes (the prompt, or prompt plus generated tokens after a
     preemption by recompute); ``generated`` counts sampled output tokens.
+
+    Prefix caching (:mod:`.prefix_cache`): ``prefix_keys`` are the chained keys of the
+    prompt's hash blocks (None: the trace has none), ``cached_tokens`` the prompt tokens its
+    first admission found cached (they skipped prefill); ``shared_blocks`` of its ``blocks``
+    belong to cached units it references (``units_held``), ``cached_upto`` tokens of its prompt
+    are registered in the cache.
     """
 
     __slots__ = ("id", "arrival_s", "prompt_tokens", "output_tokens", "instance", "device",
                  "kv_tokens", "prefill_target", "generated", "blocks", "admit_seq",
                  "prefill_start_s", "first_token_s", "finish_s", "preemptions", "reason",
-                 "tag")
+                 "tag", "prefix_keys", "prefix_block_tokens", "cached_tokens",
+                 "shared_blocks", "units_held", "cached_upto")
 
     def __init__(self, rid: int, arrival_s: float, prompt_tokens: int, output_tokens: int):
         self.id = rid
@@ -38,6 +45,12 @@ class Request:
         self.preemptions = 0
         self.reason = ""
         self.tag = ""   # free-form label a policy may set (e.g. the pool that decoded it)
+        self.prefix_keys = None
+        self.prefix_block_tokens = 0
+        self.cached_tokens = 0
+        self.shared_blocks = 0
+        self.units_held = ()
+        self.cached_upto = 0
 
     @property
     def prefilling(self) -> bool:

@@ -1,7 +1,8 @@
 """Results as DataFrames, and summaries as pure functions of those frames.
 
-* ``requests``: one row per request — times, tokens, instance, device, preemptions, and the
-  reason if it was rejected.
+* ``requests``: one row per request — times, tokens, instance, device, preemptions, the
+  reason if it was rejected, and ``cached_tokens`` (prompt tokens its admission found in the
+  replica's prefix cache: they skipped prefill).
 * ``timeline``: one row per instance event — a single iteration, or a run of identical decode
   iterations (``iterations`` > 1) — with batch composition (``prefill_done``: prompts that
   finished and sampled their first token), KV blocks in use at its start and queue length.
@@ -20,7 +21,8 @@ import pandas as pd
 
 REQUEST_COLUMNS = ["request_id", "arrival_s", "prompt_tokens", "output_tokens", "instance",
                    "device", "prefill_start_s", "first_token_s", "finish_s", "queueing_s",
-                   "ttft_s", "tpot_s", "e2e_s", "preemptions", "rejected", "reason"]
+                   "ttft_s", "tpot_s", "e2e_s", "preemptions", "rejected", "reason",
+                   "cached_tokens"]
 TIMELINE_COLUMNS = ["instance", "start_s", "end_s", "iterations", "prefill_seqs",
                     "prefill_tokens", "prefill_done", "decode_seqs", "kv_blocks_used",
                     "waiting"]
@@ -29,11 +31,11 @@ TIMELINE_COLUMNS = ["instance", "start_s", "end_s", "iterations", "prefill_seqs"
 def request_frame(requests) -> pd.DataFrame:
     rows = [(r.id, r.arrival_s, r.prompt_tokens, r.output_tokens, r.instance, r.device,
              r.prefill_start_s, r.first_token_s, r.finish_s, r.preemptions, bool(r.reason),
-             r.reason) for r in requests]
+             r.reason, r.cached_tokens) for r in requests]
     df = pd.DataFrame(rows, columns=["request_id", "arrival_s", "prompt_tokens",
                                      "output_tokens", "instance", "device", "prefill_start_s",
                                      "first_token_s", "finish_s", "preemptions", "rejected",
-                                     "reason"])
+                                     "reason", "cached_tokens"])
     df = df.sort_values("request_id", kind="stable").reset_index(drop=True)
     df["queueing_s"] = df.prefill_start_s - df.arrival_s
     df["ttft_s"] = df.first_token_s - df.arrival_s
@@ -53,12 +55,15 @@ def _pct(series: pd.Series, q: float) -> float:
 
 
 def summarize(requests: pd.DataFrame, timeline: pd.DataFrame, instances: pd.DataFrame,
-              ttft_slo_s: float | None = None, tpot_slo_s: float | None = None) -> dict:
+              ttft_slo_s: float | None = None, tpot_slo_s: float | None = None,
+              prefix_caching: bool = False) -> dict:
     """Latency percentiles, throughput, SLO attainment, goodput, device-hours and cost.
 
     The span is first arrival to last finish. A rejected request counts against SLO
     attainment. Device-hours charge every device of every replica for the whole span;
-    cost per million tokens divides that cost by prompt plus output tokens served.
+    cost per million tokens divides that cost by prompt plus output tokens served. With
+    ``prefix_caching`` (the trace had block hashes and the replicas cache), the
+    :func:`prefix_cache_summary` keys follow.
     """
     done = requests[~requests.rejected]
     start = float(requests.arrival_s.min()) if len(requests) else 0.0
@@ -95,6 +100,24 @@ def summarize(requests: pd.DataFrame, timeline: pd.DataFrame, instances: pd.Data
     if len(timeline):
         busy = instance_busy(timeline, span)
         out["busy_fraction_mean"] = float(busy.reindex(instances.instance, fill_value=0).mean())
+    if prefix_caching:
+        out.update(prefix_cache_summary(done))
+    return out
+
+
+def prefix_cache_summary(done: pd.DataFrame) -> dict:
+    """Prefix-cache metrics of the finished requests: cached prompt tokens (prefill saved),
+    token hit rate (cached / prompt tokens), the fraction of requests that hit, and TTFT
+    percentiles of the requests that hit and of those that did not."""
+    cached = int(done.cached_tokens.sum())
+    prompt = int(done.prompt_tokens.sum())
+    hit = done.cached_tokens > 0
+    out = {"prefix_cached_tokens": cached,
+           "prefix_hit_rate": cached / prompt if prompt else math.nan,
+           "prefix_request_hit_fraction": float(hit.mean()) if len(done) else math.nan}
+    for name, sel in (("hit", hit), ("miss", ~hit)):
+        for q in (50, 90):
+            out[f"ttft_{name}_p{q}_s"] = _pct(done.ttft_s[sel], q)
     return out
 
 
@@ -113,10 +136,11 @@ class Results:
     ttft_slo_s: float | None = None
     tpot_slo_s: float | None = None
     name: str = ""
+    prefix_caching: bool = False
 
     def summary(self) -> dict:
         return summarize(self.requests, self.timeline, self.instances, self.ttft_slo_s,
-                         self.tpot_slo_s)
+                         self.tpot_slo_s, self.prefix_caching)
 
     def save(self, directory) -> Path:
         """Write requests.csv, timeline.csv, instances.csv and summary.json into ``directory``."""

@@ -7,6 +7,10 @@
 
 Each simulation owns its SimPy environment, its request ids and its instances: two simulations
 in one process never interfere.
+
+A trace with block hashes (``Trace.has_block_hashes``) gives every request the chained keys of
+its prompt blocks, which the instances' prefix caches look up (``InstanceConfig.prefix_caching``;
+the trace's block size must be a whole number of KV blocks).
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ import simpy
 from simcluster.cluster import Cluster, InstanceSpec
 from simcluster.cost import CostModel
 from simcluster.simulation.results import Results, request_frame, timeline_frame
+from simcluster.errors import InputError
+from simcluster.serving.prefix_cache import chain_keys
 from simcluster.serving.request import Request
 
 
@@ -40,6 +46,22 @@ class Simulation:
                                        router_params=router_params, cost_model=cost_model)
         self.requests: list[Request] = []
         self._ran = False
+        self._hashes = None
+        if trace.has_block_hashes:
+            self._check_block_size(trace.hash_block_tokens, instances)
+            self._hashes = trace.extras["hash_ids"]
+        self.prefix_caching = self._hashes is not None and any(
+            spec.config.prefix_caching for spec in instances)
+
+    @staticmethod
+    def _check_block_size(tokens: int, instances):
+        for spec in instances:
+            bs = spec.config.block_size
+            if spec.config.prefix_caching and tokens % bs:
+                raise InputError(f"the trace's hash blocks of {tokens} tokens are not a whole "
+                                 f"number of KV blocks of {bs} tokens; pick a block_size that "
+                                 f"divides {tokens}, or turn prefix_caching off",
+                                 field="block_size")
 
     def _arrivals(self):
         env, cluster = self.env, self.cluster
@@ -51,6 +73,9 @@ class Simulation:
                 yield env.timeout(t - env.now)
             # the clock's time, which may differ from t by an ulp after timeout(t - now)
             req = Request(i, env.now, int(prompt[i]), int(out[i]))
+            if self._hashes is not None:
+                req.prefix_keys = chain_keys(self._hashes[i])
+                req.prefix_block_tokens = self.trace.hash_block_tokens
             self.requests.append(req)
             cluster.submit(req)
 
@@ -95,4 +120,5 @@ class Simulation:
         timeline = timeline_frame([row for inst in self.cluster.instances
                                    for row in inst.timeline])
         return Results(request_frame(self.requests), timeline, pd.DataFrame(rows),
-                       ttft_slo_s=self.slo[0], tpot_slo_s=self.slo[1], name=self.name)
+                       ttft_slo_s=self.slo[0], tpot_slo_s=self.slo[1], name=self.name,
+                       prefix_caching=self.prefix_caching)

@@ -1,7 +1,8 @@
 """Workloads: request traces, their loaders, synthetic generators, transforms and summaries.
 
 A :class:`Trace` is what a simulation replays: arrival times plus prompt and output token
-counts per request. Load one from a file or a bundled public trace (:func:`load_trace`),
+counts per request, optionally with prefix-block hashes (:mod:`.hashes`; synthetic
+prefix-sharing workloads in :mod:`.prefixes`). Load one from a file or a bundled public trace (:func:`load_trace`),
 generate one (:func:`synthetic_trace` and the arrival/length generators), reshape it with the
 pure transforms (:func:`rescale_rate`, :func:`time_window`, :func:`first_n`,
 :func:`subsample`), and summarise it (:func:`describe`, :func:`format_description`).
@@ -10,6 +11,8 @@ pure transforms (:func:`rescale_rate`, :func:`time_window`, :func:`first_n`,
 from simcluster.workload.bundled import bundled_trace_path, bundled_traces
 from simcluster.workload.describe import describe, format_description, interarrival_cv
 from simcluster.workload.loaders import load_trace
+from simcluster.workload.prefixes import (conversation_trace, ideal_hit_rate,
+                                          shared_prefix_hit_rate, shared_prefix_trace)
 from simcluster.workload.synthetic import (
                                            fixed_lengths,
                                            gamma_arrivals,
@@ -26,6 +29,7 @@ __all__ = [
     "load_trace", "bundled_traces", "bundled_trace_path",
     "poisson_arrivals", "gamma_arrivals", "fixed_lengths", "lognormal_lengths",
     "resampled_lengths", "synthetic_trace",
+    "shared_prefix_trace", "conversation_trace", "shared_prefix_hit_rate", "ideal_hit_rate",
     "rescale_rate", "time_window", "first_n", "subsample",
     "describe", "format_description", "interarrival_cv",
 ]

@@ -20,6 +20,7 @@ from simcluster.errors import InputError
 from simcluster.workload._columns import Rows
 from simcluster.workload._table import SCHEMAS, Schema, detect_schema, request_arrays
 from simcluster.workload.bundled import BUNDLED, bundled_trace_path
+from simcluster.workload.hashes import BLOCK_COLUMN, HASH_COLUMN, MOONCAKE_BLOCK_TOKENS
 from simcluster.workload.trace import PARQUET_HINT, Trace
 
 #: Accepted values of ``load_trace(format=...)`` and the container each implies.
@@ -51,12 +52,14 @@ def load_trace(path_or_name: str | Path, *, format: str | None = None,
     - Azure CSV: ``TIMESTAMP`` (wall clock, any fractional digits, optional timezone),
       ``ContextTokens``, ``GeneratedTokens``; arrival_s counts from the earliest request.
     - Mooncake JSONL: ``timestamp`` (ms), ``input_length``, ``output_length``; ``hash_ids``
-      and any other key is kept in ``Trace.extras``.
+      (block hashes of 512-token blocks: ``Trace.hash_block_tokens = 512``) and any other key
+      is kept in ``Trace.extras``.
     - Vidur CSV: ``arrived_at`` (s), ``num_prefill_tokens``, ``num_decode_tokens`` (Vidur
       counts the token produced by prefill among the decode tokens, as ``output_tokens``
       does here).
     - canonical CSV / JSONL / Parquet: ``arrival_s``, ``prompt_tokens``, ``output_tokens``,
-      optional ``request_id`` (see :meth:`Trace.from_frame`).
+      optional ``request_id`` (see :meth:`Trace.from_frame`), optional block hashes
+      ``hash_ids`` with their block size ``hash_block_tokens`` (:mod:`.hashes`).
 
     Arrival times must not decrease; with ``sort=True`` requests are stably sorted by
     arrival instead. Blank lines are skipped. Every other problem (missing column, empty
@@ -75,7 +78,19 @@ def load_trace(path_or_name: str | Path, *, format: str | None = None,
         schema = detect_schema(list(df.columns), rows, line=header_line)
     arrival, prompt, output, extras = request_arrays(df, schema, rows, sort=sort,
                                                      header_line=header_line)
-    return Trace(arrival, prompt, output, name=name, extras=extras)
+    block = (MOONCAKE_BLOCK_TOKENS if schema.name == "mooncake" and HASH_COLUMN in extras
+             else None)
+    try:
+        return Trace(arrival, prompt, output, name=name, extras=extras,
+                     hash_block_tokens=block)
+    except InputError as err:      # block hashes: name the file and the request's line
+        if err.file is not None or err.field not in (HASH_COLUMN, BLOCK_COLUMN):
+            raise
+        line = None
+        if err.reason.startswith("request "):
+            pos = int(err.reason.split(":")[0].split()[1])
+            line = rows.line(pos)
+        raise InputError(err.reason, file=rows.file, line=line, field=err.field) from None
 
 
 def _resolve(path_or_name: str | Path) -> tuple[Path, str]:

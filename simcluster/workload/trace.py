@@ -22,6 +22,8 @@ import pandas as pd
 from simcluster.errors import InputError
 from simcluster.workload._columns import first_decrease
 from simcluster.workload._table import frame_arrays
+from simcluster.workload.hashes import (BLOCK_COLUMN, HASH_COLUMN, block_tokens_column,
+                                        encode_csv, normalise_hash_ids)
 
 #: Columns of the canonical table form of a trace (``to_frame``, ``save``), in order.
 CANONICAL_COLUMNS = ("request_id", "arrival_s", "prompt_tokens", "output_tokens")
@@ -41,6 +43,9 @@ class Trace:
     - ``extras``: optional per-request columns carried along from the source file, each a
       1-D array with one entry per request (e.g. Mooncake's ``hash_ids``, the prefix-block
       hashes of each prompt). Transforms select and reorder them with the requests.
+    - ``hash_block_tokens``: the block size of the ``hash_ids`` extra (one id per that many
+      prompt tokens; Mooncake: 512) (:mod:`.hashes`). The simulator's prefix caches key KV
+      blocks by these ids; ``hash_ids`` without a block size stay an opaque extra.
 
     The arrays are copied and made read-only. Bad values raise
     :class:`~simcluster.errors.InputError` naming the field and the request's position.
@@ -52,6 +57,7 @@ class Trace:
     output_tokens: np.ndarray
     name: str = ""
     extras: Mapping[str, np.ndarray] = field(default_factory=dict)
+    hash_block_tokens: int | None = None
 
     def __post_init__(self) -> None:
         arrival = _arrival_array(self.arrival_s)
@@ -74,7 +80,31 @@ class Trace:
         object.__setattr__(self, "prompt_tokens", prompt)
         object.__setattr__(self, "output_tokens", output)
         object.__setattr__(self, "name", str(self.name))
+        self._block_hashes(extras, prompt)
         object.__setattr__(self, "extras", MappingProxyType(extras))
+
+    def _block_hashes(self, extras: dict, prompt: np.ndarray) -> None:
+        """Move a ``hash_block_tokens`` column into the attribute; check ``hash_ids``."""
+        bt = self.hash_block_tokens
+        if BLOCK_COLUMN in extras:
+            col = block_tokens_column(extras.pop(BLOCK_COLUMN)) if len(prompt) else bt
+            if bt is not None and col != bt:
+                raise InputError(f"the {BLOCK_COLUMN} column says {col}, the argument {bt}",
+                                 field=BLOCK_COLUMN)
+            bt = col
+        if HASH_COLUMN in extras and bt is not None:   # (without a block size: opaque)
+            arr = normalise_hash_ids(extras[HASH_COLUMN], prompt, bt)
+            arr.flags.writeable = False
+            extras[HASH_COLUMN] = arr
+        elif bt is not None and (isinstance(bt, bool) or not isinstance(bt, int) or bt < 1):
+            raise InputError(f"expected a whole number of tokens >= 1, got {bt!r}",
+                             field=BLOCK_COLUMN)
+        object.__setattr__(self, "hash_block_tokens", bt)
+
+    @property
+    def has_block_hashes(self) -> bool:
+        """Whether the requests carry prefix-block hashes (``hash_ids`` with a block size)."""
+        return HASH_COLUMN in self.extras and self.hash_block_tokens is not None
 
     def __len__(self) -> int:
         return len(self.arrival_s)
@@ -111,6 +141,8 @@ class Trace:
         }
         if extras:
             data.update({k: v.copy() for k, v in self.extras.items()})
+            if self.has_block_hashes:
+                data[BLOCK_COLUMN] = np.full(len(self), self.hash_block_tokens, dtype=np.int64)
         return pd.DataFrame(data)
 
     @classmethod
@@ -126,12 +158,19 @@ class Trace:
         arrival, prompt, output, extras = frame_arrays(df, source)
         return cls(arrival, prompt, output, name=name, extras=extras)
 
+    def with_block_hashes(self, hash_ids, block_tokens: int) -> Trace:
+        """The same requests with prefix-block hashes (one list of ids per request)."""
+        extras = {**self.extras, HASH_COLUMN: list(hash_ids)}
+        return Trace(self.arrival_s, self.prompt_tokens, self.output_tokens, name=self.name,
+                     extras=extras, hash_block_tokens=block_tokens)
+
     def save(self, path: str | Path) -> Path:
         """Write the trace in canonical columns; the format follows the suffix.
 
         ``.csv``: request_id, arrival_s, prompt_tokens, output_tokens and the extras whose
-        entries are scalars (list-valued extras such as ``hash_ids`` do not fit a CSV cell;
-        they are left out with a warning: use ``.jsonl`` or ``.parquet`` to keep them).
+        entries are scalars; ``hash_ids`` as space-separated ids with its
+        ``hash_block_tokens`` column (other list-valued extras do not fit a CSV cell; they are
+        left out with a warning: use ``.jsonl`` or ``.parquet`` to keep them).
         ``.jsonl``: one JSON object per request, all extras included.
         ``.parquet``: needs pyarrow. Floats are written so that they read back exactly.
         Returns the path written.
@@ -219,7 +258,10 @@ def _write_csv(trace: Trace, path: Path) -> None:
     frame = trace.to_frame()
     left_out = []
     for key, values in trace.extras.items():
-        if _is_scalar_column(values):
+        if key == HASH_COLUMN and trace.has_block_hashes:
+            frame[key] = [encode_csv(ids) for ids in values]
+            frame[BLOCK_COLUMN] = trace.hash_block_tokens
+        elif _is_scalar_column(values):
             frame[key] = values
         else:
             left_out.append(key)
@@ -255,4 +297,6 @@ def _write_jsonl(trace: Trace, path: Path) -> None:
                       "output_tokens": output[i]}
             for key, col in zip(names, columns):
                 record[key] = _json_value(col[i])
+            if trace.has_block_hashes:
+                record[BLOCK_COLUMN] = trace.hash_block_tokens
             f.write(json.dumps(record, allow_nan=False) + "\n")

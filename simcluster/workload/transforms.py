@@ -21,7 +21,8 @@ def _take(trace: Trace, index: np.ndarray, *, arrival_s: np.ndarray | None = Non
     return Trace(trace.arrival_s[index] if arrival_s is None else arrival_s,
                  trace.prompt_tokens[index], trace.output_tokens[index],
                  name=trace.name if name is None else name,
-                 extras=subset_extras(trace.extras, index))
+                 extras=subset_extras(trace.extras, index),
+                 hash_block_tokens=trace.hash_block_tokens)
 
 
 def rescale_rate(trace: Trace, target_rate_per_s: float) -> Trace:
@@ -45,7 +46,7 @@ def rescale_rate(trace: Trace, target_rate_per_s: float) -> Trace:
     offsets[-1] = new_span  # exact end, so that rate_per_s == target up to rounding
     offsets = np.maximum.accumulate(offsets)
     return Trace(start + offsets, trace.prompt_tokens, trace.output_tokens, name=trace.name,
-                 extras=dict(trace.extras))
+                 extras=dict(trace.extras), hash_block_tokens=trace.hash_block_tokens)
 
 
 def time_window(trace: Trace, start_s: float, end_s: float | None = None) -> Trace:

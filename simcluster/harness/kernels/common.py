@@ -453,6 +453,12 @@ def summary_lines(out_dir: str | os.PathLike) -> list[str]:
             v, r = _best(rows, lambda r: r["bytes"], lambda r, op=op: r["op"] == op)
             if v:
                 lines.append(f"elementwise {op}: peak {v / 1e9:.0f} GB/s (t={r['tokens']} h={r['hidden']})")
+    rows = load("grouped_gemm")
+    if rows:
+        v, r = _best(rows, lambda r: r["flops"])
+        if v:
+            lines.append(f"grouped_gemm: peak {v / 1e12:.0f} TFLOP/s ({r['groups']} groups x "
+                         f"{r['m']} rows, n={r['n']} k={r['k']}, {r['impl']})")
     rows = load("cpu_gemm")
     if rows:
         for dt in sorted({r["dtype"] for r in rows}):
@@ -483,6 +489,7 @@ def summary_lines(out_dir: str | os.PathLike) -> list[str]:
 TABLES = {
     "memcpy": ("gpu", "bench_memcpy", "gpu"),
     "gemm": ("gpu", "bench_gemm", "gpu"),
+    "grouped_gemm": ("grouped", "bench_grouped_gemm", "gpu"),
     "elementwise": ("gpu", "bench_elementwise", "gpu"),
     "attn_prefill": ("attention", "bench_attn_prefill", "gpu"),
     "attn_decode": ("attention", "bench_attn_decode", "gpu"),
