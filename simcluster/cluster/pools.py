@@ -100,6 +100,7 @@ class DisaggregatedCluster(Cluster):
             yield self.env.timeout(float(self.cost_model.calibration.link_time(
                 self.kv_link, "transfer", nbytes)))
         self.transfers.append((req.id, source.id, start, self.env.now, nbytes))
+        req.handoff_start_s, req.handoff_end_s, req.handoff_bytes = start, self.env.now, nbytes
         source.release_kv(req)          # the prefill instance held the KV until now
         self.capacity_changed(source)
         req.tag = "offloaded"

@@ -63,6 +63,8 @@ class Instance:
         self._wake: simpy.Event | None = None
         self._live: _DecodeRun | None = None
         self._admitted = 0
+        # a sink may watch prefill iterations as they start (KV shipped layer by layer)
+        self._prefill_hook = getattr(sink, "prefill_running", None)
         self.process = env.process(self._run())
 
     # -- requests in -------------------------------------------------------------------------
@@ -102,6 +104,12 @@ class Instance:
             plan = self.batcher.schedule(env.now)
             self._preempt(plan.preempt)
             self._admit(plan.admit)
+            if plan.empty and not self.running and self.kv.used_blocks:
+                # blocks still held by KV on its way to another instance: wait for them
+                self._wake = env.event()
+                yield self._wake
+                self._wake = None
+                continue
             if plan.empty:
                 stalls += 1
                 if stalls > 2 or not self.running:
@@ -127,6 +135,8 @@ class Instance:
         n_dec = len(plan.decode)
         ctx_sum = sum(r.kv_tokens for r in plan.decode) + n_dec
         t = self.timer.time(chunks, ctx, n_dec, ctx_sum, samples + n_dec)
+        if self._prefill_hook is not None and plan.prefill:
+            self._prefill_hook(self, plan.prefill, start, start + t)
         yield self.env.timeout(t)
         end = self.env.now
         self._record(start, end, 1, len(plan.prefill), int(chunks.sum()), samples, n_dec)
@@ -258,6 +268,8 @@ class Instance:
         """Free the KV blocks of a request handed off to another instance, once shipped."""
         self.kv.release(req.blocks)
         req.blocks = 0
+        if self._live is None and self._wake is not None and not self._wake.triggered:
+            self._wake.succeed()       # (idle, waiting for blocks: plan again)
 
     def _release(self, req: Request):
         self.running.remove(req)

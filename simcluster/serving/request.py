@@ -18,7 +18,7 @@ class Request:
     __slots__ = ("id", "arrival_s", "prompt_tokens", "output_tokens", "instance", "device",
                  "kv_tokens", "prefill_target", "generated", "blocks", "admit_seq",
                  "prefill_start_s", "first_token_s", "finish_s", "preemptions", "reason",
-                 "tag")
+                 "tag", "handoff_start_s", "handoff_end_s", "handoff_bytes")
 
     def __init__(self, rid: int, arrival_s: float, prompt_tokens: int, output_tokens: int):
         self.id = rid
@@ -38,6 +38,11 @@ class Request:
         self.preemptions = 0
         self.reason = ""
         self.tag = ""   # free-form label a policy may set (e.g. the pool that decoded it)
+        # KV hand-off to another instance (disaggregated pools): when its KV started and
+        # finished crossing the link, and how many bytes
+        self.handoff_start_s = NaN
+        self.handoff_end_s = NaN
+        self.handoff_bytes = 0
 
     @property
     def prefilling(self) -> bool:
