@@ -4,7 +4,8 @@ A :class:`Trace` is what a simulation replays: arrival times plus prompt and out
 counts per request. Load one from a file or a bundled public trace (:func:`load_trace`),
 generate one (:func:`synthetic_trace` and the arrival/length generators), reshape it with the
 pure transforms (:func:`rescale_rate`, :func:`time_window`, :func:`first_n`,
-:func:`subsample`), and summarise it (:func:`describe`, :func:`format_description`).
+:func:`subsample`, :func:`fit_context`), and summarise it (:func:`describe`,
+:func:`format_description`).
 """
 
 from simcluster.workload.bundled import bundled_trace_path, bundled_traces
@@ -19,13 +20,14 @@ from simcluster.workload.synthetic import (
                                            synthetic_trace,
 )
 from simcluster.workload.trace import Trace
-from simcluster.workload.transforms import first_n, rescale_rate, subsample, time_window
+from simcluster.workload.transforms import (first_n, fit_context, rescale_rate, subsample,
+                                             time_window)
 
 __all__ = [
     "Trace",
     "load_trace", "bundled_traces", "bundled_trace_path",
     "poisson_arrivals", "gamma_arrivals", "fixed_lengths", "lognormal_lengths",
     "resampled_lengths", "synthetic_trace",
-    "rescale_rate", "time_window", "first_n", "subsample",
+    "rescale_rate", "time_window", "first_n", "subsample", "fit_context",
     "describe", "format_description", "interarrival_cv",
 ]
