@@ -95,6 +95,7 @@ class TileModel:
         self.vec_flops = d.vector_flops
         self.vec_per_core_cycle = d.lanes * d.vector_width * d.vector_flops_per_element
         self._gemm: dict = {}
+        self._attn_const: dict = {}
         # candidate L1 tiles, split factors: flattened grid
         m1, n1, s = np.meshgrid(_TILES, _TILES, _SPLITS, indexing="ij")
         self._m1, self._n1, self._s = m1.ravel(), n1.ravel(), s.ravel()
@@ -193,10 +194,44 @@ class TileModel:
         share = work / work.sum() if work.sum() > 0 else np.full(c.shape, 1.0 / len(c))
         return total * share
 
+    def attn_prefill_one(self, c: float, x: float, heads: float, kv_heads: float,
+                         head_dim: float, ideal_bytes: float) -> float:
+        """:meth:`attn_prefill` of one sequence, in scalar arithmetic (the hot path)."""
+        d = max(int(round(head_dim)), 1)
+        hq = max(int(math.ceil(heads)), 1)
+        key = (d, "tile")
+        hit = self._attn_const.get(key)
+        if hit is None:
+            bq = self._attn_tile(d)
+            hit = self._attn_const[key] = (bq, self._mm_cycles(bq, bq, d)
+                                           + self._mm_cycles(bq, d, bq)
+                                           + bq * bq * SOFTMAX_VECTOR_FLOPS_PER_SCORE
+                                           / self.vec_per_core_cycle)
+        bq, tile_cycles = hit
+        q_tiles = math.ceil(c / bq)
+        kv_tiles = math.ceil((x + (c + bq) / 2) / bq)
+        unit = kv_tiles * tile_cycles
+        compute = max(hq * q_tiles * unit / self.C, unit) / self.f
+        gb = self.b * hq * q_tiles * (2 * bq * d + kv_tiles * 2 * bq * d) / self.gb_bw
+        g = max(kv_heads, 1.0)
+        kv_head_bytes = 2 * (x + c) * d * self.b
+        kv_in_flight = max(1.0, min(hq, max(1.0, self.C / q_tiles)) * g / hq)
+        refetch = ((q_tiles - 1) * kv_head_bytes * g
+                   if kv_in_flight * kv_head_bytes > self.gb_elems * self.b else 0.0)
+        dram = (ideal_bytes + refetch) / self.dram_bw
+        return max(compute, gb, dram) + KERNEL_FIXED_S["attn_prefill"]
+
     def attn_decode(self, batch: int, kv_len, heads: float, kv_heads: float, flops,
                     bytes_) -> np.ndarray:
-        kv = np.asarray(kv_len, dtype=float)
         g = max(kv_heads, 1.0)
+        if isinstance(kv_len, (int, float)) and isinstance(flops, (int, float)):
+            splits = max(1.0, min(math.ceil(kv_len / DECODE_CHUNK_TOKENS),
+                                  math.ceil(self.C / max(batch * g, 1.0))))
+            bw = min(self.dram_bw, min(self.C, batch * g * splits) * self.gb_bw / self.C)
+            rate = max(self.vec_flops,
+                       self.design.matrix_flops * min(1.0, max(heads / g, 1.0) / self.H))
+            return max(bytes_ / bw, flops / rate) + KERNEL_FIXED_S["attn_decode"]
+        kv = np.asarray(kv_len, dtype=float)
         units_per_split = batch * g
         splits = np.maximum(1.0, np.minimum(np.ceil(kv / DECODE_CHUNK_TOKENS),
                                             np.ceil(self.C / max(units_per_split, 1.0))))
@@ -234,6 +269,18 @@ class TileCalibration(Calibration):
         if getattr(device, "design", None) is None:
             return self.inner.op_time(device, op, flops, bytes_, shape, dtype)
         tm = self.model(device, 1 if dtype in ("fp8", "int8") else 4 if dtype == "fp32" else 2)
+        if type(bytes_) is float:                 # scalar fast paths (the simulator's)
+            if op == "gemm":
+                return tm.gemm(shape["m"], shape["n"], shape["k"])
+            if op == "elementwise":
+                return bytes_ / tm.dram_bw + KERNEL_FIXED_S["elementwise"] * shape.get(
+                    "kernels", 1)
+            if op == "attn_prefill" and shape.get("batch", 1) == 1 \
+                    and type(shape["tokens"]) is float:
+                c, x, heads = shape["tokens"], float(shape.get("context", 0)), shape["heads"]
+                hd = flops / max(4.0 * heads * c * (x + (c + 1) / 2), 1e-30)
+                return tm.attn_prefill_one(c, x, heads, shape.get("kv_heads", heads), hd,
+                                           bytes_)
         scalar = np.ndim(flops) == 0 and np.ndim(bytes_) == 0
         if op == "gemm":
             t = tm.gemm(shape["m"], shape["n"], shape["k"])
