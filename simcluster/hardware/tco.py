@@ -26,7 +26,8 @@ Each step, with the source of every constant:
    servers) + colocation ($184.06 per kW per month: CBRE North America Data Center Trends
    H2 2024, 250-500 kW wholesale asking rate) and electricity ($0.080/kWh, EIA 2023 US
    industrial average, x PUE 1.58, Uptime Institute 2023 survey average) for the server's
-   power at full load (devices at their prefill power, :mod:`.power`, plus the host's
+   power at full load (devices at their prefill or decode power, whichever is larger,
+   :mod:`.power`, plus the host's
    4.6 kW: DGX H100's 10.2 kW maximum less 8 x 700 W).
 
 An H100-like design lands near the public price of an 8-GPU H100 server (SemiAnalysis's
@@ -117,7 +118,8 @@ def design_cost(design) -> DesignCost:
     bill = (dc * (device + design.links_per_device * SCALE_UP_USD_PER_LINK
                   + NETWORK_USD_PER_DEVICE) + HOST_USD_PER_SERVER)
     price = bill / (1 - VENDOR_GROSS_MARGIN)
-    power_w = dc * design_power(design).prefill_w + HOST_POWER_W
+    power = design_power(design)
+    power_w = dc * max(power.prefill_w, power.decode_w) + HOST_POWER_W
     kw = power_w / 1000
     per_hour = (price / (LIFETIME_YEARS * HOURS_PER_YEAR)
                 + kw * COLOCATION_USD_PER_KW_MONTH / HOURS_PER_MONTH
