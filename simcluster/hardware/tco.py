@@ -27,8 +27,7 @@ Each step, with the source of every constant:
    H2 2024, 250-500 kW wholesale asking rate) and electricity ($0.080/kWh, EIA 2023 US
    industrial average, x PUE 1.58, Uptime Institute 2023 survey average) for the server's
    power at full load (devices at their prefill or decode power, whichever is larger,
-   :mod:`.power`, plus the host's
-   4.6 kW: DGX H100's 10.2 kW maximum less 8 x 700 W).
+   :mod:`.power`, plus the host's 4.6 kW: DGX H100's 10.2 kW maximum less 8 x 700 W).
 
 An H100-like design lands near the public price of an 8-GPU H100 server (SemiAnalysis's
 ~$270,000 DGX H100; benchmarks/llmshare_tables.py prints the comparison). Its dollars per
