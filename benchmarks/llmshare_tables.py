@@ -207,18 +207,20 @@ def seconds_per_design(n: int, seed: int = 0) -> str:
         v = {k: int(rng.choice(vals)) for k, vals in DESIGN_SPACE.items()}
         servers = v.pop("servers")
         return PoolDesign(servers, AcceleratorDesign(**v))
-    times, feasible = [], 0
+    times, simulated = [], []
     for _ in range(n):
         design = ServingDesign(draw(), draw())
         t0 = time.perf_counter()
         ev = evaluate_design(design, trace, model)
         times.append(time.perf_counter() - t0)
-        feasible += ev.feasible
-    sim_times = sorted(times)
-    return table(["designs", "feasible (simulated)", "median s / design", "p90 s / design",
-                  "total s"],
-                 [(n, feasible, f"{statistics.median(times):.2f}",
-                   f"{sim_times[int(0.9 * (n - 1))]:.2f}", f"{sum(times):.1f}")])
+        if ev.feasible:
+            simulated.append(times[-1])
+    sim = sorted(simulated) or [float("nan")]
+    return table(["designs drawn", "simulated (feasible)", "median s / simulated design",
+                  "p90 s / simulated design", "median s / design, all", "total s"],
+                 [(n, len(simulated), f"{statistics.median(sim):.2f}",
+                   f"{sim[int(0.9 * (len(sim) - 1))]:.2f}",
+                   f"{statistics.median(times):.2f}", f"{sum(times):.1f}")])
 
 
 def write(blocks: dict[str, str]):

@@ -91,3 +91,6 @@ def test_evaluate_design_and_infeasible_designs():
     small = ServingDesign(parse_row("1,4,6,40,20,72,64,1,16,16"), design.decode)
     bad = evaluate_design(small, trace, model)
     assert not bad.feasible and "prefill" in bad.infeasible and math.isinf(bad.serving_time_s)
+    huge = ServingDesign(parse_row("1,8,24,128,110,180,512,8,128,128"), design.decode)
+    worse = evaluate_design(huge, trace, model)
+    assert not worse.feasible and "plausible" in worse.infeasible

@@ -12,7 +12,9 @@ configuration, model, trace -> serving time and total cost"):
 Each pool's servers become instances (one per server, tensor parallel over its devices) of a
 :class:`~simcluster.cluster.PhasePoolCluster`, timed by the tile model; a design whose servers
 cannot hold the model's weights is answered at once as infeasible (``feasible`` False, the
-reason in ``infeasible``, infinite serving time), without simulating. Designs are plain frozen
+reason in ``infeasible``, infinite serving time), without simulating; so is one whose device
+falls outside a device spec's plausible ranges (e.g. more than 20 kW or 1e17 FLOP/s: LLMShare's
+space holds 180-core, 8-lane, 128 x 128-array designs). Designs are plain frozen
 data, so evaluations run in parallel processes as they are (``concurrent.futures``).
 """
 
@@ -27,6 +29,7 @@ from simcluster.calibration import load_calibration
 from simcluster.cluster import InstanceSpec, PhasePoolCluster
 from simcluster.cost import CostModel, Layout
 from simcluster.cost.memory import memory_plan
+from simcluster.errors import InputError
 from simcluster.hardware import load_link
 from simcluster.hardware.area import die_area
 from simcluster.hardware.designed import designed_device
@@ -83,8 +86,13 @@ def evaluate_design(design, trace, model, *, routing: str = "splitwise",
     """Simulate ``trace`` on ``design`` (a :class:`~simcluster.hardware.parametric.
     ServingDesign`) serving ``model``; see the module docstring."""
     capex, per_hour, areas, fits = _money(design)
-    specs = [_pool_spec(design.prefill, "prefill", config),
-             _pool_spec(design.decode, "decode", config)]
+    try:
+        specs = [_pool_spec(design.prefill, "prefill", config),
+                 _pool_spec(design.decode, "decode", config)]
+    except InputError as err:       # beyond any buildable device (e.g. a 50 kW chip)
+        return DesignEvaluation(False, f"not a plausible device: {err}", math.inf, len(trace),
+                                0, len(trace), 0.0, capex, per_hour, math.inf, math.nan,
+                                math.nan, math.nan, 0.0, areas, fits, 0)
     oom = [f"{s.pool}: {line}" for s in specs
            for line in memory_plan(model, s.layout, memory_utilization=config.memory_utilization,
                                    max_batched_tokens=config.max_batched_tokens,
