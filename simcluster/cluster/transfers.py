@@ -105,6 +105,10 @@ class LinkNetwork:
     def _reallocate(self):
         """Max-min fair rates with caps (progressive filling), then wake at the next finish."""
         unfixed = set(self.flows)
+        if len(unfixed) == 1:                     # alone: its slowest port, or its cap
+            (f,) = unfixed
+            f.rate = min(f.cap, min(p.bw_bytes_per_s for p in f.ports))
+            unfixed = ()
         left = {p: p.bw_bytes_per_s for p in self.ports.values() if p.flows}
         for f in unfixed:
             f.rate = 0.0
