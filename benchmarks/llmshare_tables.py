@@ -226,10 +226,10 @@ def seconds_per_design(n: int, seed: int = 0) -> str:
 def write(blocks: dict[str, str]):
     text = DOC.read_text()
     for name, body in blocks.items():
-        pattern = re.compile(rf"(<!-- BEGIN {name} -->\n).*?(\n<!-- END {name} -->)", re.S)
+        pattern = re.compile(rf"(<!-- BEGIN {name} -->\n)(?:.*?\n)?(<!-- END {name} -->)", re.S)
         if not pattern.search(text):
             raise SystemExit(f"{DOC}: no block {name!r}")
-        text = pattern.sub(lambda m: m.group(1) + body + m.group(2), text)
+        text = pattern.sub(lambda m: m.group(1) + body + "\n" + m.group(2), text)
     DOC.write_text(text)
 
 
