@@ -30,7 +30,7 @@ def test_h100_row_peaks_within_10_percent_of_the_h100_sxm():
     assert d.link_bw_bytes_per_s == pytest.approx(450e9, rel=0.10)     # NVLink4, per direction
     assert d.memory_stacks == 5
     dev = designed_device(d)
-    assert dev.peak_flops_for("bf16") == d.matrix_flops and dev.design is d
+    assert dev.peak_flops_for("bf16") == d.matrix_flops and dev.design == d
     assert dev.mem_bytes == spec.mem_bytes
     assert designed_device(d) is dev                                   # one object per design
 
