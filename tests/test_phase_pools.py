@@ -243,3 +243,86 @@ def test_energy_is_power_times_time_per_state(h100, llama7b):
     assert s["energy_per_request_j"] == pytest.approx(joules / 2)
     assert s["energy_per_m_tokens_kwh"] == pytest.approx(joules / 3.6e6 / 2022 * 1e6)
     assert list(res.instances.power_prefill_w) == [700, 700]
+
+
+# ------------------------------------------------------------------ policy decisions alone
+class _Server:
+    def __init__(self, sid, waiting=0):
+        self.id, self.waiting, self.running = sid, [object()] * waiting, []
+        self.config = type("C", (), {"max_batched_tokens": 100})()
+
+
+class _View:
+    """A phase-pool cluster's view, as policies read it."""
+
+    def __init__(self, roles, pending=None, reserved=None, cap=1000, waiting=None):
+        self.all = [_Server(i, (waiting or {}).get(i, 0)) for i in range(len(roles))]
+        self.roles, self.switching = dict(enumerate(roles)), []
+        self.pending, self.reserved, self.cap = pending or {}, reserved or {}, cap
+
+    def servers(self, role, req):
+        return [s for s in self.all if self.roles[s.id] == role]
+
+    pool_servers = lambda self, role: self.servers(role, None)  # noqa: E731
+
+    def pending_prompt_tokens(self, s):
+        return self.pending.get(s.id, 0)
+
+    def reserved_kv_tokens(self, s):
+        return self.reserved.get(s.id, 0)
+
+    def kv_capacity_tokens(self, s):
+        return self.cap
+
+    def borrow(self, s):
+        self.roles[s.id] = "mixed"
+
+
+class _Req:
+    prompt_tokens, max_kv_tokens = 100, 300
+
+
+def test_splitwise_borrows_a_prompt_server_when_token_servers_are_full():
+    view = _View(["prefill", "prefill", "decode"], reserved={2: 900}, pending={1: 50})
+    p, t = POOL_ROUTERS.create("splitwise").bind(view).assign(_Req(), 0.0)
+    assert p.id == 0 and t.id == 1 and view.roles[1] == "mixed"
+
+
+def test_splitwise_runs_both_phases_on_one_server_when_no_pair_exists():
+    view = _View(["prefill", "decode"], reserved={1: 900}, pending={0: 10_000},
+                 waiting={0: 1})
+    p, t = POOL_ROUTERS.create("splitwise", mixed=False).bind(view).assign(_Req(), 0.0)
+    assert (p.id, t.id) == (0, 1)                     # without borrowing: queue in the pools
+    view = _View(["switching", "decode"], reserved={1: 900})
+    p, t = POOL_ROUTERS.create("splitwise").bind(view).assign(_Req(), 0.0)
+    assert p is t and p.id == 1
+    assert POOL_ROUTERS.create("splitwise").bind(_View(["switching"])).assign(_Req(), 0) == \
+        (None, None)
+
+
+def test_kv_jsq_falls_back_to_one_pool():
+    view = _View(["prefill", "switching"], waiting={0: 2})
+    p, t = POOL_ROUTERS.create("kv_jsq").bind(view).assign(_Req(), 0.0)
+    assert p is t and p.id == 0
+    assert POOL_ROUTERS.create("kv_jsq").bind(_View(["switching"])).assign(_Req(), 0) == \
+        (None, None)
+
+
+def test_threshold_rebalancer_moves_toward_the_decode_pool_under_kv_pressure():
+    view = _View(["prefill", "prefill", "decode"], reserved={2: 950}, pending={1: 10})
+    policy = REBALANCERS.create("threshold", cooldown_s=10).bind(view)
+    (server, to), = policy.decide(0.0)
+    assert (server.id, to) == (0, "decode")
+    assert policy.decide(5.0) == []                  # cooldown
+    view.switching = [server]
+    assert policy.decide(20.0) == []                 # one move at a time
+
+
+@pytest.mark.parametrize("name, params", [
+    ("splitwise", {"prompt_max_pending_tokens": 0}),
+    ("threshold", {"interval_s": 0}), ("threshold", {"cooldown_s": -1}),
+    ("threshold", {"decode_low": 0.95}), ("threshold", {"min_servers": 0})])
+def test_pool_policy_parameters_are_checked(name, params):
+    registry = POOL_ROUTERS if name in POOL_ROUTERS else REBALANCERS
+    with pytest.raises((ValueError, TypeError)):
+        registry.create(name, **params)

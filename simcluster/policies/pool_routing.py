@@ -88,8 +88,8 @@ class SplitwiseRouting(_Bound):
                          key=lambda s: (c.pending_prompt_tokens(s), s.id))
             t = t or min(tokens + mixed, default=None,
                          key=lambda s: (c.reserved_kv_tokens(s), s.id))
-        if p is None or t is None:
-            everyone = prompts + mixed + tokens
+        if p is None or t is None:        # (after any borrowing: roles may have changed)
+            everyone = [s for r in ("prefill", "mixed", "decode") for s in c.servers(r, request)]
             if not everyone:
                 return None, None
             p = t = min(everyone, key=lambda s: (c.pending_prompt_tokens(s), s.id))
