@@ -257,6 +257,7 @@ class TileCalibration(Calibration):
         self.inner = inner
         self.name = inner.name
         self._models: dict = {}
+        self._fast: dict = {}
 
     def model(self, device, dtype_bytes: int = 2) -> TileModel:
         key = (self._device_key(device), dtype_bytes)
@@ -266,9 +267,13 @@ class TileCalibration(Calibration):
         return hit
 
     def op_time(self, device, op, flops, bytes_, shape, dtype="bf16"):
-        if getattr(device, "design", None) is None:
-            return self.inner.op_time(device, op, flops, bytes_, shape, dtype)
-        tm = self.model(device, 1 if dtype in ("fp8", "int8") else 4 if dtype == "fp32" else 2)
+        tm = self._fast.get((id(device), dtype))
+        if tm is None:
+            if getattr(device, "design", None) is None:
+                return self.inner.op_time(device, op, flops, bytes_, shape, dtype)
+            # (model() holds the device, so its id stays its own)
+            tm = self._fast[(id(device), dtype)] = self.model(
+                device, 1 if dtype in ("fp8", "int8") else 4 if dtype == "fp32" else 2)
         if type(bytes_) is float:                 # scalar fast paths (the simulator's)
             if op == "gemm":
                 return tm.gemm(shape["m"], shape["n"], shape["k"])
