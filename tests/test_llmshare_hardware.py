@@ -109,6 +109,12 @@ def test_bad_design_parameters_name_the_field():
         parse_row("1,2,3")
     with pytest.raises(InputError, match="expected a number"):
         parse_row("7,8,18,80,50,x,256,4,16,32")
+    with pytest.raises(InputError, match="expected a number"):
+        parse_row("7,8,18,80,50,inf,256,4,16,32")
+    with pytest.raises(InputError, match="whole number"):
+        parse_row("7,8,18,80,50,132.5,256,4,16,32")
+    with pytest.raises(InputError, match="clock_ghz"):
+        parse_row(H100_PREFILL_ROW, clock_ghz=2)
     with pytest.raises(InputError, match="unknown design parameter"):
         H100_ROW.design.with_overrides(cache_mb=3)
 

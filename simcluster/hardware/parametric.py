@@ -226,7 +226,8 @@ class AcceleratorDesign:
         base = load_link(self.link.name)
         return LinkSpec(name=f"{self.link.name}x{self.links_per_device}",
                         bw_bytes_per_s=self.link_bw_bytes_per_s, latency_s=base.latency_s,
-                        kind=base.kind, source=f"{self.links_per_device} links; {self.link.source}")
+                        kind=base.kind,
+                        source=f"{self.links_per_device} links; {self.link.source}")
 
     def with_overrides(self, **fields: Any) -> "AcceleratorDesign":
         known = {f.name for f in dataclasses.fields(self)}
@@ -282,16 +283,22 @@ def parse_row(row: str | list | tuple, **stated: Any) -> PoolDesign:
     """A pool from the source's ten-number row (``"7,8,18,80,50,132,256,4,16,32"``: server
     count, devices per server, links, memory GB, global buffer MB, cores, local buffer KB,
     lanes, array height, vector width); ``stated`` sets the stated parameters."""
-    parts = [p for p in (row.split(",") if isinstance(row, str) else row)]
+    parts = list(row.split(",") if isinstance(row, str) else row)
     if len(parts) != len(ROW_FIELDS):
         raise InputError(f"expected {len(ROW_FIELDS)} numbers ({', '.join(ROW_FIELDS)}), "
                          f"got {len(parts)}: {row!r}", field="design")
+    known = {f.name for f in dataclasses.fields(AcceleratorDesign)} - set(ROW_FIELDS)
+    for key in set(stated) - known:
+        raise InputError(f"unknown stated parameter; known: {', '.join(sorted(known))}",
+                         field=key)
     values = {}
     for f, p in zip(ROW_FIELDS, parts):
         try:
             v = float(p)
         except (TypeError, ValueError):
-            raise InputError(f"expected a number for {f}, got {p!r}", field="design") from None
+            v = math.nan
+        if not math.isfinite(v):
+            raise InputError(f"expected a number for {f}, got {p!r}", field="design")
         values[f] = int(v) if v == int(v) else v
     servers = values.pop("servers")
     return PoolDesign(servers, AcceleratorDesign(**values, **stated))
