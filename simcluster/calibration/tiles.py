@@ -45,7 +45,7 @@ adds a fixed time for launch (under CUDA-graph replay), ramp-up and tail — the
 time against bytes over the memory-bound kernels measured below 64 MB: GEMM 3.7 us, prefill
 attention 5.7 us, decode attention 6.5 us, elementwise 5.4 us (benchmarks/llmshare_tables.py
 prints the fit). Without it, decode iterations — dozens of kernels of a few microseconds of
-traffic each — come out 25-30% faster than measured.
+traffic each — come out 11-30% faster than measured.
 
 **Where it departs from LLMCompass's mapper.** LLMCompass searches tile sizes, loop orders and
 lane tilings per operator shape and simulates each candidate cycle by cycle (with a systolic-
