@@ -10,6 +10,8 @@ cost                   ``CostModel``, ``Layout``, ``Batch``, ``load_calibration`
                        ``load_engine``
 serving and cluster    ``InstanceConfig``, ``InstanceSpec``
 one run                ``Simulation``, ``Results``
+designs                ``AcceleratorDesign``, ``PoolDesign``, ``ServingDesign``,
+                       ``parse_row``, ``designed_device``, ``evaluate_design``
 experiments            ``load_experiment``, ``Experiment``
 =====================  ==============================================================
 
@@ -49,6 +51,14 @@ _PUBLIC = {
     "Simulation": "simcluster.simulation", "Results": "simcluster.simulation",
     "load_experiment": "simcluster.experiment", "Experiment": "simcluster.experiment",
     "InputError": "simcluster.errors",
+    # LLMShare: parametric designs and their evaluation (docs/llmshare.md)
+    "fit_context": "simcluster.workload",
+    "AcceleratorDesign": "simcluster.hardware.parametric",
+    "PoolDesign": "simcluster.hardware.parametric",
+    "ServingDesign": "simcluster.hardware.parametric",
+    "parse_row": "simcluster.hardware.parametric",
+    "designed_device": "simcluster.hardware.designed",
+    "evaluate_design": "simcluster.simulation.design",
 }
 
 __all__ = sorted(_PUBLIC)

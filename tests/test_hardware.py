@@ -251,6 +251,6 @@ def test_cache_sees_edited_files(tmp_path):
     path = _device_file(tmp_path)
     first = hw.load_device(path)
     assert hw.load_device(path) is first
-    path.write_text(path.read_text().replace("tdp_w = 700", "tdp_w = 650"))
+    path.write_text(path.read_text().replace("tdp_w = 700", "tdp_w = 750"))
     os.utime(path, ns=(first_ns := path.stat().st_mtime_ns + 1_000_000, first_ns))
-    assert hw.load_device(path).tdp_w == 650
+    assert hw.load_device(path).tdp_w == 750

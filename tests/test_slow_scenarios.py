@@ -31,9 +31,22 @@ def _check(sim, res):
 
 
 @pytest.mark.parametrize("name", ["default.toml", "hllm_azure_conv.toml",
-                                  "hllm_azure_conv_oblivious.toml", "hels_opt30b.toml"])
+                                  "hllm_azure_conv_oblivious.toml", "hels_opt30b.toml",
+                                  "llmshare_h100.toml", "llmshare_design.toml"])
 def test_bundled_experiment_end_to_end(name):
     sim = load_experiment(EXPERIMENTS / name).simulation()
     res = sim.run()
     _check(sim, res)
     assert res.summary()["finished"] > 0.95 * len(res.requests)
+
+
+@pytest.mark.parametrize("name", ["llmshare_h100.toml", "llmshare_design.toml"])
+def test_phase_pools_conserve_servers_and_ship_every_handoff(name):
+    sim = load_experiment(EXPERIMENTS / name).simulation()
+    res = sim.run()
+    assert sum(sim.cluster.role_counts().values()) == len(sim.cluster.instances)
+    r = res.requests
+    moved = r[r.handoff_bytes > 0]
+    assert len(moved) == len(res.transfers) > 0.9 * len(r)
+    assert (moved.handoff_end_s >= moved.handoff_start_s).all()
+    assert (moved.first_token_s <= moved.handoff_end_s).all()

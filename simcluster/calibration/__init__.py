@@ -23,7 +23,9 @@ _LOADED: dict[str, Calibration] = {}
 
 def load_calibration(name: str = "measured") -> Calibration:
     """A calibration by name: ``measured`` (fitted from hwspecs/calibration tables, borrowed
-    by architecture family where a device has none) or ``datasheet`` (neutral roofline).
+    by architecture family where a device has none; a parametric design's achievable times
+    come from its tile model, :mod:`.tiles`) or ``datasheet`` (neutral roofline at the
+    device's peaks, derived ones for a design).
 
     A fitted calibration is immutable once built and is shared by the simulations of one
     process (fitting takes a second).
@@ -33,6 +35,7 @@ def load_calibration(name: str = "measured") -> Calibration:
     if name == "measured":
         if name not in _LOADED:
             from simcluster.calibration.fitted import MeasuredCalibration
-            _LOADED[name] = MeasuredCalibration()
+            from simcluster.calibration.tiles import TileCalibration
+            _LOADED[name] = TileCalibration(MeasuredCalibration())
         return _LOADED[name]
     raise KeyError(f"unknown calibration {name!r}; known: datasheet, measured")

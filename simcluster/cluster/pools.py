@@ -123,8 +123,9 @@ class DisaggregatedCluster(Cluster):
             yield self.env.timeout(float(self.cost_model.calibration.link_time(
                 self.kv_link, "transfer", nbytes)))
         for req in reqs:
-            self.transfers.append((req.id, source.id, start, self.env.now,
-                                   self.model.kv_bytes(req.kv_tokens)))
+            nb = self.model.kv_bytes(req.kv_tokens)
+            self.transfers.append((req.id, source.id, start, self.env.now, nb))
+            req.handoff_start_s, req.handoff_end_s, req.handoff_bytes = start, self.env.now, nb
             source.release_kv(req)      # the prefill instance held the KV until now
         self.capacity_changed(source)
 

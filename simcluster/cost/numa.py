@@ -110,6 +110,10 @@ class RemoteMemory(Calibration):
     def provenance(self, device) -> str:
         return self.inner.provenance(device) + " (remote-socket memory)"
 
+    def op_provenance(self, device, op: str) -> str:
+        return self.inner.op_provenance(device, op) + (
+            " (remote-socket memory)" if device.kind == "cpu" else "")
+
 
 class NumaTimer:
     """An iteration timer for a socket whose weights (fraction ``weights_remote``) and KV

@@ -33,6 +33,18 @@
                  [disaggregation.controller_params], numa (a NUMA placement of CPU-socket
                  decode instances: "aware", "oblivious", "interleave"),
                  [disaggregation.numa_params]   (see simcluster.cluster.pools, simcluster.policies.numa)
+    [[instances]] design = "7,8,18,80,50,132,256,4,16,32" instead of device: LLMShare's row of a
+                 parametric accelerator (server count, devices per server, links, memory GB,
+                 global buffer MB, cores, local buffer KB, lanes, array height, vector width):
+                 one instance per server, tensor parallel over its devices;
+                 [instances.design_params] sets stated parameters (clock_hz,
+                 memory_technology, ...; simcluster.hardware.parametric)
+    [pools]      phase pools instead of [disaggregation]: network_link = "IB-NDR400",
+                 routing = "splitwise", [pools.routing_params] (overlap, mixed,
+                 prompt_max_pending_tokens), rebalancer = "threshold",
+                 [pools.rebalancer_params], reload_s   (see simcluster.cluster.phase_pools)
+    [trace]      fit_context = 2048: cut prompts to fit a model's context (keeps their last
+                 tokens; simcluster.workload.fit_context)
     [slo]        ttft_s, tpot_s
     [cost]       calibration = "measured" (fitted kernel tables, the default) or "datasheet";
                  moe_popularity_cv (expert popularity skew, 0 = uniform), moe_samples
@@ -55,7 +67,7 @@ from typing import Any
 import numpy as np
 
 from simcluster.calibration import load_calibration
-from simcluster.cluster import Cluster, DisaggregatedCluster, InstanceSpec
+from simcluster.cluster import Cluster, DisaggregatedCluster, InstanceSpec, PhasePoolCluster
 from simcluster.cost import CostModel
 from simcluster.cost.moe import RoutingModel
 from simcluster.errors import InputError
@@ -89,11 +101,14 @@ class Experiment:
     cost_model: CostModel = field(default_factory=CostModel)
     source: str = ""
     disaggregation: dict | None = None   # DisaggregatedCluster keyword arguments
+    pools: dict | None = None            # PhasePoolCluster keyword arguments
 
     def simulation(self) -> Simulation:
         factory = Cluster
         if self.disaggregation is not None:
             factory = partial(DisaggregatedCluster, **self.disaggregation)
+        if self.pools is not None:
+            factory = partial(PhasePoolCluster, **self.pools)
         return Simulation(self.trace, self.model, self.instances, router=self.router,
                           router_params=self.router_params, cost_model=self.cost_model,
                           ttft_slo_s=self.ttft_slo_s, tpot_slo_s=self.tpot_slo_s,
@@ -163,8 +178,12 @@ def load_experiment(path=None) -> Experiment:
         tpot = slo.get("tpot_s", float, None, check=positive)
         slo.done()
     disagg = sections.read_disaggregation(top.sub("disaggregation"))
+    pools = sections.read_pools(top.sub("pools"))
+    if disagg is not None and pools is not None:
+        raise InputError("give [disaggregation] or [pools], not both", file=str(path),
+                         field="pools")
     top.done()
     return Experiment(name, seed, trace, model, specs, policy, params, ttft, tpot,
-                      cost_model, str(path), disagg)
+                      cost_model, str(path), disagg, pools)
 
 

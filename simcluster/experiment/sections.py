@@ -129,8 +129,44 @@ def read_trace(t: Table, base: Path, rng: np.random.Generator):
     rate = t.get("rate_per_s", float, None, check=positive)
     if rate is not None:
         trace = wl.rescale_rate(trace, rate)
+    fit = t.get("fit_context", int, None, check=lambda v: v >= 2)
+    if fit is not None:
+        trace = wl.fit_context(trace, fit)
     t.done()
     return trace
+
+
+def read_pools(t: Table | None) -> dict | None:
+    """``[pools]``: phase pools (simcluster.cluster.phase_pools) — the network between servers,
+    the pool router, an optional rebalancer and the switch cost."""
+    if t is None:
+        return None
+    from simcluster.policies.registry import POOL_ROUTERS, REBALANCERS
+    out = {"network_link": load_link(t.get("network_link", str, "IB-NDR400")),
+           "routing": t.get("routing", str, "splitwise", check=lambda v: v in POOL_ROUTERS),
+           "routing_params": t.get("routing_params", dict, {}),
+           "rebalancer": t.get("rebalancer", str, None, check=lambda v: v in REBALANCERS),
+           "rebalancer_params": t.get("rebalancer_params", dict, {}),
+           "reload_s": t.get("reload_s", float, None, check=lambda v: v >= 0)}
+    t.done()
+    return out
+
+
+def _design_layout(t: Table, stated: dict):
+    """A ``design = "N,dc,lc,mm,gb,cc,lb,lanes,ah,vw"`` instance: LLMShare's row (server count
+    first), one server per instance, tensor parallel over the server's devices."""
+    from simcluster.hardware.designed import designed_device
+    from simcluster.hardware.parametric import parse_row
+    try:
+        pool = parse_row(t.get("design", str), **stated)
+    except InputError as err:
+        raise InputError(err.reason, file=t.file, field=f"{t.where}{err.field or 'design'}") \
+            from None
+    except TypeError as err:
+        raise InputError(str(err), file=t.file, field=f"{t.where}design_params") from None
+    d = pool.design
+    layout = Layout.uniform(designed_device(d), tp=d.devices_per_server, link=d.link_spec())
+    return layout, pool.servers
 
 
 def read_model(t: Table, base: Path):
@@ -143,7 +179,22 @@ def read_model(t: Table, base: Path):
     return load_model(name if config is None else base / config)
 
 
+def _scheduler(t: Table) -> InstanceConfig:
+    """``[instances.scheduler]``: the replica's scheduler and memory settings."""
+    sched = t.sub("scheduler")
+    cfg = InstanceConfig()
+    if sched is not None:
+        kw = {k: sched.get(k, type(getattr(cfg, k)) if k != "max_model_len" else int, None)
+              for k in ("block_size", "max_num_seqs", "max_batched_tokens", "chunked_prefill",
+                        "memory_utilization", "max_model_len", "prefix_caching")}
+        sched.done()
+        cfg = InstanceConfig(**{k: v for k, v in kw.items() if v is not None})
+    return cfg
+
+
 def read_instance(t: Table, base: Path, model, cost_model: CostModel) -> InstanceSpec:
+    if "design" in t.data:
+        return _read_design_instance(t)
     device = t.get("device", str, None)
     devices = t.get("devices", list, None)
     tp = t.get("tp", int, 1, check=positive)
@@ -171,14 +222,7 @@ def read_instance(t: Table, base: Path, model, cost_model: CostModel) -> Instanc
                              ) from None
         except ValueError as err:
             raise InputError(str(err), file=t.file, field=t.where.rstrip(".")) from None
-    sched = t.sub("scheduler")
-    cfg = InstanceConfig()
-    if sched is not None:
-        kw = {k: sched.get(k, type(getattr(cfg, k)) if k != "max_model_len" else int, None)
-              for k in ("block_size", "max_num_seqs", "max_batched_tokens", "chunked_prefill",
-                        "memory_utilization", "max_model_len", "prefix_caching")}
-        sched.done()
-        cfg = InstanceConfig(**{k: v for k, v in kw.items() if v is not None})
+    cfg = _scheduler(t)
     # partition = "equal|hexgen_tp|hexgen|hels|hels_enhanced" cuts a devices = [...] group by a
     # registered policy (simcluster.policies.partition), tuned for
     # [instances.partition_params]: batch_size, context_tokens, max_context_tokens (the target
@@ -222,5 +266,25 @@ def read_instance(t: Table, base: Path, model, cost_model: CostModel) -> Instanc
                         name=t.get("name", str, ""), batching=t.get("batching", str, "vllm"),
                         batching_params=t.get("batching_params", dict, {}),
                         pool=t.get("pool", str, "", check=lambda p: p in ("", "prefill", "decode")))
+    t.done()
+    return spec
+
+
+def _read_design_instance(t: Table) -> InstanceSpec:
+    """An [[instances]] table with ``design`` (and ``[instances.design_params]``: the stated
+    parameters of simcluster.hardware.parametric.AcceleratorDesign, e.g. clock_hz)."""
+    for key in ("device", "devices", "tp", "pp", "link", "stage_link", "count", "partition"):
+        if key in t.data:
+            raise InputError(f"'{key}' does not go with 'design' (the design row gives the "
+                             "server count, devices per server and links)", file=t.file,
+                             field=f"{t.where}{key}")
+    params = t.get("design_params", dict, {})
+    layout, servers = _design_layout(t, params)
+    cfg = _scheduler(t)
+    spec = InstanceSpec(layout=layout, config=cfg, count=servers, name=t.get("name", str, ""),
+                        batching=t.get("batching", str, "vllm"),
+                        batching_params=t.get("batching_params", dict, {}),
+                        pool=t.get("pool", str, "", check=lambda p: p in ("", "prefill",
+                                                                          "decode")))
     t.done()
     return spec

@@ -33,20 +33,24 @@ _DTYPE_ALIASES = {"float64": "fp64", "double": "fp64", "float32": "fp32", "float
                   "float8": "fp8", "float8_e4m3fn": "fp8", "float8_e5m2": "fp8"}
 _NUMA_FIELDS = ("remote_mem_bw_bytes_per_s", "local_mem_latency_s", "remote_mem_latency_s")
 _INTEGER_FIELDS = ("mem_bytes", "compute_units", "l2_bytes")
-_OPTIONAL_NUMBERS = ("idle_power_w", "l2_bytes") + _NUMA_FIELDS
+_OPTIONAL_NUMBERS = ("idle_power_w", "prefill_power_w", "decode_power_w",
+                     "l2_bytes") + _NUMA_FIELDS
 
-# field -> (unit, lowest plausible, highest plausible); the first 11 are DeviceSpec fields
+# field -> (unit, lowest plausible, highest plausible); the first 13 are DeviceSpec fields
 _RANGES: dict[str, tuple[str, float, float]] = {
     "mem_bytes": ("bytes", 1e8, 1e14), "mem_bw_bytes_per_s": ("bytes/s", 1e9, 1e14),
     "compute_units": ("units", 1, 1e6), "clock_hz": ("Hz", 1e8, 1e10),
-    "tdp_w": ("W", 1, 2000), "price_usd_per_hour": ("USD/h", 0, 1e4),
-    "idle_power_w": ("W", 0, 2000), "l2_bytes": ("bytes", 1e5, 1e10),
+    # (power up to 20 kW: a parametric design may be far larger than any product)
+    "tdp_w": ("W", 1, 2e4), "price_usd_per_hour": ("USD/h", 0, 1e4),
+    "idle_power_w": ("W", 0, 2e4), "prefill_power_w": ("W", 0, 2e4),
+    "decode_power_w": ("W", 0, 2e4), "l2_bytes": ("bytes", 1e5, 1e10),
     "remote_mem_bw_bytes_per_s": ("bytes/s", 1e9, 1e14),
     "local_mem_latency_s": ("s", 1e-9, 1e-5), "remote_mem_latency_s": ("s", 1e-9, 1e-5),
-    "peak_flops": ("FLOP/s", 1e11, 1e16),
+    # parametric designs of LLMShare's space reach ~2e16 (hardware/parametric.py)
+    "peak_flops": ("FLOP/s", 1e11, 1e17),
     "bw_bytes_per_s": ("bytes/s", 1e8, 1e13), "latency_s": ("s", 1e-9, 1e-1),
 }
-_DEVICE_NUMBERS = tuple(_RANGES)[:11]
+_DEVICE_NUMBERS = tuple(_RANGES)[:13]
 _PREFIXES = ((1e3, "k"), (1e6, "M"), (1e9, "G"), (1e12, "T"),
              (1e-3, "m"), (1e-6, "µ"), (1e-9, "n"))
 _SI_UNITS = ("bytes", "bytes/s", "FLOP/s", "Hz", "s")
@@ -156,6 +160,8 @@ class DeviceSpec:
     clock_hz: float
     tdp_w: float
     idle_power_w: float | None = None
+    prefill_power_w: float | None = None     # power while prefilling (see hardware/power.py)
+    decode_power_w: float | None = None      # power while decoding
     price_usd_per_hour: float = 0.0
     l2_bytes: int | None = None
     remote_mem_bw_bytes_per_s: float | None = None
@@ -171,9 +177,10 @@ class DeviceSpec:
         set_("peak_flops", _check_flops(self.peak_flops))
         for f in _DEVICE_NUMBERS:
             set_(f, _number(getattr(self, f), f, optional=f in _OPTIONAL_NUMBERS))
-        if self.idle_power_w is not None and self.idle_power_w > self.tdp_w:
-            raise InputError(f"idle power {self.idle_power_w:g} W exceeds tdp_w "
-                             f"{self.tdp_w:g} W", field="idle_power_w")
+        for f in ("idle_power_w", "prefill_power_w", "decode_power_w"):
+            if getattr(self, f) is not None and getattr(self, f) > self.tdp_w:
+                raise InputError(f"{f[:-2].replace('_', ' ')} {getattr(self, f):g} W exceeds "
+                                 f"tdp_w {self.tdp_w:g} W", field=f)
         for f in _NUMA_FIELDS:   # NUMA: reading the other socket's memory
             if (getattr(self, f) is None) == (self.kind == "cpu"):
                 raise InputError("required for kind 'cpu'" if self.kind == "cpu" else

@@ -11,6 +11,9 @@ registry               modules                  decides
 ``CONTROLLERS``        controllers (queueing)   how many instances of a pool are active
 ``OFFLOADS``           offload                  does a prefilled request change pool
 ``NUMA_PLACEMENTS``    numa                     where a CPU socket's weights and KV live
+``POOL_ROUTERS``       pool_routing             a request's prompt and token servers, and
+                                                which servers join the mixed pool
+``REBALANCERS``        rebalance                which servers move between phase pools
 =====================  =======================  ==========================================
 
 Policies read the state of instances and clusters they are bound to (duck-typed) and import
@@ -20,9 +23,11 @@ nothing above the cost model.
 from simcluster.policies import batching, routing  # noqa: F401  (fill the registries)
 from simcluster.policies import bucketed, controllers, hf_cb  # noqa: F401
 from simcluster.policies import minibatch, numa, offload, partition  # noqa: F401
+from simcluster.policies import pool_routing, rebalance  # noqa: F401
 from simcluster.policies.batching import Plan
 from simcluster.policies.registry import (BATCHERS, CONTROLLERS, NUMA_PLACEMENTS, OFFLOADS,
-                                          PARTITIONS, ROUTERS, Registry)
+                                          PARTITIONS, POOL_ROUTERS, REBALANCERS, ROUTERS,
+                                          Registry)
 
-__all__ = ["BATCHERS", "CONTROLLERS", "NUMA_PLACEMENTS", "OFFLOADS", "PARTITIONS", "ROUTERS",
-           "Plan", "Registry"]
+__all__ = ["BATCHERS", "CONTROLLERS", "NUMA_PLACEMENTS", "OFFLOADS", "PARTITIONS",
+           "POOL_ROUTERS", "REBALANCERS", "ROUTERS", "Plan", "Registry"]

@@ -48,4 +48,6 @@ PARTITIONS = Registry("partition")      # a model cut over a GPU group: TP share
 CONTROLLERS = Registry("controller")    # pool sizing over time (e.g. M/M/c socket count)
 OFFLOADS = Registry("offload")          # does a prefilled request move to the decode pool?
 NUMA_PLACEMENTS = Registry("numa placement")   # CPU-socket weights and KV across sockets
+POOL_ROUTERS = Registry("pool routing")  # a request's prompt and token servers (phase pools)
+REBALANCERS = Registry("rebalancer")     # which servers move between phase pools, and when
 # (a decode pool's choice of instance for a handed-off request is a router too: ROUTERS)

@@ -78,6 +78,8 @@ class Instance:
         self.cache: PrefixCache | None = None     # built on the first hashed request
         self._caching = config.prefix_caching and getattr(self.batcher, "prefix_caching",
                                                           False)
+        # a sink may watch prefill iterations as they start (KV shipped layer by layer)
+        self._prefill_hook = getattr(sink, "prefill_running", None)
         self.process = env.process(self._run())
 
     # -- requests in -------------------------------------------------------------------------
@@ -152,6 +154,12 @@ class Instance:
             plan = self.batcher.schedule(env.now)
             self._preempt(plan.preempt)
             self._admit(plan.admit, plan.cached)
+            if plan.empty and not self.running and self.kv.used_blocks:
+                # blocks still held by KV on its way to another instance: wait for them
+                self._wake = env.event()
+                yield self._wake
+                self._wake = None
+                continue
             if plan.empty:
                 stalls += 1
                 if stalls > 2 or not self.running:
@@ -177,6 +185,8 @@ class Instance:
         n_dec = len(plan.decode)
         ctx_sum = sum(r.kv_tokens for r in plan.decode) + n_dec
         t = self.timer.time(chunks, ctx, n_dec, ctx_sum, samples + n_dec)
+        if self._prefill_hook is not None and plan.prefill:
+            self._prefill_hook(self, plan.prefill, start, start + t)
         yield self.env.timeout(t)
         end = self.env.now
         self._record(start, end, 1, len(plan.prefill), int(chunks.sum()), samples, n_dec)
@@ -310,6 +320,8 @@ class Instance:
     def release_kv(self, req: Request):
         """Free the KV blocks of a request handed off to another instance, once shipped."""
         self._free_kv(req)
+        if self._live is None and self._wake is not None and not self._wake.triggered:
+            self._wake.succeed()       # (idle, waiting for blocks: plan again)
 
     def _release(self, req: Request):
         self.running.remove(req)

@@ -25,7 +25,8 @@ class Request:
                  "kv_tokens", "prefill_target", "generated", "blocks", "admit_seq",
                  "prefill_start_s", "first_token_s", "finish_s", "preemptions", "reason",
                  "tag", "prefix_keys", "prefix_block_tokens", "cached_tokens",
-                 "shared_blocks", "units_held", "cached_upto")
+                 "shared_blocks", "units_held", "cached_upto", "handoff_start_s",
+                 "handoff_end_s", "handoff_bytes")
 
     def __init__(self, rid: int, arrival_s: float, prompt_tokens: int, output_tokens: int):
         self.id = rid
@@ -51,6 +52,11 @@ class Request:
         self.shared_blocks = 0
         self.units_held = ()
         self.cached_upto = 0
+        # KV hand-off to another instance (disaggregated pools): when its KV started and
+        # finished crossing the link, and how many bytes
+        self.handoff_start_s = NaN
+        self.handoff_end_s = NaN
+        self.handoff_bytes = 0
 
     @property
     def prefilling(self) -> bool:

@@ -6,7 +6,11 @@
 * ``timeline``: one row per instance event — a single iteration, or a run of identical decode
   iterations (``iterations`` > 1) — with batch composition (``prefill_done``: prompts that
   finished and sampled their first token), KV blocks in use at its start and queue length.
-* ``instances``: one row per replica — its devices, KV capacity, price.
+* ``instances``: one row per replica — its devices, KV capacity, price, and the power of its
+  devices idle, prefilling and decoding (:mod:`.energy`; the summary's ``energy_*`` fields).
+* ``transfers``: one row per KV hand-off between instances — request, source and destination
+  instance, start, end and bytes on the link (``dst_instance`` -1 where the pool's router
+  placed it later).
 """
 
 from __future__ import annotations
@@ -19,10 +23,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from simcluster.simulation.energy import energy_summary
+
 REQUEST_COLUMNS = ["request_id", "arrival_s", "prompt_tokens", "output_tokens", "instance",
                    "device", "prefill_start_s", "first_token_s", "finish_s", "queueing_s",
                    "ttft_s", "tpot_s", "e2e_s", "preemptions", "rejected", "reason",
-                   "cached_tokens"]
+                   "cached_tokens", "handoff_start_s", "handoff_end_s", "handoff_bytes"]
+TRANSFER_COLUMNS = ["request_id", "src_instance", "start_s", "end_s", "bytes", "dst_instance"]
 TIMELINE_COLUMNS = ["instance", "start_s", "end_s", "iterations", "prefill_seqs",
                     "prefill_tokens", "prefill_done", "decode_seqs", "kv_blocks_used",
                     "waiting"]
@@ -31,11 +38,13 @@ TIMELINE_COLUMNS = ["instance", "start_s", "end_s", "iterations", "prefill_seqs"
 def request_frame(requests) -> pd.DataFrame:
     rows = [(r.id, r.arrival_s, r.prompt_tokens, r.output_tokens, r.instance, r.device,
              r.prefill_start_s, r.first_token_s, r.finish_s, r.preemptions, bool(r.reason),
-             r.reason, r.cached_tokens) for r in requests]
+             r.reason, r.cached_tokens, r.handoff_start_s, r.handoff_end_s, r.handoff_bytes)
+            for r in requests]
     df = pd.DataFrame(rows, columns=["request_id", "arrival_s", "prompt_tokens",
                                      "output_tokens", "instance", "device", "prefill_start_s",
                                      "first_token_s", "finish_s", "preemptions", "rejected",
-                                     "reason", "cached_tokens"])
+                                     "reason", "cached_tokens", "handoff_start_s",
+                                     "handoff_end_s", "handoff_bytes"])
     df = df.sort_values("request_id", kind="stable").reset_index(drop=True)
     df["queueing_s"] = df.prefill_start_s - df.arrival_s
     df["ttft_s"] = df.first_token_s - df.arrival_s
@@ -47,6 +56,12 @@ def request_frame(requests) -> pd.DataFrame:
 
 def timeline_frame(rows) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=TIMELINE_COLUMNS)
+
+
+def transfer_frame(rows) -> pd.DataFrame:
+    """KV hand-offs: tuples ``(request, src, start_s, end_s, bytes[, dst])``."""
+    full = [tuple(r) + (-1,) * (len(TRANSFER_COLUMNS) - len(r)) for r in rows]
+    return pd.DataFrame(full, columns=TRANSFER_COLUMNS)
 
 
 def _pct(series: pd.Series, q: float) -> float:
@@ -100,6 +115,7 @@ def summarize(requests: pd.DataFrame, timeline: pd.DataFrame, instances: pd.Data
     if len(timeline):
         busy = instance_busy(timeline, span)
         out["busy_fraction_mean"] = float(busy.reindex(instances.instance, fill_value=0).mean())
+    out.update(energy_summary(timeline, instances, span, len(done), all_tokens))
     if prefix_caching:
         out.update(prefix_cache_summary(done))
     return out
@@ -137,16 +153,20 @@ class Results:
     tpot_slo_s: float | None = None
     name: str = ""
     prefix_caching: bool = False
+    transfers: pd.DataFrame | None = None
 
     def summary(self) -> dict:
         return summarize(self.requests, self.timeline, self.instances, self.ttft_slo_s,
                          self.tpot_slo_s, self.prefix_caching)
 
     def save(self, directory) -> Path:
-        """Write requests.csv, timeline.csv, instances.csv and summary.json into ``directory``."""
+        """Write requests.csv, timeline.csv, instances.csv, summary.json (and transfers.csv
+        where instances handed KV off) into ``directory``."""
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
         self.requests.to_csv(d / "requests.csv", index=False)
+        if self.transfers is not None and len(self.transfers):
+            self.transfers.to_csv(d / "transfers.csv", index=False)
         self.timeline.to_csv(d / "timeline.csv", index=False)
         self.instances.to_csv(d / "instances.csv", index=False)
         summary = {k: (None if isinstance(v, float) and math.isnan(v) else v)

@@ -23,9 +23,11 @@ import simpy
 
 from simcluster.cluster import Cluster, InstanceSpec
 from simcluster.cost import CostModel
-from simcluster.simulation.results import Results, request_frame, timeline_frame
 from simcluster.errors import InputError
 from simcluster.serving.prefix_cache import chain_keys
+from simcluster.simulation.energy import power_columns
+from simcluster.simulation.results import (Results, request_frame, timeline_frame,
+                                           transfer_frame)
 from simcluster.serving.request import Request
 
 
@@ -116,9 +118,11 @@ class Simulation:
                          "num_devices": len(devs),
                          "price_usd_per_hour": sum(d.price_usd_per_hour for d in devs),
                          "kv_blocks_total": inst.kv.total_blocks,
-                         "block_size": inst.config.block_size, "speed": inst.speed})
+                         "block_size": inst.config.block_size, "speed": inst.speed,
+                         **power_columns(devs)})
         timeline = timeline_frame([row for inst in self.cluster.instances
                                    for row in inst.timeline])
+        transfers = transfer_frame(getattr(self.cluster, "transfers", []))
         return Results(request_frame(self.requests), timeline, pd.DataFrame(rows),
                        ttft_slo_s=self.slo[0], tpot_slo_s=self.slo[1], name=self.name,
-                       prefix_caching=self.prefix_caching)
+                       prefix_caching=self.prefix_caching, transfers=transfers)

@@ -5,7 +5,8 @@ counts per request, optionally with prefix-block hashes (:mod:`.hashes`; synthet
 prefix-sharing workloads in :mod:`.prefixes`). Load one from a file or a bundled public trace (:func:`load_trace`),
 generate one (:func:`synthetic_trace` and the arrival/length generators), reshape it with the
 pure transforms (:func:`rescale_rate`, :func:`time_window`, :func:`first_n`,
-:func:`subsample`), and summarise it (:func:`describe`, :func:`format_description`).
+:func:`subsample`, :func:`fit_context`), and summarise it (:func:`describe`,
+:func:`format_description`).
 """
 
 from simcluster.workload.bundled import bundled_trace_path, bundled_traces
@@ -22,7 +23,8 @@ from simcluster.workload.synthetic import (
                                            synthetic_trace,
 )
 from simcluster.workload.trace import Trace
-from simcluster.workload.transforms import first_n, rescale_rate, subsample, time_window
+from simcluster.workload.transforms import (first_n, fit_context, rescale_rate, subsample,
+                                             time_window)
 
 __all__ = [
     "Trace",
@@ -30,6 +32,6 @@ __all__ = [
     "poisson_arrivals", "gamma_arrivals", "fixed_lengths", "lognormal_lengths",
     "resampled_lengths", "synthetic_trace",
     "shared_prefix_trace", "conversation_trace", "shared_prefix_hit_rate", "ideal_hit_rate",
-    "rescale_rate", "time_window", "first_n", "subsample",
+    "rescale_rate", "time_window", "first_n", "subsample", "fit_context",
     "describe", "format_description", "interarrival_cv",
 ]

@@ -105,3 +105,20 @@ def subsample(trace: Trace, fraction_or_n: float | int, rng: np.random.Generator
         count = int(round(float(fraction_or_n) * len(trace)))
     chosen = np.sort(rng.choice(len(trace), size=count, replace=False))
     return _take(trace, chosen)
+
+
+def fit_context(trace: Trace, max_tokens: int) -> Trace:
+    """The same requests with prompts cut so that prompt + output <= ``max_tokens`` (a model's
+    context), keeping each prompt's last tokens — as a chat front end drops the oldest turns of
+    a conversation. The tokens cut per request are kept in ``extras["prompt_tokens_cut"]``
+    (0 where nothing was cut). A request whose output alone reaches ``max_tokens`` is left
+    as it is: the simulator rejects it with the reason (it cannot be made to fit)."""
+    if isinstance(max_tokens, bool) or not isinstance(max_tokens, numbers.Integral) \
+            or max_tokens < 2:
+        raise ValueError(f"max_tokens must be a whole number >= 2, got {max_tokens!r}")
+    room = int(max_tokens) - trace.output_tokens
+    cut = np.where(room >= 1, np.maximum(0, trace.prompt_tokens - room), 0)
+    extras = dict(trace.extras)
+    extras["prompt_tokens_cut"] = cut.astype(np.int64)
+    return Trace(trace.arrival_s, trace.prompt_tokens - cut, trace.output_tokens,
+                 name=trace.name, extras=extras)

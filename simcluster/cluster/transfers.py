@@ -1,0 +1,157 @@
+"""Transfers that share links: a fluid model of flows through ports, max-min fair.
+
+A :class:`LinkNetwork` holds *ports* (a server's egress or ingress on a link: a bandwidth per
+direction) and *flows* (a transfer of some bytes through one or more ports, e.g. the sender's
+egress and the receiver's ingress). At every moment each port's bandwidth is shared by the
+flows through it, max-min fairly (progressive filling: the most contended port sets the rate of
+its flows, which then leave the others more): two equal transfers that start together on one
+link both take twice as long as one alone. A flow may have a *cap* (it cannot send faster than
+its bytes are produced, as when KV is shipped layer by layer while a prompt is computed). The
+network re-divides bandwidth only when a flow starts, ends or changes its cap — events, never
+bytes — and a flow's ``done`` event fires ``latency_s`` after its last byte leaves (the alpha of
+the alpha-beta model): alone on an idle link a transfer takes ``bytes / bw + latency``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import simpy
+
+_EPS_BYTES = 1e-6
+
+
+@dataclass(eq=False)
+class Port:
+    """One direction of one link endpoint: ``bw_bytes_per_s`` shared by its flows."""
+
+    name: str
+    bw_bytes_per_s: float
+    flows: set = field(default_factory=set)
+
+
+@dataclass(eq=False)
+class Flow:
+    """One transfer in flight (see :class:`LinkNetwork`)."""
+
+    nbytes: float
+    ports: tuple
+    latency_s: float
+    start_s: float
+    done: simpy.Event
+    cap: float = math.inf
+    remaining: float = 0.0
+    rate: float = 0.0
+    end_s: float = math.nan
+    meta: dict = field(default_factory=dict)
+
+
+class LinkNetwork:
+    """Ports and the flows through them, in one SimPy environment (see module docstring)."""
+
+    def __init__(self, env: simpy.Environment):
+        self.env = env
+        self.ports: dict = {}
+        self.flows: set[Flow] = set()
+        self._last = env.now
+        self._generation = 0
+
+    def port(self, key, bw_bytes_per_s: float) -> Port:
+        """The port named ``key`` (created with ``bw_bytes_per_s`` on first use)."""
+        p = self.ports.get(key)
+        if p is None:
+            if not bw_bytes_per_s > 0:
+                raise ValueError(f"port {key!r} needs a bandwidth > 0, got {bw_bytes_per_s!r}")
+            p = self.ports[key] = Port(str(key), float(bw_bytes_per_s))
+        return p
+
+    def transfer(self, nbytes: float, ports, latency_s: float = 0.0, cap: float = math.inf,
+                 **meta) -> Flow:
+        """Start moving ``nbytes`` through ``ports``; wait on the returned flow's ``done``."""
+        if nbytes < 0 or latency_s < 0:
+            raise ValueError(f"a transfer needs bytes >= 0 and latency >= 0, got {nbytes}, "
+                             f"{latency_s}")
+        self._advance()
+        flow = Flow(float(nbytes), tuple(ports), float(latency_s), self.env.now,
+                    self.env.event(), cap=float(cap), remaining=float(nbytes), meta=meta)
+        if flow.remaining <= _EPS_BYTES:
+            self._finish(flow)
+            return flow
+        self.flows.add(flow)
+        for p in flow.ports:
+            p.flows.add(flow)
+        self._reallocate()
+        return flow
+
+    def set_cap(self, flow: Flow, cap: float = math.inf):
+        """Change the rate cap of a flow in flight (a finished flow is left alone)."""
+        if flow not in self.flows:
+            return
+        self._advance()
+        flow.cap = float(cap)
+        self._reallocate()
+
+    # -- the fluid model ---------------------------------------------------------------------
+    def _advance(self):
+        """Move every flow's bytes forward to now at the current rates."""
+        now = self.env.now
+        dt = now - self._last
+        if dt > 0:
+            for f in self.flows:
+                f.remaining = max(0.0, f.remaining - f.rate * dt)
+        self._last = now
+
+    def _reallocate(self):
+        """Max-min fair rates with caps (progressive filling), then wake at the next finish."""
+        unfixed = set(self.flows)
+        if len(unfixed) == 1:                     # alone: its slowest port, or its cap
+            (f,) = unfixed
+            f.rate = min(f.cap, min(p.bw_bytes_per_s for p in f.ports))
+            unfixed = ()
+        left = {p: p.bw_bytes_per_s for p in self.ports.values() if p.flows}
+        for f in unfixed:
+            f.rate = 0.0
+        while unfixed:
+            counts = {}
+            for f in unfixed:
+                for p in f.ports:
+                    counts[p] = counts.get(p, 0) + 1
+            share, port = min(((left[p] / n, p) for p, n in counts.items()),
+                              key=lambda x: x[0])
+            capped = [f for f in unfixed if f.cap <= share]
+            fixed = capped or [f for f in unfixed if port in f.ports]
+            for f in fixed:
+                f.rate = f.cap if capped else share
+                for p in f.ports:
+                    left[p] = max(0.0, left[p] - f.rate)
+                unfixed.discard(f)
+        self._generation += 1
+        gen = self._generation
+        waits = [f.remaining / f.rate for f in self.flows if f.rate > 0]
+        if waits:
+            self.env.timeout(max(0.0, min(waits))).callbacks.append(
+                lambda _: self._tick(gen))
+
+    def _tick(self, gen: int):
+        if gen != self._generation:
+            return                      # superseded by a later start, finish or cap change
+        self._advance()
+        done = [f for f in self.flows if f.remaining <= _EPS_BYTES
+                or (f.rate > 0 and f.remaining / f.rate < 1e-12)]
+        for f in done:
+            self.flows.discard(f)
+            for p in f.ports:
+                p.flows.discard(f)
+            f.remaining = 0.0
+            self._finish(f)
+        self._reallocate()
+
+    def _finish(self, flow: Flow):
+        def fire(_):
+            flow.end_s = self.env.now
+            flow.done.succeed(flow)
+        if flow.latency_s > 0:
+            self.env.timeout(flow.latency_s).callbacks.append(fire)
+        else:
+            fire(None)
