@@ -8,6 +8,8 @@ simcluster validate MEASURED.csv --device NAME    prediction errors against meas
 simcluster calibrate-engine LOG.csv... --device NAME --model NAME --name ENGINE
                                                   fit an engine model to iteration logs
 simcluster validate-e2e REPLAY.csv --engine NAME  simulated vs measured latencies
+simcluster search SPACE.toml [--out DIR]         hardware design search: Pareto front of
+                                                  (serving time, cost), LLMShare's method
 simcluster list devices|links|nodes|models|routers|batching|controllers|partitions|...
 """
 
@@ -20,11 +22,12 @@ from simcluster.errors import InputError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from simcluster.cli import measure, simulate
+    from simcluster.cli import measure, search, simulate
     p = argparse.ArgumentParser(prog="simcluster", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
     simulate.add_commands(sub)
     measure.add_commands(sub)
+    search.add_commands(sub)
     return p
 
 

@@ -257,6 +257,20 @@ class _Guarded:
             return {"reason": f"cannot evaluate: {err}"}
 
 
+def read_table(path: str | Path) -> pd.DataFrame:
+    """A table of evaluated designs (CSV, or Parquet by its suffix), or an InputError naming
+    the file."""
+    path = Path(path)
+    try:
+        if path.suffix == ".parquet":
+            return pd.read_parquet(path)
+        return pd.read_csv(path)
+    except FileNotFoundError:
+        raise InputError("no such table of evaluated designs", file=str(path)) from None
+    except Exception as err:              # a malformed file: say which, not a traceback
+        raise InputError(f"cannot read the table: {err}", file=str(path)) from None
+
+
 class TableEvaluator:
     """Objectives looked up in a table of designs evaluated beforehand.
 
@@ -287,5 +301,5 @@ class TableEvaluator:
         out = pd.DataFrame([self.lookup[k] for k in keys], index=designs.index)
         if "reason" not in out.columns:
             out["reason"] = ""
-        out["reason"] = out["reason"].fillna("").astype(str)
+        out["reason"] = [r if isinstance(r, str) else "" for r in out["reason"]]
         return out

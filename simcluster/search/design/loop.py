@@ -9,9 +9,11 @@ the designs found after each iteration.
 Objectives are minimised and must be positive (serving time, cost): surrogates model their
 logarithms, and EHVI is taken on the log-normal predictive marginals, in the objectives' own
 units. Designs whose evaluation gives a non-finite objective are *infeasible* (the evaluator's
-``reason`` says why): they stay in the history, never on a front, and surrogates see them at
-the worst observed value of each objective plus 10% of its observed range (so that the model
-learns to stay away). The acquisition's reference point is the observed nadir plus 10% of the
+``reason`` says why): they stay in the history, never on a front; by default the surrogate is
+fitted to the feasible designs only and a classifier's probability of feasibility weighs the
+acquisition (``infeasible="classify"``), or, as before, the surrogate sees them at the worst
+observed value of each objective plus 10% of its observed range (``"penalty"``). The
+acquisition's reference point is the observed nadir plus 10% of the
 observed range (BoTorch's ``infer_reference_point`` rule), re-inferred each iteration from
 what has been evaluated; the *reported* hypervolume uses the stated ``ref_point``.
 """
@@ -31,7 +33,7 @@ from simcluster.search.design.methods import Method, get_method, initial_designs
 from simcluster.search.design.metrics import (adrs, adrs_minmax, hypervolume_2d, pareto_front,
                                               pareto_mask)
 from simcluster.search.design.space import DesignSpace, design_hashes
-from simcluster.search.design.surrogates import make_surrogate
+from simcluster.search.design.surrogates import FeasibilityClassifier, make_surrogate
 
 DEFAULT_OBJECTIVES = ("serving_time_s", "cost_usd")
 
@@ -126,10 +128,15 @@ def _log_targets(y: np.ndarray, ok: np.ndarray) -> np.ndarray:
     return logs
 
 
-def _choose(state: _State, surrogate, batch: int) -> list[int]:
+def _choose(state: _State, surrogate, batch: int, infeasible: str = "classify") -> list[int]:
     idx, y, ok = state.observed()
     free = np.setdiff1d(np.arange(len(state.x)), list(state.taken))
-    surrogate.fit(state.x[idx], _log_targets(y, ok))
+    if infeasible == "penalty":
+        surrogate.fit(state.x[idx], _log_targets(y, ok))
+        feasible = np.ones(len(free))
+    else:
+        surrogate.fit(state.x[idx[ok]], np.log(y[ok]))
+        feasible = FeasibilityClassifier().fit(state.x[idx], ok).predict(state.x[free])
     front = pareto_front(y[ok])
     lo, hi = y[ok].min(axis=0), y[ok].max(axis=0)
     span = np.where(hi > lo, hi - lo, np.abs(hi) + 1.0)
@@ -138,7 +145,7 @@ def _choose(state: _State, surrogate, batch: int) -> list[int]:
     model = surrogate
     for _ in range(batch):
         mean, std = model.predict(state.x[free])
-        acq = ehvi_2d(mean, std, front, ref, lognormal=True)
+        acq = ehvi_2d(mean, std, front, ref, lognormal=True) * feasible
         order = rank_scores(acq, np.exp(mean), front, span)
         order = [o for o in order if free[o] not in picks]
         j = order[0]
@@ -154,17 +161,24 @@ def run_search(candidates: pd.DataFrame, evaluate: Callable[[pd.DataFrame], pd.D
                space: DesignSpace, *, method: str | Method = "llmshare", n_init: int = 10,
                n_iter: int = 20, batch_size: int = 1, seed: int = 0,
                objectives: Sequence[str] = DEFAULT_OBJECTIVES, ref_point=None,
-               mci_groups: int = 5, progress: Callable[[int, float], None] | None = None
-               ) -> SearchResult:
+               mci_groups: int = 5, infeasible: str = "classify",
+               progress: Callable[[int, float], None] | None = None) -> SearchResult:
     """Search ``candidates`` for the Pareto front of two minimised ``objectives``.
 
     ``n_init`` designs by the method's initialisation, then ``n_iter`` iterations of
     ``batch_size`` designs each. ``ref_point`` (one value per objective) is the hypervolume's
     reference; by default the worst feasible value of each objective among the initial designs
     plus 10% of their range, fixed from then on (stated in the result). ``progress(iteration,
-    hypervolume)`` is called after each iteration.
+    hypervolume)`` is called after each iteration. ``infeasible`` says how a surrogate
+    treats designs that could not be served: ``"classify"`` fits the objectives' surrogate to
+    the feasible designs only and weighs each candidate's acquisition by its probability of
+    being feasible (:class:`~.surrogates.FeasibilityClassifier`); ``"penalty"`` fits it to
+    every design, the infeasible ones at the worst observed value plus 10% of the range.
     """
     m = get_method(method)
+    if infeasible not in ("classify", "penalty"):
+        raise InputError(f'expected "classify" or "penalty", got {infeasible!r}',
+                         field="infeasible")
     objectives = tuple(objectives)
     if len(objectives) != 2:
         raise InputError(f"the search handles two objectives, got {list(objectives)}",
@@ -198,10 +212,10 @@ def run_search(candidates: pd.DataFrame, evaluate: Callable[[pd.DataFrame], pd.D
         t0 = time.perf_counter()
         if surrogate is None:
             picks = plan[n_init + (it - 1) * batch_size: n_init + it * batch_size]
-        elif not state.observed()[2].any():    # nothing feasible yet: no model to fit
+        elif state.observed()[2].sum() < 2:    # under 2 feasible designs: no model to fit
             picks = initial_designs("random", x, batch_size, rng, exclude=state.taken)[0]
         else:
-            picks = _choose(state, surrogate, batch_size)
+            picks = _choose(state, surrogate, batch_size, infeasible)
         timings.append({"iteration": it, "choose_s": time.perf_counter() - t0,
                         "evaluations": len(picks)})
         state.run(picks, it)

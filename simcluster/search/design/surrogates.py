@@ -63,6 +63,38 @@ class SklearnSurrogate:
         return mean, np.zeros_like(mean)
 
 
+@dataclass
+class FeasibilityClassifier:
+    """P(feasible | design): a logistic regression on the encoded designs.
+
+    The usual causes of infeasibility are limits on products of parameters (a server's
+    devices x memory must hold the weights; cores x lanes x array^2 sets the power), which
+    are linear in the log-scaled encoding, so a linear boundary per cause is the right shape;
+    ``C`` = 10 regularises lightly (tens of labels). Until both outcomes have been seen the
+    probability is the observed share (1 when every design so far was feasible).
+    """
+
+    C: float = 10.0
+    _model: object = field(default=None, init=False, repr=False)
+    _share: float = field(default=1.0, init=False, repr=False)
+
+    def fit(self, x: np.ndarray, feasible: np.ndarray) -> "FeasibilityClassifier":
+        feasible = np.asarray(feasible, dtype=bool)
+        self._share = float(feasible.mean()) if len(feasible) else 1.0
+        self._model = None
+        if 0 < feasible.sum() < len(feasible):
+            _require_sklearn()
+            from sklearn.linear_model import LogisticRegression
+            self._model = LogisticRegression(C=self.C, max_iter=1000).fit(
+                np.asarray(x, float), feasible)
+        return self
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        if self._model is None:
+            return np.full(len(x), self._share)
+        return self._model.predict_proba(np.asarray(x, float))[:, 1]
+
+
 def _svr(x, t, seed):
     from sklearn.svm import SVR
     best, best_err = None, np.inf
