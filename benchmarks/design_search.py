@@ -13,7 +13,9 @@ its feasible designs. Per method and seed: ``--init`` initial designs and ``--it
 iterations of ``--batch`` designs, every method through the same loop
 (:func:`simcluster.search.design.run_search`). ``--prescreen`` gives the methods only the
 designs the simulator does not reject at once (their servers hold the weights, their devices
-are plausible): the setting where an infeasible design costs no evaluation.
+are plausible): the setting where an infeasible design costs no evaluation. ``--subsample F``
+gives each seed its own seeded share of the table (every method the same one at a seed), so
+that methods whose start is deterministic (MCI's TED) are seen on more than one problem.
 
 Printed per method: mean and standard deviation over seeds of ADRS (shared/REFERENCES.md's
 form: mean over the true front of the distance to the nearest found design, each objective
@@ -70,16 +72,21 @@ def prescreen(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def _one(args):
-    table, method, seed, init, iters, batch, refs, infeasible = args
+    table, method, seed, init, iters, batch, infeasible, subsample = args
     import warnings
     warnings.simplefilter("ignore")
+    if subsample:
+        table = table.sample(frac=subsample, random_state=seed).reset_index(drop=True)
+    true_front, refs, lo, hi = references(table)
     space = llmshare_space()
     ev = TableEvaluator(table, space.names, OBJ)
     t0 = time.perf_counter()
     r = run_search(table[space.names], ev, space, method=method, n_init=init, n_iter=iters,
                    batch_size=batch, seed=seed, objectives=OBJ, ref_point=refs["table"],
                    infeasible=infeasible)
-    return method, seed, r, time.perf_counter() - t0
+    wall = time.perf_counter() - t0
+    return {"method": method, "seed": seed, **measure(r, true_front, refs, lo, hi),
+            "wall_s": wall}
 
 
 def measure(r, true_front, refs, lo, hi) -> dict:
@@ -154,6 +161,34 @@ def write_block(name: str, body: str):
     DOC.write_text(pattern.sub(lambda m: m.group(1) + body + "\n" + m.group(2), text))
 
 
+def true_front_table(table: pd.DataFrame) -> str:
+    """The table's true front beside the H100 cluster simulated on the same trace."""
+    from simcluster.experiment import load_experiment
+    from simcluster.hardware.parametric import H100_DECODE_ROW, H100_PREFILL_ROW, parse_row
+    from simcluster.search.design import pareto_mask
+    from simcluster.search.design.report import rows_of
+    from simcluster.search.design.serving import ServingEvaluator
+    exp = load_experiment(ROOT / "experiments" / "llmshare_h100.toml")
+    h100 = ServingEvaluator(exp.trace, exp.model, exp.ttft_slo_s, exp.tpot_slo_s) \
+        .evaluate_pools(parse_row(H100_PREFILL_ROW), parse_row(H100_DECODE_ROW))
+    ok = table[table[OBJ].notna().all(axis=1)]
+    front = ok[pareto_mask(ok[OBJ].to_numpy(float))].sort_values(OBJ)
+    head = ["design", "prefill row", "decode row", "serving time s", "price M USD",
+            "time / H100", "price / H100", "TTFT p90 ms", "TPOT p90 ms", "USD / h"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+
+    def line(name, rows, r):
+        lines.append(f"| {name} | {rows['prefill_row']} | {rows['decode_row']} | "
+                     f"{r['serving_time_s']:.1f} | {r['capex_usd'] / 1e6:.2f} | "
+                     f"{r['serving_time_s'] / h100['serving_time_s']:.2f} | "
+                     f"{r['capex_usd'] / h100['capex_usd']:.2f} | {r['ttft_p90_s'] * 1e3:.0f} | "
+                     f"{r['tpot_p90_s'] * 1e3:.0f} | {r['usd_per_hour']:.0f} |")
+    line("H100 cluster", {"prefill_row": H100_PREFILL_ROW, "decode_row": H100_DECODE_ROW}, h100)
+    for i, (_, r) in enumerate(front.iterrows()):
+        line(f"front {i + 1}", rows_of(r), r)
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     src = ap.add_mutually_exclusive_group()
@@ -161,6 +196,9 @@ def main(argv=None) -> int:
     src.add_argument("--synthetic", type=int, metavar="N",
                      help="N designs of the analytic stand-in (not the simulator)")
     src.add_argument("--from-runs", type=Path, help="tabulate per-run figures written before")
+    src.add_argument("--true-front", action="store_true",
+                     help="print the table's true front beside the H100 cluster (simulated on "
+                     "the same trace); with --write, block design-true-front")
     ap.add_argument("--table-seed", type=int, default=0)
     ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     ap.add_argument("--seeds", type=int, default=10)
@@ -169,12 +207,21 @@ def main(argv=None) -> int:
     ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--prescreen", action="store_true")
+    ap.add_argument("--subsample", type=float, default=None, metavar="F",
+                    help="per seed, search a seeded share F of the table (the same for every "
+                    "method at that seed), against that subset's own true front")
     ap.add_argument("--infeasible", choices=["classify", "penalty"], default="classify")
     ap.add_argument("--runs", type=Path, help="write per-run figures here (CSV)")
     ap.add_argument("--write", action="store_true", help="update docs/llmshare.md")
     ap.add_argument("--block", default=None, help="the doc block to write (default: "
                     "design-search, design-search-prescreened with --prescreen)")
     a = ap.parse_args(argv)
+    if a.true_front:
+        body = true_front_table(read_table(TABLE))
+        print(body)
+        if a.write:
+            write_block("design-true-front", body)
+        return 0
     if a.from_runs is not None:
         runs = pd.read_csv(a.from_runs)
         header = f"(from {a.from_runs})"
@@ -187,22 +234,23 @@ def main(argv=None) -> int:
         true_front, refs, lo, hi = references(table)
         header = (f"{len(table)} candidate designs ({'prescreened from ' + str(full) + ', ' if a.prescreen else ''}"
                   f"{int(table[OBJ].notna().all(axis=1).sum())} feasible), true front "
-                  f"{len(true_front)} designs; {a.init} initial + {a.iter} x {a.batch}, "
+                  f"{len(true_front)} designs; "
+                  f"{f'per seed a {a.subsample:.0%} subset; ' if a.subsample else ''}"
+                  f"{a.init} initial + {a.iter} x {a.batch}, "
                   f"{a.seeds} seeds; infeasible designs: {a.infeasible}; HV reference "
                   f"{refs['table'][0]:.1f} s, {refs['table'][1] / 1e6:.2f} M USD (true front "
                   f"{refs['hv_table'] / 1e8:.3f} x 1e8); front-region reference "
                   f"{refs['front'][0]:.1f} s, {refs['front'][1] / 1e6:.2f} M USD")
         print(header + "\n", flush=True)
-        jobs = [(table, m, s, a.init, a.iter, a.batch, refs, a.infeasible)
+        jobs = [(table, m, s, a.init, a.iter, a.batch, a.infeasible, a.subsample)
                 for m in a.methods for s in range(a.seeds)]
         rows = []
         ctx = multiprocessing.get_context("spawn")
         with cf.ProcessPoolExecutor(a.workers, mp_context=ctx) as pool:
-            for method, seed, r, wall in pool.map(_one, jobs):
-                rows.append({"method": method, "seed": seed,
-                             **measure(r, true_front, refs, lo, hi), "wall_s": wall})
-                print(f"  {method:<22} seed {seed}: ADRS {rows[-1]['adrs']:.4f}, "
-                      f"{wall:.0f} s", file=sys.stderr, flush=True)
+            for row in pool.map(_one, jobs):
+                rows.append(row)
+                print(f"  {row['method']:<22} seed {row['seed']}: ADRS {row['adrs']:.4f}, "
+                      f"{row['wall_s']:.0f} s", file=sys.stderr, flush=True)
         runs = pd.DataFrame(rows)
         if a.runs is not None:
             runs.to_csv(a.runs, index=False)

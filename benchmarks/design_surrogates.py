@@ -10,9 +10,8 @@ objective plus 10% of the range, :func:`simcluster.search.design.loop._log_targe
 objective (0.1 = 10% off), Spearman's rank correlation (what an acquisition needs: the order
 of designs), and, for the GPs, the share of held-out values inside the 90% predictive interval
 (0.9 if the predicted uncertainty is honest; EHVI leans on it). Printed per surrogate and n:
-the mean over seeds (and the standard deviation of the RMSE). ``--maxiter-warm`` sets the
-GPs' optimiser steps after the first fit, as the search uses them (``--refits`` fits in a row,
-each warm-started from the last on a growing sample).
+the mean over seeds (and the standard deviation of the RMSE); ``--write`` puts the table in
+docs/llmshare.md (block ``design-surrogates``).
 """
 
 from __future__ import annotations
@@ -28,6 +27,7 @@ from scipy.stats import spearmanr
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from simcluster.search.design import llmshare_space  # noqa: E402
 from simcluster.search.design.evaluate import read_table  # noqa: E402
@@ -37,15 +37,13 @@ from simcluster.search.design.surrogates import make_surrogate  # noqa: E402
 OBJ = ["serving_time_s", "capex_usd"]
 
 
-def score(name, space, x, y, ok, n, seed, maxiter_warm=None, infeasible="classify"):
+def score(name, space, x, y, ok, n, seed, infeasible="classify"):
     rng = np.random.default_rng(seed)
     train = rng.choice(len(x), size=n, replace=False)
     if not ok[train].any():
         return None
     test = np.setdiff1d(np.flatnonzero(ok), train)
     model = make_surrogate(name, space, seed)
-    if maxiter_warm is not None and hasattr(model, "maxiter_warm"):
-        model.maxiter_warm = maxiter_warm
     t0 = time.perf_counter()
     if infeasible == "penalty":
         model.fit(x[train], _log_targets(y[train], ok[train]))
@@ -74,7 +72,8 @@ def main(argv=None) -> int:
     ap.add_argument("--seeds", type=int, default=10)
     ap.add_argument("--surrogates", nargs="+",
                     default=["gp-dtk", "gp-matern", "gp-mlp", "svr", "adaboost"])
-    ap.add_argument("--maxiter-warm", type=int, default=None)
+    ap.add_argument("--write", action="store_true",
+                    help="replace the design-surrogates block of docs/llmshare.md")
     ap.add_argument("--infeasible", choices=["classify", "penalty"], default="classify",
                     help="fit to the feasible designs only (classify: as the search does by "
                     "default) or to all, infeasible ones at a penalty value")
@@ -87,7 +86,7 @@ def main(argv=None) -> int:
     print(f"{a.table}: {len(table)} designs, {int(ok.sum())} feasible; "
           f"{a.seeds} seeds per training size")
     rows = [r for name in a.surrogates for n in a.train for s in range(a.seeds)
-            if (r := score(name, space, x, y, ok, n, s, a.maxiter_warm, a.infeasible))
+            if (r := score(name, space, x, y, ok, n, s, a.infeasible))
             is not None]
     runs = pd.DataFrame(rows)
     agg = runs.groupby(["surrogate", "n"], sort=False).agg(
@@ -98,7 +97,25 @@ def main(argv=None) -> int:
            if f"cover90_{o}" in runs.columns},
         fit_s=("fit_s", "median"))
     print(agg.to_string(float_format=lambda v: f"{v:.3f}"))
+    if a.write:
+        from design_search import write_block
+        write_block("design-surrogates", markdown(agg, len(table), int(ok.sum()), a.seeds))
     return 0
+
+
+def markdown(agg: pd.DataFrame, n: int, feasible: int, seeds: int) -> str:
+    head = ["surrogate", "designs drawn", "RMSE log time", "RMSE log price",
+            "Spearman time", "Spearman price", "90% interval holds: time", "price",
+            "s per fit"]
+    lines = [f"{n} designs ({feasible} feasible), {seeds} seeds per row; mean over seeds",
+             "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for (name, k), r in agg.iterrows():
+        cover = [f"{r[f'cover90_{o}']:.2f}" if f"cover90_{o}" in r and r[f"cover90_{o}"] == r[
+            f"cover90_{o}"] else "-" for o in OBJ]
+        lines.append(f"| {name} | {k} | {r[f'rmse_{OBJ[0]}']:.3f} | {r[f'rmse_{OBJ[1]}']:.3f} | "
+                     f"{r[f'rho_{OBJ[0]}']:.2f} | {r[f'rho_{OBJ[1]}']:.2f} | {cover[0]} | "
+                     f"{cover[1]} | {r.fit_s:.2f} |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -14,8 +14,12 @@ evaluated design and the hypervolume per iteration. Modules, one decision each:
 ``surrogates``     surrogate registry (GP kernels, SVR, AdaBoost)
 ``gp``             the GPs on GPyTorch/BoTorch (optional extra ``simcluster[search]``)
 ``methods``        LLMShare, ablations and baselines as (initialisation, surrogate)
-``evaluate``       cached, parallel evaluation; answers from a pre-evaluated table
+``evaluate``       cached evaluation on a process pool or Ray; answers from a table
+``serving``        a design row simulated: :class:`ServingEvaluator` (issue 14's
+                   ``evaluate_design`` on a trace and a model)
 ``loop``           one search: :func:`run_search`, :class:`SearchResult`
+``session``        ``simcluster search SPACE.toml`` start to outputs
+``report``         the front, the comparison with a baseline design, the figure
 ``synthetic``      an analytic stand-in for the simulator (tests, examples)
 =================  ===============================================================
 
@@ -28,9 +32,10 @@ from simcluster.search.design.loop import SearchResult, run_search
 from simcluster.search.design.methods import METHODS, Method, get_method
 from simcluster.search.design.metrics import (adrs, adrs_minmax, hypervolume_2d,
                                               pareto_front, pareto_mask)
+from simcluster.search.design.serving import ServingEvaluator, serving_design
 from simcluster.search.design.space import (DesignSpace, Parameter, TreeNode, design_hash,
                                             llmshare_space)
 
 __all__ = ["CachedEvaluator", "DesignSpace", "METHODS", "Method", "Parameter", "SearchResult",
-           "TableEvaluator", "TreeNode", "adrs", "adrs_minmax", "design_hash", "get_method",
+           "ServingEvaluator", "TableEvaluator", "TreeNode", "serving_design", "adrs", "adrs_minmax", "design_hash", "get_method",
            "hypervolume_2d", "llmshare_space", "pareto_front", "pareto_mask", "run_search"]
