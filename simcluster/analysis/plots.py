@@ -241,6 +241,7 @@ def latency_percentiles(frame: pd.DataFrame, x: str = "trace.rate_per_s", metric
         if slo is not None and slo.notna().any():
             ax.axhline(float(slo.dropna().iloc[0]) * 1e3, color="k", lw=0.8, ls="--")
     ax.set(xlabel=_axis(x), ylabel=f"{_LATENCY.get(metric + '_s', metric)} (ms)", yscale="log")
+    _plain_log(ax.yaxis)
     ax.legend(fontsize=7, ncol=2)
     ax.grid(alpha=0.3)
     return fig
@@ -282,6 +283,7 @@ def throughput_latency(frame: pd.DataFrame, latency: str = "ttft_p90_s",
     metric, _, q = latency[:-2].rpartition("_")
     ax.set(xlabel="throughput (req/s, over the arrival window)",
            ylabel=f"{_LATENCY.get(metric + '_s', metric)} {q} (ms)", yscale="log")
+    _plain_log(ax.yaxis)
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     return fig

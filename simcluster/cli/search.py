@@ -91,7 +91,9 @@ def _sweep_figures(df, res) -> dict:
         if "slo_attainment" in ok:
             figs["slo_attainment"] = plots.slo_attainment(ok, x, hue=hue)
         figs["throughput_latency"] = plots.throughput_latency(ok, hue=hue, x=x)
-    lab = ok.assign(label=ok[varied].astype(str).agg(", ".join, axis=1))
+    short = {k: k.rsplit(".", 1)[-1] for k in varied}
+    lab = ok.assign(label=[", ".join(f"{short[k]}={row[k]}" for k in varied)
+                           for _, row in ok.iterrows()])
     figs["cost_per_m_tokens"] = plots.cost_per_m_tokens(lab)
     return figs
 

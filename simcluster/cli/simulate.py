@@ -63,14 +63,13 @@ def cmd_run(args) -> int:
 
 
 def _window(text: str):
-    from simcluster.errors import InputError
+    import argparse
     try:
         lo, hi = (float(x) for x in text.split(","))
     except ValueError:
-        raise InputError(f"expected START,END in seconds, got {text!r}",
-                         field="--timeline-window") from None
+        raise argparse.ArgumentTypeError(f"expected START,END in seconds, got {text!r}") from None
     if hi <= lo:
-        raise InputError(f"expected END > START, got {text!r}", field="--timeline-window")
+        raise argparse.ArgumentTypeError(f"expected END > START, got {text!r}")
     return lo, hi
 
 

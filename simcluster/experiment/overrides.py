@@ -91,9 +91,11 @@ def apply_overrides(data: dict, overrides: Mapping[str, Any] | Iterable[str] | N
             last = i == len(parts) - 1
             if isinstance(node, list):
                 if not part.isdigit() or int(part) >= len(node):
-                    raise InputError(f"--set {path}: {'.'.join(parts[:i]) or 'top'} is a list "
-                                     f"of {len(node)}; expected an index 0..{len(node) - 1}, "
-                                     f"got {part!r}", file=file, field=here)
+                    where = ".".join(parts[:i])
+                    expected = (f"expected an index 0..{len(node) - 1}" if node else
+                                "it is empty, so no index exists")
+                    raise InputError(f"--set {path}: {where} is a list of {len(node)}; "
+                                     f"{expected}, got {part!r}", file=file, field=here)
                 part = int(part)
             elif not isinstance(node, dict):
                 raise InputError(f"--set {path}: {'.'.join(parts[:i])} is "

@@ -106,12 +106,15 @@ def read_sweep(path) -> dict:
     except tomllib.TOMLDecodeError as err:
         raise InputError(f"not valid TOML: {err}", file=str(path)) from None
     t = Table(data, str(path), "")
-    exp = t.get("experiment", str)
-    found = path.parent / exp
-    out = {"experiment": found if found.exists() else exp,
-           "set": _flatten(t.get("set", dict, {})), "grid": t.get("grid", dict, {}),
+    exp = t.get("experiment", str, None)
+    out = {"set": _flatten(t.get("set", dict, {})), "grid": t.get("grid", dict, {}),
            "points": t.get("points", list, [])}
     t.done()
+    if exp is None:
+        raise InputError("missing; expected the experiment TOML to sweep (a path relative to "
+                         "this file, or a bundled experiment)", file=str(path), field="experiment")
+    found = path.parent / exp
+    out["experiment"] = found if found.exists() else exp
     if not all(isinstance(p, dict) for p in out["points"]):
         raise InputError("expected [[points]] tables", file=str(path), field="points")
     expand(out["grid"], out["points"], file=str(path))      # checks the grid
