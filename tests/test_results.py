@@ -15,7 +15,6 @@ from simcluster.cost import Batch, CostModel, Layout
 from simcluster.experiment import load_experiment
 from simcluster.simulation import Simulation
 from simcluster.simulation import results as R
-from simcluster.simulation.work import WorkCoefficients, row_work
 
 
 @pytest.fixture(scope="module")
