@@ -1,7 +1,8 @@
 """Figures of runs and searches: each function returns a matplotlib ``Figure``.
 
-Figures are built with ``matplotlib.figure.Figure`` (no pyplot state: nothing accumulates in a
-long script; in Jupyter a returned figure displays inline). :func:`save` writes PNGs.
+Figures are built without pyplot (no global state: nothing accumulates in a long script) as
+:class:`PlotFigure`, a ``matplotlib.figure.Figure`` that Jupyter displays inline as a PNG when it
+is a cell's value, whatever the backend. :func:`save` writes PNGs.
 
 ===========================  ==================================================================
 one run or a few             :func:`latency_cdf`, :func:`instance_timeline` (batch size, KV use,
@@ -18,12 +19,14 @@ draws a few hundred points per line whatever its length.
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Mapping
 
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.patches import Patch
 from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
 
 _LATENCY = {"ttft_s": "TTFT", "tpot_s": "TPOT", "e2e_s": "end-to-end latency",
@@ -37,6 +40,15 @@ def _runs(results) -> dict:
     return {getattr(results, "name", "") or "run": results}
 
 
+class PlotFigure(Figure):
+    """A Figure that displays itself in Jupyter (as PNG) without pyplot or a magic."""
+
+    def _repr_png_(self) -> bytes:
+        buf = io.BytesIO()
+        self.savefig(buf, format="png", dpi=90)
+        return buf.getvalue()
+
+
 def _plain_log(axis):
     """Log-axis labels as plain numbers, and no minor labels (they collide on short ranges)."""
     axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
@@ -44,9 +56,18 @@ def _plain_log(axis):
     axis.set_minor_formatter(NullFormatter())
 
 
+def _latency_scale(ax, values):
+    """Log scale with plain labels when latencies span a decade or more, else linear."""
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v) & (v > 0)]
+    if len(v) and v.max() / v.min() >= 8:
+        ax.set_yscale("log")
+        _plain_log(ax.yaxis)
+
+
 def _fig(nrows=1, ncols=1, w=6.4, h=3.6, **kw):
-    fig = Figure(figsize=(w * ncols if ncols > 1 else w, h * nrows if nrows > 1 else h),
-                 layout="constrained")
+    fig = PlotFigure(figsize=(w * ncols if ncols > 1 else w, h * nrows if nrows > 1 else h),
+                     layout="constrained")
     return fig, fig.subplots(nrows, ncols, squeeze=False, **kw)
 
 
@@ -233,15 +254,15 @@ def latency_percentiles(frame: pd.DataFrame, x: str = "trace.rate_per_s", metric
     fig, axes = _fig(1, 1)
     ax = axes[0, 0]
     styles = ["-", "--", ":", "-."]
+    slo = frame.get(f"{metric}_slo_s")
     for i, (name, g) in enumerate(_series(frame, x, hue)):
         for j, q in enumerate(percentiles):
             ax.plot(g[x], g[f"{metric}_p{q}_s"] * 1e3, styles[j % 4], marker="o", ms=3,
                     color=f"C{i}", label=f"{name} p{q}".strip())
-        slo = g.get(f"{metric}_slo_s")
-        if slo is not None and slo.notna().any():
-            ax.axhline(float(slo.dropna().iloc[0]) * 1e3, color="k", lw=0.8, ls="--")
-    ax.set(xlabel=_axis(x), ylabel=f"{_LATENCY.get(metric + '_s', metric)} (ms)", yscale="log")
-    _plain_log(ax.yaxis)
+    if slo is not None and slo.notna().any():
+        ax.axhline(float(slo.dropna().iloc[0]) * 1e3, color="k", lw=0.8, ls="--", label="SLO")
+    ax.set(xlabel=_axis(x), ylabel=f"{_LATENCY.get(metric + '_s', metric)} (ms)")
+    _latency_scale(ax, [frame[f"{metric}_p{q}_s"] * 1e3 for q in percentiles])
     ax.legend(fontsize=7, ncol=2)
     ax.grid(alpha=0.3)
     return fig
@@ -282,8 +303,8 @@ def throughput_latency(frame: pd.DataFrame, latency: str = "ttft_p90_s",
                 label=name or latency)
     metric, _, q = latency[:-2].rpartition("_")
     ax.set(xlabel="throughput (req/s, over the arrival window)",
-           ylabel=f"{_LATENCY.get(metric + '_s', metric)} {q} (ms)", yscale="log")
-    _plain_log(ax.yaxis)
+           ylabel=f"{_LATENCY.get(metric + '_s', metric)} {q} (ms)")
+    _latency_scale(ax, frame[latency] * 1e3)
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     return fig
@@ -292,15 +313,18 @@ def throughput_latency(frame: pd.DataFrame, latency: str = "ttft_p90_s",
 def cost_per_m_tokens(frame: pd.DataFrame, label: str = "label") -> Figure:
     """USD per million tokens (prompt and output) of each run, horizontal bars."""
     labels = frame[label].astype(str) if label in frame else frame.index.astype(str)
-    fig, axes = _fig(1, 1, w=6.4, h=0.5 + 0.35 * len(frame))
+    longest = max((len(x) for x in labels), default=10)
+    fig, axes = _fig(1, 1, w=4.5 + 0.075 * longest, h=1.4 + 0.35 * len(frame))
     ax = axes[0, 0]
-    ax.barh(labels, frame.cost_per_m_tokens_usd, color="C0", label="all tokens")
+    ax.barh(labels, frame.cost_per_m_tokens_usd, color="C0",
+            label="per M tokens (prompt + output)")
     if "cost_per_m_output_tokens_usd" in frame:
         ax.scatter(frame.cost_per_m_output_tokens_usd, labels, color="C3", marker="|", s=200,
                    label="per M output tokens")
     ax.set(xlabel="cost (USD per million tokens)", ylabel="run")
     ax.invert_yaxis()
-    ax.legend(fontsize=8)
+    fig.legend(*ax.get_legend_handles_labels(), loc="outside upper center", ncol=2,
+               fontsize=8)
     ax.grid(axis="x", alpha=0.3)
     return fig
 
@@ -322,6 +346,7 @@ def capacity_curve(result) -> Figure:
                    label=f"capacity {result.rate_per_s:.3g} req/s")
     ax.set(xlabel="offered rate (req/s)", ylabel="SLO attainment (%)", ylim=(-2, 102),
            xscale="log")
+    _plain_log(ax.xaxis)
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     return fig
@@ -331,18 +356,20 @@ def cheapest_candidates(result) -> Figure:
     """Candidates of a cheapest-configuration search: price per hour, coloured by whether
     they meet the SLOs, the cheapest marked."""
     t = result.candidates.sort_values("usd_per_hour")
-    fig, axes = _fig(1, 1, w=7.0, h=0.6 + 0.3 * len(t))
+    longest = max((len(x) for x in t.config), default=10)
+    fig, axes = _fig(1, 1, w=4.5 + 0.075 * longest, h=1.4 + 0.3 * len(t))
     ax = axes[0, 0]
     colors = ["C2" if m else "C3" for m in t.meets]
     ax.barh(t.config, t.usd_per_hour, color=colors)
-    ax.barh([], [], color="C2", label="meets the SLOs")
-    ax.barh([], [], color="C3", label="does not")
+    handles = [Patch(color="C2", label="meets the SLOs"), Patch(color="C3", label="does not")]
     if result.best is not None:
         ax.axvline(result.best["usd_per_hour"], color="k", ls="--", lw=0.8,
                    label=f"cheapest: {result.best['config']}")
-    ax.set(xlabel="price (USD per hour)", ylabel="configuration")
+    ax.set(xlabel="price (USD per hour)", ylabel="configuration",
+           title=f"{result.rate_per_s:.3g} req/s at {result.attainment:.0%} SLO attainment")
     ax.invert_yaxis()
-    ax.legend(fontsize=8)
+    handles += ax.get_legend_handles_labels()[0]
+    fig.legend(handles=handles, loc="outside lower center", ncol=3, fontsize=8)
     ax.grid(axis="x", alpha=0.3)
     return fig
 

@@ -72,6 +72,12 @@ class ExperimentPoint:
         """The validated :class:`~simcluster.experiment.Experiment`."""
         return experiment_from_data(self.data, self.path, self.overrides)
 
+    def prepare(self):
+        """Load what runs share — the calibration (fitted once per process), the trace — by
+        building this point's experiment: forked workers then start with them, and a bad
+        configuration fails here, once, before any worker starts."""
+        self.experiment()
+
     def evaluate(self, keep: bool = False):
         """Run it: (its summary, with ``failure`` saying why if it served nothing, else '';
         the results when ``keep``)."""

@@ -27,7 +27,7 @@ import pandas as pd
 
 from simcluster.errors import InputError
 
-from simcluster.search.sweep import Outcome, run_points
+from simcluster.search.sweep import Outcome, points_bar, run_points
 
 RATE_KEY = "trace.rate_per_s"
 
@@ -102,7 +102,18 @@ def capacity(point, runner=None, *, attainment: float = 0.9, rel_tol: float = 0.
                          "--tpot-slo)", field="slo")
     from simcluster.search.runners import SerialRunner
     runner = runner or SerialRunner()
-    s = _Search(point, runner, attainment, out, progress, fresh)
+    bar = points_bar(0, "capacity", runner) if progress is True else (
+        None if progress is False or progress is None else progress)
+    try:
+        return _search(point, runner, attainment, rel_tol, abs_tol, start_per_s,
+                       max_doublings, _Search(point, runner, attainment, out, bar, fresh))
+    finally:
+        if progress is True:
+            bar.close()
+
+
+def _search(point, runner, attainment, rel_tol, abs_tol, start_per_s, max_doublings,
+            s: "_Search") -> CapacityResult:
     r0 = start_per_s or _native_rate(point, s)
     if not r0 or not math.isfinite(r0) or r0 <= 0:
         raise InputError("the trace has no rate to start from: give start_per_s",

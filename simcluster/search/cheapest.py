@@ -33,7 +33,7 @@ from simcluster.errors import InputError
 
 from simcluster.hardware import list_nodes, load_device, load_node
 from simcluster.search.capacity import meets
-from simcluster.search.sweep import run_points
+from simcluster.search.sweep import points_bar, run_points
 
 COLUMNS = ["config", "kind", "usd_per_hour", "meets", "slo_attainment", "cost_per_m_tokens_usd",
            "ttft_p90_s", "tpot_p90_s", "mfu_mean", "mbu_mean", "error"]
@@ -104,9 +104,18 @@ class _Runs:
 
     def __init__(self, point, runner, attainment, kw):
         from simcluster.search.runners import SerialRunner
-        self.point, self.attainment, self.kw = point, attainment, kw
+        self.point, self.attainment = point, attainment
         self.runner = runner or SerialRunner()
+        self.own_bar = kw["progress"] is True
+        given = kw["progress"]
+        bar = (points_bar(0, "cheapest", self.runner) if self.own_bar
+               else None if given is False or given is None else given)
+        self.kw = dict(kw, progress=bar)
         self.done: dict[str, tuple] = {}
+
+    def close(self):
+        if self.own_bar:
+            self.kw["progress"].close()
 
     def run(self, cands: list[tuple[str, str, float, list]]) -> list[bool]:
         todo = [c for c in cands if c[0] not in self.done]
@@ -180,7 +189,14 @@ def cheapest(point, rate_per_s: float, devices, tp=(1,), *, max_count: int = 8,
     base = instances[0]
     fams = [Family(load_device(d).name, int(t)) for d in devices for t in tp]
     runs = _Runs(point.with_overrides({"trace.rate_per_s": float(rate_per_s)}), runner,
-                 attainment, dict(out=out, progress=progress, fresh=fresh, desc="cheapest"))
+                 attainment, dict(out=out, progress=progress, fresh=fresh))
+    try:
+        return _search(runs, fams, base, max_count, mixed, max_mixed, rate_per_s, attainment)
+    finally:
+        runs.close()
+
+
+def _search(runs, fams, base, max_count, mixed, max_mixed, rate_per_s, attainment):
     fewest = _homogeneous(runs, fams, base, max_count)
     feasible = [(n * f.usd_per_hour, f, n) for f, n in fewest.items() if n is not None]
     budget = min(feasible, key=lambda c: c[0])[0] if feasible else math.inf
@@ -209,8 +225,11 @@ def cheapest_of(point, rate_per_s: float, candidates, *, attainment: float = 0.9
         raise InputError("cheapest needs an SLO: set slo.ttft_s and/or slo.tpot_s (--ttft-slo, "
                          "--tpot-slo)", field="slo")
     runs = _Runs(point.with_overrides({"trace.rate_per_s": float(rate_per_s)}), runner,
-                 attainment, dict(out=out, progress=progress, fresh=fresh, desc="cheapest"))
-    runs.run([(name, "listed", math.nan, tables) for name, tables in candidates])
+                 attainment, dict(out=out, progress=progress, fresh=fresh))
+    try:
+        runs.run([(name, "listed", math.nan, tables) for name, tables in candidates])
+    finally:
+        runs.close()
     for label, (kind, _, o) in list(runs.done.items()):
         runs.done[label] = (kind, o.row.get("cost_usd_per_hour", math.nan), o)
     table = runs.frame()

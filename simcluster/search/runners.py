@@ -40,6 +40,7 @@ class SerialRunner:
 
     name = "serial"
     workers = 1
+    forks = False
 
     def imap(self, fn: Callable, items: Sequence) -> Iterator[tuple[int, object]]:
         for i, item in enumerate(items):
@@ -55,18 +56,23 @@ class LocalRunner:
     name = "local"
 
     def __init__(self, jobs: int | None = None):
+        import sys
+        self.forks = sys.platform.startswith("linux")    # workers inherit what is loaded
         if jobs is not None and (not isinstance(jobs, int) or jobs < 1):
             raise InputError(f"expected a whole number >= 1, got {jobs!r}", field="--jobs")
         self.workers = jobs or os.cpu_count() or 1
         self._pool = None
+
+    @property
+    def started(self) -> bool:
+        return self._pool is not None
 
     def imap(self, fn: Callable, items: Sequence) -> Iterator[tuple[int, object]]:
         if not items:
             return
         if self._pool is None:
             import multiprocessing
-            import sys
-            method = "fork" if sys.platform.startswith("linux") else "spawn"
+            method = "fork" if self.forks else "spawn"
             self._pool = ProcessPoolExecutor(
                 max_workers=min(self.workers, len(items)),
                 mp_context=multiprocessing.get_context(method), initializer=_limit_threads)
@@ -87,6 +93,7 @@ class RayRunner:
     """Ray tasks on a local Ray (``address="local"``) or a running cluster."""
 
     name = "ray"
+    forks = False
 
     def __init__(self, address: str = "local", num_cpus: int | None = None):
         try:

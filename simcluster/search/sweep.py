@@ -6,7 +6,9 @@ A *point* is anything with
 * ``overrides`` — ``{key.path: value}``, what distinguishes it (the frame's columns);
 * ``evaluate(keep=False)`` — run it: ``(row, results)``, ``row`` a dict of scalars (the
   run's summary), ``results`` the run's frames when ``keep`` (else None);
-* ``with_overrides(mapping)`` — the same point with more overrides (searches vary a key).
+* ``with_overrides(mapping)`` — the same point with more overrides (searches vary a key);
+* optionally ``prepare()`` — load what every run shares (called once in this process before a
+  pool forks its workers, which then start with it loaded).
 
 (:class:`simcluster.experiment.points.ExperimentPoint` is one: an experiment TOML's data plus
 overrides.) :func:`run_points` runs them on a runner (:mod:`.runners`): a point that raises
@@ -100,12 +102,13 @@ def _jsonable(v):
     return v
 
 
-def run_points(points: Sequence, runner=None, *, out=None, progress: bool = True,
+def run_points(points: Sequence, runner=None, *, out=None, progress=True,
                fresh: bool = False, keep: bool = False, desc: str = "points") -> list[Outcome]:
     """Run every point (see the module docstring); outcomes in the points' order.
 
     ``fresh`` ignores results on disk; ``keep`` returns each run's frames (not cached).
-    ``progress`` draws a tqdm bar over points (rate and ETA; ``tqdm.auto`` in Jupyter).
+    ``progress`` draws a tqdm bar over points (rate and ETA; ``tqdm.auto`` in Jupyter), or
+    is a bar to update (a search running several rounds keeps one: :func:`points_bar`).
     """
     runner = runner or SerialRunner()
     out = Path(out) if out is not None else None
@@ -120,8 +123,17 @@ def run_points(points: Sequence, runner=None, *, out=None, progress: bool = True
             outcomes[p.key] = hit
         else:
             todo.append(p)
-    bar = _bar(len(seen), len(seen) - len(todo), desc, runner) if progress else None
+    own = progress is True
+    bar = None if progress is False or progress is None else progress
+    if own:
+        bar = points_bar(len(seen), desc, runner, len(seen) - len(todo))
+    elif bar is not None:                     # a search's bar: these points join its total
+        bar.total = (bar.total or 0) + len(todo)
+        bar.refresh()
     fn = _evaluate_kept if keep else evaluate
+    if todo and getattr(runner, "forks", False) and not runner.started \
+            and hasattr(todo[0], "prepare"):
+        todo[0].prepare()
     try:
         for i, outcome in runner.imap(fn, todo):
             outcomes[outcome.key] = outcome
@@ -130,16 +142,17 @@ def run_points(points: Sequence, runner=None, *, out=None, progress: bool = True
             if bar is not None:
                 bar.update(1)
     finally:
-        if bar is not None:
+        if own:
             bar.close()
     return [outcomes[p.key] for p in points]
 
 
-def _bar(total: int, done: int, desc: str, runner):
-    from tqdm.auto import tqdm
-    return tqdm(total=total, initial=done, desc=f"{desc} ({runner.name}, "
-                f"{runner.workers} worker{'s' if runner.workers != 1 else ''})", unit="pt",
-                dynamic_ncols=True)
+def points_bar(total: int | None, desc: str, runner, done: int = 0):
+    """A tqdm bar over points (shown once they have taken a second: quick runs stay quiet)."""
+    from simcluster.simulation.progress import auto_tqdm
+    return auto_tqdm()(total=total, initial=done, desc=f"{desc} ({runner.name}, "
+                       f"{runner.workers} worker{'s' if runner.workers != 1 else ''})",
+                       unit="pt", dynamic_ncols=True, delay=1.0)
 
 
 def _cell(v):
