@@ -49,9 +49,11 @@ class PlotFigure(Figure):
         return buf.getvalue()
 
 
-def _plain_log(axis):
-    """Log-axis labels as plain numbers, and no minor labels (they collide on short ranges)."""
-    axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+def _plain_log(axis, ratio: float = 10.0):
+    """Log-axis labels as plain numbers, no minor labels; 1-2-5 steps on ranges spanning
+    less than ``ratio`` 100 (max / min), powers of ten on wider ones."""
+    subs = (1.0, 2.0, 5.0) if ratio < 100 else (1.0,)
+    axis.set_major_locator(LogLocator(base=10, subs=subs))
     axis.set_major_formatter(ScalarFormatter())
     axis.set_minor_formatter(NullFormatter())
 
@@ -62,7 +64,7 @@ def _latency_scale(ax, values):
     v = v[np.isfinite(v) & (v > 0)]
     if len(v) and v.max() / v.min() >= 8:
         ax.set_yscale("log")
-        _plain_log(ax.yaxis)
+        _plain_log(ax.yaxis, v.max() / v.min())
 
 
 def _fig(nrows=1, ncols=1, w=6.4, h=3.6, **kw):
@@ -77,16 +79,19 @@ def latency_cdf(results, metrics=("ttft_s", "tpot_s", "e2e_s")) -> Figure:
     runs = _runs(results)
     fig, axes = _fig(1, len(metrics), w=4.2, h=3.4)
     for ax, metric in zip(axes[0], metrics):
+        ratio = 1.0
         for i, (label, res) in enumerate(runs.items()):
             v = np.sort(res.requests[metric].dropna().to_numpy() * 1e3)
+            v = v[v > 0]
             if len(v):
                 ax.plot(v, np.arange(1, len(v) + 1) / len(v), color=f"C{i}", label=str(label))
+                ratio = max(ratio, v[-1] / v[0])
         slo = getattr(next(iter(runs.values())), f"{metric[:-2]}_slo_s", None)
         if slo:
             ax.axvline(slo * 1e3, color="k", ls="--", lw=0.8, label=f"SLO {slo * 1e3:g} ms")
         ax.set(xscale="log", xlabel=f"{_LATENCY.get(metric, metric)} (ms)",
                ylabel="fraction of requests", ylim=(0, 1.01))
-        _plain_log(ax.xaxis)
+        _plain_log(ax.xaxis, ratio)
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=8)
     return fig
@@ -174,8 +179,9 @@ def instance_timeline(results, bins: int = 300, max_instances: int = 8) -> Figur
         ax.grid(alpha=0.3)
     axes[2, 0].set_xlabel("time since first arrival (s)")
     axes[2, 0].set_ylim(0, 1.05)
-    axes[0, 0].legend(fontsize=7, ncol=4, title=("first %d instances" % max_instances)
-                      if more else None)
+    fig.legend(*axes[0, 0].get_legend_handles_labels(), loc="outside lower center",
+               ncol=min(len(ids), 6), fontsize=7,
+               title=f"first {max_instances} of {len(inst)} instances" if more else None)
     fig.suptitle(f"instance timelines ({bins} bins of {(edges[1] - edges[0]):.3g} s)",
                  fontsize=10)
     return fig
@@ -346,7 +352,7 @@ def capacity_curve(result) -> Figure:
                    label=f"capacity {result.rate_per_s:.3g} req/s")
     ax.set(xlabel="offered rate (req/s)", ylabel="SLO attainment (%)", ylim=(-2, 102),
            xscale="log")
-    _plain_log(ax.xaxis)
+    _plain_log(ax.xaxis, pts.rate_per_s.max() / pts.rate_per_s.min())
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     return fig
