@@ -14,10 +14,10 @@ def tiny(tmp_path):
 
 
 def test_compare_vary_writes_csv_parquet_and_figures(tiny, tmp_path, capsys):
-    out, figs = tmp_path / "cmp", tmp_path / "figs"
+    out = tmp_path / "cmp"
     assert main(["compare", str(tiny), "--vary", "router.policy=round_robin,join_shortest_queue",
                  "--vary", "instances.0.count=1,2", "--set", "trace.synthetic.n=40",
-                 "--out", str(out), "--plots", str(figs), "--quiet"]) == 0
+                 "--out", str(out), "--quiet"]) == 0
     text = capsys.readouterr().out
     for heading in ("[latency]", "[throughput]", "[slo]", "[cost]"):
         assert heading in text
@@ -27,7 +27,7 @@ def test_compare_vary_writes_csv_parquet_and_figures(tiny, tmp_path, capsys):
     pd.testing.assert_frame_equal(csv, pd.read_parquet(out / "compare.parquet"),
                                   check_dtype=False)
     assert {"latency_cdf.png", "cost_per_m_tokens.png", "timeline_0.png"} <= \
-        {p.name for p in figs.iterdir()}
+        {p.name for p in out.iterdir()}
 
 
 def test_compare_two_files(tiny, tmp_path, capsys):

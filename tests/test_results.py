@@ -196,3 +196,17 @@ max_batched_tokens = 1024
     err = capsys.readouterr().err
     assert "every request was rejected (5): 5 x max_batched_tokens" in err
     assert load_experiment(exp).run().failure().startswith("every request was rejected")
+
+
+def test_progress_bar_over_arrivals(h100, llama7b, measured, capsys):
+    from simcluster.simulation.progress import arrivals_bar
+    trace = make_trace(np.linspace(0, 5, 30), [100] * 30, [20] * 30)
+    a = Simulation(trace, llama7b, one_instance(h100), cost_model=measured).run(progress=True)
+    b = Simulation(trace, llama7b, one_instance(h100), cost_model=measured).run()
+    assert a.summary() == b.summary()
+    bar = arrivals_bar(10, "x", delay_s=0)
+    bar(4, 10)
+    bar(10, 10)
+    assert bar.bar.n == 10
+    bar.close()
+    assert "10/10" in capsys.readouterr().err

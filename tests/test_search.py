@@ -278,3 +278,15 @@ def test_cheapest_of_listed_candidates(tiny, tmp_path):
     with pytest.raises(InputError, match="colocated"):
         cheapest(tiny, rate_per_s=4.0, devices=["L4"], progress=False,
                  set={"instances.0.pool": "decode"})
+
+
+def test_a_bar_over_points_and_one_for_a_whole_search(tiny, capsys):
+    from simcluster.search.sweep import points_bar
+    base = ExperimentPoint.from_file(tiny)
+    pts = [base.with_overrides({"seed": s}) for s in (1, 2)]
+    run_points(pts, SerialRunner(), progress=True)
+    bar = points_bar(0, "search", SerialRunner())
+    run_points(pts, SerialRunner(), progress=bar)
+    run_points([base.with_overrides({"seed": 5})], SerialRunner(), progress=bar)
+    assert bar.total == 3 and bar.n == 3
+    bar.close()

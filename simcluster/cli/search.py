@@ -36,8 +36,8 @@ def cmd_compare(args) -> int:
         print(f"simcluster: {row.label} failed: {row.error}", file=sys.stderr)
     if args.out:
         print(f"wrote {cmp_.save(args.out)}/compare.csv (and .parquet)")
-    if args.plots:
-        write_figures(cmp_.figures(), args.plots)
+    if args.out or args.plots:
+        write_figures(cmp_.figures(), args.plots or args.out)
     return 1 if len(failed) == len(cmp_.frame) else 0
 
 
@@ -167,8 +167,9 @@ def add_commands(sub) -> None:
     c.add_argument("--vary", action="append", default=[], metavar="KEY.PATH=V1,V2,...",
                    help="values of a key to compare (repeatable: every combination)")
     add_set(c)
-    c.add_argument("--out", metavar="DIR", help="write compare.csv and compare.parquet")
-    add_plots(c)
+    c.add_argument("--out", metavar="DIR", help="write compare.csv, compare.parquet and the "
+                                                "figures (PNG) here")
+    c.add_argument("--plots", metavar="DIR", help="write the figures here instead of --out")
     add_runner(c, jobs_default=1)
     c.set_defaults(func=cmd_compare)
 
