@@ -3,8 +3,8 @@
     python benchmarks/bench_sweep.py [--points 200] [--jobs N] [--requests 300] [--serial]
 
 A grid over the bundled default experiment (the Azure conversation trace, Llama-3.1-8B on H100
-replicas): rate x replicas x seed, at least ``--points`` points, each a seeded random
-``--requests`` of the trace's first 1.25 x ``--requests``, rate-scaled. Each runner runs the whole grid from nothing (no cache); the table gives
+replicas): rate x replicas x seed, at least ``--points`` points, each a seeded random 80% of
+the trace's first ``--requests`` / 0.8 requests, rate-scaled. Each runner runs the whole grid from nothing (no cache); the table gives
 wall time and points per second, and the frames (every column but the points' own wall times)
 must be equal. Ray's figure includes starting Ray and its workers (``--ray local`` does that
 inside the command). ``--serial`` adds a one-process run for reference.
@@ -46,7 +46,7 @@ def main(argv=None) -> int:
     ap.add_argument("--serial", action="store_true")
     args = ap.parse_args(argv)
     g = grid(args.points)
-    base = {"trace.first_n": int(args.requests * 1.25), "trace.subsample": args.requests}
+    base = {"trace.first_n": int(args.requests / 0.8), "trace.subsample": 0.8}
     n = math.prod(len(v) for v in g.values())
     print(f"sweep of {n} points ({' x '.join(f'{len(v)} {k}' for k, v in g.items())}), "
           f"{args.requests} requests of azure-conv each; {os.cpu_count()} cores, load average "

@@ -290,3 +290,8 @@ def test_a_bar_over_points_and_one_for_a_whole_search(tiny, capsys):
     run_points([base.with_overrides({"seed": 5})], SerialRunner(), progress=bar)
     assert bar.total == 3 and bar.n == 3
     bar.close()
+
+
+def test_a_point_failing_before_the_pool_starts_is_recorded(tiny):
+    res = sweep(tiny, {"instances.0.count": [0, 1]}, jobs=2, progress=False)
+    assert "out of range" in res.frame.error[0] and res.frame.error[1] == ""

@@ -133,7 +133,10 @@ def run_points(points: Sequence, runner=None, *, out=None, progress=True,
     fn = _evaluate_kept if keep else evaluate
     if todo and getattr(runner, "forks", False) and not runner.started \
             and hasattr(todo[0], "prepare"):
-        todo[0].prepare()
+        try:
+            todo[0].prepare()
+        except Exception:     # that point fails again in its worker, which records why
+            pass
     try:
         for i, outcome in runner.imap(fn, todo):
             outcomes[outcome.key] = outcome

@@ -5,7 +5,8 @@
   replica's prefix cache: they skipped prefill), and its KV hand-off's times and bytes.
 * ``timeline``: one row per instance event — a single iteration, or a run of identical decode
   iterations (``iterations`` > 1) — with batch composition (``prefill_done``: prompts that
-  finished and sampled their first token), KV blocks in use at its start, queue length, what
+  finished and sampled their first token), KV blocks in use and requests waiting as the row
+  was written (when its iterations ended), what
   attention read (``prefill_context``: cached tokens before the prompt chunks;
   ``prefill_pairs``: their causal (query, key) pairs; ``decode_context``: KV tokens the decode
   sequences attend at the row's first step) and the model work that follows (``flops``,
