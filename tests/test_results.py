@@ -15,6 +15,7 @@ from simcluster.cost import Batch, CostModel, Layout
 from simcluster.experiment import load_experiment
 from simcluster.simulation import Simulation
 from simcluster.simulation import results as R
+from simcluster.simulation.work import WorkCoefficients, row_work
 
 
 @pytest.fixture(scope="module")
@@ -123,9 +124,10 @@ def test_summary_is_built_from_groups(monkeypatch, h100, llama7b, measured):
     trace = make_trace([0.0, 0.5, 1.0], [100] * 3, [10] * 3)
     res = _run(trace, h100, llama7b, measured)
     names = [n for n, _ in R.SUMMARY_GROUPS]
-    assert names == ["counts", "latency", "throughput", "slo", "cost", "utilisation"]
+    assert names == ["counts", "latency", "throughput", "slo", "cost", "utilisation", "energy",
+                     "prefix_cache"]
     monkeypatch.setattr(R, "SUMMARY_GROUPS", R.SUMMARY_GROUPS + [
-        ("energy", lambda f: {"tokens_per_request": float(f.done.output_tokens.mean())})])
+        ("example", lambda f: {"tokens_per_request": float(f.done.output_tokens.mean())})])
     assert res.summary()["tokens_per_request"] == 10.0
 
 
@@ -210,3 +212,26 @@ def test_progress_bar_over_arrivals(h100, llama7b, measured, capsys):
     assert bar.bar.n == 10
     bar.close()
     assert "10/10" in capsys.readouterr().err
+
+
+def test_moe_and_latent_attention_work_follows_the_models_counts(h100):
+    from simcluster.models import model_preset
+    for name in ("Mixtral-8x7B", "DeepSeek-V3", "Qwen3-30B-A3B"):
+        m = model_preset(name)
+        c = WorkCoefficients.of(m)
+        assert c.flops_per_token + c.flops_per_sample == m.linear_flops_per_token
+        # one token reaches exactly its k experts per MoE layer; a crowd reaches them all
+        assert c.experts_touched(np.array([1.0]))[0] == pytest.approx(m.moe.experts_per_token)
+        assert c.experts_touched(np.array([1e5]))[0] == pytest.approx(m.moe.num_experts)
+        all_weights = c.bytes_per_iteration + c.moe_layers * c.experts * c.bytes_per_expert
+        assert all_weights < m.weight_bytes < all_weights * 1.05   # + embeddings, LM head, norms
+    m = model_preset("Qwen3-30B-A3B")
+    n = 40
+    trace = make_trace(np.linspace(0, 4, n), [300] * n, [30] * n)
+    res = Simulation(trace, m, one_instance(h100),
+                     cost_model=CostModel(load_calibration("measured"))).run()
+    u = res.utilisation().iloc[0]
+    assert 0 < u.mfu < u.mbu < 1
+    tl = res.timeline
+    f, _ = row_work(tl, WorkCoefficients.of(m))
+    assert (f > 0).all() and np.allclose(f, tl.flops)
