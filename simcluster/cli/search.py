@@ -92,6 +92,8 @@ def _sweep_figures(df, res) -> dict:
             figs["slo_attainment"] = plots.slo_attainment(ok, x, hue=hue)
         figs["throughput_latency"] = plots.throughput_latency(ok, hue=hue, x=x)
     short = {k: k.rsplit(".", 1)[-1] for k in varied}
+    if len(set(short.values())) < len(short):      # instances.0.count, instances.1.count
+        short = {k: k for k in varied}
     lab = ok.assign(label=[", ".join(f"{short[k]}={row[k]}" for k in varied)
                            for _, row in ok.iterrows()])
     figs["cost_per_m_tokens"] = plots.cost_per_m_tokens(lab)
