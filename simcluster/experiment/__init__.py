@@ -2,6 +2,8 @@
 
     name = "default"
     seed = 0
+    plugins = ["mypolicies"]  (optional: user modules whose registered policies the experiment
+                 names; a module name or a .py path relative to this file)
     [trace]      source = "azure-conv"  (bundled name, or a path relative to this file)
                  optional: format, sort, first_n, window_s = [start, end], rate_per_s,
                  subsample (a fraction or a count; seeded)
@@ -54,6 +56,8 @@
                  batching = "hf_cb", see hwspecs/engines/README.md)
 
 Every key is checked: an unknown or mistyped key fails naming the file and the key.
+``load_experiment(path, overrides={"router.policy": "jsq"})`` (the command line's ``--set
+router.policy=jsq``) edits the data before the checks (:mod:`.overrides`).
 """
 
 from __future__ import annotations
@@ -72,6 +76,8 @@ from simcluster.cost import CostModel
 from simcluster.cost.moe import RoutingModel
 from simcluster.errors import InputError
 from simcluster.experiment import sections
+from simcluster.experiment.overrides import apply_overrides, as_mapping, blame
+from simcluster.experiment.plugins import load_plugins
 from simcluster.experiment.tables import Table, positive
 from simcluster.paths import data_dir
 from simcluster.simulation import Simulation
@@ -118,18 +124,53 @@ class Experiment:
         return self.simulation().run(progress=progress)
 
 
-def load_experiment(path=None) -> Experiment:
-    """Read an experiment TOML (the bundled default when ``path`` is None)."""
+def experiment_path(path=None) -> Path:
+    """The experiment file ``path`` names: a path, or a bundled experiment's file name
+    (the bundled default when None)."""
     path = Path(path) if path is not None else experiments_dir() / DEFAULT_EXPERIMENT
     if not path.exists() and (experiments_dir() / path).exists():
         path = experiments_dir() / path
+    return path
+
+
+def read_experiment_data(path) -> dict:
+    """The TOML data of an experiment file, unvalidated."""
     try:
-        data = tomllib.loads(path.read_text())
+        return tomllib.loads(Path(path).read_text())
     except FileNotFoundError:
         raise InputError("no such experiment file", file=str(path)) from None
     except tomllib.TOMLDecodeError as err:
         raise InputError(f"not valid TOML: {err}", file=str(path)) from None
+
+
+def load_experiment(path=None, overrides=None) -> Experiment:
+    """Read an experiment TOML (the bundled default when ``path`` is None).
+
+    ``overrides`` (``{"router.policy": "jsq"}`` or ``["router.policy=jsq", ...]``, see
+    :mod:`.overrides`) edit the file's data before it is checked, so they are checked like it.
+    """
+    path = experiment_path(path)
+    return experiment_from_data(read_experiment_data(path), path, overrides)
+
+
+def experiment_from_data(data: dict, path, overrides=None) -> Experiment:
+    """An experiment from TOML data (``path``: the file it came from, which relative paths in
+    it are relative to), with ``overrides`` applied first; an error from an overridden key
+    names the override."""
+    path = Path(path)
+    sets = as_mapping(overrides)
+    data = apply_overrides(data, sets, file=str(path))
+    try:
+        return _build(data, path)
+    except InputError as err:
+        raise blame(err, sets) from None
+
+
+def _build(data: dict, path: Path) -> Experiment:
     top = Table(data, str(path), "")
+    plugins = top.get("plugins", list, None)
+    if plugins is not None:
+        load_plugins(plugins, path.parent, file=str(path))
     name = top.get("name", str, path.stem)
     seed = top.get("seed", int, 0)
     rng = np.random.default_rng(seed)

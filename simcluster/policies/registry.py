@@ -4,10 +4,15 @@
     class RoundRobin: ...
 
 ``ROUTERS.create(name, **params)`` builds one; an unknown name fails listing the known ones.
+
+Registering a name again *replaces* the entry with a warning — re-running a notebook cell that
+defines a policy, or reloading a plugin, must not fail — except that a built-in policy (one
+defined in simcluster) is never shadowed by another definition: that is an error.
 """
 
 from __future__ import annotations
 
+import warnings
 from typing import Callable
 
 
@@ -20,12 +25,22 @@ class Registry(dict):
 
     def register(self, name: str) -> Callable:
         def deco(factory):
-            if name in self:
-                raise ValueError(f"{self.kind} policy {name!r} is already registered")
+            old = self.get(name)
+            if old is not None:
+                self._replacing(name, old, factory)
             self[name] = factory
             factory.policy_name = name
             return factory
         return deco
+
+    def _replacing(self, name: str, old, new):
+        where = f"{getattr(old, '__module__', '?')}.{getattr(old, '__qualname__', old)}"
+        same = where == f"{getattr(new, '__module__', '?')}.{getattr(new, '__qualname__', new)}"
+        if where.startswith("simcluster.") and not same:
+            raise ValueError(f"{self.kind} policy {name!r} is built in ({where}); register "
+                             "yours under another name")
+        warnings.warn(f"{self.kind} policy {name!r} registered again: replacing {where}",
+                      RuntimeWarning, stacklevel=3)
 
     def lookup(self, name: str):
         try:

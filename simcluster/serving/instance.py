@@ -42,10 +42,10 @@ class _DecodeRun:
     """A decode run in flight: its start, its step end offsets (``cum``), its requests, how
     many steps are applied, and the timeline row it has written."""
 
-    __slots__ = ("start", "cum", "reqs", "applied", "row")
+    __slots__ = ("start", "cum", "reqs", "ctx_sum", "applied", "row")
 
-    def __init__(self, start, cum, reqs):
-        self.start, self.cum, self.reqs = start, cum, reqs
+    def __init__(self, start, cum, reqs, ctx_sum):
+        self.start, self.cum, self.reqs, self.ctx_sum = start, cum, reqs, ctx_sum
         self.applied, self.row = 0, None
 
 
@@ -189,7 +189,10 @@ class Instance:
             self._prefill_hook(self, plan.prefill, start, start + t)
         yield self.env.timeout(t)
         end = self.env.now
-        self._record(start, end, 1, len(plan.prefill), int(chunks.sum()), samples, n_dec)
+        # attention work, for utilisation after the run: context and causal pairs of the chunks
+        pairs = float(np.dot(chunks, ctx + (chunks + 1) / 2)) if len(chunks) else 0.0
+        self._record(start, end, 1, len(plan.prefill), int(chunks.sum()), samples, n_dec,
+                     int(ctx.sum()), pairs, ctx_sum)
         cache = self.cache
         for req, chunk in plan.prefill:
             req.kv_tokens += chunk
@@ -231,7 +234,7 @@ class Instance:
         n = len(decode)
         ctx_sum = sum(r.kv_tokens for r in decode) + n
         run = self._live = _DecodeRun(start, np.cumsum(self.timer.decode_steps(n, ctx_sum, k)),
-                                      decode)
+                                      decode, ctx_sum)
         # one event wakes us: the run's end (a timeout's callback) or an arrival (submit)
         wake = self._wake = env.event()
         env.timeout(float(run.cum[-1])).callbacks.append(
@@ -287,7 +290,7 @@ class Instance:
         if run.row is not None:
             del self.timeline[run.row]
         self._record(run.start, run.start + float(run.cum[upto - 1]), upto, 0, 0, 0,
-                     len(run.reqs))
+                     len(run.reqs), 0, 0.0, run.ctx_sum)
         run.row, run.applied = len(self.timeline) - 1, upto
         end = run.start + float(run.cum[upto - 1])
         for req in done:               # (decodes have their first token: no hand-off here)
@@ -362,6 +365,9 @@ class Instance:
         self._outstanding -= req.prefill_target - req.kv_tokens + req.remaining_output
         self.sink.rejected(req)
 
-    def _record(self, start, end, iters, n_prefill, prefill_tokens, prefill_done, n_decode):
+    def _record(self, start, end, iters, n_prefill, prefill_tokens, prefill_done, n_decode,
+                prefill_context, prefill_pairs, decode_context):
+        """One timeline row (columns: simcluster.simulation.results.TIMELINE_COLUMNS)."""
         self.timeline.append((self.id, start, end, iters, n_prefill, prefill_tokens,
-                              prefill_done, n_decode, self.kv.used_blocks, len(self.waiting)))
+                              prefill_done, n_decode, self.kv.used_blocks, len(self.waiting),
+                              prefill_context, prefill_pairs, decode_context))
