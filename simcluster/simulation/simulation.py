@@ -28,6 +28,7 @@ from simcluster.serving.prefix_cache import chain_keys
 from simcluster.simulation.energy import power_columns
 from simcluster.simulation.results import (Results, request_frame, timeline_frame,
                                            transfer_frame)
+from simcluster.engines.envelope import envelope_check
 from simcluster.serving.request import Request
 
 
@@ -123,6 +124,11 @@ class Simulation:
         timeline = timeline_frame([row for inst in self.cluster.instances
                                    for row in inst.timeline])
         transfers = transfer_frame(getattr(self.cluster, "transfers", []))
-        return Results(request_frame(self.requests), timeline, pd.DataFrame(rows),
-                       ttft_slo_s=self.slo[0], tpot_slo_s=self.slo[1], name=self.name,
-                       prefix_caching=self.prefix_caching, transfers=transfers)
+        res = Results(request_frame(self.requests), timeline, pd.DataFrame(rows),
+                      ttft_slo_s=self.slo[0], tpot_slo_s=self.slo[1], name=self.name,
+                      prefix_caching=self.prefix_caching, transfers=transfers)
+        res.envelope = envelope_check(self.cluster.instances, self.cost_model_name())
+        return res
+
+    def cost_model_name(self) -> str:
+        return getattr(self.cluster.cost_model, "name", "") or "engine"
