@@ -450,3 +450,13 @@ def test_engine_profiler_settings_and_sweeps(tmp_path):
         EngineSettings.for_model("gpt-5")
     from simcluster.harness.engine_profile.forward import forward_shapes
     assert ("prefill", 1, 8192, 0) not in forward_shapes(4096)
+
+
+def test_engine_spec_rejects_unknown_transfer_rules(tmp_path):
+    from simcluster.engines import engines_dir
+    text = (engines_dir() / "hf-cb-h200-graphs-7b.toml").read_text()
+    bad = tmp_path / "bad.toml"
+    bad.write_text(text.replace('kv_token = "none"', 'kv_token = "bytes"'))
+    with pytest.raises(InputError, match="transfer rule") as err:
+        load_engine(bad)
+    assert "bad.toml" in str(err.value)

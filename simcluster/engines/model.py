@@ -172,18 +172,17 @@ def transfer_scales(model, reference, rules: dict | None = None) -> dict[str, fl
     """Factors on the device-scaled terms when an engine model fitted on ``reference`` is
     applied to ``model`` (``rules``: term -> one of :data:`SCALINGS`)."""
     rules = {**DEFAULT_TRANSFER, **(rules or {})}
+    for term, how in rules.items():
+        if how not in SCALINGS or term not in DEFAULT_TRANSFER:
+            raise ValueError(f"transfer rule {term} = {how!r}; terms {list(DEFAULT_TRANSFER)} "
+                             f"take one of {SCALINGS}")
     if reference is None or model is None:
         return {t: 1.0 for t in rules}
     factor = {"kv_bytes": model.kv_bytes_per_token / reference.kv_bytes_per_token,
               "attention": (model.num_heads * model.head_dim * model.num_layers)
               / (reference.num_heads * reference.head_dim * reference.num_layers),
               "none": 1.0}
-    out = {}
-    for term, how in rules.items():
-        if how not in factor:
-            raise ValueError(f"transfer rule {how!r} for {term}; expected one of {SCALINGS}")
-        out[term] = factor[how]
-    return out
+    return {term: factor[how] for term, how in rules.items()}
 
 
 @dataclass
