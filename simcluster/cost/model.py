@@ -206,15 +206,17 @@ class IterationTimer:
         prefill = len(prefill_tokens) > 0
         mode = self.execution.of_kind(prefill)
         if self._scalar:
-            t = float(per_rank[0, 0])
+            graphs = mode == "graphs"         # (links first: the summation order of before)
+            t = float(per_rank[0, 0]) + (self._links(tokens, n_decode) if graphs else 0.0)
             if len(prefill_tokens) == 1:      # one prompt: the calibration's scalar path
                 t += self._attn_prefill_one(float(prefill_tokens[0]), float(prefill_context[0]))
             elif prefill:
                 t += float(self._attn_prefill(prefill_tokens, prefill_context)[0, 0])
             if n_decode:
                 t += float(self._attn_decode_scalar(n_decode, float(decode_context_sum)))
-            if mode != "graphs":
-                t = float(self._host.scalar(t, prefill, n_decode > 0, n_samples > 0, mode))
+            if graphs:
+                return t
+            t = float(self._host.scalar(t, prefill, n_decode > 0, n_samples > 0, mode))
             return t + self._links(tokens, n_decode)
         if prefill:
             per_rank = per_rank + self._attn_prefill(prefill_tokens, prefill_context)
@@ -233,6 +235,9 @@ class IterationTimer:
         links = self._links(rows, n_decode)
         mode = self.execution.decode
         if self._scalar:
+            if mode == "graphs":
+                return self._attn_decode_scalar(n_decode, sums) + (
+                    self._dense(rows, samples)[0, 0] + links)
             t = self._attn_decode_scalar(n_decode, sums) + self._dense(rows, samples)[0, 0]
             return self._host.scalar(t, False, True, True, mode) + links
         attn = self._attn_decode(n_decode, sums)
