@@ -12,11 +12,12 @@ and ``collective``, ``transfer`` (link ops).
 
 from __future__ import annotations
 
-from simcluster.calibration.roofline import (DEVICE_OPS, LINK_OPS, NEUTRAL, Calibration,
+from simcluster.calibration.roofline import (DEVICE_OPS, LAUNCH_CLASSES, LINK_OPS, NEUTRAL,
+                                             NO_LAUNCH_COSTS, Calibration, LaunchCosts,
                                              compute_dtype)
 
-__all__ = ["DEVICE_OPS", "LINK_OPS", "NEUTRAL", "Calibration", "compute_dtype",
-           "load_calibration"]
+__all__ = ["DEVICE_OPS", "LAUNCH_CLASSES", "LINK_OPS", "NEUTRAL", "NO_LAUNCH_COSTS",
+           "Calibration", "LaunchCosts", "compute_dtype", "load_calibration"]
 
 _LOADED: dict[str, Calibration] = {}
 

@@ -79,10 +79,22 @@ def cmd_calibrate_engine(args) -> int:
                                    ("max_num_seqs", args.max_num_seqs),
                                    ("chunked_prefill", args.chunked_prefill or None))
                  if v is not None}
+    execution = None
+    if args.execution:
+        p_, _, d_ = args.execution.partition(",")
+        execution = {"prefill": p_, "decode": d_ or p_}
+    padding = None
+    if args.q_padding or args.kv_padding:
+        padding = {k: v for k, v in (("q_tokens", args.q_padding),
+                                     ("kv_tokens", args.kv_padding)) if v}
     spec, res = calibrate(args.logs, args.device, args.model, args.name,
                           calibration=args.calibration, batching=args.batching,
                           scheduler=sched, description=args.description or "",
-                          scale_free=args.scale_device, decode_only=args.decode_only)
+                          scale_free=args.scale_device, decode_only=args.decode_only,
+                          kernels=args.kernels, execution=execution, padding=padding,
+                          tp=args.tp, link=args.link,
+                          transfer=dict(kv.split("=", 1) for kv in args.transfer.split(","))
+                          if args.transfer else None)
     print(format_fit(res))
     out = Path(args.out) if args.out else engines_dir() / f"{args.name}.toml"
     print(f"wrote {write_spec(spec, out)}")
@@ -92,8 +104,15 @@ def cmd_calibrate_engine(args) -> int:
 def cmd_validate_e2e(args) -> int:
     """Simulate measured replays with an engine model; print simulated vs measured."""
     from simcluster.analysis.engine_validation import validate_replay
+    from simcluster.errors import InputError
+    overrides = {}
+    for item in args.set or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise InputError(f"expected KEY=VALUE, got {item!r}", field="--set")
+        overrides[key.strip()] = value.strip()
     for path in args.replays:
-        cmp_ = validate_replay(path, args.engine)
+        cmp_ = validate_replay(path, args.engine, overrides)
         print(cmp_.format())
         if args.out:
             cmp_.requests.to_csv(args.out, index=False)
@@ -149,6 +168,19 @@ def add_commands(sub) -> None:
     ce.add_argument("--decode-only", action="append", default=[], metavar="LOG",
                     help="a further log of which only decode iterations are fitted (e.g. a "
                          "sweep whose prompts ran back to back); repeatable")
+    ce.add_argument("--kernels", help="kernel accounting (hwspecs/engines/kernels/: fused, "
+                                      "hf-eager, hf-cb); default from a transformers log, "
+                                      "else fused")
+    ce.add_argument("--execution", help="graphs, eager or piecewise, or PREFILL,DECODE "
+                                        "(e.g. piecewise,graphs); default from a transformers "
+                                        "log, else graphs")
+    ce.add_argument("--q-padding", type=int, help="CUDA-graph padding of new tokens")
+    ce.add_argument("--kv-padding", type=int, help="CUDA-graph padding of KV tokens read")
+    ce.add_argument("--tp", type=int, default=1, help="tensor-parallel ranks of the logs")
+    ce.add_argument("--transfer", help="how the device terms follow another model shape, "
+                                       "e.g. kv_token=none,attn_pair=attention (kv_bytes, "
+                                       "attention, none; default kv_bytes, attention)")
+    ce.add_argument("--link", help="link between the ranks (with --tp > 1), e.g. NVLink4")
     ce.add_argument("--description")
     ce.add_argument("--scale-device", action="store_true",
                     help="also fit a multiplier on the device time (default 1)")
@@ -159,4 +191,44 @@ def add_commands(sub) -> None:
                                                "output_tokens, ttft_s, tpot_s, e2e_s")
     ve.add_argument("--engine", required=True, help="engine name (list engines) or TOML path")
     ve.add_argument("--out", help="write per-request measured and simulated latencies here")
+    ve.add_argument("--set", action="append", metavar="KEY=VALUE",
+                    help="override a setting the replay's metadata (or else the engine file) "
+                         "gives: num_blocks, block_size, max_batch_tokens, "
+                         "max_requests_per_batch, safety_margin, model; repeatable")
     ve.set_defaults(func=cmd_validate_e2e)
+    add_import_command(sub)
+
+
+def cmd_import_profile(args) -> int:
+    """Turn a published profile into calibration tables (vidur) or an engine log (splitwise)."""
+    from pathlib import Path
+    if args.kind == "vidur":
+        from simcluster.calibration.importers import import_vidur, write_tables
+        from simcluster.calibration.tables import calibration_dir
+        out = Path(args.out) if args.out else calibration_dir() / args.device
+        for p in write_tables(import_vidur(args.files, args.device), out):
+            print(f"wrote {p}")
+        return 0
+    from simcluster.engines.importers import splitwise_log
+    if not (args.model and args.hardware and args.tp and args.out):
+        raise SystemExit("import-profile splitwise needs --model, --hardware, --tp and --out")
+    n = splitwise_log(args.files[0], args.model, args.hardware, args.tp, args.out)
+    print(f"wrote {n} iterations to {args.out}")
+    return 0
+
+
+def add_import_command(sub) -> None:
+    ip = sub.add_parser("import-profile",
+                        help="published profiles -> calibration tables or an engine log")
+    ip.add_argument("kind", choices=["vidur", "splitwise"],
+                    help="vidur: data/profiling/compute/<device>/<model>/{mlp,attention}.csv "
+                         "-> kernel tables; splitwise: SplitwiseSim's perf_model.csv -> a "
+                         "per-iteration engine log for calibrate-engine")
+    ip.add_argument("files", nargs="+", help="the profile CSV(s)")
+    ip.add_argument("--device", help="vidur: the device the tables are for (its folder name)")
+    ip.add_argument("--out", help="vidur: folder (default hwspecs/calibration/DEVICE); "
+                                  "splitwise: the log CSV to write")
+    ip.add_argument("--model", help="splitwise: model column value, e.g. llama2-70b")
+    ip.add_argument("--hardware", help="splitwise: hardware column value, e.g. a100-80gb")
+    ip.add_argument("--tp", type=int, help="splitwise: tensor_parallel value")
+    ip.set_defaults(func=cmd_import_profile)

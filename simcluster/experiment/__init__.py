@@ -51,6 +51,8 @@
     [cost]       calibration = "measured" (fitted kernel tables, the default) or "datasheet";
                  moe_popularity_cv (expert popularity skew, 0 = uniform), moe_samples
                  (routing draws; seeded by the experiment's seed: simcluster.cost.moe);
+                 kernels = "fused" (default) or another accounting of hwspecs/engines/kernels;
+                 execution = "graphs" (default), "eager" or "piecewise" (launch costs);
                  engine = "hf-cb-h100" (an engine model of hwspecs/engines: its overheads on
                  top of the device time; its batching rules are the instances' to choose:
                  batching = "hf_cb", see hwspecs/engines/README.md)
@@ -178,9 +180,12 @@ def _build(data: dict, path: Path) -> Experiment:
     model = sections.read_model(top.sub("model", required=True), path.parent)
     cost = top.sub("cost")
     calibration, engine, routing = "measured", None, {}
+    kernels, execution = "fused", "graphs"
     if cost is not None:
         calibration = cost.get("calibration", str, calibration)
         engine = cost.get("engine", str, None)
+        kernels = cost.get("kernels", str, kernels)
+        execution = cost.get("execution", str, execution)
         routing = {k: v for k, v in (
             ("popularity_cv", cost.get("moe_popularity_cv", float, None)),
             ("samples", cost.get("moe_samples", int, None, check=positive))) if v is not None}
@@ -192,10 +197,15 @@ def _build(data: dict, path: Path) -> Experiment:
             spec = load_engine(engine)
         except KeyError as err:
             raise InputError(err.args[0], file=str(path), field="cost.engine") from None
-        cost_model = EngineCostModel(spec.terms, calibration if "calibration" in cost.data
-                                     else spec.calibration, spec.name)
+        cost_model = EngineCostModel.of(spec, calibration if "calibration" in cost.data
+                                        else None)
     else:
-        cost_model = CostModel(load_calibration(calibration))
+        try:
+            cost_model = CostModel(load_calibration(calibration), kernels=kernels,
+                                   execution=execution)
+        except InputError as err:
+            raise InputError(err.reason, file=str(path), field=f"cost.{err.field or ''}"
+                             .rstrip(".")) from None
     try:
         cost_model.routing = RoutingModel(seed=seed, **routing)
     except ValueError as err:

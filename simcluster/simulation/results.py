@@ -322,6 +322,7 @@ class Results:
     activity: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(
         columns=ACTIVITY_COLUMNS))
     provenance: dict = field(default_factory=dict)
+    envelope: dict = field(default_factory=dict)   # engine envelope counters per instance
 
     def summary(self) -> dict:
         return summarize(self.requests, self.timeline, self.instances, self.ttft_slo_s,

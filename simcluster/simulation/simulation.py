@@ -29,6 +29,7 @@ from simcluster.simulation.energy import power_columns
 from simcluster.simulation.results import (ACTIVITY_COLUMNS, Results, request_frame,
                                            timeline_frame, transfer_frame)
 from simcluster.simulation.work import WorkCoefficients, layout_peaks, row_work
+from simcluster.engines.envelope import envelope_check
 from simcluster.serving.request import Request
 
 
@@ -153,7 +154,12 @@ class Simulation:
         ctl = getattr(self.cluster, "controller", None)
         activity = (ctl.activity if ctl is not None and hasattr(ctl, "activity")
                     else pd.DataFrame(columns=ACTIVITY_COLUMNS))
-        return Results(request_frame(self.requests), timeline, pd.DataFrame(rows),
-                       ttft_slo_s=self.slo[0], tpot_slo_s=self.slo[1], name=self.name,
-                       prefix_caching=self.prefix_caching, transfers=transfers,
-                       activity=activity, provenance=self.provenance())
+        res = Results(request_frame(self.requests), timeline, pd.DataFrame(rows),
+                      ttft_slo_s=self.slo[0], tpot_slo_s=self.slo[1], name=self.name,
+                      prefix_caching=self.prefix_caching, transfers=transfers,
+                      activity=activity, provenance=self.provenance(),
+                      envelope=envelope_check(self.cluster.instances, self.cost_model_name()))
+        return res
+
+    def cost_model_name(self) -> str:
+        return getattr(self.cluster.cost_model, "name", "") or "engine"
