@@ -159,7 +159,7 @@ def test_missing_key_names_file_and_key(tmp_path):
 def test_bad_configs(tmp_path):
     with pytest.raises(InputError, match="mixture-of-experts"):
         model_from_hf_config({**LLAMA2_7B_CONFIG, "num_local_experts": 8})
-    with pytest.raises(InputError, match=r"num_kv_heads.*do not divide"):
+    with pytest.raises(InputError, match=r"num_key_value_heads.*do not divide"):
         model_from_hf_config({**LLAMA2_7B_CONFIG, "num_key_value_heads": 5})
     with pytest.raises(InputError, match=r"head_dim.*do not divide"):
         model_from_hf_config({**LLAMA2_7B_CONFIG, "num_attention_heads": 30})

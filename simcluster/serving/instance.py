@@ -32,7 +32,7 @@ import simpy
 
 from simcluster.cost.memory import MemoryPlan
 from simcluster.policies.batching import Plan, blocks_for
-from simcluster.serving.config import InstanceConfig
+from simcluster.serving.config import InstanceConfig, context_limit
 from simcluster.serving.kv import KVCache
 from simcluster.serving.prefix_cache import PrefixCache
 from simcluster.serving.request import Request
@@ -64,7 +64,7 @@ class Instance:
         self.seq_blocks = min(self.kv.total_blocks,
                               getattr(memory, "seq_capacity_tokens",
                                       memory.kv_capacity_tokens) // config.block_size)
-        self.max_model_len = config.max_model_len or model.max_position
+        self.max_model_len = context_limit(model, config)
         self.running: list[Request] = []
         self.waiting: deque[Request] = deque()
         self._outstanding = 0          # as of the last applied step (see outstanding_tokens)

@@ -126,6 +126,9 @@ def _arrival_times(series: pd.Series, schema: Schema, rows: Rows) -> np.ndarray:
     if schema.time_unit == "datetime":
         return timestamps_ns(series, rows, schema.time)
     unit = "milliseconds" if schema.time_unit == "ms" else "seconds"
+    if series.dtype.kind == "m":   # a duration column (Parquet): explicit in its own unit
+        seconds = series.dt.total_seconds().to_numpy(dtype=np.float64, na_value=np.nan)
+        series = pd.Series(seconds * (1e3 if schema.time_unit == "ms" else 1.0))
     return numbers(series, rows, schema.time, integer=False, minimum=0.0,
                    expected=f"an arrival time in {unit} >= 0")
 
