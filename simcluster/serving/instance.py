@@ -68,6 +68,7 @@ class Instance:
         self.running: list[Request] = []
         self.waiting: deque[Request] = deque()
         self._outstanding = 0          # as of the last applied step (see outstanding_tokens)
+        self._handoffs = 0             # handed-off requests whose KV blocks are still held
         self.speed = 1.0
         self.active = True               # a controller may park an instance: routers skip it
         self.gate: simpy.Event | None = None   # set by the cluster: no iteration starts till it fires
@@ -154,13 +155,12 @@ class Instance:
             plan = self.batcher.schedule(env.now)
             self._preempt(plan.preempt)
             self._admit(plan.admit, plan.cached)
-            if plan.empty and not self.running and self.kv.used_blocks:
-                # blocks still held by KV on its way to another instance: wait for them
-                self._wake = env.event()
-                yield self._wake
-                self._wake = None
-                continue
             if plan.empty:
+                if self._handoffs:   # KV on its way to another instance holds blocks: wait
+                    self._wake = env.event()
+                    yield self._wake
+                    self._wake = None
+                    continue
                 stalls += 1
                 if stalls > 2 or not self.running:
                     self._reject_head("scheduler could not admit it with an empty instance")
@@ -274,6 +274,8 @@ class Instance:
         run: a sync's partial advance is extended, not repeated)."""
         run, bs = self._live, self.config.block_size
         j = upto - run.applied
+        if j <= 0:             # nothing new (e.g. synced at the run's end, then woken there)
+            return
         done, new_blocks = [], 0
         for req in run.reqs:
             kv = req.kv_tokens + j
@@ -318,13 +320,18 @@ class Instance:
             # it leaves the batch now; its KV blocks stay until the cluster has shipped them
             self.running.remove(req)
             self._outstanding -= req.remaining_output
+            self._handoffs += 1
             self.sink.prefilled(req)
 
     def release_kv(self, req: Request):
-        """Free the KV blocks of a request handed off to another instance, once shipped."""
+        """Free the KV blocks of a request handed off to another instance, once shipped. A
+        request waiting for blocks is planned again now (an instance with nothing it can run
+        waits for these blocks rather than reject the request; inside a decode run it finishes
+        the step in flight and plans again, as stepping one by one would)."""
         self._free_kv(req)
-        if self._live is None and self._wake is not None and not self._wake.triggered:
-            self._wake.succeed()       # (idle, waiting for blocks: plan again)
+        self._handoffs -= 1
+        if self.waiting and self._wake is not None and not self._wake.triggered:
+            self._wake.succeed()
 
     def _release(self, req: Request):
         self.running.remove(req)
