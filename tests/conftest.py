@@ -1,7 +1,10 @@
 """Shared fixtures: small traces and a one-device cluster factory."""
 
+import os
+
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, settings
 
 from simcluster.cluster import InstanceSpec
 from simcluster.cost import Layout
@@ -9,6 +12,15 @@ from simcluster.hardware import load_device
 from simcluster.serving.config import InstanceConfig
 from simcluster.models import model_preset
 from simcluster.workload import Trace
+
+# Hypothesis: derandomised by default, so every run (and CI) draws the same cases and a
+# failure reproduces; HYPOTHESIS_PROFILE=explore draws new cases each run.
+settings.register_profile("simcluster", derandomize=True, deadline=None, database=None,
+                          suppress_health_check=[HealthCheck.too_slow,
+                                                 HealthCheck.data_too_large])
+settings.register_profile("explore", deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "simcluster"))
 
 
 @pytest.fixture(scope="session")
