@@ -265,6 +265,10 @@ def trace_cases() -> list[Case]:
         _trace_cli("csv: only blank lines", "e.csv", "\n\n\n"),
         _trace_cli("csv: unknown header", "u.csv", "a,b,c\n1,2,3\n"),
         _trace_cli("csv: binary", "b.csv", bytes(range(256)) * 4),
+        _trace_cli("csv: semicolons", "s.csv", "arrival_s;prompt_tokens;output_tokens\n0;1;1\n"),
+        _trace_cli("csv: tabs", "s.csv", "arrival_s\tprompt_tokens\toutput_tokens\n0\t1\t1\n"),
+        _trace_cli("json: one array", "a.json", json.dumps([{"arrival_s": 0, "prompt_tokens": 1,
+                                                             "output_tokens": 1}])),
         _trace_cli("csv: duplicate column", "d.csv",
                    "arrival_s,prompt_tokens,output_tokens,prompt_tokens\n0,1,1,1\n"),
         _trace_cli("unknown suffix", "t.txt", _csv(_CANON, _FAMILIES["canonical"][2])),
@@ -519,9 +523,19 @@ def _exp_case(name, data, mention=(), files=None, extra=(), text=None, valid=Fal
 
 # (path, bad values, words the error must contain besides the key)
 _SCALAR_MUTATIONS = [
-    ("name", [3, [], True], ()),
+    ("name", [3, [], True, ""], ()),
+    ("trace", ["azure-conv", 3, [], {"source": ""}, {"source": "azure-cnv"},
+               {"source": "azure-conv", "first_n": 10**9},
+               {"source": "azure-conv", "format": "mooncake"},
+               {"source": "azure-conv", "sort": "yes"}, {"source": "azure-conv", "bogus": 1},
+               {"source": "azure-conv", "window_s": [1.0, 1.0]},
+               {"source": "azure-conv", "window_s": [-1.0, 5.0]},
+               {"source": "azure-conv", "window_s": [1e9, 2e9]}], ()),
+    ("router", ["round_robin", 3], ()),
+    ("slo", [1, "fast"], ()),
+    ("cost", ["measured"], ()),
     ("seed", ["x", -1, 1.5, True], ()),
-    ("trace.synthetic.n", [0, -3, "8", 1.5, True], ()),
+    ("trace.synthetic.n", [0, -3, "8", 1.5, True, 10**9], ()),
     ("trace.synthetic.rate_per_s", [0, -1.0, "4", float("nan"), float("inf")], ()),
     ("trace.synthetic.cv", [0, -1.0, float("nan"), float("inf"), "1"], ()),
     ("trace.synthetic.prompt", [Inline(dist="bogus", tokens=3), Inline(dist="fixed"),
@@ -545,9 +559,9 @@ _SCALAR_MUTATIONS = [
     ("model", [{"config": "missing.json"}, {"config": "cfg/"}, {}], ()),
     ("model.bogus", [1], ()),
     ("instances[0].device", ["H100-SXMM", "", 3, ["H100-SXM"]], ()),
-    ("instances[0].count", [0, -1, 1.5, "2", True], ()),
-    ("instances[0].tp", [0, -1, 3, 5, 1.5, "2"], ()),
-    ("instances[0].pp", [0, 3, 5, -2], ()),
+    ("instances[0].count", [0, -1, 1.5, "2", True, 10**7], ()),
+    ("instances[0].tp", [0, -1, 3, 5, 1.5, "2", 2**40, 64], ()),
+    ("instances[0].pp", [0, 3, 5, -2, 2**40, 64], ()),
     ("instances[0].link", ["bogus"], ()),
     ("instances[0].stage_link", ["bogus"], ()),
     ("instances[0].name", [3], ()),
@@ -567,6 +581,7 @@ _SCALAR_MUTATIONS = [
     ("instances[0].scheduler.max_model_len", [0, -1, 1.5, "4096"], ()),
     ("instances[0].scheduler.max_steady_steps", [0], ()),
     ("instances[0].scheduler.bogus", [1], ()),
+    ("instances[0].scheduler", [3, "fast"], ()),
     ("instances[0].bogus", [1], ()),
     ("instances", [[], 3, "x", [3]], ()),
     ("router.policy", ["bogus", "round-robin", 3], ()),
@@ -583,7 +598,7 @@ _SCALAR_MUTATIONS = [
 ]
 
 _DISAGG_MUTATIONS = [
-    ("disaggregation.kv_link", ["bogus", 3, _DEL], ()),
+    ("disaggregation.kv_link", ["bogus", 3, _DEL, "specs/missing.toml"], ()),
     ("disaggregation.decode_router", ["bogus", 3], ()),
     ("disaggregation.decode_router_params", [{"nope": 1}], ()),
     ("disaggregation.offload", ["bogus"], ()),
@@ -812,6 +827,10 @@ def spec_cases() -> list[Case]:
     add("node: devices as a table", load_node, "mynode.toml",
         node.split("[[devices]]")[0] + "[devices]\nspec = 'H100-SXM'\n")
     add("node: entry with a typo", load_node, "mynode.toml", node.replace("spec =", "spek ="))
+    add("node: a GPU among the sockets", load_node, "mynode.toml",
+        node.replace('"Xeon-Platinum-8480+"', '"H200"'), mention=("sockets[0]",))
+    add("node: a CPU among the devices", load_node, "mynode.toml",
+        node.replace('spec = "H100-SXM"', 'spec = "EPYC-9654"'), mention=("devices[0]",))
     add("node: link given as a number", load_node, "mynode.toml",
         node.replace('intra_link = "NVLink4"', "intra_link = 4"), mention=("intra_link",))
     add("link: valid", load_link, "mylink.toml", link, valid=True)
@@ -905,6 +924,13 @@ def hf_cases() -> list[Case]:
            ("attention_bias", "true"), ("model_type", 5)]
     for key, v in bad:
         run_cfg(f"{key} = {v!r}", {**_LLAMA_CFG, key: v}, mention=(key,))
+    run_cfg("only a nested text_config", {"text_config": _LLAMA_CFG}, mention=("hidden_size",))
+    run_cfg("num_local_experts = 1.5", {**_LLAMA_CFG, "num_local_experts": 1.5},
+            mention=("num_local_experts",))
+    run_cfg("torch_dtype = 'auto'", {**_LLAMA_CFG, "torch_dtype": "auto"},
+            mention=("torch_dtype",))
+    run_cfg("num_attention_heads = 2**40", {**_LLAMA_CFG, "num_attention_heads": 2**40},
+            mention=("num_attention_heads",))
     run_cfg("not JSON", None, raw="{hidden_size: 1}")
     run_cfg("a JSON list", None, raw="[1, 2]")
     run_cfg("empty file", None, raw="")
@@ -944,6 +970,11 @@ def cli_cases() -> list[Case]:
         (["run", "exp.toml", "--bogus"], {"exp.toml": exp}, ()),
         (["run", "exp.toml", "extra-arg"], {"exp.toml": exp}, ()),
         (["trace-info"], {}, ()),
+        (["trace-info", ""], {}, ()),
+        (["list", ""], {}, ()),
+        (["run", "exp.toml", "--out"], {"exp.toml": exp}, ()),
+        (["run", ""], {}, ()),
+        (["predict", "--in", ""], {}, ()),
         (["trace-info", "t.csv", "--format"], {"t.csv": good_csv}, ()),
         (["trace-info", "t.csv", "--format", "Azure"], {"t.csv": good_csv}, ("azure",)),
         (["predict"], {}, ()),

@@ -186,7 +186,8 @@ def _build(data: dict, path: Path) -> Experiment:
     plugins = top.get("plugins", list, None)
     if plugins is not None:
         load_plugins(plugins, path.parent, file=str(path))
-    name = top.get("name", str, path.stem)
+    name = top.get("name", str, path.stem, check=lambda v: v.strip() != "",
+                   expect="a non-empty name")
     seed = top.get("seed", int, 0, check=non_negative, expect=">= 0")
     rng = np.random.default_rng(seed)
     trace = sections.read_trace(top.sub("trace", required=True), rng)

@@ -181,9 +181,13 @@ def _pairs(raw: dict[str, Any], key: str, file: Path) -> tuple[tuple[str, int], 
             raise InputError(f"expected a whole number >= 1, got {count!r}", file=file,
                              field=f"{where}.count")
         try:
-            _find("devices", str(entry["spec"]), "device")
+            spec = _load_spec("devices", str(entry["spec"]), "device")
         except InputError as err:
             raise _at(err, file, f"{where}.spec") from None
+        if (spec.kind == "cpu") != (key == "sockets"):
+            raise InputError(f"{spec.name} is a {spec.kind} device; [[devices]] holds "
+                             "accelerators, [[sockets]] CPU sockets", file=file,
+                             field=f"{where}.spec")
         out.append((str(entry["spec"]), count))
     return tuple(out)
 
