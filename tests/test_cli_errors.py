@@ -68,17 +68,18 @@ def test_input_mistakes_exit_2_naming_the_mistake(capsys, args, words):
 def test_a_bug_exits_1_with_its_traceback(capsys, monkeypatch):
     import simcluster.cli.simulate as sim
     monkeypatch.setattr(sim, "cmd_list", lambda args: 1 / 0)
-    monkeypatch.setattr(sim, "add_commands", _patched_add(sim.add_commands, sim))
     rc = main(["list", "devices"])
     err = capsys.readouterr().err
     assert rc == 1 and "internal error" in err and "ZeroDivisionError" in err
 
 
-def _patched_add(add, module):
-    def add_commands(sub):
-        add(sub)
-        sub.choices["list"].set_defaults(func=module.cmd_list)
-    return add_commands
+def test_interrupt_exits_130(capsys, monkeypatch):
+    import simcluster.cli.simulate as sim
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(sim, "cmd_list", interrupted)
+    assert main(["list", "devices"]) == 130 and "interrupted" in capsys.readouterr().err
 
 
 def test_out_is_checked_before_the_run(tmp_path, capsys):
