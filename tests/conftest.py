@@ -4,7 +4,7 @@ import os
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck
 
 from simcluster.cluster import InstanceSpec
 from simcluster.cost import Layout
@@ -13,14 +13,12 @@ from simcluster.serving.config import InstanceConfig
 from simcluster.models import model_preset
 from simcluster.workload import Trace
 
-# Hypothesis: derandomised by default, so every run (and CI) draws the same cases and a
-# failure reproduces; HYPOTHESIS_PROFILE=explore draws new cases each run.
-settings.register_profile("simcluster", derandomize=True, deadline=None, database=None,
-                          suppress_health_check=[HealthCheck.too_slow,
-                                                 HealthCheck.data_too_large])
-settings.register_profile("explore", deadline=None,
-                          suppress_health_check=[HealthCheck.too_slow])
-settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "simcluster"))
+# Hypothesis settings of the generated-configuration suites (tests/test_invariants.py):
+# derandomised, so every run (and CI) draws the same cases and a failure reproduces;
+# SIMCLUSTER_HYPOTHESIS=explore draws new cases each run.
+SEEDED = dict(derandomize=os.environ.get("SIMCLUSTER_HYPOTHESIS") != "explore", deadline=None,
+              database=None, suppress_health_check=[HealthCheck.too_slow,
+                                                    HealthCheck.data_too_large])
 
 
 @pytest.fixture(scope="session")

@@ -1,31 +1,22 @@
-"""Every bundled experiment: its contract, and results independent of the decode-run shortcut.
+"""Every bundled experiment's contract: each ``experiments/*.toml`` loads, every policy it
+names is registered and every params table fits the policy's signature (checked here from the
+raw TOML, independently of the loader), and its simulation builds.
 
-- Contract: each ``experiments/*.toml`` loads, every policy it names is registered and every
-  params table fits the policy's signature (checked here from the raw TOML, independently of
-  the loader), and its simulation builds.
-- Decode runs: an instance advances a run of identical decode steps in one event
-  (``InstanceConfig.max_steady_steps``); capped at one step per event, every experiment must
-  give the same requests (instance, rejection, times), the same work per instance and the
-  same controller decisions. The default run compares the first 30 s of each experiment's
-  trace, ``-m slow`` (run by CI) the first 10 minutes, and ``-m slow`` or ``-m exhaustive``
-  the whole traces (about 5 CPU minutes stepping the default experiment's 19,366 requests one
-  decode step at a time: CI leaves it out, ``.ci/run`` says how to run it).
+(That every bundled experiment's results are independent of the decode-run shortcut,
+``max_steady_steps``, is tests/test_step_invariance.py.)
 """
 
 from __future__ import annotations
 
-import dataclasses
 import tomllib
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from simcluster.errors import InputError, UnknownNameError
 from simcluster.experiment import load_experiment
 from simcluster.policies.registry import (BATCHERS, CONTROLLERS, NUMA_PLACEMENTS, OFFLOADS,
                                           PARTITIONS, ROUTERS)
-from simcluster.workload import time_window
 
 EXPERIMENTS = sorted((Path(__file__).resolve().parents[1] / "experiments").glob("*.toml"))
 IDS = [p.stem for p in EXPERIMENTS]
@@ -83,56 +74,3 @@ def test_contract_catches_an_unknown_policy_and_a_bad_params_table(tmp_path):
                                  'decode_router = "numa_minibach"'))
     with pytest.raises(UnknownNameError, match="did you mean 'numa_minibatch'"):
         load_experiment(path)
-
-
-# ----------------------------------------------------------------------------- decode runs
-def _capped(exp, steps: int, window_s: float | None):
-    trace = exp.trace if window_s is None else time_window(exp.trace, 0.0, window_s)
-    specs = tuple(dataclasses.replace(s, config=dataclasses.replace(s.config,
-                                                                    max_steady_steps=steps))
-                  for s in exp.instances)
-    return dataclasses.replace(exp, trace=trace, instances=specs)
-
-
-def _work(res):
-    tl = res.timeline.assign(decoded=lambda d: d.decode_seqs * d.iterations)
-    return tl.groupby("instance")[["iterations", "prefill_tokens", "prefill_done",
-                                   "decoded"]].sum()
-
-
-def _compare(path, window_s):
-    exp = load_experiment(path)
-    fast_sim = _capped(exp, 1_000_000, window_s).simulation()
-    fast = fast_sim.run()
-    slow_sim = _capped(exp, 1, window_s).simulation()
-    slow = slow_sim.run()
-    assert (slow.timeline.iterations == 1).all()
-    a, b = fast.requests, slow.requests
-    assert a.instance.tolist() == b.instance.tolist(), "requests routed differently"
-    assert a.reason.tolist() == b.reason.tolist()
-    for col in ("prefill_start_s", "first_token_s", "finish_s"):
-        np.testing.assert_allclose(a[col], b[col], rtol=1e-9, atol=1e-9, err_msg=col)
-    assert _work(fast).equals(_work(slow))
-    ca, cb = fast_sim.cluster, slow_sim.cluster
-    if getattr(ca, "controller", None) is not None:
-        da, db = ca.controller.decisions, cb.controller.decisions
-        assert da.active.tolist() == db.active.tolist(), "controller decided differently"
-    return len(a)
-
-
-@pytest.mark.parametrize("path", EXPERIMENTS, ids=IDS)
-def test_results_do_not_depend_on_decode_runs_first_30s(path):
-    assert _compare(path, 30.0) > 0
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("path", EXPERIMENTS, ids=IDS)
-def test_results_do_not_depend_on_decode_runs_first_10_minutes(path):
-    assert _compare(path, 600.0) > 0
-
-
-@pytest.mark.slow
-@pytest.mark.exhaustive
-@pytest.mark.parametrize("path", EXPERIMENTS, ids=IDS)
-def test_results_do_not_depend_on_decode_runs_whole_trace(path):
-    assert _compare(path, None) > 0
