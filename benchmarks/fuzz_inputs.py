@@ -485,6 +485,35 @@ def _hels() -> dict:
     return d
 
 
+def _phase_pools() -> dict:
+    d = _base()
+    d["instances"] = [{"device": "H100-SXM", "pool": "prefill"},
+                      {"device": "H100-SXM", "pool": "decode"}]
+    d["pools"] = {"network_link": "IB-NDR400", "routing": "splitwise",
+                  "routing_params": Inline(overlap=True), "rebalancer": "threshold"}
+    return d
+
+
+def _design() -> dict:
+    d = _base()
+    d["model"] = {"name": "llama-2-13b"}
+    d["instances"] = [{"design": "1,4,18,80,50,132,256,4,16,32"}]
+    return d
+
+
+def _moe() -> dict:
+    d = _base()
+    d["model"] = {"name": "Qwen3-30B-A3B"}
+    d["instances"] = [{"device": "H200", "tp": 1, "dp": 2, "ep": 2, "link": "NVLink4",
+                       "scheduler": {"prefix_caching": True}}]
+    d["trace"] = {"shared_prefix": {"n": 10, "rate_per_s": 2.0, "system_tokens": 1024,
+                                    "system_prompts": 2,
+                                    "user": Inline(dist="fixed", tokens=100),
+                                    "output": Inline(dist="fixed", tokens=10)}}
+    d["cost"] = {"calibration": "datasheet", "moe_popularity_cv": 0.5}
+    return d
+
+
 def _set(d: dict, path: str, value: Any) -> dict:
     """``d`` with ``path`` (dotted, ``instances[0]`` indexes) set; _DEL deletes it."""
     import copy
@@ -624,6 +653,47 @@ _CPU_MUTATIONS = [
                                     {"sockets_per_host": "2"}], ()),
     ("disaggregation.offload", ["min_output", "max_context", "pool_room"], ()),
     ("disaggregation.offload_params", [{"min_output_tokens": "x"}], ()),
+]
+
+_POOLS_MUTATIONS = [
+    ("pools.network_link", ["bogus", 3], ()),
+    ("pools.routing", ["bogus", "splitwis"], ()),
+    ("pools.routing_params", [{"overlapp": True}, {"overlap": "yes"}], ()),
+    ("pools.rebalancer", ["bogus"], ()),
+    ("pools.rebalancer_params", [{"nope": 1}], ()),
+    ("pools.reload_s", [-1.0, "x", float("nan")], ()),
+    ("pools.bogus", [1], ()),
+    ("instances[1].pool", [_DEL, "prefill"], ()),
+    ("disaggregation", [{"kv_link": "PCIe5"}], ()),
+    ("router", [{"policy": "least_outstanding_tokens"}], ()),
+]
+
+_DESIGN_MUTATIONS = [
+    ("instances[0].design", ["1,2,3", "a,b,c,d,e,f,g,h,i,j", "", 3,
+                             "0,4,18,80,50,132,256,4,16,32", "1,4,18,-80,50,132,256,4,16,32"],
+     ()),
+    ("instances[0].design_params", [{"bogus": 1}, {"clock_hz": -1.0}], ()),
+    ("instances[0].device", ["H100-SXM"], ()),
+    ("instances[0].count", [2], ()),
+]
+
+_MOE_MUTATIONS = [
+    ("instances[0].ep", [3, 0, "2"], ()),
+    ("instances[0].dp", [0, 3], ()),
+    ("instances[0].scheduler.prefix_caching", ["yes", 1], ()),
+    ("trace.shared_prefix.n", [0, -1], ()),
+    ("trace.shared_prefix.system_tokens", [0, "x"], ()),
+    ("trace.shared_prefix.zipf_s", [-1.0], ()),
+    ("trace.shared_prefix.block_tokens", [0], ()),
+    ("trace.shared_prefix.user", [_DEL, Inline(dist="bogus")], ()),
+    ("trace.shared_prefix.bogus", [1], ()),
+    ("trace.conversations", [{"n": 3, "rate_per_s": 1.0, "think_s": -1.0,
+                              "turns": Inline(dist="fixed", tokens=2),
+                              "user": Inline(dist="fixed", tokens=10),
+                              "output": Inline(dist="fixed", tokens=5)}], ()),
+    ("trace.fit_context", [1, "x"], ()),
+    ("cost.moe_popularity_cv", [-1.0, "x"], ()),
+    ("cost.moe_samples", [0, 1.5], ()),
 ]
 
 _HELS_MUTATIONS = [
@@ -788,6 +858,9 @@ def experiment_cases() -> list[Case]:
              + _mutation_cases(_disagg, _DISAGG_MUTATIONS, "disagg")
              + _mutation_cases(_cpu_decode, _CPU_MUTATIONS, "cpu")
              + _mutation_cases(_hels, _HELS_MUTATIONS, "hels")
+             + _mutation_cases(_phase_pools, _POOLS_MUTATIONS, "pools")
+             + _mutation_cases(_design, _DESIGN_MUTATIONS, "design")
+             + _mutation_cases(_moe, _MOE_MUTATIONS, "moe")
              + _tp_cases() + _file_cases())
     hels_default_link = _set(_hels(), "instances[0].link", _DEL)
     cases += [_exp_case("valid: hels group without a link (its node's PCIe4)", hels_default_link,
@@ -798,7 +871,10 @@ def experiment_cases() -> list[Case]:
               _exp_case("valid: tiny", _base(), valid=True),
               _exp_case("valid: disaggregated", _disagg(), valid=True),
               _exp_case("valid: CPU decode pool with controller", _cpu_decode(), valid=True),
-              _exp_case("valid: hels partition", _hels(), valid=True)]
+              _exp_case("valid: hels partition", _hels(), valid=True),
+              _exp_case("valid: phase pools", _phase_pools(), valid=True),
+              _exp_case("valid: a parametric design", _design(), valid=True),
+              _exp_case("valid: MoE with ep, dp, prefix caching", _moe(), valid=True)]
     return cases
 
 

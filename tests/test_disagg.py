@@ -104,3 +104,31 @@ def test_prefill_instance_waits_for_shipped_blocks_instead_of_rejecting(h100, ll
     assert r.prefill_start_s[2] >= first_shipped > 0.010
     assert all(inst.outstanding_tokens == 0 for inst in sim.cluster.instances)
     assert all(inst.kv.used_blocks == 0 for inst in sim.cluster.instances)
+
+
+def test_partial_prefill_waits_for_shipped_blocks(h100, llama7b):
+    """The same with chunked prefill: a prompt half-prefilled whose next chunk needs blocks
+    that hand-offs still hold. With a request running, the instance used to count stalls,
+    then reject the head of an empty queue (an IndexError that ended the simulation)."""
+    budget = 1024
+
+    def build(util, trace):
+        cfg = InstanceConfig(memory_utilization=util, max_batched_tokens=budget,
+                             chunked_prefill=True, max_model_len=4 * budget)
+        specs = [InstanceSpec(Layout.uniform(h100), cfg, pool="prefill"),
+                 InstanceSpec(Layout.uniform(h100), InstanceConfig(max_model_len=4 * budget),
+                              pool="decode")]
+        slow = load_link("PCIe4").__class__("slow", bw_bytes_per_s=1e9, latency_s=1e-5)
+        cost = PolynomialCostModel(prefill=(0.010, 0, 0), decode=(0.001, 0, 0))
+        return Simulation(trace, llama7b, specs, cost_model=cost,
+                          cluster_factory=partial(DisaggregatedCluster, kv_link=slow))
+    probe = make_trace([0.0], [10], [2])
+    util = next(u for u in np.arange(0.17, 0.3, 0.0025)    # KV room for 3 to 4 chunks
+                if 3.1 * budget < build(u, probe).cluster.instances[0].kv.total_blocks * 16
+                < 3.9 * budget)
+    # two one-chunk prompts handed off, then a three-chunk prompt whose second chunk must wait
+    sim = build(util, make_trace([0.0, 0.0, 0.0], [budget, budget, 3 * budget], [4, 4, 4]))
+    r = sim.run().requests
+    assert not r.rejected.any(), r.reason.tolist()
+    assert r.finish_s.notna().all()
+    assert all(inst.outstanding_tokens == 0 for inst in sim.cluster.instances)

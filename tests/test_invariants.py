@@ -225,6 +225,11 @@ def test_prefill_decode_pools_of_gpus():
     @given(traces(), configs(pressure=[0.18, 0.2, 0.3, 0.9]), st.data())
     def prop(trace, cfg, data):
         link = data.draw(st.sampled_from([slow, load_link("PCIe4"), load_link("NVLink4")]))
+        if data.draw(st.integers(0, 3)) == 0:   # long chunked prompts behind slow hand-offs
+            trace = data.draw(traces(max_n=8, max_prompt=3000, span_s=0.2))
+            cfg = dataclasses.replace(cfg, chunked_prefill=True, max_batched_tokens=512,
+                                      memory_utilization=0.18)
+            link = slow
         decode_cfg = dataclasses.replace(cfg, memory_utilization=data.draw(
             st.sampled_from([0.17, 0.18, 0.2, 0.9])))
         specs = [InstanceSpec(Layout.uniform(_dev("H100-SXM")), cfg, pool="prefill",

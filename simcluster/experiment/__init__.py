@@ -203,7 +203,7 @@ def _build(data: dict, path: Path) -> Experiment:
     ttft, tpot = sections.read_slo(top.sub("slo"))
     disagg = sections.read_disaggregation(top.sub("disaggregation"))
     pools = sections.read_pools(top.sub("pools"))
-    sections.check_pools(specs, tables, disagg, pools, top)
+    sections.check_pools(specs, tables, disagg, pools, top, (router, params))
     top.done()
     exp = Experiment(name, seed, trace, model, specs, router, params, ttft, tpot,
                      cost_model, str(path), disagg, pools)

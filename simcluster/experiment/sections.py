@@ -71,11 +71,15 @@ def read_pools(t: Table | None) -> dict | None:
 
 
 def check_pools(specs, tables: list[Table], disagg: dict | None, pools: dict | None,
-                top: Table) -> None:
+                top: Table, router: tuple[str, dict]) -> None:
     """``pool`` keys, ``[disaggregation]`` and ``[pools]`` agree: a pool needs one of the
-    tables, and either table needs a decode pool and a prefill pool."""
+    tables, either table needs a decode pool and a prefill pool, and phase pools route with
+    their own router."""
     if disagg is not None and pools is not None:
         raise top._err("pools", "give [disaggregation] or [pools], not both")
+    if pools is not None and router != ("round_robin", {}):
+        raise top._err("router", "phase pools route with [pools] routing (and "
+                                 "routing_params), not [router]")
     names = [s.pool for s in specs]
     if disagg is None and pools is None:
         for t, pool in zip(tables, names):

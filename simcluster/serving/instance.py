@@ -330,8 +330,9 @@ class Instance:
         the step in flight and plans again, as stepping one by one would)."""
         self._free_kv(req)
         self._handoffs -= 1
-        if self.waiting and self._wake is not None and not self._wake.triggered:
-            self._wake.succeed()
+        wake = self._wake      # blocked on these blocks, or decoding while a request waits
+        if wake is not None and not wake.triggered and (self._live is None or self.waiting):
+            wake.succeed()
 
     def _release(self, req: Request):
         self.running.remove(req)
