@@ -18,9 +18,11 @@ simcluster list devices|links|nodes|models|routers|batching|controllers|partitio
 
 Exit status: 0 done (also when the reader of the output goes away, as with ``| head``);
 2 bad input — a usage mistake or an input file, name or value simcluster refuses, told in one
-line ``simcluster: error: ...`` naming the file, key or argument, or a configuration that
-served nothing (the model does not fit, every request rejected); 1 a bug in simcluster (an
-internal error, printed with its traceback to report); 130 interrupted.
+line ``simcluster: error: ...`` naming the file, key or argument — or a configuration with
+no answer: a run that served nothing (the model does not fit, every request rejected), a
+compare variant that could not run, a sweep whose every point failed, a capacity or cheapest
+search that nothing passes; 1 a bug in simcluster (an internal error, printed with its
+traceback to report); 130 interrupted.
 """
 
 from __future__ import annotations

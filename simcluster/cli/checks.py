@@ -2,7 +2,8 @@
 input files whose parse errors name the file.
 
 - :class:`Parser` — argparse that suggests the closest choice ("did you mean").
-- :func:`positive_int`, :func:`non_negative_int`, :func:`positive_float` — argument types.
+- :func:`positive_int`, :func:`non_negative_int`, :func:`positive_float`, :func:`fraction` —
+  argument types.
 - :func:`out_dir`, :func:`out_file` — an ``--out`` path checked *before* a long run, so that a
   finished simulation is never lost to a path that cannot be written.
 - :func:`reading` — a context in which a parser's ValueError / KeyError / CSV error about a
@@ -59,6 +60,17 @@ def positive_float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}") from None
     if not (value > 0 and value != float("inf")):
         raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text!r}")
+    return value
+
+
+def fraction(text: str) -> float:
+    """A number in (0, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a fraction in (0, 1], got {text!r}") from None
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"expected a fraction in (0, 1], got {text!r}")
     return value
 
 

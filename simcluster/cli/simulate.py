@@ -108,6 +108,7 @@ def _engines():
 
 
 def add_commands(sub) -> None:
+    from simcluster.cli.checks import positive_int
     from simcluster.cli.common import add_plots, add_set
     r = sub.add_parser("run", help="simulate an experiment TOML (default: the bundled one)")
     r.add_argument("experiment", nargs="?", default=None)
@@ -119,7 +120,7 @@ def add_commands(sub) -> None:
     r.add_argument("--timeline-window", metavar="START,END", type=_window,
                    help="only this window of the run in the trace (seconds after the first "
                         "arrival; default: all of it, up to --timeline-max-events)")
-    r.add_argument("--timeline-max-events", type=int, default=200_000,
+    r.add_argument("--timeline-max-events", type=positive_int, default=200_000,
                    help="cut the trace's window after this many events (default 200000)")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
     r.set_defaults(func=cmd_run)
