@@ -11,6 +11,12 @@ counts change, and :attr:`Instance.outstanding_tokens` counts the steps that hav
 routers see exactly the state that stepping would show; :meth:`Instance.sync` applies them for
 policies that read more (the M/M/c controller, offload policies).
 
+A request handed off to another instance (prefill/decode pools) leaves the batch at its first
+token but keeps its KV blocks here until the cluster has shipped them
+(:meth:`Instance.release_kv`). An instance with nothing it can run while such blocks are held
+waits for them — a prompt that needs them is not refused — and a release during a decode run
+with requests waiting ends the run after the step in flight, as an arrival does.
+
 (Running on through completions, the batch shrinking at known steps, was tried: arrivals
 interrupt most runs long before their last completion, so timing all those later steps up
 front cost more than the events it saved — 2x slower on the Azure conversation trace.)
