@@ -304,10 +304,11 @@ def _jsonl_cases() -> list[Case]:
              {"arrival_s": 1.0, "prompt_tokens": 20, "output_tokens": 2}]
     cases = []
     bad_values = [None, "abc", -1, 0, 1.5, True, [1], {"a": 1}, 2**63, 2**63 - 1, 2**53 + 1,
-                  2**70, 1e400, "1e3x"]
+                  2**70, 1e400, "1e3x", "100"]
     for key in ("timestamp", "input_length", "output_length"):
         for bad in bad_values:
-            if key == "timestamp" and (bad in (0, 2**53 + 1) or bad == 1.5):
+            if key == "timestamp" and not isinstance(bad, str) and (bad in (0, 2**53 + 1)
+                                                                    or bad == 1.5):
                 continue   # valid times (milliseconds may be fractional)
             recs = [dict(r) for r in good]
             recs[1][key] = bad

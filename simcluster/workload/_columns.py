@@ -111,19 +111,29 @@ def _scalar_float(value: object) -> float:
 
 
 def numbers(series: pd.Series, rows: Rows, column: str, *, integer: bool,
-            minimum: float, expected: str) -> np.ndarray:
+            minimum: float, expected: str, typed: bool = False) -> np.ndarray:
     """The column as float64 (or int64 when ``integer``), every cell checked.
 
     Every cell must be present, a finite number no larger than 2**53, integral when
     ``integer``, and ``>= minimum``; otherwise InputError names the first offending row and
     says that ``expected`` was expected. Date-time and duration columns (Parquet timestamps)
-    are refused: they are not numbers of anything until a unit is chosen.
+    are refused: they are not numbers of anything until a unit is chosen. ``typed`` (JSON
+    Lines, Parquet: containers whose numbers carry their type) also refuses numbers written
+    as strings (``"100"``), which a CSV cannot tell apart.
     """
     if series.dtype.kind in "mM":
         raise rows.error(0 if len(series) else None, column,
                          f"expected {expected}, found a column of "
                          f"{'durations' if series.dtype.kind == 'm' else 'date-times'} "
                          f"({series.dtype}); convert it to numbers explicitly")
+    if typed and series.dtype.kind not in "iufb":
+        is_str = np.fromiter((isinstance(v, str) for v in series), dtype=bool,
+                             count=len(series))
+        if is_str.any():
+            pos = int(np.argmax(is_str))
+            raise rows.error(pos, column, f"expected {expected}, found the string "
+                                          f"{describe_value(series.iloc[pos])} (a number "
+                                          "here is written without quotes)")
     if series.dtype.kind in "iu":  # fast path: a clean integer column (checked before any cast)
         raw = series.to_numpy()
         bad = (raw < minimum) | (raw > _MAX_EXACT_INT)

@@ -77,7 +77,8 @@ def load_trace(path_or_name: str | Path, *, format: str | None = None,
     if schema is None:
         schema = detect_schema(list(df.columns), rows, line=header_line)
     arrival, prompt, output, extras = request_arrays(df, schema, rows, sort=sort,
-                                                     header_line=header_line)
+                                                     header_line=header_line,
+                                                     typed=container != "csv")
     block = (MOONCAKE_BLOCK_TOKENS if schema.name == "mooncake" and HASH_COLUMN in extras
              else None)
     try:
