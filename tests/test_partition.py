@@ -234,7 +234,7 @@ def _toml(tmp_path, instance: str) -> str:
                                            ("hels", {"max_steps": 3}), ("hexgen", {}),
                                            ("equal", {"recompute": 0.5})])
 def test_toml_partition_keys(tmp_path, policy, params):
-    extra = "".join(f"{k} = {str(v).lower() if isinstance(v, bool) else v!r}\n"
+    extra = "".join(f"{k} = {str(v).lower() if isinstance(v, bool) else repr(v)}\n"
                     for k, v in params.items()).replace("'", '"')
     path = _toml(tmp_path, f"""
         partition = "{policy}"

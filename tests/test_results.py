@@ -173,7 +173,7 @@ name = "llama-2-70b"
 [[instances]]
 device = "L4"
 """)
-    assert main(["run", str(exp), "--quiet"]) == 1
+    assert main(["run", str(exp), "--quiet"]) == 2    # serves nothing: bad input (cli docstring)
     cap = capsys.readouterr()
     assert "the model does not fit" in cap.out
     assert "served nothing" in cap.err and "instance OOM" in cap.err
@@ -194,7 +194,7 @@ device = "H100-SXM"
 [instances.scheduler]
 max_batched_tokens = 1024
 """)
-    assert main(["run", str(exp), "--quiet"]) == 1
+    assert main(["run", str(exp), "--quiet"]) == 2
     err = capsys.readouterr().err
     assert "every request was rejected (5): 5 x max_batched_tokens" in err
     assert load_experiment(exp).run().failure().startswith("every request was rejected")

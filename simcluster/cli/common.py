@@ -17,7 +17,8 @@ def add_plots(p) -> None:
 
 
 def add_runner(p, jobs_default=None) -> None:
-    p.add_argument("--jobs", type=int, default=jobs_default,
+    from simcluster.cli.checks import positive_int
+    p.add_argument("--jobs", type=positive_int, default=jobs_default,
                    help="local worker processes (default: the machine's cores; 1: this process)")
     p.add_argument("--ray", metavar="ADDRESS",
                    help='run on Ray: "local" starts one inside this command with the '

@@ -6,6 +6,7 @@ from __future__ import annotations
 import sys
 import time
 
+from simcluster.cli.checks import fraction, positive_float, positive_int
 from simcluster.cli.common import add_cache, add_plots, add_runner, add_set, write_figures
 
 
@@ -38,7 +39,7 @@ def cmd_compare(args) -> int:
         print(f"wrote {cmp_.save(args.out)}/compare.csv (and .parquet)")
     if args.out or args.plots:
         write_figures(cmp_.figures(), args.plots or args.out)
-    return 1 if len(failed) == len(cmp_.frame) else 0
+    return 2 if len(failed) else 0       # a variant that cannot run: bad input
 
 
 def cmd_sweep(args) -> int:
@@ -61,7 +62,7 @@ def cmd_sweep(args) -> int:
               f"(points cached in {args.out}/points/)")
     if args.plots:
         write_figures(_sweep_figures(df, res), args.plots)
-    return 1 if len(res.failed) == len(df) else 0
+    return 2 if len(res.failed) == len(df) else 0   # (a grid may hold infeasible points)
 
 
 def _varied(df) -> list[str]:
@@ -118,16 +119,20 @@ def cmd_capacity(args) -> int:
         print(f"wrote {args.out}/capacity_points.csv")
     if args.plots:
         write_figures({"capacity": capacity_curve(res)}, args.plots)
-    return 0 if res.rate_per_s > 0 else 1
+    return 0 if res.rate_per_s > 0 else 2   # no rate meets the SLOs (see simcluster.cli)
 
 
 def _csv(kind):
     def parse(text):
-        from simcluster.errors import InputError
+        import argparse
         try:
-            return [kind(x.strip()) for x in text.split(",") if x.strip()]
-        except ValueError:
-            raise InputError(f"expected a comma-separated list, got {text!r}") from None
+            values = [kind(x.strip()) for x in text.split(",") if x.strip()]
+        except (ValueError, argparse.ArgumentTypeError):
+            raise argparse.ArgumentTypeError(f"expected a comma-separated list, got "
+                                             f"{text!r}") from None
+        if not values:
+            raise argparse.ArgumentTypeError(f"expected a comma-separated list, got {text!r}")
+        return values
     return parse
 
 
@@ -152,14 +157,14 @@ def cmd_cheapest(args) -> int:
         print(f"wrote {args.out}/candidates.csv")
     if args.plots:
         write_figures({"cheapest": cheapest_candidates(res)}, args.plots)
-    return 0 if res.best is not None else 1
+    return 0 if res.best is not None else 2   # no candidate meets them (see simcluster.cli)
 
 
 def _slo_options(p):
-    p.add_argument("--ttft-slo", type=float, metavar="S", help="TTFT SLO in seconds "
+    p.add_argument("--ttft-slo", type=positive_float, metavar="S", help="TTFT SLO in seconds "
                    "(default: the experiment's [slo] ttft_s)")
-    p.add_argument("--tpot-slo", type=float, metavar="S", help="TPOT SLO in seconds")
-    p.add_argument("--attainment", type=float, default=0.9,
+    p.add_argument("--tpot-slo", type=positive_float, metavar="S", help="TPOT SLO in seconds")
+    p.add_argument("--attainment", type=fraction, default=0.9,
                    help="share of requests that must meet every SLO (default 0.9)")
 
 
@@ -190,9 +195,9 @@ def add_commands(sub) -> None:
     k = sub.add_parser("capacity", help="highest request rate meeting the SLOs (bisection)")
     k.add_argument("experiment", nargs="?", default=None)
     _slo_options(k)
-    k.add_argument("--rel-tol", type=float, default=0.02,
+    k.add_argument("--rel-tol", type=positive_float, default=0.02,
                    help="stop when the bracket is this fraction of the rate (default 0.02)")
-    k.add_argument("--tol", type=float, help="stop when the bracket is this many req/s wide")
+    k.add_argument("--tol", type=positive_float, help="stop when the bracket is this many req/s wide")
     add_set(k)
     k.add_argument("--out", metavar="DIR", help="write capacity_points.csv; cache points")
     add_cache(k)
@@ -202,11 +207,11 @@ def add_commands(sub) -> None:
 
     h = sub.add_parser("cheapest", help="cheapest replicas serving a rate within the SLOs")
     h.add_argument("experiment", nargs="?", default=None)
-    h.add_argument("--rate", type=float, required=True, help="request rate to serve (req/s)")
+    h.add_argument("--rate", type=positive_float, required=True, help="request rate to serve (req/s)")
     h.add_argument("--devices", type=_csv(str), help="devices to consider, e.g. "
                                                      "H100-SXM,A100-80GB,L40S")
-    h.add_argument("--tp", type=_csv(int), default=[1], help="TP degrees, e.g. 1,2,4,8")
-    h.add_argument("--max-count", type=int, default=8, help="most replicas (default 8)")
+    h.add_argument("--tp", type=_csv(positive_int), default=[1], help="TP degrees, e.g. 1,2,4,8")
+    h.add_argument("--max-count", type=positive_int, default=8, help="most replicas (default 8)")
     h.add_argument("--candidates", metavar="FILE.toml",
                    help="a list of [[candidates]] (name, instances) instead of a search")
     h.add_argument("--no-mixed", action="store_true",

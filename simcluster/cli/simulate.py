@@ -27,8 +27,12 @@ def header(exp, sim) -> str:
 
 
 def cmd_run(args) -> int:
+    from simcluster.cli.checks import out_dir, out_file
     from simcluster.experiment import load_experiment
     from simcluster.simulation.results import format_summary, format_utilisation
+    out = out_dir(args.out)               # checked before the run, not after it
+    plots = out_dir(args.plots, "--plots")
+    timeline = out_file(args.timeline_out, "--timeline-out")
     exp = load_experiment(args.experiment, overrides=args.sets)
     sim = exp.simulation()
     print(header(exp, sim), flush=True)
@@ -36,26 +40,27 @@ def cmd_run(args) -> int:
     results = sim.run(progress=not args.quiet and sys.stderr.isatty())
     wall = time.perf_counter() - t0
     failure = results.failure()
-    if failure:
-        print(f"simcluster: this configuration served nothing: {failure}", file=sys.stderr)
-        if args.out:
-            print(f"wrote {results.save(args.out)}")
-        return 1
+    if failure:             # (a configuration that cannot serve: bad input, exit 2)
+        print(f"simcluster: error: this configuration served nothing: {failure}",
+              file=sys.stderr)
+        if out is not None:
+            print(f"wrote {results.save(out)}")
+        return 2
     print(format_summary(results.summary()))
     print("utilisation per instance (achieved over the devices' peaks, over the span):")
     print(format_utilisation(results.utilisation()))
     print(f"simulated in {wall:.2f} s wall ({len(exp.trace) / wall:,.0f} requests/s)")
-    if args.out:
-        print(f"wrote {results.save(args.out)}")
-    if args.plots:
+    if out is not None:
+        print(f"wrote {results.save(out)}")
+    if plots is not None:
         from simcluster.analysis.plots import run_figures
         from simcluster.cli.common import write_figures
-        write_figures(run_figures(results), args.plots)
-    if args.timeline_out:
+        write_figures(run_figures(results), plots)
+    if timeline is not None:
         from simcluster.analysis.perfetto import write_chrome_trace
-        info = write_chrome_trace(results, args.timeline_out, window_s=args.timeline_window,
+        info = write_chrome_trace(results, timeline, window_s=args.timeline_window,
                                   max_events=args.timeline_max_events)
-        print(f"wrote {args.timeline_out}: {info['timeline_rows']} of "
+        print(f"wrote {timeline}: {info['timeline_rows']} of "
               f"{info['timeline_rows_total']} timeline rows, {info['kv_handoffs']} KV "
               f"hand-offs, window {info['window_s'][0]:.6g}-{info['window_s'][1]:.6g} s "
               f"({info['note']}); open it at https://ui.perfetto.dev")
@@ -103,6 +108,7 @@ def _engines():
 
 
 def add_commands(sub) -> None:
+    from simcluster.cli.checks import positive_int
     from simcluster.cli.common import add_plots, add_set
     r = sub.add_parser("run", help="simulate an experiment TOML (default: the bundled one)")
     r.add_argument("experiment", nargs="?", default=None)
@@ -114,13 +120,15 @@ def add_commands(sub) -> None:
     r.add_argument("--timeline-window", metavar="START,END", type=_window,
                    help="only this window of the run in the trace (seconds after the first "
                         "arrival; default: all of it, up to --timeline-max-events)")
-    r.add_argument("--timeline-max-events", type=int, default=200_000,
+    r.add_argument("--timeline-max-events", type=positive_int, default=200_000,
                    help="cut the trace's window after this many events (default 200000)")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
     r.set_defaults(func=cmd_run)
     t = sub.add_parser("trace-info", help="summarise a trace file or bundled trace")
     t.add_argument("file")
-    t.add_argument("--format", default=None)
+    from simcluster.workload.loaders import FORMATS
+    t.add_argument("--format", default=None, choices=sorted(FORMATS),
+                   help="the file's format (default: from its suffix and header)")
     t.add_argument("--sort", action="store_true", help="sort out-of-order arrivals")
     t.set_defaults(func=cmd_trace_info)
     ls = sub.add_parser("list", help="list registered specs and policies")

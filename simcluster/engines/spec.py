@@ -9,7 +9,6 @@ writes one.
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,12 +16,29 @@ from simcluster.cost.accounting import ExecutionMode, load_accounting
 from simcluster.engines.envelope import Envelope
 from simcluster.engines.model import (BASE_TERMS, KINDS, EngineCostModel, EngineTerms, Padding,
                                       transfer_scales)
-from simcluster.errors import InputError
+from simcluster.errors import InputError, unknown_name
+from simcluster.hardware import hwspecs_dir, hwspecs_subdirs, read_toml_file
 from simcluster.paths import data_dir
 
 
 def engines_dir() -> Path:
+    """Where new engine specs go: ``engines/`` of the first spec folder (the first of
+    ``$SIMCLUSTER_HWSPECS`` if set, else the bundled one)."""
+    return hwspecs_dir() / "engines"
+
+
+def bundled_engines_dir() -> Path:
+    """The engines shipped with simcluster (``calibrate-engine`` needs ``--force`` to
+    replace one)."""
     return data_dir("hwspecs") / "engines"
+
+
+def _engine_files() -> dict[str, Path]:
+    out: dict[str, Path] = {}
+    for d in hwspecs_subdirs("engines"):
+        for p in sorted(d.glob("*.toml")):
+            out.setdefault(p.stem, p)
+    return out
 
 
 @dataclass(frozen=True)
@@ -69,21 +85,18 @@ def padding_of(padding: dict, scheduler: dict, params: dict) -> Padding:
 
 
 def list_engines() -> list[str]:
-    return sorted(p.stem for p in engines_dir().glob("*.toml"))
+    return sorted(_engine_files())
 
 
 def load_engine(name_or_path) -> EngineSpec:
     """An engine spec by name (``hwspecs/engines/<name>.toml``) or path."""
     p = Path(name_or_path)
-    if not p.suffix:
-        p = engines_dir() / f"{name_or_path}.toml"
-    if not p.exists():
-        raise KeyError(f"unknown engine {str(name_or_path)!r}; known: "
-                       f"{', '.join(list_engines()) or '(none)'}")
-    try:
-        data = tomllib.loads(p.read_text())
-    except tomllib.TOMLDecodeError as err:
-        raise InputError(f"not valid TOML: {err}", file=str(p)) from None
+    if not p.suffix and "/" not in str(name_or_path):
+        files = _engine_files()
+        if str(name_or_path) not in files:
+            raise unknown_name("engine", str(name_or_path), files, field="engine")
+        p = files[str(name_or_path)]
+    data = read_toml_file(p)
     try:
         terms_t = dict(data.get("terms", {}))
         scale = terms_t.pop("device_scale", 1.0)
@@ -132,8 +145,8 @@ def load_engine(name_or_path) -> EngineSpec:
         if err.file is None:
             raise InputError(err.reason, file=str(p), field=err.field) from None
         raise
-    except ValueError as err:
-        raise InputError(str(err), file=str(p), field="terms") from None
+    except (ValueError, TypeError, AttributeError) as err:
+        raise InputError(f"malformed engine spec: {err}", file=str(p)) from None
 
 
 def _toml_value(v) -> str:

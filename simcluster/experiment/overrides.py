@@ -130,6 +130,6 @@ def blame(err: InputError, overrides: Mapping[str, Any]) -> InputError:
         name = field_name(path)
         if err.field == name or err.field.startswith(name + ".") or \
                 err.field.startswith(name + "["):
-            return InputError(f"{err.reason} (set by --set {path}={value!r})", file=err.file,
-                              line=err.line, field=err.field)
+            return type(err)(f"{err.reason} (set by --set {path}={value!r})", file=err.file,
+                             line=err.line, field=err.field)
     return err

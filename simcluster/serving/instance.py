@@ -11,6 +11,12 @@ counts change, and :attr:`Instance.outstanding_tokens` counts the steps that hav
 routers see exactly the state that stepping would show; :meth:`Instance.sync` applies them for
 policies that read more (the M/M/c controller, offload policies).
 
+A request handed off to another instance (prefill/decode pools) leaves the batch at its first
+token but keeps its KV blocks here until the cluster has shipped them
+(:meth:`Instance.release_kv`). An instance with nothing it can run while such blocks are held
+waits for them — a prompt that needs them is not refused — and a release during a decode run
+with requests waiting ends the run after the step in flight, as an arrival does.
+
 (Running on through completions, the batch shrinking at known steps, was tried: arrivals
 interrupt most runs long before their last completion, so timing all those later steps up
 front cost more than the events it saved — 2x slower on the Azure conversation trace.)
@@ -32,7 +38,7 @@ import simpy
 
 from simcluster.cost.memory import MemoryPlan
 from simcluster.policies.batching import Plan, blocks_for
-from simcluster.serving.config import InstanceConfig
+from simcluster.serving.config import InstanceConfig, context_limit
 from simcluster.serving.kv import KVCache
 from simcluster.serving.prefix_cache import PrefixCache
 from simcluster.serving.request import Request
@@ -64,10 +70,11 @@ class Instance:
         self.seq_blocks = min(self.kv.total_blocks,
                               getattr(memory, "seq_capacity_tokens",
                                       memory.kv_capacity_tokens) // config.block_size)
-        self.max_model_len = config.max_model_len or model.max_position
+        self.max_model_len = context_limit(model, config)
         self.running: list[Request] = []
         self.waiting: deque[Request] = deque()
         self._outstanding = 0          # as of the last applied step (see outstanding_tokens)
+        self._handoffs = 0             # handed-off requests whose KV blocks are still held
         self.speed = 1.0
         self.active = True               # a controller may park an instance: routers skip it
         self.gate: simpy.Event | None = None   # set by the cluster: no iteration starts till it fires
@@ -154,13 +161,12 @@ class Instance:
             plan = self.batcher.schedule(env.now)
             self._preempt(plan.preempt)
             self._admit(plan.admit, plan.cached)
-            if plan.empty and not self.running and self.kv.used_blocks:
-                # blocks still held by KV on its way to another instance: wait for them
-                self._wake = env.event()
-                yield self._wake
-                self._wake = None
-                continue
             if plan.empty:
+                if self._handoffs:   # KV on its way to another instance holds blocks: wait
+                    self._wake = env.event()
+                    yield self._wake
+                    self._wake = None
+                    continue
                 stalls += 1
                 if stalls > 2 or not self.running:
                     self._reject_head("scheduler could not admit it with an empty instance")
@@ -274,6 +280,8 @@ class Instance:
         run: a sync's partial advance is extended, not repeated)."""
         run, bs = self._live, self.config.block_size
         j = upto - run.applied
+        if j <= 0:             # nothing new (e.g. synced at the run's end, then woken there)
+            return
         done, new_blocks = [], 0
         for req in run.reqs:
             kv = req.kv_tokens + j
@@ -318,13 +326,19 @@ class Instance:
             # it leaves the batch now; its KV blocks stay until the cluster has shipped them
             self.running.remove(req)
             self._outstanding -= req.remaining_output
+            self._handoffs += 1
             self.sink.prefilled(req)
 
     def release_kv(self, req: Request):
-        """Free the KV blocks of a request handed off to another instance, once shipped."""
+        """Free the KV blocks of a request handed off to another instance, once shipped. A
+        request waiting for blocks is planned again now (an instance with nothing it can run
+        waits for these blocks rather than reject the request; inside a decode run it finishes
+        the step in flight and plans again, as stepping one by one would)."""
         self._free_kv(req)
-        if self._live is None and self._wake is not None and not self._wake.triggered:
-            self._wake.succeed()       # (idle, waiting for blocks: plan again)
+        self._handoffs -= 1
+        wake = self._wake      # blocked on these blocks, or decoding while a request waits
+        if wake is not None and not wake.triggered and (self._live is None or self.waiting):
+            wake.succeed()
 
     def _release(self, req: Request):
         self.running.remove(req)
