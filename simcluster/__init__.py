@@ -12,7 +12,10 @@ serving and cluster    ``InstanceConfig``, ``InstanceSpec``
 one run                ``Simulation``, ``Results``
 designs                ``AcceleratorDesign``, ``PoolDesign``, ``ServingDesign``,
                        ``parse_row``, ``designed_device``, ``evaluate_design``
-experiments            ``load_experiment``, ``Experiment``
+experiments            ``load_experiment`` (with ``overrides``), ``Experiment``
+questions              ``compare``, ``sweep``, ``sweep_file``, ``capacity``, ``cheapest``
+pictures               ``plots`` (a module of functions returning Figures),
+                       ``write_chrome_trace`` (a Perfetto/Chrome trace of a run)
 =====================  ==============================================================
 
 Names are imported on first use, so ``import simcluster`` stays light. The layers, bottom to
@@ -50,6 +53,11 @@ _PUBLIC = {
     "InstanceSpec": "simcluster.cluster",
     "Simulation": "simcluster.simulation", "Results": "simcluster.simulation",
     "load_experiment": "simcluster.experiment", "Experiment": "simcluster.experiment",
+    "compare": "simcluster.experiment.study", "sweep": "simcluster.experiment.study",
+    "sweep_file": "simcluster.experiment.study", "capacity": "simcluster.experiment.study",
+    "cheapest": "simcluster.experiment.study",
+    "write_chrome_trace": "simcluster.analysis.perfetto",
+    "chrome_trace": "simcluster.analysis.perfetto",
     "InputError": "simcluster.errors",
     # LLMShare: parametric designs and their evaluation (docs/llmshare.md)
     "fit_context": "simcluster.workload",
@@ -60,18 +68,22 @@ _PUBLIC = {
     "designed_device": "simcluster.hardware.designed",
     "evaluate_design": "simcluster.simulation.design",
 }
+_MODULES = {"plots": "simcluster.analysis.plots"}
 
-__all__ = sorted(_PUBLIC)
+__all__ = sorted(set(_PUBLIC) | set(_MODULES))
 
 
 def __getattr__(name: str):
-    module = _PUBLIC.get(name)
-    if module is None:
-        raise AttributeError(f"module 'simcluster' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
+    if name in _MODULES:
+        value = importlib.import_module(_MODULES[name])
+    else:
+        module = _PUBLIC.get(name)
+        if module is None:
+            raise AttributeError(f"module 'simcluster' has no attribute {name!r}")
+        value = getattr(importlib.import_module(module), name)
     globals()[name] = value
     return value
 
 
 def __dir__():
-    return sorted(set(globals()) | set(_PUBLIC))
+    return sorted(set(globals()) | set(_PUBLIC) | set(_MODULES))

@@ -2,10 +2,19 @@
 
 Every user-facing input problem (a trace row, a spec field, an experiment key) raises
 :class:`InputError`, whose message names the file, the line or field, and what was expected,
-so that a user can fix the input without reading simcluster's source.
+so that a user can fix the input without reading simcluster's source. An unknown name (a
+device, a model, a policy) raises :class:`UnknownNameError`, which lists the known names and
+suggests the closest one.
+
+A shell that reads a file (the experiment loader, the command line) *relocates* an error
+raised deeper down with :func:`relocate`: the file and the key it came from are prefixed, so
+``field 'mem_bytes'`` from a spec becomes ``exp.toml: field 'instances[0].device': ...``.
 """
 
 from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
 
 
 class SimclusterError(Exception):
@@ -32,3 +41,60 @@ class InputError(SimclusterError, ValueError):
         if field is not None:
             where += f"field '{field}': "
         super().__init__(where + message)
+
+    def __str__(self) -> str:   # (a KeyError subclass would quote its message)
+        return str(self.args[0]) if self.args else ""
+
+    def __reduce__(self):       # pickles across process pools with its parts
+        return (_rebuild, (type(self), self.reason, self.file, self.line, self.field))
+
+
+def _rebuild(cls, reason, file, line, field):
+    return cls(reason, file=file, line=line, field=field)
+
+
+class UnknownNameError(InputError, KeyError):
+    """An unknown name (device, link, model, policy, trace, calibration, engine).
+
+    Also a KeyError, which is what a registry lookup raised before names were checked."""
+
+
+def did_you_mean(word: object, choices: Iterable[str]) -> str:
+    """`` (did you mean 'X'?)`` for the closest of ``choices`` (ignoring case), else ''."""
+    choices = [str(c) for c in choices]
+    by_lower = {c.lower(): c for c in choices}
+    close = difflib.get_close_matches(str(word).lower(), list(by_lower), n=1, cutoff=0.6)
+    return f" (did you mean {by_lower[close[0]]!r}?)" if close else ""
+
+
+def unknown_name(what: str, name: object, known: Iterable[str], *, hint: str = "",
+                 field: str | None = None, file: str | None = None) -> UnknownNameError:
+    """The error for an unknown ``what`` called ``name``: the known ones, the closest one."""
+    known = sorted({str(k) for k in known}, key=str.lower)
+    return UnknownNameError(f"unknown {what} {name!r}{did_you_mean(name, known)}; known: "
+                            f"{', '.join(known) or '(none)'}{hint}", field=field, file=file)
+
+
+def relocate(err: InputError, file: str | None = None, field: str | None = None,
+             ) -> InputError:
+    """``err`` as raised by a loader of ``file`` at key ``field``.
+
+    The deeper error's own file (a spec or config file named by the experiment) is kept in
+    the message; its field is appended to ``field`` (``instances[0].device`` +
+    ``mem_bytes`` -> ``instances[0].device: mem_bytes``) unless it repeats it.
+    """
+    reason = err.reason
+    if err.file is not None and err.file != file:
+        inner = err.file + (f":{err.line}" if err.line is not None else "")
+        inner += f": field '{err.field}'" if err.field else ""
+        reason = f"{inner}: {reason}"
+        line = None
+    else:
+        line = err.line
+        if err.field and field and err.field != field and not field.endswith(
+                "." + err.field):
+            reason = f"{err.field}: {reason}"
+        elif err.field and not field:
+            field = err.field
+    return type(err)(reason, file=file if file is not None else err.file, line=line,
+                     field=field)

@@ -153,19 +153,26 @@ def _expected_projections(m, tp):
 @pytest.mark.parametrize("tp", gpu.TP_DEGREES)
 def test_gemm_grid_covers_every_preset_projection(name, tp):
     grid = gpu.gemm_grid()
-    kn = {(k, n): src for _, k, n, src in grid}
+    kn = {(k, n): src for _, k, n, lay, src in grid if lay == "nt"}
     for proj, (k, n) in _expected_projections(gpu.MODEL_SHAPES[name], tp).items():
         assert (k, n) in kn, (name, proj, tp)
         assert f"{name}/{proj}/tp{tp}" in kn[(k, n)].split(";")
-        assert {m for m, kk, nn, _ in grid if (kk, nn) == (k, n)} == set(gpu.GEMM_M)
+        assert {m for m, kk, nn, lay, _ in grid if (kk, nn, lay) == (k, n, "nt")} == \
+            set(gpu.GEMM_M)
 
 
 def test_gemm_grid_is_deduplicated_and_bounded():
     grid = gpu.gemm_grid()
-    assert len(grid) == len(set((m, k, n) for m, k, n, _ in grid))
-    pairs = {(k, n) for _, k, n, _ in grid}
-    assert 40 <= len(pairs) <= 130
-    assert gpu.GEMM_M[0] == 1 and gpu.GEMM_M[-1] == 16384 and len(gpu.GEMM_M) == 15
+    assert len(grid) == len(set((m, k, n, lay) for m, k, n, lay, _ in grid))
+    pairs = {(k, n) for _, k, n, _, _ in grid}
+    assert 40 <= len(pairs) <= 160
+    assert gpu.GEMM_M[0] == 1 and gpu.GEMM_M[-1] == 16384
+    # non-power-of-two token counts between the powers of two (suite v3)
+    assert {3, 48, 96, 1536, 12288} <= set(gpu.GEMM_M) and len(gpu.GEMM_M) == 28
+    # the other weight layout for the small models at TP 1-2, unfused projections too
+    nn = {(k, n) for _, k, n, lay, _ in grid if lay == "nn"}
+    assert (4096, 11008) in nn and (4096, 1024) in nn and (8192, 10240) not in nn
+    assert "llama2-7b/gate_up_proj/tp1" in gpu.projection_shapes()[(4096, 11008)]
     # Llama-2 70B and Llama-3.1 70B share their qkv, out, up and down shapes
     shapes = gpu.projection_shapes()
     assert {"llama2-70b/qkv/tp1", "llama3.1-70b/qkv/tp1"} <= set(shapes[(8192, 10240)])
@@ -174,8 +181,8 @@ def test_gemm_grid_is_deduplicated_and_bounded():
 def test_quick_grids_are_small_and_real():
     shapes = gpu.projection_shapes()
     quick = gpu.gemm_grid(quick=True)
-    assert len(quick) <= 12
-    assert all((k, n) in shapes for _, k, n, _ in quick)
+    assert len(quick) <= 16 and {lay for *_, lay, _ in quick} == {"nt", "nn"}
+    assert all((k, n) in shapes for _, k, n, _, _ in quick)
     assert len(gpu.prefill_grid(quick=True)) <= 3 and len(gpu.decode_grid(quick=True)) <= 3
 
 
@@ -208,7 +215,7 @@ def test_cpu_grids_put_gemv_first_and_cap_threads():
 def test_only_names_are_checked():
     assert parse_only("gemm, attn_decode") == ["gemm", "attn_decode"]
     assert parse_only(None) is None
-    with pytest.raises(ValueError, match="known: memcpy, gemm"):
+    with pytest.raises(ValueError, match="known: launch, memcpy, gemm"):
         parse_only("gemm,flux_capacitor")
 
 
@@ -217,10 +224,13 @@ def test_table_selection_follows_the_machine():
     one = select_tables(None, has_cuda=True, gpu_count=1)
     assert "allreduce" not in one and "gemm" in one
     assert select_tables(None, has_cuda=True, gpu_count=2)[-1] == "allreduce"
+    assert one[0] == "launch" and "validation_ops" not in one   # held out: only when named
+    assert select_tables(["validation_ops"], has_cuda=True, gpu_count=1) == ["validation_ops"]
     with pytest.raises(RuntimeError):
         select_tables(["allreduce"], has_cuda=True, gpu_count=1)
-    assert set(TABLES) == {"memcpy", "gemm", "elementwise", "attn_prefill", "attn_decode",
-                           "cpu_gemm", "cpu_attn_decode", "allreduce", "grouped_gemm"}
+    assert set(TABLES) == {"launch", "memcpy", "gemm", "elementwise", "attn_prefill",
+                           "attn_decode", "cpu_gemm", "cpu_attn_decode", "allreduce",
+                           "grouped_gemm", "validation_ops"}
 
 
 def test_allreduce_formulas_and_no_multicast():
@@ -235,7 +245,9 @@ def test_allreduce_formulas_and_no_multicast():
 
 # --------------------------------------------------------------------------- measured tables
 
-MEASURED_FILES = sorted(MEASURED.glob("*/*.csv"))
+MEASURED_FILES = sorted(p for p in MEASURED.glob("*/*.csv")
+                        if "suite" in read_table(p)[0])     # measured by this suite
+OTHER_FILES = sorted(p for p in MEASURED.glob("*/*.csv") if p not in MEASURED_FILES)
 
 KEY_COLUMNS = {
     "gemm": ["m", "n", "k", "dtype", "layout"],
@@ -248,6 +260,7 @@ KEY_COLUMNS = {
     "cpu_gemm": ["m", "n", "k", "dtype", "threads"],
     "cpu_attn_decode": ["batch", "kv_len", "dtype", "threads"],
     "grouped_gemm": ["groups", "m", "rows", "n", "k", "dtype", "impl", "padded"],
+    "launch": ["op", "mode", "host_dispatch_s", "kernels_per_call"],
 }
 
 
@@ -262,8 +275,20 @@ def test_measured_tables_parse_and_are_plausible(path):
     for col in (*KEY_COLUMNS[table], *TIMING_COLUMNS):
         assert col in rows[0], col
     for r in rows:
-        assert 0 < r["time_p10_s"] <= r["time_s"] <= r["time_p90_s"]
-        assert r["repeats"] >= 3 and r["bytes"] > 0
+        first = r["time_first_s"] if r.get("remeasured") else r["time_s"]
+        assert 0 < r["time_p10_s"] <= first <= r["time_p90_s"]   # a re-measured point keeps
+        assert r["time_s"] > 0 and r["repeats"] >= 3            # the median of its three
+        assert r["bytes"] > 0 or table == "launch"
+    if table == "gemm" and "remeasured" in rows[0]:
+        assert {r["layout"] for r in rows} == {"nt", "nn"}
+        assert any(r["remeasured"] for r in rows)
+
+
+@pytest.mark.parametrize("path", OTHER_FILES, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_imported_and_derived_tables_name_their_source(path):
+    md, rows = read_table(path)
+    assert md.get("source") or md.get("derivation")
+    assert rows and all(r["time_s"] > 0 for r in rows)
 
 
 def test_measured_device_folders():

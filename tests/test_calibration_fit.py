@@ -19,7 +19,9 @@ def measured():
 
 
 @pytest.mark.parametrize("device, how", [("H100-SXM", "own tables"), ("H200", "own tables"),
-                                         ("A100-80GB", "cross-family"),
+                                         ("A100-80GB", "imported from Vidur"),
+                                         ("L4", "cross-family"),
+                                         ("A10G", "borrowed from A100-80GB (ampere)"),
                                          ("Xeon-Platinum-8480+", "borrowed from Lent-Host"),
                                          ("Xeon-Gold-6148", "cross-family")])
 def test_provenance_names_the_source(measured, device, how):

@@ -79,3 +79,56 @@ def test_overridden_device_is_not_served_from_the_originals_memo(h100):
     faster = h100.with_overrides(mem_bw_bytes_per_s=2 * h100.mem_bw_bytes_per_s)
     assert cost.predict_op("gemm", faster, m=1, n=8192, k=8192)["time_s"] == \
         pytest.approx(base / 2, rel=1e-6)
+
+
+def test_prefill_instance_waits_for_shipped_blocks_instead_of_rejecting(h100, llama7b):
+    """Issue 10, defect 1: an instance whose KV blocks are all held by hand-offs still on the
+    link, with nothing of its own to run, waits for the blocks; it used to reject the prompt
+    ("scheduler could not admit it with an empty instance") although it fits once they return.
+    """
+    def build(prompt, trace):
+        cfg = InstanceConfig(memory_utilization=0.23, max_batched_tokens=2 * prompt,
+                             max_model_len=prompt + 8)
+        specs = [InstanceSpec(Layout.uniform(h100), cfg, pool="prefill"),
+                 InstanceSpec(Layout.uniform(h100), cfg, pool="decode", count=2)]
+        slow = load_link("PCIe4").__class__("slow", bw_bytes_per_s=1e9, latency_s=1e-5)
+        cost = PolynomialCostModel(prefill=(0.010, 0, 0), decode=(0.001, 0, 0))
+        return Simulation(trace, llama7b, specs, cost_model=cost,
+                          cluster_factory=partial(DisaggregatedCluster, kv_link=slow))
+    capacity = build(1000, make_trace([0.0], [10], [2])).cluster.instances[0].kv.total_blocks * 16
+    prompt = int(capacity / 2.5)       # two fit with room for half a third
+    sim = build(prompt, make_trace([0.0, 0.0, 0.0], [prompt] * 3, [4] * 3))
+    r = sim.run().requests
+    assert not r.rejected.any(), r.reason.tolist()
+    first_shipped = min(end for _, _, _, end, _ in sim.cluster.transfers)
+    assert r.prefill_start_s[2] >= first_shipped > 0.010
+    assert all(inst.outstanding_tokens == 0 for inst in sim.cluster.instances)
+    assert all(inst.kv.used_blocks == 0 for inst in sim.cluster.instances)
+
+
+def test_partial_prefill_waits_for_shipped_blocks(h100, llama7b):
+    """The same with chunked prefill: a prompt half-prefilled whose next chunk needs blocks
+    that hand-offs still hold. With a request running, the instance used to count stalls,
+    then reject the head of an empty queue (an IndexError that ended the simulation)."""
+    budget = 1024
+
+    def build(util, trace):
+        cfg = InstanceConfig(memory_utilization=util, max_batched_tokens=budget,
+                             chunked_prefill=True, max_model_len=4 * budget)
+        specs = [InstanceSpec(Layout.uniform(h100), cfg, pool="prefill"),
+                 InstanceSpec(Layout.uniform(h100), InstanceConfig(max_model_len=4 * budget),
+                              pool="decode")]
+        slow = load_link("PCIe4").__class__("slow", bw_bytes_per_s=1e9, latency_s=1e-5)
+        cost = PolynomialCostModel(prefill=(0.010, 0, 0), decode=(0.001, 0, 0))
+        return Simulation(trace, llama7b, specs, cost_model=cost,
+                          cluster_factory=partial(DisaggregatedCluster, kv_link=slow))
+    probe = make_trace([0.0], [10], [2])
+    util = next(u for u in np.arange(0.17, 0.3, 0.0025)    # KV room for 3 to 4 chunks
+                if 3.1 * budget < build(u, probe).cluster.instances[0].kv.total_blocks * 16
+                < 3.9 * budget)
+    # two one-chunk prompts handed off, then a three-chunk prompt whose second chunk must wait
+    sim = build(util, make_trace([0.0, 0.0, 0.0], [budget, budget, 3 * budget], [4, 4, 4]))
+    r = sim.run().requests
+    assert not r.rejected.any(), r.reason.tolist()
+    assert r.finish_s.notna().all()
+    assert all(inst.outstanding_tokens == 0 for inst in sim.cluster.instances)

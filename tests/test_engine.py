@@ -213,7 +213,8 @@ def test_calibrate_engine_cli_writes_the_spec(tmp_path, timer, capsys):
 
 def test_profiler_imports_without_torch():
     code = ("import sys; sys.modules['torch'] = None; sys.modules['transformers'] = None\n"
-            "from engine_profile.hf_cb import EngineSettings, serving_sweep, sweep\n"
+            "from engine_profile.hf_cb import EngineSettings\n"
+            "from engine_profile.sweeps import serving_sweep, sweep\n"
             "s = EngineSettings(); g = sweep(s) + serving_sweep(s)\n"
             "assert len(g) > 20 and all(x.subs for x in g)\n")
     subprocess.run([sys.executable, "-c", code], check=True,

@@ -237,14 +237,40 @@ def test_node_with_unknown_device_names_entry(tmp_path):
 
 
 # ------------------------------------------------------------------ registry location and cache
-def test_hwspecs_env_selects_another_registry(tmp_path, monkeypatch):
+def test_hwspecs_env_adds_a_folder_in_front_of_the_bundled_one(tmp_path, monkeypatch):
     (tmp_path / "devices").mkdir()
     _device_file(tmp_path / "devices", lambda t: t.replace('"H100-SXM"', '"MyGPU"'), stem="mygpu")
+    bundled = set(hw.list_devices())
     monkeypatch.setenv("SIMCLUSTER_HWSPECS", str(tmp_path))
     assert hw.hwspecs_dir() == tmp_path.resolve()
-    assert hw.list_devices() == ["MyGPU"] and hw.load_device("mygpu").tdp_w == 700
-    with pytest.raises(InputError, match="known devices: MyGPU"):
-        hw.load_device("H100-SXM")
+    assert set(hw.list_devices()) == bundled | {"MyGPU"}
+    assert hw.load_device("mygpu").tdp_w == 700 and hw.load_device("H100-SXM").tdp_w == 700
+    # the bundled measured tables are still found: no silent fall-back to the datasheet
+    from simcluster.calibration import load_calibration
+    assert "own tables" in load_calibration("measured").provenance(hw.load_device("H100-SXM"))
+    with pytest.raises(InputError, match=r"unknown device 'MyGPUU' \(did you mean 'MyGPU'"):
+        hw.load_device("MyGPUU")
+
+
+def test_hwspecs_env_file_shadows_the_bundled_one(tmp_path, monkeypatch):
+    (tmp_path / "devices").mkdir()
+    _device_file(tmp_path / "devices", lambda t: t.replace("price_usd_per_hour = 3.348",
+                                                           "price_usd_per_hour = 9.5"),
+                 stem="h100-sxm")
+    monkeypatch.setenv("SIMCLUSTER_HWSPECS", str(tmp_path))
+    assert hw.load_device("H100-SXM").price_usd_per_hour == 9.5
+    assert hw.list_devices().count("H100-SXM") == 1
+
+
+def test_hwspecs_env_errors_name_the_folder_and_the_file(tmp_path, monkeypatch):
+    monkeypatch.setenv("SIMCLUSTER_HWSPECS", str(tmp_path / "nowhere"))
+    with pytest.raises(InputError, match="SIMCLUSTER_HWSPECS.*nowhere"):
+        hw.list_devices()
+    (tmp_path / "devices").mkdir()
+    (tmp_path / "devices" / "bad.toml").write_text("name = \n")
+    monkeypatch.setenv("SIMCLUSTER_HWSPECS", str(tmp_path))
+    with pytest.raises(InputError, match="bad.toml:1: not valid TOML"):
+        hw.list_devices()
 
 
 def test_cache_sees_edited_files(tmp_path):

@@ -170,3 +170,30 @@ def test_multi_instance_runs_equal_stepping(h100, llama7b, router):
                                rtol=1e-9)
     tl_f, tl_s = fast.timeline, slow.timeline
     assert (tl_f.decode_seqs * tl_f.iterations).sum() == (tl_s.decode_seqs * tl_s.iterations).sum()
+
+
+def test_sync_at_the_end_of_a_decode_run_finishes_once(h100, llama7b):
+    """Issue 10, defect 2: a policy syncing an instance exactly when its decode run ends (before
+    the run's own wake-up at that time) used to finish its requests a second time."""
+    trace = make_trace([0.0], [100], [4])
+    first = run(trace, h100, llama7b)
+    end = float(first.timeline.end_s.max())          # the decode run's end, as the run sums it
+    # (10 ms + 3 x 1 ms: end - start rounds up to the run's last step offset, so a sync at
+    # ``end`` applies every step of the run before the run itself wakes up)
+    start = float(first.timeline.start_s.max())
+    assert end - start >= 0.003
+    sim = Simulation(trace, llama7b, one_instance(h100),
+                     cost_model=PolynomialCostModel(prefill=(0.010, 0, 0), decode=(0.001, 0, 0)))
+    inst = sim.cluster.instances[0]
+    synced = []
+
+    def syncer():                     # scheduled before the run's wake-up at the same time
+        yield sim.env.timeout(end)
+        assert inst._live is not None, "the decode run is still in flight at its end time"
+        inst.sync(sim.env.now)
+        synced.append(sim.env.now)
+    sim.env.process(syncer())
+    res = sim.run()
+    assert synced == [end]
+    assert res.requests.finish_s.tolist() == first.requests.finish_s.tolist()
+    assert len(sim.cluster.done) == 1 and inst.outstanding_tokens == 0

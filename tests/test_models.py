@@ -159,7 +159,7 @@ def test_missing_key_names_file_and_key(tmp_path):
 def test_bad_configs(tmp_path):
     with pytest.raises(InputError, match="mixture-of-experts"):
         model_from_hf_config({**LLAMA2_7B_CONFIG, "num_local_experts": 8})
-    with pytest.raises(InputError, match=r"num_kv_heads.*do not divide"):
+    with pytest.raises(InputError, match=r"num_key_value_heads.*do not divide"):
         model_from_hf_config({**LLAMA2_7B_CONFIG, "num_key_value_heads": 5})
     with pytest.raises(InputError, match=r"head_dim.*do not divide"):
         model_from_hf_config({**LLAMA2_7B_CONFIG, "num_attention_heads": 30})
@@ -185,3 +185,54 @@ def test_model_spec_validates():
     assert dataclasses.replace(base, dtype="fp32", dtype_bytes=4).weight_bytes == 4 * base.params
     plain = ModelSpec("tiny", 2, 64, 4, 4, 16, 256, False, 100, dtype_bytes=4)
     assert plain.dtype == "fp32" and hash(plain) == hash(dataclasses.replace(plain))
+
+
+def test_config_without_a_context_length_needs_max_model_len(tmp_path, h100):
+    """Issue 10, defect 6: a config without max_position_embeddings loaded, then every
+    simulation died with a TypeError. The model states no context length; an instance serving
+    it needs max_model_len, and says so by name."""
+    from conftest import make_trace, one_instance
+    from simcluster.experiment import load_experiment
+    from simcluster.simulation import Simulation
+    cfg = {k: v for k, v in LLAMA2_7B_CONFIG.items() if k != "max_position_embeddings"}
+    (tmp_path / "my-llama").mkdir()
+    (tmp_path / "my-llama" / "config.json").write_text(json.dumps(cfg))
+    model = load_model(tmp_path / "my-llama" / "config.json")
+    assert model.max_position is None and model.name == "my-llama"
+    trace = make_trace([0.0, 0.1], [100, 5000], [10, 10])
+    with pytest.raises(InputError, match=r"field 'max_model_len'.*states no context length"):
+        Simulation(trace, model, one_instance(h100)).run()
+    res = Simulation(trace, model, one_instance(h100, max_model_len=4096)).run()
+    assert res.requests.rejected.tolist() == [False, True]
+    exp = tmp_path / "exp.toml"
+    text = ('[trace.synthetic]\nn = 4\nrate_per_s = 1.0\nprompt = {dist = "fixed", tokens = 10}\n'
+            'output = {dist = "fixed", tokens = 2}\n[model]\nconfig = "my-llama/config.json"\n'
+            '[[instances]]\ndevice = "H100-SXM"\n')
+    exp.write_text(text)
+    with pytest.raises(InputError, match=r"exp.toml: field 'instances\[0\].scheduler."
+                                         r"max_model_len'.*my-llama"):
+        load_experiment(exp)
+    exp.write_text(text + "[instances.scheduler]\nmax_model_len = 4096\n")
+    assert load_experiment(exp).run().summary()["finished"] == 4
+
+
+@pytest.mark.parametrize("key, value, match", [
+    ("torch_dtype", "float13", "unknown dtype 'float13'"),
+    ("tie_word_embeddings", "false", "expected true or false"),
+    ("head_dim", 0, "whole number >= 1"),
+    ("max_position_embeddings", 0, "whole number >= 1"),
+    ("hidden_size", 4096.0, "expected a whole number"),
+])
+def test_bad_config_values_name_the_key(key, value, match):
+    with pytest.raises(InputError, match=match) as info:
+        model_from_hf_config({**LLAMA2_7B_CONFIG, key: value})
+    assert info.value.field == key
+
+
+def test_config_in_the_current_folder_is_named_after_the_folder(tmp_path, monkeypatch):
+    (tmp_path / "llama-local").mkdir()
+    (tmp_path / "llama-local" / "config.json").write_text(json.dumps(LLAMA2_7B_CONFIG))
+    monkeypatch.chdir(tmp_path / "llama-local")
+    assert load_model("config.json").name == "llama-local"
+    (tmp_path / "llama-local" / "tiny.json").write_text(json.dumps(LLAMA2_7B_CONFIG))
+    assert load_model("tiny.json").name == "tiny"

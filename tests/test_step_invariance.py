@@ -72,5 +72,12 @@ def test_online_mu_is_independent_of_decode_run_length():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("path", EXPERIMENTS, ids=lambda p: p.stem)
+def test_first_3000_requests_are_independent_of_decode_run_length(path):
+    _compare(path, 3000)      # (about the first 10 minutes of the Azure traces: run by CI)
+
+
+@pytest.mark.slow
+@pytest.mark.exhaustive       # (~5 CPU minutes: CI leaves it out, see .ci/run)
+@pytest.mark.parametrize("path", EXPERIMENTS, ids=lambda p: p.stem)
 def test_whole_bundled_experiment_is_independent_of_decode_run_length(path):
     _compare(path, None)

@@ -145,7 +145,7 @@ def test_bundled_listing_and_env_override(tmp_path, monkeypatch):
     monkeypatch.setenv("SIMCLUSTER_TRACES", str(tmp_path))
     assert bundled_trace_path("azure-code").parent == tmp_path
     assert len(load_trace("azure-code")) == 8819
-    with pytest.raises(FileNotFoundError, match="SIMCLUSTER_TRACES"):
+    with pytest.raises(InputError, match="SIMCLUSTER_TRACES"):
         bundled_trace_path("azure-conv")
 
 

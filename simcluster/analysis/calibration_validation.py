@@ -105,9 +105,16 @@ def cross_device(fit_folder, fit_device: DeviceSpec, test_folder, test_device: D
                               {fit_device.name: fit_device}, note=f"fit on {fit_device.name}")
     cost = CostModel(cal)
     tables = load_tables(test_folder)
-    return pd.concat([predict_rows(cost, test_device, op, table_rows(tables, op, "bf16"))
-                      for op in OPS if table_rows(tables, op, "bf16") is not None],
-                     ignore_index=True)
+    fitted_kinds = set(fit_tables["elementwise"][1].op) if "elementwise" in fit_tables else set()
+    parts = []
+    for op in OPS:
+        rows = table_rows(tables, op, "bf16")
+        if rows is None:
+            continue
+        if op == "elementwise":      # only the kinds the fitted device measured too
+            rows = rows[rows.op.isin(fitted_kinds)]
+        parts.append(predict_rows(cost, test_device, op, rows))
+    return pd.concat(parts, ignore_index=True)
 
 
 # -- whole iterations against published measurements ---------------------------------------
@@ -226,3 +233,86 @@ def validate_table(cost: CostModel, path, device: str | None) -> pd.DataFrame:
                          "or a CSV with an 'op' column", file=str(path))
     rows = table_rows({table: (meta, df)}, op, "bf16") if "dtype" not in df.columns else df
     return predict_rows(cost, load_device(device), op, rows)
+
+
+# -- a separate measurement run: held-out operators in every execution mode ------------------
+#: Kernels an elementwise op of the held-out table launches (its launch count in eager modes).
+ELEMENTWISE_LAUNCHES = {"rmsnorm": 1, "rmsnorm_hf": 8, "rotary_hf": 10, "silu_mul": 2,
+                        "residual_add": 1}
+MODES = {"graph": "graph", "eager": "eager", "isolated": "isolated"}
+
+
+def _heldout_shape(row: dict) -> tuple[str, dict]:
+    op = row["op"]
+    if op == "gemm":
+        return op, {"m": int(row["m"]), "n": int(row["n"]), "k": int(row["k"]),
+                    "layout": row["layout"]}
+    if op == "attn_prefill":
+        return op, {"tokens": int(row["seq_len"]), "batch": int(row["batch"]),
+                    "num_heads": int(row["num_heads"]),
+                    "num_kv_heads": int(row["num_kv_heads"]), "head_dim": int(row["head_dim"])}
+    if op == "attn_decode":
+        return op, {"batch": int(row["batch"]), "kv_len": int(row["kv_len"]),
+                    "num_heads": int(row["num_heads"]),
+                    "num_kv_heads": int(row["num_kv_heads"]), "head_dim": int(row["head_dim"])}
+    kind = row["kind"]
+    return op, {"bytes": float(row["bytes"]), "kind": kind, "hidden": int(row["hidden"]),
+                "kernels": 1, "launches": ELEMENTWISE_LAUNCHES.get(kind, 1)}
+
+
+def heldout(cost: CostModel, path, device: DeviceSpec) -> pd.DataFrame:
+    """Predict every row of a held-out ``validation_ops`` table (a separate measurement run:
+    shapes off the fitting grids, each timed ``graph``, ``eager`` and ``isolated``) in its
+    row's mode. Attention keeps the faster backend per shape and mode, as the calibration
+    does. Rows: op, kind/layout, mode, measured_s, pred_s, error."""
+    meta, df = read_table(path)
+    keys = ["op", "kind", "m", "n", "k", "layout", "batch", "seq_len", "kv_len", "num_heads",
+            "num_kv_heads", "head_dim", "tokens", "hidden", "mode"]
+    keys = [k for k in keys if k in df.columns]
+    df = df.loc[df.groupby(keys, dropna=False).time_s.idxmin()]
+    out = []
+    for row in df.to_dict("records"):
+        op, shape = _heldout_shape(row)
+        p = cost.predict_op(op, device, mode=MODES[row["mode"]], **shape)
+        out.append({"op": op, "kind": row.get("kind") if op == "elementwise" else
+                    row.get("layout", ""), "mode": row["mode"], "measured_s": row["time_s"],
+                    "pred_s": p["time_s"], "provenance": p["provenance"]})
+    res = pd.DataFrame(out)
+    res["error"] = res.pred_s / res.measured_s - 1.0
+    return res
+
+
+# -- whole-model forward passes ------------------------------------------------------------
+#: The forward harness's model shapes -> simulator presets.
+FORWARD_MODELS = {"llama-2-7b": "llama-2-7b", "llama-3-8b": "llama-3.1-8b"}
+
+
+def forward_passes(cost: CostModel, folder, device: DeviceSpec,
+                   exclude: set | None = None) -> pd.DataFrame:
+    """Predict the whole-model forward passes measured by ``engine_profile forward``
+    (``forward-<model>.csv`` under ``folder``) with ``cost`` (its kernel accounting and
+    execution mode). ``exclude``: (model, phase, batch, tokens, context) rows used to
+    calibrate something, marked ``calibration`` (not errors of held-out data)."""
+    rows = []
+    for path in sorted(Path(folder).glob("forward-*.csv")):
+        if "kernels" in path.name:
+            continue
+        meta, df = read_table(path, time_column="wall_s")
+        for r in df.to_dict("records"):
+            model = load_model(FORWARD_MODELS.get(r["model"], r["model"]))
+            timer = cost.timer(model, Layout.uniform(device))
+            b, t, L = int(r["batch"]), int(r["tokens"]), int(r["context"])
+            if r["phase"] == "prefill":
+                batch = Batch(prefill_tokens=(t,) * b, prefill_context=(L,) * b)
+            else:
+                batch = Batch(decode_context=(L + 1,) * b)
+            pred = timer.time(np.array(batch.prefill_tokens), np.array(batch.prefill_context),
+                              len(batch.decode_context), sum(batch.decode_context),
+                              batch.samples)
+            key = (r["model"], r["phase"], b, t, L)
+            rows.append({"model": r["model"], "phase": r["phase"], "batch": b, "tokens": t,
+                         "context": L, "measured_s": r["wall_s"], "pred_s": pred,
+                         "calibration": key in (exclude or set())})
+    out = pd.DataFrame(rows)
+    out["error"] = out.pred_s / out.measured_s - 1.0
+    return out

@@ -125,7 +125,9 @@ def serving_row(sim: Simulation, results=None, *, warmup_s: float = 60.0,
                 label: str = "") -> dict:
     """One row of a serving comparison from a finished simulation.
 
-    * ``req_per_s`` / ``out_tok_per_s``: the summary's, over first arrival to last finish;
+    * ``req_per_s`` / ``out_tok_per_s``: finished requests and their output tokens over the
+      span, first arrival to last finish (drain included; the summary's throughput is over
+      the arrival window);
       ``sustained_req_per_s``: requests finished between ``warmup_s`` after the first arrival
       and the last arrival, per second of that span — what an overloaded system keeps up.
     * ``usd_per_m_tokens``: every instance's devices for the whole span (the summary's);
@@ -144,10 +146,11 @@ def serving_row(sim: Simulation, results=None, *, warmup_s: float = 60.0,
     last = float(req.arrival_s.max())
     steady = (req.finish_s > start + warmup_s) & (req.finish_s <= last)
     row = {"config": label or sim.name, "finished": s["finished"], "rejected": s["rejected"],
-           "req_per_s": s["request_throughput_per_s"],
+           "req_per_s": s["finished"] / s["span_s"] if s["span_s"] > 0 else math.nan,
            "sustained_req_per_s": (float(steady.sum()) / (last - start - warmup_s)
                                    if last - start > warmup_s else math.nan),
-           "out_tok_per_s": s["output_token_throughput_per_s"],
+           "out_tok_per_s": (float(req.output_tokens[~req.rejected].sum()) / s["span_s"]
+                             if s["span_s"] > 0 else math.nan),
            "ttft_p50_s": s["ttft_p50_s"], "ttft_p90_s": s["ttft_p90_s"],
            "tpot_p50_s": s["tpot_p50_s"], "tpot_p90_s": s["tpot_p90_s"],
            "usd_per_m_tokens": s["cost_per_m_tokens_usd"]}

@@ -12,13 +12,15 @@ and ``collective``, ``transfer`` (link ops).
 
 from __future__ import annotations
 
-from simcluster.calibration.roofline import (DEVICE_OPS, LINK_OPS, NEUTRAL, Calibration,
+from simcluster.errors import InputError, unknown_name
+from simcluster.calibration.roofline import (DEVICE_OPS, LAUNCH_CLASSES, LINK_OPS, NEUTRAL,
+                                             NO_LAUNCH_COSTS, Calibration, LaunchCosts,
                                              compute_dtype)
 
-__all__ = ["DEVICE_OPS", "LINK_OPS", "NEUTRAL", "Calibration", "compute_dtype",
-           "load_calibration"]
+__all__ = ["DEVICE_OPS", "LAUNCH_CLASSES", "LINK_OPS", "NEUTRAL", "NO_LAUNCH_COSTS",
+           "Calibration", "LaunchCosts", "compute_dtype", "load_calibration"]
 
-_LOADED: dict[str, Calibration] = {}
+_LOADED: dict[tuple, Calibration] = {}   # by the table folders it was fitted on
 
 
 def load_calibration(name: str = "measured") -> Calibration:
@@ -33,9 +35,18 @@ def load_calibration(name: str = "measured") -> Calibration:
     if name == "datasheet":
         return NEUTRAL
     if name == "measured":
-        if name not in _LOADED:
+        from simcluster.calibration.tables import calibrated_devices
+        found = calibrated_devices()
+        if not found:   # never a silent fall-back to the datasheet
+            from simcluster.hardware import hwspecs_dirs
+            raise InputError("the measured calibration found no kernel tables in "
+                             f"{', '.join(str(d / 'calibration') for d in hwspecs_dirs())}; "
+                             "use calibration 'datasheet' for the datasheet roofline",
+                             field="calibration")
+        key = (name, tuple(sorted((k, str(v)) for k, v in found.items())))
+        if key not in _LOADED:
             from simcluster.calibration.fitted import MeasuredCalibration
             from simcluster.calibration.tiles import TileCalibration
-            _LOADED[name] = TileCalibration(MeasuredCalibration())
-        return _LOADED[name]
-    raise KeyError(f"unknown calibration {name!r}; known: datasheet, measured")
+            _LOADED[key] = TileCalibration(MeasuredCalibration())
+        return _LOADED[key]
+    raise unknown_name("calibration", name, ("datasheet", "measured"), field="calibration")

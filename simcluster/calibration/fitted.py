@@ -47,6 +47,7 @@ provenance says so. CPU tables (measured on the lent machines' host) belong to t
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Mapping
 
 import numpy as np
@@ -54,7 +55,11 @@ import pandas as pd
 from scipy.interpolate import LinearNDInterpolator, NearestNDInterpolator, RBFInterpolator
 from scipy.spatial import QhullError
 
-from simcluster.calibration.roofline import DEVICE_OPS, Calibration, compute_dtype
+from simcluster.calibration.roofline import (DEVICE_OPS, NO_LAUNCH_COSTS,
+                                             Calibration, LaunchCosts, compute_dtype)
+from simcluster.calibration.borrowing import load_borrowing
+from simcluster.calibration.launch import borrowed, fit_launch
+from simcluster.calibration.links import fit_links
 from simcluster.calibration.tables import calibrated_devices, load_tables
 from simcluster.models.operators import op_counts
 from simcluster.hardware import DeviceSpec, load_device
@@ -110,11 +115,13 @@ def _slowdown_points(op: str, df: pd.DataFrame, device: DeviceSpec, dtype: str):
     bw = device.mem_bw_bytes_per_s
     feats, ys, ts = [], [], []
     for row in df.to_dict("records"):
-        if op == "gemm":
+        if op in ("gemm", "gemm_nn"):
             shape = {"m": row["m"], "n": row["n"], "k": row["k"]}
             x = (math.log(row["n"]), math.log(row["k"]), math.log(row["m"]))
         elif op == "attn_prefill":
-            shape = {"tokens": row["seq_len"], "context": 0, "batch": row["batch"],
+            ctx = row.get("context", 0)
+            shape = {"tokens": row["seq_len"], "context": 0 if pd.isna(ctx) else ctx,
+                     "batch": row["batch"],
                      "num_heads": row["num_heads"], "num_kv_heads": row["num_kv_heads"],
                      "head_dim": row["head_dim"]}
             x = (math.log(row["num_heads"] / row["num_kv_heads"]),
@@ -132,7 +139,7 @@ def _slowdown_points(op: str, df: pd.DataFrame, device: DeviceSpec, dtype: str):
         else:  # elementwise: the row length matters (a norm reduces along it)
             shape = {"bytes": row["bytes"]}
             x = (math.log(row["hidden"]), math.log(row["bytes"]))
-        flops, nbytes, _ = op_counts(op, shape)
+        flops, nbytes, _ = op_counts("gemm" if op == "gemm_nn" else op, shape)
         roof = max(flops / peak, nbytes / bw)
         feats.append(x)
         ys.append(math.log(row["time_s"] / roof))
@@ -146,10 +153,12 @@ def _best_per_shape(df: pd.DataFrame, keys) -> pd.DataFrame:
 
 
 def table_rows(tables: Mapping[str, tuple[dict, pd.DataFrame]], op: str, dtype: str):
-    """The rows of ``tables`` that calibrate ``op`` in ``dtype`` (None if there are none)."""
+    """The rows of ``tables`` that calibrate ``op`` in ``dtype`` (None if there are none).
+    ``gemm`` is the ``nt`` weight layout (``F.linear``'s; tables without a layout column hold
+    only it), ``gemm_nn`` the other."""
     def pick(name):
         return tables[name][1] if name in tables else None
-    if op == "gemm":
+    if op in ("gemm", "gemm_nn"):
         df = pick("gemm")
         if df is None:
             df = pick("cpu_gemm")
@@ -157,11 +166,16 @@ def table_rows(tables: Mapping[str, tuple[dict, pd.DataFrame]], op: str, dtype: 
                 df = df[df.threads == df.threads.max()]
         if df is not None:
             df = df[df.dtype == dtype]
+            if "layout" in df.columns:
+                df = df[df.layout == ("nn" if op == "gemm_nn" else "nt")]
+            elif op == "gemm_nn":
+                df = None
         return df if df is not None and len(df) else None
     if op == "attn_prefill":
         df = pick("attn_prefill")
+        keys = ["batch", "seq_len", "num_heads", "num_kv_heads", "head_dim"]
         return None if df is None else _best_per_shape(
-            df, ["batch", "seq_len", "num_heads", "num_kv_heads", "head_dim"])
+            df, keys + (["context"] if "context" in df.columns else []))
     if op == "attn_decode":
         df = pick("attn_decode")
         if df is None:
@@ -171,8 +185,11 @@ def table_rows(tables: Mapping[str, tuple[dict, pd.DataFrame]], op: str, dtype: 
         return None if df is None or not len(df) else _best_per_shape(
             df, ["batch", "kv_len", "num_heads", "num_kv_heads", "head_dim"])
     if op == "elementwise":
-        df = pick("elementwise")
-        return None if df is None else df[df.dtype == "bf16"] if "dtype" in df else df
+        parts = [d for d in (pick("elementwise"), pick("profiled_kernels")) if d is not None]
+        if not parts:
+            return None
+        df = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
+        return df[df.dtype == "bf16"] if "dtype" in df else df
     if op == "grouped_gemm":
         df = pick("grouped_gemm")
         df = None if df is None else df[df.dtype == dtype]
@@ -183,10 +200,17 @@ def table_rows(tables: Mapping[str, tuple[dict, pd.DataFrame]], op: str, dtype: 
 class GroupedCurve:
     """Exact on the first ``exact`` features where that group was measured (interpolating the
     rest within the group), the full interpolation elsewhere. GEMMs group by (n, k) and
-    interpolate along m; attention groups by the GQA group size."""
+    interpolate along m; attention groups by the GQA group size.
 
-    def __init__(self, X: np.ndarray, y: np.ndarray, exact: int):
-        self.general = Curve(X, y)
+    GEMM pairs whose n or k is not a multiple of 8 (16-byte rows in bf16; e.g. OPT's vocabulary
+    over 8 ranks, n = 6284) run a slower cuBLAS path (2-3x on the H200): they are kept exact but
+    left out of the across-pair interpolation, which they would otherwise pull up for aligned
+    neighbours (a held-out (m=732, n=6144, k=5120) came out +199% with them in)."""
+
+    def __init__(self, X: np.ndarray, y: np.ndarray, exact: int, general=None):
+        # ``general``: the rows the across-group interpolation may use (all by default)
+        keep = np.ones(len(y), bool) if general is None else np.asarray(general, bool)
+        self.general = Curve(X[keep], y[keep]) if keep.sum() > X.shape[1] else Curve(X, y)
         self.exact, self.dim, self.n, self.floor_s = exact, X.shape[1], len(y), None
         self.groups = {}
         keys = np.round(X[:, :exact], 9)
@@ -204,24 +228,37 @@ class GroupedCurve:
         return self.general(X)
 
 
+#: The kinds a fused engine's grouped elementwise line (kind None) averages over; the
+#: unfused HF kinds (rmsnorm_hf, rotary_hf) are used only when an accounting names them.
+FUSED_KINDS = ("rmsnorm", "silu_mul", "residual_add")
+
+
 class KindCurves:
-    """Elementwise curves, one per kernel kind; an unknown kind gets their mean."""
+    """Elementwise curves, one per kernel kind; an unnamed or unknown kind gets the mean of
+    the fused kinds (all kinds where none of those was measured)."""
 
     def __init__(self, curves: dict[str, Curve]):
         self.kinds = curves
         self.dim, self.floor_s = 1, None
         self.n = sum(c.n for c in curves.values())
+        self._mean = [c for k, c in curves.items() if k in FUSED_KINDS] or list(curves.values())
 
     def __call__(self, X, kind: str | None = None) -> np.ndarray:
         if kind in self.kinds:
             return self.kinds[kind](X)
-        return np.mean([c(X) for c in self.kinds.values()], axis=0)
+        return np.mean([c(X) for c in self._mean], axis=0)
+
+
+def _table_notes(tables) -> str:
+    """Where imported tables came from (their ``source`` metadata), for the provenance."""
+    srcs = sorted({meta["source"] for meta, _ in tables.values() if meta.get("source")})
+    return "; ".join(srcs)
 
 
 def fit_curves(tables, device: DeviceSpec, dtypes=("bf16", "fp32")) -> dict:
     """(op, dtype) -> curve for every operator class the tables cover."""
     curves = {}
-    for op in DEVICE_OPS:
+    for op in DEVICE_OPS + ("gemm_nn",):
         for dtype in dtypes:
             df = table_rows(tables, op, dtype)
             if df is None or len(df) < 2:
@@ -236,103 +273,120 @@ def fit_curves(tables, device: DeviceSpec, dtypes=("bf16", "fp32")) -> dict:
                 curve.floor_s = float(df.time_s.min())
             else:
                 X, y, t = _slowdown_points(op, df, device, dtype)
-                curve = GroupedCurve(X, y, exact=2 if op in ("gemm", "grouped_gemm") else 1)
+                general = ((df.n.to_numpy() % 8 == 0) & (df.k.to_numpy() % 8 == 0)
+                           if op in ("gemm", "gemm_nn", "grouped_gemm") else None)
+                curve = GroupedCurve(X, y, exact=2 if op in ("gemm", "gemm_nn", "grouped_gemm")
+                                     else 1, general=general)
                 curve.floor_s = float(t.min())
             curves[(op, dtype)] = curve
     return curves
 
 
-def fit_links(folders) -> dict:
-    """(link kind, op) -> (bandwidth efficiency vs the link spec, latency floor s).
-
-    ``allreduce.csv`` (NCCL over NVLink between two GPUs of one host) gives the all-reduce's
-    asymptotic bus bandwidth (slope over messages >= 64 MiB) and its small-message floor (the
-    median of messages <= 1 MiB). The floor was measured at two ranks and is used for any rank
-    count (NCCL's small-message algorithms are not rings). ``memcpy.csv`` pinned host<->device
-    copies give PCIe ``transfer`` efficiency the same way. The spec links these are relative to:
-    NVLink4 for an H100/H200 pair, PCIe5 for those hosts.
-    """
-    from simcluster.hardware import load_link
-    out = {}
-    for name, folder in folders.items():
-        tables = load_tables(folder)
-        if "allreduce" in tables and ("nvlink", "collective") not in out:
-            df = tables["allreduce"][1]
-            df = df[df.world_size == 2]
-            big = df[df.size_bytes >= 64 * 2**20]
-            if len(big) >= 2:
-                slope = np.polyfit(big.size_bytes, big.time_s, 1)[0]   # s per byte, n=2
-                floor = float(df[df.size_bytes <= 2**20].time_s.median())
-                out[("nvlink", "collective")] = (1.0 / slope / load_link("NVLink4").bw_bytes_per_s,
-                                                 floor)
-        if "memcpy" in tables and ("pcie", "transfer") not in out:
-            df = tables["memcpy"][1]
-            df = df[df.direction.isin(["h2d", "d2h"]) & (df.pinned.astype(str).str.lower() == "true")]
-            big = df[df.size_bytes >= 64 * 2**20]
-            if len(big) >= 2:
-                slope = np.polyfit(big.size_bytes, big.time_s, 1)[0]
-                floor = float(df[df.size_bytes <= 4096].time_s.median())
-                out[("pcie", "transfer")] = (1.0 / slope / load_link("PCIe5").bw_bytes_per_s,
-                                             floor)
-    return out
-
-
 class MeasuredCalibration(Calibration):
-    """Achievable rates from measured tables (own, or borrowed by architecture family)."""
+    """Achievable rates from measured tables: a device's own (measured, or imported from a
+    published profile), else borrowed per operator class from a calibrated device of its
+    architecture family, else (flagged cross-family) of its kind, unless
+    ``hwspecs/calibration/borrowing.toml`` says otherwise (``datasheet_only``, an explicit
+    source). The provenance names every borrowed curve."""
 
     name = "measured"
 
     def __init__(self, curves_by_device: Mapping[str, dict] | None = None,
-                 specs: Mapping[str, DeviceSpec] | None = None, note: str = ""):
+                 specs: Mapping[str, DeviceSpec] | None = None, note: str = "",
+                 borrowing: Mapping[str, dict] | None = None,
+                 launch: Mapping[str, LaunchCosts] | None = None):
         super().__init__()
         from_tables = curves_by_device is None
+        self.notes: dict[str, str] = {}
+        launch = dict(launch or {})
         if from_tables:
             curves_by_device, specs = {}, {}
             for name, folder in calibrated_devices().items():
                 tables = load_tables(folder)
                 gpu = {k: v for k, v in tables.items()
                        if k in ("gemm", "attn_prefill", "attn_decode", "elementwise",
-                                "grouped_gemm")}
+                                "grouped_gemm", "profiled_kernels")}
                 cpu = {k: v for k, v in tables.items() if k.startswith("cpu_")}
                 if gpu:
                     specs[name] = load_device(name)
                     curves_by_device[name] = fit_curves(gpu, specs[name])
+                    self.notes[name] = _table_notes(gpu)
+                if "launch" in tables:
+                    launch[name] = fit_launch(*tables["launch"], name,
+                                              str(Path(folder) / "launch.csv"))
                 if cpu and HOST_CPU not in curves_by_device:
                     specs[HOST_CPU] = load_device(HOST_CPU)
                     curves_by_device[HOST_CPU] = fit_curves(cpu, specs[HOST_CPU])
+            if borrowing is None:
+                borrowing = load_borrowing()
         self.curves = dict(curves_by_device)
         self.specs = dict(specs or {})
         self.links = fit_links(calibrated_devices()) if from_tables else {}
+        self.launch = launch
+        self.borrowing = dict(borrowing or {})
         self.note = note
-        self._source: dict[str, tuple[str | None, str]] = {}
+        self._source: dict = {}
         self._slices: dict = {}
 
     # -- which curves a device uses --------------------------------------------------------
-    def source_of(self, device: DeviceSpec) -> tuple[str | None, str]:
-        """(calibrated device whose curves apply, how) for ``device``."""
-        hit = self._source.get(device.name)
+    def _has(self, name: str, op: str | None) -> bool:
+        return name in self.curves and (op is None or any(
+            o == op for o, _ in self.curves[name]))
+
+    def source_of(self, device: DeviceSpec, op: str | None = None) -> tuple[str | None, str]:
+        """(calibrated device whose curves apply, how) for ``device`` (and one operator class;
+        without one, for the device as a whole)."""
+        key = (device.name, op)
+        hit = self._source.get(key)
         if hit is None:
-            if device.name in self.curves:
-                hit = (device.name, "own tables")
-            else:
-                same = [n for n, s in self.specs.items()
-                        if s.arch_family == device.arch_family and s.kind == device.kind]
-                kind = [n for n, s in self.specs.items() if s.kind == device.kind]
-                if same:
-                    hit = (same[0], f"borrowed from {same[0]} ({device.arch_family})")
-                elif kind:
-                    src = self.specs[kind[0]]
-                    hit = (kind[0], f"borrowed cross-family from {kind[0]} "
-                                    f"({src.arch_family} -> {device.arch_family})")
-                else:
-                    hit = (None, "no tables: datasheet roofline")
-            self._source[device.name] = hit
+            hit = self._source[key] = self._find_source(device, op)
         return hit
 
+    def _find_source(self, device, op):
+        rule = self.borrowing.get(device.name, {})
+        if rule.get("datasheet_only"):
+            return None, "datasheet only (hwspecs/calibration/borrowing.toml)"
+        if op == "grouped_gemm" and self._has(device.name, "gemm"):
+            op = "grouped_gemm" if self._has(device.name, "grouped_gemm") else "gemm"
+            # no grouped table of its own: its dense GEMM curves (op_provenance says so)
+        if self._has(device.name, op):
+            return device.name, "own tables" + (f" ({self.notes[device.name]})"
+                                                if self.notes.get(device.name) else "")
+        explicit = (rule.get("ops") or {}).get(op) or rule.get("from")
+        if explicit and self._has(explicit, op):
+            return explicit, f"borrowed from {explicit} (hwspecs/calibration/borrowing.toml)"
+        has = [n for n, s in self.specs.items() if s.kind == device.kind and self._has(n, op)]
+        same = [n for n in has if self.specs[n].arch_family == device.arch_family]
+        if same:
+            return same[0], f"borrowed from {same[0]} ({device.arch_family})"
+        if has and rule.get("cross_family", True):
+            src = self.specs[has[0]]
+            return has[0], (f"borrowed cross-family from {has[0]} "
+                            f"({src.arch_family} -> {device.arch_family})")
+        return None, "no tables: datasheet roofline"
+
     def provenance(self, device: DeviceSpec) -> str:
-        src, how = self.source_of(device)
         note = f" [{self.note}]" if self.note else ""
-        return f"{self.name}{note}: {device.name} {how}"
+        hows: dict[str, list[str]] = {}
+        for op in DEVICE_OPS:
+            hows.setdefault(self.source_of(device, op)[1], []).append(op)
+        if len(hows) == 1:
+            text = next(iter(hows))
+        else:
+            text = "; ".join(f"{', '.join(ops)}: {how}" for how, ops in hows.items())
+        return f"{self.name}{note}: {device.name} {text}"
+
+    def launch_costs(self, device: DeviceSpec) -> LaunchCosts:
+        """Own launch table, else (GPUs on the lent machines' kind of host) borrowed from a
+        device that has one, saying so; none for CPU sockets and datasheet-only devices."""
+        if device.kind != "gpu" or self.borrowing.get(device.name, {}).get("datasheet_only"):
+            return NO_LAUNCH_COSTS
+        if device.name in self.launch:
+            return self.launch[device.name]
+        if not self.launch:
+            return NO_LAUNCH_COSTS
+        owner = sorted(self.launch)[-1]
+        return borrowed(self.launch[owner], owner)
 
     def op_provenance(self, device: DeviceSpec, op: str) -> str:
         """Where one operator class's times on ``device`` come from (grouped GEMMs: their own
@@ -358,16 +412,19 @@ class MeasuredCalibration(Calibration):
         return hit
 
     def _curve(self, device, op, dtype):
-        src, _ = self.source_of(device)
+        src, _ = self.source_of(device, "gemm" if op == "gemm_nn" else op)
         if src is None:
             return None
         curves = self.curves[src]
-        return curves.get((op, dtype)) or next(
+        hit = curves.get((op, dtype)) or next(
             (c for (o, _), c in curves.items() if o == op), None)
+        if hit is None and op == "gemm_nn":       # no nn-layout table: the nt curve
+            return self._curve(device, "gemm", dtype)
+        return hit
 
     # -- rates -----------------------------------------------------------------------------
     def _fixed_and_length(self, op, shape):
-        if op == "gemm":
+        if op in ("gemm", "gemm_nn"):
             return (math.log(shape["n"]), math.log(shape["k"])), shape["m"]
         if op == "grouped_gemm":     # (groups on a 1/16-octave grid: a bounded slice cache)
             groups = round(math.log2(max(shape["groups"], 1)) * 16) / 16 * math.log(2)
@@ -413,6 +470,8 @@ class MeasuredCalibration(Calibration):
             op = "gemm"     # the dense GEMM curve at the per-expert shape (see module doc)
             shape = {"m": shape["m"], "n": shape["n"], "k": shape["k"],
                      "kernels": shape.get("kernels", 1)}
+        if op == "gemm" and shape.get("layout") == "nn":
+            op = "gemm_nn"       # the other weight layout: its own curve where measured
         fixed, length = self._fixed_and_length(op, shape)
         kind = shape.get("kind")
         key = (self._device_key(device), op, dtype, kind, fixed)

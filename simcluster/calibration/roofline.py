@@ -11,6 +11,7 @@ rows each) (device ops) and ``collective``, ``transfer`` (link ops).
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Mapping
 
 import numpy as np
@@ -19,6 +20,24 @@ from simcluster.hardware import DeviceSpec, LinkSpec
 
 DEVICE_OPS = ("gemm", "attn_prefill", "attn_decode", "elementwise", "grouped_gemm")
 LINK_OPS = ("collective", "transfer")
+#: Launch classes of the ``launch`` table: which PyTorch call a kernel is dispatched through.
+LAUNCH_CLASSES = ("linear", "sdpa", "elementwise", "cat", "copy", "norm")
+
+
+@dataclass(frozen=True)
+class LaunchCosts:
+    """Host dispatch seconds per launch, per launch class; launch latency (from the end of a
+    dispatch to the kernel's start on an idle device); where they come from."""
+
+    dispatch_s: dict = field(default_factory=lambda: {c: 0.0 for c in LAUNCH_CLASSES})
+    latency_s: float = 0.0
+    source: str = "none (datasheet: no host costs)"
+
+    def per_launch(self, cls: str) -> float:
+        return float(self.dispatch_s.get(cls, self.dispatch_s.get("elementwise", 0.0)))
+
+
+NO_LAUNCH_COSTS = LaunchCosts()
 
 
 def compute_dtype(device: DeviceSpec, dtype: str) -> str:
@@ -88,6 +107,11 @@ class Calibration:
     def op_provenance(self, device: DeviceSpec, op: str) -> str:
         """Where one operator class's times on ``device`` come from."""
         return f"{op}: {device.name} datasheet roofline"
+
+    def launch_costs(self, device: DeviceSpec) -> LaunchCosts:
+        """Per-launch host dispatch costs of ``device``'s host (none for the datasheet: an
+        eager forward then costs what a graph replay does)."""
+        return NO_LAUNCH_COSTS
 
     # -- override hooks -------------------------------------------------------------------
     def _rates(self, device: DeviceSpec, op: str, dtype: str):

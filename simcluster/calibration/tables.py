@@ -13,10 +13,11 @@ from pathlib import Path
 import pandas as pd
 
 from simcluster.errors import InputError
-from simcluster.hardware import hwspecs_dir
+from simcluster.hardware import hwspecs_dir, hwspecs_subdirs
 
 
 def calibration_dir() -> Path:
+    """Where new tables go: ``calibration/`` of the first spec folder."""
     return hwspecs_dir() / "calibration"
 
 
@@ -52,11 +53,14 @@ def read_table(path, time_column: str | None = "time_s") -> tuple[dict, pd.DataF
 
 
 def calibrated_devices() -> dict[str, Path]:
-    """Device name -> folder, for every device with measured tables."""
-    d = calibration_dir()
-    if not d.exists():
-        return {}
-    return {p.name: p for p in sorted(d.iterdir()) if p.is_dir() and any(p.glob("*.csv"))}
+    """Device name -> folder, for every device with measured tables, in every spec folder
+    (``$SIMCLUSTER_HWSPECS`` first: its tables of a device replace the bundled ones)."""
+    out: dict[str, Path] = {}
+    for d in hwspecs_subdirs("calibration"):
+        for p in sorted(d.iterdir()):
+            if p.is_dir() and any(p.glob("*.csv")) and p.name not in out:
+                out[p.name] = p
+    return out
 
 
 def load_tables(folder) -> dict[str, tuple[dict, pd.DataFrame]]:

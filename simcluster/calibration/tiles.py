@@ -340,6 +340,12 @@ class TileCalibration(Calibration):
             return self.inner.op_provenance(device, op)
         return f"{op}: {device.name} tile model"
 
+    def launch_costs(self, device):
+        """The inner calibration's (a designed device has no measured host: none)."""
+        if getattr(device, "design", None) is None:
+            return self.inner.launch_costs(device)
+        return super().launch_costs(device)
+
     def __getattr__(self, name):      # source_of, curves, ... of the inner calibration
         if name == "inner":
             raise AttributeError(name)

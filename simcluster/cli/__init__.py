@@ -1,6 +1,14 @@
 """Command line: a thin shell that parses, calls the library, and prints.
 
-simcluster run [EXPERIMENT.toml] [--out DIR]      simulate (the bundled default if none)
+simcluster run [EXPERIMENT.toml] [--set K=V] [--out DIR] [--plots DIR] [--timeline-out F.json]
+                                                  simulate (the bundled default if none)
+simcluster compare EXP.toml --vary K=V1,V2        side-by-side table of variants
+simcluster sweep SWEEP.toml [--jobs N|--ray local] a grid of points -> one tidy frame
+simcluster capacity EXP.toml --ttft-slo S         highest rate meeting the SLOs
+simcluster cheapest EXP.toml --rate R --devices A,B --tp 1,2
+                                                  cheapest replicas serving R within SLOs
+simcluster search SPACE.toml [--out DIR]          hardware design search: Pareto front of
+                                                  (serving time, cost), LLMShare's method
 simcluster trace-info FILE                        rate, span, length percentiles
 simcluster predict ...                            one operator / iteration, or a CSV
 simcluster calibrate --out DIR                    measure kernel tables (needs torch)
@@ -8,37 +16,71 @@ simcluster validate MEASURED.csv --device NAME    prediction errors against meas
 simcluster calibrate-engine LOG.csv... --device NAME --model NAME --name ENGINE
                                                   fit an engine model to iteration logs
 simcluster validate-e2e REPLAY.csv --engine NAME  simulated vs measured latencies
-simcluster search SPACE.toml [--out DIR]         hardware design search: Pareto front of
-                                                  (serving time, cost), LLMShare's method
 simcluster list devices|links|nodes|models|routers|batching|controllers|partitions|...
+
+Exit status: 0 done (also when the reader of the output goes away, as with ``| head``);
+2 bad input — a usage mistake or an input file, name or value simcluster refuses, told in one
+line ``simcluster: error: ...`` naming the file, key or argument — or a configuration with
+no answer: a run that served nothing (the model does not fit, every request rejected), a
+compare variant that could not run, a sweep whose every point failed, a capacity or cheapest
+search that nothing passes, a design search with no feasible design; 1 a bug in simcluster (an internal error, printed with its
+traceback to report); 130 interrupted.
 """
 
 from __future__ import annotations
 
-import argparse
+import os
 import sys
+import traceback
 
 from simcluster.errors import InputError
 
+EXIT_OK, EXIT_BUG, EXIT_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 
-def build_parser() -> argparse.ArgumentParser:
-    from simcluster.cli import measure, search, simulate
-    p = argparse.ArgumentParser(prog="simcluster", description=__doc__.split("\n\n")[0])
-    sub = p.add_subparsers(dest="cmd", required=True)
+
+def build_parser():
+    from simcluster.cli import design, measure, search, simulate
+    from simcluster.cli.checks import Parser
+    p = Parser(prog="simcluster", description=__doc__.split("\n\n")[0],
+               epilog="exit status: 0 ok, 2 bad input, 1 internal error (a bug)")
+    sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
     simulate.add_commands(sub)
-    measure.add_commands(sub)
     search.add_commands(sub)
+    design.add_commands(sub)
+    measure.add_commands(sub)
     return p
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    """Run one command; the exit status (see the module docstring)."""
+    args = build_parser().parse_args(argv)      # usage mistakes: argparse exits 2
     try:
-        return args.func(args)
-    except (InputError, KeyError, FileNotFoundError) as err:
-        msg = err.args[0] if isinstance(err, KeyError) and err.args else err
-        print(f"simcluster: error: {msg}", file=sys.stderr)
-        return 2
+        code = args.func(args)
+        sys.stdout.flush()                      # a closed pipe shows here, not at exit
+        return code
+    except InputError as err:
+        print(f"simcluster: error: {err}", file=sys.stderr)
+        return EXIT_INPUT
+    except BrokenPipeError:
+        _silence_stdout()
+        return EXIT_OK
+    except KeyboardInterrupt:
+        print("simcluster: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception:  # noqa: BLE001 (anything else is simcluster's bug: say so)
+        print("simcluster: internal error (a bug in simcluster; please report it with the "
+              "command line and this traceback):", file=sys.stderr)
+        traceback.print_exc()
+        return EXIT_BUG
+
+
+def _silence_stdout() -> None:
+    """The reader went away: point stdout at devnull so the exit flush does not fail too."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
 
 
 if __name__ == "__main__":

@@ -1,83 +1,225 @@
-"""The hardware design search: ``search SPACE.toml`` (LLMShare's multi-objective search)."""
+"""Commands that answer questions over many runs: ``compare``, ``sweep``, ``capacity``,
+``cheapest``."""
 
 from __future__ import annotations
 
 import sys
 import time
-from pathlib import Path
+
+from simcluster.cli.checks import fraction, positive_float, positive_int
+from simcluster.cli.common import add_cache, add_plots, add_runner, add_set, write_figures
 
 
-def _table(frame, objectives) -> str:
-    """A compact text table: design rows, then figures in readable units."""
-    if frame.empty:
-        return "(none)"
-    f = frame.copy()
-    for c in f.columns:
-        if c.endswith("_usd") or c == "capex_usd":
-            f[c] = f[c].map(lambda v: f"{v:,.0f}")
-        elif c.endswith(" / baseline"):
-            f[c] = f[c].map(lambda v: f"{v:.2f}")
-        elif c.split("_")[0] in ("ttft", "tpot", "e2e"):
-            f[c] = f[c].map(lambda v: f"{v * 1e3:.0f} ms" if v == v else "-")
-        elif f[c].dtype.kind == "f":
-            f[c] = f[c].map(lambda v: f"{v:.4g}")
-    return f.drop(columns=[c for c in ("design_hash",) if c in f.columns]).to_string(index=False)
+def _progress(args) -> bool:
+    return not args.quiet and sys.stderr.isatty()
 
 
-def cmd_search(args) -> int:
-    from simcluster.experiment.search_spec import load_search
-    from simcluster.search.design.session import run_design_search
-    spec = load_search(args.space)
-    overrides = {k: v for k, v in (("method", args.method), ("seed", args.seed),
-                                   ("workers", args.workers), ("ray", args.ray))
-                 if v is not None}
-    if overrides:
-        import dataclasses
-        spec = dataclasses.replace(spec, **overrides)
-        from simcluster.experiment.search_spec import check_spec
-        check_spec(spec)
-    out = Path(args.out) if args.out else Path("out") / f"search-{spec.name}"
-    source = (f"answered from {spec.table}" if spec.table is not None else
-              f"simulated on {len(spec.evaluator.trace)} requests, "
-              f"{'Ray' if spec.ray else f'{spec.workers} process(es)'}")
-    print(f"search {spec.name}: method {spec.method}, seed {spec.seed}, objectives "
-          f"{' and '.join(spec.objectives)}; {spec.space.size:.3g} designs in the space; "
-          f"{spec.n_init} initial + {spec.n_iter} x {spec.batch_size}; {source}", flush=True)
+def _vary(items: list[str]) -> dict:
+    from simcluster.errors import InputError
+    from simcluster.experiment.overrides import split_values
+    out = {}
+    for text in items:
+        key, eq, values = text.partition("=")
+        if not eq or not key.strip() or not values.strip():
+            raise InputError(f"expected KEY.PATH=V1,V2,..., got {text!r}", field="--vary")
+        out[key.strip()] = split_values(values)
+    return out
+
+
+def cmd_compare(args) -> int:
+    from simcluster.experiment.study import compare
+    files = args.experiments or [None]
+    cmp_ = compare(files if len(files) > 1 else files[0], vary=_vary(args.vary),
+                   set=args.sets, jobs=args.jobs, ray=args.ray, progress=_progress(args))
+    print(cmp_)
+    failed = cmp_.frame[cmp_.frame.error != ""]
+    for row in failed.itertuples():
+        print(f"simcluster: {row.label} failed: {row.error}", file=sys.stderr)
+    if args.out:
+        print(f"wrote {cmp_.save(args.out)}/compare.csv (and .parquet)")
+    if args.out or args.plots:
+        write_figures(cmp_.figures(), args.plots or args.out)
+    return 2 if len(failed) else 0       # a variant that cannot run: bad input
+
+
+def cmd_sweep(args) -> int:
+    from simcluster.experiment.study import sweep_file
+    from simcluster.search.sweep import points_per_s
     t0 = time.perf_counter()
+    res = sweep_file(args.sweep, set=args.sets, jobs=args.jobs, ray=args.ray, out=args.out,
+                     progress=_progress(args), fresh=args.fresh)
+    wall = time.perf_counter() - t0
+    df = res.frame
+    cached = sum(o.cached for o in res.outcomes)
+    print(f"{len(df)} points: {len(df) - len(res.failed) - cached} run, {cached} read from "
+          f"disk, {len(res.failed)} failed; {wall:.1f} s wall "
+          f"({points_per_s(res.outcomes, wall):.2f} points/s)")
+    print(df[_summary_columns(df)].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    for row in res.failed.itertuples():
+        print(f"simcluster: point {row.point} failed: {row.error}", file=sys.stderr)
+    if args.out:
+        print(f"wrote {args.out}/results.csv and results.parquet "
+              f"(points cached in {args.out}/points/)")
+    if args.plots:
+        write_figures(_sweep_figures(df, res), args.plots)
+    return 2 if len(res.failed) == len(df) else 0   # (a grid may hold infeasible points)
 
-    def progress(it, hv):
-        if not args.quiet:
-            print(f"  iteration {it:3d}: hypervolume {hv:.6g}  "
-                  f"({time.perf_counter() - t0:.0f} s)", file=sys.stderr, flush=True)
-    outcome = run_design_search(spec, out, progress=progress)
-    s = outcome.summary()
-    print(f"\n{s['evaluated']} designs evaluated ({s['feasible']} feasible, {s['simulated']} "
-          f"simulated now) among {s['candidates']} candidates in {s['wall_s']:.1f} s")
-    print(f"reference point {s['ref_point'][0]:.6g}, {s['ref_point'][1]:.6g}; hypervolume "
-          f"{s['hypervolume']:.6g}"
-          + (f" ({s['hypervolume'] / s['true_hypervolume']:.1%} of the true front's; "
-             f"ADRS {s['adrs']:.4f})" if "adrs" in s else ""))
-    hv = outcome.result.hypervolume
-    print("hypervolume per iteration: " + " ".join(f"{v:.4g}" for v in hv["hypervolume"]))
-    print(f"\nPareto front ({len(outcome.front)} designs; rows: servers, devices/server, links, "
-          "memory GB, global buffer MB, cores, local buffer KB, lanes, array, vector width)")
-    print(_table(outcome.front, spec.objectives))
-    if outcome.baseline is not None:
-        print(f"\nbeside the {outcome.baseline['name']} on the same trace")
-        print(_table(outcome.comparison, spec.objectives))
-    paths = outcome.write(out)
-    print(f"\nwrote {', '.join(str(p) for p in paths)}")
-    return 0
+
+def _varied(df) -> list[str]:
+    stop = df.columns.get_loc("point")
+    return list(df.columns[:stop])
+
+
+def _summary_columns(df) -> list[str]:
+    keys = ["offered_rate_per_s", "request_throughput_per_s", "ttft_p90_s", "tpot_p90_s",
+            "slo_attainment", "cost_per_m_tokens_usd", "error"]
+    return _varied(df) + [k for k in keys if k in df]
+
+
+def _sweep_figures(df, res) -> dict:
+    from simcluster.analysis import plots
+    varied = _varied(df)
+    ok = df[df.error == ""]
+    x = "trace.rate_per_s" if "trace.rate_per_s" in varied else (varied[0] if varied else None)
+    if x is None or not len(ok):
+        return {}
+    num = ok[x].map(lambda v: isinstance(v, (int, float)))
+    hue = next((k for k in varied if k != x), None)
+    figs = {}
+    if num.all():
+        figs["latency_percentiles"] = plots.latency_percentiles(ok, x, hue=hue)
+        figs["tpot_percentiles"] = plots.latency_percentiles(ok, x, metric="tpot", hue=hue)
+        if "slo_attainment" in ok:
+            figs["slo_attainment"] = plots.slo_attainment(ok, x, hue=hue)
+        figs["throughput_latency"] = plots.throughput_latency(ok, hue=hue, x=x)
+    short = {k: k.rsplit(".", 1)[-1] for k in varied}
+    if len(set(short.values())) < len(short):      # instances.0.count, instances.1.count
+        short = {k: k for k in varied}
+    lab = ok.assign(label=[", ".join(f"{short[k]}={row[k]}" for k in varied)
+                           for _, row in ok.iterrows()])
+    figs["cost_per_m_tokens"] = plots.cost_per_m_tokens(lab)
+    return figs
+
+
+def cmd_capacity(args) -> int:
+    from simcluster.analysis.plots import capacity_curve
+    from simcluster.experiment.study import capacity
+    res = capacity(args.experiment, ttft_slo_s=args.ttft_slo, tpot_slo_s=args.tpot_slo,
+                   attainment=args.attainment, set=args.sets, rel_tol=args.rel_tol,
+                   abs_tol=args.tol, jobs=args.jobs, ray=args.ray, out=args.out,
+                   progress=_progress(args), fresh=args.fresh)
+    cols = ["rate_per_s", "meets", "slo_attainment", "ttft_p90_s", "tpot_p90_s",
+            "goodput_per_s", "error"]
+    print(res.points[cols].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    print(res)
+    if args.out:
+        from pathlib import Path
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        res.points.to_csv(f"{args.out}/capacity_points.csv", index=False)
+        print(f"wrote {args.out}/capacity_points.csv")
+    if args.plots:
+        write_figures({"capacity": capacity_curve(res)}, args.plots)
+    return 0 if res.rate_per_s > 0 else 2   # no rate meets the SLOs (see simcluster.cli)
+
+
+def _csv(kind):
+    def parse(text):
+        import argparse
+        try:
+            values = [kind(x.strip()) for x in text.split(",") if x.strip()]
+        except (ValueError, argparse.ArgumentTypeError):
+            raise argparse.ArgumentTypeError(f"expected a comma-separated list, got "
+                                             f"{text!r}") from None
+        if not values:
+            raise argparse.ArgumentTypeError(f"expected a comma-separated list, got {text!r}")
+        return values
+    return parse
+
+
+def cmd_cheapest(args) -> int:
+    from simcluster.analysis.plots import cheapest_candidates
+    from simcluster.errors import InputError
+    from simcluster.experiment.study import cheapest
+    if not args.candidates and not args.devices:
+        raise InputError("give --devices (with --tp, --max-count) or --candidates FILE.toml",
+                         field="--devices")
+    res = cheapest(args.experiment, rate_per_s=args.rate, devices=args.devices or (),
+                   tp=args.tp, max_count=args.max_count, attainment=args.attainment,
+                   ttft_slo_s=args.ttft_slo, tpot_slo_s=args.tpot_slo, set=args.sets,
+                   candidates=args.candidates, mixed=not args.no_mixed, jobs=args.jobs,
+                   ray=args.ray, out=args.out, progress=_progress(args), fresh=args.fresh)
+    print(res.candidates.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    print(res)
+    if args.out:
+        from pathlib import Path
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        res.candidates.to_csv(f"{args.out}/candidates.csv", index=False)
+        print(f"wrote {args.out}/candidates.csv")
+    if args.plots:
+        write_figures({"cheapest": cheapest_candidates(res)}, args.plots)
+    return 0 if res.best is not None else 2   # no candidate meets them (see simcluster.cli)
+
+
+def _slo_options(p):
+    p.add_argument("--ttft-slo", type=positive_float, metavar="S", help="TTFT SLO in seconds "
+                   "(default: the experiment's [slo] ttft_s)")
+    p.add_argument("--tpot-slo", type=positive_float, metavar="S", help="TPOT SLO in seconds")
+    p.add_argument("--attainment", type=fraction, default=0.9,
+                   help="share of requests that must meet every SLO (default 0.9)")
 
 
 def add_commands(sub) -> None:
-    s = sub.add_parser("search", help="search hardware designs for the Pareto front of "
-                       "(serving time, cost) with the simulator in the loop")
-    s.add_argument("space", help="a design-search TOML (experiments/llmshare_search.toml)")
-    s.add_argument("--out", help="output folder (default: out/search-NAME)")
-    s.add_argument("--method", help="override [search] method")
-    s.add_argument("--seed", type=int, help="override the seed")
-    s.add_argument("--workers", type=int, help="override [search] workers")
-    s.add_argument("--ray", help="evaluate on Ray: 'local' or a cluster's address")
-    s.add_argument("--quiet", action="store_true", help="no per-iteration progress")
-    s.set_defaults(func=cmd_search)
+    c = sub.add_parser("compare", help="run variants of an experiment; one side-by-side table")
+    c.add_argument("experiments", nargs="*", help="experiment TOML(s) (default: the bundled one)")
+    c.add_argument("--vary", action="append", default=[], metavar="KEY.PATH=V1,V2,...",
+                   help="values of a key to compare (repeatable: every combination)")
+    add_set(c)
+    c.add_argument("--out", metavar="DIR", help="write compare.csv, compare.parquet and the "
+                                                "figures (PNG) here")
+    c.add_argument("--plots", metavar="DIR", help="write the figures here instead of --out")
+    add_runner(c, jobs_default=1)
+    c.set_defaults(func=cmd_compare)
+
+    s = sub.add_parser("sweep", help="run a grid or list of points (a sweep TOML); one "
+                                     "row per point")
+    s.add_argument("sweep", help="sweep TOML: experiment, [set], [grid], [[points]] "
+                                 "(see simcluster.experiment.study)")
+    add_set(s)
+    s.add_argument("--out", metavar="DIR", help="write results.csv/.parquet; points cached "
+                                                "here are skipped when run again")
+    add_cache(s)
+    add_plots(s)
+    add_runner(s)
+    s.set_defaults(func=cmd_sweep)
+
+    k = sub.add_parser("capacity", help="highest request rate meeting the SLOs (bisection)")
+    k.add_argument("experiment", nargs="?", default=None)
+    _slo_options(k)
+    k.add_argument("--rel-tol", type=positive_float, default=0.02,
+                   help="stop when the bracket is this fraction of the rate (default 0.02)")
+    k.add_argument("--tol", type=positive_float, help="stop when the bracket is this many req/s wide")
+    add_set(k)
+    k.add_argument("--out", metavar="DIR", help="write capacity_points.csv; cache points")
+    add_cache(k)
+    add_plots(k)
+    add_runner(k, jobs_default=1)
+    k.set_defaults(func=cmd_capacity)
+
+    h = sub.add_parser("cheapest", help="cheapest replicas serving a rate within the SLOs")
+    h.add_argument("experiment", nargs="?", default=None)
+    h.add_argument("--rate", type=positive_float, required=True, help="request rate to serve (req/s)")
+    h.add_argument("--devices", type=_csv(str), help="devices to consider, e.g. "
+                                                     "H100-SXM,A100-80GB,L40S")
+    h.add_argument("--tp", type=_csv(positive_int), default=[1], help="TP degrees, e.g. 1,2,4,8")
+    h.add_argument("--max-count", type=positive_int, default=8, help="most replicas (default 8)")
+    h.add_argument("--candidates", metavar="FILE.toml",
+                   help="a list of [[candidates]] (name, instances) instead of a search")
+    h.add_argument("--no-mixed", action="store_true",
+                   help="homogeneous replicas only (no mixes of two device types)")
+    _slo_options(h)
+    add_set(h)
+    h.add_argument("--out", metavar="DIR", help="write candidates.csv; cache points")
+    add_cache(h)
+    add_plots(h)
+    add_runner(h, jobs_default=1)
+    h.set_defaults(func=cmd_cheapest)

@@ -6,41 +6,76 @@ import sys
 import time
 
 
-def _progress_bar(stream=sys.stderr, after_s: float = 2.0):
-    """A progress callback that draws on a terminal once a run has taken ``after_s`` seconds
-    (nothing when the stream is not a terminal, e.g. in CI logs)."""
-    t0 = time.perf_counter()
-    interactive = stream.isatty()
-
-    def draw(done: int, total: int):
-        elapsed = time.perf_counter() - t0
-        if elapsed < after_s or not interactive:
-            return
-        frac = done / total if total else 1.0
-        bar = "#" * int(30 * frac)
-        stream.write(f"\r[{bar:<30}] {done}/{total} requests arrived  {elapsed:5.1f}s")
-        if done >= total:
-            stream.write("\n")
-        stream.flush()
-    return draw
+def header(exp, sim) -> str:
+    """What is about to run: trace and offered rate, model, instances, router, cost model."""
+    from simcluster.simulation.results import format_provenance
+    t = exp.trace
+    lines = [f"experiment {exp.name}: {len(t)} requests of {t.name or 'a trace'}, offered "
+             f"{t.rate_per_s:.4g} req/s over {t.span_s:.6g} s; model {exp.model.name}; "
+             f"{sum(s.count for s in exp.instances)} instance(s) "
+             f"[{'; '.join(f'{s.count}x {s.layout.describe()}' for s in exp.instances)}], "
+             f"router {exp.router}",
+             format_provenance(sim.provenance())]
+    oom: dict[str, list[str]] = {}
+    for inst in sim.cluster.instances:
+        for line in inst.memory.oom:
+            oom.setdefault(line, []).append(inst.name)
+    for line, names in oom.items():
+        who = names[0] if len(names) == 1 else f"{len(names)} instances ({names[0]}, ...)"
+        lines.append(f"  {who}: the model does not fit: {line}")
+    return "\n".join(lines)
 
 
 def cmd_run(args) -> int:
+    from simcluster.cli.checks import out_dir, out_file
     from simcluster.experiment import load_experiment
-    from simcluster.simulation.results import format_summary
-    exp = load_experiment(args.experiment)
-    print(f"experiment {exp.name}: {len(exp.trace)} requests, model {exp.model.name}, "
-          f"{sum(s.count for s in exp.instances)} instance(s) "
-          f"[{'; '.join(f'{s.count}x {s.layout.describe()}' for s in exp.instances)}], "
-          f"router {exp.router}", flush=True)
+    from simcluster.simulation.results import format_summary, format_utilisation
+    out = out_dir(args.out)               # checked before the run, not after it
+    plots = out_dir(args.plots, "--plots")
+    timeline = out_file(args.timeline_out, "--timeline-out")
+    exp = load_experiment(args.experiment, overrides=args.sets)
+    sim = exp.simulation()
+    print(header(exp, sim), flush=True)
     t0 = time.perf_counter()
-    results = exp.run(progress=None if args.quiet else _progress_bar())
+    results = sim.run(progress=not args.quiet and sys.stderr.isatty())
     wall = time.perf_counter() - t0
+    failure = results.failure()
+    if failure:             # (a configuration that cannot serve: bad input, exit 2)
+        print(f"simcluster: error: this configuration served nothing: {failure}",
+              file=sys.stderr)
+        if out is not None:
+            print(f"wrote {results.save(out)}")
+        return 2
     print(format_summary(results.summary()))
+    print("utilisation per instance (achieved over the devices' peaks, over the span):")
+    print(format_utilisation(results.utilisation()))
     print(f"simulated in {wall:.2f} s wall ({len(exp.trace) / wall:,.0f} requests/s)")
-    if args.out:
-        print(f"wrote {results.save(args.out)}")
+    if out is not None:
+        print(f"wrote {results.save(out)}")
+    if plots is not None:
+        from simcluster.analysis.plots import run_figures
+        from simcluster.cli.common import write_figures
+        write_figures(run_figures(results), plots)
+    if timeline is not None:
+        from simcluster.analysis.perfetto import write_chrome_trace
+        info = write_chrome_trace(results, timeline, window_s=args.timeline_window,
+                                  max_events=args.timeline_max_events)
+        print(f"wrote {timeline}: {info['timeline_rows']} of "
+              f"{info['timeline_rows_total']} timeline rows, {info['kv_handoffs']} KV "
+              f"hand-offs, window {info['window_s'][0]:.6g}-{info['window_s'][1]:.6g} s "
+              f"({info['note']}); open it at https://ui.perfetto.dev")
     return 0
+
+
+def _window(text: str):
+    import argparse
+    try:
+        lo, hi = (float(x) for x in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected START,END in seconds, got {text!r}") from None
+    if hi <= lo:
+        raise argparse.ArgumentTypeError(f"expected END > START, got {text!r}")
+    return lo, hi
 
 
 def cmd_trace_info(args) -> int:
@@ -73,14 +108,27 @@ def _engines():
 
 
 def add_commands(sub) -> None:
+    from simcluster.cli.checks import positive_int
+    from simcluster.cli.common import add_plots, add_set
     r = sub.add_parser("run", help="simulate an experiment TOML (default: the bundled one)")
     r.add_argument("experiment", nargs="?", default=None)
+    add_set(r)
     r.add_argument("--out", help="write requests/timeline/instances CSVs and summary.json here")
+    add_plots(r)
+    r.add_argument("--timeline-out", metavar="FILE.json",
+                   help="write a Chrome/Perfetto trace of the run (tracks per instance)")
+    r.add_argument("--timeline-window", metavar="START,END", type=_window,
+                   help="only this window of the run in the trace (seconds after the first "
+                        "arrival; default: all of it, up to --timeline-max-events)")
+    r.add_argument("--timeline-max-events", type=positive_int, default=200_000,
+                   help="cut the trace's window after this many events (default 200000)")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
     r.set_defaults(func=cmd_run)
     t = sub.add_parser("trace-info", help="summarise a trace file or bundled trace")
     t.add_argument("file")
-    t.add_argument("--format", default=None)
+    from simcluster.workload.loaders import FORMATS
+    t.add_argument("--format", default=None, choices=sorted(FORMATS),
+                   help="the file's format (default: from its suffix and header)")
     t.add_argument("--sort", action="store_true", help="sort out-of-order arrivals")
     t.set_defaults(func=cmd_trace_info)
     ls = sub.add_parser("list", help="list registered specs and policies")

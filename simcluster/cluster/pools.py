@@ -13,7 +13,10 @@ prefill/decode pools and of hLLM's CPU decode offload: they differ in the device
 pool, the offload policy and the routers.
 
 Offload policies (``OFFLOADS``, :mod:`simcluster.policies.offload`) decide which prefilled
-requests move; a policy with a ``bind(cluster)`` method is bound to the cluster.
+requests move; a policy with a ``bind(cluster)`` method is bound to the cluster. A request that
+no decode instance could ever serve (its KV exceeds their capacity, or their max_model_len) is
+not handed off whatever the policy: it decodes on its prefill instance, which has served its
+prompt, rather than being refused after its prefill.
 
 The prefill instance keeps the request's KV blocks until the transfer ends. The transfer time
 is the calibration's ``transfer`` time on ``kv_link`` (the datasheet
@@ -94,6 +97,8 @@ class DisaggregatedCluster(Cluster):
         inst = self.instances[req.instance]
         if inst not in self.prefill_pool:
             return False
+        if all(other.can_serve(req) for other in self.decode_pool):
+            return False    # no decode instance could ever hold it: it decodes where it is
         for other in self.decode_pool:   # offload policies may read the decode pool's state
             other.sync(self.env.now)
         return self.offload(req)

@@ -14,15 +14,25 @@ evaluated as one vector (:meth:`IterationTimer.decode_steps`).
 Mixture-of-experts layers (routed-expert grouped GEMMs, expert parallelism's all-to-all,
 attention data parallelism) are the operators of :class:`~simcluster.cost.moe.MoEOps`; the
 layout is checked against the model first (:func:`~simcluster.cost.parallel.check_parallel`).
+
+Which kernels an iteration launches is a :class:`~simcluster.cost.accounting.KernelAccounting`
+(``kernels=``: the fused default, or an engine's, e.g. HF transformers' unfused eager forward),
+and how they are launched an :class:`~simcluster.cost.accounting.ExecutionMode` per iteration
+kind (``execution=``: CUDA graphs by default, the mode the kernel tables were measured in;
+``eager`` adds each launch's host dispatch cost, :mod:`simcluster.cost.execution`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
+
 import numpy as np
 import pandas as pd
 
 from simcluster.calibration import NEUTRAL, Calibration
+from simcluster.cost.accounting import FUSED, ExecutionMode, KernelAccounting, load_accounting
+from simcluster.cost.execution import HostDispatch
 from simcluster.cost.layout import Layout
 from simcluster.cost.moe import MoEOps, RoutingModel
 from simcluster.cost.parallel import check_parallel
@@ -90,24 +100,38 @@ class IterationCost:
 
 
 class CostModel:
-    """Iteration time = f(model, layout, device specs, calibration, batch)."""
+    """Iteration time = f(model, layout, device specs, calibration, batch), for an engine's
+    kernel accounting and execution mode (defaults: fused kernels replayed as CUDA graphs)."""
 
-    def __init__(self, calibration: Calibration = NEUTRAL, routing: RoutingModel | None = None):
+    def __init__(self, calibration: Calibration = NEUTRAL, routing: RoutingModel | None = None,
+                 *, kernels: KernelAccounting | str = FUSED,
+                 execution: ExecutionMode | str | dict = "graphs"):
         self.calibration = calibration
         self.routing = routing        # expert loads of MoE models (None: the default model)
+        self.kernels = load_accounting(kernels)
+        self.execution = ExecutionMode.of(execution)
 
     # -- public entries: validate, then compute ----------------------------------------------
-    def predict_op(self, op: str, device: DeviceSpec, *, dtype: str = "bf16", **shape) -> dict:
+    def predict_op(self, op: str, device: DeviceSpec, *, dtype: str = "bf16",
+                   mode: str = "graph", **shape) -> dict:
         """Predict one operator on one device from its shape.
 
         ``gemm``: m, n, k. ``attn_prefill``: tokens, context, num_heads, num_kv_heads, head_dim
         (``batch`` sequences of that shape). ``attn_decode``: batch, kv_len, num_heads,
         num_kv_heads, head_dim. ``elementwise``: bytes (read plus written), kernels, and
         optionally hidden (the row length a norm reduces over; 4,096 if not given) and kind.
+        ``mode``: ``graph`` (inside a CUDA-graph replay, as the tables were measured),
+        ``eager`` (launched back to back from Python: the larger of the device time and the
+        host's dispatch time for the op's launches) or ``isolated`` (one launch on an idle
+        device: device time plus launch latency).
         Returns flops, bytes, time_s, achieved rates and the calibration's provenance.
         """
         flops, bytes_, cal_shape = op_counts(op, shape)
+        if op == "gemm" and shape.get("layout"):
+            cal_shape["layout"] = shape["layout"]
         t = float(self.calibration.op_time(device, op, flops, bytes_, cal_shape, dtype))
+        t = HostDispatch(self.calibration.launch_costs(device)).single_op(
+            op, t, mode, shape.get("launches", shape.get("kernels", 1)), shape.get("kind"))
         return {"op": op, "device": device.name, **shape, "flops": flops, "bytes": bytes_,
                 "time_s": t, "achieved_flops_per_s": flops / t if t else 0.0,
                 "achieved_bytes_per_s": bytes_ / t if t else 0.0,
@@ -127,9 +151,11 @@ class CostModel:
 
     def timer(self, model: ModelSpec, layout: Layout) -> "IterationTimer":
         routing = getattr(self, "routing", None)
+        kw = {"kernels": getattr(self, "kernels", FUSED),
+              "execution": getattr(self, "execution", ExecutionMode())}
         if layout.stage_tp:                  # asymmetric stages: one timer per stage
-            return StagedTimer(self.calibration, model, layout, IterationTimer)
-        return IterationTimer(self.calibration, model, layout, routing)
+            return StagedTimer(self.calibration, model, layout, partial(IterationTimer, **kw))
+        return IterationTimer(self.calibration, model, layout, routing, **kw)
 
 
 class IterationTimer:
@@ -137,12 +163,15 @@ class IterationTimer:
 
     def __init__(self, calibration: Calibration, model: ModelSpec, layout: Layout,
                  routing: RoutingModel | None = None, *, layers: int | None = None,
-                 first: bool = True, last: bool = True):
+                 first: bool = True, last: bool = True, kernels: KernelAccounting = FUSED,
+                 execution: ExecutionMode = ExecutionMode()):
         """``routing``: the expert-load model of a mixture of experts (:mod:`.moe`).
         ``layers``, ``first``, ``last``: a one-stage ``layout`` that is one stage of a
-        longer pipeline (its layer count; whether it holds the embedding / the LM head)."""
+        longer pipeline (its layer count; whether it holds the embedding / the LM head).
+        ``kernels``, ``execution``: the engine's kernel accounting and execution mode."""
         check_parallel(model, layout)
         self.cal, self.model, self.layout = calibration, model, layout
+        self.kernels, self.execution = kernels, execution
         self.dtype = model_dtype(model)
         self.first, self.last = first, last
         tied = layout.kv_shares == layout.head_shares
@@ -163,38 +192,57 @@ class IterationTimer:
         self._scalar = layout.pp == 1 and all(t == 0 for t in self._twin)
         self._dense_cache: dict[tuple[int, int], np.ndarray] = {}
         self._link_cache: dict[tuple[int, int], float] = {}
+        self._host = HostDispatch.for_layout(calibration, layout, self.ranks, kernels,
+                                             self.stage_layers, first, last)
 
     # -- hot path ---------------------------------------------------------------------------
     def time(self, prefill_tokens: np.ndarray, prefill_context: np.ndarray, n_decode: int,
-             decode_context_sum: int, n_samples: int) -> float:
-        """Seconds for one iteration (arrays of the prefill chunks, the decode totals)."""
-        tokens = int(prefill_tokens.sum()) + n_decode
+             decode_context_sum: int, n_samples: int, pad_tokens: int = 0) -> float:
+        """Seconds for one iteration (arrays of the prefill chunks, the decode totals).
+        ``pad_tokens``: rows an engine adds to reach a captured graph's static shape; they
+        run through the linear layers and elementwise kernels, not through attention."""
+        tokens = int(prefill_tokens.sum()) + n_decode + int(pad_tokens)
         per_rank = self._dense(tokens, n_samples)
+        prefill = len(prefill_tokens) > 0
+        mode = self.execution.of_kind(prefill)
         if self._scalar:
-            t = float(per_rank[0, 0]) + self._links(tokens, n_decode)
+            graphs = mode == "graphs"         # (links first: the summation order of before)
+            t = float(per_rank[0, 0]) + (self._links(tokens, n_decode) if graphs else 0.0)
             if len(prefill_tokens) == 1:      # one prompt: the calibration's scalar path
                 t += self._attn_prefill_one(float(prefill_tokens[0]), float(prefill_context[0]))
-            elif len(prefill_tokens):
+            elif prefill:
                 t += float(self._attn_prefill(prefill_tokens, prefill_context)[0, 0])
             if n_decode:
                 t += float(self._attn_decode_scalar(n_decode, float(decode_context_sum)))
-            return t
-        if len(prefill_tokens):
+            if graphs:
+                return t
+            t = float(self._host.scalar(t, prefill, n_decode > 0, n_samples > 0, mode))
+            return t + self._links(tokens, n_decode)
+        if prefill:
             per_rank = per_rank + self._attn_prefill(prefill_tokens, prefill_context)
         if n_decode:
             per_rank = per_rank + self._attn_decode(n_decode, np.array([decode_context_sum]))[:, :, 0]
+        per_rank = self._host.apply(per_rank, prefill, n_decode > 0, n_samples > 0, mode)
         return float(per_rank.max(axis=1).sum()) + self._links(tokens, n_decode)
 
-    def decode_steps(self, n_decode: int, context_sum: int, steps: int) -> np.ndarray:
+    def decode_steps(self, n_decode: int, context_sum: int, steps: int,
+                     pad_tokens: int = 0, pad_samples: int = 0) -> np.ndarray:
         """Per-step times of ``steps`` pure-decode iterations of ``n_decode`` sequences whose
-        KV lengths sum to ``context_sum`` at the first step and grow by one token each step."""
+        KV lengths sum to ``context_sum`` at the first step and grow by one token each step
+        (``pad_tokens``, ``pad_samples``: as for :meth:`time`)."""
         sums = context_sum + n_decode * np.arange(steps, dtype=float)
-        links = self._links(n_decode, n_decode)
+        rows, samples = n_decode + int(pad_tokens), n_decode + int(pad_samples)
+        links = self._links(rows, n_decode)
+        mode = self.execution.decode
         if self._scalar:
-            return self._attn_decode_scalar(n_decode, sums) + (
-                self._dense(n_decode, n_decode)[0, 0] + links)
+            if mode == "graphs":
+                return self._attn_decode_scalar(n_decode, sums) + (
+                    self._dense(rows, samples)[0, 0] + links)
+            t = self._attn_decode_scalar(n_decode, sums) + self._dense(rows, samples)[0, 0]
+            return self._host.scalar(t, False, True, True, mode) + links
         attn = self._attn_decode(n_decode, sums)
-        per_rank = self._dense(n_decode, n_decode)[:, :, None] + attn
+        per_rank = self._dense(rows, samples)[:, :, None] + attn
+        per_rank = self._host.apply(per_rank, False, True, True, mode)
         return per_rank.max(axis=1).sum(axis=0) + links
 
     # -- parts ------------------------------------------------------------------------------
@@ -209,29 +257,41 @@ class IterationTimer:
         return self.layout.devices[s * self.layout.tp + r]
 
     def _dense_ops(self, s: int, r: int, tokens: int, n_samples: int):
-        """(op, name, count, flops, bytes, shape) of the token-count-dependent operators."""
+        """(op, name, count, flops, bytes, shape) of the token-count-dependent operators, as
+        the kernel accounting lists them."""
         rs, m, b = self.ranks[r], self.model, self.model.dtype_bytes
+        acc = self.kernels
+        lay = {"layout": "nn"} if acc.gemm_layout == "nn" else {}
         layers = self.stage_layers[s]
         if self.moe_ops is not None:      # mixture of experts (and attention DP): moe.py
             ops = self.moe_ops.layer_ops(s, rs, layers, tokens, self._device(s, r))
             dp = self.layout.dp
             tokens, n_samples = -(-tokens // dp), -(-n_samples // dp)
-        else:
+        else:                             # the engine's kernel accounting (accounting.py)
             ops = [("gemm", name, layers, 2.0 * mm * n * k, b * (mm * k + k * n + mm * n),
-                    {"m": mm, "n": n, "k": k}) for name, mm, n, k in rs.gemms(tokens)]
-            ew, kernels = rs.elementwise_bytes(tokens)
-            ops.append(("elementwise", "norm_act_residual", layers, 0.0, ew,
-                        {"kernels": kernels, "bytes": ew, "hidden": m.hidden_size}))
+                    {"m": mm, "n": n, "k": k, **lay})
+                   for name, mm, n, k in acc.gemms(rs, tokens)]
+            for name, kind, byts, row, launches, _ in acc.elementwise_ops(rs, tokens):
+                shape = {"kernels": launches if kind is None else 1, "bytes": byts,
+                         "hidden": row}
+                if kind is not None:
+                    shape["kind"] = kind
+                ops.append(("elementwise", name, layers, 0.0, byts, shape))
         tp = self.layout.tp
         if s == 0 and self.first:
             emb = 2.0 * b * tokens * m.hidden_size
             ops.append(("elementwise", "embedding", 1, 0.0, emb,
                         {"kernels": 1, "bytes": emb, "hidden": m.hidden_size}))
-        if s == self.layout.pp - 1 and self.last and n_samples:
+        last = s == self.layout.pp - 1 and self.last
+        if last and acc.final_norm:
+            nb = b * (2 * tokens * m.hidden_size + m.hidden_size)
+            ops.append(("elementwise", "final_norm", 1, 0.0, nb,
+                        {"kernels": 1, "bytes": nb, "hidden": m.hidden_size, "kind": acc.norm}))
+        if last and n_samples:
             n = m.vocab_size / tp
             ops.append(("gemm", "lm_head", 1, 2.0 * n_samples * n * m.hidden_size,
                         b * (n_samples * m.hidden_size + n * m.hidden_size + n_samples * n),
-                        {"m": n_samples, "n": n, "k": m.hidden_size}))
+                        {"m": n_samples, "n": n, "k": m.hidden_size, **lay}))
             smp = 2 * 4.0 * n_samples * n
             ops.append(("elementwise", "sampling", 1, 0.0, smp,
                         {"kernels": 2, "bytes": smp, "hidden": n}))
@@ -269,7 +329,8 @@ class IterationTimer:
                      "heads": rs.heads, "kv_heads": rs.kv_heads}
             for s in range(lay.pp):
                 t = self.cal.op_time(self._device(s, r), "attn_prefill", f, by, shape, self.dtype)
-                out[s, r] = self.stage_layers[s] * float(np.sum(t))
+                t = float(np.sum(t)) + self._kv_concat(s, r, float(np.sum(chunks + context)))
+                out[s, r] = self.stage_layers[s] * t
         return out
 
     def _attn_prefill_one(self, chunk: float, context: float) -> float:
@@ -280,8 +341,9 @@ class IterationTimer:
         f, by = rs.attn_prefill(chunk, context)
         shape = {"tokens": chunk, "context": context, "batch": 1, "heads": rs.heads,
                  "kv_heads": rs.kv_heads}
-        return self.stage_layers[0] * float(self.cal.op_time(
+        return self.stage_layers[0] * (float(self.cal.op_time(
             self._device(0, 0), "attn_prefill", float(f), float(by), shape, self.dtype))
+            + self._kv_concat(0, 0, chunk + context))
 
     def _attn_decode_scalar(self, n_decode: int, context_sums: np.ndarray):
         """Rank 0 of a one-stage, all-twin layout: per-step times, no (stage, rank) axes."""
@@ -292,7 +354,7 @@ class IterationTimer:
         t = self.cal.op_time(self._device(0, 0), "attn_decode", f, by, shape, self.dtype)
         if rs.recompute:
             t = t + self._recompute(self._device(0, 0), rs, context_sums)
-        return self.stage_layers[0] * t
+        return self.stage_layers[0] * (t + self._kv_concat(0, 0, context_sums))
 
     def _recompute_op(self, rs: RankShape, context_sums):
         """(flops, bytes, shape) of one layer's K/V recompute GEMM (KV store-and-recompute)."""
@@ -321,8 +383,19 @@ class IterationTimer:
                 t = self.cal.op_time(self._device(s, r), "attn_decode", f, by, shape, self.dtype)
                 if rs.recompute:
                     t = t + self._recompute(self._device(s, r), rs, context_sums)
-                out[s, r] = self.stage_layers[s] * t
+                out[s, r] = self.stage_layers[s] * (t + self._kv_concat(s, r, context_sums))
         return out
+
+    def _kv_concat(self, s: int, r: int, kv_tokens):
+        """``DynamicCache.update``'s per-layer concatenation (``kv_cache = "concat"``): K and
+        V of every cached token read and written again (two kernels). 0 for a paged write."""
+        if self.kernels.kv_cache != "concat":
+            return 0.0
+        rs = self.ranks[r]
+        byts = 4.0 * self.model.dtype_bytes * rs.kv_heads * rs.head_dim * kv_tokens
+        return self.cal.op_time(self._device(s, r), "elementwise", 0.0, byts,
+                                {"kernels": 2, "bytes": byts, "hidden": self.model.hidden_size,
+                                 "kind": "kv_concat"}, self.dtype)
 
     def _links(self, tokens: int, n_decode: int) -> float:
         """All-reduces, decoupled-KV transfers and stage hand-offs of one iteration."""
@@ -384,13 +457,36 @@ class IterationTimer:
                     if f and rs.recompute:
                         ops += [("gemm", "kv_recompute", self.stage_layers[s],
                                  *self._recompute_op(rs, float(ctx_sum)))]
+                start = len(rows)
                 for op, name, c, f, by, shp in ops:
                     t = float(np.sum(self.cal.op_time(dev, op, f, by, shp, self.dtype)))
                     rows.append({"stage": s, "rank": r, "device": dev.name, "op": op,
                                  "name": name, "count": c, "flops": c * float(np.sum(f)),
                                  "bytes": c * float(np.sum(by)), "time_s": c * t})
+                kv = (self._kv_concat(s, r, float(np.sum(chunks + ctx))) if len(chunks) else 0.0) \
+                    + (self._kv_concat(s, r, float(ctx_sum)) if n_dec else 0.0)
+                if kv:
+                    rows.append({"stage": s, "rank": r, "device": dev.name, "op": "elementwise",
+                                 "name": "kv_concat", "count": self.stage_layers[s],
+                                 "flops": 0.0, "bytes": float("nan"),
+                                 "time_s": self.stage_layers[s] * kv})
+                rows += self._host_rows(s, r, dev, rows[start:], batch)
         for name, c, t in self._link_ops(batch.tokens, n_dec):
             op = "collective" if name in ("tp_allreduce", "ep_allgather") else "transfer"
             rows.append({"stage": -1, "rank": -1, "device": "link", "op": op, "name": name,
                          "count": c, "flops": 0.0, "bytes": float("nan"), "time_s": c * t})
         return rows
+
+    def _host_rows(self, s, r, dev, dev_rows, batch) -> list[dict]:
+        """In eager or piecewise execution, the host dispatch time not hidden under the
+        device time (and the first launch's latency), as one ``host`` row."""
+        prefill = bool(batch.prefill_tokens)
+        mode = self.execution.of_kind(prefill)
+        if mode == "graphs":
+            return []
+        device = sum(row["time_s"] for row in dev_rows)
+        host = self._host.host(prefill, bool(batch.decode_context), batch.samples > 0, mode)
+        extra = float(max(host[s, r] - device, 0.0) + self._host.latency())
+        return [{"stage": s, "rank": r, "device": dev.name, "op": "host",
+                 "name": f"launch_overhead ({mode})", "count": 1, "flops": 0.0,
+                 "bytes": float("nan"), "time_s": extra}]

@@ -16,8 +16,9 @@ import math
 import pandas as pd
 
 from simcluster.cost import Batch, CostModel, Layout
+from simcluster.cost.parallel import check_parallel
 from simcluster.errors import InputError
-from simcluster.hardware import load_device, load_link
+from simcluster.hardware import default_tp_link, load_device, load_link
 from simcluster.models import load_model
 
 OP_FIELDS = {"gemm": ("m", "n", "k"),
@@ -30,6 +31,21 @@ OPTIONAL = {"context", "batch", "kernels", "hidden"}
 
 def iteration_batch(prefill_seqs=0, prefill_tokens=0, prefill_context=0, decode_seqs=0,
                     decode_context=0) -> Batch:
+    """The batch of ``prefill_seqs`` prompts of ``prefill_tokens`` after ``prefill_context``
+    cached tokens and ``decode_seqs`` decodes over ``decode_context`` tokens; InputError for
+    an empty or negative one."""
+    counts = dict(prefill_seqs=prefill_seqs, prefill_tokens=prefill_tokens,
+                  prefill_context=prefill_context, decode_seqs=decode_seqs,
+                  decode_context=decode_context)
+    for name, v in counts.items():
+        if isinstance(v, bool) or int(v) != v or v < 0:
+            raise InputError(f"expected a whole number >= 0, got {v!r}", field=name)
+    if prefill_seqs and not prefill_tokens:
+        raise InputError("prefill sequences need prefill_tokens >= 1", field="prefill_tokens")
+    if not prefill_seqs and not decode_seqs:
+        raise InputError("an empty batch has no iteration time: give prefill_seqs with "
+                         "prefill_tokens, or decode_seqs (with decode_context)",
+                         field="decode_seqs")
     return Batch(prefill_tokens=(int(prefill_tokens),) * int(prefill_seqs),
                  prefill_context=(int(prefill_context),) * int(prefill_seqs),
                  decode_context=(int(decode_context),) * int(decode_seqs))
@@ -37,11 +53,23 @@ def iteration_batch(prefill_seqs=0, prefill_tokens=0, prefill_context=0, decode_
 
 def predict_iteration(cost: CostModel, model: str, device: str, tp=1, pp=1, link=None,
                       **batch) -> tuple[float, str]:
-    dev = load_device(device)
+    """Time and provenance of one iteration of ``model`` on ``tp`` x ``pp`` devices ``device``
+    (the link defaults to the device's own interconnect where a node template states it)."""
+    dev, mdl = load_device(device), load_model(model)
+    for name, v in (("tp", tp), ("pp", pp)):
+        if isinstance(v, bool) or int(v) != v or v < 1:
+            raise InputError(f"expected a whole number >= 1, got {v!r}", field=name)
+    link = link or ((default_tp_link(dev) or _no_link(dev)) if tp * pp > 1 else None)
     lk = load_link(link) if link else None
     layout = Layout.uniform(dev, tp=int(tp), pp=int(pp), link=lk)
-    res = cost.iteration(load_model(model), layout, iteration_batch(**batch))
+    check_parallel(mdl, layout)
+    res = cost.iteration(mdl, layout, iteration_batch(**batch))
     return res.time_s, res.provenance
+
+
+def _no_link(dev) -> str:
+    raise InputError(f"tp/pp > 1 over {dev.name} needs a link, and no node template states "
+                     "its interconnect: name one (simcluster list links)", field="link")
 
 
 def _present(row, key):
@@ -81,8 +109,10 @@ def predict_frame(cost: CostModel, shapes: pd.DataFrame, file: str = "<frame>") 
             else:
                 raise InputError(f"unknown op {op!r}; expected iteration or one of "
                                  f"{sorted(OP_FIELDS)}", file=file, line=line, field="op")
-        except InputError:
-            raise
+        except InputError as err:
+            if err.file is not None:
+                raise
+            raise InputError(err.reason, file=file, line=line, field=err.field) from None
         except (KeyError, ValueError, TypeError) as err:
             raise InputError(str(err), file=file, line=line) from None
         times.append(t)

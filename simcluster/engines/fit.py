@@ -13,7 +13,10 @@ catch the fast state often, replays at load rarely (2-3% of their iterations).
 
 Terms the data does not support are dropped one at a time (backward elimination): a term goes
 when refitting without it raises the cost by less than ``min_gain`` (relative), and the result
-says, per term, what removing it costs.
+says, per term, what removing it costs. The terms the physics needs -- ``kv_token`` and
+``attn_pair``, work over the context that grows with every KV token attended -- are kept even
+when the profile barely constrains them (it may not reach the contexts a workload does); only
+the data's rejection drops them: a non-negative fit that puts them at zero (``rejected``).
 """
 
 from __future__ import annotations
@@ -24,6 +27,13 @@ import numpy as np
 from scipy.optimize import least_squares
 
 from simcluster.engines.model import BASE_TERMS, TERMS, EngineTerms, term_counts
+
+#: Terms kept unless the data rejects them (coefficient 0): attention over context, and the
+#: per-iteration host work every iteration has (with a CUDA-graph engine's padded shapes the
+#: KV counts are nearly constant and would otherwise stand in for it, then double when the
+#: KV read crosses a padding step).
+PHYSICAL = ("kv_token", "attn_pair")
+PROTECTED = ("iteration",) + PHYSICAL
 from simcluster.engines.profile import IterationLog
 
 
@@ -45,8 +55,9 @@ def transient_mask(log: IterationLog, idle_gap_s: float = 0.05,
     return out
 
 
-def design(log: IterationLog, timer) -> tuple[np.ndarray, np.ndarray]:
-    """Counts of every term (n x len(TERMS)) and the device time of every iteration."""
+def design(log: IterationLog, timer, pad=None) -> tuple[np.ndarray, np.ndarray]:
+    """Counts of every term (n x len(TERMS)) and the device time of every iteration
+    (``timer``: the engine's device timer; ``pad``: its CUDA-graph padding, if any)."""
     df = log.frame
     X = np.zeros((len(df), len(TERMS)))
     dev = np.zeros(len(df))
@@ -55,7 +66,7 @@ def design(log: IterationLog, timer) -> tuple[np.ndarray, np.ndarray]:
     smp = df.samples.to_numpy(int)
     for i in range(len(df)):
         chunks, context = log.chunks(i)
-        X[i] = term_counts(chunks, context, dec[i], ctx[i], smp[i])
+        X[i] = term_counts(chunks, context, dec[i], ctx[i], smp[i], pad)
         dev[i] = timer.time(chunks, context, int(dec[i]), int(ctx[i]), int(smp[i]))
     return X, dev
 
@@ -77,6 +88,8 @@ class FitResult:
     shared: bool = False                            # one coefficient for both kinds
     n_transient: int = 0                            # of n_dropped: post-idle transients
     n_skipped: int = 0                              # prefill iterations of decode-only logs
+    rejected: tuple = ()                            # physical terms the data put at zero
+    mask: np.ndarray | None = None                  # the iterations fitted
 
 
 def _solve(X, dev, y, cols, scale_free, loss, f_scale):
@@ -116,8 +129,19 @@ def fit_terms(X: np.ndarray, dev: np.ndarray, y: np.ndarray, *, terms=TERMS,
     def run(sel):
         return _solve(A, dev, y, [names.index(t) for t in sel], scale_free, loss, f_scale)
     coef, scale, cost = run(kept)
+
+    def physical(t):
+        return t.split("_", 1)[-1] in PROTECTED if not shared else t in PROTECTED
+    # rejected by the data: the non-negative fit leaves the term at (next to) zero
+    rejected = [t for t, c in zip(kept, coef) if physical(t) and
+                c * np.abs(A[:, names.index(t)]).max() < 1e-4 * np.median(y)]
+    kept = [t for t in kept if t not in rejected]
+    if rejected:
+        coef, scale, cost = run(kept)
     while len(kept) > 1:
-        trials = {t: run([q for q in kept if q != t])[2] for t in kept}
+        trials = {t: run([q for q in kept if q != t])[2] for t in kept if not physical(t)}
+        if not trials:
+            break
         t, c = min(trials.items(), key=lambda kv: kv[1])
         if c > cost * (1 + min_gain):
             break
@@ -138,7 +162,9 @@ def fit_terms(X: np.ndarray, dev: np.ndarray, y: np.ndarray, *, terms=TERMS,
     else:
         terms_ = EngineTerms(**dict(zip(names, full)), device_scale=scale)
     err = np.abs(pred - y) / y
-    return FitResult(terms_, tuple(kept), support, share, n_fit=len(y),
+    if shared:
+        rejected = [f"{kd}_{t}" for t in rejected for kd in ("decode", "prefill")]
+    return FitResult(terms_, tuple(kept), support, share, n_fit=len(y), rejected=tuple(rejected),
                      rel_err_median=float(np.median(err)),
                      rel_err_p90=float(np.percentile(err, 90)),
                      bias=float(pred.sum() / y.sum() - 1),
@@ -146,7 +172,7 @@ def fit_terms(X: np.ndarray, dev: np.ndarray, y: np.ndarray, *, terms=TERMS,
 
 
 def fit_logs(logs, timer, *, decode_only=(), fast_regime: float = 0.25,
-             loss: str = "linear", **kw) -> tuple[FitResult, np.ndarray]:
+             loss: str = "linear", pad=None, exclude=None, **kw) -> tuple[FitResult, np.ndarray]:
     """Fit one or several logs together; also returns the mask of the iterations used (over
     the logs concatenated). Of the logs in ``decode_only`` (indices into ``logs``) only the
     decode iterations are used: e.g. a sweep whose prompts ran back to back, unlike served
@@ -162,11 +188,13 @@ def fit_logs(logs, timer, *, decode_only=(), fast_regime: float = 0.25,
        time requests actually wait), dropping unsupported terms.
     """
     logs = [logs] if isinstance(logs, IterationLog) else list(logs)
-    parts = [design(log, timer) for log in logs]
+    parts = [design(log, timer, pad) for log in logs]
     X = np.vstack([p[0] for p in parts])
     dev = np.concatenate([p[1] for p in parts])
     y = np.concatenate([log.frame.iteration_s.to_numpy(float) for log in logs])
     use = ~np.concatenate([transient_mask(log) for log in logs])
+    if exclude is not None:          # e.g. iterations that captured a CUDA graph
+        use &= ~np.asarray(exclude, bool)
     n_transient = int((~use).sum())
     skip = np.concatenate([np.full(len(log.frame), i in set(decode_only))
                            for i, log in enumerate(logs)])
@@ -179,10 +207,11 @@ def fit_logs(logs, timer, *, decode_only=(), fast_regime: float = 0.25,
     res.n_skipped = int((skip & (X[:, len(BASE_TERMS)] > 0)).sum())
     res.n_dropped = int((~use).sum()) - res.n_skipped
     res.n_transient = n_transient
+    res.mask = use
     return res, use
 
 
-def predict_log(log: IterationLog, timer, terms: EngineTerms) -> np.ndarray:
+def predict_log(log: IterationLog, timer, terms: EngineTerms, pad=None) -> np.ndarray:
     """Predicted iteration times of a log under ``terms``."""
-    X, dev = design(log, timer)
+    X, dev = design(log, timer, pad)
     return terms.device_scale * dev + X @ terms.vector()

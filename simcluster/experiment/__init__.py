@@ -2,6 +2,8 @@
 
     name = "default"
     seed = 0
+    plugins = ["mypolicies"]  (optional: user modules whose registered policies the experiment
+                 names; a module name or a .py path relative to this file)
     [trace]      source = "azure-conv"  (bundled name, or a path relative to this file)
                  optional: format, sort, first_n, window_s = [start, end], rate_per_s,
                  subsample (a fraction or a count; seeded)
@@ -14,11 +16,15 @@
                  (conversations), rate_per_s, think_s, system_tokens, block_tokens,
                  turns / user / output = {...}   (see simcluster.workload.prefixes)
     [model]      name = "llama-2-7b"  (a preset) or config = "path/config.json"
-    [[instances]] device = "H100-SXM" (or devices = [...] for one heterogeneous TP group),
+    [[instances]] device = "H100-SXM" (a name, or a spec file's path; or devices = [...] for
+                 one heterogeneous TP group, whose tp is len(devices) / pp),
                  count, tp, pp, ep and dp (mixtures of experts: expert parallelism, 1 or
-                 tp x dp, and attention data parallelism), link, stage_link, name, batching,
+                 tp x dp, and attention data parallelism), link, stage_link (without a link,
+                 parallelism over a device uses the interconnect of the node templates
+                 holding it, when they state one), name, batching,
                  [instances.scheduler] (block_size, max_num_seqs, max_batched_tokens,
-                 chunked_prefill, memory_utilization, max_model_len, prefix_caching),
+                 chunked_prefill, memory_utilization, max_model_len — required for a model
+                 whose config states no context length —, prefix_caching, max_steady_steps),
                  [instances.batching_params]
                  pool = "prefill" | "decode" (with [disaggregation]),
                  partition = "equal" | "hexgen_tp" | "hexgen" | "hels" | "hels_enhanced" (how
@@ -49,16 +55,24 @@
     [cost]       calibration = "measured" (fitted kernel tables, the default) or "datasheet";
                  moe_popularity_cv (expert popularity skew, 0 = uniform), moe_samples
                  (routing draws; seeded by the experiment's seed: simcluster.cost.moe);
+                 kernels = "fused" (default) or another accounting of hwspecs/engines/kernels;
+                 execution = "graphs" (default), "eager" or "piecewise" (launch costs);
                  engine = "hf-cb-h100" (an engine model of hwspecs/engines: its overheads on
                  top of the device time; its batching rules are the instances' to choose:
                  batching = "hf_cb", see hwspecs/engines/README.md)
 
-Every key is checked: an unknown or mistyped key fails naming the file and the key.
+Every key is checked: an unknown or mistyped key fails naming the file and the key (and
+the closest known one); every value is type- and range-checked; every policy's params table
+is checked against the policy's signature and the policy built once; paths (device, link,
+config, trace, engine files) are relative to this file's folder; the file may start with a
+UTF-8 byte-order mark. Last, the simulation is built once (not run), so that whatever its
+constructors refuse is reported here, naming this file. Errors are InputError.
+``load_experiment(path, overrides={"router.policy": "jsq"})`` (the command line's ``--set
+router.policy=jsq``) edits the data before the checks (:mod:`.overrides`).
 """
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -66,13 +80,14 @@ from typing import Any
 
 import numpy as np
 
-from simcluster.calibration import load_calibration
 from simcluster.cluster import Cluster, DisaggregatedCluster, InstanceSpec, PhasePoolCluster
 from simcluster.cost import CostModel
-from simcluster.cost.moe import RoutingModel
-from simcluster.errors import InputError
+from simcluster.errors import InputError, relocate, unknown_name
 from simcluster.experiment import sections
-from simcluster.experiment.tables import Table, positive
+from simcluster.experiment.overrides import apply_overrides, as_mapping, blame
+from simcluster.experiment.plugins import load_plugins
+from simcluster.experiment.tables import Table, non_negative
+from simcluster.hardware import read_toml_file
 from simcluster.paths import data_dir
 from simcluster.simulation import Simulation
 
@@ -118,72 +133,84 @@ class Experiment:
         return self.simulation().run(progress=progress)
 
 
-def load_experiment(path=None) -> Experiment:
-    """Read an experiment TOML (the bundled default when ``path`` is None)."""
-    path = Path(path) if path is not None else experiments_dir() / DEFAULT_EXPERIMENT
-    if not path.exists() and (experiments_dir() / path).exists():
-        path = experiments_dir() / path
+def experiment_path(path=None) -> Path:
+    """The file of an experiment: a path, or a bundled experiment's name (with or without
+    ``.toml``); the bundled default when ``path`` is None."""
+    if path is None:
+        return experiments_dir() / DEFAULT_EXPERIMENT
+    p = Path(path).expanduser()
+    if p.is_file():
+        return p
+    for candidate in (experiments_dir() / p, experiments_dir() / f"{p}.toml"):
+        if p.parent == Path(".") and candidate.is_file():
+            return candidate
+    if p.is_dir():
+        raise InputError("is a folder; expected an experiment TOML file", file=str(p))
+    bundled = sorted(f.stem for f in experiments_dir().glob("*.toml"))
+    err = unknown_name("experiment", str(path), bundled, hint=" (bundled), or the path of a "
+                       "TOML file")
+    raise InputError(f"no such experiment file; {err.reason}", file=str(p))
+
+
+def read_experiment_data(path) -> dict:
+    """The TOML data of an experiment file, unvalidated (UTF-8, a byte-order mark skipped;
+    InputError naming the file and line when it cannot be read or parsed)."""
+    return read_toml_file(path)
+
+
+def load_experiment(path=None, overrides=None) -> Experiment:
+    """Read an experiment TOML (the bundled default when ``path`` is None).
+
+    ``overrides`` (``{"router.policy": "jsq"}`` or ``["router.policy=jsq", ...]``, see
+    :mod:`.overrides`) edit the file's data before it is checked, so they are checked like it.
+    """
+    path = experiment_path(path)
+    return experiment_from_data(read_experiment_data(path), path, overrides)
+
+
+def experiment_from_data(data: dict, path, overrides=None) -> Experiment:
+    """An experiment from TOML data (``path``: the file it came from, which relative paths in
+    it are relative to), with ``overrides`` applied first; an error from an overridden key
+    names the override."""
+    path = Path(path)
+    sets = as_mapping(overrides)
+    data = apply_overrides(data, sets, file=str(path))
     try:
-        data = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise InputError("no such experiment file", file=str(path)) from None
-    except tomllib.TOMLDecodeError as err:
-        raise InputError(f"not valid TOML: {err}", file=str(path)) from None
-    top = Table(data, str(path), "")
-    name = top.get("name", str, path.stem)
-    seed = top.get("seed", int, 0)
+        return _build(data, path)
+    except InputError as err:
+        raise blame(err, sets) from None
+
+
+def _build(data: dict, path: Path) -> Experiment:
+    top = Table(data, str(path), "", path.parent)
+    plugins = top.get("plugins", list, None)
+    if plugins is not None:
+        load_plugins(plugins, path.parent, file=str(path))
+    name = top.get("name", str, path.stem, check=lambda v: v.strip() != "",
+                   expect="a non-empty name")
+    seed = top.get("seed", int, 0, check=non_negative, expect=">= 0")
     rng = np.random.default_rng(seed)
-    trace = sections.read_trace(top.sub("trace", required=True), path.parent, rng)
-    model = sections.read_model(top.sub("model", required=True), path.parent)
-    cost = top.sub("cost")
-    calibration, engine, routing = "measured", None, {}
-    if cost is not None:
-        calibration = cost.get("calibration", str, calibration)
-        engine = cost.get("engine", str, None)
-        routing = {k: v for k, v in (
-            ("popularity_cv", cost.get("moe_popularity_cv", float, None)),
-            ("samples", cost.get("moe_samples", int, None, check=positive))) if v is not None}
-        cost.done()
-    if engine is not None:
-        from simcluster.engines import load_engine
-        from simcluster.engines.model import EngineCostModel
-        try:
-            spec = load_engine(engine)
-        except KeyError as err:
-            raise InputError(err.args[0], file=str(path), field="cost.engine") from None
-        cost_model = EngineCostModel(spec.terms, calibration if "calibration" in cost.data
-                                     else spec.calibration, spec.name)
-    else:
-        cost_model = CostModel(load_calibration(calibration))
-    try:
-        cost_model.routing = RoutingModel(seed=seed, **routing)
-    except ValueError as err:
-        raise InputError(str(err), file=str(path), field="cost.moe_popularity_cv") from None
-    specs = tuple(sections.read_instance(Table(t, str(path), f"instances[{i}]."), path.parent, model,
-                            cost_model)
-                  for i, t in enumerate(top.get("instances", list)))
-    if not specs:
+    trace = sections.read_trace(top.sub("trace", required=True), rng)
+    model = sections.read_model(top.sub("model", required=True))
+    cost_model = sections.read_cost(top.sub("cost") or Table({}, str(path), "cost.", path.parent),
+                                    seed)
+    tables = top.tables("instances")
+    if not tables:
         raise InputError("needs at least one [[instances]] table", file=str(path),
                          field="instances")
-    router = top.sub("router")
-    policy, params = "round_robin", {}
-    if router is not None:
-        policy = router.get("policy", str, policy)
-        params = router.get("params", dict, {})
-        router.done()
-    slo = top.sub("slo")
-    ttft = tpot = None
-    if slo is not None:
-        ttft = slo.get("ttft_s", float, None, check=positive)
-        tpot = slo.get("tpot_s", float, None, check=positive)
-        slo.done()
+    specs = tuple(sections.read_instance(t, model, cost_model) for t in tables)
+    router, params = sections.read_router(top.sub("router"))
+    ttft, tpot = sections.read_slo(top.sub("slo"))
     disagg = sections.read_disaggregation(top.sub("disaggregation"))
     pools = sections.read_pools(top.sub("pools"))
-    if disagg is not None and pools is not None:
-        raise InputError("give [disaggregation] or [pools], not both", file=str(path),
-                         field="pools")
+    sections.check_pools(specs, tables, disagg, pools, top, (router, params))
     top.done()
-    return Experiment(name, seed, trace, model, specs, policy, params, ttft, tpot,
-                      cost_model, str(path), disagg, pools)
-
-
+    exp = Experiment(name, seed, trace, model, specs, router, params, ttft, tpot,
+                     cost_model, str(path), disagg, pools)
+    try:        # what the constructors refuse is this file's mistake
+        exp.simulation()
+    except InputError as err:
+        raise relocate(err, str(path)) from None
+    except ValueError as err:
+        raise InputError(str(err), file=str(path)) from None
+    return exp

@@ -245,7 +245,7 @@ def load_search(path) -> SearchSpec:
         raise InputError("a folder, not a search file", file=str(path)) from None
     except tomllib.TOMLDecodeError as err:
         raise InputError(f"not valid TOML: {err}", file=str(path)) from None
-    top = Table(data, str(path), "")
+    top = Table(data, str(path), "", path.parent)
     name = top.get("name", str, path.stem)
     seed = top.get("seed", int, 0)
     objectives = tuple(top.get("objectives", list, ["serving_time_s", "capex_usd"]))
@@ -254,9 +254,8 @@ def load_search(path) -> SearchSpec:
         raise InputError(f"expected two different figures of {', '.join(METRICS)}; got "
                          f"{list(objectives)}", file=str(path), field="objectives")
     space, stated = _space(top.sub("space"))
-    trace = sections.read_trace(top.sub("trace", required=True), path.parent,
-                                np.random.default_rng(seed))
-    model = sections.read_model(top.sub("model", required=True), path.parent)
+    trace = sections.read_trace(top.sub("trace", required=True), np.random.default_rng(seed))
+    model = sections.read_model(top.sub("model", required=True))
     slo = top.sub("slo")
     ttft = tpot = None
     if slo is not None:
@@ -265,7 +264,7 @@ def load_search(path) -> SearchSpec:
         slo.done()
     options = _pools(top.sub("pools"))
     if "scheduler" in top.data:
-        options["config"] = sections._scheduler(top)
+        options["config"] = sections._config(top, model)
     cost = top.sub("cost")
     if cost is not None:
         options["calibration"] = cost.get("calibration", str, "measured")

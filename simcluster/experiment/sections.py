@@ -1,139 +1,56 @@
-"""The sections of an experiment TOML, each read into the objects the simulator takes."""
+"""The sections of an experiment TOML, each read into the objects the simulator takes.
+
+Every value is checked where it is read (:class:`~simcluster.experiment.tables.Table`), and
+every library call that builds an object from values of the file runs in ``Table.at`` so that
+its InputError names this file and key. Paths (device, link, config, trace files) resolve
+against the experiment file's folder. The ``[trace]`` section is
+:mod:`simcluster.experiment.trace_section`.
+"""
 
 from __future__ import annotations
 
-from functools import partial
-from pathlib import Path
-
-import numpy as np
-
-from simcluster import workload as wl
 from simcluster.cluster import InstanceSpec
 from simcluster.cost import CostModel, Layout
 from simcluster.cost.parallel import check_parallel
-from simcluster.errors import InputError
-from simcluster.experiment.tables import Table, positive
-from simcluster.hardware import load_device, load_link
+from simcluster.errors import InputError, relocate
+from simcluster.experiment.tables import Table, non_negative, positive, resolve
+from simcluster.experiment.trace_section import read_trace  # noqa: F401  (a section too)
+from simcluster.hardware import default_tp_link, load_device, load_link
 from simcluster.models import load_model
+from simcluster.policies.registry import (BATCHERS, CONTROLLERS, NUMA_PLACEMENTS, OFFLOADS,
+                                          PARTITIONS, POOL_ROUTERS, REBALANCERS, ROUTERS)
 from simcluster.serving import InstanceConfig
+from simcluster.serving.config import context_limit
+
+POOLS = ("", "prefill", "decode")
+# A sanity limit of one process (not of the hardware): beyond it the cluster would exhaust
+# memory before the run starts.
+MAX_REPLICAS = 100_000
+
+
+# ----------------------------------------------------------------------------- policies
+def read_router(t: Table | None) -> tuple[str, dict]:
+    if t is None:
+        return "round_robin", {}
+    name, params = t.policy(ROUTERS, "policy", "round_robin", "params")
+    t.done()
+    return name, params
 
 
 def read_disaggregation(t: Table | None) -> dict | None:
     if t is None:
         return None
-    out = {"kv_link": load_link(t.get("kv_link", str)),
-           "decode_router": t.get("decode_router", str, "least_outstanding_tokens"),
-           "decode_router_params": t.get("decode_router_params", dict, {}),
-           "offload": t.get("offload", str, "all"),
-           "offload_params": t.get("offload_params", dict, {}),
-           "controller": t.get("controller", str, None),
-           "controller_params": t.get("controller_params", dict, {}),
-           "numa": t.get("numa", str, None),
-           "numa_params": t.get("numa_params", dict, {})}
+    with t.at("kv_link"):
+        kv_link = load_link(t.path("kv_link"))
+    out = {"kv_link": kv_link}
+    for key, registry, default in (("decode_router", ROUTERS, "least_outstanding_tokens"),
+                                   ("offload", OFFLOADS, "all"),
+                                   ("controller", CONTROLLERS, None),
+                                   ("numa", NUMA_PLACEMENTS, None)):
+        name, params = t.policy(registry, key, default, f"{key}_params")
+        out[key], out[f"{key}_params"] = name, params
     t.done()
     return out
-
-
-def _resolve(source: str, base: Path) -> str | Path:
-    if source in wl.bundled_traces():
-        return source
-    p = Path(source)
-    return p if p.is_absolute() else base / p
-
-
-def _lengths(t: Table | None, rng, key: str):
-    if t is None:
-        raise InputError(f"missing [trace.synthetic.{key}]", file=None, field=key)
-    dist = t.get("dist", str, check=lambda d: d in ("fixed", "lognormal", "resample"))
-    if dist == "fixed":
-        spec = t.get("tokens", int, check=positive)
-    elif dist == "lognormal":
-        spec = partial(wl.lognormal_lengths, median=t.get("median", float, check=positive),
-                       sigma=t.get("sigma", float, check=positive),
-                       max_tokens=t.get("max_tokens", int, None))
-    else:
-        spec = wl.load_trace(t.get("source", str))
-    t.done()
-    return spec
-
-
-def _prefix_workload(t: Table, rng: np.random.Generator):
-    """[trace.shared_prefix] or [trace.conversations]: synthetic prefix-sharing workloads with
-    block hashes (simcluster.workload.prefixes), or None when neither is given."""
-    from simcluster.workload import prefixes
-    sp, conv = t.sub("shared_prefix"), t.sub("conversations")
-    if sp is not None and conv is not None:
-        raise InputError("give one of [trace.shared_prefix] and [trace.conversations]",
-                         file=t.file, field="trace")
-    if sp is not None:
-        n = sp.get("n", int, check=positive)
-        arrivals = partial(wl.gamma_arrivals, rate_per_s=sp.get("rate_per_s", float,
-                                                                  check=positive),
-                           cv=sp.get("cv", float, 1.0, check=positive))
-        kw = dict(system_tokens=sp.get("system_tokens", int, check=positive),
-                  system_prompts=sp.get("system_prompts", int, 1, check=positive),
-                  zipf_s=sp.get("zipf_s", float, 0.0),
-                  block_tokens=sp.get("block_tokens", int, 512, check=positive))
-        user = _lengths(sp.sub("user", required=True), rng, "user")
-        output = _lengths(sp.sub("output", required=True), rng, "output")
-        sp.done()
-        return prefixes.shared_prefix_trace(n, arrivals=arrivals, user=user, output=output,
-                                            rng=rng, **kw)
-    if conv is not None:
-        n = conv.get("n", int, check=positive)
-        kw = dict(rate_per_s=conv.get("rate_per_s", float, check=positive),
-                  think_s=conv.get("think_s", float, 30.0),
-                  system_tokens=conv.get("system_tokens", int, 0),
-                  block_tokens=conv.get("block_tokens", int, 512, check=positive))
-        turns = _lengths(conv.sub("turns", required=True), rng, "turns")
-        user = _lengths(conv.sub("user", required=True), rng, "user")
-        output = _lengths(conv.sub("output", required=True), rng, "output")
-        conv.done()
-        return prefixes.conversation_trace(n, turns=turns, user=user, output=output, rng=rng,
-                                           **kw)
-    return None
-
-
-def read_trace(t: Table, base: Path, rng: np.random.Generator):
-    syn = t.sub("synthetic")
-    prefix = _prefix_workload(t, rng)
-    if prefix is not None:
-        if syn is not None:
-            raise InputError("give one of [trace.synthetic] and a prefix workload",
-                             file=t.file, field="trace")
-        trace = prefix
-    elif syn is not None:
-        n = syn.get("n", int, check=positive)
-        rate = syn.get("rate_per_s", float, check=positive)
-        cv = syn.get("cv", float, 1.0, check=positive)
-        arrivals = partial(wl.gamma_arrivals, rate_per_s=rate, cv=cv)
-        prompt = _lengths(syn.sub("prompt", required=True), rng, "prompt")
-        output = None if isinstance(prompt, wl.Trace) else _lengths(
-            syn.sub("output", required=True), rng, "output")
-        syn.done()
-        trace = wl.synthetic_trace(n, arrivals=arrivals, prompt=prompt, output=output, rng=rng)
-    else:
-        trace = wl.load_trace(_resolve(t.get("source", str), base),
-                              format=t.get("format", str, None), sort=t.get("sort", bool, False))
-    window = t.get("window_s", list, None)
-    if window is not None:
-        if len(window) != 2:
-            raise InputError("expected [start_s, end_s]", file=t.file, field="trace.window_s")
-        trace = wl.time_window(trace, float(window[0]), float(window[1]))
-    first = t.get("first_n", int, None, check=positive)
-    if first is not None:
-        trace = wl.first_n(trace, first)
-    sub = t.get("subsample", (int, float), None, check=positive)
-    if sub is not None:
-        trace = wl.subsample(trace, sub, rng)
-    rate = t.get("rate_per_s", float, None, check=positive)
-    if rate is not None:
-        trace = wl.rescale_rate(trace, rate)
-    fit = t.get("fit_context", int, None, check=lambda v: v >= 2)
-    if fit is not None:
-        trace = wl.fit_context(trace, fit)
-    t.done()
-    return trace
 
 
 def read_pools(t: Table | None) -> dict | None:
@@ -141,150 +58,268 @@ def read_pools(t: Table | None) -> dict | None:
     the pool router, an optional rebalancer and the switch cost."""
     if t is None:
         return None
-    from simcluster.policies.registry import POOL_ROUTERS, REBALANCERS
-    out = {"network_link": load_link(t.get("network_link", str, "IB-NDR400")),
-           "routing": t.get("routing", str, "splitwise", check=lambda v: v in POOL_ROUTERS),
-           "routing_params": t.get("routing_params", dict, {}),
-           "rebalancer": t.get("rebalancer", str, None, check=lambda v: v in REBALANCERS),
-           "rebalancer_params": t.get("rebalancer_params", dict, {}),
-           "reload_s": t.get("reload_s", float, None, check=lambda v: v >= 0)}
+    with t.at("network_link"):
+        link = load_link(t.path("network_link", "IB-NDR400"))
+    routing, routing_params = t.policy(POOL_ROUTERS, "routing", "splitwise", "routing_params")
+    rebalancer, rebalancer_params = t.policy(REBALANCERS, "rebalancer", None,
+                                             "rebalancer_params")
+    out = {"network_link": link, "routing": routing, "routing_params": routing_params,
+           "rebalancer": rebalancer, "rebalancer_params": rebalancer_params,
+           "reload_s": t.get("reload_s", float, None, check=non_negative, expect=">= 0")}
     t.done()
     return out
 
 
-def _design_layout(t: Table, stated: dict):
-    """A ``design = "N,dc,lc,mm,gb,cc,lb,lanes,ah,vw"`` instance: LLMShare's row (server count
-    first), one server per instance, tensor parallel over the server's devices."""
-    from simcluster.hardware.designed import designed_device
-    from simcluster.hardware.parametric import parse_row
-    try:
-        pool = parse_row(t.get("design", str), **stated)
-    except InputError as err:
-        raise InputError(err.reason, file=t.file, field=f"{t.where}{err.field or 'design'}") \
-            from None
-    except TypeError as err:
-        raise InputError(str(err), file=t.file, field=f"{t.where}design_params") from None
-    d = pool.design
-    layout = Layout.uniform(designed_device(d), tp=d.devices_per_server, link=d.link_spec())
-    return layout, pool.servers
+def check_pools(specs, tables: list[Table], disagg: dict | None, pools: dict | None,
+                top: Table, router: tuple[str, dict]) -> None:
+    """``pool`` keys, ``[disaggregation]`` and ``[pools]`` agree: a pool needs one of the
+    tables, either table needs a decode pool and a prefill pool, and phase pools route with
+    their own router."""
+    if disagg is not None and pools is not None:
+        raise top._err("pools", "give [disaggregation] or [pools], not both")
+    if pools is not None and router != ("round_robin", {}):
+        raise top._err("router", "phase pools route with [pools] routing (and "
+                                 "routing_params), not [router]")
+    names = [s.pool for s in specs]
+    if disagg is None and pools is None:
+        for t, pool in zip(tables, names):
+            if pool:
+                raise t._err("pool", f"pool = {pool!r} needs a [disaggregation] table (kv_link, "
+                                     "decode_router, offload, ...) or a [pools] table; without "
+                                     "one every instance serves whole requests")
+        return
+    key = "disaggregation" if disagg is not None else "pools"
+    want = {"prefill", "decode"} if pools is not None else None
+    ok = ("decode" in names and any(p != "decode" for p in names)) if want is None \
+        else set(names) == want
+    if not ok:
+        raise top._err(key, "needs instances with pool = 'decode' and instances with pool = "
+                            f"'prefill'{' (or no pool)' if want is None else ''}; found pools "
+                            f"{[p or '(none)' for p in names]}")
 
 
-def read_model(t: Table, base: Path):
+# ----------------------------------------------------------------------------- model
+def read_model(t: Table):
     name = t.get("name", str, None)
     config = t.get("config", str, None)
     t.done()
     if (name is None) == (config is None):
         raise InputError("give exactly one of 'name' (a preset) or 'config' (a config.json)",
                          file=t.file, field="model")
-    return load_model(name if config is None else base / config)
+    with t.at("name" if config is None else "config"):
+        return load_model(name if config is None else t.base / config)
 
 
-def _scheduler(t: Table) -> InstanceConfig:
+# ----------------------------------------------------------------------------- instances
+def _layout(t: Table, model) -> Layout:
+    device = t.path("device", None)
+    devices = t.get("devices", list, None)
+    tp = t.get("tp", int, None, check=positive, expect=">= 1")
+    pp = t.get("pp", int, 1, check=positive, expect=">= 1")
+    ep = t.get("ep", int, 1, check=positive, expect=">= 1")    # expert parallelism (MoE)
+    dp = t.get("dp", int, 1, check=positive, expect=">= 1")    # attention data parallelism
+    if (device is None) == (devices is None):
+        raise InputError("give exactly one of 'device' or 'devices'", file=t.file,
+                         field=t.where.rstrip("."))
+    for key, value, limit, what in (("tp", tp or 1, model.num_heads, "attention heads"),
+                                    ("pp", pp, model.num_layers, "layers"),
+                                    ("dp", dp, MAX_REPLICAS, "groups one process holds")):
+        if value > limit:
+            raise t._err(key, f"{key}={value} exceeds the {limit:,} {what} of {model.name}")
+    if devices is not None:
+        specs = _group(t, devices, tp, pp)
+        tp = len(devices) // pp
+    else:
+        with t.at("device"):
+            specs = [load_device(device)] * ((tp or 1) * pp * dp)
+        tp = tp or 1
+    need = tp > 1 or dp > 1 or (pp > 1 and "stage_link" not in t.data)
+    link = _link(t, "link", specs, needed=need)
+    stage = _link(t, "stage_link", specs, needed=False)
+    with t.at():
+        layout = Layout(devices=tuple(specs), tp=tp, pp=pp, link=link, stage_link=stage,
+                        ep=ep, dp=dp)
+        if "partition" not in t.data:     # (a partition's shares are checked after it)
+            check_parallel(model, layout)
+    return layout
+
+
+def _group(t: Table, devices, tp, pp):
+    """The devices of a ``devices = [...]`` group, each a name or a spec file's path."""
+    if tp is not None:
+        raise t._err("tp", "not with 'devices': a devices = [...] group's tensor-parallel "
+                           "size is len(devices) / pp")
+    if not devices or not all(isinstance(d, str) for d in devices):
+        raise t._err("devices", f"expected a non-empty array of device names, got {devices!r}")
+    if len(devices) % pp:
+        raise t._err("pp", f"pp={pp} does not divide the {len(devices)} devices")
+    specs = []
+    for j, name in enumerate(devices):
+        with t.at(f"devices[{j}]"):
+            specs.append(load_device(resolve(name, t.base)))
+    return specs
+
+
+def _link(t: Table, key: str, devices, needed: bool):
+    """The link at ``key``; when none is named but one is needed, the devices' own (the
+    interconnect of the node templates holding them), else an error naming the key."""
+    name = t.path(key, None)
+    if name is None and needed:
+        name = default_tp_link(*{d.name: d for d in devices}.values())
+        if name is None:
+            names = ", ".join(sorted({d.name for d in devices}))
+            raise t._err(key, f"needed for parallelism over {names}, and no node template "
+                              "states their interconnect; name a link (simcluster list "
+                              "links), e.g. link = \"PCIe4\"")
+    if name is None:
+        return None
+    with t.at(key):
+        return load_link(name)
+
+
+_SCHEDULER = {"block_size": int, "max_num_seqs": int, "max_batched_tokens": int,
+              "chunked_prefill": bool, "memory_utilization": float, "max_model_len": int,
+              "max_steady_steps": int, "prefix_caching": bool}
+
+
+def _config(t: Table, model) -> InstanceConfig:
     """``[instances.scheduler]``: the replica's scheduler and memory settings."""
     sched = t.sub("scheduler")
     cfg = InstanceConfig()
     if sched is not None:
-        kw = {k: sched.get(k, type(getattr(cfg, k)) if k != "max_model_len" else int, None)
-              for k in ("block_size", "max_num_seqs", "max_batched_tokens", "chunked_prefill",
-                        "memory_utilization", "max_model_len", "prefix_caching")}
+        kw = {k: sched.get(k, kind, None) for k, kind in _SCHEDULER.items()}
         sched.done()
-        cfg = InstanceConfig(**{k: v for k, v in kw.items() if v is not None})
+        with sched.at():
+            cfg = InstanceConfig(**{k: v for k, v in kw.items() if v is not None})
+    try:
+        context_limit(model, cfg)
+    except InputError as err:
+        raise relocate(err, t.file, f"{t.where}scheduler.max_model_len") from None
     return cfg
 
 
-def read_instance(t: Table, base: Path, model, cost_model: CostModel) -> InstanceSpec:
-    if "design" in t.data:
-        return _read_design_instance(t)
-    device = t.get("device", str, None)
-    devices = t.get("devices", list, None)
-    tp = t.get("tp", int, 1, check=positive)
-    pp = t.get("pp", int, 1, check=positive)
-    ep = t.get("ep", int, 1, check=positive)      # expert parallelism (MoE): 1 or tp x dp
-    dp = t.get("dp", int, 1, check=positive)      # attention data parallelism (MoE)
-    link_name = t.get("link", str, None)
-    stage_link = t.get("stage_link", str, None)
-    if (device is None) == (devices is None):
-        raise InputError("give exactly one of 'device' or 'devices'", file=t.file,
-                         field=t.where.rstrip("."))
-    link = load_link(link_name) if link_name else None
-    if devices is not None:
-        specs = [load_device(d) for d in devices]
-        layout = Layout(devices=tuple(specs), tp=len(specs) // pp, pp=pp, link=link,
-                        stage_link=load_link(stage_link) if stage_link else None)
-    else:
-        try:
-            layout = Layout.uniform(load_device(device), tp=tp, pp=pp, link=link,
-                                    stage_link=load_link(stage_link) if stage_link else None,
-                                    ep=ep, dp=dp)
-            check_parallel(model, layout)
-        except InputError as err:
-            raise InputError(err.reason, file=t.file, field=f"{t.where}{err.field or 'tp'}"
-                             ) from None
-        except ValueError as err:
-            raise InputError(str(err), file=t.file, field=t.where.rstrip(".")) from None
-    cfg = _scheduler(t)
-    # partition = "equal|hexgen_tp|hexgen|hels|hels_enhanced" cuts a devices = [...] group by a
-    # registered policy (simcluster.policies.partition), tuned for
-    # [instances.partition_params]: batch_size, context_tokens, max_context_tokens (the target
-    # decode batch), recompute (a KV share recomputed where that saves memory), and the
-    # policy's own parameters (hels: max_steps; hels_enhanced: kv_rules, max_steps;
-    # hexgen_tp: fit_batch).
+def _partition(t: Table, layout: Layout, model, cost_model: CostModel, cfg: InstanceConfig):
+    """partition = "equal|hexgen_tp|hexgen|hels|hels_enhanced" cuts a devices = [...] group by
+    a registered policy (simcluster.policies.partition), tuned for
+    [instances.partition_params]: batch_size, context_tokens, max_context_tokens (the target
+    decode batch), recompute (a KV share recomputed where that saves memory), and the policy's
+    own parameters (hels: max_steps; hels_enhanced: kv_rules, max_steps; hexgen_tp:
+    fit_batch)."""
+    from simcluster.policies.partition import TargetBatch, partition
     policy = t.get("partition", str, None)
     pparams = t.sub("partition_params")
-    if policy is None and pparams is not None:
-        raise InputError("partition_params needs a 'partition' policy", file=t.file,
-                         field=f"{t.where}partition_params")
-    if policy is not None:
-        from simcluster.policies.partition import TargetBatch, partition
-        from simcluster.policies.registry import PARTITIONS
-        if policy not in PARTITIONS:
-            raise InputError(f"unknown partition policy {policy!r}; known: "
-                             f"{', '.join(sorted(PARTITIONS))}", file=t.file,
-                             field=f"{t.where}partition")
-        if devices is None or pp != 1 or link is None:
-            raise InputError("a partition splits one tensor-parallel group: give devices = "
-                             "[...], a link, and pp = 1", file=t.file, field=f"{t.where}partition")
-        pt = pparams or Table({}, t.file, f"{t.where}partition_params.")
-        target = {k: pt.get(k, int, None, check=positive)
-                  for k in ("batch_size", "context_tokens", "max_context_tokens")}
-        recompute = pt.get("recompute", (int, float), 0.0, check=lambda x: 0 <= x < 1)
-        extra = {k: pt.get(k, (object, bool)) for k in list(pt.data)
-                 if k not in target and k != "recompute"}
-        pt.done()
-        try:
-            batch = TargetBatch(**{k: v for k, v in target.items() if v is not None},
-                                block_size=cfg.block_size)
-            layout = partition(policy, model, specs, link, batch=batch,
-                               cost_model=cost_model,
-                               memory_utilization=cfg.memory_utilization,
-                               max_batched_tokens=cfg.max_batched_tokens,
-                               max_num_seqs=cfg.max_num_seqs, recompute=float(recompute),
-                               **extra).layout
-        except (TypeError, ValueError) as err:
-            raise InputError(str(err), file=t.file, field=f"{t.where}partition_params") from None
-    spec = InstanceSpec(layout=layout, config=cfg, count=t.get("count", int, 1, check=positive),
-                        name=t.get("name", str, ""), batching=t.get("batching", str, "vllm"),
-                        batching_params=t.get("batching_params", dict, {}),
-                        pool=t.get("pool", str, "", check=lambda p: p in ("", "prefill", "decode")))
+    if policy is None:
+        if pparams is not None:
+            raise t._err("partition_params", "needs a 'partition' policy")
+        return layout
+    with t.at("partition"):
+        PARTITIONS.lookup(policy)
+    if "devices" not in t.data or layout.pp != 1:
+        raise t._err("partition", "a partition splits one tensor-parallel group: give devices = "
+                                  "[...], a link, and pp = 1")
+    pt = pparams or Table({}, t.file, f"{t.where}partition_params.", t.base)
+    target = {k: pt.get(k, int, None, check=positive, expect=">= 1")
+              for k in ("batch_size", "context_tokens", "max_context_tokens")}
+    recompute = pt.get("recompute", float, 0.0, check=lambda x: 0 <= x < 1, expect="in [0, 1)")
+    extra = {k: pt.get(k, (object, bool)) for k in list(pt.data)
+             if k not in target and k != "recompute"}
+    pt.done()
+    with pt.at():
+        PARTITIONS.check(policy, extra)
+        batch = TargetBatch(**{k: v for k, v in target.items() if v is not None},
+                            block_size=cfg.block_size)
+        layout = partition(policy, model, list(layout.devices), layout.link, batch=batch,
+                           cost_model=cost_model, memory_utilization=cfg.memory_utilization,
+                           max_batched_tokens=cfg.max_batched_tokens,
+                           max_num_seqs=cfg.max_num_seqs, recompute=recompute, **extra).layout
+        check_parallel(model, layout)
+    return layout
+
+
+def _spec(t: Table, layout: Layout, cfg: InstanceConfig, count: int) -> InstanceSpec:
+    batching, params = t.policy(BATCHERS, "batching", "vllm", "batching_params")
+    spec = InstanceSpec(layout=layout, config=cfg, count=count, name=t.get("name", str, ""),
+                        batching=batching, batching_params=params,
+                        pool=t.get("pool", str, "", check=lambda p: p in POOLS,
+                                   expect="'prefill' or 'decode'"))
     t.done()
     return spec
 
 
-def _read_design_instance(t: Table) -> InstanceSpec:
-    """An [[instances]] table with ``design`` (and ``[instances.design_params]``: the stated
-    parameters of simcluster.hardware.parametric.AcceleratorDesign, e.g. clock_hz)."""
-    for key in ("device", "devices", "tp", "pp", "link", "stage_link", "count", "partition"):
+def read_instance(t: Table, model, cost_model: CostModel) -> InstanceSpec:
+    if "design" in t.data:
+        return _design_instance(t, model)
+    layout = _layout(t, model)
+    cfg = _config(t, model)
+    layout = _partition(t, layout, model, cost_model, cfg)
+    count = t.get("count", int, 1, check=lambda v: 1 <= v <= MAX_REPLICAS,
+                  expect=f"a whole number in [1, {MAX_REPLICAS:,}]")
+    return _spec(t, layout, cfg, count)
+
+
+def _design_instance(t: Table, model) -> InstanceSpec:
+    """An [[instances]] table with ``design = "N,dc,lc,mm,gb,cc,lb,lanes,ah,vw"``: LLMShare's
+    row of a parametric accelerator (server count first), one instance per server, tensor
+    parallel over the server's devices; ``[instances.design_params]`` sets stated parameters
+    of simcluster.hardware.parametric.AcceleratorDesign (e.g. clock_hz)."""
+    from simcluster.hardware.designed import designed_device
+    from simcluster.hardware.parametric import parse_row
+    for key in ("device", "devices", "tp", "pp", "ep", "dp", "link", "stage_link", "count",
+                "partition"):
         if key in t.data:
-            raise InputError(f"'{key}' does not go with 'design' (the design row gives the "
-                             "server count, devices per server and links)", file=t.file,
-                             field=f"{t.where}{key}")
-    params = t.get("design_params", dict, {})
-    layout, servers = _design_layout(t, params)
-    cfg = _scheduler(t)
-    spec = InstanceSpec(layout=layout, config=cfg, count=servers, name=t.get("name", str, ""),
-                        batching=t.get("batching", str, "vllm"),
-                        batching_params=t.get("batching_params", dict, {}),
-                        pool=t.get("pool", str, "", check=lambda p: p in ("", "prefill",
-                                                                          "decode")))
+            raise t._err(key, "does not go with 'design' (the design row gives the server "
+                              "count, devices per server and links)")
+    stated = t.get("design_params", dict, {})
+    row = t.get("design", str)
+    with t.at("design_params" if stated else "design"):
+        try:
+            pool = parse_row(row, **stated)
+        except TypeError as err:
+            raise InputError(str(err), field="design_params") from None
+        d = pool.design
+        layout = Layout.uniform(designed_device(d), tp=d.devices_per_server, link=d.link_spec())
+        check_parallel(model, layout)
+    return _spec(t, layout, _config(t, model), pool.servers)
+
+
+# ----------------------------------------------------------------------------- slo, cost
+def read_slo(t: Table | None) -> tuple[float | None, float | None]:
+    if t is None:
+        return None, None
+    ttft = t.get("ttft_s", float, None, check=positive, expect="> 0")
+    tpot = t.get("tpot_s", float, None, check=positive, expect="> 0")
     t.done()
-    return spec
+    return ttft, tpot
+
+
+def read_cost(t: Table, seed: int):
+    """``[cost]``: the calibration (with the kernel accounting and execution mode), or an
+    engine model, and the MoE routing model."""
+    from simcluster.calibration import load_calibration
+    from simcluster.cost.moe import RoutingModel
+    calibration = t.get("calibration", str, None)
+    engine = t.get("engine", str, None)
+    kernels = t.get("kernels", str, "fused")
+    execution = t.get("execution", str, "graphs")
+    routing = {k: v for k, v in (
+        ("popularity_cv", t.get("moe_popularity_cv", float, None, check=non_negative,
+                                expect=">= 0")),
+        ("samples", t.get("moe_samples", int, None, check=positive, expect=">= 1")))
+        if v is not None}
+    t.done()
+    if engine is None:
+        with t.at("calibration"):
+            cal = load_calibration(calibration or "measured")
+        with t.at():
+            cost_model = CostModel(cal, kernels=kernels, execution=execution)
+    else:
+        from simcluster.engines import load_engine
+        from simcluster.engines.model import EngineCostModel
+        with t.at("engine"):
+            spec = load_engine(resolve(engine, t.base))
+        with t.at("calibration"):
+            load_calibration(calibration or spec.calibration)
+            cost_model = EngineCostModel.of(spec, calibration)
+    with t.at("moe_popularity_cv"):
+        cost_model.routing = RoutingModel(seed=seed, **routing)
+    return cost_model

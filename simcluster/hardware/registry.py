@@ -3,6 +3,10 @@
 Specs are TOML files under ``hwspecs/{devices,links,nodes}/`` (format: hwspecs/README.md),
 found by name or alias ignoring case, ``-``, ``_`` and spaces. Loading checks fields, types and
 units, naming file and field of any bad value; specs are cached by path and modification time.
+
+``SIMCLUSTER_HWSPECS`` *adds* spec folders (several joined by ``os.pathsep``) in front of the
+bundled one: their devices, links, nodes, calibration tables and engines are found first (a
+file of the same name shadows the bundled one), and everything bundled stays available.
 """
 
 from __future__ import annotations
@@ -15,16 +19,41 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from simcluster.errors import InputError
+from simcluster.errors import InputError, unknown_name
 from simcluster.hardware.specs import (_RANGES, DTYPES, DeviceSpec, LinkSpec, NodeSpec,
                                        _OPTIONAL_NUMBERS, _at, _did_you_mean)
 from simcluster.paths import data_dir
 
+ENV_VAR = "SIMCLUSTER_HWSPECS"
+
+
+def hwspecs_dirs() -> list[Path]:
+    """The spec folders searched, in order: each folder of ``$SIMCLUSTER_HWSPECS``, then the
+    bundled ``hwspecs/``. A folder named there that does not exist is an InputError."""
+    out = []
+    for part in os.environ.get(ENV_VAR, "").split(os.pathsep):
+        if not part.strip():
+            continue
+        path = Path(part).expanduser().resolve()
+        if not path.is_dir():
+            raise InputError(f"{ENV_VAR} names {str(path)!r}, which is not a folder; expected "
+                             "a folder holding devices/, links/, nodes/ (any of them)",
+                             field=ENV_VAR)
+        out.append(path)
+    bundled = data_dir("hwspecs")
+    return out + [bundled] if bundled not in out else out
+
 
 def hwspecs_dir() -> Path:
-    """The spec directory: $SIMCLUSTER_HWSPECS if set, else the bundled ``hwspecs/``."""
-    env = os.environ.get("SIMCLUSTER_HWSPECS")
-    return Path(env).expanduser().resolve() if env else data_dir("hwspecs")
+    """The first spec folder: the first of ``$SIMCLUSTER_HWSPECS`` if set, else the bundled
+    ``hwspecs/`` (where a user's own specs, tables and engines are written)."""
+    return hwspecs_dirs()[0]
+
+
+def hwspecs_subdirs(folder: str) -> list[Path]:
+    """``folder`` (``devices``, ``calibration``, ``engines``, ...) of every spec folder that
+    has one, in search order."""
+    return [d / folder for d in hwspecs_dirs() if (d / folder).is_dir()]
 
 
 def _key(name: str) -> str:
@@ -35,9 +64,23 @@ def _key(name: str) -> str:
 
 @functools.lru_cache(maxsize=None)
 def _read_toml(path: str, mtime_ns: int) -> dict[str, Any]:
+    return read_toml_file(path)
+
+
+def read_toml_file(path: str | os.PathLike) -> dict[str, Any]:
+    """A TOML file as a dict: UTF-8 (a byte-order mark is skipped); InputError naming the file
+    (and line) when it cannot be read or parsed."""
+    path = str(path)
     try:
         with open(path, "rb") as fh:
-            return tomllib.load(fh)
+            text = fh.read().decode("utf-8-sig")
+        return tomllib.loads(text)
+    except FileNotFoundError:
+        raise InputError("no such file", file=path) from None
+    except IsADirectoryError:
+        raise InputError("is a folder; expected a TOML file", file=path) from None
+    except UnicodeDecodeError as err:
+        raise InputError(f"not UTF-8 text ({err.reason} at byte {err.start})", file=path) from None
     except tomllib.TOMLDecodeError as err:
         m = re.search(r"line (\d+)", str(err))
         raise InputError(f"not valid TOML: {err}", file=path,
@@ -46,15 +89,15 @@ def _read_toml(path: str, mtime_ns: int) -> dict[str, Any]:
 
 def _registry(folder: str) -> list[tuple[Path, str, list[str]]]:
     """(path, name, aliases) of every spec file in one registry folder, sorted by name."""
-    out = []
-    for path in (hwspecs_dir() / folder).glob("*.toml"):
-        try:
-            raw = _read_toml(str(path), path.stat().st_mtime_ns)
-        except InputError:   # reported when that file itself is loaded
-            raw = {}
+    out, seen = [], set()
+    for path in (p for d in hwspecs_subdirs(folder) for p in sorted(d.glob("*.toml"))):
+        raw = _read_toml(str(path), path.stat().st_mtime_ns)   # a broken file is named
+        name = str(raw.get("name", path.stem))
+        if {_key(path.stem), _key(name)} & seen:   # shadowed by a file of an earlier folder
+            continue
+        seen |= {_key(path.stem), _key(name)}
         aliases = raw.get("aliases", [])
-        out.append((path, str(raw.get("name", path.stem)),
-                    [str(a) for a in aliases] if isinstance(aliases, list) else []))
+        out.append((path, name, [str(a) for a in aliases] if isinstance(aliases, list) else []))
     return sorted(out, key=lambda entry: entry[1].lower())
 
 
@@ -64,16 +107,16 @@ def _find(folder: str, name_or_path: str | os.PathLike, what: str) -> Path:
     if isinstance(name_or_path, os.PathLike) or text.endswith(".toml") or os.sep in text:
         path = Path(text).expanduser()
         if not path.is_file():
-            raise InputError(f"no {what} spec file here", file=text)
+            raise InputError(f"no {what} spec file here" + (" (a folder)" if path.is_dir()
+                                                             else ""), file=text)
         return path.resolve()
     entries = _registry(folder)
     for path, name, aliases in entries:
         if _key(text) in {_key(path.stem), _key(name), *map(_key, aliases)}:
             return path.resolve()
-    known = ", ".join(name for _, name, _ in entries) or "(none)"
-    raise InputError(f"unknown {what} {text!r}; known {what}s: {known} (in "
-                     f"{hwspecs_dir() / folder}; SIMCLUSTER_HWSPECS selects another directory)",
-                     field="name")
+    folders = ", ".join(str(d / folder) for d in hwspecs_dirs())
+    raise unknown_name(what, text, [name for _, name, _ in entries],
+                       hint=f" (in {folders}; {ENV_VAR} adds a folder of your own)")
 
 
 def _check_keys(raw: Mapping[str, Any], required: tuple[str, ...], allowed: set[str],
@@ -106,6 +149,15 @@ def _build_device_or_link(raw: dict[str, Any], file: Path, folder: str) -> Any:
         make: Any = LinkSpec
     else:
         _check_keys(raw, _DEVICE_REQUIRED, _DEVICE_ALLOWED, file)
+        aliases = raw.get("aliases", [])
+        if not isinstance(aliases, list) or not all(isinstance(a, str) for a in aliases):
+            raise InputError(f"expected a list of names, got {aliases!r}", file=file,
+                             field="aliases")
+        if isinstance(raw.get("host_link"), str):
+            try:
+                _find("links", raw["host_link"], "link")
+            except InputError as err:
+                raise _at(err, file, "host_link") from None
         flops = {k[len("peak_flops_"):]: raw[k] for k in raw if k.startswith("peak_flops_")}
         raw = {k: v for k, v in raw.items() if not k.startswith("peak_flops_")}
         make = functools.partial(DeviceSpec, peak_flops=flops)
@@ -129,9 +181,13 @@ def _pairs(raw: dict[str, Any], key: str, file: Path) -> tuple[tuple[str, int], 
             raise InputError(f"expected a whole number >= 1, got {count!r}", file=file,
                              field=f"{where}.count")
         try:
-            _find("devices", str(entry["spec"]), "device")
+            spec = _load_spec("devices", str(entry["spec"]), "device")
         except InputError as err:
             raise _at(err, file, f"{where}.spec") from None
+        if (spec.kind == "cpu") != (key == "sockets"):
+            raise InputError(f"{spec.name} is a {spec.kind} device; [[devices]] holds "
+                             "accelerators, [[sockets]] CPU sockets", file=file,
+                             field=f"{where}.spec")
         out.append((str(entry["spec"]), count))
     return tuple(out)
 
@@ -176,6 +232,24 @@ def load_link(name_or_path: str | os.PathLike) -> LinkSpec:
 def load_node(name_or_path: str | os.PathLike) -> NodeSpec:
     """A node template by name or path; the device and link specs it names must exist."""
     return _load_spec("nodes", name_or_path, "node")
+
+
+def default_tp_link(*devices: DeviceSpec) -> str | None:
+    """The link a tensor-parallel group of ``devices`` uses when none is named: the
+    ``intra_link`` (GPUs) or ``socket_link`` (CPU sockets) of the node templates that hold
+    every one of them, when they agree on one; None when no node holds them all or the nodes
+    disagree."""
+    wanted = [{_key(d.name), *map(_key, d.aliases)} for d in devices]
+    links = set()
+    for path, _, _ in _registry("nodes"):
+        raw = _read_toml(str(path), path.stat().st_mtime_ns)
+        for key, link in (("devices", "intra_link"), ("sockets", "socket_link")):
+            entries = raw.get(key, [])
+            held = {_key(str(e.get("spec", ""))) for e in entries if isinstance(e, dict)} \
+                if isinstance(entries, list) else set()
+            if all(names & held for names in wanted) and raw.get(link):
+                links.add(str(raw[link]))
+    return links.pop() if len(links) == 1 else None
 
 
 def list_devices() -> list[str]:

@@ -21,7 +21,21 @@ _LEARNED_POS_TYPES = {"opt", "gpt2", "gpt_bigcode", "gpt_neo"}
 _HF_KEYS = {"hidden_size": ("hidden_size", "n_embd", "d_model", "n_embed"),
             "num_layers": ("num_hidden_layers", "n_layer", "num_layers"),
             "num_heads": ("num_attention_heads", "n_head", "num_heads"),
-            "vocab_size": ("vocab_size",)}
+            "vocab_size": ("vocab_size",),
+            "num_kv_heads": ("num_key_value_heads", "num_kv_heads", "n_head_kv"),
+            "head_dim": ("head_dim",),
+            "ffn_size": ("intermediate_size", "ffn_dim", "n_inner", "ffn_hidden_size"),
+            "max_position": ("max_position_embeddings", "n_positions", "n_ctx", "seq_length"),
+            "dtype": ("torch_dtype", "dtype"),
+            "tied_embeddings": ("tie_word_embeddings",)}
+# JSON types of the keys read (null is "not stated" for every key)
+_JSON_TYPES = {**{k: int for f in ("hidden_size", "num_layers", "num_heads", "vocab_size",
+                                   "num_kv_heads", "head_dim", "ffn_size", "max_position")
+                  for k in _HF_KEYS[f]},
+               **{k: int for k in ("num_local_experts", "num_experts", "n_routed_experts")},
+               **{k: bool for k in ("tie_word_embeddings", "multi_query", "attention_bias",
+                                    "mlp_bias", "bias", "enable_bias")},
+               **{k: str for k in ("model_type", "hidden_act", "torch_dtype", "dtype")}}
 
 
 def model_from_hf_config(path_or_dict: str | os.PathLike | dict[str, Any],
@@ -33,9 +47,15 @@ def model_from_hf_config(path_or_dict: str | os.PathLike | dict[str, Any],
     (:mod:`.hf_arch`). The MLP is gated (SwiGLU)
     for llama-family model types, or when an unknown type's ``hidden_act`` is silu; its width
     defaults to 4 x hidden. KV heads default to the attention heads; dtype to fp16 when the
-    config names none. A missing required key raises InputError naming the file and key.
+    config names none. A missing required key, a value of the wrong JSON type (``"false"``
+    for a boolean), an unknown ``torch_dtype`` or a value out of range raises InputError
+    naming the file and the config's key. ``max_position_embeddings`` (or its GPT-2 names)
+    may be absent: the model then states no context length, and the instances serving it
+    must set ``max_model_len``.
     """
     cfg, file = _read_config(path_or_dict)
+    where = str(file) if file else "<config dict>"
+    _check_types(cfg, where)
     model_type = str(cfg.get("model_type", "")).lower()
 
     def first(keys: tuple[str, ...], default: Any = KeyError) -> Any:
@@ -43,30 +63,33 @@ def model_from_hf_config(path_or_dict: str | os.PathLike | dict[str, Any],
             if cfg.get(key) is not None:
                 return cfg[key]
         if default is KeyError:
-            raise InputError(f"missing key (expected one of {', '.join(keys)})", file=file,
+            raise InputError(f"missing key (expected one of {', '.join(keys)})", file=where,
                              field=keys[0])
         return default
 
     hidden, layers, heads, vocab = (first(_HF_KEYS[k]) for k in
                                     ("hidden_size", "num_layers", "num_heads", "vocab_size"))
-    kv_heads = 1 if cfg.get("multi_query") else first(
-        ("num_key_value_heads", "num_kv_heads", "n_head_kv"), heads)
+    kv_heads = 1 if cfg.get("multi_query") else first(_HF_KEYS["num_kv_heads"], heads)
     gated = (model_type in _GATED_TYPES or (model_type not in _BIASED_TYPES
              and str(cfg.get("hidden_act", "")).lower() in ("silu", "swish", "swiglu")))
-    dtype = _HF_DTYPES.get(str(first(("torch_dtype", "dtype"), "float16")).lower())
+    dtype_key = next((k for k in _HF_KEYS["dtype"] if cfg.get(k) is not None), None)
+    dtype = _HF_DTYPES.get(str(cfg[dtype_key]).lower()) if dtype_key else "fp16"
+    if dtype is None:
+        raise InputError(f"unknown dtype {cfg[dtype_key]!r}; known: "
+                         f"{', '.join(sorted(_HF_DTYPES))}", file=where, field=dtype_key)
+    head_dim = first(("head_dim",), None)
     bias = model_type in _BIASED_TYPES or any(
         cfg.get(k) is True for k in ("mlp_bias", "bias", "enable_bias"))
     values = dict(
-        name=name or str(cfg.get("_name_or_path") or (file.parent.name if file else "hf-model")),
+        name=name or str(cfg.get("_name_or_path") or _name_of(file)),
         num_layers=layers, hidden_size=hidden, num_heads=heads, num_kv_heads=kv_heads,
-        head_dim=first(("head_dim",), None) or _head_dim(hidden, heads, file),
+        head_dim=head_dim if head_dim is not None else _head_dim(hidden, heads, file),
         ffn_size=first(("intermediate_size", "ffn_dim", "n_inner", "ffn_hidden_size"),
                        4 * hidden if isinstance(hidden, int) else 0),
-        ffn_gated=gated, vocab_size=vocab, tied_embeddings=bool(cfg.get("tie_word_embeddings",
-                                                                         True)),
-        max_position=first(("max_position_embeddings", "n_positions", "n_ctx", "seq_length"),
-                           None),
-        dtype=dtype or "fp16", dtype_bytes=DTYPE_BYTES[dtype or "fp16"], linear_bias=bias,
+        ffn_gated=gated, vocab_size=vocab,
+        tied_embeddings=cfg.get("tie_word_embeddings", True) is not False,
+        max_position=first(_HF_KEYS["max_position"], None),
+        dtype=dtype, dtype_bytes=DTYPE_BYTES[dtype], linear_bias=bias,
         learned_position_embeddings=model_type in _LEARNED_POS_TYPES,
         attention_bias=not bias and cfg.get("attention_bias") is True,
         source=f"Hugging Face config {file}" if file else "Hugging Face config (dict)")
@@ -74,16 +97,40 @@ def model_from_hf_config(path_or_dict: str | os.PathLike | dict[str, Any],
     values.update(arch_from_hf(cfg, model_type, first, file, values["dtype"]))
     try:
         return ModelSpec(**values)
-    except InputError as err:
-        raise InputError(err.reason, file=str(file) if file else "<config dict>",
-                         field=err.field) from None
+    except InputError as err:   # name the config's key, not the ModelSpec field
+        keys = _HF_KEYS.get(err.field or "", ())
+        field = next((k for k in keys if cfg.get(k) is not None), keys[0] if keys else err.field)
+        raise InputError(err.reason, file=where, field=field) from None
+
+
+def _check_types(cfg: dict[str, Any], where: str) -> None:
+    """Every key read has its JSON type (or null): no "false" read as true, no "4096"."""
+    for key, kind in _JSON_TYPES.items():
+        value = cfg.get(key)
+        if value is None:
+            continue
+        if kind is int and (isinstance(value, bool) or not isinstance(value, int)):
+            raise InputError(f"expected a whole number, got {value!r}", file=where, field=key)
+        if kind is not int and not isinstance(value, kind):
+            expected = "true or false" if kind is bool else "a string"
+            raise InputError(f"expected {expected}, got {value!r}", file=where, field=key)
+
+
+def _name_of(file: Path | None) -> str:
+    """A model read from ``.../NAME/config.json`` is called NAME (the folder of a config in
+    the current folder included); a config file of another name is called by its stem."""
+    if file is None:
+        return "hf-model"
+    path = file.resolve()
+    return (path.parent.name or "hf-model") if path.stem == "config" else path.stem
 
 
 def _head_dim(hidden: Any, heads: Any, file: Path | None) -> Any:
     """hidden / heads where the config states no head_dim; it must divide evenly."""
     if isinstance(hidden, int) and isinstance(heads, int) and heads > 0:
         if hidden % heads:
-            raise InputError(f"{heads} heads do not divide hidden size {hidden}; give head_dim",
+            raise InputError(f"{heads} attention heads do not divide hidden size {hidden} "
+                             "(num_attention_heads, hidden_size); give head_dim",
                              file=str(file or "<config dict>"), field="head_dim")
         return hidden // heads
     return hidden   # not a number: ModelSpec names the bad field
@@ -96,9 +143,12 @@ def _read_config(path_or_dict: Any) -> tuple[dict[str, Any], Path | None]:
     if path.is_dir():
         path = path / "config.json"
     try:
-        cfg = json.loads(path.read_text())
+        cfg = json.loads(path.read_text(encoding="utf-8-sig"))
     except FileNotFoundError:
         raise InputError("no such file (expected a Hugging Face config.json)",
+                         file=str(path)) from None
+    except UnicodeDecodeError as err:
+        raise InputError(f"not UTF-8 text ({err.reason} at byte {err.start})",
                          file=str(path)) from None
     except json.JSONDecodeError as err:
         raise InputError(f"not valid JSON: {err.msg}", file=str(path), line=err.lineno) from None

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from simcluster.errors import InputError
+from simcluster.errors import UnknownNameError, did_you_mean
 from simcluster.models.moe_presets import MOE_PRESETS
 from simcluster.models.spec import DTYPE_BYTES, ModelSpec
 
@@ -73,7 +73,9 @@ def model_preset(name: str) -> ModelSpec:
     for spec in PRESETS.values():
         if _norm(name) in {_norm(spec.name), *map(_norm, spec.aliases)}:
             return spec
-    raise InputError(f"unknown model {name!r}; presets: {', '.join(PRESETS)} (or give the path "
-                     "of a Hugging Face config.json)", field="model")
+    names = [n for spec in PRESETS.values() for n in (spec.name, *spec.aliases)]
+    raise UnknownNameError(f"unknown model {name!r}{did_you_mean(name, names)}; presets: "
+                           f"{', '.join(PRESETS)} (or give the path of a Hugging Face "
+                           "config.json)", field="model")
 
 

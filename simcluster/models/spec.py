@@ -73,7 +73,7 @@ class ModelSpec:
         if not isinstance(self.name, str) or not self.name.strip():
             raise InputError(f"expected a non-empty string, got {self.name!r}", field="name")
         for f in ("num_layers", "hidden_size", "num_heads", "num_kv_heads", "head_dim",
-                  "ffn_size", "vocab_size") + (("max_position",) if self.max_position else ()):
+                  "ffn_size", "vocab_size") + (("max_position",) if self.max_position is not None else ()):
             value = getattr(self, f)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise InputError(f"expected a whole number >= 1, got {value!r}", field=f)

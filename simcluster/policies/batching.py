@@ -107,6 +107,8 @@ class VLLMBatching:
     prefix_caching = True
 
     def __init__(self, watermark_blocks: int = 0):
+        if watermark_blocks < 0:
+            raise ValueError(f"watermark_blocks must be >= 0, got {watermark_blocks}")
         self.watermark_blocks = watermark_blocks
         self.inst = None
 

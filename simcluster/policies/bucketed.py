@@ -115,6 +115,8 @@ class LengthBucketRouter:
                  pick: str = "oldest"):
         if pick not in ("oldest", "fullest"):
             raise ValueError(f"pick must be 'oldest' or 'fullest', got {pick!r}")
+        if max_batch is not None and max_batch < 1:
+            raise ValueError(f"max_batch must be >= 1, got {max_batch}")
         self.bounds, self.max_batch, self.pick = _bounds(buckets), max_batch, pick
         self.queues = [deque() for _ in range(len(self.bounds) + 1)]
         self.pool = None

@@ -54,6 +54,7 @@ from collections import deque
 import numpy as np
 import pandas as pd
 
+from simcluster.errors import InputError
 from simcluster.policies.registry import CONTROLLERS
 from simcluster.policies.queueing import erlang_c, mean_wait, min_servers
 
@@ -84,6 +85,11 @@ class MMcController:
             raise ValueError("window_s and interval_s must be > 0 and max_wait_s >= 0")
         if min_active < 1:
             raise ValueError(f"min_active must be >= 1, got {min_active}")
+        for name, value in (("initial_active", initial_active), ("batch", batch)):
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be >= 1, got {value}")
+        if not (mean_prompt_tokens > 0 and mean_output_tokens > 0):
+            raise ValueError("mean_prompt_tokens and mean_output_tokens must be > 0")
         self.max_wait_s, self.window_s = float(max_wait_s), float(window_s)
         self.interval_s = float(interval_s or window_s)
         self.mu_source, self.min_active = mu_source, int(min_active)
@@ -103,7 +109,11 @@ class MMcController:
         self.pool = list(cluster.decode_pool)
         self.start_s = self.env.now
         n = len(self.pool) if self.initial_active is None else self.initial_active
-        n = min(len(self.pool), max(self.min_active, n))
+        if max(n, self.min_active) > len(self.pool):
+            raise InputError(f"initial_active / min_active ({n}, {self.min_active}) exceed the "
+                             f"{len(self.pool)} instances of the decode pool",
+                             field="controller_params.initial_active")
+        n = max(self.min_active, n)
         for k, inst in enumerate(self.pool):
             inst.active = k < n
             self._activity.append((self.start_s, inst.id, inst.active))

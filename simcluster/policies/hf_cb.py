@@ -49,6 +49,10 @@ class HFContinuousBatching:
                  max_requests_per_batch: int | None = None):
         if not 0.0 <= safety_margin < 1.0:
             raise ValueError(f"safety_margin must be in [0, 1), got {safety_margin}")
+        for name, value in (("num_blocks", num_blocks),
+                            ("max_requests_per_batch", max_requests_per_batch)):
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be >= 1, got {value}")
         self.safety_margin = safety_margin
         self.num_blocks = num_blocks
         self.max_requests_per_batch = max_requests_per_batch

@@ -27,6 +27,8 @@ class OffloadAll:
 @OFFLOADS.register("min_output")
 class OffloadMinOutput:
     def __init__(self, min_output_tokens: int = 2):
+        if min_output_tokens < 1:
+            raise ValueError(f"min_output_tokens must be >= 1, got {min_output_tokens}")
         self.min_output_tokens = min_output_tokens
 
     def __call__(self, req: Request) -> bool:
@@ -36,6 +38,8 @@ class OffloadMinOutput:
 @OFFLOADS.register("max_context")
 class OffloadMaxContext:
     def __init__(self, max_context_tokens: int = 32768):
+        if max_context_tokens < 1:
+            raise ValueError(f"max_context_tokens must be >= 1, got {max_context_tokens}")
         self.max_context_tokens = max_context_tokens
 
     def __call__(self, req: Request) -> bool:
@@ -51,6 +55,8 @@ class OffloadPoolRoom:
     prefill batch take the same last slot.)"""
 
     def __init__(self, slots: int | None = None):
+        if slots is not None and slots < 1:
+            raise ValueError(f"slots must be >= 1, got {slots}")
         self.slots = slots
         self.cluster, self.pool = None, ()
 

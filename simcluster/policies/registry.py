@@ -3,12 +3,36 @@
     @ROUTERS.register("round_robin")
     class RoundRobin: ...
 
-``ROUTERS.create(name, **params)`` builds one; an unknown name fails listing the known ones.
+``ROUTERS.create(name, **params)`` builds one; an unknown name fails listing the known ones
+(and the closest). ``ROUTERS.check(name, params)`` checks a params table against the
+factory's signature without building anything: every key must be a parameter of the factory
+(unless it takes ``**kwargs``), every required parameter given, and every value of the type
+its annotation states (``int``, ``float``, ``str``, ``bool``, ``None``, ``Sequence[...]``;
+other annotations are not checked; NaN is never a valid number). ``create`` checks the same
+way and turns a ``ValueError`` of the factory (its own range checks) into an
+:class:`~simcluster.errors.InputError` naming the policy. Shells (the experiment loader, a
+plugin) call ``check``/``create`` for every params table they read, so every policy gets the
+same checks whoever registers it.
+
+Registering a name again *replaces* the entry with a warning — re-running a notebook cell that
+defines a policy, or reloading a plugin, must not fail — except that a built-in policy (one
+defined in simcluster) is never shadowed by another definition: that is an error.
 """
 
 from __future__ import annotations
 
-from typing import Callable
+import inspect
+import math
+import re
+import warnings
+from collections.abc import Mapping
+from typing import Any, Callable
+
+from simcluster.errors import InputError, did_you_mean, unknown_name
+
+_SCALARS: dict[str, tuple[type, ...]] = {"int": (int,), "float": (int, float), "str": (str,),
+                                          "bool": (bool,)}
+_SEQUENCE = re.compile(r"^(?:Sequence|list|tuple|Iterable|Collection)\[(.+?)(?:,\s*\.\.\.)?\]$")
 
 
 class Registry(dict):
@@ -20,33 +44,125 @@ class Registry(dict):
 
     def register(self, name: str) -> Callable:
         def deco(factory):
-            if name in self:
-                raise ValueError(f"{self.kind} policy {name!r} is already registered")
+            old = self.get(name)
+            if old is not None:
+                self._replacing(name, old, factory)
             self[name] = factory
             factory.policy_name = name
             return factory
         return deco
 
+    def _replacing(self, name: str, old, new):
+        where = f"{getattr(old, '__module__', '?')}.{getattr(old, '__qualname__', old)}"
+        same = where == f"{getattr(new, '__module__', '?')}.{getattr(new, '__qualname__', new)}"
+        if where.startswith("simcluster.") and not same:
+            raise ValueError(f"{self.kind} policy {name!r} is built in ({where}); register "
+                             "yours under another name")
+        warnings.warn(f"{self.kind} policy {name!r} registered again: replacing {where}",
+                      RuntimeWarning, stacklevel=3)
+
     def lookup(self, name: str):
-        try:
+        """The factory registered as ``name``; UnknownNameError (a KeyError) listing the
+        known names otherwise."""
+        if isinstance(name, str) and name in self:
             return self[name]
-        except KeyError:
-            raise KeyError(f"unknown {self.kind} policy {name!r}; known: "
-                           f"{', '.join(sorted(self))}") from None
+        raise unknown_name(f"{self.kind} policy", name, self)
+
+    def parameters(self, name: str) -> dict[str, inspect.Parameter] | None:
+        """The keyword parameters of ``name``'s factory (None: it takes any keyword)."""
+        try:
+            sig = inspect.signature(self.lookup(name))
+        except (TypeError, ValueError):   # a builtin without a signature: nothing to check
+            return None
+        params = {}
+        for p in sig.parameters.values():
+            if p.kind is p.VAR_KEYWORD:
+                return None
+            if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY):
+                params[p.name] = p
+        return params
+
+    def check(self, name: str, params: Mapping[str, Any] | None = None):
+        """Check ``params`` against the signature of ``name``'s factory; return the factory.
+
+        Raises UnknownNameError for an unknown name, InputError with ``field`` = the key for
+        an unknown key (listing the known ones), a missing required parameter, or a value of
+        the wrong type.
+        """
+        factory = self.lookup(name)
+        params = dict(params or {})
+        known = self.parameters(name)
+        if known is None:
+            return factory
+        what = f"{self.kind} policy {name!r}"
+        for key in params:
+            if key not in known:
+                listed = ", ".join(sorted(known)) or "(none: it takes no parameters)"
+                raise InputError(f"{what} has no parameter {key!r}{did_you_mean(key, known)}; "
+                                 f"known: {listed}", field=key)
+        for key, p in known.items():
+            if p.default is p.empty and key not in params:
+                raise InputError(f"{what} needs parameter {key!r}", field=key)
+        for key, value in params.items():
+            problem = _type_problem(known[key].annotation, value)
+            if problem:
+                raise InputError(f"{what}: {problem}", field=key)
+        return factory
 
     def create(self, name: str, **params):
-        factory = self.lookup(name)
+        """A new ``name`` policy built with ``params`` (checked as :meth:`check` does); a
+        ValueError of the factory becomes an InputError naming the policy."""
+        factory = self.check(name, params)
         try:
             return factory(**params)
-        except TypeError as err:
-            raise TypeError(f"{self.kind} policy {name!r}: {err}") from None
+        except InputError:
+            raise
+        except (TypeError, ValueError) as err:
+            raise InputError(f"{self.kind} policy {name!r}: {err}") from None
+
+
+def _type_problem(annotation: Any, value: Any) -> str:
+    """Why ``value`` does not fit a parameter annotated ``annotation`` ('' if it does, or if
+    the annotation is not one this checker reads)."""
+    if isinstance(value, float) and math.isnan(value):
+        return "expected a number, got NaN"
+    if annotation is inspect.Parameter.empty:
+        return ""
+    text = annotation if isinstance(annotation, str) else getattr(
+        annotation, "__name__", str(annotation))
+    optional = re.fullmatch(r"Optional\[(.+)\]", text)
+    if optional:
+        text = optional.group(1) + " | None"
+    alternatives = [a.strip() for a in text.split("|")]
+    if any(_fits(a, value) is None for a in alternatives):
+        return ""           # an annotation this checker does not read: accept
+    if any(_fits(a, value) for a in alternatives):
+        return ""
+    return f"expected {' or '.join(alternatives)}, got {value!r}"
+
+
+def _fits(annotation: str, value: Any) -> bool | None:
+    """Whether ``value`` fits one alternative of an annotation (None: not understood)."""
+    if annotation == "None":
+        return value is None
+    if annotation in _SCALARS:
+        if isinstance(value, bool):
+            return annotation == "bool"
+        return isinstance(value, _SCALARS[annotation])
+    m = _SEQUENCE.match(annotation)
+    if m:
+        if not isinstance(value, (list, tuple)):
+            return False
+        inner = [_fits(m.group(1).strip(), v) for v in value]
+        return None if None in inner else all(inner)
+    return None
 
 
 ROUTERS = Registry("router")            # request -> instance
 BATCHERS = Registry("batching")         # an instance's next iteration
 PARTITIONS = Registry("partition")      # a model cut over a GPU group: TP shares or stages
 CONTROLLERS = Registry("controller")    # pool sizing over time (e.g. M/M/c socket count)
-OFFLOADS = Registry("offload")          # does a prefilled request move to the decode pool?
+OFFLOADS = Registry("offload")          # does a prefilled request change pool?
 NUMA_PLACEMENTS = Registry("numa placement")   # CPU-socket weights and KV across sockets
 POOL_ROUTERS = Registry("pool routing")  # a request's prompt and token servers (phase pools)
 REBALANCERS = Registry("rebalancer")     # which servers move between phase pools, and when

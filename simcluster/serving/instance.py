@@ -11,6 +11,12 @@ counts change, and :attr:`Instance.outstanding_tokens` counts the steps that hav
 routers see exactly the state that stepping would show; :meth:`Instance.sync` applies them for
 policies that read more (the M/M/c controller, offload policies).
 
+A request handed off to another instance (prefill/decode pools) leaves the batch at its first
+token but keeps its KV blocks here until the cluster has shipped them
+(:meth:`Instance.release_kv`). An instance with nothing it can run while such blocks are held
+waits for them — a prompt that needs them is not refused — and a release during a decode run
+with requests waiting ends the run after the step in flight, as an arrival does.
+
 (Running on through completions, the batch shrinking at known steps, was tried: arrivals
 interrupt most runs long before their last completion, so timing all those later steps up
 front cost more than the events it saved — 2x slower on the Azure conversation trace.)
@@ -32,7 +38,7 @@ import simpy
 
 from simcluster.cost.memory import MemoryPlan
 from simcluster.policies.batching import Plan, blocks_for
-from simcluster.serving.config import InstanceConfig
+from simcluster.serving.config import InstanceConfig, context_limit
 from simcluster.serving.kv import KVCache
 from simcluster.serving.prefix_cache import PrefixCache
 from simcluster.serving.request import Request
@@ -42,10 +48,10 @@ class _DecodeRun:
     """A decode run in flight: its start, its step end offsets (``cum``), its requests, how
     many steps are applied, and the timeline row it has written."""
 
-    __slots__ = ("start", "cum", "reqs", "applied", "row")
+    __slots__ = ("start", "cum", "reqs", "ctx_sum", "applied", "row")
 
-    def __init__(self, start, cum, reqs):
-        self.start, self.cum, self.reqs = start, cum, reqs
+    def __init__(self, start, cum, reqs, ctx_sum):
+        self.start, self.cum, self.reqs, self.ctx_sum = start, cum, reqs, ctx_sum
         self.applied, self.row = 0, None
 
 
@@ -64,10 +70,11 @@ class Instance:
         self.seq_blocks = min(self.kv.total_blocks,
                               getattr(memory, "seq_capacity_tokens",
                                       memory.kv_capacity_tokens) // config.block_size)
-        self.max_model_len = config.max_model_len or model.max_position
+        self.max_model_len = context_limit(model, config)
         self.running: list[Request] = []
         self.waiting: deque[Request] = deque()
         self._outstanding = 0          # as of the last applied step (see outstanding_tokens)
+        self._handoffs = 0             # handed-off requests whose KV blocks are still held
         self.speed = 1.0
         self.active = True               # a controller may park an instance: routers skip it
         self.gate: simpy.Event | None = None   # set by the cluster: no iteration starts till it fires
@@ -154,13 +161,12 @@ class Instance:
             plan = self.batcher.schedule(env.now)
             self._preempt(plan.preempt)
             self._admit(plan.admit, plan.cached)
-            if plan.empty and not self.running and self.kv.used_blocks:
-                # blocks still held by KV on its way to another instance: wait for them
-                self._wake = env.event()
-                yield self._wake
-                self._wake = None
-                continue
             if plan.empty:
+                if self._handoffs:   # KV on its way to another instance holds blocks: wait
+                    self._wake = env.event()
+                    yield self._wake
+                    self._wake = None
+                    continue
                 stalls += 1
                 if stalls > 2 or not self.running:
                     self._reject_head("scheduler could not admit it with an empty instance")
@@ -189,7 +195,10 @@ class Instance:
             self._prefill_hook(self, plan.prefill, start, start + t)
         yield self.env.timeout(t)
         end = self.env.now
-        self._record(start, end, 1, len(plan.prefill), int(chunks.sum()), samples, n_dec)
+        # attention work, for utilisation after the run: context and causal pairs of the chunks
+        pairs = float(np.dot(chunks, ctx + (chunks + 1) / 2)) if len(chunks) else 0.0
+        self._record(start, end, 1, len(plan.prefill), int(chunks.sum()), samples, n_dec,
+                     int(ctx.sum()), pairs, ctx_sum)
         cache = self.cache
         for req, chunk in plan.prefill:
             req.kv_tokens += chunk
@@ -231,7 +240,7 @@ class Instance:
         n = len(decode)
         ctx_sum = sum(r.kv_tokens for r in decode) + n
         run = self._live = _DecodeRun(start, np.cumsum(self.timer.decode_steps(n, ctx_sum, k)),
-                                      decode)
+                                      decode, ctx_sum)
         # one event wakes us: the run's end (a timeout's callback) or an arrival (submit)
         wake = self._wake = env.event()
         env.timeout(float(run.cum[-1])).callbacks.append(
@@ -271,6 +280,8 @@ class Instance:
         run: a sync's partial advance is extended, not repeated)."""
         run, bs = self._live, self.config.block_size
         j = upto - run.applied
+        if j <= 0:             # nothing new (e.g. synced at the run's end, then woken there)
+            return
         done, new_blocks = [], 0
         for req in run.reqs:
             kv = req.kv_tokens + j
@@ -287,7 +298,7 @@ class Instance:
         if run.row is not None:
             del self.timeline[run.row]
         self._record(run.start, run.start + float(run.cum[upto - 1]), upto, 0, 0, 0,
-                     len(run.reqs))
+                     len(run.reqs), 0, 0.0, run.ctx_sum)
         run.row, run.applied = len(self.timeline) - 1, upto
         end = run.start + float(run.cum[upto - 1])
         for req in done:               # (decodes have their first token: no hand-off here)
@@ -315,13 +326,19 @@ class Instance:
             # it leaves the batch now; its KV blocks stay until the cluster has shipped them
             self.running.remove(req)
             self._outstanding -= req.remaining_output
+            self._handoffs += 1
             self.sink.prefilled(req)
 
     def release_kv(self, req: Request):
-        """Free the KV blocks of a request handed off to another instance, once shipped."""
+        """Free the KV blocks of a request handed off to another instance, once shipped. A
+        request waiting for blocks is planned again now (an instance with nothing it can run
+        waits for these blocks rather than reject the request; inside a decode run it finishes
+        the step in flight and plans again, as stepping one by one would)."""
         self._free_kv(req)
-        if self._live is None and self._wake is not None and not self._wake.triggered:
-            self._wake.succeed()       # (idle, waiting for blocks: plan again)
+        self._handoffs -= 1
+        wake = self._wake      # blocked on these blocks, or decoding while a request waits
+        if wake is not None and not wake.triggered and (self._live is None or self.waiting):
+            wake.succeed()
 
     def _release(self, req: Request):
         self.running.remove(req)
@@ -362,6 +379,9 @@ class Instance:
         self._outstanding -= req.prefill_target - req.kv_tokens + req.remaining_output
         self.sink.rejected(req)
 
-    def _record(self, start, end, iters, n_prefill, prefill_tokens, prefill_done, n_decode):
+    def _record(self, start, end, iters, n_prefill, prefill_tokens, prefill_done, n_decode,
+                prefill_context, prefill_pairs, decode_context):
+        """One timeline row (columns: simcluster.simulation.results.TIMELINE_COLUMNS)."""
         self.timeline.append((self.id, start, end, iters, n_prefill, prefill_tokens,
-                              prefill_done, n_decode, self.kv.used_blocks, len(self.waiting)))
+                              prefill_done, n_decode, self.kv.used_blocks, len(self.waiting),
+                              prefill_context, prefill_pairs, decode_context))

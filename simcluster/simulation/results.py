@@ -1,24 +1,34 @@
 """Results as DataFrames, and summaries as pure functions of those frames.
 
 * ``requests``: one row per request — times, tokens, instance, device, preemptions, the
-  reason if it was rejected, and ``cached_tokens`` (prompt tokens its admission found in the
-  replica's prefix cache: they skipped prefill).
+  reason if it was rejected, ``cached_tokens`` (prompt tokens its admission found in the
+  replica's prefix cache: they skipped prefill), and its KV hand-off's times and bytes.
 * ``timeline``: one row per instance event — a single iteration, or a run of identical decode
   iterations (``iterations`` > 1) — with batch composition (``prefill_done``: prompts that
-  finished and sampled their first token), KV blocks in use at its start and queue length.
-* ``instances``: one row per replica — its devices, KV capacity, price, and the power of its
-  devices idle, prefilling and decoding (:mod:`.energy`; the summary's ``energy_*`` fields).
+  finished and sampled their first token), KV blocks in use and requests waiting as the row
+  was written (when its iterations ended), what
+  attention read (``prefill_context``: cached tokens before the prompt chunks;
+  ``prefill_pairs``: their causal (query, key) pairs; ``decode_context``: KV tokens the decode
+  sequences attend at the row's first step) and the model work that follows (``flops``,
+  ``bytes``; :mod:`.work`).
+* ``instances``: one row per replica — its devices, KV capacity, price, peak FLOP/s and memory
+  bandwidth, and the power of its devices idle, prefilling and decoding (:mod:`.energy`).
 * ``transfers``: one row per KV hand-off between instances — request, source and destination
   instance, start, end and bytes on the link (``dst_instance`` -1 where the pool's router
   placed it later).
+* ``activity``: one row per change of an instance's active state by a controller.
+
+:func:`summarize` is a pure function of the frames, built from *groups* of fields
+(:data:`SUMMARY_GROUPS`): adding a group is adding one function to that list.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -29,10 +39,11 @@ REQUEST_COLUMNS = ["request_id", "arrival_s", "prompt_tokens", "output_tokens", 
                    "device", "prefill_start_s", "first_token_s", "finish_s", "queueing_s",
                    "ttft_s", "tpot_s", "e2e_s", "preemptions", "rejected", "reason",
                    "cached_tokens", "handoff_start_s", "handoff_end_s", "handoff_bytes"]
-TRANSFER_COLUMNS = ["request_id", "src_instance", "start_s", "end_s", "bytes", "dst_instance"]
 TIMELINE_COLUMNS = ["instance", "start_s", "end_s", "iterations", "prefill_seqs",
                     "prefill_tokens", "prefill_done", "decode_seqs", "kv_blocks_used",
-                    "waiting"]
+                    "waiting", "prefill_context", "prefill_pairs", "decode_context"]
+TRANSFER_COLUMNS = ["request_id", "src_instance", "start_s", "end_s", "bytes", "dst_instance"]
+ACTIVITY_COLUMNS = ["time_s", "instance", "active"]
 
 
 def request_frame(requests) -> pd.DataFrame:
@@ -69,56 +80,165 @@ def _pct(series: pd.Series, q: float) -> float:
     return float(np.percentile(s, q)) if len(s) else math.nan
 
 
-def summarize(requests: pd.DataFrame, timeline: pd.DataFrame, instances: pd.DataFrame,
-              ttft_slo_s: float | None = None, tpot_slo_s: float | None = None,
-              prefix_caching: bool = False) -> dict:
-    """Latency percentiles, throughput, SLO attainment, goodput, device-hours and cost.
+@dataclass(frozen=True)
+class _Frames:
+    """The frames a summary reads, and the times every group shares."""
 
-    The span is first arrival to last finish. A rejected request counts against SLO
-    attainment. Device-hours charge every device of every replica for the whole span;
-    cost per million tokens divides that cost by prompt plus output tokens served. With
-    ``prefix_caching`` (the trace had block hashes and the replicas cache), the
-    :func:`prefix_cache_summary` keys follow.
-    """
-    done = requests[~requests.rejected]
-    start = float(requests.arrival_s.min()) if len(requests) else 0.0
-    end = float(np.nanmax(done.finish_s)) if len(done) else start
-    span = max(end - start, 1e-12)
-    out: dict = {"requests": int(len(requests)), "finished": int(len(done)),
-                 "rejected": int(requests.rejected.sum()), "span_s": end - start}
+    requests: pd.DataFrame
+    timeline: pd.DataFrame
+    instances: pd.DataFrame
+    ttft_slo_s: float | None
+    tpot_slo_s: float | None
+    prefix_caching: bool = False
+
+    @property
+    def done(self) -> pd.DataFrame:
+        return self.requests[~self.requests.rejected]
+
+    @property
+    def start(self) -> float:
+        return float(self.requests.arrival_s.min()) if len(self.requests) else 0.0
+
+    @property
+    def last_arrival(self) -> float:
+        return float(self.requests.arrival_s.max()) if len(self.requests) else 0.0
+
+    @property
+    def end(self) -> float:
+        done = self.done
+        return float(np.nanmax(done.finish_s)) if len(done) else self.start
+
+    @property
+    def span(self) -> float:
+        return max(self.end - self.start, 1e-12)
+
+    @property
+    def window(self) -> float:
+        """Seconds from the first arrival to the last: the time the load was offered."""
+        return self.last_arrival - self.start
+
+
+def _counts(f: _Frames) -> dict:
+    return {"requests": int(len(f.requests)), "finished": int(len(f.done)),
+            "rejected": int(f.requests.rejected.sum()), "span_s": f.end - f.start,
+            "preemptions": int(f.requests.preemptions.sum())}
+
+
+def _latency(f: _Frames) -> dict:
+    out, done = {}, f.done
     for col in ("ttft_s", "tpot_s", "e2e_s", "queueing_s"):
         for q in (50, 90, 99):
             out[f"{col[:-2]}_p{q}_s"] = _pct(done[col], q)
         out[f"{col[:-2]}_mean_s"] = float(done[col].mean()) if len(done) else math.nan
+    return out
+
+
+def _in_window(f: _Frames) -> tuple[float, np.ndarray]:
+    """(window seconds, fraction of each timeline row inside the arrival window)."""
+    w, tl = f.window, f.timeline
+    if w <= 0 or not len(tl):
+        return w, np.zeros(len(tl))
+    dur = (tl.end_s - tl.start_s).to_numpy(float)
+    inside = np.clip(f.last_arrival - tl.start_s.to_numpy(float), 0.0, dur)
+    return w, np.divide(inside, dur, out=np.ones_like(dur), where=dur > 0)
+
+
+def _throughput(f: _Frames) -> dict:
+    """Offered rate and throughput over the arrival window, drain time after it.
+
+    The arrival window is first to last arrival (the offered rate is requests per second of
+    it, as :attr:`Trace.rate_per_s`); throughput counts requests finished and tokens
+    processed inside it, so an overloaded cluster reads its capacity, not the offered rate,
+    and a drain after the last arrival does not dilute it. ``drain_s`` is the time from the
+    last arrival to the last finish. Work still in flight when the window closes is not
+    counted, nor is the first requests' time to finish: on a trace not much longer than its
+    end-to-end latencies, throughput reads low by roughly latency / window, whatever the load.
+    """
+    w, frac = _in_window(f)
+    tl = f.timeline
+    done_in = f.done.finish_s <= f.last_arrival
+    out_tokens = float((frac * (tl.prefill_done + tl.iterations * tl.decode_seqs)).sum())
+    prompt_tokens = float((frac * tl.prefill_tokens).sum())
+    per_s = (lambda x: x / w) if w > 0 else (lambda x: math.nan)
+    return {"offered_rate_per_s": per_s(len(f.requests)), "arrival_window_s": w,
+            "drain_s": max(f.end - f.last_arrival, 0.0),
+            "request_throughput_per_s": per_s(float(done_in.sum())),
+            "output_token_throughput_per_s": per_s(out_tokens),
+            "token_throughput_per_s": per_s(out_tokens + prompt_tokens)}
+
+
+def _slo(f: _Frames) -> dict:
+    """Share of all requests (rejected ones fail) meeting every SLO given, and goodput: those
+    finished inside the arrival window, per second of it."""
+    if f.ttft_slo_s is None and f.tpot_slo_s is None:
+        return {}
+    req, out = f.requests, {}
+    ok = ~req.rejected
+    if f.ttft_slo_s is not None:
+        out["ttft_slo_s"] = f.ttft_slo_s
+        ok &= req.ttft_s <= f.ttft_slo_s
+    if f.tpot_slo_s is not None:
+        out["tpot_slo_s"] = f.tpot_slo_s
+        ok &= req.tpot_s.fillna(0.0) <= f.tpot_slo_s
+    out["slo_attainment"] = float(ok.mean()) if len(req) else math.nan
+    good = float((ok & (req.finish_s <= f.last_arrival)).sum())
+    out["goodput_per_s"] = good / f.window if f.window > 0 else math.nan
+    return out
+
+
+def _cost(f: _Frames) -> dict:
+    """Every device of every replica is charged for the whole span (first arrival to last
+    finish); cost per million tokens divides that by the prompt and output tokens served."""
+    done = f.done
     out_tokens = int(done.output_tokens.sum())
     all_tokens = out_tokens + int(done.prompt_tokens.sum())
-    out["request_throughput_per_s"] = len(done) / span
-    out["output_token_throughput_per_s"] = out_tokens / span
-    out["token_throughput_per_s"] = all_tokens / span
-    out["preemptions"] = int(requests.preemptions.sum())
-    if ttft_slo_s is not None or tpot_slo_s is not None:
-        ok = ~requests.rejected
-        if ttft_slo_s is not None:
-            out["ttft_slo_s"] = ttft_slo_s
-            ok &= requests.ttft_s <= ttft_slo_s
-        if tpot_slo_s is not None:
-            out["tpot_slo_s"] = tpot_slo_s
-            ok &= requests.tpot_s.fillna(0.0) <= tpot_slo_s
-        out["slo_attainment"] = float(ok.mean()) if len(requests) else math.nan
-        out["goodput_per_s"] = float(ok.sum()) / span
-    hours = span / 3600.0
-    out["device_hours"] = float(instances.num_devices.sum()) * hours
-    out["cost_usd"] = float(instances.price_usd_per_hour.sum()) * hours
-    out["cost_per_m_tokens_usd"] = out["cost_usd"] / all_tokens * 1e6 if all_tokens else math.nan
-    out["cost_per_m_output_tokens_usd"] = (out["cost_usd"] / out_tokens * 1e6
-                                           if out_tokens else math.nan)
-    if len(timeline):
-        busy = instance_busy(timeline, span)
-        out["busy_fraction_mean"] = float(busy.reindex(instances.instance, fill_value=0).mean())
-    out.update(energy_summary(timeline, instances, span, len(done), all_tokens))
-    if prefix_caching:
-        out.update(prefix_cache_summary(done))
+    hours = f.span / 3600.0
+    per_hour = float(f.instances.price_usd_per_hour.sum())
+    usd = per_hour * hours
+    return {"device_hours": float(f.instances.num_devices.sum()) * hours,
+            "cost_usd_per_hour": per_hour, "cost_usd": usd,
+            "cost_per_m_tokens_usd": usd / all_tokens * 1e6 if all_tokens else math.nan,
+            "cost_per_m_output_tokens_usd": usd / out_tokens * 1e6 if out_tokens else math.nan}
+
+
+def utilisation(timeline: pd.DataFrame, instances: pd.DataFrame, span_s: float) -> pd.DataFrame:
+    """Per instance over ``span_s``: model FLOPs and bytes, achieved FLOP/s and bytes/s, MFU
+    and MBU (achieved over the devices' summed peaks), and ``nonidle_fraction`` — the share
+    of the span with an iteration in flight, of any size (not a utilisation: a batch of one
+    keeps it at 1)."""
+    span_s = max(span_s, 1e-12)
+    ids = instances.instance
+    g = timeline.groupby("instance")
+    sums = pd.DataFrame({"flops": g.flops.sum() if "flops" in timeline else 0.0,
+                         "bytes": g.bytes.sum() if "bytes" in timeline else 0.0,
+                         "busy_s": (timeline.end_s - timeline.start_s).groupby(
+                             timeline.instance).sum()}).reindex(ids, fill_value=0.0)
+    out = pd.DataFrame({"instance": ids.to_numpy(), "name": instances.name.to_numpy()})
+    out["nonidle_fraction"] = sums.busy_s.to_numpy() / span_s
+    out["flops"] = sums.flops.to_numpy(float)
+    out["bytes"] = sums.bytes.to_numpy(float)
+    out["achieved_flops_per_s"] = out.flops / span_s
+    out["achieved_bytes_per_s"] = out.bytes / span_s
+    for col, peak in (("mfu", "peak_flops_per_s"), ("mbu", "peak_mem_bw_bytes_per_s")):
+        have = instances[peak].to_numpy(float) if peak in instances else np.nan
+        achieved = out[f"achieved_{'flops' if col == 'mfu' else 'bytes'}_per_s"]
+        out[col] = achieved.to_numpy() / have
     return out
+
+
+def _utilisation(f: _Frames) -> dict:
+    if not len(f.timeline) or not len(f.instances):
+        return {}
+    u = utilisation(f.timeline, f.instances, f.span)
+    return {"nonidle_fraction_mean": float(u.nonidle_fraction.mean()),
+            "mfu_mean": float(u.mfu.mean()), "mbu_mean": float(u.mbu.mean())}
+
+
+def _energy(f: _Frames) -> dict:
+    """Energy of the devices over the span (:mod:`.energy`); none without power columns."""
+    done = f.done
+    tokens = int(done.output_tokens.sum()) + int(done.prompt_tokens.sum())
+    return energy_summary(f.timeline, f.instances, f.span, len(done), tokens)
 
 
 def prefix_cache_summary(done: pd.DataFrame) -> dict:
@@ -137,14 +257,58 @@ def prefix_cache_summary(done: pd.DataFrame) -> dict:
     return out
 
 
+def _prefix_cache(f: _Frames) -> dict:
+    """With prefix caching (the trace had block hashes and the replicas cache)."""
+    return prefix_cache_summary(f.done) if f.prefix_caching else {}
+
+
+#: The summary's groups of fields, in order: (name, function of the frames -> dict).
+SUMMARY_GROUPS: list[tuple[str, Callable[[_Frames], dict]]] = [
+    ("counts", _counts), ("latency", _latency), ("throughput", _throughput), ("slo", _slo),
+    ("cost", _cost), ("utilisation", _utilisation), ("energy", _energy),
+    ("prefix_cache", _prefix_cache)]
+
+
+def summarize(requests: pd.DataFrame, timeline: pd.DataFrame, instances: pd.DataFrame,
+              ttft_slo_s: float | None = None, tpot_slo_s: float | None = None,
+              prefix_caching: bool = False) -> dict:
+    """Counts, latency percentiles, offered rate and throughput, SLO attainment and goodput,
+    cost, utilisation, energy and (with ``prefix_caching``) prefix-cache hits: every group of
+    :data:`SUMMARY_GROUPS`, merged in order."""
+    f = _Frames(requests, timeline, instances, ttft_slo_s, tpot_slo_s, prefix_caching)
+    out: dict = {}
+    for _, group in SUMMARY_GROUPS:
+        out.update(group(f))
+    return out
+
+
 def instance_busy(timeline: pd.DataFrame, span_s: float) -> pd.Series:
-    """Busy fraction per instance over ``span_s``: time spent in iterations / span."""
+    """Non-idle fraction per instance over ``span_s``: time spent in iterations / span."""
     return (timeline.end_s - timeline.start_s).groupby(timeline.instance).sum() / span_s
+
+
+def failure(requests: pd.DataFrame) -> str:
+    """Why a run served nothing (every request rejected: the commonest reasons), or ''."""
+    if not len(requests) or not requests.rejected.all():
+        return ""
+    reasons = requests.reason.value_counts()
+    top = "; ".join(f"{n} x {why}" for why, n in reasons.head(3).items())
+    more = f" (and {len(reasons) - 3} other reasons)" if len(reasons) > 3 else ""
+    return f"every request was rejected ({len(requests)}): {top}{more}"
+
+
+def _jsonable(v):
+    if isinstance(v, float) and math.isnan(v):
+        return None
+    if isinstance(v, np.generic):
+        return _jsonable(v.item())
+    return v
 
 
 @dataclass
 class Results:
-    """What one simulation produced: the three frames, and the SLOs to summarise against."""
+    """What one simulation produced: the frames, the SLOs to summarise against, and the cost
+    model's provenance (calibration, engine, and where each device's rates come from)."""
 
     requests: pd.DataFrame
     timeline: pd.DataFrame
@@ -153,25 +317,43 @@ class Results:
     tpot_slo_s: float | None = None
     name: str = ""
     prefix_caching: bool = False
-    transfers: pd.DataFrame | None = None
+    transfers: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(
+        columns=TRANSFER_COLUMNS))
+    activity: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(
+        columns=ACTIVITY_COLUMNS))
+    provenance: dict = field(default_factory=dict)
+    envelope: dict = field(default_factory=dict)   # engine envelope counters per instance
 
     def summary(self) -> dict:
         return summarize(self.requests, self.timeline, self.instances, self.ttft_slo_s,
                          self.tpot_slo_s, self.prefix_caching)
 
+    def utilisation(self) -> pd.DataFrame:
+        """Per-instance MFU, MBU and non-idle fraction over the run's span (:func:`utilisation`)."""
+        f = _Frames(self.requests, self.timeline, self.instances, None, None)
+        return utilisation(self.timeline, self.instances, f.span)
+
+    def failure(self) -> str:
+        """Why the run served nothing, or '' (:func:`failure`)."""
+        return failure(self.requests)
+
     def save(self, directory) -> Path:
-        """Write requests.csv, timeline.csv, instances.csv, summary.json (and transfers.csv
-        where instances handed KV off) into ``directory``."""
+        """Write requests.csv, timeline.csv, instances.csv (with utilisation), transfers.csv
+        and activity.csv (when not empty), and summary.json (with provenance) into
+        ``directory``."""
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
         self.requests.to_csv(d / "requests.csv", index=False)
-        if self.transfers is not None and len(self.transfers):
-            self.transfers.to_csv(d / "transfers.csv", index=False)
         self.timeline.to_csv(d / "timeline.csv", index=False)
-        self.instances.to_csv(d / "instances.csv", index=False)
-        summary = {k: (None if isinstance(v, float) and math.isnan(v) else v)
-                   for k, v in self.summary().items()}
-        (d / "summary.json").write_text(json.dumps({"name": self.name, **summary}, indent=2))
+        util = self.utilisation().drop(columns=["name"])
+        self.instances.merge(util, on="instance").to_csv(d / "instances.csv", index=False)
+        for name in ("transfers", "activity"):
+            frame = getattr(self, name)
+            if frame is not None and len(frame):
+                frame.to_csv(d / f"{name}.csv", index=False)
+        summary = {k: _jsonable(v) for k, v in self.summary().items()}
+        body = {"name": self.name, "provenance": self.provenance, **summary}
+        (d / "summary.json").write_text(json.dumps(body, indent=2))
         return d
 
 
@@ -184,3 +366,27 @@ def format_summary(summary: dict) -> str:
             v = f"{v:.6g}"
         lines.append(f"{k:<{width}}  {v}")
     return "\n".join(lines)
+
+
+def format_provenance(provenance: dict) -> str:
+    """The cost model in words: calibration, engine model, each device's calibration source."""
+    if not provenance:
+        return "cost model: (unknown)"
+    lines = [f"cost model: calibration {provenance.get('calibration')}, engine model "
+             f"{provenance.get('engine') or 'none (kernel time only)'}"]
+    for dev, how in provenance.get("devices", {}).items():
+        lines.append(f"  {dev}: {how}")
+    return "\n".join(lines)
+
+
+def format_utilisation(util: pd.DataFrame, max_rows: int = 16) -> str:
+    """Per-instance utilisation as a short table (the first ``max_rows`` instances)."""
+    cols = {"name": "instance", "nonidle_fraction": "non-idle", "achieved_flops_per_s":
+            "TFLOP/s", "mfu": "MFU", "achieved_bytes_per_s": "GB/s", "mbu": "MBU"}
+    t = util[list(cols)].rename(columns=cols).copy()
+    t["TFLOP/s"] = t["TFLOP/s"] / 1e12
+    t["GB/s"] = t["GB/s"] / 1e9
+    text = t.head(max_rows).to_string(index=False, float_format=lambda v: f"{v:.3g}")
+    if len(t) > max_rows:
+        text += f"\n... ({len(t) - max_rows} more instances in instances.csv)"
+    return text

@@ -26,9 +26,20 @@ from simcluster.cost import CostModel
 from simcluster.errors import InputError
 from simcluster.serving.prefix_cache import chain_keys
 from simcluster.simulation.energy import power_columns
-from simcluster.simulation.results import (Results, request_frame, timeline_frame,
-                                           transfer_frame)
+from simcluster.simulation.results import (ACTIVITY_COLUMNS, Results, request_frame,
+                                           timeline_frame, transfer_frame)
+from simcluster.simulation.work import WorkCoefficients, layout_peaks, row_work
+from simcluster.engines.envelope import envelope_check
 from simcluster.serving.request import Request
+
+
+def cost_provenance(cost_model: CostModel, devices) -> dict:
+    """The cost model in data: calibration name, engine model name (None: kernel time only),
+    and per device how its rates were obtained (own tables, borrowed curves, datasheet)."""
+    cal = cost_model.calibration
+    engine = getattr(cost_model, "name", None) or None
+    return {"calibration": getattr(cal, "name", type(cal).__name__), "engine": engine,
+            "devices": {d.name: cal.provenance(d) for d in devices}}
 
 
 class Simulation:
@@ -81,18 +92,24 @@ class Simulation:
             self.requests.append(req)
             cluster.submit(req)
 
-    def run(self, progress: Callable[[int, int], None] | None = None,
+    def run(self, progress: Callable[[int, int], None] | bool | None = None,
             progress_every_s: float = 0.5) -> Results:
         """Run until every request has finished or been rejected.
 
-        ``progress(arrived, total)`` is called about every ``progress_every_s`` of wall time.
+        ``progress(arrived, total)`` is called about every ``progress_every_s`` of wall time;
+        ``progress=True`` draws a tqdm bar over arrivals (``tqdm.auto``: a widget in Jupyter)
+        once the run has taken two seconds.
         """
         if self._ran:
             raise RuntimeError("a Simulation runs once; build a new one to run again")
         self._ran = True
         self.env.process(self._arrivals())
         total = len(self.trace)
-        if progress is None:
+        bar = None
+        if progress is True:
+            from simcluster.simulation.progress import arrivals_bar
+            progress = bar = arrivals_bar(total, self.name)
+        if not progress:
             self.env.run()
         else:
             last = time.perf_counter()
@@ -103,7 +120,14 @@ class Simulation:
                     progress(len(self.requests), total)
                     last = now
             progress(len(self.requests), total)
+        if bar is not None:
+            bar.close()
         return self.results()
+
+    def provenance(self) -> dict:
+        """:func:`cost_provenance` of this simulation's cost model over its devices."""
+        devices = {d.name: d for inst in self.cluster.instances for d in inst.layout.devices}
+        return cost_provenance(self.cluster.cost_model, devices.values())
 
     def results(self) -> Results:
         unfinished = [r for r in self.requests
@@ -114,15 +138,28 @@ class Simulation:
         rows = []
         for inst in self.cluster.instances:
             devs = inst.layout.devices
+            flops, bw = layout_peaks(inst.layout, inst.model.dtype)
             rows.append({"instance": inst.id, "name": inst.name, "layout": inst.layout.describe(),
-                         "num_devices": len(devs),
+                         "num_devices": len(devs), "kind": devs[0].kind,
                          "price_usd_per_hour": sum(d.price_usd_per_hour for d in devs),
                          "kv_blocks_total": inst.kv.total_blocks,
                          "block_size": inst.config.block_size, "speed": inst.speed,
+                         "peak_flops_per_s": flops, "peak_mem_bw_bytes_per_s": bw,
                          **power_columns(devs)})
         timeline = timeline_frame([row for inst in self.cluster.instances
                                    for row in inst.timeline])
+        timeline["flops"], timeline["bytes"] = row_work(timeline,
+                                                        WorkCoefficients.of(self.model))
         transfers = transfer_frame(getattr(self.cluster, "transfers", []))
-        return Results(request_frame(self.requests), timeline, pd.DataFrame(rows),
-                       ttft_slo_s=self.slo[0], tpot_slo_s=self.slo[1], name=self.name,
-                       prefix_caching=self.prefix_caching, transfers=transfers)
+        ctl = getattr(self.cluster, "controller", None)
+        activity = (ctl.activity if ctl is not None and hasattr(ctl, "activity")
+                    else pd.DataFrame(columns=ACTIVITY_COLUMNS))
+        res = Results(request_frame(self.requests), timeline, pd.DataFrame(rows),
+                      ttft_slo_s=self.slo[0], tpot_slo_s=self.slo[1], name=self.name,
+                      prefix_caching=self.prefix_caching, transfers=transfers,
+                      activity=activity, provenance=self.provenance(),
+                      envelope=envelope_check(self.cluster.instances, self.cost_model_name()))
+        return res
+
+    def cost_model_name(self) -> str:
+        return getattr(self.cluster.cost_model, "name", "") or "engine"

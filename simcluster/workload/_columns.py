@@ -17,7 +17,8 @@ import pandas as pd
 
 from simcluster.errors import InputError
 
-# Token counts above this cannot be held exactly as float64 and are surely not real.
+# Token counts (and times) above this cannot be held exactly as float64 and are surely not
+# real; an int64 cell near 2**63 would otherwise wrap negative, a uint64 one wrap around.
 _MAX_EXACT_INT = 2**53
 
 
@@ -110,26 +111,45 @@ def _scalar_float(value: object) -> float:
 
 
 def numbers(series: pd.Series, rows: Rows, column: str, *, integer: bool,
-            minimum: float, expected: str) -> np.ndarray:
+            minimum: float, expected: str, typed: bool = False) -> np.ndarray:
     """The column as float64 (or int64 when ``integer``), every cell checked.
 
-    Every cell must be present, a finite number, integral when ``integer``, and
-    ``>= minimum``; otherwise InputError names the first offending row and says that
-    ``expected`` was expected.
+    Every cell must be present, a finite number no larger than 2**53, integral when
+    ``integer``, and ``>= minimum``; otherwise InputError names the first offending row and
+    says that ``expected`` was expected. Date-time and duration columns (Parquet timestamps)
+    are refused: they are not numbers of anything until a unit is chosen. ``typed`` (JSON
+    Lines, Parquet: containers whose numbers carry their type) also refuses numbers written
+    as strings (``"100"``), which a CSV cannot tell apart.
     """
-    if series.dtype.kind in "iu":  # fast path: a clean integer column
-        values = series.to_numpy(dtype=np.int64)
-        bad = values < minimum
+    if series.dtype.kind in "mM":
+        raise rows.error(0 if len(series) else None, column,
+                         f"expected {expected}, found a column of "
+                         f"{'durations' if series.dtype.kind == 'm' else 'date-times'} "
+                         f"({series.dtype}); convert it to numbers explicitly")
+    if typed and series.dtype.kind not in "iufb":
+        is_str = np.fromiter((isinstance(v, str) for v in series), dtype=bool,
+                             count=len(series))
+        if is_str.any():
+            pos = int(np.argmax(is_str))
+            raise rows.error(pos, column, f"expected {expected}, found the string "
+                                          f"{describe_value(series.iloc[pos])} (a number "
+                                          "here is written without quotes)")
+    if series.dtype.kind in "iu":  # fast path: a clean integer column (checked before any cast)
+        raw = series.to_numpy()
+        bad = (raw < minimum) | (raw > _MAX_EXACT_INT)
         if bad.any():
             pos = int(np.argmax(bad))
-            raise rows.error(pos, column, f"expected {expected}, found {values[pos]}")
+            raise rows.error(pos, column, f"expected {expected} (at most 2**53), found "
+                                          f"{raw[pos]}")
+        values = raw.astype(np.int64)
         return values if integer else values.astype(np.float64)
     values, unparsable = _as_float(series)
     missing = series.isna().to_numpy()
     finite = np.isfinite(values)
-    bad = missing | unparsable | (~finite & ~np.isnan(values)) | (values < minimum)
+    bad = (missing | unparsable | (~finite & ~np.isnan(values)) | (values < minimum)
+           | (finite & (np.abs(values) > _MAX_EXACT_INT)))
     if integer:
-        bad |= finite & ((values != np.floor(values)) | (np.abs(values) > _MAX_EXACT_INT))
+        bad |= finite & (values != np.floor(values))
     if bad.any():
         pos = int(np.argmax(bad))
         found = "an empty or missing value" if missing[pos] else describe_value(series.iloc[pos])
@@ -146,7 +166,14 @@ def timestamps_ns(series: pd.Series, rows: Rows, column: str) -> np.ndarray:
     nanosecond.
     """
     missing = series.isna().to_numpy()
-    parsed = pd.to_datetime(series, format="ISO8601", utc=True, errors="coerce")
+    if series.dtype.kind in "iufbm":   # numbers are not date-times: no epoch guessed
+        raise rows.error(0 if len(series) else None, column,
+                         f"expected date-time strings like '2023-11-16 18:17:03.9799600', "
+                         f"found a column of {series.dtype} values")
+    if series.dtype.kind == "M":       # already date-times (a Parquet timestamp column)
+        parsed = pd.to_datetime(series, utc=True)
+    else:
+        parsed = pd.to_datetime(series, format="ISO8601", utc=True, errors="coerce")
     bad = parsed.isna().to_numpy() | missing
     if bad.any():
         pos = int(np.argmax(bad))

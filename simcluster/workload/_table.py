@@ -78,25 +78,27 @@ def detect_schema(columns: Sequence[str], rows: Rows, *, line: int | None) -> Sc
 
 
 def request_arrays(df: pd.DataFrame, schema: Schema, rows: Rows, *, sort: bool,
-                   header_line: int | None = None, allow_empty: bool = False
+                   header_line: int | None = None, allow_empty: bool = False,
+                   typed: bool = False
                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, np.ndarray]]:
     """(arrival_s, prompt_tokens, output_tokens, extras) from a table in ``schema``.
 
     Every cell of the three request columns is checked; out-of-order arrivals fail naming
     the first line that goes back in time unless ``sort`` (then rows are stably sorted by
     arrival). Columns beyond the schema's are kept in ``extras``, one array per column.
-    A table without rows is an error unless ``allow_empty``.
+    A table without rows is an error unless ``allow_empty``. ``typed``: the container types
+    its numbers (JSON Lines, Parquet), so a number written as a string is an error.
     """
     require_columns(list(df.columns), schema.columns, rows, line=header_line,
                     what=schema.description)
     if len(df) == 0 and not allow_empty:
         raise InputError("the trace holds no requests (no data rows)", file=rows.file,
                          line=header_line)
-    times = _arrival_times(df[schema.time], schema, rows)
+    times = _arrival_times(df[schema.time], schema, rows, typed)
     prompt = numbers(df[schema.prompt], rows, schema.prompt, integer=True, minimum=1,
-                     expected="a whole number of prompt tokens >= 1")
+                     expected="a whole number of prompt tokens >= 1", typed=typed)
     output = numbers(df[schema.output], rows, schema.output, integer=True, minimum=1,
-                     expected="a whole number of output tokens >= 1")
+                     expected="a whole number of output tokens >= 1", typed=typed)
     extras = _extras(df, schema, rows)
     back = first_decrease(times)
     if back is not None and not sort:
@@ -121,13 +123,16 @@ def request_arrays(df: pd.DataFrame, schema: Schema, rows: Rows, *, sort: bool,
     return arrival_s, prompt, output, extras
 
 
-def _arrival_times(series: pd.Series, schema: Schema, rows: Rows) -> np.ndarray:
+def _arrival_times(series: pd.Series, schema: Schema, rows: Rows, typed: bool) -> np.ndarray:
     """Arrival column as comparable numbers: int64 ns for datetimes, float otherwise."""
     if schema.time_unit == "datetime":
         return timestamps_ns(series, rows, schema.time)
     unit = "milliseconds" if schema.time_unit == "ms" else "seconds"
+    if series.dtype.kind == "m":   # a duration column (Parquet): explicit in its own unit
+        seconds = series.dt.total_seconds().to_numpy(dtype=np.float64, na_value=np.nan)
+        series = pd.Series(seconds * (1e3 if schema.time_unit == "ms" else 1.0))
     return numbers(series, rows, schema.time, integer=False, minimum=0.0,
-                   expected=f"an arrival time in {unit} >= 0")
+                   expected=f"an arrival time in {unit} >= 0", typed=typed)
 
 
 def _extras(df: pd.DataFrame, schema: Schema, rows: Rows) -> dict[str, np.ndarray]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from simcluster.errors import InputError, unknown_name
 from simcluster.paths import data_dir
 
 #: Bundled trace name -> file name in the traces folder.
@@ -39,13 +40,13 @@ def bundled_traces() -> dict[str, Path]:
 def bundled_trace_path(name: str) -> Path:
     """The file of the bundled trace ``name``; fails listing the known names.
 
-    Raises FileNotFoundError, naming the folder and ``$SIMCLUSTER_TRACES``, when the name is
-    known but its file is absent (e.g. an installed package without the ``traces/`` folder).
+    Raises InputError, naming the folder and ``$SIMCLUSTER_TRACES``, when the name is known
+    but its file is absent (e.g. ``$SIMCLUSTER_TRACES`` names another folder).
     """
     if name not in BUNDLED:
-        raise ValueError(f"unknown bundled trace {name!r}; known: {sorted(BUNDLED)}")
+        raise unknown_name("bundled trace", name, BUNDLED)
     path = traces_dir() / BUNDLED[name]
     if not path.is_file():
-        raise FileNotFoundError(f"bundled trace {name!r} is not at {path}; set {ENV_VAR} to "
-                                "the folder holding the simcluster traces")
+        raise InputError(f"bundled trace {name!r} is not at {path}; set {ENV_VAR} to the "
+                         "folder holding the simcluster traces", file=str(path))
     return path

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from simcluster.errors import InputError
+from simcluster.errors import InputError, did_you_mean, unknown_name
 from simcluster.workload._columns import Rows
 from simcluster.workload._table import SCHEMAS, Schema, detect_schema, request_arrays
 from simcluster.workload.bundled import BUNDLED, bundled_trace_path
@@ -77,7 +77,8 @@ def load_trace(path_or_name: str | Path, *, format: str | None = None,
     if schema is None:
         schema = detect_schema(list(df.columns), rows, line=header_line)
     arrival, prompt, output, extras = request_arrays(df, schema, rows, sort=sort,
-                                                     header_line=header_line)
+                                                     header_line=header_line,
+                                                     typed=container != "csv")
     block = (MOONCAKE_BLOCK_TOKENS if schema.name == "mooncake" and HASH_COLUMN in extras
              else None)
     try:
@@ -100,7 +101,8 @@ def _resolve(path_or_name: str | Path) -> tuple[Path, str]:
         return bundled_trace_path(path_or_name), path_or_name
     if not path.is_file():
         what = "is not a file" if path.exists() else "does not exist"
-        raise InputError(f"{what}; expected a trace file or one of the bundled names "
+        hint = did_you_mean(path.name, BUNDLED) if not path.suffix else ""
+        raise InputError(f"{what}{hint}; expected a trace file or one of the bundled names "
                          f"{sorted(BUNDLED)}", file=str(path_or_name))
     return path, path.stem
 
@@ -109,8 +111,8 @@ def _container_and_schema(path: Path, format: str | None) -> tuple[str, Schema |
     """The container to read and, when ``format`` fixes it, the schema."""
     if format is not None:
         if format not in FORMATS:
-            raise ValueError(f"unknown trace format {format!r}; expected one of "
-                             f"{sorted(FORMATS)} or None to detect it")
+            raise unknown_name("trace format", format, FORMATS, field="format",
+                               hint=" (or none: detected from the suffix and header)")
         return FORMATS[format], SCHEMAS.get(format)
     container = _SUFFIXES.get(path.suffix.lower())
     if container is None:
@@ -136,6 +138,7 @@ def _read_csv(path: Path) -> tuple[pd.DataFrame, Rows, int]:
         raise _csv_parser_error(path, err) from None
     except UnicodeDecodeError as err:
         raise InputError(f"not UTF-8 text ({err.reason})", file=str(path)) from None
+    _no_duplicate_columns(path)
     df.columns = [str(c).strip() for c in df.columns]
     rows = Rows(str(path), np.arange(len(df), dtype=np.int64) + 2)
     blank = _blank_rows(df, path)
@@ -144,6 +147,19 @@ def _read_csv(path: Path) -> tuple[pd.DataFrame, Rows, int]:
         df = df.loc[keep].reset_index(drop=True)
         rows = rows.take(np.flatnonzero(keep))
     return df, rows, 1
+
+
+def _no_duplicate_columns(path: Path) -> None:
+    """A header naming one column twice is an error (pandas would rename the second)."""
+    import csv
+    with open(path, encoding="utf-8-sig", newline="") as f:
+        header = next(csv.reader(f), [])
+    names = [h.strip() for h in header]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise InputError(f"column {twice[0]!r} appears {names.count(twice[0])} times in the "
+                         "header; expected each column once", file=str(path), line=1,
+                         field=twice[0])
 
 
 def _csv_parser_error(path: Path, err: Exception) -> InputError:

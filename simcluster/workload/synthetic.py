@@ -2,7 +2,7 @@
 
 Every random function takes an explicit ``rng: np.random.Generator`` and draws only from
 it, so that the same seed gives the same trace and two generators never interfere. Bad
-parameters raise ValueError naming the parameter.
+parameters raise InputError (a ValueError) naming the parameter.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from simcluster.errors import InputError
 from simcluster.workload.trace import Trace
 
 #: What synthetic_trace accepts for arrivals: a Poisson rate (requests/s), an array of n
@@ -30,7 +31,7 @@ _MIN_ACCEPTANCE = 1e-3
 def _count(value: object, name: str) -> int:
     """``value`` as a whole number >= 0, else ValueError naming ``name``."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
-        raise ValueError(f"{name} must be a whole number >= 0, got {value!r}")
+        raise InputError(f"{name} must be a whole number >= 0, got {value!r}", field=name)
     return int(value)
 
 
@@ -40,7 +41,8 @@ def _positive(value: object, name: str, *, allow_zero: bool = False) -> float:
           and math.isfinite(value) and (value >= 0 if allow_zero else value > 0))
     if not ok:
         bound = ">= 0" if allow_zero else "> 0"
-        raise ValueError(f"{name} must be a finite number {bound}, got {value!r}")
+        raise InputError(f"{name} must be a finite number {bound}, got {value!r}",
+                         field=name)
     return float(value)
 
 
@@ -90,7 +92,7 @@ def fixed_lengths(n: int, tokens: int) -> np.ndarray:
     """n token counts all equal to ``tokens`` (int64)."""
     n = _count(n, "n")
     if isinstance(tokens, bool) or not isinstance(tokens, numbers.Integral) or tokens < 1:
-        raise ValueError(f"tokens must be a whole number >= 1, got {tokens!r}")
+        raise InputError(f"tokens must be a whole number >= 1, got {tokens!r}")
     return np.full(n, int(tokens), dtype=np.int64)
 
 
@@ -113,11 +115,11 @@ def lognormal_lengths(n: int, median: float, sigma: float, rng: np.random.Genera
     sigma = _positive(sigma, "sigma", allow_zero=True)
     if isinstance(min_tokens, bool) or not isinstance(min_tokens, numbers.Integral) \
             or min_tokens < 1:
-        raise ValueError(f"min_tokens must be a whole number >= 1, got {min_tokens!r}")
+        raise InputError(f"min_tokens must be a whole number >= 1, got {min_tokens!r}")
     if max_tokens is not None and (isinstance(max_tokens, bool)
                                    or not isinstance(max_tokens, numbers.Integral)
                                    or max_tokens < min_tokens):
-        raise ValueError(f"max_tokens must be None or a whole number >= min_tokens "
+        raise InputError(f"max_tokens must be None or a whole number >= min_tokens "
                          f"({min_tokens}), got {max_tokens!r}")
     rng = _generator(rng)
     hi = math.inf if max_tokens is None else max_tokens + 0.5
@@ -128,7 +130,7 @@ def lognormal_lengths(n: int, median: float, sigma: float, rng: np.random.Genera
         z_hi = math.inf if hi == math.inf else (math.log(hi) - math.log(median)) / sigma
         accept = _normal_cdf(z_hi) - _normal_cdf((math.log(lo) - math.log(median)) / sigma)
     if accept < _MIN_ACCEPTANCE:
-        raise ValueError(f"lognormal_lengths: median={median}, sigma={sigma} puts only "
+        raise InputError(f"lognormal_lengths: median={median}, sigma={sigma} puts only "
                          f"{accept:.2g} of the draws in [min_tokens={min_tokens}, "
                          f"max_tokens={max_tokens}]; widen the range or move the median")
     out = np.empty(n, dtype=np.int64)
@@ -155,7 +157,7 @@ def resampled_lengths(n: int, trace: Trace, rng: np.random.Generator
     """
     n = _count(n, "n")
     if not isinstance(trace, Trace) or len(trace) == 0:
-        raise ValueError("trace must be a Trace with at least one request")
+        raise InputError("trace must be a Trace with at least one request")
     rows = _generator(rng).integers(0, len(trace), size=n)
     return trace.prompt_tokens[rows], trace.output_tokens[rows]
 
@@ -170,7 +172,7 @@ def _realise(spec: object, n: int, rng: np.random.Generator, name: str,
     else:
         values = np.asarray(spec)
     if values.shape != (n,):
-        raise ValueError(f"{name} must give {n} values, got shape {values.shape}")
+        raise InputError(f"{name} must give {n} values, got shape {values.shape}")
     return values
 
 
@@ -195,12 +197,12 @@ def synthetic_trace(n: int, *, arrivals: ArrivalSpec, prompt: LengthSpec | Trace
                      lambda k, rate: poisson_arrivals(k, rate, rng))
     if isinstance(prompt, Trace):
         if output is not None:
-            raise ValueError("output must be None when prompt is a Trace: both lengths are "
+            raise InputError("output must be None when prompt is a Trace: both lengths are "
                              "resampled from its rows")
         prompt_tokens, output_tokens = resampled_lengths(n, prompt, rng)
     else:
         if output is None:
-            raise ValueError("output is required unless prompt is a Trace")
+            raise InputError("output is required unless prompt is a Trace")
         prompt_tokens = _realise(prompt, n, rng, "prompt", fixed_lengths)
         output_tokens = _realise(output, n, rng, "output", fixed_lengths)
     return Trace(times, prompt_tokens, output_tokens, name=name)

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from simcluster.errors import InputError
-from simcluster.workload._columns import first_decrease
+from simcluster.workload._columns import _MAX_EXACT_INT, first_decrease
 from simcluster.workload._table import frame_arrays
 from simcluster.workload.hashes import (BLOCK_COLUMN, HASH_COLUMN, block_tokens_column,
                                         encode_csv, normalise_hash_ids)
@@ -198,10 +198,11 @@ def _arrival_array(value: object) -> np.ndarray:
         raise InputError(f"expected a 1-D array of real numbers (seconds), got "
                          f"{arr.ndim}-D {arr.dtype}", field="arrival_s")
     arr = arr.astype(np.float64)
-    bad = ~np.isfinite(arr) | (arr < 0)
+    bad = ~np.isfinite(arr) | (arr < 0) | (arr > _MAX_EXACT_INT)
     if bad.any():
         i = int(np.argmax(bad))
-        raise InputError(f"request {i}: expected a finite time >= 0 s, found {arr[i]!r}",
+        raise InputError(f"request {i}: expected a finite time >= 0 s (at most 2**53), found "
+                         f"{arr[i]!r}",
                          field="arrival_s")
     back = first_decrease(arr)
     if back is not None:
@@ -219,13 +220,13 @@ def _token_array(value: object, name: str) -> np.ndarray:
         raise InputError(f"expected a 1-D array of whole numbers, got {arr.ndim}-D {arr.dtype}",
                          field=name)
     if arr.dtype.kind == "f":
-        bad = ~np.isfinite(arr) | (arr != np.floor(arr)) | (arr < 1)
-    else:
-        bad = arr < 1
+        bad = ~np.isfinite(arr) | (arr != np.floor(arr)) | (arr < 1) | (arr > _MAX_EXACT_INT)
+    else:    # (compared in the array's own dtype: no wrap of uint64 or near-2**63 values)
+        bad = (arr < 1) | (arr > _MAX_EXACT_INT)
     if bad.any():
         i = int(np.argmax(bad))
-        raise InputError(f"request {i}: expected a whole number of tokens >= 1, found "
-                         f"{arr[i]!r}", field=name)
+        raise InputError(f"request {i}: expected a whole number of tokens >= 1 (at most 2**53), "
+                         f"found {arr[i]!r}", field=name)
     arr = arr.astype(np.int64)
     arr.flags.writeable = False
     return arr

@@ -1,7 +1,7 @@
 """Pure trace transforms: each takes a Trace and returns a new one, the input untouched.
 
 Extras (per-request columns such as ``hash_ids``) follow their requests. Out-of-range
-arguments raise ValueError naming the argument; nothing is clamped.
+arguments raise InputError (a ValueError) naming the argument; nothing is clamped.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import numbers
 
 import numpy as np
 
+from simcluster.errors import InputError
 from simcluster.workload._table import subset_extras
 from simcluster.workload.trace import Trace
 
@@ -35,10 +36,10 @@ def rescale_rate(trace: Trace, target_rate_per_s: float) -> Trace:
     """
     if not (isinstance(target_rate_per_s, numbers.Real) and math.isfinite(target_rate_per_s)
             and target_rate_per_s > 0):
-        raise ValueError(f"target_rate_per_s must be a finite number > 0, "
+        raise InputError(f"target_rate_per_s must be a finite number > 0, "
                          f"got {target_rate_per_s!r}")
     if len(trace) < 2 or trace.span_s <= 0:
-        raise ValueError(f"cannot rescale the rate of a trace with {len(trace)} requests "
+        raise InputError(f"cannot rescale the rate of a trace with {len(trace)} requests "
                          f"spanning {trace.span_s} s: it has no rate")
     new_span = len(trace) / float(target_rate_per_s)
     start = trace.arrival_s[0]
@@ -61,9 +62,9 @@ def time_window(trace: Trace, start_s: float, end_s: float | None = None) -> Tra
         if value is None and name == "end_s":
             continue
         if not (isinstance(value, numbers.Real) and math.isfinite(value) and value >= 0):
-            raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+            raise InputError(f"{name} must be a finite number >= 0, got {value!r}", field=name)
     if end_s is not None and end_s <= start_s:
-        raise ValueError(f"end_s ({end_s}) must be greater than start_s ({start_s})")
+        raise InputError(f"end_s ({end_s}) must be greater than start_s ({start_s})")
     if len(trace) == 0:
         return trace
     rel = trace.arrival_s - trace.arrival_s[0]
@@ -77,7 +78,7 @@ def time_window(trace: Trace, start_s: float, end_s: float | None = None) -> Tra
 def first_n(trace: Trace, n: int) -> Trace:
     """The first n requests (0 <= n <= len(trace)); times unchanged."""
     if isinstance(n, bool) or not isinstance(n, numbers.Integral) or not 0 <= n <= len(trace):
-        raise ValueError(f"n must be a whole number in [0, {len(trace)}], got {n!r}")
+        raise InputError(f"n must be a whole number in [0, {len(trace)}], got {n!r}")
     return _take(trace, np.arange(int(n)))
 
 
@@ -91,16 +92,16 @@ def subsample(trace: Trace, fraction_or_n: float | int, rng: np.random.Generator
     if not isinstance(rng, np.random.Generator):
         raise TypeError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
     if isinstance(fraction_or_n, bool) or not isinstance(fraction_or_n, numbers.Real):
-        raise ValueError(f"fraction_or_n must be an int count or a float fraction, "
+        raise InputError(f"fraction_or_n must be an int count or a float fraction, "
                          f"got {fraction_or_n!r}")
     if isinstance(fraction_or_n, numbers.Integral):
         count = int(fraction_or_n)
         if not 0 <= count <= len(trace):
-            raise ValueError(f"fraction_or_n as a count must be in [0, {len(trace)}], "
+            raise InputError(f"fraction_or_n as a count must be in [0, {len(trace)}], "
                              f"got {count}")
     else:
         if not (math.isfinite(fraction_or_n) and 0 < fraction_or_n <= 1):
-            raise ValueError(f"fraction_or_n as a fraction must be in (0, 1], "
+            raise InputError(f"fraction_or_n as a fraction must be in (0, 1], "
                              f"got {fraction_or_n!r}")
         count = int(round(float(fraction_or_n) * len(trace)))
     chosen = np.sort(rng.choice(len(trace), size=count, replace=False))

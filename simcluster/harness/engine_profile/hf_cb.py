@@ -21,7 +21,7 @@ import platform
 import subprocess
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import numpy as np
 
@@ -30,17 +30,52 @@ ENGINE_NAME = "hf-transformers-cb"
 #: Columns of the per-iteration CSV (meaning: hwspecs/engines/README.md).
 ITERATION_COLUMNS = ["phase", "start_s", "iteration_s", "prefill_seqs", "prefill_tokens",
                      "prefill_context_tokens", "decode_seqs", "decode_context_tokens",
-                     "samples", "kv_blocks", "waiting", "host_cpu_s", "prefill_detail"]
+                     "samples", "kv_blocks", "waiting", "host_cpu_s", "graph_capture",
+                     "prefill_detail"]
 #: Columns of the per-request replay CSV.
 REQUEST_COLUMNS = ["request_id", "arrival_s", "prompt_tokens", "output_tokens", "submit_s",
                    "first_token_s", "finish_s", "generated", "ttft_s", "tpot_s", "e2e_s",
                    "soft_resets", "error"]
 
 
+#: Model shapes the profiler serves (random weights from a config; nothing is downloaded).
+#: ``llama-2-7b``: meta-llama/Llama-2-7b-hf's config.json; ``llama-3-8b``: meta-llama/Meta-
+#: Llama-3-8B's (GQA: 8 KV heads, 128k vocabulary); ``tiny``: a 2-layer toy for CPU tests.
+MODEL_SHAPES = {
+    "llama-2-7b": dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
+                       num_attention_heads=32, num_key_value_heads=32, vocab_size=32000,
+                       max_position_embeddings=4096, rope_theta=10000.0),
+    "llama-3-8b": dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
+                       num_attention_heads=32, num_key_value_heads=8, vocab_size=128256,
+                       max_position_embeddings=8192, rope_theta=500000.0),
+    "tiny": dict(hidden_size=256, intermediate_size=512, num_hidden_layers=2,
+                 num_attention_heads=4, num_key_value_heads=2, vocab_size=1000,
+                 max_position_embeddings=4096, rope_theta=10000.0),
+}
+SHAPE_KEYS = tuple(MODEL_SHAPES["llama-2-7b"])
+
+
+def shape_from_hf_config(path: str) -> dict:
+    """The shape fields of a Hugging Face ``config.json`` (a Llama-architecture model)."""
+    import json
+    with open(path) as f:
+        cfg = json.load(f)
+    missing = [k for k in SHAPE_KEYS if k not in cfg and k not in ("rope_theta",
+                                                                    "num_key_value_heads")]
+    if missing:
+        raise ValueError(f"{path}: config lacks {missing}")
+    out = {k: cfg[k] for k in SHAPE_KEYS if k in cfg}
+    out.setdefault("num_key_value_heads", cfg["num_attention_heads"])
+    rope = cfg.get("rope_theta") or (cfg.get("rope_parameters") or {}).get("rope_theta", 1e4)
+    out["rope_theta"] = float(rope)
+    return out
+
+
 @dataclass(frozen=True)
 class EngineSettings:
-    """The engine's scheduling and memory settings (transformers' ``ContinuousBatchingConfig``
-    names), fixed explicitly so the simulator's ``hf_cb`` policy can mirror them."""
+    """The engine's scheduling, memory and execution settings (transformers'
+    ``ContinuousBatchingConfig`` names), fixed explicitly so the simulator's ``hf_cb`` policy
+    and the engine spec can mirror them, and the model shape it serves."""
 
     block_size: int = 256
     num_blocks: int = 256
@@ -49,7 +84,13 @@ class EngineSettings:
     safety_margin: float = 0.15
     scheduler_type: str = "fifo"
     attn_implementation: str = "paged|sdpa"
-    # Llama-2-7B shape (meta-llama/Llama-2-7b-hf config.json), random weights, bf16
+    # CUDA graphs on the (only available) varlen path; padding intervals in tokens (0: the
+    # engine's defaults, 64 and 16384)
+    use_cuda_graph: bool = False
+    q_padding_interval_size: int = 0
+    kv_padding_interval_size: int = 0
+    # model shape (default: Llama-2-7B), random weights, bf16
+    model_name: str = "llama-2-7b"
     hidden_size: int = 4096
     intermediate_size: int = 11008
     num_hidden_layers: int = 32
@@ -57,6 +98,18 @@ class EngineSettings:
     num_key_value_heads: int = 32
     vocab_size: int = 32000
     max_position_embeddings: int = 4096
+    rope_theta: float = 10000.0
+
+    @classmethod
+    def for_model(cls, name: str, **engine) -> "EngineSettings":
+        """Settings for a preset shape (:data:`MODEL_SHAPES`), engine fields overridden."""
+        if name not in MODEL_SHAPES:
+            raise ValueError(f"unknown model shape {name!r}; known: {', '.join(MODEL_SHAPES)}")
+        return cls(**{**MODEL_SHAPES[name], "model_name": name, **engine})
+
+    @property
+    def regime(self) -> str:
+        return "cuda-graphs" if self.use_cuda_graph else "eager"
 
 
 class IterationLog:
@@ -71,6 +124,7 @@ class IterationLog:
         self.first_token: dict[str, float] = {}
         self.last_token: dict[str, float] = {}
         self._pending = None
+        self._captured = 0
         self.lock = threading.Lock()
 
     def take(self, phase: str | None = None) -> list[dict]:
@@ -86,6 +140,7 @@ def _instrument(log: IterationLog):
     if getattr(ca.ContinuousBatchProcessor, "_simcluster_wrapped", False):
         ca.ContinuousBatchProcessor._simcluster_log = log
         return
+    _instrument_captures()
     orig_prepare = ca.ContinuousBatchProcessor.prepare_next_batch
     orig_body = ca.ContinuousBatchingManager._generation_loop_body
 
@@ -109,6 +164,7 @@ def _instrument(log: IterationLog):
     def body(self, batch_processor, bootstrapping):
         lg = ca.ContinuousBatchProcessor._simcluster_log
         lg._pending = None
+        lg._captured = 0
         c0 = time.thread_time()
         t0 = time.perf_counter()
         out = orig_body(self, batch_processor, bootstrapping)
@@ -125,7 +181,7 @@ def _instrument(log: IterationLog):
                    "decode_seqs": sum(q for q, _ in dec),
                    "decode_context_tokens": sum(p + q for q, p in dec),
                    "samples": sum(1 for b in batch if b[3]), "kv_blocks": blocks,
-                   "waiting": waiting, "host_cpu_s": cpu,
+                   "waiting": waiting, "host_cpu_s": cpu, "graph_capture": lg._captured,
                    "prefill_detail": ";".join(f"{q}/{p}" for q, p in pre)}
             with lg.lock:
                 lg.rows.append(row)
@@ -141,26 +197,53 @@ def _instrument(log: IterationLog):
     ca.ContinuousBatchProcessor._simcluster_log = log
 
 
-def build_engine(settings: EngineSettings, device: str = "cuda", seed: int = 0):
-    """The model (random weights, bf16, on ``device``) and a started CB manager."""
-    import torch
-    from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
-    from transformers.generation.configuration_utils import ContinuousBatchingConfig
+def _instrument_captures():
+    """Count CUDA-graph captures per iteration (a capture runs the forward twice and records
+    it: such iterations are transients, kept out of fits)."""
+    try:
+        from transformers.generation.continuous_batching import model_runner as mr
+    except ImportError:        # older transformers: no graph path
+        return
+    from transformers.generation.continuous_batching import continuous_api as ca
+    orig = mr.ModelRunner._capture_graph
 
+    def capture(self, *args, **kw):
+        ca.ContinuousBatchProcessor._simcluster_log._captured += 1
+        return orig(self, *args, **kw)
+    mr.ModelRunner._capture_graph = capture
+
+
+def llama_config(s: EngineSettings):
+    from transformers import LlamaConfig
+    return LlamaConfig(vocab_size=s.vocab_size, hidden_size=s.hidden_size,
+                       intermediate_size=s.intermediate_size,
+                       num_hidden_layers=s.num_hidden_layers,
+                       num_attention_heads=s.num_attention_heads,
+                       num_key_value_heads=s.num_key_value_heads,
+                       max_position_embeddings=s.max_position_embeddings, rms_norm_eps=1e-5,
+                       rope_theta=s.rope_theta, bos_token_id=1, eos_token_id=2,
+                       pad_token_id=0, tie_word_embeddings=False)
+
+
+def build_model(settings: EngineSettings, device: str = "cuda", seed: int = 0):
+    """A random-weight Llama-architecture model of the settings' shape (bf16 on a GPU)."""
+    import torch
+    from transformers import LlamaForCausalLM
     torch.manual_seed(seed)
-    s = settings
-    cfg = LlamaConfig(vocab_size=s.vocab_size, hidden_size=s.hidden_size,
-                      intermediate_size=s.intermediate_size,
-                      num_hidden_layers=s.num_hidden_layers,
-                      num_attention_heads=s.num_attention_heads,
-                      num_key_value_heads=s.num_key_value_heads,
-                      max_position_embeddings=s.max_position_embeddings, rms_norm_eps=1e-5,
-                      bos_token_id=1, eos_token_id=2, pad_token_id=0, tie_word_embeddings=False)
     dtype = torch.bfloat16 if device != "cpu" else torch.float32
     with torch.device(device):
-        model = LlamaForCausalLM._from_config(cfg, attn_implementation=s.attn_implementation,
+        model = LlamaForCausalLM._from_config(llama_config(settings),
+                                              attn_implementation=settings.attn_implementation,
                                               dtype=dtype)
     model.eval()
+    return model
+
+
+def start_manager(model, settings: EngineSettings, log: "IterationLog", seed: int = 0):
+    """A started continuous-batching manager on ``model`` with ``settings``."""
+    from transformers import GenerationConfig
+    from transformers.generation.configuration_utils import ContinuousBatchingConfig
+    s = settings
     # EOS disabled (-1): output lengths follow the requests' max_new_tokens
     gen = GenerationConfig(do_sample=False, max_new_tokens=16, eos_token_id=-1, pad_token_id=0,
                            bos_token_id=1)
@@ -169,13 +252,23 @@ def build_engine(settings: EngineSettings, device: str = "cuda", seed: int = 0):
                                   max_requests_per_batch=s.max_requests_per_batch,
                                   scheduler_type=s.scheduler_type, safety_margin=s.safety_margin,
                                   allow_block_sharing=False, use_async_batching=False,
-                                  use_cuda_graph=False, seed=seed)
-    log = IterationLog()
+                                  use_cuda_graph=s.use_cuda_graph,
+                                  q_padding_interval_size=s.q_padding_interval_size,
+                                  kv_padding_interval_size=s.kv_padding_interval_size,
+                                  seed=seed)
     log.vocab = s.vocab_size
     _instrument(log)
     manager = model.init_continuous_batching(generation_config=gen,
                                              continuous_batching_config=cb)
     manager.start()
+    return manager
+
+
+def build_engine(settings: EngineSettings, device: str = "cuda", seed: int = 0):
+    """The model (random weights, bf16, on ``device``) and a started CB manager."""
+    model = build_model(settings, device, seed)
+    log = IterationLog()
+    manager = start_manager(model, settings, log, seed)
     return model, manager, log
 
 
@@ -288,7 +381,8 @@ def metadata(settings: EngineSettings, extra: dict | None = None) -> dict:
             meta["driver"] = ""
     else:
         meta["device_name"] = "cpu"
-    meta["model"] = "llama-2-7b shape (random weights, bf16)"
+    meta["model"] = f"{settings.model_name} shape (random weights, bf16)"
+    meta["regime"] = settings.regime
     meta["settings"] = ", ".join(f"{k}={v}" for k, v in asdict(settings).items())
     meta.update(extra or {})
     return meta
@@ -329,84 +423,3 @@ def rescale(subs: list[Submission], rate_per_s: float | None, max_requests: int 
     return subs
 
 
-# -- the synthetic profiling sweep ----------------------------------------------------------
-
-@dataclass(frozen=True)
-class Group:
-    """Synthetic batch: ``n`` requests of ``prompt`` tokens generating ``output`` tokens,
-    submitted together (``spacing_s`` apart), optionally over a background of decoders."""
-
-    name: str
-    subs: tuple = field(default_factory=tuple)
-
-
-def serving_sweep(settings: EngineSettings, quick: bool = False, seed: int = 0) -> list[Group]:
-    """Profiling groups shaped like serving: a *background* of ``n`` sequences with prompts of
-    ``p`` tokens decodes while single prompts of controlled sizes are *injected* one at a time,
-    ``spacing_s`` apart (each generates two tokens), so every prompt chunk is timed inside a
-    decode batch of known size and context, as prompts arrive in a served trace. (Prompts
-    computed back to back, as at the start of :func:`sweep`'s groups, run measurably faster
-    per token than prompts interleaved with decode steps on this engine.)
-
-    Backgrounds span 1 to 192 decoding sequences and 1k to 41k KV tokens; injected prompts
-    64 to 3000 tokens (3000 is chunked: 2048, then 952 reading the first chunk's KV).
-    """
-    bs = settings.block_size
-    room = (1 - settings.safety_margin) * settings.num_blocks - 3000 // bs - 2
-    out_bg = 12 if quick else 50
-    backgrounds = ([(8, 512)] if quick else
-                   [(1, 1024), (8, 512), (16, 2000), (32, 1024), (48, 256), (64, 512),
-                    (96, 256), (24, 1500), (12, 3000), (40, 1024), (128, 16), (192, 16)])
-    sizes = [512, 2048] if quick else [64, 512, 1024, 2048, 3000, 256, 1536]
-    spacing = 0.45
-    groups = []
-    for n, p in backgrounds:
-        if n * ((p + out_bg + 1) // bs + 1) > room:
-            continue
-        subs = [Submission(0.0, p, out_bg) for _ in range(n)]
-        # first injection once the background's prompts are done (~2048 tokens/iteration)
-        t = 0.15 * (n * p // settings.max_batch_tokens + 1) + 0.3
-        for k, size in enumerate(sizes):
-            subs.append(Submission(t + spacing * k, size, 2))
-        groups.append(Group(f"serve-n{n}-p{p}", tuple(subs)))
-    return groups
-
-
-def sweep(settings: EngineSettings, quick: bool = False, seed: int = 0) -> list[Group]:
-    """The profiling groups, most informative first (a time cap keeps a prefix of them).
-
-    Steady decode of ``n`` sequences with prompts of ``p`` tokens (so KV per sequence from p
-    to p + out), the prefills that start each group (chunks of up to ``max_batch_tokens``
-    packed from several prompts, later chunks reading earlier ones' KV), and mixed iterations
-    (prompts arriving while a background of sequences decodes).
-    """
-    rng = np.random.default_rng(seed)
-    out_steps = 8 if quick else 24
-    bs = settings.block_size
-    # the engine allocates (len + 1) // block_size + 1 blocks; keep every group's final KV
-    # under the scheduler's safety margin so that all its requests run together
-    room = (1 - settings.safety_margin - 0.01) * settings.num_blocks
-    grid = []
-    ns = [1, 8, 64] if quick else [1, 2, 4, 8, 16, 24, 32, 40, 48, 64, 96, 128, 192]
-    ps = [1024] if quick else [16, 256, 1024, 2000, 3000]
-    for p in ps:
-        for n in ns:
-            if n * ((p + out_steps + 1) // bs + 1) <= room:
-                grid.append((n, p))
-    order = rng.permutation(len(grid))
-    groups = []
-    for i in order:
-        n, p = grid[i]
-        groups.append(Group(f"decode-n{n}-p{p}",
-                            tuple(Submission(0.0, p, out_steps) for _ in range(n))))
-    # pure prefills: one prompt of each size, two output tokens
-    for p in ([512, 2048] if quick else [32, 128, 512, 1024, 2048, 3000]):
-        groups.append(Group(f"prefill-p{p}", (Submission(0.0, p, 2),)))
-    if not quick:
-        # mixed: a background of decoders, prompts of random length arriving every 150 ms
-        for n_bg, p_bg in ((16, 512), (48, 256), (8, 2000)):
-            subs = [Submission(0.0, p_bg, 120) for _ in range(n_bg)]
-            for k in range(12):
-                subs.append(Submission(0.4 + 0.15 * k, int(rng.integers(64, 2500)), 16))
-            groups.append(Group(f"mixed-bg{n_bg}-p{p_bg}", tuple(subs)))
-    return groups

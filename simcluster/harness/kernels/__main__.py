@@ -37,21 +37,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true",
                    help="a reduced grid (a smoke test: under 30 s on a CUDA machine)")
     p.add_argument("--only", help="comma-separated tables to run; known: " + ", ".join(TABLES))
+    p.add_argument("--cpu-dry-run", action="store_true",
+                   help="run the GPU tables' code on the CPU with tiny shapes and host clocks "
+                        "(checks the code paths on a machine without a GPU; calibrates nothing)")
     return p
 
 
 def select_tables(only: list[str] | None, *, has_cuda: bool, gpu_count: int) -> list[str]:
     """Tables to run: ``only`` if given (checked against what this machine has), else every
-    table this machine can run (GPU tables need CUDA, all-reduce at least two GPUs)."""
+    table this machine can run (GPU tables need CUDA, all-reduce at least two GPUs). The
+    held-out validation table runs only when named: it belongs to a separate run."""
     def runnable(name):
         kind = TABLES[name][2]
-        return kind == "cpu" or (kind == "gpu" and has_cuda) or (kind == "multi_gpu" and gpu_count > 1)
+        return kind == "cpu" or (kind in ("gpu", "gpu_heldout") and has_cuda) or (
+            kind == "multi_gpu" and gpu_count > 1)
     if only is not None:
         bad = [n for n in only if not runnable(n)]
         if bad:
             raise RuntimeError(f"this machine cannot run {bad} (CUDA: {has_cuda}, GPUs: {gpu_count})")
         return only
-    return [n for n in TABLES if runnable(n)]
+    return [n for n in TABLES if runnable(n) and TABLES[n][2] != "gpu_heldout"]
 
 
 def main(argv=None) -> int:
@@ -62,12 +67,16 @@ def main(argv=None) -> int:
     os.makedirs(args.out, exist_ok=True)
     open_log(os.path.join(args.out, "bench.log"))
     has_cuda = torch.cuda.is_available()
+    if args.cpu_dry_run:
+        from . import modes
+        modes.set_device("cpu")
+        args.quick, has_cuda = True, True      # GPU tables run, on tiny shapes, on the CPU
     gpu_count = torch.cuda.device_count() if has_cuda else 0
     names = select_tables(only, has_cuda=has_cuda, gpu_count=gpu_count)
     log(f"tables: {', '.join(names)} (quick={args.quick}); torch {torch.__version__}, "
         f"CUDA {torch.version.cuda}, GPUs {gpu_count}")
     gpu_name = ""
-    if has_cuda:
+    if has_cuda and not args.cpu_dry_run:
         gpu_name = torch.cuda.get_device_name(0)
         a = torch.randn(64, 64, device="cuda", dtype=torch.bfloat16)
         (a @ a).sum().item()  # loads cuBLAS so that its version can be read
@@ -78,7 +87,9 @@ def main(argv=None) -> int:
         log(f"{name}: start")
         md = base_metadata(name, quick=args.quick, argv=argv)
         try:
-            if kind in ("gpu", "multi_gpu"):
+            if args.cpu_dry_run:
+                md.update(cpu_info(), dry_run="true (CPU stand-in: calibrates nothing)")
+            elif kind in ("gpu", "multi_gpu", "gpu_heldout"):
                 md.update(gpu_metadata(torch))
             else:
                 md.update(cpu_info())
@@ -87,7 +98,7 @@ def main(argv=None) -> int:
             fn = getattr(importlib.import_module(f".{mod_name}", __package__), fn_name)
             table = fn(torch, quick=args.quick)
             md.update(table.metadata)
-            if kind != "cpu":
+            if kind != "cpu" and not args.cpu_dry_run:
                 md.update({k + "_after": v for k, v in nvidia_smi(0).items()
                            if k.startswith("nvsmi_clocks")})
             path = os.path.join(args.out, f"{table.name}.csv")
@@ -98,7 +109,7 @@ def main(argv=None) -> int:
         except Exception:  # noqa: BLE001 -- one failed table must not lose the others
             failed.append(name)
             log(f"{name}: FAILED after {time.perf_counter() - t0:.1f} s\n{traceback.format_exc()}")
-            if has_cuda:
+            if has_cuda and not args.cpu_dry_run:
                 try:
                     torch.cuda.synchronize()
                     torch.cuda.empty_cache()

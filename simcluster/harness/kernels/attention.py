@@ -26,7 +26,8 @@ def _gqa_modes(heads, kv_heads):
 
 
 def _attn_inputs(torch, b, h, kv, sq, skv, d, gqa_mode):
-    dev, dt = "cuda", torch.bfloat16
+    from .modes import DEVICE
+    dev, dt = DEVICE, torch.bfloat16
     q = torch.randn(b, h, sq, d, device=dev, dtype=dt)
     kv_alloc = h if gqa_mode == "expanded_kv" else kv
     k = torch.randn(b, kv_alloc, skv, d, device=dev, dtype=dt)

@@ -485,15 +485,19 @@ def summary_lines(out_dir: str | os.PathLike) -> list[str]:
     return lines
 
 
-#: Table name -> (module, function, where it runs). Measuring order: the two ceilings first.
+#: Table name -> (module, function, where it runs). Measuring order: launch costs and the two
+#: ceilings first.
 TABLES = {
+    "launch": ("launch", "bench_launch", "gpu"),
     "memcpy": ("gpu", "bench_memcpy", "gpu"),
-    "gemm": ("gpu", "bench_gemm", "gpu"),
+    "gemm": ("gemm", "bench_gemm", "gpu"),
     "grouped_gemm": ("grouped", "bench_grouped_gemm", "gpu"),
-    "elementwise": ("gpu", "bench_elementwise", "gpu"),
+    "elementwise": ("elementwise", "bench_elementwise", "gpu"),
     "attn_prefill": ("attention", "bench_attn_prefill", "gpu"),
     "attn_decode": ("attention", "bench_attn_decode", "gpu"),
     "cpu_gemm": ("cpu", "bench_cpu_gemm", "cpu"),
     "cpu_attn_decode": ("cpu", "bench_cpu_attn_decode", "cpu"),
     "allreduce": ("collective", "bench_allreduce", "multi_gpu"),
+    # held-out validation (a separate run, never fitted): only when named in --only
+    "validation_ops": ("validation", "bench_validation_ops", "gpu_heldout"),
 }

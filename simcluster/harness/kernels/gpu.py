@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 
-from .common import (Budget, GpuTimer, Table, TIMING_COLUMNS, finish_table, log_spaced_pow2,
+from .common import (Budget, Table, TIMING_COLUMNS, finish_table, log_spaced_pow2,
                      n_buffer_sets)
 
 #: Projection-relevant dimensions of the preset models: hidden size, attention heads, KV heads,
@@ -40,10 +40,21 @@ MODEL_SHAPES: dict[str, dict] = {
 }
 
 TP_DEGREES = (1, 2, 4, 8)
-GEMM_M = tuple(2 ** i for i in range(15))  # 1 .. 16384 tokens
-QUICK_GEMM_M = (1, 64, 4096)
+# Token grid: powers of two and the points half-way between them (x1.5), so that the curve
+# between two powers of two is measured, not assumed (suite v3).
+GEMM_M = tuple(sorted({2 ** i for i in range(15)} | {3 * 2 ** i for i in range(13)}))
+QUICK_GEMM_M = (1, 48, 64, 4096)
 QUICK_GEMM_KN = ((4096, 12288), (11008, 4096), (8192, 16000))
-GEMM_LAYOUT = "x[M,K] @ W[N,K]^T (F.linear / nn.Linear weight layout; torch.mm on W.t())"
+#: Weight layouts. ``nt``: W stored [N, K] and read transposed -- what F.linear / nn.Linear do
+#: (torch.mm(x, W.t())). ``nn``: W stored [K, N] (torch.mm(x, W)), as some engines keep it.
+GEMM_LAYOUTS = {"nt": "x[M,K] @ W[N,K]^T (F.linear / nn.Linear weight layout; torch.mm on W.t())",
+                "nn": "x[M,K] @ W[K,N] (weight stored input-major; torch.mm(x, W))"}
+#: Models whose projections are also measured in the ``nn`` layout (TP 1 and 2).
+NN_LAYOUT_MODELS = ("llama2-7b", "llama3.1-8b", "llama2-13b")
+#: A point slower than its neighbours' interpolation by more than this, and slower than the
+#: next larger M, is re-measured (twice, fresh buffers; the median of the three is kept).
+OUTLIER_TOL = 0.15
+GEMM_LAYOUT = GEMM_LAYOUTS["nt"]
 
 ATTN_CONFIGS = (("mha", 32, 32, 128), ("gqa", 64, 8, 128))  # name, heads, kv heads, head dim
 ATTN_BACKENDS = ("FLASH_ATTENTION", "CUDNN_ATTENTION")
@@ -57,18 +68,20 @@ DECODE_BATCH = (1, 4, 8, 16, 32, 64, 128)
 DECODE_KV_LEN = (128, 256, 512, 1024, 1536, 2048, 3072, 4096, 6144, 8192, 12288, 16384, 32768)
 DECODE_MAX_KV_BYTES = 20e9
 
-ELEM_TOKENS = tuple(2 ** i for i in range(15))  # 1 .. 16384
+ELEM_TOKENS = tuple(sorted({2 ** i for i in range(15)} | {3 * 2 ** i for i in range(13)}))
 ELEM_HIDDEN = (4096, 5120, 8192)
 MEMCPY_SIZES = tuple(log_spaced_pow2(2 ** 10, 2 ** 30))  # 1 KiB .. 1 GiB
 
 BF16_BYTES = 2
 
 
-def projection_shapes(models: dict[str, dict] | None = None,
-                      tp_degrees=TP_DEGREES) -> dict[tuple[int, int], list[str]]:
+def projection_shapes(models: dict[str, dict] | None = None, tp_degrees=TP_DEGREES,
+                      unfused: bool = True) -> dict[tuple[int, int], list[str]]:
     """Every (K, N) of every preset model's projections at every TP degree, each with the list
-    of ``model/projection/tpN`` that needs it. Column-parallel projections (qkv, up, lm_head)
-    split N by TP; row-parallel ones (out, down) split K."""
+    of ``model/projection/tpN`` that needs it. Column-parallel projections (qkv, up, lm_head,
+    and the unfused q_proj, kv_proj (k_proj and v_proj), gate_up_proj (gate_proj and up_proj)
+    that HF transformers' eager models run) split N by TP; row-parallel ones (out, down)
+    split K."""
     models = MODEL_SHAPES if models is None else models
     shapes: dict[tuple[int, int], list[str]] = {}
     for name, m in models.items():
@@ -82,8 +95,12 @@ def projection_shapes(models: dict[str, dict] | None = None,
                 "down": (m["ffn"], h),
                 "lm_head": (h, m["vocab"]),
             }
+            if unfused:   # separate projections, as HF transformers' eager models run them
+                proj.update({"q_proj": (h, m["heads"] * hd), "kv_proj": (h, m["kv_heads"] * hd),
+                             "gate_up_proj": (h, m["ffn"])} if m["gated"] else
+                            {"q_proj": (h, m["heads"] * hd)})
             for p, (k, n) in proj.items():
-                if p in ("qkv", "up", "lm_head"):
+                if p in ("qkv", "up", "lm_head", "q_proj", "kv_proj", "gate_up_proj"):
                     if n % tp:
                         continue
                     n //= tp
@@ -95,12 +112,42 @@ def projection_shapes(models: dict[str, dict] | None = None,
     return shapes
 
 
-def gemm_grid(quick: bool = False) -> list[tuple[int, int, int, str]]:
-    """The GEMM points (M, K, N, sources), in measuring order: (K, N) pairs by size, M inside."""
+def gemm_grid(quick: bool = False) -> list[tuple[int, int, int, str, str]]:
+    """The GEMM points (M, K, N, layout, sources), in measuring order: the ``nn`` layout for
+    :data:`NN_LAYOUT_MODELS` at TP 1-2 (a few pairs), then the ``nt`` layout for every (K, N)
+    pair by size; M inside (so a time cut drops the largest pairs first)."""
     shapes = projection_shapes()
-    pairs = QUICK_GEMM_KN if quick else sorted(shapes, key=lambda kn: (kn[0] * kn[1], kn))
     ms = QUICK_GEMM_M if quick else GEMM_M
-    return [(m, k, n, ";".join(shapes.get((k, n), ["quick"]))) for k, n in pairs for m in ms]
+    if quick:
+        return [(m, k, n, lay, "quick") for lay in ("nt", "nn") for k, n in QUICK_GEMM_KN[:2]
+                for m in ms]
+    pairs = sorted(shapes, key=lambda kn: (kn[0] * kn[1], kn))
+    nn_srcs = {kn: [s for s in src if s.split("/")[0] in NN_LAYOUT_MODELS
+                    and s.split("/")[-1] in ("tp1", "tp2")] for kn, src in shapes.items()}
+    out = [(m, k, n, "nn", ";".join(nn_srcs[(k, n)])) for k, n in pairs if nn_srcs[(k, n)]
+           for m in ms]
+    out += [(m, k, n, "nt", ";".join(shapes[(k, n)])) for k, n in pairs for m in ms]
+    return out
+
+
+def neighbour_outliers(ms, ts, tol: float = OUTLIER_TOL) -> list[int]:
+    """Indices of points (sorted by ``ms``) slower than the log-log interpolation of their two
+    neighbours by more than ``tol`` *and* slower than the next larger M (a GEMM on more rows
+    finishing sooner says the point was disturbed, or the library's kernel choice was poor
+    there: a re-measure tells which). End points compare with their one neighbour."""
+    out = []
+    lm = [math.log(m) for m in ms]
+    lt = [math.log(t) for t in ts]
+    for i in range(len(ms)):
+        if i == 0 or i == len(ms) - 1:
+            if len(ms) > 1 and i == 0 and ts[0] > ts[1] * (1 + tol):
+                out.append(i)
+            continue
+        w = (lm[i] - lm[i - 1]) / (lm[i + 1] - lm[i - 1])
+        expect = lt[i - 1] + w * (lt[i + 1] - lt[i - 1])
+        if lt[i] - expect > math.log1p(tol) and ts[i] > ts[i + 1]:
+            out.append(i)
+    return out
 
 
 def prefill_grid(quick: bool = False) -> list[tuple[int, int]]:
@@ -124,6 +171,9 @@ def decode_grid(quick: bool = False, kv_heads: int = 32, head_dim: int = 128):
 
 
 def _l2_bytes(torch) -> int:
+    from .modes import dry_run
+    if dry_run():
+        return 2 ** 16
     return int(getattr(torch.cuda.get_device_properties(0), "L2_cache_size", 0) or 50 * 2 ** 20)
 
 
@@ -132,169 +182,9 @@ def _rel_err(torch, out, ref) -> float:
     return float(torch.linalg.vector_norm(out - ref) / torch.linalg.vector_norm(ref))
 
 
-def _timer(torch, quick: bool, **kw) -> GpuTimer:
-    if quick:
-        return GpuTimer(torch, point_budget_s=0.004, min_reps=3, max_reps=20, **kw)
-    return GpuTimer(torch, **kw)
-
-
-# --------------------------------------------------------------------------- GEMM
-
-def bench_gemm(torch, *, quick: bool = False) -> Table:
-    """bf16 GEMM over the preset models' projection shapes and M = 1 .. 16384 tokens."""
-    dev, dt = "cuda", torch.bfloat16
-    l2 = _l2_bytes(torch)
-    grid = gemm_grid(quick)
-    budget = Budget(30 if quick else 170)
-    timer = _timer(torch, quick)
-    cols = ["m", "n", "k", "dtype", "layout", *TIMING_COLUMNS, "buffer_sets", "rotated_bytes",
-            "method", "ops_per_sample", "sources"]
-    table = Table("gemm", cols, metadata={
-        "op": "torch.mm(x, W.t(), out=y), bf16 in, bf16 out, fp32 accumulate",
-        "flops_formula": "2*m*n*k", "bytes_formula": "2*(m*k + k*n + m*n)",
-        "rotate_min_bytes": 2 * l2})
-    # correctness: one shape against float64
-    x = torch.randn(64, 4096, device=dev, dtype=dt)
-    w = torch.randn(12288, 4096, device=dev, dtype=dt)
-    err = _rel_err(torch, x @ w.t(), x.double() @ w.double().t())
-    table.metadata["check_rel_err_vs_fp64"] = f"{err:.2e}"
-    del x, w
-    table.metadata["ceiling_8192cubed_start_flops_per_s"] = _square_gemm_rate(torch)
-    by_kn: dict[tuple[int, int], list] = {}
-    for m, k, n, src in grid:
-        by_kn.setdefault((k, n, src), []).append(m)
-    for (k, n, src), ms in by_kn.items():
-        if budget.spent():
-            budget.skipped += len(ms)
-            continue
-        n_w = n_buffer_sets(BF16_BYTES * (k * n + k + n), 2 * l2, cap=64)
-        weights = [torch.randn(n, k, device=dev, dtype=dt).t() for _ in range(n_w)]
-        for m in ms:
-            if budget.spent():
-                budget.skipped += 1
-                continue
-            set_bytes = BF16_BYTES * (m * k + k * n + m * n)
-            ns = min(n_w, n_buffer_sets(set_bytes, 2 * l2))
-            xs = [torch.randn(m, k, device=dev, dtype=dt) for _ in range(ns)]
-            ys = [torch.empty(m, n, device=dev, dtype=dt) for _ in range(ns)]
-            fns = [(lambda a=xs[i], b=weights[i], c=ys[i]: torch.mm(a, b, out=c))
-                   for i in range(ns)]
-            r = timer.time(fns)
-            table.add(m=m, n=n, k=k, dtype="bf16", layout="nt", flops=2 * m * n * k,
-                      bytes=set_bytes, buffer_sets=ns, rotated_bytes=ns * set_bytes,
-                      sources=src, **r)
-            del xs, ys, fns
-        del weights
-        torch.cuda.empty_cache()
-    table.metadata["layout_nt"] = GEMM_LAYOUT
-    table.metadata["ceiling_8192cubed_end_flops_per_s"] = _square_gemm_rate(torch)
-    table.metadata["ceiling_note"] = (
-        "8192^3 bf16 product, eager, 3 warm-ups then the median of 10 event-timed products: "
-        "'start' on a cool GPU before the sweep, 'end' right after it (clocks may be "
-        "power-throttled then, as through the sweep's large-M points)")
-    return finish_table(table, budget, len(grid))
-
-
-def _square_gemm_rate(torch, n: int = 8192) -> float:
-    """Achieved FLOP/s of an n^3 bf16 product: the matrix ceiling METHOD.md asks for."""
-    a = torch.randn(n, n, device="cuda", dtype=torch.bfloat16)
-    b = torch.randn(n, n, device="cuda", dtype=torch.bfloat16)
-    for _ in range(3):
-        a @ b
-    times = []
-    for _ in range(10):
-        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        s.record()
-        a @ b
-        e.record()
-        e.synchronize()
-        times.append(s.elapsed_time(e) * 1e-3)
-    times.sort()
-    return float(2 * n ** 3 / ((times[4] + times[5]) / 2))
-
-
-# --------------------------------------------------------------------------- attention
-
-def _rms_norm_fn(torch):
-    import torch.nn.functional as F
-    if hasattr(F, "rms_norm"):
-        return (lambda x, w: F.rms_norm(x, (x.shape[-1],), w, 1e-6)), "F.rms_norm"
-
-    def manual(x, w):
-        xf = x.float()
-        return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + 1e-6)).to(x.dtype) * w
-    return manual, "torch ops (float32 statistics)"
-
-
-def elementwise_ops(torch):
-    """name -> (make_buffers(t, h), call(buffers), bytes(t, h), flops(t, h), impl)."""
-    import torch.nn.functional as F
-    dev, dt = "cuda", torch.bfloat16
-    rms, rms_impl = _rms_norm_fn(torch)
-    return {
-        "rmsnorm": (
-            lambda t, h: (torch.randn(t, h, device=dev, dtype=dt),
-                          torch.randn(h, device=dev, dtype=dt)),
-            lambda bufs: rms(*bufs),
-            lambda t, h: BF16_BYTES * (2 * t * h + h),
-            lambda t, h: 4 * t * h,
-            rms_impl),
-        "silu_mul": (
-            lambda t, h: (torch.randn(t, 2 * h, device=dev, dtype=dt),
-                          torch.empty(t, h, device=dev, dtype=dt)),
-            lambda bufs: torch.mul(F.silu(bufs[0][:, :bufs[1].shape[1]]),
-                                   bufs[0][:, bufs[1].shape[1]:], out=bufs[1]),
-            lambda t, h: BF16_BYTES * 3 * t * h,
-            lambda t, h: 5 * t * h,
-            "torch.mul(F.silu(x[:, :h]), x[:, h:], out=y) (two kernels, unfused)"),
-        "residual_add": (
-            lambda t, h: (torch.randn(t, h, device=dev, dtype=dt),
-                          torch.randn(t, h, device=dev, dtype=dt),
-                          torch.empty(t, h, device=dev, dtype=dt)),
-            lambda bufs: torch.add(bufs[0], bufs[1], out=bufs[2]),
-            lambda t, h: BF16_BYTES * 3 * t * h,
-            lambda t, h: t * h,
-            "torch.add(x, r, out=y)"),
-    }
-
-
-def bench_elementwise(torch, *, quick: bool = False) -> Table:
-    """RMSNorm, gated SiLU and residual add over tokens x hidden (bf16)."""
-    l2 = _l2_bytes(torch)
-    budget = Budget(20 if quick else 40)
-    timer = _timer(torch, quick)
-    tokens = (1, 256, 4096) if quick else ELEM_TOKENS
-    hiddens = (4096,) if quick else ELEM_HIDDEN
-    ops = elementwise_ops(torch)
-    cols = ["op", "tokens", "hidden", "dtype", "impl", *TIMING_COLUMNS, "buffer_sets",
-            "rotated_bytes", "method", "ops_per_sample"]
-    table = Table("elementwise", cols, metadata={
-        "bytes_formula": "rmsnorm 2*(2*t*h + h); silu_mul 2*3*t*h (x is [t, 2h], y [t, h]); "
-                         "residual_add 2*3*t*h",
-        "flops_formula": "rmsnorm 4*t*h; silu_mul 5*t*h; residual_add t*h (approximate counts)"})
-    x = torch.randn(64, 4096, device="cuda", dtype=torch.bfloat16)
-    w = torch.randn(4096, device="cuda", dtype=torch.bfloat16)
-    xf = x.double()
-    ref = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + 1e-6) * w.double()
-    err = _rel_err(torch, ops["rmsnorm"][1]((x, w)), ref)
-    table.metadata["check_rmsnorm_rel_err_vs_fp64"] = f"{err:.2e}"
-    n_points = 0
-    for name, (make, call, nbytes, nflops, impl) in ops.items():
-        for h in hiddens:
-            for t in tokens:
-                n_points += 1
-                if budget.spent():
-                    budget.skipped += 1
-                    continue
-                b = nbytes(t, h)
-                ns = n_buffer_sets(b, 2 * l2, cap=1024)
-                sets = [make(t, h) for _ in range(ns)]
-                r = timer.time([(lambda s=s: call(s)) for s in sets])
-                del sets
-                table.add(op=name, tokens=t, hidden=h, dtype="bf16", impl=impl, flops=nflops(t, h),
-                          bytes=b, buffer_sets=ns, rotated_bytes=ns * b, **r)
-        torch.cuda.empty_cache()
-    return finish_table(table, budget, n_points)
+def _timer(torch, quick: bool, **kw):
+    from .modes import make_timer
+    return make_timer(torch, quick, **kw)
 
 
 # --------------------------------------------------------------------------- copies

@@ -14,7 +14,9 @@ import shutil
 import subprocess
 from typing import Iterable
 
-SUITE_VERSION = "2"   # 2: denser attention grids (sqrt(2) steps in length)
+SUITE_VERSION = "3"   # 2: denser attention grids (sqrt(2) steps in length); 3: launch costs,
+#                       GEMM layouts and non-power-of-two tokens, HF elementwise ops, held-out
+#                       operators in graph/eager/isolated modes
 
 
 def utc_now() -> str:

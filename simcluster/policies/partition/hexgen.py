@@ -192,8 +192,13 @@ class HexGen:
                              "kv_capacity_tokens": int(cap)})
                 found.append((not fits, -cap if not fits else 0.0, t + handoff, order, layers))
         if not found:
-            raise ValueError(f"hexgen: no grouping of {[d.name for d in devices]} into stages "
-                             f"holds {m.name}'s weights")
+            # no grouping holds the weights: report the plainest pipeline (one stage per
+            # device, layers split evenly) with its memory plan's OOM, as the other
+            # partitions report theirs, instead of failing
+            order = [(d.name, 1) for d in devices]
+            base, extra = divmod(m.num_layers, len(devices))
+            layers = [base + (1 if i < extra else 0) for i in range(len(devices))]
+            return self._result(problem, order, layers, types, pd.DataFrame(rows))
         *_, order, layers = min(found, key=lambda f: f[:3])
         return self._result(problem, order, layers, types, pd.DataFrame(rows))
 

@@ -138,6 +138,8 @@ class HelsEnhanced:
         if not kv_rules or set(kv_rules) - set(self.RULES):
             raise ValueError(f"kv_rules must be a non-empty subset of {self.RULES}, "
                              f"got {list(kv_rules)}")
+        if max_steps is not None and max_steps < 0:
+            raise ValueError(f"max_steps must be >= 0, got {max_steps}")
         self.kv_rules, self.max_steps = tuple(kv_rules), max_steps
 
     def partition(self, problem: Problem) -> Partition:

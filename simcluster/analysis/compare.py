@@ -1,0 +1,79 @@
+"""Side-by-side comparison of runs: one column per run, metrics grouped latency / throughput /
+SLO / cost, latencies in milliseconds.
+
+:func:`compare_table` takes a frame with one row per run (a sweep's frame, or summaries) and
+returns a frame indexed by run label whose columns are ``(group, metric)``;
+:func:`format_compare` prints it transposed (metrics down, runs across) under group headings;
+:func:`flat` names the columns ``group.metric`` for CSV and Parquet.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+# group -> (summary key, column name, scale): latencies become milliseconds
+GROUPS: dict[str, list[tuple[str, str, float]]] = {
+    "latency": [(f"{m}_p{q}_s", f"{m}_p{q}_ms", 1e3) for m in ("ttft", "tpot", "e2e")
+                for q in (50, 90, 99)] + [("queueing_p90_s", "queueing_p90_ms", 1e3)],
+    "throughput": [("offered_rate_per_s", "offered_req_per_s", 1.0),
+                   ("request_throughput_per_s", "req_per_s", 1.0),
+                   ("output_token_throughput_per_s", "output_tok_per_s", 1.0),
+                   ("drain_s", "drain_s", 1.0), ("mfu_mean", "mfu", 1.0),
+                   ("mbu_mean", "mbu", 1.0), ("nonidle_fraction_mean", "nonidle", 1.0)],
+    "slo": [("slo_attainment", "attainment", 1.0), ("goodput_per_s", "goodput_req_per_s", 1.0),
+            ("rejected", "rejected", 1.0)],
+    "cost": [("cost_usd_per_hour", "usd_per_hour", 1.0),
+             ("cost_per_m_tokens_usd", "usd_per_m_tokens", 1.0),
+             ("cost_per_m_output_tokens_usd", "usd_per_m_output_tokens", 1.0),
+             ("device_hours", "device_hours", 1.0)],
+}
+
+
+def compare_table(frame: pd.DataFrame, label: str = "label") -> pd.DataFrame:
+    """Runs (rows of ``frame``, named by its ``label`` column) x grouped metrics."""
+    labels = frame[label].astype(str) if label in frame else frame.index.astype(str)
+    cols = {}
+    for group, metrics in GROUPS.items():
+        for key, name, scale in metrics:
+            if key in frame:
+                cols[(group, name)] = pd.to_numeric(frame[key], errors="coerce").to_numpy() \
+                    * scale
+    out = pd.DataFrame(cols, index=pd.Index(labels.to_list(), name="run"))
+    out.columns = pd.MultiIndex.from_tuples(out.columns, names=["group", "metric"])
+    if "error" in frame:
+        errors = frame["error"].fillna("").astype(str).to_numpy()
+        if any(errors):
+            out[("status", "error")] = errors
+    return out
+
+
+def flat(table: pd.DataFrame) -> pd.DataFrame:
+    """The table with ``group.metric`` column names and the run label as a column."""
+    out = table.copy()
+    out.columns = [f"{g}.{m}" for g, m in table.columns]
+    return out.reset_index()
+
+
+def _fmt(v) -> str:
+    if isinstance(v, str):
+        return v
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "-"
+    return f"{v:.4g}"
+
+
+def format_compare(table: pd.DataFrame) -> str:
+    """Metrics down, runs across, a heading per group."""
+    runs = [str(r) for r in table.index]
+    width = max(len(m) for _, m in table.columns) + 2
+    cw = max(10, *(len(r) + 2 for r in runs))
+    lines = [f"{'':<{width}}" + "".join(f"{r:>{cw}}" for r in runs)]
+    for group in dict.fromkeys(g for g, _ in table.columns):
+        lines.append(f"[{group}]")
+        for g, m in table.columns:
+            if g == group:
+                lines.append(f"  {m:<{width - 2}}" + "".join(
+                    f"{_fmt(v):>{cw}}" for v in table[(g, m)]))
+    return "\n".join(lines)

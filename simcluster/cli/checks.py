@@ -1,0 +1,140 @@
+"""Checks every command shares: argument types, output paths checked before the work, and
+input files whose parse errors name the file.
+
+- :class:`Parser` — argparse that suggests the closest choice ("did you mean").
+- :func:`positive_int`, :func:`non_negative_int`, :func:`positive_float`, :func:`fraction` —
+  argument types.
+- :func:`out_dir`, :func:`out_file` — an ``--out`` path checked *before* a long run, so that a
+  finished simulation is never lost to a path that cannot be written.
+- :func:`reading` — a context in which a parser's ValueError / KeyError / CSV error about a
+  user's file becomes an InputError naming that file (for readers below the shell that raise
+  plain exceptions).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+from contextlib import contextmanager
+from pathlib import Path
+
+from simcluster.errors import InputError, did_you_mean
+
+_INVALID_CHOICE = re.compile(r"invalid choice: '([^']*)' \(choose from (.*)\)")
+
+
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose "invalid choice" error suggests the closest choice."""
+
+    def error(self, message):
+        m = _INVALID_CHOICE.search(message)
+        if m:
+            choices = re.findall(r"'([^']*)'", m.group(2))
+            message += did_you_mean(m.group(1), choices)
+        super().error(message)
+
+
+def _int(text: str, low: int, what: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number {what}, got {text!r}") from None
+    if value < low:
+        raise argparse.ArgumentTypeError(f"expected a whole number {what}, got {value}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    return _int(text, 1, ">= 1")
+
+
+def non_negative_int(text: str) -> int:
+    return _int(text, 0, ">= 0")
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}") from None
+    if not (value > 0 and value != float("inf")):
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text!r}")
+    return value
+
+
+def fraction(text: str) -> float:
+    """A number in (0, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a fraction in (0, 1], got {text!r}") from None
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"expected a fraction in (0, 1], got {text!r}")
+    return value
+
+
+def _writable_folder(path: Path, flag: str) -> None:
+    """The nearest existing folder at or above ``path`` is a writable folder."""
+    probe = path
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if not probe.is_dir():
+        raise InputError(f"{flag}: {str(probe)!r} is a file, so {str(path)!r} cannot be made",
+                         field=flag)
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise InputError(f"{flag}: cannot write in {str(probe)!r} (permission denied)",
+                         field=flag)
+
+
+def out_dir(path: str | None, flag: str = "--out") -> Path | None:
+    """An output folder: an existing folder, or one that can be made (checked, not made)."""
+    if path is None:
+        return None
+    p = Path(path).expanduser()
+    if p.exists() and not p.is_dir():
+        raise InputError(f"{flag}: {str(p)!r} is a file; expected a folder (it would hold "
+                         "several output files)", field=flag)
+    _writable_folder(p, flag)
+    return p
+
+
+def out_file(path: str | None, flag: str = "--out") -> Path | None:
+    """An output file: not a folder, in a folder that exists and can be written."""
+    if path is None:
+        return None
+    p = Path(path).expanduser()
+    if p.is_dir():
+        raise InputError(f"{flag}: {str(p)!r} is a folder; expected a file name", field=flag)
+    if not p.parent.is_dir():
+        _writable_folder(p.parent, flag)
+        raise InputError(f"{flag}: the folder {str(p.parent)!r} does not exist", field=flag)
+    _writable_folder(p.parent, flag)
+    return p
+
+
+def in_file(path: str, flag: str = "") -> Path:
+    """An input file that exists and is a file."""
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise InputError("no such file", file=str(p), field=flag or None)
+    if p.is_dir():
+        raise InputError("is a folder; expected a file", file=str(p), field=flag or None)
+    return p
+
+
+@contextmanager
+def reading(path):
+    """Errors of a parser reading ``path`` (a user's file) as InputError naming it."""
+    import pandas as pd
+    try:
+        yield
+    except InputError:
+        raise
+    except (ValueError, KeyError, IndexError, UnicodeDecodeError, pd.errors.ParserError,
+            pd.errors.EmptyDataError) as err:
+        what = f"missing column or key {err}" if isinstance(err, KeyError) else str(err)
+        raise InputError(f"cannot read it: {what or type(err).__name__}", file=str(path)) \
+            from None

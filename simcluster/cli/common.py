@@ -1,0 +1,42 @@
+"""Options several commands share: ``--set``, ``--plots``, ``--jobs`` / ``--ray``, ``--out``."""
+
+from __future__ import annotations
+
+import sys
+
+
+def add_set(p) -> None:
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY.PATH=VALUE",
+                   help="override a key of the experiment TOML (repeatable), e.g. "
+                        "router.policy=jsq, instances.0.count=8, trace.rate_per_s=12, seed=3; "
+                        "checked like the file's keys")
+
+
+def add_plots(p) -> None:
+    p.add_argument("--plots", metavar="DIR", help="write figures (PNG) into DIR")
+
+
+def add_runner(p, jobs_default=None) -> None:
+    from simcluster.cli.checks import positive_int
+    p.add_argument("--jobs", type=positive_int, default=jobs_default,
+                   help="local worker processes (default: the machine's cores; 1: this process)")
+    p.add_argument("--ray", metavar="ADDRESS",
+                   help='run on Ray: "local" starts one inside this command with the '
+                        'machine\'s cores, or a cluster address (pip install "simcluster[ray]")')
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def add_cache(p) -> None:
+    p.add_argument("--fresh", action="store_true",
+                   help="run every point again, ignoring results already in --out")
+
+
+def write_figures(figures: dict, directory) -> None:
+    from simcluster.analysis.plots import save
+    paths = save(figures, directory)
+    print(f"wrote {len(paths)} figures to {directory}: "
+          f"{', '.join(p.name for p in paths)}")
+
+
+def warn(message: str) -> None:
+    print(f"simcluster: {message}", file=sys.stderr)

@@ -1,0 +1,93 @@
+"""A sweep point: an experiment TOML's data plus overrides -> resolved config -> hash -> row.
+
+The key is a SHA-256 of the resolved configuration — the file's data with the overrides
+applied, as canonical JSON — with the folder relative paths in it are read from and
+simcluster's version. Two points that resolve to the same configuration have the same key
+(``instances.0.count=4`` on a file that already says 4 is the file itself), so a sweep's
+re-run finds them on disk. What the key does not see: the contents of files the experiment
+names (a trace CSV, a plugin module, hardware specs). Change one of those and run with
+``fresh=True`` (``--fresh``), or write to a new folder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Mapping
+
+from simcluster.experiment import (experiment_from_data, experiment_path,
+                                   read_experiment_data)
+from simcluster.experiment.overrides import apply_overrides, as_mapping
+
+
+def _version() -> str:
+    from simcluster import __version__
+    return __version__
+
+
+@dataclass(frozen=True, eq=False)
+class ExperimentPoint:
+    """One simulation: the experiment file at ``path`` (its ``data``) with ``overrides``."""
+
+    path: str
+    data: dict
+    overrides: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_file(cls, path=None, overrides=None) -> "ExperimentPoint":
+        p = experiment_path(path)
+        return cls(str(p.resolve()), read_experiment_data(p), as_mapping(overrides))
+
+    def with_overrides(self, more: Mapping[str, Any] | None) -> "ExperimentPoint":
+        """This point with ``more`` overrides (they win over its own)."""
+        return ExperimentPoint(self.path, self.data, {**self.overrides, **as_mapping(more)})
+
+    @cached_property
+    def resolved(self) -> dict:
+        """The experiment's data with the overrides applied (unvalidated)."""
+        return apply_overrides(self.data, self.overrides, file=self.path)
+
+    @cached_property
+    def key(self) -> str:
+        body = json.dumps({"experiment": self.resolved, "base": str(Path(self.path).parent),
+                           "version": _version()}, sort_keys=True, default=str)
+        return hashlib.sha256(body.encode()).hexdigest()[:20]
+
+    def get(self, dotted: str, default=None):
+        """A value of the resolved data by key path (``instances.0.device``)."""
+        node = self.resolved
+        for part in dotted.split("."):
+            if isinstance(node, list) and part.isdigit() and int(part) < len(node):
+                node = node[int(part)]
+            elif isinstance(node, dict) and part in node:
+                node = node[part]
+            else:
+                return default
+        return node
+
+    def experiment(self):
+        """The validated :class:`~simcluster.experiment.Experiment`."""
+        return experiment_from_data(self.data, self.path, self.overrides)
+
+    def prepare(self):
+        """Load what runs share — the calibration (fitted once per process), the trace — by
+        building this point's experiment: forked workers then start with them, and a bad
+        configuration fails here, once, before any worker starts."""
+        self.experiment()
+
+    def evaluate(self, keep: bool = False):
+        """Run it: (its summary, with ``failure`` saying why if it served nothing, else '';
+        the results when ``keep``)."""
+        results = self.experiment().run()
+        row = {**results.summary(), "failure": results.failure()}
+        return row, (results if keep else None)
+
+    def __getstate__(self):          # cached properties are recomputed where it runs
+        return {"path": self.path, "data": self.data, "overrides": self.overrides}
+
+    def __setstate__(self, state):
+        for k, v in state.items():
+            object.__setattr__(self, k, v)

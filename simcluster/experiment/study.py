@@ -1,0 +1,227 @@
+"""Questions over experiment files: sweep, compare, capacity, cheapest (``sc.sweep`` ...).
+
+Each takes an experiment (a TOML path, a bundled name such as ``"default.toml"``, or None for
+the bundled default) and ``set`` overrides (``{"trace.first_n": 2000}``) that apply to every
+run, and runs on ``jobs`` local processes (1: this process) or on Ray (``ray="local"`` or an
+address). A sweep file names all of that in TOML::
+
+    experiment = "default.toml"      # relative to the sweep file, or a bundled experiment
+    [set]                            # overrides for every point
+    "trace.first_n" = 2000
+    [grid]                           # every combination of these values
+    "trace.rate_per_s" = [2, 4, 8]
+    "instances.0.count" = [1, 2, 4]
+    seed = [0, 1, 2]
+    [[points]]                       # and/or listed points, each crossed with the grid
+    "router.policy" = "round_robin"
+    [[points]]
+    "router.policy" = "least_outstanding_tokens"
+
+Keys are dotted paths into the experiment's TOML (quoted, or as nested tables).
+"""
+
+from __future__ import annotations
+
+import itertools
+import tomllib
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from simcluster.errors import InputError
+from simcluster.experiment.overrides import as_mapping
+from simcluster.experiment.points import ExperimentPoint
+from simcluster.experiment.tables import Table
+from simcluster.search import capacity as _capacity
+from simcluster.search import cheapest as _cheapest
+from simcluster.search.cheapest import cheapest_of
+from simcluster.search.compare import compare_points
+from simcluster.search.runners import make_runner
+from simcluster.search.sweep import SweepResult, frame, run_points
+
+
+def _point(experiment, set=None) -> ExperimentPoint:
+    if isinstance(experiment, ExperimentPoint):
+        return experiment.with_overrides(set)
+    return ExperimentPoint.from_file(experiment, set)
+
+
+def _flatten(data: Mapping, prefix: str = "") -> dict[str, Any]:
+    """Nested tables -> dotted keys (``{"trace": {"rate_per_s": 3}}`` -> ``trace.rate_per_s``)."""
+    out = {}
+    for k, v in data.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def expand(grid: Mapping[str, Sequence] | None = None,
+           points: Sequence[Mapping] | None = None, file: str | None = None) -> list[dict]:
+    """Every combination of the grid's values, crossed with each listed point."""
+    grid = _flatten(grid or {})
+    for k, values in grid.items():
+        if not isinstance(values, (list, tuple)) or not values:
+            raise InputError(f"expected a non-empty list of values, got {values!r}", file=file,
+                             field=f"grid.{k}")
+    listed = [_flatten(p) for p in (points or [{}])]
+    combos = [dict(zip(grid, vals)) for vals in itertools.product(*grid.values())]
+    return [{**p, **c} for p in listed for c in combos]
+
+
+def _run(jobs, ray):
+    return make_runner(jobs, ray)
+
+
+def sweep(experiment=None, grid=None, points=None, set=None, *, jobs: int | None = None,
+          ray: str | None = None, out=None, progress: bool = True,
+          fresh: bool = False) -> SweepResult:
+    """Run every point of ``grid`` x ``points`` (with ``set`` on all): one row per point,
+    every varied key a column. With ``out``, rows are cached in ``out/points/`` (a re-run
+    skips them) and the frame is written as ``results.csv`` and ``results.parquet``."""
+    base = _point(experiment, set)
+    combos = expand(grid, points)
+    pts = [base.with_overrides(c) for c in combos]
+    columns = list(dict.fromkeys(k for c in combos for k in c))
+    runner = _run(jobs, ray)
+    try:
+        outcomes = run_points(pts, runner, out=out, progress=progress, fresh=fresh,
+                              desc="sweep")
+    finally:
+        runner.close()
+    result = SweepResult(frame(pts, outcomes, columns), outcomes)
+    if out is not None:
+        result.save(out)
+    return result
+
+
+def read_sweep(path) -> dict:
+    """A sweep file's parts: ``experiment`` (a path), ``set``, ``grid``, ``points``."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise InputError("no such sweep file", file=str(path)) from None
+    except tomllib.TOMLDecodeError as err:
+        raise InputError(f"not valid TOML: {err}", file=str(path)) from None
+    t = Table(data, str(path), "")
+    exp = t.get("experiment", str, None)
+    out = {"set": _flatten(t.get("set", dict, {})), "grid": t.get("grid", dict, {}),
+           "points": t.get("points", list, [])}
+    t.done()
+    if exp is None:
+        raise InputError("missing; expected the experiment TOML to sweep (a path relative to "
+                         "this file, or a bundled experiment)", file=str(path), field="experiment")
+    found = path.parent / exp
+    out["experiment"] = found if found.exists() else exp
+    if not all(isinstance(p, dict) for p in out["points"]):
+        raise InputError("expected [[points]] tables", file=str(path), field="points")
+    expand(out["grid"], out["points"], file=str(path))      # checks the grid
+    return out
+
+
+def sweep_file(path, set=None, **kw) -> SweepResult:
+    """:func:`sweep` of a sweep file (its ``set`` first, then ``set``)."""
+    spec = read_sweep(path)
+    return sweep(spec["experiment"], spec["grid"], spec["points"],
+                 {**spec["set"], **as_mapping(set)}, **kw)
+
+
+def compare(experiments=None, vary: Mapping[str, Sequence] | None = None, set=None, *,
+            jobs: int | None = 1, ray: str | None = None, progress: bool = True):
+    """Run each experiment (a path or a list of paths) under each combination of ``vary``,
+    keeping every run's frames: a :class:`~simcluster.search.compare.Comparison`."""
+    files = experiments if isinstance(experiments, (list, tuple)) else [experiments]
+    combos = expand(vary)
+    pts, labels = [], []
+    for f in files:
+        base = _point(f, set)
+        for c in combos:
+            pts.append(base.with_overrides(c))
+            parts = ([Path(base.path).stem] if len(files) > 1 else []) + \
+                [f"{k}={v}" for k, v in c.items()]
+            labels.append(", ".join(parts) or Path(base.path).stem)
+    runner = _run(jobs, ray)
+    try:
+        return compare_points(pts, labels, runner, progress=progress)
+    finally:
+        runner.close()
+
+
+def _slo_set(set, ttft_slo_s, tpot_slo_s) -> dict:
+    out = as_mapping(set)
+    if ttft_slo_s is not None:
+        out["slo.ttft_s"] = ttft_slo_s
+    if tpot_slo_s is not None:
+        out["slo.tpot_s"] = tpot_slo_s
+    return out
+
+
+def capacity(experiment=None, *, ttft_slo_s: float | None = None,
+             tpot_slo_s: float | None = None, attainment: float = 0.9, set=None,
+             rel_tol: float = 0.02, abs_tol: float | None = None, jobs: int | None = 1,
+             ray: str | None = None, out=None, progress: bool = True, fresh: bool = False):
+    """The highest ``trace.rate_per_s`` meeting the SLOs (the experiment's ``[slo]``, or
+    these) at ``attainment``: :func:`simcluster.search.capacity.capacity`."""
+    point = _point(experiment, _slo_set(set, ttft_slo_s, tpot_slo_s))
+    runner = _run(jobs, ray)
+    try:
+        return _capacity(point, runner, attainment=attainment, rel_tol=rel_tol,
+                         abs_tol=abs_tol, out=out, progress=progress, fresh=fresh)
+    finally:
+        runner.close()
+
+
+def read_candidates(path) -> list[tuple[str, list]]:
+    """A candidates file: ``[[candidates]]`` tables, each a ``name`` and ``instances``, a
+    list of ``[[instances]]`` tables as in an experiment::
+
+        [[candidates]]
+        name = "4x H100"
+        instances = [{device = "H100-SXM", count = 4}]
+    """
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise InputError("no such candidates file", file=str(path)) from None
+    except tomllib.TOMLDecodeError as err:
+        raise InputError(f"not valid TOML: {err}", file=str(path)) from None
+    top = Table(data, str(path), "")
+    out = []
+    for i, c in enumerate(top.get("candidates", list)):
+        t = Table(c if isinstance(c, dict) else {}, str(path), f"candidates[{i}].")
+        name = t.get("name", str, f"candidate {i}")
+        inst = t.get("instances", list)
+        t.done()
+        if not inst or not all(isinstance(x, dict) for x in inst):
+            raise InputError("expected a non-empty list of instance tables", file=str(path),
+                             field=f"candidates[{i}].instances")
+        out.append((name, inst))
+    top.done()
+    if not out:
+        raise InputError("no [[candidates]]", file=str(path), field="candidates")
+    return out
+
+
+def cheapest(experiment=None, *, rate_per_s: float, devices: Sequence[str] = (),
+             tp: Sequence[int] = (1,), max_count: int = 8, attainment: float = 0.9,
+             ttft_slo_s: float | None = None, tpot_slo_s: float | None = None, set=None,
+             candidates=None, mixed: bool = True, jobs: int | None = 1,
+             ray: str | None = None, out=None, progress: bool = True, fresh: bool = False):
+    """The cheapest replicas of ``devices`` x ``tp`` serving ``rate_per_s`` within the SLOs
+    (:func:`simcluster.search.cheapest.cheapest`), or the cheapest of ``candidates`` (a
+    candidates file, or a list of (name, instance tables))."""
+    point = _point(experiment, _slo_set(set, ttft_slo_s, tpot_slo_s))
+    runner = _run(jobs, ray)
+    kw = dict(attainment=attainment, runner=runner, out=out, progress=progress, fresh=fresh)
+    try:
+        if candidates is not None:
+            if isinstance(candidates, (str, Path)):
+                candidates = read_candidates(candidates)
+            return cheapest_of(point, rate_per_s, candidates, **kw)
+        return _cheapest(point, rate_per_s, devices, tp, max_count=max_count, mixed=mixed,
+                         **kw)
+    finally:
+        runner.close()

@@ -1,0 +1,157 @@
+"""The command line on bad input: one named line and exit 2, never a traceback; 1 for a bug."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from simcluster.cli import main
+
+from test_experiment_cli import TINY
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _main(capsys, *args):
+    try:
+        rc = main(list(args))
+    except SystemExit as exc:       # argparse's usage errors
+        rc = exc.code
+    out, err = capsys.readouterr()
+    assert "Traceback" not in err
+    return rc, out, err
+
+
+def test_exit_codes_are_documented():
+    import simcluster.cli as cli
+    assert "0 done" in cli.__doc__ and "2 bad input" in cli.__doc__ and "1 a bug" in cli.__doc__
+    assert (cli.EXIT_OK, cli.EXIT_BUG, cli.EXIT_INPUT) == (0, 1, 2)
+
+
+@pytest.mark.parametrize("args, words", [
+    (["lst", "devices"], ["invalid choice", "did you mean 'list'"]),
+    (["list", "device"], ["did you mean 'devices'"]),
+    (["trace-info", "x.csv", "--format", "Azure"], ["choose from", "'azure'", "did you mean"]),
+    (["predict", "--model", "llama-2-7b", "--device", "H100-SXM", "--tp", "0"],
+     ["--tp", ">= 1"]),
+])
+def test_usage_mistakes_exit_2_with_suggestions(capsys, args, words):
+    rc, _, err = _main(capsys, *args)
+    assert rc == 2 and all(w in err for w in words), err
+
+
+@pytest.mark.parametrize("args, words", [
+    (["predict", "--model", "lama-2-7b", "--device", "H100-SXM", "--decode-seqs", "1"],
+     ["unknown model 'lama-2-7b'", "did you mean 'Llama-2-7B'"]),
+    (["predict", "--model", "llama-2-7b", "--device", "H100-SMX", "--decode-seqs", "1"],
+     ["unknown device 'H100-SMX'", "did you mean 'H100-SXM'"]),
+    (["predict", "--model", "llama-2-7b", "--device", "H100-SXM"], ["empty batch"]),
+    (["predict", "--op", "gemm", "--device", "H100-SXM"], ["--m", "--n", "--k"]),
+    (["trace-info", "azure-cnv"], ["did you mean 'azure-conv'"]),
+    (["run", "hels_opt3b"], ["no such experiment", "did you mean 'hels_opt30b'"]),
+    (["list", "devices"], []),
+])
+def test_input_mistakes_exit_2_naming_the_mistake(capsys, args, words):
+    rc, out, err = _main(capsys, *args)
+    if not words:
+        assert rc == 0 and "H100-SXM" in out
+        return
+    assert rc == 2 and err.startswith("simcluster: error: ") and err.count("\n") == 1, err
+    assert all(w in err for w in words), err
+
+
+def test_a_bug_exits_1_with_its_traceback(capsys, monkeypatch):
+    import simcluster.cli.simulate as sim
+    monkeypatch.setattr(sim, "cmd_list", lambda args: 1 / 0)
+    rc = main(["list", "devices"])
+    err = capsys.readouterr().err
+    assert rc == 1 and "internal error" in err and "ZeroDivisionError" in err
+
+
+def test_interrupt_exits_130(capsys, monkeypatch):
+    import simcluster.cli.simulate as sim
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(sim, "cmd_list", interrupted)
+    assert main(["list", "devices"]) == 130 and "interrupted" in capsys.readouterr().err
+
+
+def test_out_is_checked_before_the_run(tmp_path, capsys):
+    exp = tmp_path / "tiny.toml"
+    exp.write_text(TINY)
+    (tmp_path / "taken").write_text("keep me")
+    rc, out, err = _main(capsys, "run", str(exp), "--quiet", "--out", str(tmp_path / "taken"))
+    assert rc == 2 and "is a file" in err and "experiment" not in out   # nothing simulated
+    assert (tmp_path / "taken").read_text() == "keep me"
+    rc, _, err = _main(capsys, "run", str(exp), "--quiet", "--out",
+                       str(tmp_path / "taken" / "sub"))
+    assert rc == 2 and "is a file" in err
+    rc, out, _ = _main(capsys, "run", str(exp), "--quiet", "--out", str(tmp_path / "new" / "d"))
+    assert rc == 0 and json.loads((tmp_path / "new" / "d" / "summary.json").read_text())
+
+
+def test_broken_pipe_ends_quietly():
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    p = subprocess.Popen([sys.executable, "-m", "simcluster", "trace-info", "azure-conv"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    p.stdout.close()
+    err = p.stderr.read().decode()
+    assert p.wait() == 0 and err == "", err
+
+
+def test_bom_toml_and_paths_relative_to_the_experiment(tmp_path, capsys):
+    (tmp_path / "exp" / "data").mkdir(parents=True)
+    (tmp_path / "exp" / "data" / "t.csv").write_text(
+        "arrival_s,prompt_tokens,output_tokens\n0,100,5\n0.5,200,5\n")
+    dev = (ROOT / "hwspecs" / "devices" / "l40s.toml").read_text()
+    (tmp_path / "specs").mkdir()
+    (tmp_path / "specs" / "mygpu.toml").write_text(
+        "\n".join(ln for ln in dev.splitlines() if not ln.startswith("aliases"))
+        .replace('name = "L40S"', 'name = "mygpu"'))
+    text = ('[trace]\nsource = "data/t.csv"\n[model]\nname = "llama-2-7b"\n'
+            '[[instances]]\ndevice = "../specs/mygpu.toml"\n[cost]\ncalibration = "datasheet"\n')
+    (tmp_path / "exp" / "e.toml").write_bytes("\ufeff".encode() + text.encode())
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    cwd = os.getcwd()
+    os.chdir(elsewhere)
+    try:
+        rc, out, err = _main(capsys, "run", str(tmp_path / "exp" / "e.toml"), "--quiet")
+    finally:
+        os.chdir(cwd)
+    assert rc == 0 and "2 requests" in out and "mygpu" in out, err
+
+
+def test_calibrate_engine_name_is_confined_and_bundled_engines_need_force(tmp_path, capsys,
+                                                                          monkeypatch):
+    lines = (ROOT / "hwspecs" / "engines" / "hf-cb-h100" / "profile-grid.csv").read_text() \
+        .splitlines()
+    rows = [ln for ln in lines if not ln.startswith("#")]
+    log = tmp_path / "log.csv"        # a small slice: the fit is not what this tests
+    log.write_text("\n".join([ln for ln in lines if ln.startswith("#")] + rows[:1]
+                             + rows[1:200]) + "\n")
+    base = ["calibrate-engine", str(log), "--device", "H100-SXM", "--model", "llama-2-7b",
+            "--calibration", "datasheet"]
+    bundled = ROOT / "hwspecs" / "engines" / "hf-cb-h100.toml"
+    before = bundled.read_bytes()
+    for name in ("../../evil", "/tmp/evil", "a/b", ""):
+        rc, _, err = _main(capsys, *base, "--name", name)
+        assert rc == 2 and "--name" in err and "plain engine name" in err
+    rc, _, err = _main(capsys, *base, "--name", "hf-cb-h100")
+    assert rc == 2 and "--force" in err and "shipped with simcluster" in err
+    assert bundled.read_bytes() == before and not (ROOT / "evil.toml").exists()
+    monkeypatch.setenv("SIMCLUSTER_HWSPECS", str(tmp_path))     # a folder of one's own
+    rc, out, _ = _main(capsys, *base, "--name", "mine")
+    assert rc == 0 and (tmp_path / "engines" / "mine.toml").exists()
+    rc, _, err = _main(capsys, *base, "--name", "mine")
+    assert rc == 2 and "--force" in err
+    rc, _, _ = _main(capsys, *base, "--name", "mine", "--force")
+    assert rc == 0 and bundled.read_bytes() == before
+    from simcluster.engines import list_engines, load_engine
+    assert {"mine", "hf-cb-h100"} <= set(list_engines()) and load_engine("mine").name == "mine"

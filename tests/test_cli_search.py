@@ -1,0 +1,89 @@
+"""The question commands: compare, sweep, capacity, cheapest — tables printed, CSV and Parquet
+and PNGs written, mistakes reported without a traceback."""
+
+import pandas as pd
+import pytest
+
+from _tiny import write_tiny
+from simcluster.cli import main
+
+
+@pytest.fixture
+def tiny(tmp_path):
+    return write_tiny(tmp_path)
+
+
+def test_compare_vary_writes_csv_parquet_and_figures(tiny, tmp_path, capsys):
+    out = tmp_path / "cmp"
+    assert main(["compare", str(tiny), "--vary", "router.policy=round_robin,join_shortest_queue",
+                 "--vary", "instances.0.count=1,2", "--set", "trace.synthetic.n=40",
+                 "--out", str(out), "--quiet"]) == 0
+    text = capsys.readouterr().out
+    for heading in ("[latency]", "[throughput]", "[slo]", "[cost]"):
+        assert heading in text
+    assert "router.policy=join_shortest_queue, instances.0.count=2" in text
+    csv = pd.read_csv(out / "compare.csv")
+    assert len(csv) == 4 and "latency.ttft_p90_ms" in csv and "cost.usd_per_m_tokens" in csv
+    pd.testing.assert_frame_equal(csv, pd.read_parquet(out / "compare.parquet"),
+                                  check_dtype=False)
+    assert {"latency_cdf.png", "cost_per_m_tokens.png", "timeline_0.png"} <= \
+        {p.name for p in out.iterdir()}
+
+
+def test_compare_two_files(tiny, tmp_path, capsys):
+    other = write_tiny(tmp_path, tiny.read_text().replace("count = 2", "count = 1"), "one.toml")
+    assert main(["compare", str(tiny), str(other), "--quiet"]) == 0
+    out = capsys.readouterr().out.splitlines()[0]
+    assert "tiny" in out and "one" in out
+
+
+def test_sweep_command_runs_caches_and_plots(tiny, tmp_path, capsys):
+    sweep = tmp_path / "s.toml"
+    sweep.write_text('experiment = "tiny.toml"\n[set]\n"trace.synthetic.n" = 40\n[grid]\n'
+                     '"trace.rate_per_s" = [2, 8]\n"instances.0.count" = [1, 2]\n')
+    out, figs = tmp_path / "out", tmp_path / "figs"
+    assert main(["sweep", str(sweep), "--jobs", "2", "--out", str(out), "--plots", str(figs),
+                 "--quiet"]) == 0
+    text = capsys.readouterr().out
+    assert "4 points: 4 run, 0 read from disk, 0 failed" in text
+    df = pd.read_parquet(out / "results.parquet")
+    assert len(df) == 4 and {"trace.rate_per_s", "instances.0.count", "slo_attainment"} <= \
+        set(df.columns)
+    assert {"latency_percentiles.png", "slo_attainment.png", "throughput_latency.png",
+            "cost_per_m_tokens.png"} <= {p.name for p in figs.iterdir()}
+    assert main(["sweep", str(sweep), "--jobs", "1", "--out", str(out), "--quiet",
+                 "--set", "seed=4"]) == 0
+    assert "4 points: 4 run, 0 read from disk" in capsys.readouterr().out   # a new seed
+    assert main(["sweep", str(sweep), "--jobs", "1", "--out", str(out), "--quiet"]) == 0
+    assert "4 points: 0 run, 4 read from disk" in capsys.readouterr().out
+
+
+def test_capacity_and_cheapest_commands(tiny, tmp_path, capsys):
+    figs = tmp_path / "figs"
+    assert main(["capacity", str(tiny), "--ttft-slo", "0.1", "--tpot-slo", "0.012",
+                 "--set", "instances.0.count=1", "--set", "trace.synthetic.n=60",
+                 "--rel-tol", "0.1", "--plots", str(figs), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "capacity " in out and "req/s does not" in out and "rate_per_s" in out
+    assert (figs / "capacity.png").exists()
+    assert main(["cheapest", str(tiny), "--rate", "6", "--devices", "H100-SXM,L4",
+                 "--max-count", "2", "--set", "trace.synthetic.n=40", "--plots", str(figs),
+                 "--out", str(tmp_path / "c"), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "cheapest at 6 req/s" in out and "usd_per_hour" in out
+    assert (figs / "cheapest.png").exists() and (tmp_path / "c" / "candidates.csv").exists()
+
+
+@pytest.mark.parametrize("argv, msg", [
+    (["compare", "{tiny}", "--vary", "router.policy"], "--vary"),
+    (["compare", "{tiny}", "--set", "instances.0.count=0"], "instances[0].count"),
+    (["capacity", "{tiny}", "--set", "slo={{}}"], "needs an SLO"),
+    (["cheapest", "{tiny}", "--rate", "3"], "--devices"),
+    (["cheapest", "{tiny}", "--rate", "3", "--devices", "H100-SXM", "--set", "seed=1",
+      "--set", "disaggregation.kv_link=PCIe4"], "colocated"),
+    (["sweep", "{tiny}.missing"], "no such sweep file"),
+])
+def test_mistakes_name_the_problem_without_a_traceback(tiny, capsys, argv, msg):
+    rc = main([a.format(tiny=tiny) for a in argv] + ["--quiet"])
+    err = capsys.readouterr().err
+    assert rc != 0 and msg in err and "Traceback" not in err

@@ -1,0 +1,131 @@
+"""--set key.path=value overrides: parsed as TOML values, applied before validation, checked
+like the file's own keys, errors naming the key and the override."""
+
+import copy
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from _tiny import TINY, write_tiny
+from simcluster.errors import InputError
+from simcluster.experiment import load_experiment
+from simcluster.experiment.overrides import (apply_overrides, as_mapping, field_name,
+                                             parse_override, parse_value, split_values)
+
+
+@pytest.mark.parametrize("text, value", [
+    ("12", 12), ("12.5", 12.5), ("1e3", 1000.0), ("true", True), ('"12"', "12"),
+    ("jsq", "jsq"), ("least_outstanding_tokens", "least_outstanding_tokens"),
+    ("[1, 2]", [1, 2]), ('["A100-80GB-PCIe", "RTX3090"]', ["A100-80GB-PCIe", "RTX3090"]),
+    ("{a = 1}", {"a": 1}), ("H100-SXM", "H100-SXM")])
+def test_values_are_toml_or_words(text, value):
+    assert parse_value(text) == value
+
+
+@pytest.mark.parametrize("bad", ["router.policy", "=3", "a..b=1", ".a=1"])
+def test_malformed_override_names_the_option(bad):
+    with pytest.raises(InputError, match="KEY.PATH=VALUE"):
+        parse_override(bad)
+
+
+def test_split_values_keeps_commas_inside_brackets_and_quotes():
+    assert split_values('a,b,[1, 2],"x,y"') == ["a", "b", [1, 2], "x,y"]
+    with pytest.raises(InputError, match="empty value"):
+        split_values("a,,b")
+
+
+def test_apply_creates_tables_indexes_lists_and_leaves_input_alone():
+    data = {"instances": [{"device": "H100-SXM", "count": 2}], "router": {"policy": "rr"}}
+    before = copy.deepcopy(data)
+    out = apply_overrides(data, ["instances.0.count=8", "router.policy=jsq", "slo.ttft_s=0.5",
+                                 "seed=3"])
+    assert data == before
+    assert out["instances"][0]["count"] == 8 and out["router"]["policy"] == "jsq"
+    assert out["slo"] == {"ttft_s": 0.5} and out["seed"] == 3
+
+
+@pytest.mark.parametrize("override, where, what", [
+    ("instances.2.count=1", "instances[2]", "expected an index 0..0"),
+    ("instances.x.count=1", "instances.x", "expected an index"),
+    ("seed.x=1", "seed.x", "not a table"),
+])
+def test_a_path_through_the_wrong_thing_names_it(override, where, what):
+    data = {"instances": [{"count": 2}], "seed": 0}
+    with pytest.raises(InputError) as err:
+        apply_overrides(data, [override])
+    assert where in str(err.value) and what in str(err.value)
+
+
+def test_field_name_matches_the_loader():
+    assert field_name("instances.0.count") == "instances[0].count"
+    assert field_name("trace.rate_per_s") == "trace.rate_per_s"
+
+
+def test_overrides_equal_editing_the_file(tmp_path):
+    path = write_tiny(tmp_path)
+    edited = write_tiny(tmp_path, TINY.replace("count = 2", "count = 3")
+                        .replace('"least_outstanding_tokens"', '"round_robin"'), "edited.toml")
+    a = load_experiment(path, {"instances.0.count": 3, "router.policy": "round_robin"})
+    b = load_experiment(edited)
+    assert a.instances == b.instances and a.router == b.router == "round_robin"
+    ra, rb = a.run().summary(), b.run().summary()
+    assert ra == rb
+
+
+@pytest.mark.parametrize("override, field, msg", [
+    ("instances.0.count=0", "instances[0].count", "out of range"),
+    ("instances.0.count=two", "instances[0].count", "expected int"),
+    ("instances.0.cuont=3", "instances[0].cuont", "unknown key"),
+    ("slo.ttft_s=-1", "slo.ttft_s", "out of range"),
+    ("trace.rate_per_s=fast", "trace.rate_per_s", "expected float"),
+    ("seed=1.5", "seed", "expected int"),
+])
+def test_overrides_are_checked_like_toml_keys(tmp_path, override, field, msg):
+    path = write_tiny(tmp_path)
+    with pytest.raises(InputError) as err:
+        load_experiment(path, [override])
+    text = str(err.value)
+    assert "tiny.toml" in text and f"field '{field}'" in text and msg in text
+    assert f"--set {override.split('=')[0]}" in text
+
+
+def test_overrides_through_the_command_line(tmp_path, capsys):
+    from simcluster.cli import main
+    path = write_tiny(tmp_path)
+    assert main(["run", str(path), "--quiet", "--set", "instances.0.count=1",
+                 "--set", "trace.rate_per_s=2"]) == 0
+    out = capsys.readouterr().out
+    assert "1 instance(s)" in out and "offered 2 req/s" in out
+    assert main(["run", str(path), "--set", "instances.0.count=0"]) == 2
+    err = capsys.readouterr().err
+    assert "instances[0].count" in err and "Traceback" not in err
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.dictionaries(st.sampled_from(["a", "b", "c"]),
+                       st.one_of(st.integers(), st.text(max_size=5),
+                                 st.lists(st.integers(), max_size=3)), min_size=1),
+       st.sampled_from(["a", "b.c", "b.d.e", "z"]), st.integers())
+def test_a_set_value_reads_back_and_nothing_else_changes(data, key, value):
+    parts = key.split(".")
+    through_scalar = len(parts) > 1 and parts[0] in data and not isinstance(data[parts[0]], dict)
+    if through_scalar:
+        kind = "is a list" if isinstance(data[parts[0]], list) else "not a table"
+        with pytest.raises(InputError, match=kind):
+            apply_overrides(data, {key: value})
+        return
+    out = apply_overrides(data, {key: value})
+    node = out
+    for part in parts[:-1]:
+        node = node[part]
+    assert node[parts[-1]] == value
+    top = key.split(".")[0]
+    assert {k: v for k, v in out.items() if k != top} == \
+        {k: v for k, v in data.items() if k != top}
+
+
+def test_as_mapping_takes_strings_and_mappings():
+    assert as_mapping(["a=1", "b.c=x"]) == {"a": 1, "b.c": "x"}
+    assert as_mapping("a=1") == {"a": 1}
+    assert as_mapping({"a": 1}) == {"a": 1} and as_mapping(None) == {}

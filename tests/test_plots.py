@@ -1,0 +1,96 @@
+"""Figures: every plotting function returns a Figure with labelled axes (units) and a legend;
+timelines are resampled to a bounded number of points; PNGs are written."""
+
+import numpy as np
+import pytest
+from matplotlib.figure import Figure
+
+from _tiny import write_tiny
+from simcluster.analysis import plots
+from simcluster.experiment import load_experiment
+from simcluster.experiment.study import capacity, sweep
+
+
+@pytest.fixture(scope="module")
+def tiny_path(tmp_path_factory):
+    return write_tiny(tmp_path_factory.mktemp("plots"))
+
+
+@pytest.fixture(scope="module")
+def res(tiny_path):
+    return load_experiment(tiny_path).run()
+
+
+def _check(fig, legend=True):
+    assert isinstance(fig, Figure)
+    axes = [ax for ax in fig.axes if ax.has_data()]
+    assert axes
+    for ax in axes:
+        assert ax.get_ylabel()
+        if ax.get_xlabel() == "" and ax.get_shared_x_axes().get_siblings(ax):
+            continue                              # shared x: the bottom axis carries it
+        assert ax.get_xlabel()
+    if legend:
+        assert fig.legends or any(ax.get_legend() is not None for ax in fig.axes)
+    labels = " ".join(ax.get_xlabel() + ax.get_ylabel() for ax in fig.axes)
+    return labels
+
+
+def test_run_figures(res, tmp_path):
+    figs = plots.run_figures(res, bins=50)
+    assert set(figs) == {"latency_cdf", "instance_timeline", "queue_lengths"}
+    assert "(ms)" in _check(figs["latency_cdf"])
+    assert "(s)" in _check(figs["instance_timeline"])
+    assert "requests waiting" in _check(figs["queue_lengths"])
+    paths = plots.save(figs, tmp_path)
+    assert all(p.stat().st_size > 5000 for p in paths)
+
+
+def test_timelines_are_resampled_to_the_bins(res):
+    fig = plots.instance_timeline(res, bins=40)
+    for ax in fig.axes:
+        for line in ax.get_lines():
+            assert len(line.get_xdata()) == 40
+
+
+def test_resample_is_a_time_weighted_mean():
+    import pandas as pd
+    tl = pd.DataFrame({"instance": [0, 0], "start_s": [0.0, 2.0], "end_s": [1.0, 4.0]})
+    values = pd.Series([10.0, 4.0])
+    out = plots.resample(tl, values, np.array([0.0, 2.0, 4.0]))
+    assert out[0].tolist() == [5.0, 4.0]           # 10 for 1 s of 2, then 4 throughout
+    held = plots.resample(tl, values, np.array([0.0, 2.0, 4.0]), sampled=True)
+    assert held[0].tolist() == [5.0, 10.0]          # 10 from its sample at 1 s to the next
+
+
+def test_queued_counts_arrived_requests_not_yet_prefilling():
+    import pandas as pd
+    req = pd.DataFrame({"arrival_s": [0.0, 1.0], "prefill_start_s": [2.0, 3.0],
+                        "finish_s": [5.0, 5.0]})
+    assert plots.queued(req, np.array([0.0, 1.0, 2.0, 3.0])).tolist() == [1.0, 2.0, 1.0]
+
+
+def test_active_instances_of_a_controller():
+    exp = load_experiment("hllm_azure_conv.toml", {"trace.window_s": [0, 60]})
+    res = exp.run()
+    assert len(res.activity)
+    fig = plots.active_instances(res)
+    _check(fig)
+    assert fig.axes[0].get_legend().get_texts()[0].get_text() == "active CPU sockets"
+    assert "no controller" in plots.active_instances(
+        load_experiment("default.toml", {"trace.first_n": 20}).run()).axes[0].texts[0].get_text()
+
+
+def test_sweep_and_search_figures(tiny_path):
+    df = sweep(tiny_path, {"trace.rate_per_s": [2.0, 8.0], "instances.0.count": [1, 2]},
+               jobs=1, progress=False).frame
+    for fig in (plots.latency_percentiles(df, hue="instances.0.count"),
+                plots.slo_attainment(df, target=0.9, hue="instances.0.count"),
+                plots.throughput_latency(df, hue="instances.0.count")):
+        text = _check(fig)
+        assert "req/s" in text
+    _check(plots.cost_per_m_tokens(df.assign(label=df.point.astype(str))))
+    cap = capacity(tiny_path, set={"instances.0.count": 1, "trace.synthetic.n": 60},
+                   rel_tol=0.2, progress=False)
+    assert "capacity" in " ".join(t.get_text() for t in
+                                  plots.capacity_curve(cap).axes[0].get_legend().get_texts())

@@ -1,0 +1,95 @@
+"""Plugins: a TOML names user modules whose registered policies resolve by name; registering a
+name again replaces it with a warning (a re-run notebook cell), never a built-in."""
+
+import warnings
+
+import pytest
+
+from _tiny import TINY, write_tiny
+from simcluster.cli import main
+from simcluster.errors import InputError
+from simcluster.experiment import load_experiment
+from simcluster.policies import ROUTERS
+
+PLUGIN = '''
+from simcluster.policies import ROUTERS
+
+
+@ROUTERS.register("{name}")
+class FirstInstance:
+    """Every request to the first candidate."""
+
+    def bind(self, cluster):
+        return self
+
+    def route(self, req, candidates, now):
+        return candidates[0]
+'''
+
+
+@pytest.fixture
+def plugin_exp(tmp_path):
+    (tmp_path / "myrouting.py").write_text(PLUGIN.format(name="test_first_instance"))
+    text = 'plugins = ["myrouting"]\n' + TINY.replace('"least_outstanding_tokens"',
+                                                      '"test_first_instance"')
+    yield write_tiny(tmp_path, text)
+    ROUTERS.pop("test_first_instance", None)
+
+
+def test_a_plugin_policy_resolves_by_name(plugin_exp, capsys):
+    res = load_experiment(plugin_exp).run()
+    assert set(res.requests.instance) == {0}            # everything went to the first
+    assert main(["run", str(plugin_exp), "--quiet"]) == 0
+    assert "router test_first_instance" in capsys.readouterr().out
+
+
+def test_a_plugin_by_path_and_through_set(tmp_path):
+    (tmp_path / "pol").mkdir()
+    (tmp_path / "pol" / "r.py").write_text(PLUGIN.format(name="test_first_by_path"))
+    exp = write_tiny(tmp_path)
+    try:
+        e = load_experiment(exp, {"plugins": ["pol/r.py"], "router.policy": "test_first_by_path"})
+        assert set(e.run().requests.instance) == {0}
+    finally:
+        ROUTERS.pop("test_first_by_path", None)
+
+
+@pytest.mark.parametrize("plugins, msg", [
+    ('["no_such_module_xyz"]', "cannot load plugin 'no_such_module_xyz'"),
+    ('["missing.py"]', "no such file"),
+    ('"myrouting"', "expected list"),
+])
+def test_bad_plugins_name_the_key(tmp_path, plugins, msg):
+    exp = write_tiny(tmp_path, f"plugins = {plugins}\n" + TINY)
+    with pytest.raises(InputError) as err:
+        load_experiment(exp)
+    assert "field 'plugins'" in str(err.value) and msg in str(err.value)
+
+
+def test_registering_again_replaces_with_a_warning():
+    class A:
+        pass
+
+    class B:
+        pass
+
+    try:
+        ROUTERS.register("test_twice")(A)
+        with pytest.warns(RuntimeWarning, match="registered again"):
+            ROUTERS.register("test_twice")(B)
+        assert ROUTERS["test_twice"] is B
+    finally:
+        ROUTERS.pop("test_twice", None)
+
+
+def test_a_built_in_is_never_shadowed():
+    class Impostor:
+        pass
+
+    with pytest.raises(ValueError, match="built in"):
+        ROUTERS.register("round_robin")(Impostor)
+    original = ROUTERS["round_robin"]
+    with warnings.catch_warnings(record=True):
+        warnings.simplefilter("always")
+        ROUTERS.register("round_robin")(original)       # reloading the module itself is fine
+    assert ROUTERS["round_robin"] is original

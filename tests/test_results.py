@@ -1,0 +1,237 @@
+"""Results that mean what they say: offered rate, throughput over the arrival window and the
+drain apart, model FLOPs and bytes equal to the cost model's operator counts, MFU and MBU,
+provenance, and a run that serves nothing failing with its reason."""
+
+import json
+
+import numpy as np
+import pytest
+
+from _tiny import write_tiny
+from conftest import make_trace, one_instance
+from simcluster.calibration import load_calibration
+from simcluster.cli import main
+from simcluster.cost import Batch, CostModel, Layout
+from simcluster.experiment import load_experiment
+from simcluster.simulation import Simulation
+from simcluster.simulation import results as R
+from simcluster.simulation.work import WorkCoefficients, row_work
+
+
+@pytest.fixture(scope="module")
+def measured():
+    return CostModel(load_calibration("measured"))
+
+
+def _run(trace, device, model, cost, **cfg):
+    return Simulation(trace, model, one_instance(device, **cfg), cost_model=cost).run()
+
+
+def test_offered_rate_and_throughput_over_the_window_not_the_drain(h100, llama7b, measured):
+    # 40 requests in 4 s, each with a long output: the drain after the last arrival is long
+    n = 40
+    trace = make_trace(np.linspace(0, 3.9, n), [200] * n, [400] * n)
+    s = _run(trace, h100, llama7b, measured).summary()
+    assert s["offered_rate_per_s"] == pytest.approx(n / 3.9)
+    assert s["arrival_window_s"] == pytest.approx(3.9)
+    assert s["drain_s"] == pytest.approx(s["span_s"] - 3.9)
+    assert s["drain_s"] > 1.0
+    # throughput counts completions inside the window only, per second of it
+    req = _run(trace, h100, llama7b, measured).requests
+    inside = int((req.finish_s <= 3.9).sum())
+    assert s["request_throughput_per_s"] == pytest.approx(inside / 3.9)
+    # the old figure, finished / span, mixes in the drain
+    assert s["finished"] / s["span_s"] < s["offered_rate_per_s"]
+
+
+def test_overload_reads_capacity_and_steady_load_reads_the_offered_rate(h100, llama7b,
+                                                                        measured):
+    rng = np.random.default_rng(0)
+    for rate, overloaded in ((2.0, False), (400.0, True)):
+        n = 600
+        arrivals = np.cumsum(rng.exponential(1 / rate, n))
+        trace = make_trace(arrivals, [500] * n, [100] * n)
+        s = _run(trace, h100, llama7b, measured, max_num_seqs=32).summary()
+        ratio = s["request_throughput_per_s"] / s["offered_rate_per_s"]
+        if overloaded:
+            assert ratio < 0.5 and s["drain_s"] > s["arrival_window_s"]
+        else:
+            assert ratio > 0.95 and s["drain_s"] < 5
+
+
+def _decode_batch(n, ctx_sum):
+    base = ctx_sum // n
+    ctx = [base] * n
+    ctx[0] += ctx_sum - base * n
+    return Batch(decode_context=tuple(ctx))
+
+
+def test_row_work_equals_the_cost_models_operator_counts(h100, llama7b, measured):
+    """Every single-iteration row's FLOPs and bytes are the device operators' of that batch
+    (whole model: tp = 1), and a decode run's are the sum of its steps'."""
+    rng = np.random.default_rng(1)
+    n = 60
+    trace = make_trace(np.cumsum(rng.exponential(0.05, n)), rng.integers(20, 800, n),
+                       rng.integers(2, 120, n))
+    res = _run(trace, h100, llama7b, measured, chunked_prefill=True, max_batched_tokens=512)
+    tl = res.timeline
+    timer = measured.timer(llama7b, Layout.uniform(h100))
+
+    def counted(batch):
+        rows = [r for r in timer.breakdown(batch) if r["rank"] >= 0]
+        return sum(r["flops"] for r in rows), sum(r["bytes"] for r in rows)
+
+    single = tl[(tl.iterations == 1) & (tl.prefill_seqs <= 1)]
+    assert len(single) > 20
+    for r in single.itertuples():
+        if r.prefill_seqs:
+            dec = (_decode_batch(r.decode_seqs, r.decode_context).decode_context
+                   if r.decode_seqs else ())
+            batch = Batch(prefill_tokens=(r.prefill_tokens,), prefill_context=(r.prefill_context,),
+                          decode_context=dec, prefill_samples=r.prefill_done)
+        else:
+            batch = _decode_batch(r.decode_seqs, r.decode_context)
+        f, b = counted(batch)
+        assert r.flops == pytest.approx(f, rel=1e-9) and r.bytes == pytest.approx(b, rel=1e-9)
+    runs = tl[tl.iterations > 1]
+    assert len(runs)
+    r = runs.iloc[0]
+    steps = [counted(_decode_batch(int(r.decode_seqs), int(r.decode_context + j * r.decode_seqs)))
+             for j in range(int(r.iterations))]
+    assert r.flops == pytest.approx(sum(s[0] for s in steps), rel=1e-9)
+    assert r.bytes == pytest.approx(sum(s[1] for s in steps), rel=1e-9)
+
+
+def test_mfu_and_mbu_are_work_over_peak_times_span(h100, llama7b, measured):
+    n = 50
+    trace = make_trace(np.linspace(0, 10, n), [300] * n, [50] * n)
+    res = _run(trace, h100, llama7b, measured)
+    u = res.utilisation().iloc[0]
+    s = res.summary()
+    span = s["span_s"]
+    assert u.flops == pytest.approx(res.timeline.flops.sum())
+    assert u.mfu == pytest.approx(u.flops / span / h100.peak_flops_for("fp16"))
+    assert u.mbu == pytest.approx(u.bytes / span / h100.mem_bw_bytes_per_s)
+    assert 0 < u.mfu < 0.2 and 0 < u.mbu < 1 and 0 < u.nonidle_fraction <= 1
+    # the achieved rate never beats the peak while an iteration runs
+    busy = (res.timeline.end_s - res.timeline.start_s).sum()
+    assert u.flops / busy < h100.peak_flops_for("fp16")
+    assert u.bytes / busy < h100.mem_bw_bytes_per_s
+    assert s["mfu_mean"] == pytest.approx(u.mfu) and "busy_fraction_mean" not in s
+
+
+def test_summary_is_built_from_groups(monkeypatch, h100, llama7b, measured):
+    trace = make_trace([0.0, 0.5, 1.0], [100] * 3, [10] * 3)
+    res = _run(trace, h100, llama7b, measured)
+    names = [n for n, _ in R.SUMMARY_GROUPS]
+    assert names == ["counts", "latency", "throughput", "slo", "cost", "utilisation", "energy",
+                     "prefix_cache"]
+    monkeypatch.setattr(R, "SUMMARY_GROUPS", R.SUMMARY_GROUPS + [
+        ("example", lambda f: {"tokens_per_request": float(f.done.output_tokens.mean())})])
+    assert res.summary()["tokens_per_request"] == 10.0
+
+
+def test_provenance_names_calibration_engine_and_borrowed_curves(tmp_path, capsys):
+    exp = write_tiny(tmp_path, """
+[trace.synthetic]
+n = 20
+rate_per_s = 2.0
+prompt = {dist = "fixed", tokens = 100}
+output = {dist = "fixed", tokens = 20}
+[model]
+name = "llama-2-7b"
+[[instances]]
+device = "L40S"
+[[instances]]
+device = "H100-SXM"
+[cost]
+engine = "hf-cb-h100"
+""")
+    out = tmp_path / "out"
+    assert main(["run", str(exp), "--quiet", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "calibration measured" in text and "engine model hf-cb-h100" in text
+    assert "L40S: measured: L40S" in text and "borrowed cross-family from" in text
+    summary = json.loads((out / "summary.json").read_text())
+    prov = summary["provenance"]
+    assert prov["calibration"] == "measured" and prov["engine"] == "hf-cb-h100"
+    assert "borrowed" in prov["devices"]["L40S"] and "own tables" in prov["devices"]["H100-SXM"]
+    assert {"offered_rate_per_s", "drain_s", "mfu_mean", "mbu_mean"} <= set(summary)
+    inst = (out / "instances.csv").read_text().splitlines()[0]
+    assert "mfu" in inst and "peak_flops_per_s" in inst
+
+
+def test_a_model_that_does_not_fit_exits_non_zero_with_the_reason(tmp_path, capsys):
+    exp = write_tiny(tmp_path, """
+[trace.synthetic]
+n = 5
+rate_per_s = 2.0
+prompt = {dist = "fixed", tokens = 100}
+output = {dist = "fixed", tokens = 20}
+[model]
+name = "llama-2-70b"
+[[instances]]
+device = "L4"
+""")
+    assert main(["run", str(exp), "--quiet"]) == 2    # serves nothing: bad input (cli docstring)
+    cap = capsys.readouterr()
+    assert "the model does not fit" in cap.out
+    assert "served nothing" in cap.err and "instance OOM" in cap.err
+    assert "ttft_p50_s" not in cap.out          # no summary of NaNs
+
+
+def test_every_request_rejected_exits_non_zero(tmp_path, capsys):
+    exp = write_tiny(tmp_path, """
+[trace.synthetic]
+n = 5
+rate_per_s = 2.0
+prompt = {dist = "fixed", tokens = 3000}
+output = {dist = "fixed", tokens = 20}
+[model]
+name = "llama-2-7b"
+[[instances]]
+device = "H100-SXM"
+[instances.scheduler]
+max_batched_tokens = 1024
+""")
+    assert main(["run", str(exp), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "every request was rejected (5): 5 x max_batched_tokens" in err
+    assert load_experiment(exp).run().failure().startswith("every request was rejected")
+
+
+def test_progress_bar_over_arrivals(h100, llama7b, measured, capsys):
+    from simcluster.simulation.progress import arrivals_bar
+    trace = make_trace(np.linspace(0, 5, 30), [100] * 30, [20] * 30)
+    a = Simulation(trace, llama7b, one_instance(h100), cost_model=measured).run(progress=True)
+    b = Simulation(trace, llama7b, one_instance(h100), cost_model=measured).run()
+    assert a.summary() == b.summary()
+    bar = arrivals_bar(10, "x", delay_s=0)
+    bar(4, 10)
+    bar(10, 10)
+    assert bar.bar.n == 10
+    bar.close()
+    assert "10/10" in capsys.readouterr().err
+
+
+def test_moe_and_latent_attention_work_follows_the_models_counts(h100):
+    from simcluster.models import model_preset
+    for name in ("Mixtral-8x7B", "DeepSeek-V3", "Qwen3-30B-A3B"):
+        m = model_preset(name)
+        c = WorkCoefficients.of(m)
+        assert c.flops_per_token + c.flops_per_sample == m.linear_flops_per_token
+        # one token reaches exactly its k experts per MoE layer; a crowd reaches them all
+        assert c.experts_touched(np.array([1.0]))[0] == pytest.approx(m.moe.experts_per_token)
+        assert c.experts_touched(np.array([1e5]))[0] == pytest.approx(m.moe.num_experts)
+        all_weights = c.bytes_per_iteration + c.moe_layers * c.experts * c.bytes_per_expert
+        assert all_weights < m.weight_bytes < all_weights * 1.05   # + embeddings, LM head, norms
+    m = model_preset("Qwen3-30B-A3B")
+    n = 40
+    trace = make_trace(np.linspace(0, 4, n), [300] * n, [30] * n)
+    res = Simulation(trace, m, one_instance(h100),
+                     cost_model=CostModel(load_calibration("measured"))).run()
+    u = res.utilisation().iloc[0]
+    assert 0 < u.mfu < u.mbu < 1
+    tl = res.timeline
+    f, _ = row_work(tl, WorkCoefficients.of(m))
+    assert (f > 0).all() and np.allclose(f, tl.flops)

@@ -1,0 +1,297 @@
+"""Sweeps: one row per point whichever runner ran it, failures recorded, results cached by the
+resolved configuration's hash; capacity agrees with a dense rate grid; cheapest is the
+cheapest that meets."""
+
+import json
+import math
+
+import pandas as pd
+import pytest
+
+from _tiny import write_tiny
+from simcluster.errors import InputError
+from simcluster.experiment.points import ExperimentPoint
+from simcluster.experiment.study import capacity, cheapest, compare, expand, read_sweep, sweep
+from simcluster.search import LocalRunner, SerialRunner, frame, run_points
+from simcluster.search.capacity import _interior
+from simcluster.search.cheapest import Family, _mixes, tp_link
+
+GRID = {"trace.rate_per_s": [3.0, 12.0], "instances.0.count": [1, 2]}
+
+
+@pytest.fixture
+def tiny(tmp_path):
+    return write_tiny(tmp_path)
+
+
+def _det(df):
+    """A frame without the one column that depends on the machine (wall time)."""
+    return df.drop(columns=["wall_s"])
+
+
+def test_sweep_is_one_row_per_point_with_every_varied_key(tiny):
+    res = sweep(tiny, GRID, set={"seed": 1}, jobs=1, progress=False)
+    df = res.frame
+    assert len(df) == 4 and list(df.columns[:2]) == list(GRID)
+    assert sorted(zip(df["trace.rate_per_s"], df["instances.0.count"])) == \
+        [(3.0, 1), (3.0, 2), (12.0, 1), (12.0, 2)]
+    assert (df.error == "").all() and df.config_hash.nunique() == 4
+    assert df.offered_rate_per_s.round(6).tolist() == df["trace.rate_per_s"].tolist()
+    # more replicas at the same rate: never worse TTFT p90
+    for rate, g in df.groupby("trace.rate_per_s"):
+        g = g.set_index("instances.0.count")
+        assert g.ttft_p90_s[2] <= g.ttft_p90_s[1] * 1.05
+
+
+def test_local_pool_and_serial_frames_are_equal(tiny):
+    a = sweep(tiny, GRID, jobs=1, progress=False).frame
+    b = sweep(tiny, GRID, jobs=2, progress=False).frame
+    pd.testing.assert_frame_equal(_det(a), _det(b))
+
+
+def test_ray_frames_equal_local_frames(tiny):
+    pytest.importorskip("ray")
+    a = sweep(tiny, GRID, jobs=2, progress=False).frame
+    b = sweep(tiny, GRID, ray="local", progress=False).frame
+    pd.testing.assert_frame_equal(_det(a), _det(b))
+
+
+def test_a_failed_point_records_its_error_and_the_sweep_goes_on(tiny, tmp_path):
+    res = sweep(tiny, {"instances.0.count": [1, 0, "x"]}, jobs=1, progress=False,
+                out=tmp_path / "out")
+    df = res.frame.set_index("point")
+    assert df.error[0] == "" and df.finished[0] == 80
+    assert "instances[0].count" in df.error[1] and "out of range" in df.error[1]
+    assert "expected int" in df.error[2] and math.isnan(df.finished[2])
+    assert len(res.failed) == 2
+    assert (tmp_path / "out" / "results.csv").exists()
+    assert (tmp_path / "out" / "results.parquet").exists()
+    assert len(list((tmp_path / "out" / "points").glob("*.json"))) == 1   # failures not cached
+
+
+def test_a_rerun_skips_points_on_disk(tiny, tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    first = sweep(tiny, GRID, jobs=1, progress=False, out=out)
+    calls = []
+    orig = ExperimentPoint.evaluate
+    monkeypatch.setattr(ExperimentPoint, "evaluate",
+                        lambda self, keep=False: calls.append(self.key) or orig(self, keep))
+    grid = dict(GRID, **{"trace.rate_per_s": [3.0, 12.0, 6.0]})
+    second = sweep(tiny, grid, jobs=1, progress=False, out=out)
+    assert len(calls) == 2                                  # only the two new points ran
+    assert sum(o.cached for o in second.outcomes) == 4
+    old = _det(first.frame).set_index("config_hash")
+    new = _det(second.frame).set_index("config_hash").loc[old.index, old.columns]
+    pd.testing.assert_frame_equal(old.drop(columns="point"), new.drop(columns="point"))
+    sweep(tiny, GRID, jobs=1, progress=False, out=out, fresh=True)
+    assert len(calls) == 6
+    # a torn cache file is run again, not trusted
+    victim = out / "points" / f"{first.frame.config_hash[0]}.json"
+    victim.write_text("{not json")
+    sweep(tiny, GRID, jobs=1, progress=False, out=out)
+    assert len(calls) == 7 and json.loads(victim.read_text())["key"] == victim.stem
+
+
+def test_keys_follow_the_resolved_configuration(tiny):
+    base = ExperimentPoint.from_file(tiny)
+    assert base.with_overrides({"instances.0.count": 2}).key == base.key   # the file says 2
+    assert base.with_overrides({"instances.0.count": 3}).key != base.key
+    assert base.with_overrides({"seed": 4}).key != base.key
+    p = base.with_overrides({"trace.rate_per_s": 5})
+    assert p.get("trace.rate_per_s") == 5 and p.get("instances.0.device") == "H100-SXM"
+    assert p.get("nope.x", "d") == "d"
+    import pickle
+    q = pickle.loads(pickle.dumps(p))
+    assert q.key == p.key and q.overrides == p.overrides
+
+
+def test_equal_points_run_once(tiny):
+    base = ExperimentPoint.from_file(tiny)
+    pts = [base, base.with_overrides({"instances.0.count": 2}), base.with_overrides({"seed": 9})]
+    outs = run_points(pts, SerialRunner(), progress=False)
+    assert outs[0] is outs[1] and outs[2] is not outs[0]
+    df = frame(pts, outs)
+    assert list(df.columns[:2]) == ["instances.0.count", "seed"]
+
+
+def test_sweep_file_reads_nested_and_quoted_keys(tmp_path, tiny):
+    f = tmp_path / "s.toml"
+    f.write_text('experiment = "tiny.toml"\n[set]\nseed = 2\n[grid]\n'
+                 '"instances.0.count" = [1, 2]\n[grid.trace]\nrate_per_s = [4, 8]\n'
+                 '[[points]]\n"router.policy" = "round_robin"\n[[points]]\nrouter.policy = "jsq"\n')
+    spec = read_sweep(f)
+    assert spec["set"] == {"seed": 2} and spec["experiment"] == tiny
+    combos = expand(spec["grid"], spec["points"])
+    assert len(combos) == 8
+    assert {"instances.0.count", "trace.rate_per_s", "router.policy"} == set(combos[0])
+    with pytest.raises(InputError, match="grid.seed"):
+        expand({"seed": 3})
+    f.write_text('experiment = "tiny.toml"\n[grid]\nseed = []\n')
+    with pytest.raises(InputError, match="non-empty list"):
+        read_sweep(f)
+    f.write_text('experimnet = "tiny.toml"\n')
+    with pytest.raises(InputError, match="experimnet"):
+        read_sweep(f)
+
+
+def test_local_runner_rejects_bad_jobs():
+    with pytest.raises(InputError, match="--jobs"):
+        LocalRunner(0)
+
+
+def test_compare_keeps_each_runs_frames_and_groups_the_table(tiny):
+    cmp_ = compare(tiny, vary={"router.policy": ["round_robin", "least_outstanding_tokens"]},
+                   progress=False)
+    assert list(cmp_.results) == ["router.policy=round_robin",
+                                  "router.policy=least_outstanding_tokens"]
+    groups = list(dict.fromkeys(cmp_.table.columns.get_level_values(0)))
+    assert groups == ["latency", "throughput", "slo", "cost"]
+    lat = cmp_.table[("latency", "ttft_p50_ms")]
+    assert (lat == cmp_.frame.ttft_p50_s.to_numpy() * 1e3).all()
+    assert "[latency]" in str(cmp_) and "ttft_p99_ms" in str(cmp_)
+
+
+# -- capacity ---------------------------------------------------------------------------------
+
+CAP = {"instances.0.count": 1, "trace.synthetic.n": 150, "slo.ttft_s": 0.1,
+       "slo.tpot_s": 0.012}
+
+
+def test_capacity_agrees_with_a_dense_rate_grid(tiny):
+    """The bisection's answer is within one final bisection step of the highest rate of a
+    dense grid before its first failure (grid spacing below that step)."""
+    res = capacity(tiny, set=CAP, attainment=0.9, rel_tol=0.04, jobs=2, progress=False)
+    assert res.rate_per_s > 0 and res.fails_at_per_s > res.rate_per_s
+    assert res.tolerance_per_s <= 0.04 * res.rate_per_s + 1e-9
+    step = res.tolerance_per_s
+    lo, hi = res.rate_per_s * 0.7, res.fails_at_per_s * 1.3
+    n = int((hi - lo) / (step / 2)) + 1
+    rates = [lo + i * (hi - lo) / (n - 1) for i in range(n)]
+    grid = sweep(tiny, {"trace.rate_per_s": rates}, set=CAP, jobs=2, progress=False).frame
+    meets = (grid.slo_attainment >= 0.9).to_numpy()
+    assert meets[0] and not meets[-1]
+    first_fail = int(meets.argmin())
+    dense = rates[first_fail - 1]
+    assert abs(dense - res.rate_per_s) <= step + 1e-9, (dense, res)
+    assert set(res.points.columns) >= {"rate_per_s", "meets", "slo_attainment"}
+    assert res.points.meets.any() and not res.points.meets.all()
+
+
+def test_capacity_needs_an_slo_and_reports_when_nothing_meets(tiny):
+    with pytest.raises(InputError, match="needs an SLO"):
+        capacity(tiny, set={"slo": {}}, progress=False)
+    res = capacity(tiny, set={"instances.0.count": 1, "slo.ttft_s": 1e-4, "slo.tpot_s": 1e-4},
+                   progress=False, jobs=1)
+    assert res.rate_per_s == 0 and "fails" in str(res)
+
+
+def test_interior_points_split_the_bracket_evenly():
+    assert _interior(0.0, 3.0, 2) == [1.0, 2.0] and _interior(1.0, 2.0, 1) == [1.5]
+
+
+# -- cheapest ---------------------------------------------------------------------------------
+
+def test_cheapest_is_the_cheapest_homogeneous_answer_a_brute_force_finds(tiny):
+    devices, top = ["H100-SXM", "L40S"], 4
+    slo = {"slo.ttft_s": 0.5, "slo.tpot_s": 0.04}
+    res = cheapest(tiny, rate_per_s=8.0, devices=devices, max_count=top, set=slo,
+                   mixed=False, progress=False)
+    brute = sweep(tiny, {"instances.0.device": devices, "instances.0.count": list(range(1, top + 1))},
+                  set={**slo, "trace.rate_per_s": 8.0}, jobs=1, progress=False).frame
+    brute["usd"] = brute["cost_usd_per_hour"]
+    ok = brute[brute.slo_attainment >= 0.9].sort_values("usd")
+    assert res.best is not None
+    assert res.best["usd_per_hour"] == pytest.approx(ok.usd.iloc[0])
+    assert res.candidates.meets.iloc[0] and res.candidates.config.iloc[0] == res.best["config"]
+
+
+class _Analytic:
+    """A point whose replicas each serve a fixed rate (a device's capacity): it meets when
+    their sum reaches the offered rate. Exercises the search without simulating."""
+
+    CAPACITY = {"H100-SXM": 10.0, "L40S": 3.5}
+
+    def __init__(self, overrides=None):
+        self.overrides = dict(overrides or {})
+        self.runs = 0
+
+    @property
+    def key(self):
+        return json.dumps(self.overrides, sort_keys=True)
+
+    def get(self, dotted, default=None):
+        base = {"instances": [{"device": "H100-SXM"}], "slo.ttft_s": 1.0}
+        return self.overrides.get(dotted, base.get(dotted, default))
+
+    def with_overrides(self, more):
+        return _Analytic({**self.overrides, **more})
+
+    def evaluate(self, keep=False):
+        cap = sum(t["count"] * self.CAPACITY[t["device"]] for t in self.overrides["instances"])
+        ok = cap >= self.overrides["trace.rate_per_s"]
+        return {"slo_attainment": 1.0 if ok else 0.5, "cost_per_m_tokens_usd": 1.0}, None
+
+
+def test_cheapest_finds_the_cheapest_mix_a_brute_force_finds():
+    from simcluster.hardware import load_device
+    from simcluster.search.cheapest import cheapest as search
+    rate = 25.0
+    res = search(_Analytic(), rate, ["H100-SXM", "L40S"], max_count=8, progress=False)
+    price = {d: load_device(d).price_usd_per_hour for d in _Analytic.CAPACITY}
+    best = min((a * price["H100-SXM"] + b * price["L40S"], a, b)
+               for a in range(9) for b in range(9) if 0 < a + b <= 8
+               and a * 10.0 + b * 3.5 >= rate)
+    assert res.best["usd_per_hour"] == pytest.approx(best[0])
+    assert res.best["config"] == f"{best[1]}x H100-SXM tp1 + {best[2]}x L40S tp1"
+    assert res.best["kind"] == "mixed"
+    homo = res.candidates[res.candidates.kind == "homogeneous"]
+    assert {"3x H100-SXM tp1", "8x L40S tp1"} <= set(homo[homo.meets].config)
+
+
+def test_mixes_are_cheaper_than_the_budget_and_could_reach_the_rate():
+    x, y = Family("H100-SXM", 1), Family("L40S", 1)
+    mixes = _mixes({x: 4, y: 6}, {"device": "H100-SXM"}, budget=4 * x.usd_per_hour, max_count=16)
+    assert mixes and all(c[2] < 4 * x.usd_per_hour for c in mixes)
+    for label, kind, usd, tables in mixes:
+        a, b = tables[0]["count"], tables[1]["count"]
+        assert a < 4 and b < 6 and a / 3 + b / 5 > 1 and kind == "mixed"
+    assert [c[2] for c in mixes] == sorted(c[2] for c in mixes)
+    assert _mixes({x: 1, y: 6}, {}, budget=100, max_count=16) == []   # x alone: 1 replica
+
+
+def test_tp_groups_use_the_nodes_link():
+    assert tp_link("H100-SXM") == "NVLink4"
+    assert tp_link("L40S") == "PCIe4"            # no node spec: its own bus
+    t = Family("H100-SXM", 2).table({"device": "A", "count": 9, "scheduler": {"x": 1}}, 3)
+    assert t == {"device": "H100-SXM", "tp": 2, "count": 3, "name": "H100-SXM",
+                 "link": "NVLink4", "scheduler": {"x": 1}}
+
+
+def test_cheapest_of_listed_candidates(tiny, tmp_path):
+    f = tmp_path / "c.toml"
+    f.write_text('[[candidates]]\nname = "one H100"\ninstances = [{device = "H100-SXM"}]\n'
+                 '[[candidates]]\nname = "three L4"\ninstances = [{device = "L4", count = 3}]\n')
+    res = cheapest(tiny, rate_per_s=4.0, candidates=str(f), progress=False,
+                   set={"slo.ttft_s": 0.5, "slo.tpot_s": 0.05})
+    assert set(res.candidates.config) == {"one H100", "three L4"}
+    assert res.candidates.usd_per_hour.notna().all() and res.best is not None
+    with pytest.raises(InputError, match="colocated"):
+        cheapest(tiny, rate_per_s=4.0, devices=["L4"], progress=False,
+                 set={"instances.0.pool": "decode"})
+
+
+def test_a_bar_over_points_and_one_for_a_whole_search(tiny, capsys):
+    from simcluster.search.sweep import points_bar
+    base = ExperimentPoint.from_file(tiny)
+    pts = [base.with_overrides({"seed": s}) for s in (1, 2)]
+    run_points(pts, SerialRunner(), progress=True)
+    bar = points_bar(0, "search", SerialRunner())
+    run_points(pts, SerialRunner(), progress=bar)
+    run_points([base.with_overrides({"seed": 5})], SerialRunner(), progress=bar)
+    assert bar.total == 3 and bar.n == 3
+    bar.close()
+
+
+def test_a_point_failing_before_the_pool_starts_is_recorded(tiny):
+    res = sweep(tiny, {"instances.0.count": [0, 1]}, jobs=2, progress=False)
+    assert "out of range" in res.frame.error[0] and res.frame.error[1] == ""
