@@ -66,7 +66,7 @@ def main(argv=None) -> int:
             print(f"{done}/{total} new designs, {el:.0f} s, "
                   f"eta {el / done * (total - done):.0f} s", flush=True)
     with CachedEvaluator(ev, OBJ, workers=a.workers, cache_path=a.cache,
-                         progress=progress) as cached:
+                         progress=progress, context=ev.fingerprint()) as cached:
         print(f"{len(designs)} designs, {len(cached.cache)} cached", flush=True)
         out = cached(designs)
     table = designs.join(out)
@@ -77,7 +77,7 @@ def main(argv=None) -> int:
     meta = {
         "command": "python benchmarks/design_table.py " + " ".join(
             f"--{k} {v}" for k, v in (("n", a.n), ("seed", a.seed))),
-        "commit": _commit(), "designs": a.n, "seed": a.seed,
+        "commit": _commit(), "evaluator": ev.fingerprint(), "designs": a.n, "seed": a.seed,
         "space": "simcluster.search.design.llmshare_space() (slides' Table 1, both pools)",
         "sampling": "DesignSpace.sample(n, numpy.random.default_rng(seed)): uniform, distinct",
         "experiment": str(EXPERIMENT.relative_to(ROOT)), "trace": exp.trace.name,

@@ -156,6 +156,41 @@ def test_cached_evaluator_keeps_figures_resumes_and_records_bad_designs(tmp_path
         make_runner(0)
 
 
+def test_cached_figures_of_another_context_are_not_reused_but_kept(tmp_path):
+    designs = pd.DataFrame({"x": [1, 2]})
+    path = tmp_path / "c.parquet"
+    with CachedEvaluator(_square, ["y"], cache_path=path, context="trace A") as ev:
+        ev(designs)
+    with CachedEvaluator(_double, ["y"], cache_path=path, context="trace B") as ev:
+        assert ev.stale == 2 and list(ev(designs).y) == [2.0, 4.0] and ev.calls == 2
+    with CachedEvaluator(_square, ["y"], cache_path=path, context="trace A") as ev:
+        assert ev.stale == 2 and list(ev(designs).y) == [1.0, 4.0] and ev.calls == 0
+    assert sorted(pd.read_parquet(path).context) == ["trace A"] * 2 + ["trace B"] * 2
+
+
+def _double(d):
+    return {"y": 2.0 * d["x"]}
+
+
+def test_an_evaluators_fingerprint_follows_its_trace_slos_and_options():
+    from simcluster.models import model_preset
+    from simcluster.paths import code_digest
+    from simcluster.search.design.serving import ServingEvaluator
+    from simcluster.workload import load_trace
+    from simcluster.workload.transforms import first_n
+    trace = first_n(load_trace("azure-conv"), 50)
+    model = model_preset("gpt-3-175b")
+    base = ServingEvaluator(trace, model, 2.0, 0.1)
+    same = ServingEvaluator(trace, model, 2.0, 0.1)
+    assert base.fingerprint() == same.fingerprint()
+    assert ServingEvaluator(trace, model, 1.0, 0.1).fingerprint() != base.fingerprint()
+    assert ServingEvaluator(first_n(trace, 49), model, 2.0, 0.1).fingerprint() \
+        != base.fingerprint()
+    assert ServingEvaluator(trace, model, 2.0, 0.1, options={"reload_s": 1.0}).fingerprint() \
+        != base.fingerprint()
+    assert len(code_digest()) == 16 and code_digest() == code_digest()
+
+
 @pytest.mark.slow
 def test_cached_evaluator_on_ray():
     pytest.importorskip("ray")

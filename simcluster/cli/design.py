@@ -56,6 +56,9 @@ def cmd_search(args) -> int:
     s = outcome.summary()
     print(f"\n{s['evaluated']} designs evaluated ({s['feasible']} feasible, {s['simulated']} "
           f"simulated now) among {s['candidates']} candidates in {s['wall_s']:.1f} s")
+    if s["stale_cached"]:
+        print(f"({s['stale_cached']} cached evaluations in {out / 'evaluations.parquet'} were "
+              "of another trace, model, setting or simulator version: not used, kept)")
     print(f"reference point {s['ref_point'][0]:.6g}, {s['ref_point'][1]:.6g}; hypervolume "
           f"{s['hypervolume']:.6g}"
           + (f" ({s['hypervolume'] / s['true_hypervolume']:.1%} of the true front's; "

@@ -146,7 +146,11 @@ class CachedEvaluator:
     objectives). ``fn`` must be picklable for a pool or Ray (a module-level function or a
     picklable object). ``cache_path`` (Parquet) persists every result with its design's
     parameters, keyed by design hash, saved at least every ``save_every_s`` seconds while a
-    call runs. An :class:`InputError` raised for one design (a design no device can be built
+    call runs. ``context`` names what the figures depend on besides the design (the trace,
+    model, SLOs, options and simulator code: :meth:`ServingEvaluator.fingerprint`): cached
+    rows of another context are not used (``stale`` counts them) but are kept in the file, so
+    a rerun after the trace or the code changed simulates afresh instead of answering from old
+    figures. An :class:`InputError` raised for one design (a design no device can be built
     from) is recorded as that design's reason; any other error stops the call, after saving.
     Use as a context manager, or :meth:`close`, to stop a pool or Ray.
     """
@@ -154,7 +158,7 @@ class CachedEvaluator:
     def __init__(self, fn: Callable[[dict], Mapping], objectives: Sequence[str], *,
                  workers: int = 1, ray: str | None = None, runner=None,
                  cache_path: str | Path | None = None, mp_context: str = "spawn",
-                 save_every_s: float = 30.0,
+                 save_every_s: float = 30.0, context: str | None = None,
                  progress: Callable[[int, int], None] | None = None):
         self.fn, self.objectives = fn, list(objectives)
         self.runner = runner if runner is not None else make_runner(workers, ray, mp_context)
@@ -163,6 +167,9 @@ class CachedEvaluator:
         self.save_every_s, self.progress = save_every_s, progress
         self.cache: dict[str, dict] = {}
         self.calls = 0                        # designs actually evaluated (cache misses)
+        self.context = context
+        self.stale = 0                        # cached rows of another context, not used
+        self._foreign: pd.DataFrame | None = None
         if self.cache_path is not None and self.cache_path.exists():
             try:
                 old = pd.read_parquet(self.cache_path)
@@ -172,7 +179,13 @@ class CachedEvaluator:
             if "design_hash" not in old.columns:
                 raise InputError("not an evaluation cache (no design_hash column)",
                                  file=str(self.cache_path))
+            if context is not None:
+                mine = old.get("context", pd.Series(None, index=old.index)) == context
+                self._foreign = old[~mine]
+                self.stale = len(self._foreign)
+                old = old[mine]
             for row in old.to_dict("records"):
+                row.pop("context", None)
                 self.cache[row.pop("design_hash")] = row
 
     def __enter__(self):
@@ -240,7 +253,12 @@ class CachedEvaluator:
             return
         self.cache_path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.cache_path.with_name(self.cache_path.name + ".tmp")
-        self.frame().to_parquet(tmp, index=False)
+        frame = self.frame()
+        if self.context is not None:
+            frame["context"] = self.context
+            if self._foreign is not None and len(self._foreign):
+                frame = pd.concat([frame, self._foreign], ignore_index=True)
+        frame.to_parquet(tmp, index=False)
         os.replace(tmp, self.cache_path)         # a kill mid-write leaves the old cache
 
 

@@ -17,14 +17,22 @@ runs it in worker processes or Ray tasks as it is.
 
 from __future__ import annotations
 
+import hashlib
 import math
+import pickle
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from simcluster.errors import InputError
-from simcluster.hardware.parametric import (ROW_FIELDS, AcceleratorDesign, PoolDesign,
-                                            ServingDesign, parse_row)
+from simcluster.hardware.parametric import (
+    ROW_FIELDS,
+    AcceleratorDesign,
+    PoolDesign,
+    ServingDesign,
+    parse_row,
+)
+from simcluster.paths import code_digest
 from simcluster.search.design.space import POOLS
 
 #: figures an evaluation returns, each minimisable, with its unit
@@ -129,6 +137,15 @@ class ServingEvaluator:
                              ttft_slo_s=self.ttft_slo_s, tpot_slo_s=self.tpot_slo_s,
                              **self.options)
         return {**evaluation_row(ev), "eval_s": time.perf_counter() - t0}
+
+    def fingerprint(self) -> str:
+        """A hash of everything the figures depend on besides the design: the trace's
+        requests, the model, the SLOs, stated parameters and options, and the simulator
+        itself (its source and bundled hardware data), for :class:`CachedEvaluator`'s
+        ``context``."""
+        h = hashlib.sha256(pickle.dumps(self.__getstate__(), protocol=4))
+        h.update(code_digest().encode())
+        return h.hexdigest()[:16]
 
     def evaluate_pools(self, prefill: PoolDesign, decode: PoolDesign) -> dict:
         """The same figures for a design given as pools (e.g. the H100 cluster's rows)."""

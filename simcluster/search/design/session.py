@@ -53,6 +53,7 @@ class DesignSearchOutcome:
     wall_s: float
     simulated: int                   # designs simulated by this run (cache misses)
     candidates: int                  # designs the search chose among
+    stale: int = 0                   # cached evaluations of other inputs or code, not used
 
     def designs(self) -> pd.DataFrame:
         """Every evaluated design, in evaluation order, with every figure."""
@@ -70,6 +71,7 @@ class DesignSearchOutcome:
                "batch_size": int(self.spec.batch_size),
                "candidates": self.candidates, "evaluated": len(r.history),
                "feasible": int(r.history["feasible"].sum()), "simulated": self.simulated,
+               "stale_cached": self.stale,
                "front": len(self.front), "ref_point": [float(v) for v in r.ref_point],
                "hypervolume": float(hv["hypervolume"].iloc[-1]),
                "wall_s": round(self.wall_s, 2)}
@@ -121,7 +123,8 @@ def run_design_search(spec, out: str | Path | None = None, *, progress=None,
     else:
         cache = None if out is None else Path(out) / "evaluations.parquet"
         cached = CachedEvaluator(spec.evaluator, spec.objectives, workers=spec.workers,
-                                 ray=spec.ray, cache_path=cache, progress=evaluation_progress)
+                                 ray=spec.ray, cache_path=cache, progress=evaluation_progress,
+                                 context=spec.evaluator.fingerprint())
         evaluator = cached
     before = 0 if cached is None else cached.calls
     try:
@@ -141,7 +144,7 @@ def run_design_search(spec, out: str | Path | None = None, *, progress=None,
     outcome = DesignSearchOutcome(spec, result, figures, front, comparison, baseline,
                                   true_front, time.perf_counter() - t0,
                                   0 if cached is None else cached.calls - before,
-                                  len(candidates))
+                                  len(candidates), 0 if cached is None else cached.stale)
     return outcome
 
 
