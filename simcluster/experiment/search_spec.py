@@ -247,7 +247,7 @@ def load_search(path) -> SearchSpec:
         raise InputError(f"not valid TOML: {err}", file=str(path)) from None
     top = Table(data, str(path), "", path.parent)
     name = top.get("name", str, path.stem)
-    seed = top.get("seed", int, 0)
+    seed = top.get("seed", int, 0, check=lambda v: v >= 0, expect=">= 0")
     objectives = tuple(top.get("objectives", list, ["serving_time_s", "capex_usd"]))
     if len(objectives) != 2 or len(set(objectives)) != 2 or not all(
             isinstance(o, str) and o in METRICS for o in objectives):

@@ -25,13 +25,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from simcluster.errors import InputError
-from simcluster.hardware.parametric import (
-    ROW_FIELDS,
-    AcceleratorDesign,
-    PoolDesign,
-    ServingDesign,
-    parse_row,
-)
+from simcluster.hardware.parametric import (H100_PREFILL_ROW, ROW_FIELDS, AcceleratorDesign,
+                                            PoolDesign, ServingDesign, parse_row)
 from simcluster.paths import code_digest
 from simcluster.search.design.space import POOLS
 
@@ -129,6 +124,10 @@ class ServingEvaluator:
                      | (set(self.stated) & set(ROW_FIELDS)))
         if bad:
             raise InputError(f"unknown stated parameters {bad}", field="stated")
+        try:        # a stated value no device can have fails here, not in every evaluation
+            parse_row(H100_PREFILL_ROW, **self.stated)
+        except InputError as err:
+            raise InputError(err.reason, field=f"stated.{err.field}") from None
 
     def __call__(self, design: Mapping) -> dict:
         from simcluster.simulation.design import evaluate_design
