@@ -205,6 +205,7 @@ def test_cached_evaluator_on_ray():
 
 
 def test_feasibility_classifier_learns_a_log_linear_limit():
+    pytest.importorskip("sklearn")
     rng = np.random.default_rng(0)
     x = rng.random((40, 3))
     ok = x[:, 0] + x[:, 1] > 0.9                   # e.g. log devices + log memory
