@@ -184,18 +184,12 @@ def test_ted_random_and_lhs_pick_distinct_free_designs():
     _, _, x = _table(200)
     rng = np.random.default_rng(5)
     for pick in (ted(x, 12, exclude=[3]), random_sample(x, 12, rng, exclude=[3]),
-                 latin_hypercube(x, 12, rng, exclude=[3])):
+                 latin_hypercube(x, 12, rng, exclude=[3]),
+                 cluster_ted(x, 12, 4, rng, exclude=[3])):
         assert len(set(pick)) == 12 and 3 not in pick
     assert np.array_equal(ted(x, 6), ted(x, 6))              # deterministic
     with pytest.raises(InputError, match="only 200"):
         random_sample(x, 201, rng)
-
-
-def test_clustered_ted_picks_distinct_free_designs():
-    pytest.importorskip("sklearn")                  # its clusters are scikit-learn's k-means
-    _, _, x = _table(200)
-    pick = cluster_ted(x, 12, 4, np.random.default_rng(5), exclude=[3])
-    assert len(set(pick)) == 12 and 3 not in pick
 
 
 def test_ted_spreads_over_clusters():
