@@ -9,8 +9,9 @@ A page marks each generated block with HTML comments (invisible when rendered):
     <!-- end: hels_tables -->
 
 ``write_block(page, name, text)`` replaces what lies between the markers with ``text`` in a
-fenced block; a benchmark run with ``--doc`` calls it, so the page always shows the output of
-the current code. A missing marker is an error naming the page and the block.
+fenced block (``fenced=False``: as it is, e.g. Markdown tables); a benchmark run with ``--doc``
+(or ``--write``) calls it, so the page always shows the output of the current code. A missing
+marker is an error naming the page and the block.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
 
 
-def write_block(page: str, name: str, text: str) -> None:
+def write_block(page: str, name: str, text: str, fenced: bool = True) -> None:
     path = DOCS / page
     doc = path.read_text()
     pattern = re.compile(rf"(<!-- begin: {re.escape(name)} -->\n).*?(<!-- end: "
@@ -30,7 +31,9 @@ def write_block(page: str, name: str, text: str) -> None:
     if not pattern.search(doc):
         raise SystemExit(f"{path}: no '<!-- begin: {name} -->' ... '<!-- end: {name} -->' "
                          "block to regenerate")
-    body = "```\n" + text.rstrip("\n") + "\n```\n"
+    body = text.rstrip("\n") + "\n"
+    if fenced:
+        body = "```\n" + body + "```\n"
     path.write_text(pattern.sub(lambda m: m.group(1) + body + m.group(2), doc, count=1))
     print(f"(wrote block {name!r} of {path.relative_to(ROOT)})")
 

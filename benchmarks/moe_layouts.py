@@ -1,6 +1,6 @@
 """Mixture-of-experts models on H200 layouts: TP vs EP vs attention DP, tokens/s per GPU.
 
-    python benchmarks/moe_layouts.py [--write docs/moe.md] [--quick]
+    python benchmarks/moe_layouts.py [--write] [--quick]
 
 Prints (and with ``--write`` writes into docs/moe.md) five tables, all from simcluster's cost
 model with the measured H200 calibration (kernel tables of hwspecs/calibration/H200, grouped
@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -192,7 +191,7 @@ def imbalance_table() -> pd.DataFrame:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--write", type=Path, default=None)
+    ap.add_argument("--write", action="store_true", help="rewrite the tables in docs/moe.md")
     ap.add_argument("--quick", action="store_true", help="fewer served requests")
     args = ap.parse_args(argv)
     cost = CostModel(load_calibration("measured"))
@@ -211,18 +210,10 @@ def main(argv=None) -> int:
         text.append(f"### {title}\n\n{md(df)}\n")
         print(f"\n== {title}\n{df.to_string(index=False)}")
     if args.write:
-        _write(args.write, "\n".join(text))
+        from docblocks import write_block
+        write_block("moe.md", "moe_layouts", "\n".join(text), fenced=False)
     return 0
 
-
-MARK = "<!-- tables: benchmarks/moe_layouts.py -->"
-
-
-def _write(path: Path, tables: str):
-    doc = path.read_text()
-    head, _, rest = doc.partition(MARK)
-    _, _, tail = rest.partition(MARK)
-    path.write_text(f"{head}{MARK}\n\n{tables}\n{MARK}{tail}")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Prefix caching on Mooncake's conversation trace: with and without, and with a prefix-aware
 router, beside the figures Mooncake publishes.
 
-    python benchmarks/prefix_caching.py [--write docs/prefix-caching.md] [--first N]
+    python benchmarks/prefix_caching.py [--write] [--first N]
 
 Replays the bundled ``mooncake-conv`` trace (12,031 requests, one hour, block hashes of 512
 tokens) on four replicas of Llama-3.1-8B, one H200 each (vLLM v1 scheduling: chunked prefill,
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 
 import pandas as pd
 
@@ -81,7 +80,7 @@ def cache_capacity_blocks(cost) -> int:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--write", type=Path, default=None)
+    ap.add_argument("--write", action="store_true", help="rewrite the tables in docs/prefix-caching.md")
     ap.add_argument("--first", type=int, default=None, help="only the first N requests")
     args = ap.parse_args(argv)
     trace = wl.load_trace("mooncake-conv")
@@ -113,18 +112,10 @@ def main(argv=None) -> int:
     text.append(f"### {title}\n\n{md(ideal)}\n")
     print(f"\n== {title}\n{ideal.to_string(index=False)}")
     if args.write:
-        _write(args.write, "\n".join(text))
+        from docblocks import write_block
+        write_block("prefix-caching.md", "prefix_caching", "\n".join(text), fenced=False)
     return 0
 
-
-MARK = "<!-- tables: benchmarks/prefix_caching.py -->"
-
-
-def _write(path: Path, tables: str):
-    doc = path.read_text()
-    head, _, rest = doc.partition(MARK)
-    _, _, tail = rest.partition(MARK)
-    path.write_text(f"{head}{MARK}\n\n{tables}\n{MARK}{tail}")
 
 
 if __name__ == "__main__":

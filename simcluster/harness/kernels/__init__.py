@@ -9,8 +9,8 @@ Importing this package needs neither torch nor a GPU; running the benchmarks nee
 (``pip install "simcluster[calibrate]"``), imported only when a benchmark starts.
 """
 
-from .common import (TABLES, TIMING_COLUMNS, CalibrationDependencyError, read_table,
-                     summary_lines, write_table)
+from .common import TABLES, TIMING_COLUMNS, CalibrationDependencyError, read_table, write_table
+from .summary import summary_lines
 
 __all__ = ["TABLES", "TIMING_COLUMNS", "CalibrationDependencyError", "read_table", "write_table",
            "summary_lines", "main"]

@@ -16,7 +16,8 @@ import time
 import traceback
 
 from .common import (TABLES, CalibrationDependencyError, base_metadata, cpu_info, gpu_metadata, log,
-                     nvidia_smi, open_log, require_torch, summary_lines, write_table)
+                     nvidia_smi, open_log, require_torch, write_table)
+from .summary import summary_lines
 
 
 def parse_only(text: str | None) -> list[str] | None:
