@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import concurrent.futures as cf
 import multiprocessing
-import re
 import sys
 import time
 from pathlib import Path
@@ -154,11 +153,8 @@ def markdown(agg: pd.DataFrame, header: str) -> str:
 
 
 def write_block(name: str, body: str):
-    text = DOC.read_text()
-    pattern = re.compile(rf"(<!-- BEGIN {name} -->\n)(?:.*?\n)?(<!-- END {name} -->)", re.S)
-    if not pattern.search(text):
-        raise SystemExit(f"{DOC}: no block {name!r}")
-    DOC.write_text(pattern.sub(lambda m: m.group(1) + body + "\n" + m.group(2), text))
+    from docblocks import write_block as write
+    write(DOC.name, name, body, fenced=False)
 
 
 def true_front_table(table: pd.DataFrame) -> str:
