@@ -46,23 +46,26 @@ provenance says so. CPU tables (measured on the lent machines' host) belong to t
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import math
+import sys
 from pathlib import Path
-from typing import Mapping
+from typing import TYPE_CHECKING, Mapping
 
 import numpy as np
-import pandas as pd
-from scipy.interpolate import LinearNDInterpolator, NearestNDInterpolator, RBFInterpolator
-from scipy.spatial import QhullError
 
+from simcluster.calibration.borrowing import load_borrowing
+from simcluster.calibration.links import fit_links
 from simcluster.calibration.roofline import (DEVICE_OPS, NO_LAUNCH_COSTS,
                                              Calibration, LaunchCosts, compute_dtype)
-from simcluster.calibration.borrowing import load_borrowing
-from simcluster.calibration.launch import borrowed, fit_launch
-from simcluster.calibration.links import fit_links
-from simcluster.calibration.tables import calibrated_devices, load_tables
+from simcluster.calibration.slice_cache import SliceStore, content_hash
+from simcluster.calibration.tables import calibrated_devices, load_tables, read_meta, read_table
 from simcluster.models.operators import op_counts
 from simcluster.hardware import DeviceSpec, load_device
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 HOST_CPU = "Lent-Host-Xeon-16C"
 
@@ -85,6 +88,10 @@ class Curve:
             order = np.argsort(X[:, 0])
             self._x1, self._y1 = X[order, 0], y[order]
         else:
+            # (scipy is imported only here: a process whose slices are cached never fits)
+            from scipy.interpolate import (LinearNDInterpolator, NearestNDInterpolator,
+                                           RBFInterpolator)
+            from scipy.spatial import QhullError
             self._near = NearestNDInterpolator(X, y, rescale=True)
             try:
                 self._lin = LinearNDInterpolator(X, y, rescale=True)
@@ -249,12 +256,6 @@ class KindCurves:
         return np.mean([c(X) for c in self._mean], axis=0)
 
 
-def _table_notes(tables) -> str:
-    """Where imported tables came from (their ``source`` metadata), for the provenance."""
-    srcs = sorted({meta["source"] for meta, _ in tables.values() if meta.get("source")})
-    return "; ".join(srcs)
-
-
 def fit_curves(tables, device: DeviceSpec, dtypes=("bf16", "fp32")) -> dict:
     """(op, dtype) -> curve for every operator class the tables cover."""
     curves = {}
@@ -282,12 +283,46 @@ def fit_curves(tables, device: DeviceSpec, dtypes=("bf16", "fp32")) -> dict:
     return curves
 
 
+@functools.cache
+def _slice_x(op: str) -> np.ndarray:
+    """The length axis of a slice: 481 points uniform in log length up to 1e6 (bytes per
+    kernel up to 1e12 for elementwise operators)."""
+    return np.linspace(0.0, math.log(1e12 if op == "elementwise" else 1e6), 481)
+
+
+@contextlib.contextmanager
+def _one_blas_thread():
+    """BLAS pinned to one thread (fits and slices are small; threads only spin)."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:           # pragma: no cover - threadpoolctl is a core dependency
+        yield
+        return
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield
+
+
+#: The tables of a device's GPU curves.
+GPU_TABLES = ("gemm", "attn_prefill", "attn_decode", "elementwise", "grouped_gemm",
+              "profiled_kernels")
+
+
 class MeasuredCalibration(Calibration):
     """Achievable rates from measured tables: a device's own (measured, or imported from a
     published profile), else borrowed per operator class from a calibrated device of its
     architecture family, else (flagged cross-family) of its kind, unless
     ``hwspecs/calibration/borrowing.toml`` says otherwise (``datasheet_only``, an explicit
-    source). The provenance names every borrowed curve."""
+    source). The provenance names every borrowed curve.
+
+    Built from the bundled tables (no curves given), the calibration is lazy: a device's curves
+    are fitted only when one of its slices (or its curve list) is missing from the on-disk
+    slice cache (:mod:`.slice_cache`, keyed by :attr:`content_hash`), so a process whose
+    slices are cached never imports scipy or reads a table with pandas; launch costs and link
+    fits are cached the same way. BLAS is pinned to one thread while fitting and slicing
+    (threadpoolctl): on a busy machine its threads only spin. Built from given curves, it
+    keeps its slices in memory. :attr:`curves` and :attr:`launch` are complete either way
+    (reading them fits what is not yet fitted).
+    """
 
     name = "measured"
 
@@ -296,42 +331,151 @@ class MeasuredCalibration(Calibration):
                  borrowing: Mapping[str, dict] | None = None,
                  launch: Mapping[str, LaunchCosts] | None = None):
         super().__init__()
-        from_tables = curves_by_device is None
-        self.notes: dict[str, str] = {}
-        launch = dict(launch or {})
-        if from_tables:
-            curves_by_device, specs = {}, {}
-            for name, folder in calibrated_devices().items():
-                tables = load_tables(folder)
-                gpu = {k: v for k, v in tables.items()
-                       if k in ("gemm", "attn_prefill", "attn_decode", "elementwise",
-                                "grouped_gemm", "profiled_kernels")}
-                cpu = {k: v for k, v in tables.items() if k.startswith("cpu_")}
-                if gpu:
-                    specs[name] = load_device(name)
-                    curves_by_device[name] = fit_curves(gpu, specs[name])
-                    self.notes[name] = _table_notes(gpu)
-                if "launch" in tables:
-                    launch[name] = fit_launch(*tables["launch"], name,
-                                              str(Path(folder) / "launch.csv"))
-                if cpu and HOST_CPU not in curves_by_device:
-                    specs[HOST_CPU] = load_device(HOST_CPU)
-                    curves_by_device[HOST_CPU] = fit_curves(cpu, specs[HOST_CPU])
-            if borrowing is None:
-                borrowing = load_borrowing()
-        self.curves = dict(curves_by_device)
-        self.specs = dict(specs or {})
-        self.links = fit_links(calibrated_devices()) if from_tables else {}
-        self.launch = launch
-        self.borrowing = dict(borrowing or {})
         self.note = note
         self._source: dict = {}
         self._slices: dict = {}
+        self._manifests: dict[str, dict] = {}
+        self._links = None
+        self._notes: dict[str, str] = {}
+        if curves_by_device is not None:
+            self._curves = dict(curves_by_device)
+            self.specs = dict(specs or {})
+            self.borrowing = dict(borrowing or {})
+            self._launch = dict(launch or {})
+            self._folders: dict[str, tuple] = {}
+            self._links = {}
+            self.content_hash = None
+            self.store = SliceStore(None)
+            return
+        self.borrowing = dict(load_borrowing() if borrowing is None else borrowing)
+        self._launch, self._launch_given = None, dict(launch or {})
+        self._curves, self.specs, self._folders = {}, {}, {}
+        self._devices = calibrated_devices()
+        for name, folder in self._devices.items():
+            stems = {p.stem for p in folder.glob("*.csv")}
+            if stems & set(GPU_TABLES):
+                self.specs[name] = load_device(name)
+                self._folders[name] = (folder, "gpu")
+            if any(s.startswith("cpu_") for s in stems) and HOST_CPU not in self._folders:
+                self.specs[HOST_CPU] = load_device(HOST_CPU)
+                self._folders[HOST_CPU] = (folder, "cpu")
+        self.content_hash = content_hash(self._devices, self._hash_parts())
+        self.store = SliceStore.for_hash(self.content_hash)
+
+    def _hash_parts(self):
+        """What the fits read besides the tables: specs, the fitting code, library versions."""
+        from importlib.metadata import version
+
+        from simcluster.calibration import launch, links, roofline, tables
+        from simcluster.hardware import load_link
+        from simcluster.models import operators
+        code = [Path(m.__file__).read_text() for m in (sys.modules[__name__], roofline,
+                                                         tables, operators, launch, links)]
+        specs = [repr(self.specs[n]) for n in self.specs]
+        link_specs = [repr(load_link(n)) for n in ("NVLink4", "PCIe5")]
+        return [*code, *specs, *link_specs, np.__version__, version("scipy")]
+
+    @property
+    def curves(self) -> dict:
+        """Calibrated device -> (op, dtype) -> curve, every device fitted."""
+        for src in self._folders:
+            self._fitted(src)
+        return self._curves
+
+    @property
+    def links(self) -> dict:
+        """(link kind, op) -> (bandwidth efficiency, latency floor s): :func:`fit_links`."""
+        if self._links is None:
+            done = self.store.get(["links_done"])
+            if done is not None:
+                self._links = {(k[1], k[2]): (float(v[0]), float(v[1]))
+                               for k, v in self.store.records.items() if k[0] == "link"}
+            else:
+                self._links = fit_links(self._devices)
+                for (kind, op), (eff, floor) in self._links.items():
+                    self.store.put(["link", kind, op], [eff, floor])
+                self.store.put(["links_done"], [len(self._links)])
+        return self._links
+
+    @property
+    def launch(self) -> dict[str, LaunchCosts]:
+        """Device -> its launch costs, from its ``launch`` table (cached like the slices)."""
+        if self._launch is None:
+            from simcluster.calibration.roofline import LAUNCH_CLASSES
+            out = {}
+            if self.store.get(["launch_done"]) is not None:
+                for k, v in self.store.records.items():
+                    if k[0] == "launch":
+                        out[k[1]] = LaunchCosts(dict(zip(LAUNCH_CLASSES, map(float, v[1:]))),
+                                                float(v[0]), k[2])
+            else:
+                from simcluster.calibration.launch import fit_launch
+                for name, folder in self._devices.items():
+                    path = Path(folder) / "launch.csv"
+                    if path.exists():
+                        meta, df = read_table(path)
+                        out[name] = cost = fit_launch(meta, df, name, str(path))
+                        self.store.put(["launch", name, cost.source],
+                                       [cost.latency_s] + [cost.dispatch_s[c]
+                                                           for c in LAUNCH_CLASSES])
+                self.store.put(["launch_done"], [len(out)])
+            out.update(self._launch_given)
+            self._launch = out
+        return self._launch
+
+    def _note(self, name: str) -> str:
+        """Where a device's GPU tables came from (their ``source`` metadata), for the
+        provenance (the tables' comment headers only: no pandas)."""
+        hit = self._notes.get(name)
+        if hit is None:
+            folder = self._folders.get(name, (None, ""))
+            srcs = set()
+            if folder[1] == "gpu":
+                for stem in GPU_TABLES:
+                    path = Path(folder[0]) / f"{stem}.csv"
+                    if path.exists():
+                        src = read_meta(path).get("source")
+                        if src:
+                            srcs.add(src)
+            hit = self._notes[name] = "; ".join(sorted(srcs))
+        return hit
+
+    def _fitted(self, src: str) -> dict:
+        """(op, dtype) -> curve of calibrated device ``src``, fitted on first use."""
+        if src not in self._curves:
+            folder, part = self._folders[src]
+            tables = load_tables(folder)
+            if part == "gpu":
+                tables = {k: v for k, v in tables.items() if k in GPU_TABLES}
+            else:
+                tables = {k: v for k, v in tables.items() if k.startswith("cpu_")}
+            with _one_blas_thread():
+                self._curves[src] = fit_curves(tables, self.specs[src])
+        return self._curves[src]
+
+    def _manifest(self, src: str) -> dict:
+        """(op, dtype) -> measured floor s of every curve of ``src`` (from the cache when
+        it holds them, so that no fit is needed to know which curves exist)."""
+        hit = self._manifests.get(src)
+        if hit is None:
+            if src not in self._folders:          # given curves
+                hit = {key: c.floor_s or 0.0 for key, c in self._curves.get(src, {}).items()}
+            elif self.store.get(["curves_done", src]) is not None:
+                hit = {(k[2], k[3]): float(v[0]) for k, v in self.store.records.items()
+                       if k[0] == "curve" and k[1] == src}
+            else:
+                hit = {key: c.floor_s or 0.0 for key, c in self._fitted(src).items()}
+                for (op, dtype), floor in hit.items():
+                    self.store.put(["curve", src, op, dtype], [floor])
+                self.store.put(["curves_done", src], [len(hit)])
+            self._manifests[src] = hit
+        return hit
 
     # -- which curves a device uses --------------------------------------------------------
     def _has(self, name: str, op: str | None) -> bool:
-        return name in self.curves and (op is None or any(
-            o == op for o, _ in self.curves[name]))
+        if name not in self._curves and name not in self._folders:
+            return False
+        return op is None or any(o == op for o, _ in self._manifest(name))
 
     def source_of(self, device: DeviceSpec, op: str | None = None) -> tuple[str | None, str]:
         """(calibrated device whose curves apply, how) for ``device`` (and one operator class;
@@ -350,8 +494,8 @@ class MeasuredCalibration(Calibration):
             op = "grouped_gemm" if self._has(device.name, "grouped_gemm") else "gemm"
             # no grouped table of its own: its dense GEMM curves (op_provenance says so)
         if self._has(device.name, op):
-            return device.name, "own tables" + (f" ({self.notes[device.name]})"
-                                                if self.notes.get(device.name) else "")
+            note = self._note(device.name)
+            return device.name, "own tables" + (f" ({note})" if note else "")
         explicit = (rule.get("ops") or {}).get(op) or rule.get("from")
         if explicit and self._has(explicit, op):
             return explicit, f"borrowed from {explicit} (hwspecs/calibration/borrowing.toml)"
@@ -385,6 +529,7 @@ class MeasuredCalibration(Calibration):
             return self.launch[device.name]
         if not self.launch:
             return NO_LAUNCH_COSTS
+        from simcluster.calibration.launch import borrowed
         owner = sorted(self.launch)[-1]
         return borrowed(self.launch[owner], owner)
 
@@ -412,15 +557,23 @@ class MeasuredCalibration(Calibration):
         return hit
 
     def _curve(self, device, op, dtype):
+        """(calibrated device, curve key) that times ``op`` on ``device`` in ``dtype``, or
+        None (from the curves' manifest: no fit needed)."""
         src, _ = self.source_of(device, "gemm" if op == "gemm_nn" else op)
         if src is None:
             return None
-        curves = self.curves[src]
-        hit = curves.get((op, dtype)) or next(
-            (c for (o, _), c in curves.items() if o == op), None)
-        if hit is None and op == "gemm_nn":       # no nn-layout table: the nt curve
+        key = self._curve_key(src, op, dtype)
+        if key is None and op == "gemm_nn":       # no nn-layout table: the nt curve
             return self._curve(device, "gemm", dtype)
-        return hit
+        return None if key is None else (src, key)
+
+    def _curve_key(self, src: str, op: str, dtype: str):
+        """The (op, dtype) curve of ``src`` that times ``op`` in ``dtype`` (another dtype's
+        curve of the same operator if that one was not measured), or None."""
+        manifest = self._manifest(src)
+        if (op, dtype) in manifest:
+            return (op, dtype)
+        return next((key for key in manifest if key[0] == op), None)
 
     # -- rates -----------------------------------------------------------------------------
     def _fixed_and_length(self, op, shape):
@@ -447,13 +600,21 @@ class MeasuredCalibration(Calibration):
         one ``np.interp`` for arrays and a direct index for scalars."""
         cdt = compute_dtype(device, dtype)
         peak, bw = device.peak_flops_for(cdt), device.mem_bw_bytes_per_s
-        curve = self._curve(device, op, cdt)
-        if curve is None:
+        hit = self._curve(device, op, cdt)
+        if hit is None:
             return peak, bw, None, None, None, 0.0
-        xs = np.linspace(0.0, math.log(1e12 if op == "elementwise" else 1e6), 481)
-        pts = np.column_stack([np.broadcast_to(f, xs.shape) for f in fixed] + [xs])
-        ys = curve(pts, kind) if op == "elementwise" else curve(pts)
-        return peak, bw, xs, ys, ys.tolist(), curve.floor_s or 0.0
+        src, ckey = hit
+        xs = _slice_x(op)
+        skey = ["slice", src, ckey[0], ckey[1], kind, list(fixed)]
+        ys = self.store.get(skey)
+        if ys is None:
+            curve = self._fitted(src)[ckey]
+            pts = np.column_stack([np.broadcast_to(f, xs.shape) for f in fixed] + [xs])
+            with _one_blas_thread():
+                ys = curve(pts, kind) if op == "elementwise" else curve(pts)
+            if self._folders:
+                self.store.put(skey, ys)
+        return peak, bw, xs, ys, ys.tolist(), self._manifest(src)[ckey]
 
     def _link_rates(self, link, op, bytes_, n_ranks):
         fit = self.links.get((link.kind, op))
