@@ -283,6 +283,8 @@ def fit_curves(tables, device: DeviceSpec, dtypes=("bf16", "fp32")) -> dict:
     return curves
 
 
+_SLICED = frozenset(DEVICE_OPS)
+
 @functools.cache
 def _slice_x(op: str) -> np.ndarray:
     """The length axis of a slice: 481 points uniform in log length up to 1e6 (bytes per
@@ -334,6 +336,7 @@ class MeasuredCalibration(Calibration):
         self.note = note
         self._source: dict = {}
         self._slices: dict = {}
+        self._fast: dict = {}
         self._manifests: dict[str, dict] = {}
         self._links = None
         self._notes: dict[str, str] = {}
@@ -602,7 +605,7 @@ class MeasuredCalibration(Calibration):
         peak, bw = device.peak_flops_for(cdt), device.mem_bw_bytes_per_s
         hit = self._curve(device, op, cdt)
         if hit is None:
-            return peak, bw, None, None, None, 0.0
+            return peak, bw, None, None, None, 0.0, 0.0, 0.0
         src, ckey = hit
         xs = _slice_x(op)
         skey = ["slice", src, ckey[0], ckey[1], kind, list(fixed)]
@@ -614,7 +617,8 @@ class MeasuredCalibration(Calibration):
                 ys = curve(pts, kind) if op == "elementwise" else curve(pts)
             if self._folders:
                 self.store.put(skey, ys)
-        return peak, bw, xs, ys, ys.tolist(), self._manifest(src)[ckey]
+        return (peak, bw, xs, ys, ys.tolist(), self._manifest(src)[ckey], float(xs[1]),
+                len(xs) - 1.000001)
 
     def _link_rates(self, link, op, bytes_, n_ranks):
         fit = self.links.get((link.kind, op))
@@ -624,33 +628,104 @@ class MeasuredCalibration(Calibration):
         steps = 2 * (n_ranks - 1) if op == "collective" else 1
         return link.bw_bytes_per_s * efficiency, floor_s / steps
 
-    def op_time(self, device, op, flops, bytes_, shape, dtype="bf16"):
-        """Roofline time at the datasheet peaks times the interpolated slowdown, not below
-        the operator class's measured per-kernel floor."""
-        if op == "grouped_gemm" and self._grouped_as_gemm(device, dtype):
-            op = "gemm"     # the dense GEMM curve at the per-expert shape (see module doc)
-            shape = {"m": shape["m"], "n": shape["n"], "k": shape["k"],
-                     "kernels": shape.get("kernels", 1)}
-        if op == "gemm" and shape.get("layout") == "nn":
-            op = "gemm_nn"       # the other weight layout: its own curve where measured
+    def _slice(self, device, op, shape, dtype):
         fixed, length = self._fixed_and_length(op, shape)
         kind = shape.get("kind")
         key = (self._device_key(device), op, dtype, kind, fixed)
         ent = self._slices.get(key)
         if ent is None:
             ent = self._slices[key] = self._entry(device, op, dtype, kind, fixed)
-        peak, bw, xs, ys, ys_list, floor = ent
+        return ent, length
+
+    def _fast_key(self, device, op, shape, dtype):
+        """(a key naming the slice by the raw shape fields, the length) — no logarithms; the
+        key's slice is the one :meth:`_slice` finds (resolved there on a miss)."""
+        if op == "gemm" or op == "gemm_nn":
+            return (id(device), op, dtype, shape["n"], shape["k"]), shape["m"]
+        if op == "grouped_gemm":     # (groups as _fixed_and_length rounds them)
+            return ((id(device), op, dtype, shape["n"], shape["k"],
+                     round(math.log2(max(shape["groups"], 1)) * 16)), shape["m"])
+        if op == "elementwise":
+            return ((id(device), op, dtype, shape.get("hidden"), shape.get("kind")),
+                    shape["bytes"] / shape.get("kernels", 1))
+        if op == "attn_prefill":
+            return ((id(device), op, dtype, shape["heads"], shape.get("kv_heads"),
+                     shape.get("batch")), shape["tokens"])
+        return ((id(device), op, dtype, shape["heads"], shape["kv_heads"], shape["batch"]),
+                shape["kv_len"])
+
+    def op_time(self, device, op, flops, bytes_, shape, dtype="bf16"):
+        """Roofline time at the datasheet peaks times the interpolated slowdown, not below
+        the operator class's measured per-kernel floor."""
+        if op not in _SLICED:
+            raise ValueError(f"unknown device operator class {op!r}; known: {DEVICE_OPS}")
+        if op == "grouped_gemm" and self._grouped_as_gemm(device, dtype):
+            op = "gemm"     # the dense GEMM curve at the per-expert shape (see module doc)
+            shape = {"m": shape["m"], "n": shape["n"], "k": shape["k"],
+                     "kernels": shape.get("kernels", 1)}
+        elif op == "gemm" and shape.get("layout") == "nn":
+            op = "gemm_nn"       # the other weight layout: its own curve where measured
+        fkey, length = self._fast_key(device, op, shape, dtype)
+        ent = self._fast.get(fkey)
+        if ent is None:
+            ent = self._fast[fkey] = self._slice(device, op, shape, dtype)[0]
+        peak, bw, xs, ys, ys_list, floor, dx, top = ent
         if xs is None:
             return np.maximum(flops / peak, bytes_ / bw)
         kernels = shape.get("kernels", 1)
         if isinstance(flops, float) and isinstance(length, (int, float)):
-            # scalar fast path: the slice's x grid is uniform, index it directly
+            # scalar fast path: the slice's x grid is uniform, index it directly (in Python
+            # floats: the same IEEE arithmetic as numpy scalars, several times faster)
             x = math.log(max(length, 1.0))
-            pos = min(max(x / xs[1], 0.0), len(xs) - 1.000001)
+            pos = min(max(x / dx, 0.0), top)
             i = int(pos)
             y = ys_list[i] + (ys_list[i + 1] - ys_list[i]) * (pos - i)
             t = max(flops / peak, bytes_ / bw) * math.exp(y)
             return max(t, floor * kernels) if floor else t
-        t = np.maximum(flops / peak, bytes_ / bw)
-        t = t * np.exp(np.interp(np.log(np.maximum(length, 1.0)), xs, ys))
-        return np.maximum(t, floor * kernels) if floor else t
+        return _vector_time(ent, flops, bytes_, length, kernels)
+
+    def slice_kernel(self, device, op, shape, dtype="bf16"):
+        ent, _ = self._slice(device, op, shape, dtype)
+        return SliceKernel(ent, shape.get("kernels", 1))
+
+
+try:                          # np.interp's compiled loop, without its Python-level checks
+    from numpy._core.multiarray import interp as _interp
+except ImportError:           # pragma: no cover - numpy < 2
+    from numpy.core.multiarray import interp as _interp
+
+
+def _vector_time(ent, flops, bytes_, length, kernels=1):
+    """The vector path of :meth:`MeasuredCalibration.op_time` for one slice entry."""
+    peak, bw, xs, ys, _, floor, _, _ = ent
+    t = np.maximum(flops / peak, bytes_ / bw)
+    if xs is None:
+        return t
+    t = t * np.exp(_interp(np.log(np.maximum(length, 1.0)), xs, ys, None, None))
+    return np.maximum(t, floor * kernels) if floor else t
+
+
+class SliceKernel:
+    """One operator's slice with its shape fixed but for the length axis: ``kernel(flops,
+    bytes_, length)`` is :meth:`MeasuredCalibration.op_time` on arrays, the same floats."""
+
+    __slots__ = ("ent", "kernels", "peak", "bw")
+
+    def __init__(self, ent, kernels):
+        self.ent, self.kernels = ent, kernels
+        self.peak, self.bw = ent[0], ent[1]
+
+    def __call__(self, flops, bytes_, length):
+        return _vector_time(self.ent, flops, bytes_, length, self.kernels)
+
+    def bytes_bound(self, bytes_, length):
+        """The same as the call when every ``flops / peak < bytes_ / bw`` and ``length >= 1``
+        (the caller knows): the FLOPs roofline and the length clip are skipped."""
+        _, bw, xs, ys, _, floor, _, _ = self.ent
+        t = bytes_ / bw
+        if xs is None:
+            return t
+        t *= np.exp(_interp(np.log(length), xs, ys, None, None))
+        if floor:
+            np.maximum(t, floor * self.kernels, out=t)
+        return t

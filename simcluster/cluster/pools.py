@@ -66,6 +66,8 @@ class DisaggregatedCluster(Cluster):
         pool_of = [s.pool for s in specs for _ in range(s.count)]
         self.prefill_pool = [i for i, p in zip(self.instances, pool_of) if p != "decode"]
         self.decode_pool = [i for i, p in zip(self.instances, pool_of) if p == "decode"]
+        for inst in self.instances:      # (the base class bound a router to all of them)
+            inst.load_watchers.clear()
         self.router = ROUTERS.create(router, **dict(router_params or {})).bind(
             _PoolView(self, self.prefill_pool))
         self.decode_router = ROUTERS.create(decode_router, **dict(decode_router_params or {})

@@ -41,6 +41,13 @@ from simcluster.models.operators import RankShape, op_counts
 from simcluster.hardware import DeviceSpec
 from simcluster.models import ModelSpec
 
+#: Context sums per block of a timer's decode step table, and blocks kept (8 KiB each).
+STEP_BLOCK = 1024
+STEP_BLOCKS_KEPT = 2048
+#: Timers a cost model keeps for reuse by later simulations.
+TIMERS_KEPT = 8
+
+
 def model_dtype(model: ModelSpec) -> str:
     """The dtype the model's weights and activations are computed in (``fp16``, ``bf16`` ...)."""
     return model.dtype
@@ -110,6 +117,8 @@ class CostModel:
         self.routing = routing        # expert loads of MoE models (None: the default model)
         self.kernels = load_accounting(kernels)
         self.execution = ExecutionMode.of(execution)
+        self._timers: dict = {}
+        self._memos: dict = {}
 
     # -- public entries: validate, then compute ----------------------------------------------
     def predict_op(self, op: str, device: DeviceSpec, *, dtype: str = "bf16",
@@ -150,12 +159,43 @@ class CostModel:
         return IterationCost(time_s=t, ops=ops, provenance=prov)
 
     def timer(self, model: ModelSpec, layout: Layout) -> "IterationTimer":
+        """The iteration timer of ``model`` on ``layout``. Timers are pure functions that
+        keep what they computed, so the cost model hands the same one to every simulation
+        of an equal (model, layout) — the last :data:`TIMERS_KEPT` of them."""
         routing = getattr(self, "routing", None)
         kw = {"kernels": getattr(self, "kernels", FUSED),
               "execution": getattr(self, "execution", ExecutionMode())}
+        timers = self.__dict__.setdefault("_timers", {})
+        try:
+            key = (model, layout, id(routing), id(kw["kernels"]), id(kw["execution"]))
+            hit = timers.get(key)
+        except TypeError:                   # (unhashable: a timer per call)
+            return self._new_timer(model, layout, routing, kw)
+        if hit is None:
+            if len(timers) >= TIMERS_KEPT:
+                timers.pop(next(iter(timers)))
+            # (the objects whose ids the key holds are kept alive with the timer)
+            hit = (self._new_timer(model, layout, routing, kw), routing, kw)
+        else:
+            del timers[key]                 # (most recently used last)
+        timers[key] = hit
+        return hit[0]
+
+    def _new_timer(self, model, layout, routing, kw):
         if layout.stage_tp:                  # asymmetric stages: one timer per stage
             return StagedTimer(self.calibration, model, layout, partial(IterationTimer, **kw))
         return IterationTimer(self.calibration, model, layout, routing, **kw)
+
+    def iteration_memo(self, timer) -> dict:
+        """A memo of ``timer``'s iteration times (by shape) that the replicas of every
+        simulation using this cost model share; see :mod:`simcluster.serving.steps`."""
+        memos = self.__dict__.setdefault("_memos", {})
+        hit = memos.get(id(timer))
+        if hit is None or hit[1] is not timer:
+            if len(memos) >= 4 * TIMERS_KEPT:
+                memos.clear()
+            hit = memos[id(timer)] = ({}, timer)
+        return hit[0]
 
 
 class IterationTimer:
@@ -194,6 +234,8 @@ class IterationTimer:
         self._link_cache: dict[tuple[int, int], float] = {}
         self._host = HostDispatch.for_layout(calibration, layout, self.ranks, kernels,
                                              self.stage_layers, first, last)
+        self._decode_fns: dict[tuple, object] = {}
+        self._step_table: dict[tuple, np.ndarray] = {}
 
     # -- hot path ---------------------------------------------------------------------------
     def time(self, prefill_tokens: np.ndarray, prefill_context: np.ndarray, n_decode: int,
@@ -201,7 +243,9 @@ class IterationTimer:
         """Seconds for one iteration (arrays of the prefill chunks, the decode totals).
         ``pad_tokens``: rows an engine adds to reach a captured graph's static shape; they
         run through the linear layers and elementwise kernels, not through attention."""
-        tokens = int(prefill_tokens.sum()) + n_decode + int(pad_tokens)
+        tokens = sum(prefill_tokens.tolist()) + n_decode
+        if pad_tokens:
+            tokens += int(pad_tokens)
         per_rank = self._dense(tokens, n_samples)
         prefill = len(prefill_tokens) > 0
         mode = self.execution.of_kind(prefill)
@@ -229,21 +273,102 @@ class IterationTimer:
                      pad_tokens: int = 0, pad_samples: int = 0) -> np.ndarray:
         """Per-step times of ``steps`` pure-decode iterations of ``n_decode`` sequences whose
         KV lengths sum to ``context_sum`` at the first step and grow by one token each step
-        (``pad_tokens``, ``pad_samples``: as for :meth:`time`)."""
-        sums = context_sum + n_decode * np.arange(steps, dtype=float)
-        rows, samples = n_decode + int(pad_tokens), n_decode + int(pad_samples)
-        links = self._links(rows, n_decode)
+        (``pad_tokens``, ``pad_samples``: as for :meth:`time`).
+
+        A step's time is a function of the batch size and the context sum alone, so the timer
+        keeps a table of it per batch size (and padding), filled in blocks of
+        :data:`STEP_BLOCK` consecutive context sums the first time a run needs one: a run is
+        then a strided slice of the table (the same floats as evaluating its steps: every
+        operation is elementwise). The array returned is read-only (a view of the table)."""
+        table = self._step_table
+        fk = (n_decode, pad_tokens, pad_samples) if pad_tokens or pad_samples else n_decode
+        lo, hi = context_sum, context_sum + n_decode * (steps - 1)
+        c = lo // STEP_BLOCK
+        if hi // STEP_BLOCK == c:
+            block = table.get((fk, c))
+            if block is None:
+                block = self._step_block(fk, c)
+            off = lo - c * STEP_BLOCK
+            return block[off:hi - c * STEP_BLOCK + 1:n_decode]
+        parts, s = [], lo
+        while s <= hi:
+            c = s // STEP_BLOCK
+            block = table.get((fk, c))
+            if block is None:
+                block = self._step_block(fk, c)
+            last = min(hi, (c + 1) * STEP_BLOCK - 1)
+            parts.append(block[s - c * STEP_BLOCK:last - c * STEP_BLOCK + 1:n_decode])
+            s += n_decode * ((last - s) // n_decode + 1)
+        return np.concatenate(parts)
+
+    def _step_block(self, fk, c: int) -> np.ndarray:
+        """Step times of batches ``fk`` (a size, or (size, pad rows, pad samples)) at context
+        sums ``c * STEP_BLOCK`` onwards."""
+        fn = self._decode_fns.get(fk)
+        if fn is None:
+            fn = self._decode_fns[fk] = (self._decode_fn(*fk) if isinstance(fk, tuple)
+                                         else self._decode_fn(fk))
+        if len(self._step_table) >= STEP_BLOCKS_KEPT:
+            self._step_table.clear()
+        block = fn(np.arange(c * STEP_BLOCK, (c + 1) * STEP_BLOCK, dtype=float))
+        block.flags.writeable = False
+        self._step_table[(fk, c)] = block
+        return block
+
+    def _decode_fn(self, n: int, pad_tokens: int = 0, pad_samples: int = 0):
+        """``sums -> step times`` of batches of ``n`` at the context sums ``sums``: the
+        batch-size parts (dense operators, links, host dispatch, the calibration's slice) bound
+        once, the same floats as evaluating every part per step."""
+        rows, samples = n + int(pad_tokens), n + int(pad_samples)
+        links = self._links(rows, n)
         mode = self.execution.decode
-        if self._scalar:
-            if mode == "graphs":
-                return self._attn_decode_scalar(n_decode, sums) + (
-                    self._dense(rows, samples)[0, 0] + links)
-            t = self._attn_decode_scalar(n_decode, sums) + self._dense(rows, samples)[0, 0]
-            return self._host.scalar(t, False, True, True, mode) + links
-        attn = self._attn_decode(n_decode, sums)
-        per_rank = self._dense(rows, samples)[:, :, None] + attn
-        per_rank = self._host.apply(per_rank, False, True, True, mode)
-        return per_rank.max(axis=1).sum(axis=0) + links
+        host = self._host
+        if not self._scalar:
+            dense = self._dense(rows, samples)[:, :, None]
+
+            def steps_general(sums):
+                per_rank = dense + self._attn_decode(n, sums)
+                per_rank = host.apply(per_rank, False, True, True, mode)
+                return per_rank.max(axis=1).sum(axis=0) + links
+            return steps_general
+        rs, layers = self.ranks[0], self.stage_layers[0]
+        dense0 = self._dense(rows, samples)[0, 0]
+        if mode != "graphs":
+            def steps_host(sums):
+                t = self._attn_decode_scalar(n, sums) + dense0
+                return host.scalar(t, False, True, True, mode) + links
+            return steps_host
+        const = dense0 + links
+        shape = {"batch": n, "kv_len": 1.0, "heads": rs.heads, "kv_heads": rs.kv_heads}
+        kernel = self.cal.slice_kernel(self._device(0, 0), "attn_decode", shape, self.dtype)
+        if (kernel is None or rs.variant or rs.recompute
+                or self.kernels.kv_cache == "concat"):      # (the general per-step formula)
+            def steps_scalar(sums):
+                return self._attn_decode_scalar(n, sums) + const
+            return steps_scalar
+
+        flops_per_kv, frac, bytes_per_kv, bytes_fixed, scale = rs.attn_decode_terms(n)
+        # decode attention is memory-bound when even at infinite context (the largest
+        # FLOPs-to-bytes ratio) the FLOPs roofline stays 0.1% below the bytes roofline:
+        # then max() picks the bytes term for every step, bit for bit
+        memory_bound = (frac == 0 or flops_per_kv * kernel.bw
+                        < 0.999 * scale * bytes_per_kv * kernel.peak)
+
+        def steps_sliced(sums):
+            if memory_bound and sums[0] >= n:        # (kv_len = sums / n >= 1)
+                by = bytes_per_kv * sums
+                if frac != 1.0:
+                    by *= frac
+                by += bytes_fixed
+                by *= scale
+                t = kernel.bytes_bound(by, sums / n)
+            else:
+                f, by = rs.attn_decode(n, sums)
+                t = kernel(f, by, sums / n)
+            t *= layers
+            t += const
+            return t
+        return steps_sliced
 
     # -- parts ------------------------------------------------------------------------------
     def _same_rank(self, q: int, r: int) -> bool:
@@ -305,8 +430,11 @@ class IterationTimer:
             hit = np.zeros((lay.pp, lay.tp))
             for s in range(lay.pp):
                 for r in range(lay.tp):
-                    dev = self._device(s, r)
-                    hit[s, r] = sum(c * float(self.cal.op_time(dev, op, f, by, shp, self.dtype))
+                    if self._twin[r] != r:        # same device and shares: same time
+                        hit[s, r] = hit[s, self._twin[r]]
+                        continue
+                    dev, op_time, dtype = self._device(s, r), self.cal.op_time, self.dtype
+                    hit[s, r] = sum(c * float(op_time(dev, op, f, by, shp, dtype))
                                     for op, _, c, f, by, shp in
                                     self._dense_ops(s, r, tokens, n_samples))
             if len(self._dense_cache) > 65536:

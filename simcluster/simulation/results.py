@@ -57,6 +57,35 @@ def request_frame(requests) -> pd.DataFrame:
                                      "reason", "cached_tokens", "handoff_start_s",
                                      "handoff_end_s", "handoff_bytes"])
     df = df.sort_values("request_id", kind="stable").reset_index(drop=True)
+    return _derived(df)
+
+
+def request_frame_from_columns(cols: dict, prompt_tokens, output_tokens,
+                               devices) -> pd.DataFrame:
+    """:func:`request_frame` from recorded columns indexed by request id (``cols`` as
+    :meth:`~.records.RequestLog.columns` gives them; ``devices[i]``: instance i's device)."""
+    inst = cols.pop("instance").astype(np.int64)
+    names = np.array([""] + list(devices), dtype=object)
+    reason = cols.pop("reason")
+    output = np.asarray(output_tokens, dtype=np.int64)
+    arrival, start = cols.pop("arrival_s"), cols.pop("prefill_start_s")
+    first, finish = cols.pop("first_token_s"), cols.pop("finish_s")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        tpot = (finish - first) / np.where(output > 1, output - 1, np.nan)
+    data = {"request_id": cols.pop("request_id"), "arrival_s": arrival,
+            "prompt_tokens": np.asarray(prompt_tokens, dtype=np.int64),
+            "output_tokens": output, "instance": inst, "device": names[inst + 1],
+            "prefill_start_s": start, "first_token_s": first, "finish_s": finish,
+            "queueing_s": start - arrival, "ttft_s": first - arrival, "tpot_s": tpot,
+            "e2e_s": finish - arrival, "preemptions": cols.pop("preemptions").astype(np.int64),
+            "rejected": reason != "", "reason": reason,
+            "cached_tokens": cols.pop("cached_tokens"),
+            "handoff_start_s": cols.pop("handoff_start_s"),
+            "handoff_end_s": cols.pop("handoff_end_s"), "handoff_bytes": cols.pop("handoff_bytes")}
+    return pd.DataFrame(data, columns=REQUEST_COLUMNS, copy=False)
+
+
+def _derived(df: pd.DataFrame) -> pd.DataFrame:
     df["queueing_s"] = df.prefill_start_s - df.arrival_s
     df["ttft_s"] = df.first_token_s - df.arrival_s
     decode_tokens = (df.output_tokens - 1).where(df.output_tokens > 1)
@@ -73,6 +102,24 @@ def transfer_frame(rows) -> pd.DataFrame:
     """KV hand-offs: tuples ``(request, src, start_s, end_s, bytes[, dst])``."""
     full = [tuple(r) + (-1,) * (len(TRANSFER_COLUMNS) - len(r)) for r in rows]
     return pd.DataFrame(full, columns=TRANSFER_COLUMNS)
+
+
+def timeline_frame_from_columns(cols: dict) -> pd.DataFrame:
+    """The timeline frame from recorded columns (integer columns as int64)."""
+    return pd.DataFrame({k: (cols[k] if cols[k].dtype.kind == "f" else
+                             cols[k].astype(np.int64)) for k in TIMELINE_COLUMNS},
+                        copy=False)
+
+
+def timeline_frame_from_chunks(chunks) -> pd.DataFrame:
+    """The timeline frame from record arrays of timeline rows (in row order): one copy per
+    column, integers as int64."""
+    if not chunks:
+        return timeline_frame([])
+    data = {k: np.concatenate([c[k] for c in chunks],
+                              dtype=np.float64 if chunks[0].dtype[k].kind == "f" else np.int64)
+            for k in TIMELINE_COLUMNS}
+    return pd.DataFrame(data, copy=False)
 
 
 def _pct(series: pd.Series, q: float) -> float:
