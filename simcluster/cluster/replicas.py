@@ -124,6 +124,13 @@ class Cluster:
 
     # -- requests in -------------------------------------------------------------------------
     def submit(self, req: Request):
+        fast = self._fast_pool         # (place's usual case, inline)
+        if (fast is not None and fast[0] is self.instances
+                and fast[3] == self._active_version and fast[1](req)):
+            inst = self.router.route(req, fast[2], self.env._now)
+            if inst is not None:
+                inst.submit(req)
+            return
         self.place(req, self.instances, self.router)
 
     def activity_changed(self):

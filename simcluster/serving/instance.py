@@ -585,7 +585,9 @@ class Instance:
         j = upto - run.applied
         if j <= 0:
             return                     # (a sync already applied them)
-        end = run.start + run.end_of(upto)
+        head = run.head
+        end = run.start + (head[upto - 1] if head is not None and upto <= HEAD
+                           else float(run.cum[upto - 1]))        # (run.end_of, inline)
         if run.loose is None:
             new_blocks = g.new_blocks(j)
             g.clock += j
