@@ -200,3 +200,87 @@ def test_steady_decode_is_answered_in_the_common_case(h100, llama7b):
         assert inst.batcher.steady_decode(0.0)
     test_steady_decode_agrees_with_schedule()
     assert {"vllm", "hf_cb", "bucketed"} <= set(STEADY_SEEN)
+
+
+def test_minimal_events_keep_simpy_order_and_values(monkeypatch):
+    """serving.clock.after orders its events exactly as timeouts scheduled at the same moment
+    (time, then scheduling order), hands the callback its value, and falls back to a Timeout
+    where SimPy's queue is not reachable."""
+    import simpy
+    from simcluster.serving import clock
+    for direct in (True, False):
+        monkeypatch.setattr(clock, "DIRECT", direct)
+        env, seen = simpy.Environment(), []
+        env.timeout(1.0).callbacks.append(lambda ev: seen.append("timeout-a"))
+        clock.after(env, 1.0, lambda ev: seen.append(("after", ev._value)), 7)
+        env.timeout(1.0).callbacks.append(lambda ev: seen.append("timeout-b"))
+        clock.after(env, 0.5, lambda ev: seen.append(("early", env.now)))
+        env.run()
+        assert seen == [("early", 0.5), "timeout-a", ("after", 7), "timeout-b"]
+
+
+def test_timeline_rows_read_as_one_sequence_across_chunks():
+    """A RowLog reads as every row appended (chunks and recent rows alike); rows streamed out
+    keep their numbers but are not held."""
+    from simcluster.serving.rowlog import RowLog
+    log = RowLog(("a", "b"), (np.int32, np.float64))
+    rows = [(i, i / 2) for i in range(10)]
+    for r in rows[:6]:
+        log.append(r)
+    log.compact()
+    for r in rows[6:]:
+        log.append(r)
+    assert len(log) == 10 and list(log) == rows and log[7] == rows[7] and log[2] == rows[2]
+    assert log[3:8] == rows[3:8] and log[-1] == rows[-1] and list(log.since(4)) == rows[4:]
+    cols = log.columns()
+    assert cols["a"].tolist() == list(range(10))
+    streamed = []
+    log2 = RowLog(("a", "b"), (np.int32, np.float64), sink=streamed.append)
+    for r in rows[:4]:
+        log2.append(r)
+    log2.compact()
+    log2.append(rows[4])
+    assert len(log2) == 5 and list(log2) == [rows[4]] and log2[4] == rows[4]
+    assert streamed[0]["a"].tolist() == [0, 1, 2, 3]
+    with pytest.raises(IndexError):
+        log2[1]
+
+
+def test_requests_keep_their_rare_fields_per_request():
+    from simcluster.serving.request import Request
+    a, b = Request(0, 0.0, 10, 5), Request(1, 0.0, 10, 5)
+    a.reason, a.handoff_bytes = "why", 3.5
+    a.preemptions += 1
+    assert (b.reason, b.handoff_bytes, b.preemptions) == ("", 0, 0)
+    assert (a.reason, a.handoff_bytes, a.preemptions) == ("why", 3.5, 1)
+
+
+def test_large_decode_pool_index_and_streaming_with_hand_offs(h100, llama7b, tmp_path):
+    """A disaggregated cluster whose decode pool is large enough for the LOT index (its
+    speeds are set after the router is bound) and of two devices: the same frames as the
+    plain scan, and as a run streamed to Parquet."""
+    pytest.importorskip("pyarrow")
+    from functools import partial
+    from simcluster.cluster import InstanceSpec
+    from simcluster.cluster.pools import DisaggregatedCluster
+    from simcluster.hardware import load_link
+    from simcluster.serving.config import InstanceConfig
+    rng = np.random.default_rng(4)
+    n = 600
+    trace = make_trace(np.cumsum(rng.exponential(1 / 30, n)), rng.integers(20, 1500, n),
+                       rng.integers(2, 200, n))
+    specs = [InstanceSpec(Layout.uniform(h100), InstanceConfig(), pool="prefill", count=2),
+             InstanceSpec(Layout.uniform(h100), InstanceConfig(), pool="decode", count=20),
+             InstanceSpec(Layout.uniform(load_device("A100-80GB-PCIe")), InstanceConfig(),
+                          pool="decode", count=14)]
+
+    def go(params, stream=None):
+        factory = partial(DisaggregatedCluster, kv_link=load_link("NVLink4"),
+                          decode_router_params=params)
+        sim = Simulation(trace, llama7b, specs, cost_model=CostModel(),
+                         router="least_outstanding_tokens", cluster_factory=factory)
+        return sim.run(stream_to=stream)
+    fast = go({})
+    assert fast.requests.handoff_bytes.gt(0).all()
+    _frames_equal(fast, go({"index_from": 10 ** 9}))
+    _frames_equal(fast, go({}, stream=tmp_path))
