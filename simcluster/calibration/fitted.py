@@ -60,7 +60,8 @@ from simcluster.calibration.links import fit_links
 from simcluster.calibration.roofline import (DEVICE_OPS, NO_LAUNCH_COSTS,
                                              Calibration, LaunchCosts, compute_dtype)
 from simcluster.calibration.slice_cache import SliceStore, content_hash
-from simcluster.calibration.tables import calibrated_devices, load_tables, read_meta, read_table
+from simcluster.calibration.tables import (calibrated_devices, load_tables, read_meta,
+                                          read_table)
 from simcluster.models.operators import op_counts
 from simcluster.hardware import DeviceSpec, load_device
 
@@ -127,7 +128,8 @@ def _slowdown_points(op: str, df: pd.DataFrame, device: DeviceSpec, dtype: str):
             x = (math.log(row["n"]), math.log(row["k"]), math.log(row["m"]))
         elif op == "attn_prefill":
             ctx = row.get("context", 0)
-            shape = {"tokens": row["seq_len"], "context": 0 if pd.isna(ctx) else ctx,
+            ctx = 0 if ctx is None or ctx != ctx else ctx        # (a missing value: NaN)
+            shape = {"tokens": row["seq_len"], "context": ctx,
                      "batch": row["batch"],
                      "num_heads": row["num_heads"], "num_kv_heads": row["num_kv_heads"],
                      "head_dim": row["head_dim"]}
@@ -195,7 +197,11 @@ def table_rows(tables: Mapping[str, tuple[dict, pd.DataFrame]], op: str, dtype: 
         parts = [d for d in (pick("elementwise"), pick("profiled_kernels")) if d is not None]
         if not parts:
             return None
-        df = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
+        if len(parts) > 1:
+            import pandas as pd
+            df = pd.concat(parts, ignore_index=True)
+        else:
+            df = parts[0]
         return df[df.dtype == "bf16"] if "dtype" in df else df
     if op == "grouped_gemm":
         df = pick("grouped_gemm")
@@ -353,8 +359,8 @@ class MeasuredCalibration(Calibration):
         self.borrowing = dict(load_borrowing() if borrowing is None else borrowing)
         self._launch, self._launch_given = None, dict(launch or {})
         self._curves, self.specs, self._folders = {}, {}, {}
-        self._devices = calibrated_devices()
-        for name, folder in self._devices.items():
+        self._calibrated = calibrated_devices()
+        for name, folder in self._calibrated.items():
             stems = {p.stem for p in folder.glob("*.csv")}
             if stems & set(GPU_TABLES):
                 self.specs[name] = load_device(name)
@@ -362,7 +368,7 @@ class MeasuredCalibration(Calibration):
             if any(s.startswith("cpu_") for s in stems) and HOST_CPU not in self._folders:
                 self.specs[HOST_CPU] = load_device(HOST_CPU)
                 self._folders[HOST_CPU] = (folder, "cpu")
-        self.content_hash = content_hash(self._devices, self._hash_parts())
+        self.content_hash = content_hash(self._calibrated, self._hash_parts())
         self.store = SliceStore.for_hash(self.content_hash)
 
     def _hash_parts(self):
@@ -394,7 +400,7 @@ class MeasuredCalibration(Calibration):
                 self._links = {(k[1], k[2]): (float(v[0]), float(v[1]))
                                for k, v in self.store.records.items() if k[0] == "link"}
             else:
-                self._links = fit_links(self._devices)
+                self._links = fit_links(self._calibrated)
                 for (kind, op), (eff, floor) in self._links.items():
                     self.store.put(["link", kind, op], [eff, floor])
                 self.store.put(["links_done"], [len(self._links)])
@@ -413,7 +419,7 @@ class MeasuredCalibration(Calibration):
                                                 float(v[0]), k[2])
             else:
                 from simcluster.calibration.launch import fit_launch
-                for name, folder in self._devices.items():
+                for name, folder in self._calibrated.items():
                     path = Path(folder) / "launch.csv"
                     if path.exists():
                         meta, df = read_table(path)
