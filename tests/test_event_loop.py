@@ -284,3 +284,29 @@ def test_large_decode_pool_index_and_streaming_with_hand_offs(h100, llama7b, tmp
     assert fast.requests.handoff_bytes.gt(0).all()
     _frames_equal(fast, go({"index_from": 10 ** 9}))
     _frames_equal(fast, go({}, stream=tmp_path))
+
+
+def test_engine_envelope_counts_every_iteration():
+    """A timer that counts its calls (an engine model's envelope) is asked every iteration:
+    the memo of iteration times is off for it, so the counts are those of stepping."""
+    import dataclasses
+
+    from simcluster.cluster import InstanceSpec
+    from simcluster.engines import load_engine
+    from simcluster.engines.envelope import Envelope
+    from simcluster.serving import InstanceConfig
+    from simcluster.workload import Trace
+
+    spec = load_engine("hf-cb-h200-graphs-7b")
+    spec = dataclasses.replace(spec, envelope=Envelope(max_new_tokens=1e9, max_seqs=1e9,
+                                                       max_kv_tokens=1e9, max_context=1e9))
+    n = 40         # the same prompt shapes again and again: a memo would answer most
+    trace = Trace(np.arange(n) * 0.05, np.full(n, 300), np.full(n, 30))
+    config = InstanceConfig(**{**spec.scheduler, "max_steady_steps": 1})
+    inst = InstanceSpec(Layout.uniform(load_device("H200")), config,
+                        batching=spec.batching, batching_params=spec.batching_params)
+    res = Simulation(trace, model_preset("llama-2-7b"), [inst],
+                     cost_model=spec.cost_model()).run()
+    counter = next(iter(res.envelope.values()))
+    # (plus the one reference iteration the routers' speed is measured with, as on main)
+    assert counter.iterations == int(res.timeline.iterations.sum()) + 1
