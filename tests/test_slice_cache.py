@@ -1,4 +1,5 @@
-"""The on-disk cache of calibration slices: keyed by content, harmless when stale or broken."""
+"""The on-disk caches (calibration slices, parsed bundled traces): keyed by content, harmless
+when stale or broken; and a light import."""
 
 import os
 import subprocess
@@ -102,4 +103,61 @@ def test_cached_calibration_equals_a_fresh_fit_and_skips_scipy(tmp_path):
     assert cold == warm
     assert cold_scipy == "True" and warm_scipy == "False"
     assert list((tmp_path / "calibration").glob("slices-*.bin"))
+
+
+# -- parsed bundled traces -------------------------------------------------------------------
+
+def test_bundled_traces_are_parsed_once_and_read_back_the_same(monkeypatch, tmp_path):
+    import simcluster.workload.loaders as loaders
+    from simcluster.workload import load_trace
+    monkeypatch.setenv("SIMCLUSTER_CACHE_DIR", str(tmp_path))
+    parsed = load_trace("azure-conv")                   # parsed, and kept
+    entries = list((tmp_path / "traces").glob("*.npz"))
+    assert len(entries) == 1
+
+    def no_parse(*a, **k):
+        raise AssertionError("parsed again")
+    monkeypatch.setattr(loaders, "_load", no_parse)
+    again = load_trace("azure-conv")                    # from the cache
+    for field in ("arrival_s", "prompt_tokens", "output_tokens"):
+        a, b = getattr(parsed, field), getattr(again, field)
+        assert a.dtype == b.dtype and np.array_equal(a, b)
+    assert again.name == parsed.name == "azure-conv" and not again.arrival_s.flags.writeable
+    entries[0].write_bytes(b"PK\x03\x04 torn")          # a broken entry is parsed again
+    monkeypatch.undo()
+    monkeypatch.setenv("SIMCLUSTER_CACHE_DIR", str(tmp_path))
+    third = load_trace("azure-conv")
+    assert np.array_equal(third.arrival_s, parsed.arrival_s)
+    assert np.load(entries[0])["arrival_s"].shape == parsed.arrival_s.shape   # rewritten
+
+
+def test_trace_cache_off_and_files_by_path_always_parse(monkeypatch, tmp_path):
+    import simcluster.workload.loaders as loaders
+    from simcluster.workload import load_trace
+    from simcluster.workload.bundled import bundled_trace_path
+    calls = []
+    real = loaders._load
+
+    def counting(*a, **k):
+        calls.append(a[0])
+        return real(*a, **k)
+    monkeypatch.setattr(loaders, "_load", counting)
+    monkeypatch.setenv("SIMCLUSTER_CACHE_DIR", "")
+    load_trace("azure-code")
+    load_trace("azure-code")
+    monkeypatch.setenv("SIMCLUSTER_CACHE_DIR", str(tmp_path))
+    load_trace(bundled_trace_path("azure-code"))       # a path, not the bundled name
+    assert len(calls) == 3 and not (tmp_path / "traces").exists()
+
+
+def test_simulator_imports_without_pandas_or_scipy():
+    """Set-up stays light: pandas is imported when result frames are built, scipy when a
+    calibration is fitted."""
+    code = ("import sys\n"
+            "import simcluster.simulation, simcluster.cluster, simcluster.cost, "
+            "simcluster.calibration, simcluster.workload, simcluster.policies\n"
+            "print(sorted(m for m in ('pandas', 'scipy', 'pyarrow') if m in sys.modules))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)}, check=True).stdout
+    assert out.strip() == "[]"
 

@@ -26,29 +26,16 @@ import hashlib
 import json
 import os
 import struct
-import sys
 import zlib
 from pathlib import Path
 
 import numpy as np
 
+from simcluster.paths import cache_dir
+
 _MAGIC = b"SCS1"
 _HEAD = struct.Struct("<4sIII")          # magic, key bytes, float64 count, crc32
 FORMAT = "simcluster-slices-1"
-
-
-def cache_dir() -> Path | None:
-    """The per-user cache folder of simcluster, or None when disabled (see module docstring)."""
-    env = os.environ.get("SIMCLUSTER_CACHE_DIR")
-    if env is not None:
-        return Path(env).expanduser() if env.strip() else None
-    if sys.platform == "darwin":
-        base = Path.home() / "Library" / "Caches"
-    elif os.name == "nt":
-        base = Path(os.environ.get("LOCALAPPDATA") or Path.home() / "AppData" / "Local")
-    else:
-        base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return base / "simcluster"
 
 
 def content_hash(folders, parts) -> str:

@@ -28,8 +28,8 @@ from dataclasses import dataclass
 from functools import partial
 
 import numpy as np
-import pandas as pd
 
+from simcluster.lazy import lazy_module
 from simcluster.calibration import NEUTRAL, Calibration
 from simcluster.cost.accounting import FUSED, ExecutionMode, KernelAccounting, load_accounting
 from simcluster.cost.execution import HostDispatch
@@ -40,6 +40,8 @@ from simcluster.cost.stages import StagedTimer
 from simcluster.models.operators import RankShape, op_counts
 from simcluster.hardware import DeviceSpec
 from simcluster.models import ModelSpec
+
+pd = lazy_module("pandas")     # (imported when a frame is first built)
 
 #: Context sums per block of a timer's decode step table, and blocks kept (8 KiB each).
 STEP_BLOCK = 1024

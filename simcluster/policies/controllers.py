@@ -52,11 +52,13 @@ from __future__ import annotations
 from collections import deque
 
 import numpy as np
-import pandas as pd
 
 from simcluster.errors import InputError
+from simcluster.lazy import lazy_module
 from simcluster.policies.registry import CONTROLLERS
 from simcluster.policies.queueing import erlang_c, mean_wait, min_servers
+
+pd = lazy_module("pandas")     # (imported when a frame is first built)
 
 DECISION_COLUMNS = ["time_s", "lambda_per_s", "mu_per_s", "mu_source", "offered_load",
                     "active", "rho", "p_wait", "expected_wait_s", "units", "mean_batch"]

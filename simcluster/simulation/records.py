@@ -17,11 +17,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
+from simcluster.lazy import lazy_module
 from simcluster.serving.rowlog import CHUNK_ROWS, RowLog
 from simcluster.simulation.results import (Results, request_frame_from_columns,
                                            timeline_frame_from_columns)
+
+pd = lazy_module("pandas")     # (imported when a frame is first built)
 
 #: A request's recorded fields, in row order, with their column dtypes.
 REQUEST_FIELDS = (("request_id", np.int64), ("arrival_s", np.float64), ("instance", np.int32),

@@ -31,9 +31,11 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-import pandas as pd
 
+from simcluster.lazy import lazy_module
 from simcluster.simulation.energy import energy_summary
+
+pd = lazy_module("pandas")     # (imported when a frame is first built)
 
 REQUEST_COLUMNS = ["request_id", "arrival_s", "prompt_tokens", "output_tokens", "instance",
                    "device", "prefill_start_s", "first_token_s", "finish_s", "queueing_s",

@@ -24,9 +24,9 @@ import time
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
-import pandas as pd
 import simpy
 
+from simcluster.lazy import lazy_module
 from simcluster.cluster import Cluster, InstanceSpec
 from simcluster.cost import CostModel
 from simcluster.errors import InputError
@@ -41,6 +41,8 @@ from simcluster.simulation.work import WorkCoefficients, layout_peaks, row_work
 from simcluster.engines.envelope import envelope_check
 from simcluster.serving.clock import after
 from simcluster.serving.request import Request
+
+pd = lazy_module("pandas")     # (imported when a frame is first built)
 
 
 def cost_provenance(cost_model: CostModel, devices) -> dict:

@@ -30,10 +30,12 @@ import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
-import pandas as pd
 
+from simcluster.lazy import lazy_module
 from simcluster.calibration import compute_dtype
 from simcluster.models.operators import RankShape
+
+pd = lazy_module("pandas")     # (imported when a frame is first built)
 
 
 def _unit(fn, *args) -> tuple[float, float]:
