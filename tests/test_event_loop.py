@@ -310,3 +310,38 @@ def test_engine_envelope_counts_every_iteration():
     counter = next(iter(res.envelope.values()))
     # (plus the one reference iteration the routers' speed is measured with, as on main)
     assert counter.iterations == int(res.timeline.iterations.sum()) + 1
+
+
+def test_default_hand_offs_on_callbacks_equal_the_process_form(h100, llama7b, monkeypatch):
+    """The default KV hand-off runs on callbacks (one event per transfer): the same frames
+    as shipping in a SimPy process with the link as a Resource, transfers queued on a slow
+    link included."""
+    from functools import partial
+    from simcluster.cluster import InstanceSpec
+    from simcluster.cluster.pools import DisaggregatedCluster
+    from simcluster.hardware import LinkSpec
+    from simcluster.serving.config import InstanceConfig
+    rng = np.random.default_rng(8)
+    n = 400
+    trace = make_trace(np.cumsum(rng.exponential(1 / 20, n)), rng.integers(20, 3000, n),
+                       rng.integers(2, 100, n))
+    specs = [InstanceSpec(Layout.uniform(h100), InstanceConfig(), pool="prefill", count=2),
+             InstanceSpec(Layout.uniform(h100), InstanceConfig(), pool="decode", count=3)]
+    slow = LinkSpec(name="slow", kind="pcie", bw_bytes_per_s=4e9, latency_s=2e-5)
+
+    def go():
+        factory = partial(DisaggregatedCluster, kv_link=slow)
+        sim = Simulation(trace, llama7b, specs, cost_model=CostModel(),
+                         router="least_outstanding_tokens", cluster_factory=factory)
+        return sim.run()
+    fast = go()
+    r = fast.requests
+    assert (r.handoff_start_s > r.first_token_s + 1e-9).any()     # some waited for the link
+
+    def ship_in_a_process(self, req, source):
+        def proc():
+            yield from self.ship([req], source)
+            self.deliver([req])
+        self.env.process(proc())
+    monkeypatch.setattr(DisaggregatedCluster, "_send", ship_in_a_process)
+    _frames_equal(fast, go())

@@ -33,6 +33,7 @@ the weights and KV of decode instances that run on CPU sockets of multi-socket h
 
 from __future__ import annotations
 
+from collections import deque
 from typing import Mapping, Sequence
 
 import simpy
@@ -42,6 +43,7 @@ from simcluster.cluster.replicas import (Cluster, InstanceSpec, decode_reference
 from simcluster.hardware import LinkSpec
 from simcluster.policies import CONTROLLERS, NUMA_PLACEMENTS, OFFLOADS, ROUTERS
 from simcluster.serving import Request
+from simcluster.serving.clock import after
 
 
 class DisaggregatedCluster(Cluster):
@@ -79,6 +81,7 @@ class DisaggregatedCluster(Cluster):
             self.offload.bind(self)
         self.kv_link = kv_link
         self.links = {inst.id: simpy.Resource(env, capacity=1) for inst in self.prefill_pool}
+        self._queues: dict[int, deque] = {}  # the default hand-offs per link (see _send)
         self.transfers: list[tuple] = []   # (request, instance, start_s, end_s, bytes)
         self.in_flight = 0                 # hand-offs whose KV has not reached the pool yet
         self.numa = None
@@ -112,16 +115,37 @@ class DisaggregatedCluster(Cluster):
         if handoff is not None:          # the router ships (e.g. hLLM's mini-batches)
             handoff(req, source)
         else:
-            self.env.process(self._ship([req], source))
+            self._send(req, source)
         self.capacity_changed(source)
 
-    def _ship(self, reqs: Sequence[Request], source, dest=None):
-        yield from self.ship(reqs, source)
-        self.deliver(reqs, dest)
+    # the default hand-off: one request per transfer, queued on the source's KV link, run on
+    # callbacks (one event per transfer; the same times as :meth:`ship` in a process)
+    def _send(self, req: Request, source):
+        queue = self._queues.get(source.id)
+        if queue is None:
+            queue = self._queues[source.id] = deque()
+        # (sliding-window layers hold at most their window: ModelSpec.kv_bytes)
+        queue.append((req, self.model.kv_bytes(req.kv_tokens)))
+        if len(queue) == 1:             # the link is free: the transfer starts now
+            self._transfer(source, queue[0])
+
+    def _transfer(self, source, item):
+        t = float(self.cost_model.calibration.link_time(self.kv_link, "transfer", item[1]))
+        after(self.env, t, self._sent, (source, item, self.env.now))
+
+    def _sent(self, ev):
+        source, (req, _), start = ev._value
+        queue = self._queues[source.id]
+        queue.popleft()
+        if queue:                       # the next transfer on this link starts as this ends
+            self._transfer(source, queue[0])
+        self._shipped((req,), source, start)
+        self.deliver((req,))
 
     def ship(self, reqs: Sequence[Request], source):
         """Copy the KV of ``reqs`` (one transfer) over ``source``'s KV link, after the
-        transfers queued there before it; then ``source`` frees their blocks."""
+        transfers queued there before it; then ``source`` frees their blocks (a process
+        step: ``yield from cluster.ship(...)``, for routers that take hand-offs)."""
         # (sliding-window layers hold at most their window: ModelSpec.kv_bytes)
         nbytes = sum(self.model.kv_bytes(r.kv_tokens) for r in reqs)
         with self.links[source.id].request() as slot:
@@ -129,6 +153,9 @@ class DisaggregatedCluster(Cluster):
             start = self.env.now
             yield self.env.timeout(float(self.cost_model.calibration.link_time(
                 self.kv_link, "transfer", nbytes)))
+        self._shipped(reqs, source, start)
+
+    def _shipped(self, reqs, source, start: float):
         for req in reqs:
             nb = self.model.kv_bytes(req.kv_tokens)
             self.transfers.append((req.id, source.id, start, self.env.now, nb))
