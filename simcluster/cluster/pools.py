@@ -79,6 +79,10 @@ class DisaggregatedCluster(Cluster):
         self.offload = OFFLOADS.create(offload, **dict(offload_params or {}))
         if hasattr(self.offload, "bind"):
             self.offload.bind(self)
+        self._offload_reads_pool = getattr(self.offload, "reads_pool", True)
+        self._prefill_ids = frozenset(i.id for i in self.prefill_pool)
+        # one decode instance per admission profile (replicas of one profile admit alike)
+        self._decode_heads = list({i.profile: i for i in reversed(self.decode_pool)}.values())
         self.kv_link = kv_link
         self.links = {inst.id: simpy.Resource(env, capacity=1) for inst in self.prefill_pool}
         self._queues: dict[int, deque] = {}  # the default hand-offs per link (see _send)
@@ -99,13 +103,13 @@ class DisaggregatedCluster(Cluster):
         self.place(req, self.prefill_pool, self.router)
 
     def wants_handoff(self, req: Request) -> bool:
-        inst = self.instances[req.instance]
-        if inst not in self.prefill_pool:
+        if req.instance not in self._prefill_ids:
             return False
-        if all(other.can_serve(req) for other in self.decode_pool):
+        if not any(other.admits(req) for other in self._decode_heads):
             return False    # no decode instance could ever hold it: it decodes where it is
-        for other in self.decode_pool:   # offload policies may read the decode pool's state
-            other.sync(self.env.now)
+        if self._offload_reads_pool:     # offload policies may read the decode pool's state
+            for other in self.decode_pool:
+                other.sync(self.env.now)
         return self.offload(req)
 
     def prefilled(self, req: Request):
@@ -139,7 +143,7 @@ class DisaggregatedCluster(Cluster):
         queue.popleft()
         if queue:                       # the next transfer on this link starts as this ends
             self._transfer(source, queue[0])
-        self._shipped((req,), source, start)
+        self._shipped((req,), source, start, (ev._value[1][1],))
         self.deliver((req,))
 
     def ship(self, reqs: Sequence[Request], source):
@@ -155,9 +159,9 @@ class DisaggregatedCluster(Cluster):
                 self.kv_link, "transfer", nbytes)))
         self._shipped(reqs, source, start)
 
-    def _shipped(self, reqs, source, start: float):
-        for req in reqs:
-            nb = self.model.kv_bytes(req.kv_tokens)
+    def _shipped(self, reqs, source, start: float, sizes=None):
+        for i, req in enumerate(reqs):
+            nb = self.model.kv_bytes(req.kv_tokens) if sizes is None else sizes[i]
             self.transfers.append((req.id, source.id, start, self.env.now, nb))
             req.handoff_start_s, req.handoff_end_s, req.handoff_bytes = start, self.env.now, nb
             source.release_kv(req)      # the prefill instance held the KV until now

@@ -121,6 +121,7 @@ class Cluster:
         self._active_version = 0
         self._pools: dict = {}           # id(pool) -> placement cache (see place)
         self._fast_pool = None           # (pool, its one profile's admits, candidates, version)
+        self._fast: dict = {}            # id(pool) -> the same, per pool (see _candidates)
 
     # -- requests in -------------------------------------------------------------------------
     def submit(self, req: Request):
@@ -141,7 +142,7 @@ class Cluster:
         """The instances of ``pool`` a router may choose for ``req`` (active ones able to
         serve it; all able ones if none is active), or None. Replicas with one admission
         profile answer alike, so each profile is asked once per request."""
-        fast = self._fast_pool
+        fast = self._fast.get(id(pool))
         if fast is not None and fast[0] is pool and fast[3] == self._active_version:
             if fast[1](req):           # one admission profile, and it admits: the usual case
                 return fast[2]
@@ -166,7 +167,11 @@ class Cluster:
                 lists.clear()
             lists[key] = hit
         if len(heads) == 1 and mask[0]:
-            self._fast_pool = (pool, heads[0].admits, hit, self._active_version)
+            if len(self._fast) > 16:
+                self._fast.clear()
+            fast = self._fast[id(pool)] = (pool, heads[0].admits, hit, self._active_version)
+            if pool is self.instances:
+                self._fast_pool = fast
         return hit
 
     @staticmethod

@@ -237,6 +237,7 @@ class IterationTimer:
         self._host = HostDispatch.for_layout(calibration, layout, self.ranks, kernels,
                                              self.stage_layers, first, last)
         self._decode_fns: dict[tuple, object] = {}
+        self._op_times: list = [None] * len(layout.devices)
         self._step_table: dict[tuple, np.ndarray] = {}
 
     # -- hot path ---------------------------------------------------------------------------
@@ -383,6 +384,15 @@ class IterationTimer:
     def _device(self, s: int, r: int) -> DeviceSpec:
         return self.layout.devices[s * self.layout.tp + r]
 
+    def _op_time(self, s: int, r: int):
+        """The calibration's ``op_time`` for the device of stage ``s``, rank ``r``."""
+        i = s * self.layout.tp + r
+        fns = self._op_times
+        if fns[i] is None:
+            fn = getattr(self.cal, "op_time_for", None)
+            fns[i] = self.cal.op_time if fn is None else fn(self.layout.devices[i])
+        return fns[i]
+
     def _dense_ops(self, s: int, r: int, tokens: int, n_samples: int):
         """(op, name, count, flops, bytes, shape) of the token-count-dependent operators, as
         the kernel accounting lists them."""
@@ -435,10 +445,10 @@ class IterationTimer:
                     if self._twin[r] != r:        # same device and shares: same time
                         hit[s, r] = hit[s, self._twin[r]]
                         continue
-                    dev, op_time, dtype = self._device(s, r), self.cal.op_time, self.dtype
-                    hit[s, r] = sum(c * float(op_time(dev, op, f, by, shp, dtype))
-                                    for op, _, c, f, by, shp in
-                                    self._dense_ops(s, r, tokens, n_samples))
+                    dev, op_time, dtype = self._device(s, r), self._op_time(s, r), self.dtype
+                    hit[s, r] = sum([c * float(op_time(dev, op, f, by, shp, dtype))
+                                     for op, _, c, f, by, shp in
+                                     self._dense_ops(s, r, tokens, n_samples)])
             if len(self._dense_cache) > 65536:
                 self._dense_cache.clear()
             self._dense_cache[key] = hit
@@ -458,7 +468,8 @@ class IterationTimer:
             shape = {"tokens": chunks, "context": context, "batch": len(chunks),
                      "heads": rs.heads, "kv_heads": rs.kv_heads}
             for s in range(lay.pp):
-                t = self.cal.op_time(self._device(s, r), "attn_prefill", f, by, shape, self.dtype)
+                t = self._op_time(s, r)(self._device(s, r), "attn_prefill", f, by, shape,
+                                        self.dtype)
                 t = float(np.sum(t)) + self._kv_concat(s, r, float(np.sum(chunks + context)))
                 out[s, r] = self.stage_layers[s] * t
         return out
@@ -471,7 +482,7 @@ class IterationTimer:
         f, by = rs.attn_prefill(chunk, context)
         shape = {"tokens": chunk, "context": context, "batch": 1, "heads": rs.heads,
                  "kv_heads": rs.kv_heads}
-        return self.stage_layers[0] * (float(self.cal.op_time(
+        return self.stage_layers[0] * (float(self._op_time(0, 0)(
             self._device(0, 0), "attn_prefill", float(f), float(by), shape, self.dtype))
             + self._kv_concat(0, 0, chunk + context))
 
@@ -481,7 +492,7 @@ class IterationTimer:
         f, by = rs.attn_decode(n_decode, context_sums)
         shape = {"batch": n_decode, "kv_len": context_sums / n_decode, "heads": rs.heads,
                  "kv_heads": rs.kv_heads}
-        t = self.cal.op_time(self._device(0, 0), "attn_decode", f, by, shape, self.dtype)
+        t = self._op_time(0, 0)(self._device(0, 0), "attn_decode", f, by, shape, self.dtype)
         if rs.recompute:
             t = t + self._recompute(self._device(0, 0), rs, context_sums)
         return self.stage_layers[0] * (t + self._kv_concat(0, 0, context_sums))
@@ -510,7 +521,8 @@ class IterationTimer:
             shape = {"batch": n_decode, "kv_len": context_sums / n_decode,
                      "heads": rs.heads, "kv_heads": rs.kv_heads}
             for s in range(lay.pp):
-                t = self.cal.op_time(self._device(s, r), "attn_decode", f, by, shape, self.dtype)
+                t = self._op_time(s, r)(self._device(s, r), "attn_decode", f, by, shape,
+                                        self.dtype)
                 if rs.recompute:
                     t = t + self._recompute(self._device(s, r), rs, context_sums)
                 out[s, r] = self.stage_layers[s] * (t + self._kv_concat(s, r, context_sums))
