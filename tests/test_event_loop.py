@@ -19,6 +19,7 @@ from simcluster.hardware import load_device
 from simcluster.models import list_models, model_preset
 from simcluster.policies import BATCHERS
 from simcluster.simulation import Simulation
+from simcluster.serving.rowlog import RowLog
 
 from conftest import make_trace, one_instance
 
@@ -76,8 +77,18 @@ def test_small_chunks_and_windows_change_nothing(h100, llama7b, monkeypatch):
     sim = Simulation(trace, llama7b, one_instance(h100, count=3), cost_model=CostModel(),
                      router="least_outstanding_tokens")
     sim.log.chunk_rows = 11
+    compactions = []
+    real = RowLog.compact
+
+    def spy(log):
+        compactions.append(len(log.rows))
+        real(log)
+    monkeypatch.setattr(RowLog, "compact", spy)
     small = sim.run()
-    assert any(inst.timeline.chunks for inst in sim.cluster.instances)
+    # more compactions of non-empty logs than the final ones (3 timelines and the request log)
+    assert sum(1 for n in compactions if n) > 4
+    assert all(inst.timeline.view is not None and not inst.timeline.chunks
+               for inst in sim.cluster.instances)
     _frames_equal(base, small)
     assert sim.results() is small
 
@@ -244,6 +255,31 @@ def test_timeline_rows_read_as_one_sequence_across_chunks():
     assert streamed[0]["a"].tolist() == [0, 1, 2, 3]
     with pytest.raises(IndexError):
         log2[1]
+
+
+def test_timeline_rows_moved_into_frame_columns_read_the_same():
+    """After move_into the log holds no chunk of its own: it reads its rows from the columns
+    they moved into (widened to int64), rows appended later are still its own, and a second
+    move is refused."""
+    from simcluster.serving.rowlog import RowLog
+    log = RowLog(("a", "b"), (np.int32, np.float64), chunk_rows=4)
+    rows = [(i, i / 2) for i in range(10)]
+    for r in rows[:6]:
+        log.append(r)
+    log.compact()
+    for r in rows[6:9]:
+        log.append(r)
+    out = {"a": np.full(12, -1, dtype=np.int64), "b": np.full(12, np.nan)}
+    assert log.move_into(out, 2) == 9
+    assert log.chunks == [] and log.rows == []
+    assert out["a"][2:11].tolist() == list(range(9)) and out["a"][:2].tolist() == [-1, -1]
+    log.append(rows[9])
+    assert list(log) == rows and log[3] == rows[3] and log[9] == rows[9]
+    assert list(log.since(7)) == rows[7:] and log[-2] == rows[8]
+    log.compact()
+    assert list(log.since(5)) == rows[5:] and log.columns()["a"].tolist() == list(range(10))
+    with pytest.raises(RuntimeError):
+        log.move_into(out, 0)
 
 
 def test_requests_keep_their_rare_fields_per_request():

@@ -6,7 +6,9 @@ over every row appended, numbered from 0). Its owner appends the newest rows to 
 moves into a packed numpy record chunk (``dtypes`` fixed per column, a few dozen bytes a row),
 or is handed to a ``sink`` (e.g. a Parquet writer) and dropped. Memory then grows by one packed
 row per row, or not at all when streaming: rows handed to the sink keep their numbers but are
-no longer held (indexing one raises IndexError; iteration and slices skip them).
+no longer held (indexing one raises IndexError; iteration and slices skip them). At the end of
+a run the rows may *move* into the columns of a results frame (:meth:`move_into`): the log then
+reads them from there, holding no copy of its own.
 """
 
 from __future__ import annotations
@@ -17,6 +19,34 @@ import numpy as np
 
 #: Rows an owner lets a RowLog hold as tuples before compacting it.
 CHUNK_ROWS = 1 << 13
+#: Record chunks freed between two hand-backs of freed memory (see :func:`release_memory`).
+TRIM_CHUNKS = 32
+
+
+def _malloc_trim():
+    try:
+        import ctypes
+        libc = ctypes.CDLL("libc.so.6")
+        fn = libc.malloc_trim
+        fn.argtypes, fn.restype = [ctypes.c_size_t], ctypes.c_int
+        return fn
+    except (OSError, AttributeError):      # not glibc: the allocator keeps what it keeps
+        return None
+
+
+_TRIM = [None, False]
+
+
+def release_memory():
+    """Hand memory freed in the middle of the C heap back to the system (glibc's
+    ``malloc_trim``; nothing elsewhere). Record chunks are a few hundred kB each, below the
+    size glibc maps on its own after the first few are freed, so without this the chunks
+    freed while a run's rows move into its frames would still count in the resident size
+    (under the frames they moved into)."""
+    if not _TRIM[1]:
+        _TRIM[0], _TRIM[1] = _malloc_trim(), True
+    if _TRIM[0] is not None:
+        _TRIM[0](0)
 
 
 class RowLog(Sequence):
@@ -31,6 +61,7 @@ class RowLog(Sequence):
         self.streamed = 0                  # of which handed to the sink (not kept)
         self.sink = sink                   # callable(columns dict) taking compacted chunks
         self.chunk_rows = chunk_rows
+        self.view: list | None = None      # after move_into: the rows' columns, elsewhere
 
     # -- writing -----------------------------------------------------------------------------
     def append(self, row: tuple):
@@ -50,6 +81,32 @@ class RowLog(Sequence):
             self.sink({name: chunk[name] for name in self.names})
         else:
             self.chunks.append(chunk)
+
+    def move_into(self, out: dict, start: int) -> int:
+        """Copy every held row into ``out[name][start:...]`` (one preallocated array per
+        column, any dtype the values cast to), freeing each record chunk once copied; from then
+        on the log reads its rows from those arrays (views, no copy). Returns the rows moved.
+        Moving twice is refused; rows appended afterwards are held as before."""
+        if self.view is not None:
+            raise RuntimeError("RowLog rows were already moved into a frame")
+        self.compact()
+        pos = start
+        chunks, self.chunks = self.chunks, []
+        chunks.reverse()
+        freed = 0
+        while chunks:
+            chunk = chunks.pop()
+            n = len(chunk)
+            for name in self.names:
+                out[name][pos:pos + n] = chunk[name]
+            pos += n
+            del chunk
+            freed += 1
+            if freed % TRIM_CHUNKS == 0:
+                release_memory()
+        release_memory()
+        self.view = [out[name][start:pos] for name in self.names]
+        return pos - start
 
     # -- reading -----------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -76,6 +133,10 @@ class RowLog(Sequence):
         if i < self.streamed:
             raise IndexError(f"row {i} was streamed out and is not held")
         i -= self.streamed
+        if self.view is not None:
+            if i < len(self.view[0]):
+                return tuple(col[i].item() for col in self.view)
+            i -= len(self.view[0])
         for chunk in self.chunks:
             if i < len(chunk):
                 return tuple(chunk[i].tolist())
@@ -83,6 +144,8 @@ class RowLog(Sequence):
         raise IndexError(i)                # pragma: no cover
 
     def __iter__(self):
+        if self.view is not None:
+            yield from zip(*(col.tolist() for col in self.view))
         for chunk in self.chunks:
             yield from chunk.tolist()
         yield from self.rows
@@ -93,6 +156,10 @@ class RowLog(Sequence):
             yield from self.rows[start - self.base:]
             return
         pos = self.streamed
+        if self.view is not None:
+            off = max(0, start - pos)
+            yield from zip(*(col[off:].tolist() for col in self.view))
+            pos += len(self.view[0])
         for chunk in self.chunks:
             if start < pos + len(chunk):
                 yield from chunk[max(0, start - pos):].tolist()
@@ -101,7 +168,13 @@ class RowLog(Sequence):
 
     def record_chunks(self) -> list:
         """Every kept row as record arrays (the newest rows copied, not moved)."""
-        return self.chunks + [np.array(self.rows, dtype=self.record)]
+        chunks = list(self.chunks)
+        if self.view is not None:
+            moved = np.empty(len(self.view[0]), dtype=self.record)
+            for name, col in zip(self.names, self.view):
+                moved[name] = col
+            chunks.insert(0, moved)
+        return chunks + [np.array(self.rows, dtype=self.record)]
 
     def columns(self) -> dict:
         """Every kept row, as one array per column."""

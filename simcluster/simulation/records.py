@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from simcluster.lazy import lazy_module
-from simcluster.serving.rowlog import CHUNK_ROWS, RowLog
+from simcluster.serving.rowlog import CHUNK_ROWS, TRIM_CHUNKS, RowLog, release_memory
 from simcluster.simulation.results import (Results, request_frame_from_columns,
                                            timeline_frame_from_columns)
 
@@ -118,27 +118,33 @@ class RequestLog:
         ``release`` drops the rows once copied out."""
         self.log.compact()
         chunks = self.chunks
-        if release:
+        if release:                        # (each chunk dropped once copied)
             self.chunks = []
+            chunks.reverse()
         out = {}
-        ids = (np.concatenate([c["request_id"] for c in chunks]) if chunks
-               else np.zeros(0, dtype=np.int64))
         for name, dt in REQUEST_FIELDS:
-            if name == "request_id":
-                out[name] = np.arange(self.n, dtype=np.int64)
-                continue
-            col = np.full(self.n, _FILL.get(name, np.nan), dtype=dt)
-            if len(ids):
-                col[ids] = np.concatenate([c[name] for c in chunks])
-            out[name] = col
+            out[name] = (np.arange(self.n, dtype=np.int64) if name == "request_id"
+                         else np.full(self.n, _FILL.get(name, np.nan), dtype=dt))
+        ended = np.zeros(self.n, dtype=bool)
+        for i in range(len(chunks)):
+            c = chunks.pop() if release else chunks[i]
+            ids = c["request_id"]
+            for name, _ in REQUEST_FIELDS:
+                if name != "request_id":
+                    out[name][ids] = c[name]
+            ended[ids] = True
+            del c
+            if release and i % TRIM_CHUNKS == TRIM_CHUNKS - 1:
+                release_memory()
+        if release:
+            release_memory()
         if not self.bytes_float:
             out["handoff_bytes"] = out["handoff_bytes"].astype(np.int64)
         reason = np.full(self.n, "", dtype=object)
         for rid, why in self.reasons.items():
             reason[rid] = why
         out["reason"] = reason
-        out["ended"] = np.zeros(self.n, dtype=bool)
-        out["ended"][ids] = True
+        out["ended"] = ended
         return out
 
 

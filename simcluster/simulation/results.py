@@ -113,15 +113,20 @@ def timeline_frame_from_columns(cols: dict) -> pd.DataFrame:
                         copy=False)
 
 
-def timeline_frame_from_chunks(chunks) -> pd.DataFrame:
-    """The timeline frame from record arrays of timeline rows (in row order): one copy per
-    column, integers as int64."""
-    if not chunks:
+def timeline_frame_from_logs(logs) -> pd.DataFrame:
+    """The timeline frame of replicas' row logs (:class:`~simcluster.serving.rowlog.RowLog`,
+    in order): their rows move into the frame's columns (integers as int64), each record
+    chunk freed once copied, and the logs read their rows from the frame from then on."""
+    n = sum(len(log) - log.streamed for log in logs)
+    if not logs:
         return timeline_frame([])
-    data = {k: np.concatenate([c[k] for c in chunks],
-                              dtype=np.float64 if chunks[0].dtype[k].kind == "f" else np.int64)
-            for k in TIMELINE_COLUMNS}
-    return pd.DataFrame(data, copy=False)
+    kinds = {name: logs[0].record[name].kind for name in TIMELINE_COLUMNS}
+    out = {k: np.empty(n, dtype=np.float64 if kinds[k] == "f" else np.int64)
+           for k in TIMELINE_COLUMNS}
+    pos = 0
+    for log in logs:
+        pos += log.move_into(out, pos)
+    return pd.DataFrame(out, copy=False)
 
 
 def _pct(series: pd.Series, q: float) -> float:

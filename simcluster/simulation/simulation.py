@@ -36,7 +36,7 @@ from simcluster.simulation.records import (REQUEST_FIELDS, TIMELINE_FIELDS, Parq
                                            RequestLog, StreamedResults)
 from simcluster.simulation.results import (ACTIVITY_COLUMNS, Results,
                                            request_frame_from_columns,
-                                           timeline_frame_from_chunks, transfer_frame)
+                                           timeline_frame_from_logs, transfer_frame)
 from simcluster.simulation.work import WorkCoefficients, layout_peaks, row_work
 from simcluster.engines.envelope import envelope_check
 from simcluster.serving.clock import after
@@ -239,9 +239,7 @@ class Simulation:
         requests = request_frame_from_columns(self.log.columns(release=True),
                                               self.trace.prompt_tokens,
                                               self.trace.output_tokens, devices)
-        chunks = [c for inst in self.cluster.instances for c in inst.timeline.record_chunks()]
-        timeline = timeline_frame_from_chunks(chunks)
-        del chunks
+        timeline = timeline_frame_from_logs([inst.timeline for inst in self.cluster.instances])
         timeline["flops"], timeline["bytes"] = row_work(timeline,
                                                         WorkCoefficients.of(self.model))
         self._results = Results(requests, timeline, instances, **kw)
