@@ -31,6 +31,8 @@ import numpy as np
 
 from simcluster.lazy import lazy_module
 from simcluster.calibration import NEUTRAL, Calibration
+from simcluster.cost.decode_steps import STEP_BLOCK, DecodeSteps  # noqa: F401
+from simcluster.cost.breakdown import Breakdown
 from simcluster.cost.accounting import FUSED, ExecutionMode, KernelAccounting, load_accounting
 from simcluster.cost.execution import HostDispatch
 from simcluster.cost.layout import Layout
@@ -43,9 +45,6 @@ from simcluster.models import ModelSpec
 
 pd = lazy_module("pandas")     # (imported when a frame is first built)
 
-#: Context sums per block of a timer's decode step table, and blocks kept (8 KiB each).
-STEP_BLOCK = 1024
-STEP_BLOCKS_KEPT = 2048
 #: Timers a cost model keeps for reuse by later simulations.
 TIMERS_KEPT = 8
 
@@ -200,7 +199,7 @@ class CostModel:
         return hit[0]
 
 
-class IterationTimer:
+class IterationTimer(DecodeSteps, Breakdown):
     """The cost model bound to one (model, layout): fast repeated iteration times."""
 
     def __init__(self, calibration: Calibration, model: ModelSpec, layout: Layout,
@@ -271,107 +270,6 @@ class IterationTimer:
             per_rank = per_rank + self._attn_decode(n_decode, np.array([decode_context_sum]))[:, :, 0]
         per_rank = self._host.apply(per_rank, prefill, n_decode > 0, n_samples > 0, mode)
         return float(per_rank.max(axis=1).sum()) + self._links(tokens, n_decode)
-
-    def decode_steps(self, n_decode: int, context_sum: int, steps: int,
-                     pad_tokens: int = 0, pad_samples: int = 0) -> np.ndarray:
-        """Per-step times of ``steps`` pure-decode iterations of ``n_decode`` sequences whose
-        KV lengths sum to ``context_sum`` at the first step and grow by one token each step
-        (``pad_tokens``, ``pad_samples``: as for :meth:`time`).
-
-        A step's time is a function of the batch size and the context sum alone, so the timer
-        keeps a table of it per batch size (and padding), filled in blocks of
-        :data:`STEP_BLOCK` consecutive context sums the first time a run needs one: a run is
-        then a strided slice of the table (the same floats as evaluating its steps: every
-        operation is elementwise). The array returned is read-only (a view of the table)."""
-        table = self._step_table
-        fk = (n_decode, pad_tokens, pad_samples) if pad_tokens or pad_samples else n_decode
-        lo, hi = context_sum, context_sum + n_decode * (steps - 1)
-        c = lo // STEP_BLOCK
-        if hi // STEP_BLOCK == c:
-            block = table.get((fk, c))
-            if block is None:
-                block = self._step_block(fk, c)
-            off = lo - c * STEP_BLOCK
-            return block[off:hi - c * STEP_BLOCK + 1:n_decode]
-        parts, s = [], lo
-        while s <= hi:
-            c = s // STEP_BLOCK
-            block = table.get((fk, c))
-            if block is None:
-                block = self._step_block(fk, c)
-            last = min(hi, (c + 1) * STEP_BLOCK - 1)
-            parts.append(block[s - c * STEP_BLOCK:last - c * STEP_BLOCK + 1:n_decode])
-            s += n_decode * ((last - s) // n_decode + 1)
-        return np.concatenate(parts)
-
-    def _step_block(self, fk, c: int) -> np.ndarray:
-        """Step times of batches ``fk`` (a size, or (size, pad rows, pad samples)) at context
-        sums ``c * STEP_BLOCK`` onwards."""
-        fn = self._decode_fns.get(fk)
-        if fn is None:
-            fn = self._decode_fns[fk] = (self._decode_fn(*fk) if isinstance(fk, tuple)
-                                         else self._decode_fn(fk))
-        if len(self._step_table) >= STEP_BLOCKS_KEPT:
-            self._step_table.clear()
-        block = fn(np.arange(c * STEP_BLOCK, (c + 1) * STEP_BLOCK, dtype=float))
-        block.flags.writeable = False
-        self._step_table[(fk, c)] = block
-        return block
-
-    def _decode_fn(self, n: int, pad_tokens: int = 0, pad_samples: int = 0):
-        """``sums -> step times`` of batches of ``n`` at the context sums ``sums``: the
-        batch-size parts (dense operators, links, host dispatch, the calibration's slice) bound
-        once, the same floats as evaluating every part per step."""
-        rows, samples = n + int(pad_tokens), n + int(pad_samples)
-        links = self._links(rows, n)
-        mode = self.execution.decode
-        host = self._host
-        if not self._scalar:
-            dense = self._dense(rows, samples)[:, :, None]
-
-            def steps_general(sums):
-                per_rank = dense + self._attn_decode(n, sums)
-                per_rank = host.apply(per_rank, False, True, True, mode)
-                return per_rank.max(axis=1).sum(axis=0) + links
-            return steps_general
-        rs, layers = self.ranks[0], self.stage_layers[0]
-        dense0 = self._dense(rows, samples)[0, 0]
-        if mode != "graphs":
-            def steps_host(sums):
-                t = self._attn_decode_scalar(n, sums) + dense0
-                return host.scalar(t, False, True, True, mode) + links
-            return steps_host
-        const = dense0 + links
-        shape = {"batch": n, "kv_len": 1.0, "heads": rs.heads, "kv_heads": rs.kv_heads}
-        kernel = self.cal.slice_kernel(self._device(0, 0), "attn_decode", shape, self.dtype)
-        if (kernel is None or rs.variant or rs.recompute
-                or self.kernels.kv_cache == "concat"):      # (the general per-step formula)
-            def steps_scalar(sums):
-                return self._attn_decode_scalar(n, sums) + const
-            return steps_scalar
-
-        flops_per_kv, frac, bytes_per_kv, bytes_fixed, scale = rs.attn_decode_terms(n)
-        # decode attention is memory-bound when even at infinite context (the largest
-        # FLOPs-to-bytes ratio) the FLOPs roofline stays 0.1% below the bytes roofline:
-        # then max() picks the bytes term for every step, bit for bit
-        memory_bound = (frac == 0 or flops_per_kv * kernel.bw
-                        < 0.999 * scale * bytes_per_kv * kernel.peak)
-
-        def steps_sliced(sums):
-            if memory_bound and sums[0] >= n:        # (kv_len = sums / n >= 1)
-                by = bytes_per_kv * sums
-                if frac != 1.0:
-                    by *= frac
-                by += bytes_fixed
-                by *= scale
-                t = kernel.bytes_bound(by, sums / n)
-            else:
-                f, by = rs.attn_decode(n, sums)
-                t = kernel(f, by, sums / n)
-            t *= layers
-            t += const
-            return t
-        return steps_sliced
 
     # -- parts ------------------------------------------------------------------------------
     def _same_rank(self, q: int, r: int) -> bool:
@@ -573,62 +471,3 @@ class IterationTimer:
             ops.append(("pp_handoff", lay.pp - 1,
                         float(self.cal.link_time(link, "transfer", act))))
         return ops
-
-    # -- inspection -------------------------------------------------------------------------
-    def breakdown(self, batch: Batch) -> list[dict]:
-        """One row per operator per stage and rank, plus link operators (rank -1)."""
-        rows = []
-        chunks = np.array(batch.prefill_tokens)
-        ctx = np.array(batch.prefill_context)
-        n_dec, ctx_sum = len(batch.decode_context), sum(batch.decode_context)
-        for s in range(self.layout.pp):
-            for r, rs in enumerate(self.ranks):
-                dev = self._device(s, r)
-                ops = list(self._dense_ops(s, r, batch.tokens, batch.samples))
-                if len(chunks) and rs.heads:
-                    f, by = rs.attn_prefill(chunks, ctx)
-                    ops += [("attn_prefill", "attention", self.stage_layers[s], f, by,
-                             {"tokens": chunks, "context": ctx, "batch": len(chunks),
-                              "heads": rs.heads, "kv_heads": rs.kv_heads})]
-                if n_dec:
-                    f, by = rs.attn_decode(n_dec, ctx_sum)
-                    if f:
-                        ops += [("attn_decode", "attention", self.stage_layers[s], f, by,
-                                 {"batch": n_dec, "kv_len": ctx_sum / n_dec, "heads": rs.heads,
-                                  "kv_heads": rs.kv_heads})]
-                    if f and rs.recompute:
-                        ops += [("gemm", "kv_recompute", self.stage_layers[s],
-                                 *self._recompute_op(rs, float(ctx_sum)))]
-                start = len(rows)
-                for op, name, c, f, by, shp in ops:
-                    t = float(np.sum(self.cal.op_time(dev, op, f, by, shp, self.dtype)))
-                    rows.append({"stage": s, "rank": r, "device": dev.name, "op": op,
-                                 "name": name, "count": c, "flops": c * float(np.sum(f)),
-                                 "bytes": c * float(np.sum(by)), "time_s": c * t})
-                kv = (self._kv_concat(s, r, float(np.sum(chunks + ctx))) if len(chunks) else 0.0) \
-                    + (self._kv_concat(s, r, float(ctx_sum)) if n_dec else 0.0)
-                if kv:
-                    rows.append({"stage": s, "rank": r, "device": dev.name, "op": "elementwise",
-                                 "name": "kv_concat", "count": self.stage_layers[s],
-                                 "flops": 0.0, "bytes": float("nan"),
-                                 "time_s": self.stage_layers[s] * kv})
-                rows += self._host_rows(s, r, dev, rows[start:], batch)
-        for name, c, t in self._link_ops(batch.tokens, n_dec):
-            op = "collective" if name in ("tp_allreduce", "ep_allgather") else "transfer"
-            rows.append({"stage": -1, "rank": -1, "device": "link", "op": op, "name": name,
-                         "count": c, "flops": 0.0, "bytes": float("nan"), "time_s": c * t})
-        return rows
-
-    def _host_rows(self, s, r, dev, dev_rows, batch) -> list[dict]:
-        """In eager or piecewise execution, the host dispatch time not hidden under the
-        device time (and the first launch's latency), as one ``host`` row."""
-        prefill = bool(batch.prefill_tokens)
-        mode = self.execution.of_kind(prefill)
-        if mode == "graphs":
-            return []
-        device = sum(row["time_s"] for row in dev_rows)
-        host = self._host.host(prefill, bool(batch.decode_context), batch.samples > 0, mode)
-        extra = float(max(host[s, r] - device, 0.0) + self._host.latency())
-        return [{"stage": s, "rank": r, "device": dev.name, "op": "host",
-                 "name": f"launch_overhead ({mode})", "count": 1, "flops": 0.0,
-                 "bytes": float("nan"), "time_s": extra}]
