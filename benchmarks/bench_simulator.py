@@ -16,6 +16,9 @@ max_model_len 16k, the measured calibration, least-outstanding-tokens routing un
   requests); ``...-process`` rows: the same as a whole fresh process (imports, calibration
   set-up from the on-disk slice cache, trace, run, results frames, summary and the CSV and
   JSON files ``simcluster run --out`` writes), one run.
+* ``setup-cold``, ``setup-warm``: ``azure-x1`` run once in a fresh process with a private,
+  empty disk cache (calibration slices and parsed traces computed and written), then again
+  with that cache filled; the figure is their ``setup s``.
 * ``syn-10k``/``100k``/``1M``: Poisson arrivals at 5 req/s per replica, prompt and output
   lengths resampled from the Azure trace, 4 replicas (20 req/s).
 * ``out-x4``/``x16``: every output 4x/16x longer, arrivals 4x/16x slower (the same
@@ -28,7 +31,9 @@ max_model_len 16k, the measured calibration, least-outstanding-tokens routing un
 Columns: events/req (SimPy events scheduled per request), loop req/cpu-s (median), first
 (first run), floor x (simulation CPU over the floor's), us/req, vs (us/req over the row
 named in ``ref``), rss MiB (peak of the row's process), wall s (median), setup s (CPU from
-process start to the first run, imports and calibration included).
+process start to the first run, imports and calibration included; slices the run asks for
+are computed or read lazily, in the run), proc cpu s (CPU of the whole row process before the
+floor: imports, set-up, every repeat, results).
 """
 
 from __future__ import annotations
@@ -49,6 +54,8 @@ ROWS = {
     "azure-x4": ("azure", {"count": 4}, None),
     "azure-x1-process": ("azure-process", {"count": 1}, None),
     "azure-x4-process": ("azure-process", {"count": 4}, None),
+    "setup-cold": ("azure", {"count": 1, "cache": "cold"}, None),
+    "setup-warm": ("azure", {"count": 1, "cache": "warm"}, None),
     "syn-10k": ("syn", {"n": 10_000, "count": 4}, None),
     "syn-100k": ("syn", {"n": 100_000, "count": 4}, "syn-10k"),
     "syn-1M": ("syn", {"n": 1_000_000, "count": 4}, "syn-10k"),
@@ -157,8 +164,7 @@ def worker(kind: str, p: dict, repeats: int) -> dict:
             out = {"requests": len(sim.trace), "events": next(sim.env._eid),
                    "rejected": int(done.sum()) if done is not None else -1}
         del res, sim
-    if kind == "azure-process":
-        out["process_cpu"] = time.process_time()
+    out["process_cpu"] = time.process_time()
     floor = statistics.median(_floor(out["events"]) for _ in range(3))
     out.update(cpu_first=cpus[0], cpu_med=statistics.median(cpus),
                wall_med=statistics.median(walls), floor=floor, setup=setup,
@@ -167,11 +173,18 @@ def worker(kind: str, p: dict, repeats: int) -> dict:
 
 
 # -- the driver -------------------------------------------------------------------------------
+_CACHE: list = []      # the private disk cache of the setup rows (cold fills it, warm reads)
+
+
 def _run_row(name, kind, p, repeats):
-    reps = 1 if kind == "azure-process" or p.get("stream") else repeats
+    reps = 1 if kind == "azure-process" or p.get("stream") or p.get("cache") else repeats
     cmd = [sys.executable, __file__, "--worker", json.dumps([kind, p, reps])]
-    done = subprocess.run(cmd, capture_output=True, text=True,
-                          env={**os.environ, "PYTHONHASHSEED": "0"})
+    env = {**os.environ, "PYTHONHASHSEED": "0"}
+    if p.get("cache"):
+        if p["cache"] == "cold" or not _CACHE:
+            _CACHE[:] = [tempfile.mkdtemp(prefix="bench-cache-")]
+        env["SIMCLUSTER_CACHE_DIR"] = _CACHE[0]
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if done.returncode:
         raise RuntimeError(f"row {name} failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -202,12 +215,12 @@ def main(argv=None):
     print(f"simcluster event loop, {args.repeats} repeats per row (median); "
           f"CPU = process_time; floor = raw SimPy timeouts")
     hdr = ["row", "requests", "rejected", "events/req", "loop req/cpu-s", "first",
-           "floor x", "us/req", "vs", "ref", "rss MiB", "wall s", "setup s"]
+           "floor x", "us/req", "vs", "ref", "rss MiB", "wall s", "setup s", "proc cpu s"]
     print("  ".join(f"{h:>15}" if i else f"{h:<18}" for i, h in enumerate(hdr)))
     for name, r in results.items():
         n = r["requests"]
         ref = rows[name][2]
-        if name.endswith("-process"):
+        if rows[name][0] == "azure-process":
             cpu = r["process_cpu"]
             loop = first = n / cpu
             floor_x = float("nan")
@@ -218,7 +231,7 @@ def main(argv=None):
         vs = (us / (results[ref]["cpu_med"] / results[ref]["requests"] * 1e6)
               if ref in results else float("nan"))
         vals = [name, n, r["rejected"], r["events"] / n, loop, first, floor_x, us, vs,
-                ref or "-", r["rss_mib"], r["wall_med"], r["setup"]]
+                ref or "-", r["rss_mib"], r["wall_med"], r["setup"], r["process_cpu"]]
         print("  ".join(_fmt(v, i) for i, v in enumerate(vals)))
     floor_rate = statistics.median(r["events"] / r["floor"] for r in results.values())
     print(f"SimPy floor on this machine: {floor_rate:,.0f} timeouts per CPU-second "
