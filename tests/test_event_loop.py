@@ -381,3 +381,29 @@ def test_default_hand_offs_on_callbacks_equal_the_process_form(h100, llama7b, mo
         self.env.process(proc())
     monkeypatch.setattr(DisaggregatedCluster, "_send", ship_in_a_process)
     _frames_equal(fast, go())
+
+
+def test_loose_decode_runs_equal_stepping(h100, llama7b, monkeypatch):
+    """Decode runs of requests outside the decode group (the plan is not exactly the group:
+    here every odd request is kept out of it) advance them one by one, under KV pressure that
+    sizes runs by their blocks — the same results as one step per event."""
+    from simcluster.serving.decode_group import DecodeGroup
+    real = DecodeGroup.can_join
+    monkeypatch.setattr(DecodeGroup, "can_join",
+                        lambda g, req: req.id % 2 == 0 and real(g, req))
+    trace = _poisson(160, 8.0, seed=5)
+
+    def go(steps):
+        return Simulation(trace, llama7b,
+                          one_instance(h100, count=2, max_steady_steps=steps,
+                                       memory_utilization=0.2, max_batched_tokens=4096),
+                          router="least_outstanding_tokens", cost_model=CostModel()).run()
+    fast, slow = go(1_000_000), go(1)
+    assert len(fast.timeline) < len(slow.timeline) / 3
+    assert (fast.timeline.iterations > 1).any()
+    assert (fast.requests.instance == slow.requests.instance).all()
+    np.testing.assert_allclose(fast.requests.finish_s, slow.requests.finish_s, rtol=1e-9)
+    np.testing.assert_allclose(fast.requests.first_token_s, slow.requests.first_token_s,
+                               rtol=1e-9)
+    tl_f, tl_s = fast.timeline, slow.timeline
+    assert (tl_f.decode_seqs * tl_f.iterations).sum() == (tl_s.decode_seqs * tl_s.iterations).sum()

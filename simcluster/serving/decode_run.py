@@ -168,14 +168,6 @@ class DecodeRuns:
                 else int(run.cum.searchsorted(rel, "right")))       # (run.done_by, inline)
         return self._outstanding - run.n * (done - run.applied)
 
-    def load_bound(self) -> int:
-        """The least :attr:`outstanding_tokens` can become before this instance's next event
-        (what it will be when the decode run in flight ends; the value itself otherwise)."""
-        run = self._live
-        if run is None:
-            return self._outstanding
-        return self._outstanding - run.n * (run.k - run.applied)
-
     def load_steps(self, now: float, count: int):
         """(outstanding tokens now, decode batch size, run start, end offsets of the next
         ``count`` steps of the run in flight): the load falls by the batch size at each of
