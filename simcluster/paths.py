@@ -8,6 +8,8 @@ exists, the checkout first.
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 
 _PACKAGE = Path(__file__).resolve().parent
@@ -21,6 +23,23 @@ def data_dir(name: str) -> Path:
     return _PACKAGE / "_data" / name
 
 
+def cache_dir() -> Path | None:
+    """The per-user cache folder of simcluster (calibration slices, parsed bundled traces), or
+    None when disabled: ``$SIMCLUSTER_CACHE_DIR`` if set (empty: no disk cache), else
+    ``$XDG_CACHE_HOME/simcluster`` or ``~/.cache/simcluster`` (``~/Library/Caches`` on macOS,
+    ``%LOCALAPPDATA%`` on Windows) -- never the package folder."""
+    env = os.environ.get("SIMCLUSTER_CACHE_DIR")
+    if env is not None:
+        return Path(env).expanduser() if env.strip() else None
+    if sys.platform == "darwin":
+        base = Path.home() / "Library" / "Caches"
+    elif os.name == "nt":
+        base = Path(os.environ.get("LOCALAPPDATA") or Path.home() / "AppData" / "Local")
+    else:
+        base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "simcluster"
+
+
 def code_digest() -> str:
     """A hash of the simulator's source (every ``.py`` under the package) and of the bundled
     hardware data (``hwspecs``, with any extra folders named by ``SIMCLUSTER_HWSPECS``): what
@@ -28,7 +47,6 @@ def code_digest() -> str:
     if _DIGEST:
         return _DIGEST[0]
     import hashlib
-    import os
     h = hashlib.sha256()
     roots = [_PACKAGE, data_dir("hwspecs")]
     roots += [Path(p) for p in os.environ.get("SIMCLUSTER_HWSPECS", "").split(os.pathsep) if p]

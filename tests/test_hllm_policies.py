@@ -141,8 +141,9 @@ def _prefill_qps(trace, model, gpu, router, batching, params, router_params):
     cfg = InstanceConfig(max_num_seqs=8, max_batched_tokens=65_536)
     spec = InstanceSpec(Layout.uniform(gpu), cfg, batching=batching, batching_params=params)
     sim = Simulation(trace, model, [spec], router=router, router_params=router_params)
-    req = sim.run().requests
-    return len(req) / (req.finish_s.max() - req.arrival_s.min()), sim
+    res = sim.run()
+    req = res.requests
+    return len(req) / (req.finish_s.max() - req.arrival_s.min()), res
 
 
 def test_length_buckets_beat_random_batches_when_padded(llama7b, a100):
@@ -153,14 +154,14 @@ def test_length_buckets_beat_random_batches_when_padded(llama7b, a100):
     buckets = [256, 512, 1024, 2048]
     padded = {"buckets": [10**6], "padded": True}
     fcfs, _ = _prefill_qps(trace, llama7b, a100, "round_robin", "bucketed", padded, {})
-    grouped, sim = _prefill_qps(trace, llama7b, a100, "length_buckets", "bucketed",
+    grouped, res = _prefill_qps(trace, llama7b, a100, "length_buckets", "bucketed",
                                 {"buckets": buckets, "padded": True}, {"buckets": buckets})
     unpadded, _ = _prefill_qps(trace, llama7b, a100, "round_robin", "vllm", {}, {})
     assert grouped > 1.3 * fcfs
     assert unpadded >= grouped * 0.95          # varlen kernels: mixing costs ~nothing
     # batches of the bucketed run hold one bucket each
     starts = {}
-    for r in sim.requests:
+    for r in res.requests.itertuples():
         starts.setdefault(r.prefill_start_s, set()).add(bucket_of(r.prompt_tokens, buckets))
     assert all(len(b) == 1 for b in starts.values())
 

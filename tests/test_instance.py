@@ -196,4 +196,4 @@ def test_sync_at_the_end_of_a_decode_run_finishes_once(h100, llama7b):
     res = sim.run()
     assert synced == [end]
     assert res.requests.finish_s.tolist() == first.requests.finish_s.tolist()
-    assert len(sim.cluster.done) == 1 and inst.outstanding_tokens == 0
+    assert sim.cluster.finished_count == 1 and inst.outstanding_tokens == 0

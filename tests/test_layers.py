@@ -20,7 +20,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "simcluster"
 
 # bottom to top; names in one entry share a layer (they may import each other, acyclically)
 LAYERS = [
-    {"errors", "paths"},
+    {"errors", "paths", "lazy"},   # lazy: import-on-first-use helper (pandas), no imports of ours
     {"hardware", "models", "workload"},
     {"calibration"},
     {"cost"},

@@ -46,240 +46,54 @@ provenance says so. CPU tables (measured on the lent machines' host) belong to t
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import math
+import sys
 from pathlib import Path
 from typing import Mapping
 
 import numpy as np
-import pandas as pd
-from scipy.interpolate import LinearNDInterpolator, NearestNDInterpolator, RBFInterpolator
-from scipy.spatial import QhullError
 
+from simcluster.calibration.borrowing import load_borrowing
+from simcluster.calibration.curves import (  # noqa: F401 (re-exported)
+    FUSED_KINDS, Curve, GroupedCurve, KindCurves, fit_curves, table_rows)
+from simcluster.calibration.links import fit_links
 from simcluster.calibration.roofline import (DEVICE_OPS, NO_LAUNCH_COSTS,
                                              Calibration, LaunchCosts, compute_dtype)
-from simcluster.calibration.borrowing import load_borrowing
-from simcluster.calibration.launch import borrowed, fit_launch
-from simcluster.calibration.links import fit_links
-from simcluster.calibration.tables import calibrated_devices, load_tables
-from simcluster.models.operators import op_counts
+from simcluster.calibration.slice_cache import SliceStore, content_hash
+from simcluster.calibration.slice_kernel import SliceKernel, vector_time
+from simcluster.calibration.tables import (calibrated_devices, load_tables, read_meta,
+                                          read_table)
 from simcluster.hardware import DeviceSpec, load_device
 
 HOST_CPU = "Lent-Host-Xeon-16C"
 
 
-class Curve:
-    """log slowdown interpolated over log-shape features (see module docstring)."""
+_SLICED = frozenset(DEVICE_OPS)
 
-    def __init__(self, X: np.ndarray, y: np.ndarray, smooth: bool = False):
-        X, y = np.asarray(X, float), np.asarray(y, float)
-        if X.ndim == 1:
-            X = X[:, None]
-        # a feature that never varies in the measurements carries no information
-        self._keep = np.ptp(X, axis=0) > 0
-        if not self._keep.any():
-            self._keep[-1] = True
-        X = X[:, self._keep]
-        self.dim = X.shape[1]
-        self.n = len(y)
-        if self.dim == 1:
-            order = np.argsort(X[:, 0])
-            self._x1, self._y1 = X[order, 0], y[order]
-        else:
-            self._near = NearestNDInterpolator(X, y, rescale=True)
-            try:
-                self._lin = LinearNDInterpolator(X, y, rescale=True)
-            except QhullError:     # measured points on a flat set: nearest point only
-                self._lin = lambda Z: np.full(len(Z), np.nan)
-                smooth = False
-            # inside the hull a thin-plate spline follows the saturating efficiency curves
-            # better than linear simplices across the grid's 2-4x gaps
-            self._rbf = RBFInterpolator(X, y, kernel="thin_plate_spline") if smooth else None
-        self.floor_s = None
-
-    def __call__(self, X) -> np.ndarray:
-        X = np.atleast_2d(np.asarray(X, float))[:, self._keep]
-        if self.dim == 1:
-            return np.interp(X[:, 0], self._x1, self._y1)
-        out = self._lin(X)
-        bad = np.isnan(out)
-        if self._rbf is not None and (~bad).any():
-            out[~bad] = self._rbf(X[~bad])
-        if bad.any():
-            out[bad] = self._near(X[bad])
-        return out
+@functools.cache
+def _slice_x(op: str) -> np.ndarray:
+    """The length axis of a slice: 481 points uniform in log length up to 1e6 (bytes per
+    kernel up to 1e12 for elementwise operators)."""
+    return np.linspace(0.0, math.log(1e12 if op == "elementwise" else 1e6), 481)
 
 
-def _slowdown_points(op: str, df: pd.DataFrame, device: DeviceSpec, dtype: str):
-    """(features, log slowdown, times) of the measured rows of one operator class."""
-    peak = device.peak_flops_for(compute_dtype(device, dtype))
-    bw = device.mem_bw_bytes_per_s
-    feats, ys, ts = [], [], []
-    for row in df.to_dict("records"):
-        if op in ("gemm", "gemm_nn"):
-            shape = {"m": row["m"], "n": row["n"], "k": row["k"]}
-            x = (math.log(row["n"]), math.log(row["k"]), math.log(row["m"]))
-        elif op == "attn_prefill":
-            ctx = row.get("context", 0)
-            shape = {"tokens": row["seq_len"], "context": 0 if pd.isna(ctx) else ctx,
-                     "batch": row["batch"],
-                     "num_heads": row["num_heads"], "num_kv_heads": row["num_kv_heads"],
-                     "head_dim": row["head_dim"]}
-            x = (math.log(row["num_heads"] / row["num_kv_heads"]),
-                 math.log(row["batch"] * row["num_heads"]), math.log(row["seq_len"]))
-        elif op == "attn_decode":
-            shape = {"batch": row["batch"], "kv_len": row["kv_len"],
-                     "num_heads": row["num_heads"], "num_kv_heads": row["num_kv_heads"],
-                     "head_dim": row["head_dim"]}
-            x = (math.log(row["num_heads"] / row["num_kv_heads"]),
-                 math.log(row["batch"] * row["num_kv_heads"]), math.log(row["kv_len"]))
-        elif op == "grouped_gemm":
-            shape = {"m": row["m"], "n": row["n"], "k": row["k"], "groups": row["groups"]}
-            x = (math.log(row["n"]), math.log(row["k"]), math.log(row["groups"]),
-                 math.log(row["m"]))
-        else:  # elementwise: the row length matters (a norm reduces along it)
-            shape = {"bytes": row["bytes"]}
-            x = (math.log(row["hidden"]), math.log(row["bytes"]))
-        flops, nbytes, _ = op_counts("gemm" if op == "gemm_nn" else op, shape)
-        roof = max(flops / peak, nbytes / bw)
-        feats.append(x)
-        ys.append(math.log(row["time_s"] / roof))
-        ts.append(row["time_s"])
-    return np.array(feats), np.array(ys), np.array(ts)
+@contextlib.contextmanager
+def _one_blas_thread():
+    """BLAS pinned to one thread (fits and slices are small; threads only spin)."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:           # pragma: no cover - threadpoolctl is a core dependency
+        yield
+        return
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield
 
 
-def _best_per_shape(df: pd.DataFrame, keys) -> pd.DataFrame:
-    """The fastest row (backend / op kind) for each shape."""
-    return df.loc[df.groupby(list(keys)).time_s.idxmin()]
-
-
-def table_rows(tables: Mapping[str, tuple[dict, pd.DataFrame]], op: str, dtype: str):
-    """The rows of ``tables`` that calibrate ``op`` in ``dtype`` (None if there are none).
-    ``gemm`` is the ``nt`` weight layout (``F.linear``'s; tables without a layout column hold
-    only it), ``gemm_nn`` the other."""
-    def pick(name):
-        return tables[name][1] if name in tables else None
-    if op in ("gemm", "gemm_nn"):
-        df = pick("gemm")
-        if df is None:
-            df = pick("cpu_gemm")
-            if df is not None:
-                df = df[df.threads == df.threads.max()]
-        if df is not None:
-            df = df[df.dtype == dtype]
-            if "layout" in df.columns:
-                df = df[df.layout == ("nn" if op == "gemm_nn" else "nt")]
-            elif op == "gemm_nn":
-                df = None
-        return df if df is not None and len(df) else None
-    if op == "attn_prefill":
-        df = pick("attn_prefill")
-        keys = ["batch", "seq_len", "num_heads", "num_kv_heads", "head_dim"]
-        return None if df is None else _best_per_shape(
-            df, keys + (["context"] if "context" in df.columns else []))
-    if op == "attn_decode":
-        df = pick("attn_decode")
-        if df is None:
-            df = pick("cpu_attn_decode")
-            if df is not None:
-                df = df[(df.threads == df.threads.max()) & (df.dtype == dtype)]
-        return None if df is None or not len(df) else _best_per_shape(
-            df, ["batch", "kv_len", "num_heads", "num_kv_heads", "head_dim"])
-    if op == "elementwise":
-        parts = [d for d in (pick("elementwise"), pick("profiled_kernels")) if d is not None]
-        if not parts:
-            return None
-        df = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
-        return df[df.dtype == "bf16"] if "dtype" in df else df
-    if op == "grouped_gemm":
-        df = pick("grouped_gemm")
-        df = None if df is None else df[df.dtype == dtype]
-        return df if df is not None and len(df) else None
-    raise ValueError(op)
-
-
-class GroupedCurve:
-    """Exact on the first ``exact`` features where that group was measured (interpolating the
-    rest within the group), the full interpolation elsewhere. GEMMs group by (n, k) and
-    interpolate along m; attention groups by the GQA group size.
-
-    GEMM pairs whose n or k is not a multiple of 8 (16-byte rows in bf16; e.g. OPT's vocabulary
-    over 8 ranks, n = 6284) run a slower cuBLAS path (2-3x on the H200): they are kept exact but
-    left out of the across-pair interpolation, which they would otherwise pull up for aligned
-    neighbours (a held-out (m=732, n=6144, k=5120) came out +199% with them in)."""
-
-    def __init__(self, X: np.ndarray, y: np.ndarray, exact: int, general=None):
-        # ``general``: the rows the across-group interpolation may use (all by default)
-        keep = np.ones(len(y), bool) if general is None else np.asarray(general, bool)
-        self.general = Curve(X[keep], y[keep]) if keep.sum() > X.shape[1] else Curve(X, y)
-        self.exact, self.dim, self.n, self.floor_s = exact, X.shape[1], len(y), None
-        self.groups = {}
-        keys = np.round(X[:, :exact], 9)
-        for key in {tuple(k) for k in keys}:
-            sel = (keys == np.array(key)).all(axis=1)
-            if sel.sum() > X.shape[1] - exact:
-                self.groups[key] = Curve(X[sel, exact:], y[sel], smooth=self.dim - exact > 1)
-
-    def __call__(self, X) -> np.ndarray:
-        X = np.atleast_2d(np.asarray(X, float))
-        keys = np.round(X[:, :self.exact], 9)
-        key = tuple(keys[0])
-        if key in self.groups and (keys == np.array(key)).all():
-            return self.groups[key](X[:, self.exact:])
-        return self.general(X)
-
-
-#: The kinds a fused engine's grouped elementwise line (kind None) averages over; the
-#: unfused HF kinds (rmsnorm_hf, rotary_hf) are used only when an accounting names them.
-FUSED_KINDS = ("rmsnorm", "silu_mul", "residual_add")
-
-
-class KindCurves:
-    """Elementwise curves, one per kernel kind; an unnamed or unknown kind gets the mean of
-    the fused kinds (all kinds where none of those was measured)."""
-
-    def __init__(self, curves: dict[str, Curve]):
-        self.kinds = curves
-        self.dim, self.floor_s = 1, None
-        self.n = sum(c.n for c in curves.values())
-        self._mean = [c for k, c in curves.items() if k in FUSED_KINDS] or list(curves.values())
-
-    def __call__(self, X, kind: str | None = None) -> np.ndarray:
-        if kind in self.kinds:
-            return self.kinds[kind](X)
-        return np.mean([c(X) for c in self._mean], axis=0)
-
-
-def _table_notes(tables) -> str:
-    """Where imported tables came from (their ``source`` metadata), for the provenance."""
-    srcs = sorted({meta["source"] for meta, _ in tables.values() if meta.get("source")})
-    return "; ".join(srcs)
-
-
-def fit_curves(tables, device: DeviceSpec, dtypes=("bf16", "fp32")) -> dict:
-    """(op, dtype) -> curve for every operator class the tables cover."""
-    curves = {}
-    for op in DEVICE_OPS + ("gemm_nn",):
-        for dtype in dtypes:
-            df = table_rows(tables, op, dtype)
-            if df is None or len(df) < 2:
-                continue
-            if op == "elementwise":
-                kinds = {}
-                for kind, sub in df.groupby("op"):
-                    X, y, t = _slowdown_points(op, sub, device, dtype)
-                    if len(y) >= 3:
-                        kinds[kind] = GroupedCurve(X, y, exact=1)
-                curve = KindCurves(kinds)
-                curve.floor_s = float(df.time_s.min())
-            else:
-                X, y, t = _slowdown_points(op, df, device, dtype)
-                general = ((df.n.to_numpy() % 8 == 0) & (df.k.to_numpy() % 8 == 0)
-                           if op in ("gemm", "gemm_nn", "grouped_gemm") else None)
-                curve = GroupedCurve(X, y, exact=2 if op in ("gemm", "gemm_nn", "grouped_gemm")
-                                     else 1, general=general)
-                curve.floor_s = float(t.min())
-            curves[(op, dtype)] = curve
-    return curves
+#: The tables of a device's GPU curves.
+GPU_TABLES = ("gemm", "attn_prefill", "attn_decode", "elementwise", "grouped_gemm",
+              "profiled_kernels")
 
 
 class MeasuredCalibration(Calibration):
@@ -287,7 +101,17 @@ class MeasuredCalibration(Calibration):
     published profile), else borrowed per operator class from a calibrated device of its
     architecture family, else (flagged cross-family) of its kind, unless
     ``hwspecs/calibration/borrowing.toml`` says otherwise (``datasheet_only``, an explicit
-    source). The provenance names every borrowed curve."""
+    source). The provenance names every borrowed curve.
+
+    Built from the bundled tables (no curves given), the calibration is lazy: a device's curves
+    are fitted only when one of its slices (or its curve list) is missing from the on-disk
+    slice cache (:mod:`.slice_cache`, keyed by :attr:`content_hash`), so a process whose
+    slices are cached never imports scipy or reads a table with pandas; launch costs and link
+    fits are cached the same way. BLAS is pinned to one thread while fitting and slicing
+    (threadpoolctl): on a busy machine its threads only spin. Built from given curves, it
+    keeps its slices in memory. :attr:`curves` and :attr:`launch` are complete either way
+    (reading them fits what is not yet fitted).
+    """
 
     name = "measured"
 
@@ -296,42 +120,154 @@ class MeasuredCalibration(Calibration):
                  borrowing: Mapping[str, dict] | None = None,
                  launch: Mapping[str, LaunchCosts] | None = None):
         super().__init__()
-        from_tables = curves_by_device is None
-        self.notes: dict[str, str] = {}
-        launch = dict(launch or {})
-        if from_tables:
-            curves_by_device, specs = {}, {}
-            for name, folder in calibrated_devices().items():
-                tables = load_tables(folder)
-                gpu = {k: v for k, v in tables.items()
-                       if k in ("gemm", "attn_prefill", "attn_decode", "elementwise",
-                                "grouped_gemm", "profiled_kernels")}
-                cpu = {k: v for k, v in tables.items() if k.startswith("cpu_")}
-                if gpu:
-                    specs[name] = load_device(name)
-                    curves_by_device[name] = fit_curves(gpu, specs[name])
-                    self.notes[name] = _table_notes(gpu)
-                if "launch" in tables:
-                    launch[name] = fit_launch(*tables["launch"], name,
-                                              str(Path(folder) / "launch.csv"))
-                if cpu and HOST_CPU not in curves_by_device:
-                    specs[HOST_CPU] = load_device(HOST_CPU)
-                    curves_by_device[HOST_CPU] = fit_curves(cpu, specs[HOST_CPU])
-            if borrowing is None:
-                borrowing = load_borrowing()
-        self.curves = dict(curves_by_device)
-        self.specs = dict(specs or {})
-        self.links = fit_links(calibrated_devices()) if from_tables else {}
-        self.launch = launch
-        self.borrowing = dict(borrowing or {})
         self.note = note
         self._source: dict = {}
         self._slices: dict = {}
+        self._fast: dict = {}
+        self._manifests: dict[str, dict] = {}
+        self._links = None
+        self._notes: dict[str, str] = {}
+        if curves_by_device is not None:
+            self._curves = dict(curves_by_device)
+            self.specs = dict(specs or {})
+            self.borrowing = dict(borrowing or {})
+            self._launch = dict(launch or {})
+            self._folders: dict[str, tuple] = {}
+            self._links = {}
+            self.content_hash = None
+            self.store = SliceStore(None)
+            return
+        self.borrowing = dict(load_borrowing() if borrowing is None else borrowing)
+        self._launch, self._launch_given = None, dict(launch or {})
+        self._curves, self.specs, self._folders = {}, {}, {}
+        self._calibrated = calibrated_devices()
+        for name, folder in self._calibrated.items():
+            stems = {p.stem for p in folder.glob("*.csv")}
+            if stems & set(GPU_TABLES):
+                self.specs[name] = load_device(name)
+                self._folders[name] = (folder, "gpu")
+            if any(s.startswith("cpu_") for s in stems) and HOST_CPU not in self._folders:
+                self.specs[HOST_CPU] = load_device(HOST_CPU)
+                self._folders[HOST_CPU] = (folder, "cpu")
+        self.content_hash = content_hash(self._calibrated, self._hash_parts())
+        self.store = SliceStore.for_hash(self.content_hash)
+
+    def _hash_parts(self):
+        """What the fits read besides the tables: specs, the fitting code, library versions."""
+        from importlib.metadata import version
+
+        from simcluster.calibration import (curves, launch, links, roofline, slice_kernel,
+                                            tables)
+        from simcluster.hardware import load_link
+        from simcluster.models import operators
+        code = [Path(m.__file__).read_text() for m in (
+            sys.modules[__name__], curves, slice_kernel, roofline, tables, operators, launch,
+            links)]
+        specs = [repr(self.specs[n]) for n in self.specs]
+        link_specs = [repr(load_link(n)) for n in ("NVLink4", "PCIe5")]
+        return [*code, *specs, *link_specs, np.__version__, version("scipy")]
+
+    @property
+    def curves(self) -> dict:
+        """Calibrated device -> (op, dtype) -> curve, every device fitted."""
+        for src in self._folders:
+            self._fitted(src)
+        return self._curves
+
+    @property
+    def links(self) -> dict:
+        """(link kind, op) -> (bandwidth efficiency, latency floor s): :func:`fit_links`."""
+        if self._links is None:
+            done = self.store.get(["links_done"])
+            if done is not None:
+                self._links = {(k[1], k[2]): (float(v[0]), float(v[1]))
+                               for k, v in self.store.records.items() if k[0] == "link"}
+            else:
+                self._links = fit_links(self._calibrated)
+                for (kind, op), (eff, floor) in self._links.items():
+                    self.store.put(["link", kind, op], [eff, floor])
+                self.store.put(["links_done"], [len(self._links)])
+        return self._links
+
+    @property
+    def launch(self) -> dict[str, LaunchCosts]:
+        """Device -> its launch costs, from its ``launch`` table (cached like the slices)."""
+        if self._launch is None:
+            from simcluster.calibration.roofline import LAUNCH_CLASSES
+            out = {}
+            if self.store.get(["launch_done"]) is not None:
+                for k, v in self.store.records.items():
+                    if k[0] == "launch":
+                        out[k[1]] = LaunchCosts(dict(zip(LAUNCH_CLASSES, map(float, v[1:]))),
+                                                float(v[0]), k[2])
+            else:
+                from simcluster.calibration.launch import fit_launch
+                for name, folder in self._calibrated.items():
+                    path = Path(folder) / "launch.csv"
+                    if path.exists():
+                        meta, df = read_table(path)
+                        out[name] = cost = fit_launch(meta, df, name, str(path))
+                        self.store.put(["launch", name, cost.source],
+                                       [cost.latency_s] + [cost.dispatch_s[c]
+                                                           for c in LAUNCH_CLASSES])
+                self.store.put(["launch_done"], [len(out)])
+            out.update(self._launch_given)
+            self._launch = out
+        return self._launch
+
+    def _note(self, name: str) -> str:
+        """Where a device's GPU tables came from (their ``source`` metadata), for the
+        provenance (the tables' comment headers only: no pandas)."""
+        hit = self._notes.get(name)
+        if hit is None:
+            folder = self._folders.get(name, (None, ""))
+            srcs = set()
+            if folder[1] == "gpu":
+                for stem in GPU_TABLES:
+                    path = Path(folder[0]) / f"{stem}.csv"
+                    if path.exists():
+                        src = read_meta(path).get("source")
+                        if src:
+                            srcs.add(src)
+            hit = self._notes[name] = "; ".join(sorted(srcs))
+        return hit
+
+    def _fitted(self, src: str) -> dict:
+        """(op, dtype) -> curve of calibrated device ``src``, fitted on first use."""
+        if src not in self._curves:
+            folder, part = self._folders[src]
+            tables = load_tables(folder)
+            if part == "gpu":
+                tables = {k: v for k, v in tables.items() if k in GPU_TABLES}
+            else:
+                tables = {k: v for k, v in tables.items() if k.startswith("cpu_")}
+            with _one_blas_thread():
+                self._curves[src] = fit_curves(tables, self.specs[src])
+        return self._curves[src]
+
+    def _manifest(self, src: str) -> dict:
+        """(op, dtype) -> measured floor s of every curve of ``src`` (from the cache when
+        it holds them, so that no fit is needed to know which curves exist)."""
+        hit = self._manifests.get(src)
+        if hit is None:
+            if src not in self._folders:          # given curves
+                hit = {key: c.floor_s or 0.0 for key, c in self._curves.get(src, {}).items()}
+            elif self.store.get(["curves_done", src]) is not None:
+                hit = {(k[2], k[3]): float(v[0]) for k, v in self.store.records.items()
+                       if k[0] == "curve" and k[1] == src}
+            else:
+                hit = {key: c.floor_s or 0.0 for key, c in self._fitted(src).items()}
+                for (op, dtype), floor in hit.items():
+                    self.store.put(["curve", src, op, dtype], [floor])
+                self.store.put(["curves_done", src], [len(hit)])
+            self._manifests[src] = hit
+        return hit
 
     # -- which curves a device uses --------------------------------------------------------
     def _has(self, name: str, op: str | None) -> bool:
-        return name in self.curves and (op is None or any(
-            o == op for o, _ in self.curves[name]))
+        if name not in self._curves and name not in self._folders:
+            return False
+        return op is None or any(o == op for o, _ in self._manifest(name))
 
     def source_of(self, device: DeviceSpec, op: str | None = None) -> tuple[str | None, str]:
         """(calibrated device whose curves apply, how) for ``device`` (and one operator class;
@@ -350,8 +286,8 @@ class MeasuredCalibration(Calibration):
             op = "grouped_gemm" if self._has(device.name, "grouped_gemm") else "gemm"
             # no grouped table of its own: its dense GEMM curves (op_provenance says so)
         if self._has(device.name, op):
-            return device.name, "own tables" + (f" ({self.notes[device.name]})"
-                                                if self.notes.get(device.name) else "")
+            note = self._note(device.name)
+            return device.name, "own tables" + (f" ({note})" if note else "")
         explicit = (rule.get("ops") or {}).get(op) or rule.get("from")
         if explicit and self._has(explicit, op):
             return explicit, f"borrowed from {explicit} (hwspecs/calibration/borrowing.toml)"
@@ -385,6 +321,7 @@ class MeasuredCalibration(Calibration):
             return self.launch[device.name]
         if not self.launch:
             return NO_LAUNCH_COSTS
+        from simcluster.calibration.launch import borrowed
         owner = sorted(self.launch)[-1]
         return borrowed(self.launch[owner], owner)
 
@@ -412,15 +349,23 @@ class MeasuredCalibration(Calibration):
         return hit
 
     def _curve(self, device, op, dtype):
+        """(calibrated device, curve key) that times ``op`` on ``device`` in ``dtype``, or
+        None (from the curves' manifest: no fit needed)."""
         src, _ = self.source_of(device, "gemm" if op == "gemm_nn" else op)
         if src is None:
             return None
-        curves = self.curves[src]
-        hit = curves.get((op, dtype)) or next(
-            (c for (o, _), c in curves.items() if o == op), None)
-        if hit is None and op == "gemm_nn":       # no nn-layout table: the nt curve
+        key = self._curve_key(src, op, dtype)
+        if key is None and op == "gemm_nn":       # no nn-layout table: the nt curve
             return self._curve(device, "gemm", dtype)
-        return hit
+        return None if key is None else (src, key)
+
+    def _curve_key(self, src: str, op: str, dtype: str):
+        """The (op, dtype) curve of ``src`` that times ``op`` in ``dtype`` (another dtype's
+        curve of the same operator if that one was not measured), or None."""
+        manifest = self._manifest(src)
+        if (op, dtype) in manifest:
+            return (op, dtype)
+        return next((key for key in manifest if key[0] == op), None)
 
     # -- rates -----------------------------------------------------------------------------
     def _fixed_and_length(self, op, shape):
@@ -447,13 +392,22 @@ class MeasuredCalibration(Calibration):
         one ``np.interp`` for arrays and a direct index for scalars."""
         cdt = compute_dtype(device, dtype)
         peak, bw = device.peak_flops_for(cdt), device.mem_bw_bytes_per_s
-        curve = self._curve(device, op, cdt)
-        if curve is None:
-            return peak, bw, None, None, None, 0.0
-        xs = np.linspace(0.0, math.log(1e12 if op == "elementwise" else 1e6), 481)
-        pts = np.column_stack([np.broadcast_to(f, xs.shape) for f in fixed] + [xs])
-        ys = curve(pts, kind) if op == "elementwise" else curve(pts)
-        return peak, bw, xs, ys, ys.tolist(), curve.floor_s or 0.0
+        hit = self._curve(device, op, cdt)
+        if hit is None:
+            return peak, bw, None, None, None, 0.0, 0.0, 0.0
+        src, ckey = hit
+        xs = _slice_x(op)
+        skey = ["slice", src, ckey[0], ckey[1], kind, list(fixed)]
+        ys = self.store.get(skey)
+        if ys is None:
+            curve = self._fitted(src)[ckey]
+            pts = np.column_stack([np.broadcast_to(f, xs.shape) for f in fixed] + [xs])
+            with _one_blas_thread():
+                ys = curve(pts, kind) if op == "elementwise" else curve(pts)
+            if self._folders:
+                self.store.put(skey, ys)
+        return (peak, bw, xs, ys, ys.tolist(), self._manifest(src)[ckey], float(xs[1]),
+                len(xs) - 1.000001)
 
     def _link_rates(self, link, op, bytes_, n_ranks):
         fit = self.links.get((link.kind, op))
@@ -463,33 +417,62 @@ class MeasuredCalibration(Calibration):
         steps = 2 * (n_ranks - 1) if op == "collective" else 1
         return link.bw_bytes_per_s * efficiency, floor_s / steps
 
-    def op_time(self, device, op, flops, bytes_, shape, dtype="bf16"):
-        """Roofline time at the datasheet peaks times the interpolated slowdown, not below
-        the operator class's measured per-kernel floor."""
-        if op == "grouped_gemm" and self._grouped_as_gemm(device, dtype):
-            op = "gemm"     # the dense GEMM curve at the per-expert shape (see module doc)
-            shape = {"m": shape["m"], "n": shape["n"], "k": shape["k"],
-                     "kernels": shape.get("kernels", 1)}
-        if op == "gemm" and shape.get("layout") == "nn":
-            op = "gemm_nn"       # the other weight layout: its own curve where measured
+    def _slice(self, device, op, shape, dtype):
         fixed, length = self._fixed_and_length(op, shape)
         kind = shape.get("kind")
         key = (self._device_key(device), op, dtype, kind, fixed)
         ent = self._slices.get(key)
         if ent is None:
             ent = self._slices[key] = self._entry(device, op, dtype, kind, fixed)
-        peak, bw, xs, ys, ys_list, floor = ent
+        return ent, length
+
+    def _fast_key(self, device, op, shape, dtype):
+        """(a key naming the slice by the raw shape fields, the length) — no logarithms; the
+        key's slice is the one :meth:`_slice` finds (resolved there on a miss)."""
+        if op == "gemm" or op == "gemm_nn":
+            return (id(device), op, dtype, shape["n"], shape["k"]), shape["m"]
+        if op == "grouped_gemm":     # (groups as _fixed_and_length rounds them)
+            return ((id(device), op, dtype, shape["n"], shape["k"],
+                     round(math.log2(max(shape["groups"], 1)) * 16)), shape["m"])
+        if op == "elementwise":
+            return ((id(device), op, dtype, shape.get("hidden"), shape.get("kind")),
+                    shape["bytes"] / shape.get("kernels", 1))
+        if op == "attn_prefill":
+            return ((id(device), op, dtype, shape["heads"], shape.get("kv_heads"),
+                     shape.get("batch")), shape["tokens"])
+        return ((id(device), op, dtype, shape["heads"], shape["kv_heads"], shape["batch"]),
+                shape["kv_len"])
+
+    def op_time(self, device, op, flops, bytes_, shape, dtype="bf16"):
+        """Roofline time at the datasheet peaks times the interpolated slowdown, not below
+        the operator class's measured per-kernel floor."""
+        if op not in _SLICED:
+            raise ValueError(f"unknown device operator class {op!r}; known: {DEVICE_OPS}")
+        if op == "grouped_gemm" and self._grouped_as_gemm(device, dtype):
+            op = "gemm"     # the dense GEMM curve at the per-expert shape (see module doc)
+            shape = {"m": shape["m"], "n": shape["n"], "k": shape["k"],
+                     "kernels": shape.get("kernels", 1)}
+        elif op == "gemm" and shape.get("layout") == "nn":
+            op = "gemm_nn"       # the other weight layout: its own curve where measured
+        fkey, length = self._fast_key(device, op, shape, dtype)
+        ent = self._fast.get(fkey)
+        if ent is None:
+            ent = self._fast[fkey] = self._slice(device, op, shape, dtype)[0]
+        peak, bw, xs, ys, ys_list, floor, dx, top = ent
         if xs is None:
             return np.maximum(flops / peak, bytes_ / bw)
         kernels = shape.get("kernels", 1)
         if isinstance(flops, float) and isinstance(length, (int, float)):
-            # scalar fast path: the slice's x grid is uniform, index it directly
+            # scalar fast path: the slice's x grid is uniform, index it directly (in Python
+            # floats: the same IEEE arithmetic as numpy scalars, several times faster)
             x = math.log(max(length, 1.0))
-            pos = min(max(x / xs[1], 0.0), len(xs) - 1.000001)
+            pos = min(max(x / dx, 0.0), top)
             i = int(pos)
             y = ys_list[i] + (ys_list[i + 1] - ys_list[i]) * (pos - i)
             t = max(flops / peak, bytes_ / bw) * math.exp(y)
             return max(t, floor * kernels) if floor else t
-        t = np.maximum(flops / peak, bytes_ / bw)
-        t = t * np.exp(np.interp(np.log(np.maximum(length, 1.0)), xs, ys))
-        return np.maximum(t, floor * kernels) if floor else t
+        return vector_time(ent, flops, bytes_, length, kernels)
+
+    def slice_kernel(self, device, op, shape, dtype="bf16"):
+        ent, _ = self._slice(device, op, shape, dtype)
+        return SliceKernel(ent, shape.get("kernels", 1))

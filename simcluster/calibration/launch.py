@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import statistics
 
-import pandas as pd
-
+from simcluster.lazy import lazy_module
 from simcluster.calibration.roofline import LAUNCH_CLASSES, LaunchCosts
 from simcluster.errors import InputError
+
+pd = lazy_module("pandas")     # (imported when a frame is first built)
 
 OP_OF_CLASS = {"linear": "linear", "sdpa": "sdpa", "elementwise": "add", "cat": "cat",
                "copy": "copy", "norm": "rms_norm"}

@@ -90,6 +90,17 @@ class Calibration:
         kernels = shape.get("kernels", 1)
         return np.maximum(flops / flops_per_s, bytes_ / bytes_per_s) + overhead_s * kernels
 
+    def op_time_for(self, device: DeviceSpec):
+        """The :meth:`op_time` to call for ``device`` (a wrapper hands out its inner
+        calibration's where it would only forward to it): the same times."""
+        return self.op_time
+
+    def slice_kernel(self, device: DeviceSpec, op: str, shape: Mapping, dtype: str = "bf16"):
+        """``(flops, bytes_, length) -> time`` for arrays of one operator whose shape is
+        ``shape`` but for its length axis — the same floats as :meth:`op_time` — or None if
+        this calibration has no such shortcut (the caller then uses :meth:`op_time`)."""
+        return None
+
     def link_time(self, link: LinkSpec, op: str, bytes_, n_ranks: int = 2):
         """Time of a ring all-reduce (``collective``) of ``bytes_`` per rank over ``n_ranks``,
         or of a point-to-point ``transfer`` of ``bytes_``."""

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from simcluster.errors import InputError
 from simcluster.hardware import hwspecs_dir, hwspecs_subdirs
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def calibration_dir() -> Path:
@@ -21,8 +23,20 @@ def calibration_dir() -> Path:
     return hwspecs_dir() / "calibration"
 
 
+def read_meta(path) -> dict:
+    """The ``# key: value`` metadata of one measured table (no rows parsed, no pandas)."""
+    meta = {}
+    with open(path) as f:
+        for line in f:
+            if line.startswith("#"):
+                key, _, value = line[1:].partition(":")
+                meta[key.strip()] = value.strip()
+    return meta
+
+
 def read_table(path, time_column: str | None = "time_s") -> tuple[dict, pd.DataFrame]:
     """(metadata, rows) of one measured table; ``time_column`` must be there and positive."""
+    import pandas as pd           # (imported when a table is read: cached calibrations never are)
     path = Path(path)
     try:
         text = path.read_text()

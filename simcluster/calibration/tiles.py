@@ -266,6 +266,16 @@ class TileCalibration(Calibration):
             hit = self._models[key] = TileModel(device.design, dtype_bytes)
         return hit
 
+    def op_time_for(self, device):
+        if getattr(device, "design", None) is None:
+            return self.inner.op_time_for(device)
+        return self.op_time
+
+    def slice_kernel(self, device, op, shape, dtype="bf16"):
+        if getattr(device, "design", None) is None:
+            return self.inner.slice_kernel(device, op, shape, dtype)
+        return None
+
     def op_time(self, device, op, flops, bytes_, shape, dtype="bf16"):
         tm = self._fast.get((id(device), dtype))
         if tm is None:

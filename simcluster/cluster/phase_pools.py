@@ -36,14 +36,16 @@ import math
 from collections import defaultdict
 from typing import Mapping, Sequence
 
-import pandas as pd
 import simpy
 
+from simcluster.lazy import lazy_module
 from simcluster.cluster.replicas import Cluster, InstanceSpec
 from simcluster.cluster.transfers import LinkNetwork
 from simcluster.hardware import LinkSpec, load_link
 from simcluster.policies import POOL_ROUTERS, REBALANCERS
 from simcluster.serving import Request
+
+pd = lazy_module("pandas")     # (imported when a frame is first built)
 
 ROLES = ("prefill", "decode", "mixed", "switching")
 MOVE_COLUMNS = ["time_s", "server", "from_role", "to_role", "event"]

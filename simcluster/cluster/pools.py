@@ -33,6 +33,7 @@ the weights and KV of decode instances that run on CPU sockets of multi-socket h
 
 from __future__ import annotations
 
+from collections import deque
 from typing import Mapping, Sequence
 
 import simpy
@@ -42,6 +43,7 @@ from simcluster.cluster.replicas import (Cluster, InstanceSpec, decode_reference
 from simcluster.hardware import LinkSpec
 from simcluster.policies import CONTROLLERS, NUMA_PLACEMENTS, OFFLOADS, ROUTERS
 from simcluster.serving import Request
+from simcluster.serving.clock import after
 
 
 class DisaggregatedCluster(Cluster):
@@ -66,6 +68,8 @@ class DisaggregatedCluster(Cluster):
         pool_of = [s.pool for s in specs for _ in range(s.count)]
         self.prefill_pool = [i for i, p in zip(self.instances, pool_of) if p != "decode"]
         self.decode_pool = [i for i, p in zip(self.instances, pool_of) if p == "decode"]
+        for inst in self.instances:      # (the base class bound a router to all of them)
+            inst.load_watchers.clear()
         self.router = ROUTERS.create(router, **dict(router_params or {})).bind(
             _PoolView(self, self.prefill_pool))
         self.decode_router = ROUTERS.create(decode_router, **dict(decode_router_params or {})
@@ -75,8 +79,13 @@ class DisaggregatedCluster(Cluster):
         self.offload = OFFLOADS.create(offload, **dict(offload_params or {}))
         if hasattr(self.offload, "bind"):
             self.offload.bind(self)
+        self._offload_reads_pool = getattr(self.offload, "reads_pool", True)
+        self._prefill_ids = frozenset(i.id for i in self.prefill_pool)
+        # one decode instance per admission profile (replicas of one profile admit alike)
+        self._decode_heads = list({i.profile: i for i in reversed(self.decode_pool)}.values())
         self.kv_link = kv_link
         self.links = {inst.id: simpy.Resource(env, capacity=1) for inst in self.prefill_pool}
+        self._queues: dict[int, deque] = {}  # the default hand-offs per link (see _send)
         self.transfers: list[tuple] = []   # (request, instance, start_s, end_s, bytes)
         self.in_flight = 0                 # hand-offs whose KV has not reached the pool yet
         self.numa = None
@@ -94,13 +103,13 @@ class DisaggregatedCluster(Cluster):
         self.place(req, self.prefill_pool, self.router)
 
     def wants_handoff(self, req: Request) -> bool:
-        inst = self.instances[req.instance]
-        if inst not in self.prefill_pool:
+        if req.instance not in self._prefill_ids:
             return False
-        if all(other.can_serve(req) for other in self.decode_pool):
+        if not any(other.admits(req) for other in self._decode_heads):
             return False    # no decode instance could ever hold it: it decodes where it is
-        for other in self.decode_pool:   # offload policies may read the decode pool's state
-            other.sync(self.env.now)
+        if self._offload_reads_pool:     # offload policies may read the decode pool's state
+            for other in self.decode_pool:
+                other.sync(self.env.now)
         return self.offload(req)
 
     def prefilled(self, req: Request):
@@ -110,16 +119,37 @@ class DisaggregatedCluster(Cluster):
         if handoff is not None:          # the router ships (e.g. hLLM's mini-batches)
             handoff(req, source)
         else:
-            self.env.process(self._ship([req], source))
+            self._send(req, source)
         self.capacity_changed(source)
 
-    def _ship(self, reqs: Sequence[Request], source, dest=None):
-        yield from self.ship(reqs, source)
-        self.deliver(reqs, dest)
+    # the default hand-off: one request per transfer, queued on the source's KV link, run on
+    # callbacks (one event per transfer; the same times as :meth:`ship` in a process)
+    def _send(self, req: Request, source):
+        queue = self._queues.get(source.id)
+        if queue is None:
+            queue = self._queues[source.id] = deque()
+        # (sliding-window layers hold at most their window: ModelSpec.kv_bytes)
+        queue.append((req, self.model.kv_bytes(req.kv_tokens)))
+        if len(queue) == 1:             # the link is free: the transfer starts now
+            self._transfer(source, queue[0])
+
+    def _transfer(self, source, item):
+        t = float(self.cost_model.calibration.link_time(self.kv_link, "transfer", item[1]))
+        after(self.env, t, self._sent, (source, item, self.env.now))
+
+    def _sent(self, ev):
+        source, (req, _), start = ev._value
+        queue = self._queues[source.id]
+        queue.popleft()
+        if queue:                       # the next transfer on this link starts as this ends
+            self._transfer(source, queue[0])
+        self._shipped((req,), source, start, (ev._value[1][1],))
+        self.deliver((req,))
 
     def ship(self, reqs: Sequence[Request], source):
         """Copy the KV of ``reqs`` (one transfer) over ``source``'s KV link, after the
-        transfers queued there before it; then ``source`` frees their blocks."""
+        transfers queued there before it; then ``source`` frees their blocks (a process
+        step: ``yield from cluster.ship(...)``, for routers that take hand-offs)."""
         # (sliding-window layers hold at most their window: ModelSpec.kv_bytes)
         nbytes = sum(self.model.kv_bytes(r.kv_tokens) for r in reqs)
         with self.links[source.id].request() as slot:
@@ -127,8 +157,11 @@ class DisaggregatedCluster(Cluster):
             start = self.env.now
             yield self.env.timeout(float(self.cost_model.calibration.link_time(
                 self.kv_link, "transfer", nbytes)))
-        for req in reqs:
-            nb = self.model.kv_bytes(req.kv_tokens)
+        self._shipped(reqs, source, start)
+
+    def _shipped(self, reqs, source, start: float, sizes=None):
+        for i, req in enumerate(reqs):
+            nb = self.model.kv_bytes(req.kv_tokens) if sizes is None else sizes[i]
             self.transfers.append((req.id, source.id, start, self.env.now, nb))
             req.handoff_start_s, req.handoff_end_s, req.handoff_bytes = start, self.env.now, nb
             source.release_kv(req)      # the prefill instance held the KV until now

@@ -1,7 +1,9 @@
 """A cluster: replicas behind a router, and the record of what became of each request.
 
-The cluster is every instance's *sink*: instances report finished and rejected requests to it,
-and ask it whether a request whose prompt is done should be handed off (disaggregated serving
+The cluster is every instance's *sink*: instances report finished and rejected requests to it
+(it passes them to the simulation's request log, ``log``, and to ``finish_listeners``, e.g. a
+controller measuring completions), and ask it whether a request whose prompt is done should be
+handed off (disaggregated serving
 pools override :meth:`Cluster.wants_handoff` and :meth:`Cluster.prefilled`).
 
 A router may *hold* a request (``route`` returns None): it keeps its own queue in front of the
@@ -71,8 +73,19 @@ def set_speeds(instances, speed=reference_speed):
         inst.speed = rate / fastest
 
 
+_UNSEEN = object()      # (a marker: an instance whose router's freed() is not looked up yet)
+
+
 class Cluster:
     """Replicas behind a router."""
+
+    #: True where no request is ever handed off (``wants_handoff`` not overridden): replicas
+    #: then skip asking.
+    hands_off_never = True
+
+    def __init_subclass__(cls, **kw):
+        super().__init_subclass__(**kw)
+        cls.hands_off_never = cls.wants_handoff is Cluster.wants_handoff
 
     def __init__(self, env: simpy.Environment, model, specs: Sequence[InstanceSpec],
                  router: str = "round_robin", router_params: Mapping | None = None,
@@ -80,8 +93,10 @@ class Cluster:
         self.env, self.model = env, model
         self.cost_model = cost_model or CostModel()
         self.instances: list[Instance] = []
-        self.done: list[Request] = []
-        self.refused: list[Request] = []
+        self.log = None                  # where ended requests go (the simulation's RequestLog)
+        self.finish_listeners: list = []  # callables(request) told of each finish
+        self.finished_count = self.rejected_count = 0
+        memo_of = getattr(self.cost_model, "iteration_memo", None)
         for spec in specs:
             timer = self.cost_model.timer(model, spec.layout)
             cfg = spec.config
@@ -93,20 +108,86 @@ class Cluster:
                 name = f"{spec.name or spec.layout.devices[0].name}#{iid}"
                 batcher = BATCHERS.create(spec.batching, **dict(spec.batching_params))
                 wrap = getattr(batcher, "wrap_timer", None)
-                inst = Instance(env, iid, name, model, spec.layout,
-                                wrap(timer) if wrap else timer, mem, cfg, batcher, self)
+                t = wrap(timer) if wrap else timer
+                # replicas of one timer share its memo of iteration times
+                memo = memo_of(t) if memo_of is not None and t is timer else None
+                inst = Instance(env, iid, name, model, spec.layout, t, mem, cfg, batcher, self,
+                                memo=memo)
                 self.instances.append(inst)
         set_speeds(self.instances)
         self.router = ROUTERS.create(router, **dict(router_params or {})).bind(self)
         self.router_of = {inst.id: self.router for inst in self.instances}
+        self._freed: dict = {}           # instance id -> its router's freed(), or None
+        self._active_version = 0
+        self._pools: dict = {}           # id(pool) -> placement cache (see place)
+        self._fast_pool = None           # (pool, its one profile's admits, candidates, version)
+        self._fast: dict = {}            # id(pool) -> the same, per pool (see _candidates)
 
     # -- requests in -------------------------------------------------------------------------
     def submit(self, req: Request):
+        fast = self._fast_pool         # (place's usual case, inline)
+        if (fast is not None and fast[0] is self.instances
+                and fast[3] == self._active_version and fast[1](req)):
+            inst = self.router.route(req, fast[2], self.env._now)
+            if inst is not None:
+                inst.submit(req)
+            return
         self.place(req, self.instances, self.router)
+
+    def activity_changed(self):
+        """An instance was parked or activated (instances call this): candidates change."""
+        self._active_version += 1
+
+    def _candidates(self, req: Request, pool: Sequence[Instance]):
+        """The instances of ``pool`` a router may choose for ``req`` (active ones able to
+        serve it; all able ones if none is active), or None. Replicas with one admission
+        profile answer alike, so each profile is asked once per request."""
+        fast = self._fast.get(id(pool))
+        if fast is not None and fast[0] is pool and fast[3] == self._active_version:
+            if fast[1](req):           # one admission profile, and it admits: the usual case
+                return fast[2]
+        cache = self._pools.get(id(pool))
+        if cache is None or cache[0] is not pool:
+            if len(self._pools) > 16:
+                self._pools.clear()
+            groups: dict = {}
+            for inst in pool:
+                groups.setdefault(inst.profile, []).append(inst)
+            cache = self._pools[id(pool)] = (pool, [g[0] for g in groups.values()],
+                                             list(groups.values()), {})
+        _, heads, groups, lists = cache
+        mask = (heads[0].admits(req),) if len(heads) == 1 else tuple(h.admits(req)
+                                                                       for h in heads)
+        key = (mask, self._active_version)
+        hit = lists.get(key)
+        if hit is None:
+            able = [inst for inst, ok in zip(pool, self._expand(mask, groups, pool)) if ok]
+            hit = [inst for inst in able if inst.active] or able or None
+            if len(lists) > 64:
+                lists.clear()
+            lists[key] = hit
+        if len(heads) == 1 and mask[0]:
+            if len(self._fast) > 16:
+                self._fast.clear()
+            fast = self._fast[id(pool)] = (pool, heads[0].admits, hit, self._active_version)
+            if pool is self.instances:
+                self._fast_pool = fast
+        return hit
+
+    @staticmethod
+    def _expand(mask, groups, pool):
+        ok = {id(inst) for m, g in zip(mask, groups) if m for inst in g}
+        return [id(inst) in ok for inst in pool]
 
     def place(self, req: Request, pool: Sequence[Instance], router):
         """Route ``req`` to an active instance of ``pool`` able to serve it, or reject it
         with the reason the pool's instances give. A queueing router may hold it instead."""
+        candidates = self._candidates(req, pool)
+        if candidates is not None:
+            inst = router.route(req, candidates, self.env.now)
+            if inst is not None:
+                inst.submit(req)
+            return
         reasons = [inst.can_serve(req) for inst in pool]
         able = [inst for inst, why in zip(pool, reasons) if not why]
         candidates = [inst for inst in able if inst.active] or able
@@ -118,22 +199,44 @@ class Cluster:
         if inst is not None:
             inst.submit(req)
 
+    @property
+    def router_of(self) -> dict:
+        """Instance id -> the router of its pool."""
+        return self._router_of
+
+    @router_of.setter
+    def router_of(self, value: dict):
+        self._router_of, self._freed = value, {}
+
     def capacity_changed(self, inst: Instance):
         """``inst`` may take more work (a request left it, or it was activated): let its
         pool's router submit requests it holds."""
-        freed = getattr(self.router_of.get(inst.id), "freed", None)
+        try:
+            freed = self._freed[inst.id]
+        except KeyError:
+            freed = self._freed[inst.id] = getattr(self._router_of.get(inst.id), "freed", None)
         if freed is not None:
             freed(inst, self.env.now)
 
     # -- the sink interface ------------------------------------------------------------------
     def finished(self, req: Request):
-        self.done.append(req)
-        self.capacity_changed(self.instances[req.instance])
+        self.finished_count += 1
+        if self.log is not None:
+            self.log.record(req)
+        for listener in self.finish_listeners:
+            listener(req)
+        freed = self._freed.get(req.instance, _UNSEEN)    # (capacity_changed, inline)
+        if freed is _UNSEEN:
+            self.capacity_changed(self.instances[req.instance])
+        elif freed is not None:
+            freed(self.instances[req.instance], self.env.now)
 
     def rejected(self, req: Request):
         if not req.reason:
             raise RuntimeError(f"request {req.id} rejected without a reason")
-        self.refused.append(req)
+        self.rejected_count += 1
+        if self.log is not None:
+            self.log.record(req)
         if req.instance >= 0:
             self.capacity_changed(self.instances[req.instance])
 

@@ -28,9 +28,11 @@ from dataclasses import dataclass
 from functools import partial
 
 import numpy as np
-import pandas as pd
 
+from simcluster.lazy import lazy_module
 from simcluster.calibration import NEUTRAL, Calibration
+from simcluster.cost.decode_steps import STEP_BLOCK, DecodeSteps  # noqa: F401
+from simcluster.cost.breakdown import Breakdown
 from simcluster.cost.accounting import FUSED, ExecutionMode, KernelAccounting, load_accounting
 from simcluster.cost.execution import HostDispatch
 from simcluster.cost.layout import Layout
@@ -40,6 +42,12 @@ from simcluster.cost.stages import StagedTimer
 from simcluster.models.operators import RankShape, op_counts
 from simcluster.hardware import DeviceSpec
 from simcluster.models import ModelSpec
+
+pd = lazy_module("pandas")     # (imported when a frame is first built)
+
+#: Timers a cost model keeps for reuse by later simulations.
+TIMERS_KEPT = 8
+
 
 def model_dtype(model: ModelSpec) -> str:
     """The dtype the model's weights and activations are computed in (``fp16``, ``bf16`` ...)."""
@@ -110,6 +118,8 @@ class CostModel:
         self.routing = routing        # expert loads of MoE models (None: the default model)
         self.kernels = load_accounting(kernels)
         self.execution = ExecutionMode.of(execution)
+        self._timers: dict = {}
+        self._memos: dict = {}
 
     # -- public entries: validate, then compute ----------------------------------------------
     def predict_op(self, op: str, device: DeviceSpec, *, dtype: str = "bf16",
@@ -150,15 +160,46 @@ class CostModel:
         return IterationCost(time_s=t, ops=ops, provenance=prov)
 
     def timer(self, model: ModelSpec, layout: Layout) -> "IterationTimer":
+        """The iteration timer of ``model`` on ``layout``. Timers are pure functions that
+        keep what they computed, so the cost model hands the same one to every simulation
+        of an equal (model, layout) — the last :data:`TIMERS_KEPT` of them."""
         routing = getattr(self, "routing", None)
         kw = {"kernels": getattr(self, "kernels", FUSED),
               "execution": getattr(self, "execution", ExecutionMode())}
+        timers = self.__dict__.setdefault("_timers", {})
+        try:
+            key = (model, layout, id(routing), id(kw["kernels"]), id(kw["execution"]))
+            hit = timers.get(key)
+        except TypeError:                   # (unhashable: a timer per call)
+            return self._new_timer(model, layout, routing, kw)
+        if hit is None:
+            if len(timers) >= TIMERS_KEPT:
+                timers.pop(next(iter(timers)))
+            # (the objects whose ids the key holds are kept alive with the timer)
+            hit = (self._new_timer(model, layout, routing, kw), routing, kw)
+        else:
+            del timers[key]                 # (most recently used last)
+        timers[key] = hit
+        return hit[0]
+
+    def _new_timer(self, model, layout, routing, kw):
         if layout.stage_tp:                  # asymmetric stages: one timer per stage
             return StagedTimer(self.calibration, model, layout, partial(IterationTimer, **kw))
         return IterationTimer(self.calibration, model, layout, routing, **kw)
 
+    def iteration_memo(self, timer) -> dict:
+        """A memo of ``timer``'s iteration times (by shape) that the replicas of every
+        simulation using this cost model share; see :mod:`simcluster.serving.steps`."""
+        memos = self.__dict__.setdefault("_memos", {})
+        hit = memos.get(id(timer))
+        if hit is None or hit[1] is not timer:
+            if len(memos) >= 4 * TIMERS_KEPT:
+                memos.clear()
+            hit = memos[id(timer)] = ({}, timer)
+        return hit[0]
 
-class IterationTimer:
+
+class IterationTimer(DecodeSteps, Breakdown):
     """The cost model bound to one (model, layout): fast repeated iteration times."""
 
     def __init__(self, calibration: Calibration, model: ModelSpec, layout: Layout,
@@ -194,6 +235,9 @@ class IterationTimer:
         self._link_cache: dict[tuple[int, int], float] = {}
         self._host = HostDispatch.for_layout(calibration, layout, self.ranks, kernels,
                                              self.stage_layers, first, last)
+        self._decode_fns: dict[tuple, object] = {}
+        self._op_times: list = [None] * len(layout.devices)
+        self._step_table: dict[tuple, np.ndarray] = {}
 
     # -- hot path ---------------------------------------------------------------------------
     def time(self, prefill_tokens: np.ndarray, prefill_context: np.ndarray, n_decode: int,
@@ -201,7 +245,9 @@ class IterationTimer:
         """Seconds for one iteration (arrays of the prefill chunks, the decode totals).
         ``pad_tokens``: rows an engine adds to reach a captured graph's static shape; they
         run through the linear layers and elementwise kernels, not through attention."""
-        tokens = int(prefill_tokens.sum()) + n_decode + int(pad_tokens)
+        tokens = sum(prefill_tokens.tolist()) + n_decode
+        if pad_tokens:
+            tokens += int(pad_tokens)
         per_rank = self._dense(tokens, n_samples)
         prefill = len(prefill_tokens) > 0
         mode = self.execution.of_kind(prefill)
@@ -225,26 +271,6 @@ class IterationTimer:
         per_rank = self._host.apply(per_rank, prefill, n_decode > 0, n_samples > 0, mode)
         return float(per_rank.max(axis=1).sum()) + self._links(tokens, n_decode)
 
-    def decode_steps(self, n_decode: int, context_sum: int, steps: int,
-                     pad_tokens: int = 0, pad_samples: int = 0) -> np.ndarray:
-        """Per-step times of ``steps`` pure-decode iterations of ``n_decode`` sequences whose
-        KV lengths sum to ``context_sum`` at the first step and grow by one token each step
-        (``pad_tokens``, ``pad_samples``: as for :meth:`time`)."""
-        sums = context_sum + n_decode * np.arange(steps, dtype=float)
-        rows, samples = n_decode + int(pad_tokens), n_decode + int(pad_samples)
-        links = self._links(rows, n_decode)
-        mode = self.execution.decode
-        if self._scalar:
-            if mode == "graphs":
-                return self._attn_decode_scalar(n_decode, sums) + (
-                    self._dense(rows, samples)[0, 0] + links)
-            t = self._attn_decode_scalar(n_decode, sums) + self._dense(rows, samples)[0, 0]
-            return self._host.scalar(t, False, True, True, mode) + links
-        attn = self._attn_decode(n_decode, sums)
-        per_rank = self._dense(rows, samples)[:, :, None] + attn
-        per_rank = self._host.apply(per_rank, False, True, True, mode)
-        return per_rank.max(axis=1).sum(axis=0) + links
-
     # -- parts ------------------------------------------------------------------------------
     def _same_rank(self, q: int, r: int) -> bool:
         lay = self.layout
@@ -255,6 +281,15 @@ class IterationTimer:
 
     def _device(self, s: int, r: int) -> DeviceSpec:
         return self.layout.devices[s * self.layout.tp + r]
+
+    def _op_time(self, s: int, r: int):
+        """The calibration's ``op_time`` for the device of stage ``s``, rank ``r``."""
+        i = s * self.layout.tp + r
+        fns = self._op_times
+        if fns[i] is None:
+            fn = getattr(self.cal, "op_time_for", None)
+            fns[i] = self.cal.op_time if fn is None else fn(self.layout.devices[i])
+        return fns[i]
 
     def _dense_ops(self, s: int, r: int, tokens: int, n_samples: int):
         """(op, name, count, flops, bytes, shape) of the token-count-dependent operators, as
@@ -305,10 +340,13 @@ class IterationTimer:
             hit = np.zeros((lay.pp, lay.tp))
             for s in range(lay.pp):
                 for r in range(lay.tp):
-                    dev = self._device(s, r)
-                    hit[s, r] = sum(c * float(self.cal.op_time(dev, op, f, by, shp, self.dtype))
-                                    for op, _, c, f, by, shp in
-                                    self._dense_ops(s, r, tokens, n_samples))
+                    if self._twin[r] != r:        # same device and shares: same time
+                        hit[s, r] = hit[s, self._twin[r]]
+                        continue
+                    dev, op_time, dtype = self._device(s, r), self._op_time(s, r), self.dtype
+                    hit[s, r] = sum([c * float(op_time(dev, op, f, by, shp, dtype))
+                                     for op, _, c, f, by, shp in
+                                     self._dense_ops(s, r, tokens, n_samples)])
             if len(self._dense_cache) > 65536:
                 self._dense_cache.clear()
             self._dense_cache[key] = hit
@@ -328,7 +366,8 @@ class IterationTimer:
             shape = {"tokens": chunks, "context": context, "batch": len(chunks),
                      "heads": rs.heads, "kv_heads": rs.kv_heads}
             for s in range(lay.pp):
-                t = self.cal.op_time(self._device(s, r), "attn_prefill", f, by, shape, self.dtype)
+                t = self._op_time(s, r)(self._device(s, r), "attn_prefill", f, by, shape,
+                                        self.dtype)
                 t = float(np.sum(t)) + self._kv_concat(s, r, float(np.sum(chunks + context)))
                 out[s, r] = self.stage_layers[s] * t
         return out
@@ -341,7 +380,7 @@ class IterationTimer:
         f, by = rs.attn_prefill(chunk, context)
         shape = {"tokens": chunk, "context": context, "batch": 1, "heads": rs.heads,
                  "kv_heads": rs.kv_heads}
-        return self.stage_layers[0] * (float(self.cal.op_time(
+        return self.stage_layers[0] * (float(self._op_time(0, 0)(
             self._device(0, 0), "attn_prefill", float(f), float(by), shape, self.dtype))
             + self._kv_concat(0, 0, chunk + context))
 
@@ -351,7 +390,7 @@ class IterationTimer:
         f, by = rs.attn_decode(n_decode, context_sums)
         shape = {"batch": n_decode, "kv_len": context_sums / n_decode, "heads": rs.heads,
                  "kv_heads": rs.kv_heads}
-        t = self.cal.op_time(self._device(0, 0), "attn_decode", f, by, shape, self.dtype)
+        t = self._op_time(0, 0)(self._device(0, 0), "attn_decode", f, by, shape, self.dtype)
         if rs.recompute:
             t = t + self._recompute(self._device(0, 0), rs, context_sums)
         return self.stage_layers[0] * (t + self._kv_concat(0, 0, context_sums))
@@ -380,7 +419,8 @@ class IterationTimer:
             shape = {"batch": n_decode, "kv_len": context_sums / n_decode,
                      "heads": rs.heads, "kv_heads": rs.kv_heads}
             for s in range(lay.pp):
-                t = self.cal.op_time(self._device(s, r), "attn_decode", f, by, shape, self.dtype)
+                t = self._op_time(s, r)(self._device(s, r), "attn_decode", f, by, shape,
+                                        self.dtype)
                 if rs.recompute:
                     t = t + self._recompute(self._device(s, r), rs, context_sums)
                 out[s, r] = self.stage_layers[s] * (t + self._kv_concat(s, r, context_sums))
@@ -431,62 +471,3 @@ class IterationTimer:
             ops.append(("pp_handoff", lay.pp - 1,
                         float(self.cal.link_time(link, "transfer", act))))
         return ops
-
-    # -- inspection -------------------------------------------------------------------------
-    def breakdown(self, batch: Batch) -> list[dict]:
-        """One row per operator per stage and rank, plus link operators (rank -1)."""
-        rows = []
-        chunks = np.array(batch.prefill_tokens)
-        ctx = np.array(batch.prefill_context)
-        n_dec, ctx_sum = len(batch.decode_context), sum(batch.decode_context)
-        for s in range(self.layout.pp):
-            for r, rs in enumerate(self.ranks):
-                dev = self._device(s, r)
-                ops = list(self._dense_ops(s, r, batch.tokens, batch.samples))
-                if len(chunks) and rs.heads:
-                    f, by = rs.attn_prefill(chunks, ctx)
-                    ops += [("attn_prefill", "attention", self.stage_layers[s], f, by,
-                             {"tokens": chunks, "context": ctx, "batch": len(chunks),
-                              "heads": rs.heads, "kv_heads": rs.kv_heads})]
-                if n_dec:
-                    f, by = rs.attn_decode(n_dec, ctx_sum)
-                    if f:
-                        ops += [("attn_decode", "attention", self.stage_layers[s], f, by,
-                                 {"batch": n_dec, "kv_len": ctx_sum / n_dec, "heads": rs.heads,
-                                  "kv_heads": rs.kv_heads})]
-                    if f and rs.recompute:
-                        ops += [("gemm", "kv_recompute", self.stage_layers[s],
-                                 *self._recompute_op(rs, float(ctx_sum)))]
-                start = len(rows)
-                for op, name, c, f, by, shp in ops:
-                    t = float(np.sum(self.cal.op_time(dev, op, f, by, shp, self.dtype)))
-                    rows.append({"stage": s, "rank": r, "device": dev.name, "op": op,
-                                 "name": name, "count": c, "flops": c * float(np.sum(f)),
-                                 "bytes": c * float(np.sum(by)), "time_s": c * t})
-                kv = (self._kv_concat(s, r, float(np.sum(chunks + ctx))) if len(chunks) else 0.0) \
-                    + (self._kv_concat(s, r, float(ctx_sum)) if n_dec else 0.0)
-                if kv:
-                    rows.append({"stage": s, "rank": r, "device": dev.name, "op": "elementwise",
-                                 "name": "kv_concat", "count": self.stage_layers[s],
-                                 "flops": 0.0, "bytes": float("nan"),
-                                 "time_s": self.stage_layers[s] * kv})
-                rows += self._host_rows(s, r, dev, rows[start:], batch)
-        for name, c, t in self._link_ops(batch.tokens, n_dec):
-            op = "collective" if name in ("tp_allreduce", "ep_allgather") else "transfer"
-            rows.append({"stage": -1, "rank": -1, "device": "link", "op": op, "name": name,
-                         "count": c, "flops": 0.0, "bytes": float("nan"), "time_s": c * t})
-        return rows
-
-    def _host_rows(self, s, r, dev, dev_rows, batch) -> list[dict]:
-        """In eager or piecewise execution, the host dispatch time not hidden under the
-        device time (and the first launch's latency), as one ``host`` row."""
-        prefill = bool(batch.prefill_tokens)
-        mode = self.execution.of_kind(prefill)
-        if mode == "graphs":
-            return []
-        device = sum(row["time_s"] for row in dev_rows)
-        host = self._host.host(prefill, bool(batch.decode_context), batch.samples > 0, mode)
-        extra = float(max(host[s, r] - device, 0.0) + self._host.latency())
-        return [{"stage": s, "rank": r, "device": dev.name, "op": "host",
-                 "name": f"launch_overhead ({mode})", "count": 1, "flops": 0.0,
-                 "bytes": float("nan"), "time_s": extra}]

@@ -134,14 +134,22 @@ class RankShape:
         """
         if self.variant:
             return self._variant_decode(batch, context_sum)
+        flops_per_kv, frac, bytes_per_kv, bytes_fixed, scale = self.attn_decode_terms(batch)
+        flops = flops_per_kv * context_sum * frac
+        bytes_ = scale * (bytes_per_kv * context_sum * frac + bytes_fixed)
+        return flops, bytes_
+
+    def attn_decode_terms(self, batch):
+        """The constants of :meth:`attn_decode` for ``batch`` queries (not :attr:`variant`):
+        FLOPs are ``flops_per_kv * context_sum * frac`` and bytes ``scale * (bytes_per_kv *
+        context_sum * frac + bytes_fixed)``, evaluated in that order (the simulator's decode
+        runs evaluate them once per batch size and get the same floats)."""
         hd, b = self.head_dim, self.dtype_bytes
         if self.kv_tied:
             q_heads, kv_heads, frac = self.heads, self.kv_heads, 1.0
         else:
             q_heads, kv_heads, frac = self.total_heads, self.total_kv_heads, self.kv_share
-        flops = 4.0 * q_heads * hd * context_sum * frac
-        bytes_ = b * hd * (2 * kv_heads * context_sum * frac + 2 * batch * q_heads)
-        return flops, bytes_
+        return 4.0 * q_heads * hd, frac, 2 * kv_heads, 2 * batch * q_heads, b * hd
 
     @property
     def stored_kv_heads(self) -> float:

@@ -22,11 +22,14 @@ evictable pool); those tokens need no prefill chunk, no token budget and no new 
 plan records them (``Plan.cached``) for the instance to apply. A preempted sequence's blocks
 are counted as freed only where they are its own (``blocks - shared_blocks``): blocks of
 cached units it shares may stay in use.
+
+A policy may also answer ``steady_decode(now)``: True only when ``schedule(now)`` would decode
+every running request and do nothing else. The instance then skips planning (the common case
+between arrivals); a contract test checks the two agree for every policy that has it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from simcluster.policies.registry import BATCHERS
@@ -35,15 +38,30 @@ if TYPE_CHECKING:   # (a type only: policies sit below the serving layer)
     from simcluster.serving.request import Request
 
 
-@dataclass
 class Plan:
-    """One iteration's work: prompt chunks, decode steps, preemptions, admissions."""
+    """One iteration's work: prompt chunks, decode steps, preemptions, admissions.
 
-    prefill: list[tuple[Request, int]] = field(default_factory=list)
-    decode: list[Request] = field(default_factory=list)
-    preempt: list[Request] = field(default_factory=list)
-    admit: list[Request] = field(default_factory=list)
-    cached: dict = field(default_factory=dict)   # id(request) -> prompt tokens found cached
+    (A plain slotted class: one is built per planned iteration, on the hot path.)
+    """
+
+    __slots__ = ("prefill", "decode", "preempt", "admit", "cached")
+
+    def __init__(self, prefill: list[tuple[Request, int]] | None = None,
+                 decode: list[Request] | None = None, preempt: list[Request] | None = None,
+                 admit: list[Request] | None = None, cached: dict | None = None):
+        self.prefill = [] if prefill is None else prefill
+        self.decode = [] if decode is None else decode
+        self.preempt = [] if preempt is None else preempt
+        self.admit = [] if admit is None else admit
+        self.cached = {} if cached is None else cached   # id(request) -> prompt tokens cached
+
+    def __repr__(self):
+        return (f"Plan(prefill={self.prefill!r}, decode={self.decode!r}, "
+                f"preempt={self.preempt!r}, admit={self.admit!r}, cached={self.cached!r})")
+
+    def __eq__(self, other):
+        return isinstance(other, Plan) and all(getattr(self, k) == getattr(other, k)
+                                               for k in self.__slots__)
 
     @property
     def steady(self) -> bool:
@@ -66,6 +84,13 @@ def take_decodes(running, plan: Plan, free: int, block_size: int, limit: int | N
     ``limit`` of them if given; a decode that finds no free block preempts the most recently
     admitted running sequence (itself if none is left). Returns the plan and the blocks left.
     """
+    group = running[0].group if running else None
+    if (group is not None and group.n == len(running) and group.n <= free
+            and (limit is None or limit >= group.n)):
+        # every running request decodes in the instance's decode group, which knows how
+        # many of them start a new block (the common case, O(1) in the batch size)
+        plan.decode.extend(running)
+        return plan, free - group.step_blocks()
     decoding = [r for r in running if r.kv_tokens >= r.prefill_target]
     if limit is not None:
         decoding = decoding[:limit]
@@ -115,6 +140,14 @@ class VLLMBatching:
     def bind(self, instance) -> "VLLMBatching":
         self.inst = instance
         return self
+
+    def steady_decode(self, now: float) -> bool:
+        """True when :meth:`schedule` would decode every running request and do nothing
+        else: nothing waits, every running request decodes (in the instance's decode
+        group), and each can have the block its next token may need."""
+        inst = self.inst
+        n = inst.group.n
+        return not inst.waiting and n == len(inst.running) and n <= inst.kv.free_blocks
 
     def schedule(self, now: float) -> Plan:
         inst, cfg = self.inst, self.inst.config

@@ -52,11 +52,13 @@ from __future__ import annotations
 from collections import deque
 
 import numpy as np
-import pandas as pd
 
 from simcluster.errors import InputError
+from simcluster.lazy import lazy_module
 from simcluster.policies.registry import CONTROLLERS
 from simcluster.policies.queueing import erlang_c, mean_wait, min_servers
+
+pd = lazy_module("pandas")     # (imported when a frame is first built)
 
 DECISION_COLUMNS = ["time_s", "lambda_per_s", "mu_per_s", "mu_source", "offered_load",
                     "active", "rho", "p_wait", "expected_wait_s", "units", "mean_batch"]
@@ -117,8 +119,11 @@ class MMcController:
         for k, inst in enumerate(self.pool):
             inst.active = k < n
             self._activity.append((self.start_s, inst.id, inst.active))
-        self._seen_done = 0
         self._done: deque = deque()                                      # finish times
+        if self.mu_source == "online":       # completions of the pool, as they happen
+            ids = {inst.id for inst in self.pool}
+            cluster.finish_listeners.append(
+                lambda req: self._done.append(req.finish_s) if req.instance in ids else None)
         self._rows = {inst.id: 0 for inst in self.pool}     # first timeline row in the window
         self.env.process(self._run())
         return self
@@ -205,12 +210,6 @@ class MMcController:
             b, int(round(b * (prompt + 1))), steps))) for inst in self.pool]))
 
     def _mu_online(self, lo: float, now: float) -> float:
-        done = self.cluster.done
-        ids = {inst.id for inst in self.pool}
-        for req in done[self._seen_done:]:
-            if req.instance in ids:
-                self._done.append(req.finish_s)
-        self._seen_done = len(done)
         while self._done and self._done[0] <= lo:
             self._done.popleft()
         busy = sum(self._busy_since(inst, lo, now) for inst in self.pool)
@@ -258,9 +257,9 @@ class MMcController:
     def usage(self, end_s: float | None = None) -> pd.DataFrame:
         """Per instance of the pool: active_s, busy_s and idle_fraction (of active time)
         from the controller's start to ``end_s`` (default: now)."""
-        rows = [row for inst in self.pool for row in inst.timeline]
-        timeline = pd.DataFrame([(r[0], r[1], r[2]) for r in rows],
-                                columns=["instance", "start_s", "end_s"])
+        parts = [inst.timeline.columns() for inst in self.pool]
+        timeline = pd.DataFrame({k: np.concatenate([p[k] for p in parts])
+                                 for k in ("instance", "start_s", "end_s")})
         return usage_frame(timeline, self.activity, self.start_s,
                            self.env.now if end_s is None else end_s)
 

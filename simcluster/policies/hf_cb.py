@@ -67,6 +67,15 @@ class HFContinuousBatching:
         total = self.inst.kv.total_blocks
         return min(total, self.num_blocks) if self.num_blocks else total
 
+    def steady_decode(self, now: float) -> bool:
+        """True when :meth:`schedule` would decode every running request and do nothing else
+        (nothing waits, all decode, all fit the token and request budgets and the blocks)."""
+        inst, cfg = self.inst, self.inst.config
+        n = inst.group.n
+        slots = self.max_requests_per_batch or cfg.max_num_seqs
+        return (not inst.waiting and n == len(inst.running) and n <= cfg.max_batched_tokens
+                and n <= slots and n <= self.total_blocks() - inst.kv.used_blocks)
+
     def schedule(self, now: float) -> Plan:
         inst, cfg = self.inst, self.inst.config
         bs = cfg.block_size

@@ -34,10 +34,12 @@ from __future__ import annotations
 
 from collections import deque
 
-import pandas as pd
 import simpy
 
+from simcluster.lazy import lazy_module
 from simcluster.policies.registry import ROUTERS
+
+pd = lazy_module("pandas")     # (imported when a frame is first built)
 
 
 @ROUTERS.register("numa_minibatch")

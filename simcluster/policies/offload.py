@@ -5,7 +5,9 @@ samples a request's first token. ``all``; ``min_output`` (only requests with at 
 ``min_output_tokens`` left to generate); ``max_context`` (only requests whose final KV length
 stays below ``max_context_tokens``, e.g. to keep very long contexts on the GPU); ``pool_room``
 (only while an active decode instance has a free slot, else the request keeps decoding where it
-was prefilled). A policy with a ``bind(cluster)`` method is bound to the cluster.
+was prefilled). A policy with a ``bind(cluster)`` method is bound to the cluster. One that
+decides from the request alone says so with ``reads_pool = False``: the cluster then does not
+bring the decode pool's runs up to date before asking it.
 """
 
 from __future__ import annotations
@@ -20,12 +22,16 @@ if TYPE_CHECKING:
 
 @OFFLOADS.register("all")
 class OffloadAll:
+    reads_pool = False
+
     def __call__(self, req: Request) -> bool:
         return True
 
 
 @OFFLOADS.register("min_output")
 class OffloadMinOutput:
+    reads_pool = False
+
     def __init__(self, min_output_tokens: int = 2):
         if min_output_tokens < 1:
             raise ValueError(f"min_output_tokens must be >= 1, got {min_output_tokens}")
@@ -37,6 +43,8 @@ class OffloadMinOutput:
 
 @OFFLOADS.register("max_context")
 class OffloadMaxContext:
+    reads_pool = False
+
     def __init__(self, max_context_tokens: int = 32768):
         if max_context_tokens < 1:
             raise ValueError(f"max_context_tokens must be >= 1, got {max_context_tokens}")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections import deque
 
+from simcluster.policies.load_index import LoadIndex, LoadTable
 from simcluster.policies.registry import ROUTERS
 
 
@@ -26,12 +27,19 @@ class RoundRobin:
     def __init__(self):
         self._next = 0
         self._order: list[int] = []
+        self._pool: list = []
 
     def bind(self, cluster):
-        self._order = [inst.id for inst in cluster.instances]
+        self._pool = list(cluster.instances)
+        self._order = [inst.id for inst in self._pool]
         return self
 
     def route(self, request, candidates, now):
+        n = len(self._order)
+        if len(candidates) == n:           # every instance is a candidate: the next one
+            i = self._next % n
+            self._next = i + 1
+            return self._pool[i]
         by_id = {inst.id: inst for inst in candidates}
         n = len(self._order)
         for step in range(n):
@@ -43,12 +51,34 @@ class RoundRobin:
 
 
 @ROUTERS.register("least_outstanding_tokens")
-class LeastOutstandingTokens(_Stateless):
+class LeastOutstandingTokens:
     """The instance with the fewest prompt-plus-output tokens still to process, relative to
-    its speed (``instance.speed``, 1.0 for a reference device)."""
+    its speed (``instance.speed``, 1.0 for a reference device); the lowest id on ties.
+
+    In a pool of ``index_from`` replicas or more, a :class:`~.load_index.LoadIndex` finds it
+    without reading every replica (the same answer, in time that does not grow with the
+    pool) whenever every replica of the pool is a candidate."""
+
+    def __init__(self, index_from: int = 32, table: bool = True):
+        self.index_from, self.table = index_from, table
+        self.index = None
+
+    def bind(self, cluster):
+        if len(cluster.instances) >= self.index_from:
+            self.index = (LoadTable if self.table else LoadIndex)(cluster.instances)
+        return self
 
     def route(self, request, candidates, now):
-        return min(candidates, key=lambda i: (i.outstanding_tokens / i.speed, i.id))
+        if len(candidates) == 1:
+            return candidates[0]
+        if self.index is not None and len(candidates) == len(self.index.pool):
+            return self.index.least(now)
+        best, load, bid = None, float("inf"), -1
+        for inst in candidates:              # min over (load, id), unrolled
+            v = inst.outstanding_tokens / inst.speed
+            if v < load or (v == load and inst.id < bid):
+                best, load, bid = inst, v, inst.id
+        return best
 
 
 @ROUTERS.register("prefix_aware")

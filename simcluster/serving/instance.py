@@ -1,15 +1,16 @@
-"""One model replica: a SimPy process that batches, times and applies iterations.
+"""One model replica: batches, times and applies iterations, driven by SimPy events.
 
 The loop: ask the batching policy for a plan, apply its preemptions and admissions, ask the
-cost model for the iteration time, ``yield env.timeout(t)``, apply the results (KV blocks,
-tokens, first-token and finish times). Events are iterations, never tokens: when the plan is
-pure decode, the same plan repeats until a sequence finishes, a request arrives or KV blocks
-run short, so the instance advances all those steps in one *decode run* — with per-step times
-from the cost model, so the result equals stepping one by one. An arrival during a run wakes
-the instance, which finishes the step in flight and plans again. Inside a run only token
-counts change, and :attr:`Instance.outstanding_tokens` counts the steps that have ended, so
-routers see exactly the state that stepping would show; :meth:`Instance.sync` applies them for
-policies that read more (the M/M/c controller, offload policies).
+cost model for the iteration time, schedule the iteration's end, apply the results there (KV
+blocks, tokens, first-token and finish times) and plan again. Events are iterations, never
+tokens: when the plan is pure decode, the same plan repeats until a sequence finishes, a
+request arrives or KV blocks run short, so the instance advances all those steps as one
+*decode run* — with per-step times from the cost model, so the result equals stepping one by
+one. An arrival during a run cuts it: the step in flight finishes and the instance plans again.
+Inside a run only token counts change, and :attr:`Instance.outstanding_tokens` counts the
+steps that have ended, so routers see exactly the state that stepping would show;
+:meth:`Instance.sync` applies them for policies that read more (the M/M/c controller, offload
+policies).
 
 A request handed off to another instance (prefill/decode pools) leaves the batch at its first
 token but keeps its KV blocks here until the cluster has shipped them
@@ -21,11 +22,34 @@ with requests waiting ends the run after the step in flight, as an arrival does.
 interrupt most runs long before their last completion, so timing all those later steps up
 front cost more than the events it saved — 2x slower on the Azure conversation trace.)
 
+What makes it fast (issue 12; events per request fell from ~6 to ~4, work per event to O(1)
+in the batch size):
+
+* The replica is a state machine on SimPy timeouts' callbacks, not a generator process: an
+  iteration's end is one timeout whose callback applies it and plans the next; an arrival
+  during a run schedules the end of the step in flight itself (no wake-up event); a run cut
+  short leaves its end timeout in the queue, ignored when it fires.
+* Decoding requests form a :class:`~.decode_group.DecodeGroup`: a run of ``j`` steps is
+  ``clock += j``, its KV blocks and first completion come from the group's aggregates.
+* A batching policy may answer ``steady_decode(now)`` (every running request decodes, nothing
+  else happens), which skips planning when nothing changed.
+* The timer binds the batch-size parts of a decode run's step times once per batch size, and
+  single iterations are memoised by shape (the cost model is a pure function; :mod:`.steps`).
+
 Prefix caching (:mod:`.prefix_cache`): when ``config.prefix_caching`` is on, the batching
 policy supports it and a request carries block-hash keys, the instance builds its cache on the
 first lookup; admissions take the hits the plan recorded, prefill progress registers computed
 units, and every KV release goes through :meth:`Instance._free_kv`. Without hashed requests
 none of this runs.
+
+The cluster may hold an instance (``gate``, an event: no iteration starts till it fires, e.g.
+during a synchronous KV copy), and an instance whose KV blocks are all held by requests on
+their way to another instance waits for :meth:`release_kv` instead of rejecting work.
+
+Same-time events: a run's natural end is handled by its timeout's callback directly (it used to
+wake the loop through a second event at the same instant), so an event at exactly the same
+float time as a run's end may now be handled after it instead of before. Bundled experiments
+give identical results (benchmarks/digest_experiments.py).
 """
 
 from __future__ import annotations
@@ -37,33 +61,56 @@ import numpy as np
 import simpy
 
 from simcluster.cost.memory import MemoryPlan
-from simcluster.policies.batching import Plan, blocks_for
+from simcluster.policies.batching import Plan
+from simcluster.serving.clock import after
 from simcluster.serving.config import InstanceConfig, context_limit
+from simcluster.serving.decode_group import DecodeGroup
+from simcluster.serving.decode_run import DecodeRun, DecodeRuns
 from simcluster.serving.kv import KVCache
 from simcluster.serving.prefix_cache import PrefixCache
 from simcluster.serving.request import Request
+from simcluster.serving.rowlog import CHUNK_ROWS, RowLog
+from simcluster.serving.steps import iteration_time
 
 
-class _DecodeRun:
-    """A decode run in flight: its start, its step end offsets (``cum``), its requests, how
-    many steps are applied, and the timeline row it has written."""
-
-    __slots__ = ("start", "cum", "reqs", "ctx_sum", "applied", "row")
-
-    def __init__(self, start, cum, reqs, ctx_sum):
-        self.start, self.cum, self.reqs, self.ctx_sum = start, cum, reqs, ctx_sum
-        self.applied, self.row = 0, None
+#: One timeline row per iteration or decode run (see simulation.results).
+TIMELINE_COLUMNS = ("instance", "start_s", "end_s", "iterations", "prefill_seqs",
+                    "prefill_tokens", "prefill_done", "decode_seqs", "kv_blocks_used", "waiting",
+                    "prefill_context", "prefill_pairs", "decode_context")
+TIMELINE_DTYPES = (np.int32, np.float64, np.float64, np.int32, np.int32, np.int32, np.int32,
+                   np.int32, np.int32, np.int32, np.int64, np.float64, np.int64)
 
 
-class Instance:
+class _NoMemo(dict):
+    """The memo of a timer that counts its calls (an engine model's envelope counter): it
+    keeps nothing, so every iteration is asked of the timer, as it counts them."""
+
+    def get(self, key, default=None):
+        return default
+
+    def __setitem__(self, key, value):
+        pass
+
+
+def _memo_for(timer, memo):
+    if getattr(timer, "envelope", None) is not None:
+        return _NoMemo()
+    return {} if memo is None else memo
+
+
+class Instance(DecodeRuns):
     """One replica of the model on the devices of its layout."""
 
     def __init__(self, env: simpy.Environment, iid: int, name: str, model, layout, timer,
-                 memory: MemoryPlan, config: InstanceConfig, batcher, sink):
+                 memory: MemoryPlan, config: InstanceConfig, batcher, sink,
+                 memo: dict | None = None):
         self.env, self.id, self.name = env, iid, name
-        self.model, self.layout, self.timer, self.memory = model, layout, timer, memory
+        self.model, self.layout, self.memory = model, layout, memory
         self.config = config
+        # iteration times by shape: shared by the replicas of one timer (see steps.py)
+        self._timer, self._memo = timer, _memo_for(timer, memo)
         self.batcher = batcher.bind(self)
+        self._steady = getattr(self.batcher, "steady_decode", None)
         self.sink = sink                 # .finished(req), .rejected(req), .prefilled(req)
         self.kv = KVCache(memory.kv_capacity_tokens // config.block_size, config.block_size)
         # one sequence lives in one attention data-parallel group (the whole pool when dp = 1)
@@ -73,23 +120,66 @@ class Instance:
         self.max_model_len = context_limit(model, config)
         self.running: list[Request] = []
         self.waiting: deque[Request] = deque()
+        self.group = DecodeGroup(config.block_size)
         self._outstanding = 0          # as of the last applied step (see outstanding_tokens)
         self._handoffs = 0             # handed-off requests whose KV blocks are still held
         self.speed = 1.0
-        self.active = True               # a controller may park an instance: routers skip it
-        self.gate: simpy.Event | None = None   # set by the cluster: no iteration starts till it fires
-        self.timeline: list[tuple] = []
-        self._wake: simpy.Event | None = None
-        self._live: _DecodeRun | None = None
+        self._active = True
+        self.load_watchers: list = []    # callables(instance) told when the load may change
+        self.timeline = RowLog(TIMELINE_COLUMNS, TIMELINE_DTYPES)
+        self._tl = self.timeline.rows      # (the hot path appends to the list itself)
+        self._device_name = layout.devices[0].name
+        # what can_serve checks, fixed for the replica's life (see admits)
+        self._oom = bool(memory.oom)
+        self.profile = (id(memory), config, self.seq_blocks, self.max_model_len)
+        self._busy = False               # an iteration, a run or a wake-up is scheduled
+        self._live: DecodeRun | None = None
+        self._flight = None              # the single iteration in flight
         self._admitted = 0
+        self._stalls = 0
+        self.gate: simpy.Event | None = None   # set by the cluster: no iteration starts till it fires
         self.cache: PrefixCache | None = None     # built on the first hashed request
         self._caching = config.prefix_caching and getattr(self.batcher, "prefix_caching",
                                                           False)
         # a sink may watch prefill iterations as they start (KV shipped layer by layer)
         self._prefill_hook = getattr(sink, "prefill_running", None)
-        self.process = env.process(self._run())
+        self._handoff = None if getattr(sink, "hands_off_never", False) else sink.wants_handoff
+
+    @property
+    def timer(self):
+        """The iteration timer (replacing it, e.g. by a NUMA placement, resets its caches)."""
+        return self._timer
+
+    @timer.setter
+    def timer(self, timer):
+        self._timer, self._memo = timer, _memo_for(timer, None)
+
+    @property
+    def active(self) -> bool:
+        """A controller may park an instance (False): routers then skip it."""
+        return self._active
+
+    @active.setter
+    def active(self, value: bool):
+        self._active = value
+        changed = getattr(self.sink, "activity_changed", None)
+        if changed is not None:
+            changed()
 
     # -- requests in -------------------------------------------------------------------------
+    def admits(self, req: Request) -> bool:
+        """``can_serve(req) == ""``, without building the reason (the common case). Replicas
+        with the same :attr:`profile` answer the same."""
+        if self._oom:
+            return False
+        cfg = self.config
+        if -(-(req.prompt_tokens + req.output_tokens - 1) // cfg.block_size) > self.seq_blocks:
+            return False
+        if req.prompt_tokens + req.output_tokens > self.max_model_len:
+            return False
+        return (cfg.chunked_prefill or req.prompt_tokens <= cfg.max_batched_tokens
+                or req.kv_tokens >= req.prefill_target)
+
     def can_serve(self, req: Request) -> str:
         """Empty if this replica could ever serve ``req``, else the reason it cannot."""
         if self.memory.oom:
@@ -130,204 +220,215 @@ class Instance:
         return cache.match(req) * cache.unit
 
     def _free_kv(self, req: Request):
-        """Release ``req``'s KV: its own blocks, and its references to cached units."""
+        """Release ``req``'s KV (not a decode group member): its own blocks, and its
+        references to cached units."""
         if req.shared_blocks or req.units_held:
-            self.kv.release(req.blocks - req.shared_blocks)
+            self.kv.release(req._blocks - req.shared_blocks)
             self.cache.release(req)
         else:
-            self.kv.release(req.blocks)
-        req.blocks = 0
+            self.kv.release(req._blocks)
+        req._blocks = 0
 
     def submit(self, req: Request):
-        req.instance, req.device = self.id, self.layout.devices[0].name
+        req.instance, req.device = self.id, self._device_name
         self.waiting.append(req)
-        self._outstanding += req.prefill_target - req.kv_tokens + req.remaining_output
-        if self._wake is not None and not self._wake.triggered:
-            self._wake.succeed()
+        self._outstanding += req.prefill_target - req._kv + req.output_tokens - req._gen
+        for watch in self.load_watchers:
+            watch(self)
+        if not self._busy:
+            self._busy = True
+            after(self.env, 0.0, self._next)
+            return
+        self._cut_run()
 
     # -- the loop ----------------------------------------------------------------------------
-    def _run(self):
-        env, stalls = self.env, 0
+    def _next(self, _ev=None):
+        """Plan and start the next iteration or decode run, or go idle; then tell the load
+        watchers (every change of the outstanding tokens is followed by this or submit)."""
         while True:
             if not self.running and not self.waiting:
-                self._wake = env.event()
-                yield self._wake
-                self._wake = None
+                self._busy = False
+                break
+            gate = self.gate
+            if gate is not None:       # held by the cluster (e.g. a synchronous KV copy)
+                if gate.callbacks is not None:
+                    gate.callbacks.append(self._gate_open)
+                    break
+                self.gate = None       # (fired already: go on at once)
                 continue
-            if self.gate is not None:    # held by the cluster (e.g. a synchronous KV copy)
-                yield self.gate
-                self.gate = None
-                continue
-            plan = self.batcher.schedule(env.now)
-            self._preempt(plan.preempt)
-            self._admit(plan.admit, plan.cached)
-            if plan.empty:
-                if self._handoffs:   # KV on its way to another instance holds blocks: wait
-                    self._wake = env.event()
-                    yield self._wake
-                    self._wake = None
-                    continue
-                stalls += 1
-                if stalls > 2 or not self.running:
+            steady = self._steady
+            if steady is not None and steady(self.env._now):
+                g = self.group
+                k = g.first_finish()                   # (the usual case of _steady_steps_group)
+                if k > self.config.max_steady_steps or g.n * (k // g.bs + 1) > self.kv.free_blocks:
+                    k = self._steady_steps_group()
+                if k > 1:
+                    self._start_run(k, None)
+                else:
+                    self._start_iteration(Plan(decode=list(self.running)))
+                break
+            plan = self.batcher.schedule(self.env._now)
+            if plan.preempt:
+                self._preempt(plan.preempt)
+            if plan.admit:
+                self._admit(plan.admit, plan.cached)
+            if not (plan.prefill or plan.decode):
+                if self._handoffs:
+                    # KV on its way to another instance holds blocks: wait for them
+                    # (a submit or release_kv wakes the instance)
+                    self._busy = False
+                    break
+                self._stalls += 1
+                if self._stalls > 2 or not self.running:
                     self._reject_head("scheduler could not admit it with an empty instance")
                 continue
-            stalls = 0
-            steps = self._steady_steps(plan) if plan.steady else 1
-            if steps > 1:
-                yield from self._decode_stretch(plan.decode, steps)
-            else:
-                yield from self._iteration(plan)
+            self._stalls = 0
+            if not (plan.prefill or plan.preempt or plan.admit):      # steady: pure decode
+                decode, g = plan.decode, self.group
+                if len(decode) == g.n and decode == g.members:
+                    k = self._steady_steps_group()
+                    if k > 1:
+                        self._start_run(k, None)
+                        break
+                else:
+                    k = self._steady_steps_loose(decode)
+                    if k > 1:
+                        self._start_run(k, decode)
+                        break
+            self._start_iteration(plan)
+            break
+        for watch in self.load_watchers:
+            watch(self)
 
-    def _iteration(self, plan: Plan):
-        start = self.env.now
-        for req, chunk in plan.prefill:
-            self._alloc(req, req.kv_tokens + chunk)
-        for req in plan.decode:
-            self._alloc(req, req.kv_tokens + 1)
-        chunks = np.fromiter((c for _, c in plan.prefill), dtype=np.int64, count=len(plan.prefill))
-        ctx = np.fromiter((r.kv_tokens for r, _ in plan.prefill), dtype=np.int64,
-                          count=len(plan.prefill))
-        samples = sum(1 for r, c in plan.prefill if r.kv_tokens + c == r.prefill_target)
-        n_dec = len(plan.decode)
-        ctx_sum = sum(r.kv_tokens for r in plan.decode) + n_dec
-        t = self.timer.time(chunks, ctx, n_dec, ctx_sum, samples + n_dec)
-        if self._prefill_hook is not None and plan.prefill:
-            self._prefill_hook(self, plan.prefill, start, start + t)
-        yield self.env.timeout(t)
-        end = self.env.now
+    def _gate_open(self, _ev):
+        self.gate = None
+        self._next()
+
+    # -- single iterations -------------------------------------------------------------------
+    def _start_iteration(self, plan: Plan):
+        g, kv, bs = self.group, self.kv, self.config.block_size
+        decode, prefill = plan.decode, plan.prefill
+        n = g.n
+        if n and len(decode) >= n and (decode == g.members if len(decode) == n
+                                       else decode[:n] == g.members):
+            whole, loose = True, decode[n:]
+            kv.alloc(g.step_blocks())
+            g.ahead = 1
+        else:
+            whole, loose = False, decode
+            for req in decode:
+                if req.group is not None:
+                    g.leave(req)
+        for req, chunk in prefill:
+            need = -(-(req._kv + chunk) // bs) - req._blocks
+            if need > 0:
+                kv.alloc(need)
+                req._blocks += need
+        for req in loose:
+            need = -(-(req._kv + 1) // bs) - req._blocks
+            if need > 0:
+                kv.alloc(need)
+                req._blocks += need
+        if len(prefill) == 1:
+            req, chunk = prefill[0]
+            chunks, ctx = (chunk,), (req._kv,)
+            samples = 1 if req._kv + chunk == req.prefill_target else 0
+        else:
+            chunks = tuple([c for _, c in prefill])
+            ctx = tuple([r._kv for r, _ in prefill])
+            samples = sum([1 for r, c in prefill if r._kv + c == r.prefill_target])
+        n_dec = len(decode)
+        ctx_sum = n_dec
+        if whole:
+            ctx_sum += g.base_sum + n * g.clock
+        if loose:
+            ctx_sum += sum([r._kv for r in loose])
+        key = (chunks, ctx, n_dec, ctx_sum, samples + n_dec)
+        memo = self._memo
+        t = memo.get(key)
+        if t is None:
+            t = iteration_time(memo, self._timer, key)
+        start = self.env._now
+        if self._prefill_hook is not None and prefill:
+            self._prefill_hook(self, prefill, start, start + t)
+        self._flight = (plan, start, whole, loose, samples, chunks, ctx, ctx_sum)
+        after(self.env, t, self._iteration_done)
+        if len(self._tl) >= CHUNK_ROWS:
+            self.timeline.compact()        # (no row of this instance is open here)
+
+    def _iteration_done(self, _ev):
+        plan, start, whole, loose, samples, chunks, ctx, ctx_sum = self._flight
+        self._flight = None
+        end = self.env._now
+        g = self.group
+        prefill = plan.prefill
         # attention work, for utilisation after the run: context and causal pairs of the chunks
-        pairs = float(np.dot(chunks, ctx + (chunks + 1) / 2)) if len(chunks) else 0.0
-        self._record(start, end, 1, len(plan.prefill), int(chunks.sum()), samples, n_dec,
-                     int(ctx.sum()), pairs, ctx_sum)
+        if len(chunks) == 1:
+            c, x = chunks[0], ctx[0]
+            pairs = c * (x + (c + 1) / 2)      # (np.dot of one element: the same product)
+        elif chunks:
+            c, x = np.array(chunks, dtype=np.int64), np.array(ctx, dtype=np.int64)
+            pairs = float(np.dot(c, x + (c + 1) / 2))
+        else:
+            pairs = 0.0
+        self._tl.append((self.id, start, end, 1, len(prefill), sum(chunks), samples,
+                         len(plan.decode), self.kv.total_blocks - self.kv.free_blocks,
+                         len(self.waiting), sum(ctx), pairs, ctx_sum))
+        joins = []
         cache = self.cache
-        for req, chunk in plan.prefill:
-            req.kv_tokens += chunk
+        for req, chunk in prefill:
+            req._kv += chunk
             self._outstanding -= chunk
             if cache is not None and req.prefix_keys is not None:
                 cache.computed(req)         # (before a finish or hand-off releases it)
-            if req.kv_tokens == req.prefill_target:
-                self._sampled(req, 1, end)
-        for req in plan.decode:
-            req.kv_tokens += 1
-            self._sampled(req, 1, end)
-
-    def _steady_steps(self, plan: Plan) -> int:
-        """How many identical pure-decode steps can run before anything changes."""
-        decode = plan.decode
-        k = min(min([r.output_tokens - r.generated for r in decode]),
-                self.config.max_steady_steps)
-        if k <= 1:
-            return 1
-        bs = self.config.block_size
-        free = self.kv.free_blocks
-        if len(decode) * (k // bs + 1) <= free:      # enough blocks whatever the alignment
-            return k
-        kv = np.fromiter((r.kv_tokens for r in decode), dtype=np.int64, count=len(decode))
-        held = np.fromiter((r.blocks for r in decode), dtype=np.int64, count=len(decode))
-
-        def new_blocks(j):
-            return int(np.maximum(0, -(-(kv + j) // bs) - held).sum())
-        if new_blocks(k) <= free:
-            return k
-        lo, hi = 1, k          # new_blocks(lo) <= free < new_blocks(hi)
-        while hi - lo > 1:
-            mid = (lo + hi) // 2
-            lo, hi = (mid, hi) if new_blocks(mid) <= free else (lo, mid)
-        return lo
-
-    def _decode_stretch(self, decode: list[Request], k: int):
-        env, start = self.env, self.env.now
-        n = len(decode)
-        ctx_sum = sum(r.kv_tokens for r in decode) + n
-        run = self._live = _DecodeRun(start, np.cumsum(self.timer.decode_steps(n, ctx_sum, k)),
-                                      decode, ctx_sum)
-        # one event wakes us: the run's end (a timeout's callback) or an arrival (submit)
-        wake = self._wake = env.event()
-        env.timeout(float(run.cum[-1])).callbacks.append(
-            lambda _: None if wake.triggered else wake.succeed())
-        yield wake
-        self._wake = None
-        j = k
-        if env.now < start + run.cum[-1]:      # woken by an arrival: finish the step in flight
-            j = min(k, int(np.searchsorted(run.cum, env.now - start, side="right")) + 1)
-            yield env.timeout(max(0.0, start + float(run.cum[j - 1]) - env.now))
-        self._advance(j)
-        self._live = None
-
-    @property
-    def outstanding_tokens(self) -> int:
-        """Prompt and output tokens still to process here, as of now: during a decode run the
-        steps that have already ended count as done (a run ends at its first completion, so
-        nothing else a router reads — running and waiting requests — changes inside one)."""
-        run = self._live
-        if run is None:
-            return self._outstanding
-        done = int(np.searchsorted(run.cum, self.env.now - run.start, side="right"))
-        return self._outstanding - len(run.reqs) * (done - run.applied)
-
-    def sync(self, now: float):
-        """Apply the steps of the decode run in flight that have ended by ``now`` — for a
-        policy that reads per-request token counts or KV blocks mid-run (routers need not:
-        :attr:`outstanding_tokens` is already current)."""
-        run = self._live
-        if run is not None:
-            done = int(np.searchsorted(run.cum, now - run.start, side="right"))
-            if done > run.applied:
-                self._advance(done)
-
-    def _advance(self, upto: int):
-        """Apply steps ``applied .. upto`` of the decode run in flight (one timeline row per
-        run: a sync's partial advance is extended, not repeated)."""
-        run, bs = self._live, self.config.block_size
-        j = upto - run.applied
-        if j <= 0:             # nothing new (e.g. synced at the run's end, then woken there)
-            return
-        done, new_blocks = [], 0
-        for req in run.reqs:
-            kv = req.kv_tokens + j
-            need = -(-kv // bs) - req.blocks
-            if need > 0:
-                new_blocks += need
-                req.blocks += need
-            req.kv_tokens = kv
-            req.generated += j
-            if req.generated >= req.output_tokens:
-                done.append(req)
-        self.kv.alloc(new_blocks)      # (_steady_steps chose the run so that they fit)
-        self._outstanding -= len(run.reqs) * j
-        if run.row is not None:
-            del self.timeline[run.row]
-        self._record(run.start, run.start + float(run.cum[upto - 1]), upto, 0, 0, 0,
-                     len(run.reqs), 0, 0.0, run.ctx_sum)
-        run.row, run.applied = len(self.timeline) - 1, upto
-        end = run.start + float(run.cum[upto - 1])
-        for req in done:               # (decodes have their first token: no hand-off here)
-            req.finish_s = end
-            self._release(req)
-            self.sink.finished(req)
+            if req._kv == req.prefill_target and self._sampled(req, end):
+                joins.append(req)
+        if whole:
+            g.ahead = 0
+            g.clock += 1
+            self._outstanding -= g.n
+            if g.heap[0][0] <= g.clock:
+                for req in g.pop_finished():
+                    self._finish(req, end)
+        for req in loose:
+            req._kv += 1
+            if self._sampled(req, end):
+                joins.append(req)
+        for req in joins:
+            if g.can_join(req):
+                g.join(req)
+        self._next()
 
     # -- state changes -----------------------------------------------------------------------
-    def _alloc(self, req: Request, tokens: int):
-        need = blocks_for(req, tokens, self.config.block_size)
-        if need:
-            self.kv.alloc(need)
-            req.blocks += need
-
-    def _sampled(self, req: Request, tokens: int, now: float):
-        if req.generated == 0:
+    def _sampled(self, req: Request, now: float) -> bool:
+        """One token sampled for ``req`` (not a group member); True if it stays in the batch."""
+        if req._gen == 0:
             req.first_token_s = now
-        req.generated += tokens
-        self._outstanding -= tokens
-        if req.generated >= req.output_tokens:
-            req.finish_s = now
-            self._release(req)
-            self.sink.finished(req)
-        elif req.generated == tokens and self.sink.wants_handoff(req):
+        req._gen += 1
+        self._outstanding -= 1
+        if req._gen >= req.output_tokens:
+            self._finish(req, now)
+            return False
+        if req._gen == 1 and self._handoff is not None and self._handoff(req):
             # it leaves the batch now; its KV blocks stay until the cluster has shipped them
             self.running.remove(req)
-            self._outstanding -= req.remaining_output
+            self._outstanding -= req.output_tokens - req._gen
             self._handoffs += 1
             self.sink.prefilled(req)
+            return False
+        return True
+
+    def _finish(self, req: Request, now: float):
+        req.finish_s = now
+        if req.group is not None:
+            self.group.leave(req)
+        self.running.remove(req)
+        if req.shared_blocks or req.units_held:
+            self._free_kv(req)
+        else:
+            self.kv.release(req._blocks)
+            req._blocks = 0
+        self.sink.finished(req)
 
     def release_kv(self, req: Request):
         """Free the KV blocks of a request handed off to another instance, once shipped. A
@@ -336,24 +437,30 @@ class Instance:
         the step in flight and plans again, as stepping one by one would)."""
         self._free_kv(req)
         self._handoffs -= 1
-        wake = self._wake      # blocked on these blocks, or decoding while a request waits
-        if wake is not None and not wake.triggered and (self._live is None or self.waiting):
-            wake.succeed()
+        if not self._busy:             # (idle, maybe waiting for blocks: plan again)
+            self._busy = True
+            after(self.env, 0.0, self._next)
+        elif self.waiting:             # decoding while a request waits: cut the run
+            self._cut_run()
 
     def _release(self, req: Request):
+        if req.group is not None:
+            self.group.leave(req)
         self.running.remove(req)
         self._free_kv(req)
 
     def _preempt(self, victims: list[Request]):
         for req in sorted(victims, key=lambda r: r.admit_seq, reverse=True):
+            if req.group is not None:
+                self.group.leave(req)
             self.running.remove(req)
             self._free_kv(req)
             # the recompute re-prefills prompt and generated tokens (a decoding request has
             # no prompt work left: its KV is past its prefill target)
-            self._outstanding += (req.prompt_tokens + req.generated
-                                        - max(0, req.prefill_target - req.kv_tokens))
-            req.blocks, req.kv_tokens = 0, 0
-            req.prefill_target = req.prompt_tokens + req.generated
+            self._outstanding += (req.prompt_tokens + req._gen
+                                  - max(0, req.prefill_target - req._kv))
+            req._blocks, req._kv = 0, 0
+            req.prefill_target = req.prompt_tokens + req._gen
             req.preemptions += 1
             self.waiting.appendleft(req)
 
@@ -382,6 +489,6 @@ class Instance:
     def _record(self, start, end, iters, n_prefill, prefill_tokens, prefill_done, n_decode,
                 prefill_context, prefill_pairs, decode_context):
         """One timeline row (columns: simcluster.simulation.results.TIMELINE_COLUMNS)."""
-        self.timeline.append((self.id, start, end, iters, n_prefill, prefill_tokens,
-                              prefill_done, n_decode, self.kv.used_blocks, len(self.waiting),
-                              prefill_context, prefill_pairs, decode_context))
+        self._tl.append((self.id, start, end, iters, n_prefill, prefill_tokens,
+                         prefill_done, n_decode, self.kv.used_blocks, len(self.waiting),
+                         prefill_context, prefill_pairs, decode_context))

@@ -15,9 +15,11 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import pandas as pd
 
+from simcluster.lazy import lazy_module
 from simcluster.hardware.power import power_profile
+
+pd = lazy_module("pandas")     # (imported when a frame is first built)
 
 POWER_COLUMNS = ["power_idle_w", "power_prefill_w", "power_decode_w"]
 ENERGY_FIELDS = ["energy_kwh", "energy_per_request_j", "energy_per_m_tokens_kwh"]

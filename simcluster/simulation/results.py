@@ -31,9 +31,11 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-import pandas as pd
 
+from simcluster.lazy import lazy_module
 from simcluster.simulation.energy import energy_summary
+
+pd = lazy_module("pandas")     # (imported when a frame is first built)
 
 REQUEST_COLUMNS = ["request_id", "arrival_s", "prompt_tokens", "output_tokens", "instance",
                    "device", "prefill_start_s", "first_token_s", "finish_s", "queueing_s",
@@ -57,6 +59,35 @@ def request_frame(requests) -> pd.DataFrame:
                                      "reason", "cached_tokens", "handoff_start_s",
                                      "handoff_end_s", "handoff_bytes"])
     df = df.sort_values("request_id", kind="stable").reset_index(drop=True)
+    return _derived(df)
+
+
+def request_frame_from_columns(cols: dict, prompt_tokens, output_tokens,
+                               devices) -> pd.DataFrame:
+    """:func:`request_frame` from recorded columns indexed by request id (``cols`` as
+    :meth:`~.records.RequestLog.columns` gives them; ``devices[i]``: instance i's device)."""
+    inst = cols.pop("instance").astype(np.int64)
+    names = np.array([""] + list(devices), dtype=object)
+    reason = cols.pop("reason")
+    output = np.asarray(output_tokens, dtype=np.int64)
+    arrival, start = cols.pop("arrival_s"), cols.pop("prefill_start_s")
+    first, finish = cols.pop("first_token_s"), cols.pop("finish_s")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        tpot = (finish - first) / np.where(output > 1, output - 1, np.nan)
+    data = {"request_id": cols.pop("request_id"), "arrival_s": arrival,
+            "prompt_tokens": np.asarray(prompt_tokens, dtype=np.int64),
+            "output_tokens": output, "instance": inst, "device": names[inst + 1],
+            "prefill_start_s": start, "first_token_s": first, "finish_s": finish,
+            "queueing_s": start - arrival, "ttft_s": first - arrival, "tpot_s": tpot,
+            "e2e_s": finish - arrival, "preemptions": cols.pop("preemptions").astype(np.int64),
+            "rejected": reason != "", "reason": reason,
+            "cached_tokens": cols.pop("cached_tokens"),
+            "handoff_start_s": cols.pop("handoff_start_s"),
+            "handoff_end_s": cols.pop("handoff_end_s"), "handoff_bytes": cols.pop("handoff_bytes")}
+    return pd.DataFrame(data, columns=REQUEST_COLUMNS, copy=False)
+
+
+def _derived(df: pd.DataFrame) -> pd.DataFrame:
     df["queueing_s"] = df.prefill_start_s - df.arrival_s
     df["ttft_s"] = df.first_token_s - df.arrival_s
     decode_tokens = (df.output_tokens - 1).where(df.output_tokens > 1)
@@ -73,6 +104,29 @@ def transfer_frame(rows) -> pd.DataFrame:
     """KV hand-offs: tuples ``(request, src, start_s, end_s, bytes[, dst])``."""
     full = [tuple(r) + (-1,) * (len(TRANSFER_COLUMNS) - len(r)) for r in rows]
     return pd.DataFrame(full, columns=TRANSFER_COLUMNS)
+
+
+def timeline_frame_from_columns(cols: dict) -> pd.DataFrame:
+    """The timeline frame from recorded columns (integer columns as int64)."""
+    return pd.DataFrame({k: (cols[k] if cols[k].dtype.kind == "f" else
+                             cols[k].astype(np.int64)) for k in TIMELINE_COLUMNS},
+                        copy=False)
+
+
+def timeline_frame_from_logs(logs) -> pd.DataFrame:
+    """The timeline frame of replicas' row logs (:class:`~simcluster.serving.rowlog.RowLog`,
+    in order): their rows move into the frame's columns (integers as int64), each record
+    chunk freed once copied, and the logs read their rows from the frame from then on."""
+    n = sum(len(log) - log.streamed for log in logs)
+    if not logs:
+        return timeline_frame([])
+    kinds = {name: logs[0].record[name].kind for name in TIMELINE_COLUMNS}
+    out = {k: np.empty(n, dtype=np.float64 if kinds[k] == "f" else np.int64)
+           for k in TIMELINE_COLUMNS}
+    pos = 0
+    for log in logs:
+        pos += log.move_into(out, pos)
+    return pd.DataFrame(out, copy=False)
 
 
 def _pct(series: pd.Series, q: float) -> float:

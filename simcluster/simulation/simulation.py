@@ -11,26 +11,38 @@ in one process never interfere.
 A trace with block hashes (``Trace.has_block_hashes``) gives every request the chained keys of
 its prompt blocks, which the instances' prefix caches look up (``InstanceConfig.prefix_caching``;
 the trace's block size must be a whole number of KV blocks).
+
+Requests exist as Python objects only while in flight; what became of each is recorded in
+columns (:mod:`.records`). ``run(stream_to=folder)`` writes the request and timeline rows to
+Parquet files there as the run goes, so memory does not grow with the trace, and returns
+results that read those files when first asked.
 """
 
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
-import pandas as pd
 import simpy
 
+from simcluster.lazy import lazy_module
 from simcluster.cluster import Cluster, InstanceSpec
 from simcluster.cost import CostModel
 from simcluster.errors import InputError
 from simcluster.serving.prefix_cache import chain_keys
 from simcluster.simulation.energy import power_columns
-from simcluster.simulation.results import (ACTIVITY_COLUMNS, Results, request_frame,
-                                           timeline_frame, transfer_frame)
+from simcluster.simulation.records import (REQUEST_FIELDS, TIMELINE_FIELDS, ParquetSink,
+                                           RequestLog, StreamedResults)
+from simcluster.simulation.results import (ACTIVITY_COLUMNS, Results,
+                                           request_frame_from_columns,
+                                           timeline_frame_from_logs, transfer_frame)
 from simcluster.simulation.work import WorkCoefficients, layout_peaks, row_work
 from simcluster.engines.envelope import envelope_check
+from simcluster.serving.clock import after
 from simcluster.serving.request import Request
+
+pd = lazy_module("pandas")     # (imported when a frame is first built)
 
 
 def cost_provenance(cost_model: CostModel, devices) -> dict:
@@ -40,6 +52,9 @@ def cost_provenance(cost_model: CostModel, devices) -> dict:
     engine = getattr(cost_model, "name", None) or None
     return {"calibration": getattr(cal, "name", type(cal).__name__), "engine": engine,
             "devices": {d.name: cal.provenance(d) for d in devices}}
+
+
+ARRIVAL_WINDOW = 1 << 14   # trace rows turned into Python numbers at a time
 
 
 class Simulation:
@@ -57,8 +72,11 @@ class Simulation:
         self.env = simpy.Environment(initial_time=float(trace.arrival_s[0]))
         self.cluster = cluster_factory(self.env, model, list(instances), router=router,
                                        router_params=router_params, cost_model=cost_model)
-        self.requests: list[Request] = []
+        self.log = self.cluster.log = RequestLog(len(trace))
+        self.arrived = 0
         self._ran = False
+        self._stream: Path | None = None
+        self._results: Results | None = None
         self._hashes = None
         if trace.has_block_hashes:
             self._check_block_size(trace.hash_block_tokens, instances)
@@ -76,34 +94,66 @@ class Simulation:
                                  f"divides {tokens}, or turn prefix_caching off",
                                  field="block_size")
 
-    def _arrivals(self):
-        env, cluster = self.env, self.cluster
-        arr, prompt, out = (self.trace.arrival_s, self.trace.prompt_tokens,
-                            self.trace.output_tokens)
-        for i in range(len(arr)):
-            t = float(arr[i])
-            if t > env.now:
-                yield env.timeout(t - env.now)
-            # the clock's time, which may differ from t by an ulp after timeout(t - now)
-            req = Request(i, env.now, int(prompt[i]), int(out[i]))
-            if self._hashes is not None:
-                req.prefix_keys = chain_keys(self._hashes[i])
-                req.prefix_block_tokens = self.trace.hash_block_tokens
-            self.requests.append(req)
-            cluster.submit(req)
+    def _start_arrivals(self):
+        """Arrivals as a chain of timeouts, one per distinct arrival time: each callback
+        submits the requests arriving now and schedules the next (no process to resume)."""
+        env, submit, trace = self.env, self.cluster.submit, self.trace
+        hashes, block_tokens = self._hashes, getattr(trace, "hash_block_tokens", 0)
+        n = len(trace)
+        # the trace's columns as Python numbers, a window at a time (not the whole trace)
+        lo = hi = 0
+        arr = prompt = out = ()
+
+        def fetch(i):
+            nonlocal lo, hi, arr, prompt, out
+            lo, hi = i, min(n, i + ARRIVAL_WINDOW)
+            arr = trace.arrival_s[lo:hi].tolist()
+            prompt = trace.prompt_tokens[lo:hi].tolist()
+            out = trace.output_tokens[lo:hi].tolist()
+
+        def arrive(_ev):
+            i = self.arrived
+            now = env._now
+            while True:
+                if i >= hi:
+                    fetch(i)
+                k = i - lo
+                # the clock's time, which may differ from arr[i] by an ulp after timeout()
+                req = Request(i, now, prompt[k], out[k])
+                if hashes is not None:
+                    req.prefix_keys = chain_keys(hashes[i])
+                    req.prefix_block_tokens = block_tokens
+                submit(req)
+                i += 1
+                if i == n:
+                    break
+                if i >= hi:
+                    fetch(i)
+                t = arr[i - lo]
+                if t > now:
+                    after(env, t - now, arrive)
+                    break
+            self.arrived = i
+
+        fetch(0)
+        after(env, max(0.0, arr[0] - env.now), arrive)
 
     def run(self, progress: Callable[[int, int], None] | bool | None = None,
-            progress_every_s: float = 0.5) -> Results:
+            progress_every_s: float = 0.5, stream_to=None) -> Results:
         """Run until every request has finished or been rejected.
 
         ``progress(arrived, total)`` is called about every ``progress_every_s`` of wall time;
         ``progress=True`` draws a tqdm bar over arrivals (``tqdm.auto``: a widget in Jupyter)
-        once the run has taken two seconds.
+        once the run has taken two seconds. ``stream_to``: a folder to write
+        ``requests.parquet`` and ``timeline.parquet`` into as the run goes (pyarrow), instead
+        of keeping the rows in memory.
         """
         if self._ran:
             raise RuntimeError("a Simulation runs once; build a new one to run again")
         self._ran = True
-        self.env.process(self._arrivals())
+        if stream_to is not None:
+            self._open_stream(Path(stream_to))
+        self._start_arrivals()
         total = len(self.trace)
         bar = None
         if progress is True:
@@ -117,9 +167,9 @@ class Simulation:
                 self.env.step()
                 now = time.perf_counter()
                 if now - last >= progress_every_s:
-                    progress(len(self.requests), total)
+                    progress(self.arrived, total)
                     last = now
-            progress(len(self.requests), total)
+            progress(self.arrived, total)
         if bar is not None:
             bar.close()
         return self.results()
@@ -129,12 +179,16 @@ class Simulation:
         devices = {d.name: d for inst in self.cluster.instances for d in inst.layout.devices}
         return cost_provenance(self.cluster.cost_model, devices.values())
 
-    def results(self) -> Results:
-        unfinished = [r for r in self.requests
-                      if r.finish_s != r.finish_s and not r.reason]   # NaN finish, no reason
-        if unfinished:
-            raise RuntimeError(f"{len(unfinished)} requests neither finished nor rejected, "
-                               f"e.g. {unfinished[0]!r}")
+    def _open_stream(self, folder: Path):
+        folder.mkdir(parents=True, exist_ok=True)
+        self._stream = folder
+        self.log.sink = ParquetSink(folder / "requests.parquet", REQUEST_FIELDS)
+        timeline = ParquetSink(folder / "timeline.parquet", TIMELINE_FIELDS)
+        for inst in self.cluster.instances:
+            inst.timeline.sink = timeline
+        self._timeline_sink = timeline
+
+    def _instances_frame(self) -> pd.DataFrame:
         rows = []
         for inst in self.cluster.instances:
             devs = inst.layout.devices
@@ -146,20 +200,50 @@ class Simulation:
                          "block_size": inst.config.block_size, "speed": inst.speed,
                          "peak_flops_per_s": flops, "peak_mem_bw_bytes_per_s": bw,
                          **power_columns(devs)})
-        timeline = timeline_frame([row for inst in self.cluster.instances
-                                   for row in inst.timeline])
-        timeline["flops"], timeline["bytes"] = row_work(timeline,
-                                                        WorkCoefficients.of(self.model))
+        return pd.DataFrame(rows)
+
+    def _check_ended(self):
+        missing = len(self.trace) - self.log.ended
+        if missing:
+            stuck = [r for inst in self.cluster.instances
+                     for r in (*inst.running, *inst.waiting)]
+            raise RuntimeError(f"{missing} requests neither finished nor rejected"
+                               + (f", e.g. {stuck[0]!r}" if stuck else ""))
+
+    def results(self) -> Results:
+        """The run's frames (built once: the recorded rows move into them)."""
+        if self._results is not None:
+            return self._results
+        self._check_ended()
+        devices = [inst.layout.devices[0].name for inst in self.cluster.instances]
+        instances = self._instances_frame()
         transfers = transfer_frame(getattr(self.cluster, "transfers", []))
         ctl = getattr(self.cluster, "controller", None)
         activity = (ctl.activity if ctl is not None and hasattr(ctl, "activity")
                     else pd.DataFrame(columns=ACTIVITY_COLUMNS))
-        res = Results(request_frame(self.requests), timeline, pd.DataFrame(rows),
-                      ttft_slo_s=self.slo[0], tpot_slo_s=self.slo[1], name=self.name,
-                      prefix_caching=self.prefix_caching, transfers=transfers,
-                      activity=activity, provenance=self.provenance(),
-                      envelope=envelope_check(self.cluster.instances, self.cost_model_name()))
-        return res
+        kw = dict(ttft_slo_s=self.slo[0], tpot_slo_s=self.slo[1], name=self.name,
+                  prefix_caching=self.prefix_caching, transfers=transfers, activity=activity,
+                  provenance=self.provenance(),
+                  envelope=envelope_check(self.cluster.instances, self.cost_model_name()))
+        if self._stream is not None:
+            self.log.close()
+            for inst in self.cluster.instances:
+                inst.timeline.compact()
+            self._timeline_sink.close()
+            coef = WorkCoefficients.of(self.model)
+            self._results = StreamedResults(self._stream, self.trace, devices, instances,
+                                            bytes_float=self.log.bytes_float,
+                                            work=lambda tl: row_work(tl, coef), **kw)
+            return self._results
+        # (the recorded rows are released as they are copied into frames)
+        requests = request_frame_from_columns(self.log.columns(release=True),
+                                              self.trace.prompt_tokens,
+                                              self.trace.output_tokens, devices)
+        timeline = timeline_frame_from_logs([inst.timeline for inst in self.cluster.instances])
+        timeline["flops"], timeline["bytes"] = row_work(timeline,
+                                                        WorkCoefficients.of(self.model))
+        self._results = Results(requests, timeline, instances, **kw)
+        return self._results
 
     def cost_model_name(self) -> str:
         return getattr(self.cluster.cost_model, "name", "") or "engine"

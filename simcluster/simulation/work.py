@@ -30,10 +30,12 @@ import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
-import pandas as pd
 
+from simcluster.lazy import lazy_module
 from simcluster.calibration import compute_dtype
 from simcluster.models.operators import RankShape
+
+pd = lazy_module("pandas")     # (imported when a frame is first built)
 
 
 def _unit(fn, *args) -> tuple[float, float]:
@@ -111,18 +113,18 @@ class WorkCoefficients:
         return np.where(tokens > 0, self.experts * (1.0 - miss), 0.0)
 
 
-def _attention(c: WorkCoefficients, tl: pd.DataFrame, it, n_dec):
+def _attention(c: WorkCoefficients, col, it, n_dec):
     """FLOPs and bytes of attention per row: prefill from the row's sums, decode from the
     model's own ``attn_decode`` at the run's mean KV length (exact where it is linear)."""
-    pairs = tl.prefill_pairs.to_numpy(float)
-    chunk = tl.prefill_tokens.to_numpy(float)
-    ctx = tl.prefill_context.to_numpy(float)
-    seqs = tl.prefill_seqs.to_numpy(float)
+    pairs = col("prefill_pairs")
+    chunk = col("prefill_tokens")
+    ctx = col("prefill_context")
+    seqs = col("prefill_seqs")
     fp, fk = c.prefill_flops
     bs, bc, bx = c.prefill_bytes
     flops = c.layers * (fp * pairs + fk * (ctx + chunk))
     bytes_ = c.layers * (bs * seqs + bc * chunk + bx * ctx)
-    mean_kv = tl.decode_context.to_numpy(float) + n_dec * (it - 1) / 2
+    mean_kv = col("decode_context") + n_dec * (it - 1) / 2
     f, b = c.rs.attn_decode(n_dec, mean_kv)
     on = n_dec > 0
     flops = flops + np.where(on, c.layers * it * f, 0.0)
@@ -130,17 +132,35 @@ def _attention(c: WorkCoefficients, tl: pd.DataFrame, it, n_dec):
     return flops, bytes_
 
 
+#: Timeline rows evaluated at once by :func:`row_work` (bounds its temporaries' memory).
+WORK_ROWS = 1 << 16
+
+
 def row_work(timeline: pd.DataFrame, coef: WorkCoefficients) -> tuple[np.ndarray, np.ndarray]:
-    """FLOPs and bytes of each timeline row (arrays aligned with the frame)."""
-    it = timeline.iterations.to_numpy(float)
-    n_dec = timeline.decode_seqs.to_numpy(float)
-    prefill = timeline.prefill_tokens.to_numpy(float)
+    """FLOPs and bytes of each timeline row (arrays aligned with the frame), evaluated
+    :data:`WORK_ROWS` rows at a time (every operation is elementwise: the same floats)."""
+    n = len(timeline)
+    flops, bytes_ = np.empty(n), np.empty(n)
+    arrays = {name: timeline[name].to_numpy() for name in (
+        "iterations", "decode_seqs", "prefill_tokens", "prefill_done", "prefill_pairs",
+        "prefill_context", "prefill_seqs", "decode_context")}
+    for a in range(0, n, WORK_ROWS):
+        b = min(n, a + WORK_ROWS)
+        flops[a:b], bytes_[a:b] = _row_work(lambda name: arrays[name][a:b].astype(float),
+                                            coef)
+    return flops, bytes_
+
+
+def _row_work(col, c: WorkCoefficients):
+    it = col("iterations")
+    n_dec = col("decode_seqs")
+    prefill = col("prefill_tokens")
+    done = col("prefill_done")
     step_tokens = prefill + n_dec                 # per iteration (a run: the same each step)
     tokens = prefill + it * n_dec
-    samples = timeline.prefill_done.to_numpy(float) + it * n_dec
-    sampling = np.where(n_dec > 0, it, np.where(timeline.prefill_done.to_numpy() > 0, 1.0, 0.0))
-    c = coef
-    attn_f, attn_b = _attention(c, timeline, it, n_dec)
+    samples = done + it * n_dec
+    sampling = np.where(n_dec > 0, it, np.where(done > 0, 1.0, 0.0))
+    attn_f, attn_b = _attention(c, col, it, n_dec)
     flops = c.flops_per_token * tokens + c.flops_per_sample * samples + attn_f
     experts = c.moe_layers * c.bytes_per_expert * c.experts_touched(step_tokens)
     bytes_ = ((c.bytes_per_iteration + experts) * it

@@ -13,9 +13,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import pandas as pd
 
+from simcluster.lazy import lazy_module
 from simcluster.errors import InputError
+
+pd = lazy_module("pandas")     # (imported when a frame is first built)
 
 # Token counts (and times) above this cannot be held exactly as float64 and are surely not
 # real; an int64 cell near 2**63 would otherwise wrap negative, a uint64 one wrap around.

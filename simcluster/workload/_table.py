@@ -12,8 +12,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import pandas as pd
 
+from simcluster.lazy import lazy_module
 from simcluster.errors import InputError
 from simcluster.workload._columns import (
     Rows,
@@ -23,6 +23,8 @@ from simcluster.workload._columns import (
     require_columns,
     timestamps_ns,
 )
+
+pd = lazy_module("pandas")     # (imported when a frame is first built)
 
 
 @dataclass(frozen=True)

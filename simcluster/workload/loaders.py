@@ -14,14 +14,16 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
+from simcluster.lazy import lazy_module
 from simcluster.errors import InputError, did_you_mean, unknown_name
 from simcluster.workload._columns import Rows
 from simcluster.workload._table import SCHEMAS, Schema, detect_schema, request_arrays
 from simcluster.workload.bundled import BUNDLED, bundled_trace_path
 from simcluster.workload.hashes import BLOCK_COLUMN, HASH_COLUMN, MOONCAKE_BLOCK_TOKENS
 from simcluster.workload.trace import PARQUET_HINT, Trace
+
+pd = lazy_module("pandas")     # (imported when a frame is first built)
 
 #: Accepted values of ``load_trace(format=...)`` and the container each implies.
 #: csv/jsonl/parquet name the container only (columns detected from the header);
@@ -67,6 +69,13 @@ def load_trace(path_or_name: str | Path, *, format: str | None = None,
     JSON line, file without requests) raises InputError naming file, line and column.
     """
     path, name = _resolve(path_or_name)
+    if name in BUNDLED and path == bundled_trace_path(name):   # parsed once per user
+        from simcluster.workload.cache import load_cached
+        return load_cached(path, name, format, sort, lambda: _load(path, name, format, sort))
+    return _load(path, name, format, sort)
+
+
+def _load(path: Path, name: str, format: str | None, sort: bool) -> Trace:
     container, schema = _container_and_schema(path, format)
     if container == "csv":
         df, rows, header_line = _read_csv(path)

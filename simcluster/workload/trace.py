@@ -17,13 +17,15 @@ from pathlib import Path
 from types import MappingProxyType
 
 import numpy as np
-import pandas as pd
 
+from simcluster.lazy import lazy_module
 from simcluster.errors import InputError
 from simcluster.workload._columns import _MAX_EXACT_INT, first_decrease
 from simcluster.workload._table import frame_arrays
 from simcluster.workload.hashes import (BLOCK_COLUMN, HASH_COLUMN, block_tokens_column,
                                         encode_csv, normalise_hash_ids)
+
+pd = lazy_module("pandas")     # (imported when a frame is first built)
 
 #: Columns of the canonical table form of a trace (``to_frame``, ``save``), in order.
 CANONICAL_COLUMNS = ("request_id", "arrival_s", "prompt_tokens", "output_tokens")

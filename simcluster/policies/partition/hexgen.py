@@ -29,8 +29,8 @@ from __future__ import annotations
 from itertools import permutations, product
 
 import numpy as np
-import pandas as pd
 
+from simcluster.lazy import lazy_module
 from simcluster.cost.layout import Layout
 from simcluster.cost.memory import memory_plan, rank_weight_bytes
 from simcluster.cost.model import IterationTimer
@@ -38,6 +38,8 @@ from simcluster.models.operators import RankShape
 from simcluster.policies.partition.problem import GiB, Problem
 from simcluster.policies.partition.result import Partition
 from simcluster.policies.registry import PARTITIONS
+
+pd = lazy_module("pandas")     # (imported when a frame is first built)
 
 _EMPTY = np.zeros(0, dtype=np.int64)
 

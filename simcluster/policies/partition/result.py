@@ -5,10 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-import pandas as pd
 
+from simcluster.lazy import lazy_module
 from simcluster.cost.layout import Layout
 from simcluster.cost.memory import MemoryPlan
+
+pd = lazy_module("pandas")     # (imported when a frame is first built)
 
 GiB = 2**30
 

@@ -1,0 +1,119 @@
+"""Pure-decode runs of an :class:`~.model.IterationTimer`: per-step times of many identical
+decode steps as one vector (:meth:`DecodeSteps.decode_steps`), from a table per batch size
+filled in blocks of context sums, each block evaluated with the batch-size parts bound once
+(:meth:`DecodeSteps._decode_fn`). A mixin of the timer, kept apart so that modules stay short.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+#: Context sums per block of a timer's decode step table, and blocks kept (8 KiB each).
+STEP_BLOCK = 1024
+STEP_BLOCKS_KEPT = 2048
+
+
+class DecodeSteps:
+    """The decode-run half of :class:`~.model.IterationTimer` (it holds ``_step_table``,
+    ``_decode_fns`` and the parts the step functions bind)."""
+
+    def decode_steps(self, n_decode: int, context_sum: int, steps: int,
+                     pad_tokens: int = 0, pad_samples: int = 0) -> np.ndarray:
+        """Per-step times of ``steps`` pure-decode iterations of ``n_decode`` sequences whose
+        KV lengths sum to ``context_sum`` at the first step and grow by one token each step
+        (``pad_tokens``, ``pad_samples``: as for :meth:`time`).
+
+        A step's time is a function of the batch size and the context sum alone, so the timer
+        keeps a table of it per batch size (and padding), filled in blocks of
+        :data:`STEP_BLOCK` consecutive context sums the first time a run needs one: a run is
+        then a strided slice of the table (the same floats as evaluating its steps: every
+        operation is elementwise). The array returned is read-only (a view of the table)."""
+        table = self._step_table
+        fk = (n_decode, pad_tokens, pad_samples) if pad_tokens or pad_samples else n_decode
+        lo, hi = context_sum, context_sum + n_decode * (steps - 1)
+        c = lo // STEP_BLOCK
+        if hi // STEP_BLOCK == c:
+            block = table.get((fk, c))
+            if block is None:
+                block = self._step_block(fk, c)
+            off = lo - c * STEP_BLOCK
+            return block[off:hi - c * STEP_BLOCK + 1:n_decode]
+        parts, s = [], lo
+        while s <= hi:
+            c = s // STEP_BLOCK
+            block = table.get((fk, c))
+            if block is None:
+                block = self._step_block(fk, c)
+            last = min(hi, (c + 1) * STEP_BLOCK - 1)
+            parts.append(block[s - c * STEP_BLOCK:last - c * STEP_BLOCK + 1:n_decode])
+            s += n_decode * ((last - s) // n_decode + 1)
+        return np.concatenate(parts)
+
+    def _step_block(self, fk, c: int) -> np.ndarray:
+        """Step times of batches ``fk`` (a size, or (size, pad rows, pad samples)) at context
+        sums ``c * STEP_BLOCK`` onwards."""
+        fn = self._decode_fns.get(fk)
+        if fn is None:
+            fn = self._decode_fns[fk] = (self._decode_fn(*fk) if isinstance(fk, tuple)
+                                         else self._decode_fn(fk))
+        if len(self._step_table) >= STEP_BLOCKS_KEPT:
+            self._step_table.clear()
+        block = fn(np.arange(c * STEP_BLOCK, (c + 1) * STEP_BLOCK, dtype=float))
+        block.flags.writeable = False
+        self._step_table[(fk, c)] = block
+        return block
+
+    def _decode_fn(self, n: int, pad_tokens: int = 0, pad_samples: int = 0):
+        """``sums -> step times`` of batches of ``n`` at the context sums ``sums``: the
+        batch-size parts (dense operators, links, host dispatch, the calibration's slice) bound
+        once, the same floats as evaluating every part per step."""
+        rows, samples = n + int(pad_tokens), n + int(pad_samples)
+        links = self._links(rows, n)
+        mode = self.execution.decode
+        host = self._host
+        if not self._scalar:
+            dense = self._dense(rows, samples)[:, :, None]
+
+            def steps_general(sums):
+                per_rank = dense + self._attn_decode(n, sums)
+                per_rank = host.apply(per_rank, False, True, True, mode)
+                return per_rank.max(axis=1).sum(axis=0) + links
+            return steps_general
+        rs, layers = self.ranks[0], self.stage_layers[0]
+        dense0 = self._dense(rows, samples)[0, 0]
+        if mode != "graphs":
+            def steps_host(sums):
+                t = self._attn_decode_scalar(n, sums) + dense0
+                return host.scalar(t, False, True, True, mode) + links
+            return steps_host
+        const = dense0 + links
+        shape = {"batch": n, "kv_len": 1.0, "heads": rs.heads, "kv_heads": rs.kv_heads}
+        kernel = self.cal.slice_kernel(self._device(0, 0), "attn_decode", shape, self.dtype)
+        if (kernel is None or rs.variant or rs.recompute
+                or self.kernels.kv_cache == "concat"):      # (the general per-step formula)
+            def steps_scalar(sums):
+                return self._attn_decode_scalar(n, sums) + const
+            return steps_scalar
+
+        flops_per_kv, frac, bytes_per_kv, bytes_fixed, scale = rs.attn_decode_terms(n)
+        # decode attention is memory-bound when even at infinite context (the largest
+        # FLOPs-to-bytes ratio) the FLOPs roofline stays 0.1% below the bytes roofline:
+        # then max() picks the bytes term for every step, bit for bit
+        memory_bound = (frac == 0 or flops_per_kv * kernel.bw
+                        < 0.999 * scale * bytes_per_kv * kernel.peak)
+
+        def steps_sliced(sums):
+            if memory_bound and sums[0] >= n:        # (kv_len = sums / n >= 1)
+                by = bytes_per_kv * sums
+                if frac != 1.0:
+                    by *= frac
+                by += bytes_fixed
+                by *= scale
+                t = kernel.bytes_bound(by, sums / n)
+            else:
+                f, by = rs.attn_decode(n, sums)
+                t = kernel(f, by, sums / n)
+            t *= layers
+            t += const
+            return t
+        return steps_sliced

@@ -1,0 +1,45 @@
+"""A callback at a later simulated time, with the least work SimPy's event loop allows.
+
+The replicas' iterations and decode runs end on SimPy's clock. A :class:`simpy.Timeout` per
+iteration is half of what one costs on the hot path; what ``Environment.step`` needs of an
+event is only its ``callbacks``, ``_ok`` and ``_value``, so :func:`after` puts a minimal
+object with those straight into the environment's queue, with the priority and sequence number
+a timeout would get (the same order of events at equal times). Where SimPy's environment does
+not have that queue (another SimPy version), it falls back to a :class:`~simpy.Timeout`.
+"""
+
+from __future__ import annotations
+
+from heapq import heappush
+
+import simpy
+from simpy.core import NORMAL
+from simpy.events import Timeout
+
+
+class _Tick:
+    """The part of a SimPy event that ``Environment.step`` processes."""
+
+    __slots__ = ("callbacks", "_ok", "_value")
+
+
+def _direct() -> bool:
+    env = simpy.Environment()
+    return (isinstance(getattr(env, "_queue", None), list) and hasattr(env, "_eid")
+            and hasattr(env, "_now"))
+
+
+DIRECT = _direct()
+
+
+def after(env, delay: float, callback, value=None):
+    """Call ``callback(event)`` when ``delay`` more seconds have passed (``event._value`` is
+    ``value``), ordered among the other events as a timeout scheduled now would be."""
+    if DIRECT:
+        tick = _Tick()
+        tick.callbacks, tick._ok, tick._value = [callback], True, value
+        heappush(env._queue, (env._now + delay, NORMAL, next(env._eid), tick))
+        return tick
+    ev = Timeout(env, delay, value)
+    ev.callbacks.append(callback)
+    return ev

@@ -1,0 +1,230 @@
+"""Decode runs of an :class:`~.instance.Instance`: many identical pure-decode steps as one
+event (see the instance module's docstring). A mixin of the instance, kept apart so that each
+module stays short: how long a run may go on (:meth:`DecodeRuns._steady_steps_group`), starting,
+ending and cutting one, the load routers read inside one, and applying its steps.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_right
+
+import numpy as np
+
+from simcluster.serving.clock import after
+from simcluster.serving.request import Request
+from simcluster.serving.rowlog import CHUNK_ROWS
+
+
+class DecodeRun:
+    """A decode run in flight: its start, the end offsets of its steps from the start
+    (``cum``, an array; the first :data:`HEAD` also as a list, ``head``, made when a time is
+    first looked up in it), its batch size, how many steps are applied, its timeline row, and
+    — if the plan was not exactly the decode group — the requests it advances one by one
+    (``loose``)."""
+
+    __slots__ = ("start", "cum", "head", "last", "k", "n", "applied", "row", "cut", "loose",
+                 "ctx_sum")
+
+    def __init__(self, start, cum, n, loose, ctx_sum):
+        self.start, self.cum, self.n, self.loose, self.ctx_sum = start, cum, n, loose, ctx_sum
+        self.k = len(cum)
+        self.last = float(cum[-1])
+        self.head = None
+        self.applied, self.row, self.cut = 0, None, False
+
+    def done_by(self, rel: float) -> int:
+        """Steps whose end offset is at most ``rel``."""
+        head = self.head
+        if head is None:
+            head = self.head = self.cum[:HEAD].tolist()
+        if rel < head[-1] or self.k <= HEAD:
+            return bisect_right(head, rel)
+        return int(self.cum.searchsorted(rel, "right"))
+
+    def end_of(self, j: int) -> float:
+        """End offset of step ``j`` (1-based)."""
+        head = self.head
+        return head[j - 1] if head is not None and j <= HEAD else float(self.cum[j - 1])
+
+
+#: Step ends of a decode run kept as a Python list (runs are usually shorter).
+HEAD = 128
+
+
+class DecodeRuns:
+    """The decode-run half of :class:`~.instance.Instance` (it holds the state: ``_live``,
+    ``group``, ``kv``, ``_timer``, ``_tl``, ``_outstanding``)."""
+
+    def _cut_run(self):
+        """End the decode run in flight (if any) after the step in flight, then plan again:
+        what stepping one by one would do when a request arrives or blocks come free."""
+        run = self._live
+        if run is not None and not run.cut:
+            now = self.env._now
+            if now < run.start + run.last:
+                run.cut = True
+                j = min(run.k, run.done_by(now - run.start) + 1)
+                after(self.env, max(0.0, run.start + run.end_of(j) - now), self._run_cut, j)
+
+    def _steady_steps_group(self) -> int:
+        """How many identical pure-decode steps of the whole group can run before anything
+        changes: the first completion, the step cap, the KV blocks."""
+        g = self.group
+        k = min(g.first_finish(), self.config.max_steady_steps)
+        if k <= 1:
+            return 1
+        free = self.kv.free_blocks
+        if g.n * (k // g.bs + 1) <= free:      # enough blocks whatever the alignment
+            return k
+        if g.new_blocks(k) <= free:
+            return k
+        lo, hi = 1, k          # new_blocks(lo) <= free < new_blocks(hi)
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            lo, hi = (mid, hi) if g.new_blocks(mid) <= free else (lo, mid)
+        return lo
+
+    def _steady_steps_loose(self, decode: list[Request]) -> int:
+        """As :meth:`_steady_steps_group` for a plan that is not exactly the decode group."""
+        k = min(min([r.output_tokens - r.generated for r in decode]),
+                self.config.max_steady_steps)
+        if k <= 1:
+            return 1
+        bs = self.config.block_size
+        free = self.kv.free_blocks
+        if len(decode) * (k // bs + 1) <= free:
+            return k
+        kv = np.fromiter((r.kv_tokens for r in decode), dtype=np.int64, count=len(decode))
+        held = np.fromiter((r.blocks for r in decode), dtype=np.int64, count=len(decode))
+
+        def new_blocks(j):
+            return int(np.maximum(0, -(-(kv + j) // bs) - held).sum())
+        if new_blocks(k) <= free:
+            return k
+        lo, hi = 1, k
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            lo, hi = (mid, hi) if new_blocks(mid) <= free else (lo, mid)
+        return lo
+
+    def _start_run(self, k: int, loose: list[Request] | None):
+        g = self.group
+        if loose is None:
+            n = g.n
+            ctx_sum = g.base_sum + n * g.clock + n
+        else:
+            for req in loose:
+                if req.group is not None:
+                    g.leave(req)
+            n, ctx_sum = len(loose), sum(r._kv for r in loose) + len(loose)
+        if len(self._tl) >= CHUNK_ROWS:
+            self.timeline.compact()        # (no row of this instance is open here)
+        # the step end offsets, as a list: bisected on every arrival during the run
+        steps = self._timer.decode_steps(n, ctx_sum, k)
+        try:
+            cum = steps.cumsum()
+        except AttributeError:         # (a timer answering a plain sequence)
+            cum = np.cumsum(steps)
+        run = self._live = DecodeRun(self.env._now, cum, n, loose, ctx_sum)
+        after(self.env, run.last, self._run_end, run)
+
+    def _run_end(self, ev):
+        run = ev._value
+        if run.cut or run is not self._live:
+            return                     # cut short by an arrival: _run_cut took over
+        run.cut = True                 # (requests submitted while it ends are planned next)
+        self._advance(run.k)
+        self._live = None
+        if run.loose is not None:
+            self._rejoin(run.loose)
+        self._next()
+
+    def _run_cut(self, ev):
+        run = self._live
+        self._advance(ev._value)
+        self._live = None
+        if run.loose is not None:
+            self._rejoin(run.loose)
+        self._next()
+
+    def _rejoin(self, loose):
+        g = self.group
+        for req in loose:
+            if req.group is None and req.finish_s != req.finish_s and g.can_join(req):
+                g.join(req)
+
+    @property
+    def outstanding_tokens(self) -> int:
+        """Prompt and output tokens still to process here, as of now: during a decode run the
+        steps that have already ended count as done (a run ends at its first completion, so
+        nothing else a router reads — running and waiting requests — changes inside one)."""
+        run = self._live
+        if run is None:
+            return self._outstanding
+        rel, head = self.env._now - run.start, run.head
+        if head is None:
+            head = run.head = run.cum[:HEAD].tolist()
+        done = (bisect_right(head, rel) if rel < head[-1] or run.k <= HEAD
+                else int(run.cum.searchsorted(rel, "right")))       # (run.done_by, inline)
+        return self._outstanding - run.n * (done - run.applied)
+
+    def load_steps(self, now: float, count: int):
+        """(outstanding tokens now, decode batch size, run start, end offsets of the next
+        ``count`` steps of the run in flight): the load falls by the batch size at each of
+        those ends. Batch size 0 and no ends when no decode run is in flight."""
+        run = self._live
+        if run is None:
+            return self._outstanding, 0, 0.0, ()
+        done = run.done_by(now - run.start)
+        return (self._outstanding - run.n * (done - run.applied), run.n, run.start,
+                run.cum[done:done + count])
+
+    def sync(self, now: float):
+        """Apply the steps of the decode run in flight that have ended by ``now`` — for a
+        policy that reads KV blocks or the timeline mid-run (token counts of decoding
+        requests are always current; routers need not: :attr:`outstanding_tokens` is)."""
+        run = self._live
+        if run is not None:
+            done = run.done_by(now - run.start)
+            if done > run.applied:
+                self._advance(done)
+
+    def _advance(self, upto: int):
+        """Apply steps ``applied .. upto`` of the decode run in flight (one timeline row per
+        run: a sync's partial advance is extended, not repeated)."""
+        run, g = self._live, self.group
+        j = upto - run.applied
+        if j <= 0:
+            return                     # (a sync already applied them)
+        head = run.head
+        end = run.start + (head[upto - 1] if head is not None and upto <= HEAD
+                           else float(run.cum[upto - 1]))        # (run.end_of, inline)
+        if run.loose is None:
+            new_blocks = g.new_blocks(j)
+            g.clock += j
+            done = g.pop_finished() if upto == run.k else ()
+        else:
+            bs, new_blocks, done = self.config.block_size, 0, []
+            for req in run.loose:
+                kv = req._kv + j
+                need = -(-kv // bs) - req._blocks
+                if need > 0:
+                    new_blocks += need
+                    req._blocks += need
+                req._kv = kv
+                req._gen += j
+                if req._gen >= req.output_tokens:
+                    done.append(req)
+        kv = self.kv
+        kv.alloc(new_blocks)           # (the run was sized so that they fit)
+        self._outstanding -= run.n * j
+        row = (self.id, run.start, end, upto, 0, 0, 0, run.n, kv.total_blocks - kv.free_blocks,
+               len(self.waiting), 0, 0.0, run.ctx_sum)
+        if run.row is None:
+            run.row = len(self._tl)
+            self._tl.append(row)
+        else:
+            self._tl[run.row] = row
+        run.applied = upto
+        for req in done:               # (decodes have their first token: no hand-off here)
+            self._finish(req, end)

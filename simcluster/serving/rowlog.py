@@ -1,0 +1,182 @@
+"""Append-only rows kept in columns: a replica's timeline without a Python tuple per row.
+
+A :class:`RowLog` reads as a sequence of row tuples (``len``, iteration, indexing and slicing
+over every row appended, numbered from 0). Its owner appends the newest rows to a plain list
+(``rows``: the hot path appends there) and *compacts* at safe points: every row of that list
+moves into a packed numpy record chunk (``dtypes`` fixed per column, a few dozen bytes a row),
+or is handed to a ``sink`` (e.g. a Parquet writer) and dropped. Memory then grows by one packed
+row per row, or not at all when streaming: rows handed to the sink keep their numbers but are
+no longer held (indexing one raises IndexError; iteration and slices skip them). At the end of
+a run the rows may *move* into the columns of a results frame (:meth:`move_into`): the log then
+reads them from there, holding no copy of its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+#: Rows an owner lets a RowLog hold as tuples before compacting it.
+CHUNK_ROWS = 1 << 13
+#: Record chunks freed between two hand-backs of freed memory (see :func:`release_memory`).
+TRIM_CHUNKS = 32
+
+
+def _malloc_trim():
+    try:
+        import ctypes
+        libc = ctypes.CDLL("libc.so.6")
+        fn = libc.malloc_trim
+        fn.argtypes, fn.restype = [ctypes.c_size_t], ctypes.c_int
+        return fn
+    except (OSError, AttributeError):      # not glibc: the allocator keeps what it keeps
+        return None
+
+
+_TRIM = [None, False]
+
+
+def release_memory():
+    """Hand memory freed in the middle of the C heap back to the system (glibc's
+    ``malloc_trim``; nothing elsewhere). Record chunks are a few hundred kB each, below the
+    size glibc maps on its own after the first few are freed, so without this the chunks
+    freed while a run's rows move into its frames would still count in the resident size
+    (under the frames they moved into)."""
+    if not _TRIM[1]:
+        _TRIM[0], _TRIM[1] = _malloc_trim(), True
+    if _TRIM[0] is not None:
+        _TRIM[0](0)
+
+
+class RowLog(Sequence):
+    """Rows of fixed columns (see module docstring)."""
+
+    def __init__(self, columns, dtypes, sink=None, chunk_rows: int = CHUNK_ROWS):
+        self.names = tuple(columns)
+        self.record = np.dtype(list(zip(self.names, (np.dtype(d) for d in dtypes))))
+        self.rows: list[tuple] = []        # the newest rows (never replaced: owners keep it)
+        self.chunks: list[np.ndarray] = []
+        self.base = 0                      # rows moved out of ``rows`` so far
+        self.streamed = 0                  # of which handed to the sink (not kept)
+        self.sink = sink                   # callable(columns dict) taking compacted chunks
+        self.chunk_rows = chunk_rows
+        self.view: list | None = None      # after move_into: the rows' columns, elsewhere
+
+    # -- writing -----------------------------------------------------------------------------
+    def append(self, row: tuple):
+        self.rows.append(row)
+
+    def compact(self):
+        """Move every row of :attr:`rows` into a record chunk (or the sink). Only where no row
+        is open any more: an owner may still replace its newest row until then."""
+        n = len(self.rows)
+        if not n:
+            return
+        chunk = np.array(self.rows, dtype=self.record)
+        self.rows.clear()
+        self.base += n
+        if self.sink is not None:
+            self.streamed += n
+            self.sink({name: chunk[name] for name in self.names})
+        else:
+            self.chunks.append(chunk)
+
+    def move_into(self, out: dict, start: int) -> int:
+        """Copy every held row into ``out[name][start:...]`` (one preallocated array per
+        column, any dtype the values cast to), freeing each record chunk once copied; from then
+        on the log reads its rows from those arrays (views, no copy). Returns the rows moved.
+        Moving twice is refused; rows appended afterwards are held as before."""
+        if self.view is not None:
+            raise RuntimeError("RowLog rows were already moved into a frame")
+        self.compact()
+        pos = start
+        chunks, self.chunks = self.chunks, []
+        chunks.reverse()
+        freed = 0
+        while chunks:
+            chunk = chunks.pop()
+            n = len(chunk)
+            for name in self.names:
+                out[name][pos:pos + n] = chunk[name]
+            pos += n
+            del chunk
+            freed += 1
+            if freed % TRIM_CHUNKS == 0:
+                release_memory()
+        release_memory()
+        self.view = [out[name][start:pos] for name in self.names]
+        return pos - start
+
+    # -- reading -----------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return self.base + len(self.rows)
+
+    def total(self) -> int:
+        """Rows ever appended (streamed ones included)."""
+        return self.base + len(self.rows)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            start, stop, step = i.indices(len(self))
+            if step == 1 and start >= self.base:
+                return self.rows[start - self.base:stop - self.base]
+            return [self[k] for k in range(max(start, self.streamed) if step > 0 else start,
+                                           stop, step) if k >= self.streamed]
+        n = len(self)
+        if i < 0:
+            i += n
+        if not 0 <= i < n:
+            raise IndexError("RowLog index out of range")
+        if i >= self.base:
+            return self.rows[i - self.base]
+        if i < self.streamed:
+            raise IndexError(f"row {i} was streamed out and is not held")
+        i -= self.streamed
+        if self.view is not None:
+            if i < len(self.view[0]):
+                return tuple(col[i].item() for col in self.view)
+            i -= len(self.view[0])
+        for chunk in self.chunks:
+            if i < len(chunk):
+                return tuple(chunk[i].tolist())
+            i -= len(chunk)
+        raise IndexError(i)                # pragma: no cover
+
+    def __iter__(self):
+        if self.view is not None:
+            yield from zip(*(col.tolist() for col in self.view))
+        for chunk in self.chunks:
+            yield from chunk.tolist()
+        yield from self.rows
+
+    def since(self, start: int):
+        """Rows from index ``start`` on (those held)."""
+        if start >= self.base:
+            yield from self.rows[start - self.base:]
+            return
+        pos = self.streamed
+        if self.view is not None:
+            off = max(0, start - pos)
+            yield from zip(*(col[off:].tolist() for col in self.view))
+            pos += len(self.view[0])
+        for chunk in self.chunks:
+            if start < pos + len(chunk):
+                yield from chunk[max(0, start - pos):].tolist()
+            pos += len(chunk)
+        yield from self.rows
+
+    def record_chunks(self) -> list:
+        """Every kept row as record arrays (the newest rows copied, not moved)."""
+        chunks = list(self.chunks)
+        if self.view is not None:
+            moved = np.empty(len(self.view[0]), dtype=self.record)
+            for name, col in zip(self.names, self.view):
+                moved[name] = col
+            chunks.insert(0, moved)
+        return chunks + [np.array(self.rows, dtype=self.record)]
+
+    def columns(self) -> dict:
+        """Every kept row, as one array per column."""
+        chunks = self.record_chunks()
+        return {name: np.concatenate([c[name] for c in chunks]) for name in self.names}

@@ -1,0 +1,409 @@
+"""The fast event loop gives exactly the results of the plain one (issue 12).
+
+Decode step tables, the iteration memo, shared timers, the routing index, column chunks and
+streaming are all caches or storage: each test runs a scenario both ways and compares frames
+bit for bit.
+"""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import simcluster.serving.instance as instance_mod
+import simcluster.simulation.simulation as simulation_mod
+from simcluster.calibration import load_calibration
+from simcluster.cost import CostModel, Layout
+from simcluster.cost.model import IterationTimer
+from simcluster.hardware import load_device
+from simcluster.models import list_models, model_preset
+from simcluster.policies import BATCHERS
+from simcluster.simulation import Simulation
+from simcluster.serving.rowlog import RowLog
+
+from conftest import make_trace, one_instance
+
+
+def _poisson(n, rate, seed=0, out_scale=1):
+    rng = np.random.default_rng(seed)
+    return make_trace(np.cumsum(rng.exponential(1 / rate, n)), rng.integers(20, 3000, n),
+                      rng.integers(1, 400, n) * out_scale)
+
+
+def _frames_equal(a, b):
+    assert a.requests.equals(b.requests)
+    assert a.timeline.equals(b.timeline)
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_decode_step_tables_equal_evaluating_each_step(name):
+    """A run's steps read from the per-batch-size table are the floats of evaluating them
+    (every operation is elementwise), for every model preset, at block edges too."""
+    cal = load_calibration("measured")
+    model = model_preset(name)
+    for dev in ("H100-SXM", "Xeon-Gold-6148"):
+        t = IterationTimer(cal, model, Layout.uniform(load_device(dev)))
+        for n, s0, k in ((1, 1, 3000), (7, 1017, 9), (64, 64 * 900, 200), (200, 1024, 1)):
+            got = t.decode_steps(n, s0, k)
+            sums = s0 + n * np.arange(k, dtype=float)
+            want = t._attn_decode_scalar(n, sums) + (t._dense(n, n)[0, 0] + t._links(n, n))
+            assert np.array_equal(got, want)
+        assert not any(b.flags.writeable for b in t._step_table.values())   # views of it too
+
+
+def test_shared_timers_and_memos_change_nothing(h100, llama7b):
+    """Simulations that reuse a cost model's timers (and their caches) equal fresh ones."""
+    trace = _poisson(300, 4.0)
+    shared = CostModel(load_calibration("measured"))
+
+    def go(cost):
+        return Simulation(trace, llama7b, one_instance(h100, count=2), cost_model=cost,
+                          router="least_outstanding_tokens").run()
+    first, second = go(shared), go(shared)
+    fresh = go(CostModel(load_calibration("measured")))
+    _frames_equal(first, second)
+    _frames_equal(first, fresh)
+    assert shared.timer(llama7b, Layout.uniform(h100)) is shared.timer(
+        llama7b, Layout.uniform(load_device("H100-SXM")))
+
+
+def test_small_chunks_and_windows_change_nothing(h100, llama7b, monkeypatch):
+    """Timeline compaction, the arrival window and request-log chunks at tiny sizes."""
+    trace = _poisson(400, 6.0, seed=2)
+    base = Simulation(trace, llama7b, one_instance(h100, count=3), cost_model=CostModel(),
+                      router="least_outstanding_tokens").run()
+    monkeypatch.setattr(instance_mod, "CHUNK_ROWS", 7)
+    monkeypatch.setattr(simulation_mod, "ARRIVAL_WINDOW", 5)
+    sim = Simulation(trace, llama7b, one_instance(h100, count=3), cost_model=CostModel(),
+                     router="least_outstanding_tokens")
+    sim.log.chunk_rows = 11
+    compactions = []
+    real = RowLog.compact
+
+    def spy(log):
+        compactions.append(len(log.rows))
+        real(log)
+    monkeypatch.setattr(RowLog, "compact", spy)
+    small = sim.run()
+    # more compactions of non-empty logs than the final ones (3 timelines and the request log)
+    assert sum(1 for n in compactions if n) > 4
+    assert all(inst.timeline.view is not None and not inst.timeline.chunks
+               for inst in sim.cluster.instances)
+    _frames_equal(base, small)
+    assert sim.results() is small
+
+
+def test_streaming_to_parquet_gives_the_same_frames(h100, llama7b, tmp_path):
+    pytest.importorskip("pyarrow")
+    prompts = np.full(120, 800)
+    prompts[5] = 9000                        # rejected (max_model_len): a reason to stream
+    trace = make_trace(np.linspace(0, 20, 120), prompts, np.full(120, 60))
+    def sim():
+        return Simulation(trace, llama7b, one_instance(h100, count=2), cost_model=CostModel(),
+                          router="least_outstanding_tokens")
+    mem = sim().run()
+    streamed = sim()
+    streamed.log.chunk_rows = 13
+    res = streamed.run(stream_to=tmp_path)
+    assert (tmp_path / "requests.parquet").exists() and (tmp_path / "timeline.parquet").exists()
+    assert not streamed.log.chunks                      # nothing kept in memory
+    assert res.requests.rejected.sum() == 1 and "max_model_len" in res.requests.reason[5]
+    _frames_equal(mem, res)
+    assert res.summary() == mem.summary()
+
+
+@pytest.mark.parametrize("router", ["least_outstanding_tokens", "round_robin"])
+def test_routing_fast_paths_choose_the_same_replicas(h100, llama7b, router):
+    """The LOT index over a large pool (and round robin's every-candidate path) route each
+    request to the replica the plain scan picks."""
+    trace = _poisson(1500, 40.0, seed=5)
+    cost = CostModel()
+    slow_params = {"index_from": 10 ** 9} if router == "least_outstanding_tokens" else {}
+
+    def go(params):
+        return Simulation(trace, llama7b, one_instance(h100, count=33), cost_model=cost,
+                          router=router, router_params=params).run()
+    fast = go({})
+    if router == "least_outstanding_tokens":
+        _frames_equal(fast, go(slow_params))
+        _frames_equal(fast, go({"index_from": 8, "table": False}))
+    assert fast.requests.instance.nunique() == 33
+
+
+def test_events_per_request_stay_few(h100, llama7b):
+    """Events are iterations, never tokens: a Poisson trace costs under five SimPy events
+    per request on one replica (arrival, cut of the decode run, prefill end, run end), with
+    outputs 1x and 16x as long."""
+    for scale in (1, 16):
+        trace = _poisson(400, 3.0 / scale, seed=1, out_scale=scale)
+        sim = Simulation(trace, llama7b, one_instance(h100, max_model_len=65536),
+                         cost_model=CostModel())
+        sim.run()
+        assert next(sim.env._eid) / len(trace) < 5.0
+
+
+def _states():
+    joined = st.sampled_from([True, True, True, True, False])
+    return st.lists(st.tuples(st.integers(1, 400), st.integers(1, 60), joined),
+                    min_size=0, max_size=12)
+
+
+STEADY_SEEN = []
+
+
+@settings(max_examples=60, deadline=None)
+@given(_states(), st.sampled_from([0, 0, 0, 1, 3]), st.sampled_from(sorted(BATCHERS)),
+       st.sampled_from([0.001, 0.25, 0.9]), st.booleans())
+def test_steady_decode_agrees_with_schedule(decoding, waiting, name, mem, chunked):
+    """Every batching policy that answers ``steady_decode`` says True only when schedule()
+    would decode every running request and do nothing else (KV pressure included: the
+    smallest memory setting leaves a few blocks)."""
+    from simcluster.cluster import Cluster
+    import simpy
+    dev, model = load_device("H100-SXM"), model_preset("llama-2-7b")
+    specs = one_instance(dev, memory_utilization=mem, chunked_prefill=chunked,
+                         max_num_seqs=8, max_batched_tokens=2048)
+    specs = [type(specs[0])(specs[0].layout, specs[0].config, batching=name)]
+    env = simpy.Environment()
+    cl = Cluster(env, model, specs, cost_model=CostModel())
+    inst = cl.instances[0]
+    inst._busy = True                          # hold the loop: we set the state by hand
+    from simcluster.serving.request import Request
+    bs = inst.config.block_size
+    for rid, (kv, gen, join) in enumerate(decoding):
+        req = Request(rid, 0.0, kv, gen + 5)
+        req._kv, req._gen = kv, gen
+        need = -(-kv // bs)
+        if need > inst.kv.free_blocks:
+            break
+        inst.kv.alloc(need)
+        req._blocks = need
+        req.admit_seq = rid
+        inst.running.append(req)
+        if join:
+            inst.group.join(req)
+    for w in range(waiting):
+        inst.waiting.append(Request(100 + w, 0.0, 50, 5))
+    steady = getattr(inst.batcher, "steady_decode", None)
+    if steady is None or not steady(0.0):
+        return
+    STEADY_SEEN.append(name)
+    plan = inst.batcher.schedule(0.0)
+    assert not (plan.prefill or plan.preempt or plan.admit)
+    assert plan.decode == inst.running
+
+
+def test_steady_decode_is_answered_in_the_common_case(h100, llama7b):
+    """Not vacuous: with every running request decoding and nothing waiting, the policies
+    that have the shortcut take it, and the hypothesis test above reached that case."""
+    import simpy
+    from simcluster.cluster import Cluster
+    from simcluster.serving.request import Request
+    for name in ("vllm", "hf_cb", "bucketed"):
+        specs = one_instance(h100)
+        specs = [type(specs[0])(specs[0].layout, specs[0].config, batching=name)]
+        inst = Cluster(simpy.Environment(), llama7b, specs, cost_model=CostModel()).instances[0]
+        req = Request(0, 0.0, 100, 10)
+        req._kv, req._gen, req._blocks, req.admit_seq = 100, 1, 7, 0
+        inst.kv.alloc(7)
+        inst.running.append(req)
+        inst.group.join(req)
+        assert inst.batcher.steady_decode(0.0)
+    test_steady_decode_agrees_with_schedule()
+    assert {"vllm", "hf_cb", "bucketed"} <= set(STEADY_SEEN)
+
+
+def test_minimal_events_keep_simpy_order_and_values(monkeypatch):
+    """serving.clock.after orders its events exactly as timeouts scheduled at the same moment
+    (time, then scheduling order), hands the callback its value, and falls back to a Timeout
+    where SimPy's queue is not reachable."""
+    import simpy
+    from simcluster.serving import clock
+    for direct in (True, False):
+        monkeypatch.setattr(clock, "DIRECT", direct)
+        env, seen = simpy.Environment(), []
+        env.timeout(1.0).callbacks.append(lambda ev: seen.append("timeout-a"))
+        clock.after(env, 1.0, lambda ev: seen.append(("after", ev._value)), 7)
+        env.timeout(1.0).callbacks.append(lambda ev: seen.append("timeout-b"))
+        clock.after(env, 0.5, lambda ev: seen.append(("early", env.now)))
+        env.run()
+        assert seen == [("early", 0.5), "timeout-a", ("after", 7), "timeout-b"]
+
+
+def test_timeline_rows_read_as_one_sequence_across_chunks():
+    """A RowLog reads as every row appended (chunks and recent rows alike); rows streamed out
+    keep their numbers but are not held."""
+    from simcluster.serving.rowlog import RowLog
+    log = RowLog(("a", "b"), (np.int32, np.float64))
+    rows = [(i, i / 2) for i in range(10)]
+    for r in rows[:6]:
+        log.append(r)
+    log.compact()
+    for r in rows[6:]:
+        log.append(r)
+    assert len(log) == 10 and list(log) == rows and log[7] == rows[7] and log[2] == rows[2]
+    assert log[3:8] == rows[3:8] and log[-1] == rows[-1] and list(log.since(4)) == rows[4:]
+    cols = log.columns()
+    assert cols["a"].tolist() == list(range(10))
+    streamed = []
+    log2 = RowLog(("a", "b"), (np.int32, np.float64), sink=streamed.append)
+    for r in rows[:4]:
+        log2.append(r)
+    log2.compact()
+    log2.append(rows[4])
+    assert len(log2) == 5 and list(log2) == [rows[4]] and log2[4] == rows[4]
+    assert streamed[0]["a"].tolist() == [0, 1, 2, 3]
+    with pytest.raises(IndexError):
+        log2[1]
+
+
+def test_timeline_rows_moved_into_frame_columns_read_the_same():
+    """After move_into the log holds no chunk of its own: it reads its rows from the columns
+    they moved into (widened to int64), rows appended later are still its own, and a second
+    move is refused."""
+    from simcluster.serving.rowlog import RowLog
+    log = RowLog(("a", "b"), (np.int32, np.float64), chunk_rows=4)
+    rows = [(i, i / 2) for i in range(10)]
+    for r in rows[:6]:
+        log.append(r)
+    log.compact()
+    for r in rows[6:9]:
+        log.append(r)
+    out = {"a": np.full(12, -1, dtype=np.int64), "b": np.full(12, np.nan)}
+    assert log.move_into(out, 2) == 9
+    assert log.chunks == [] and log.rows == []
+    assert out["a"][2:11].tolist() == list(range(9)) and out["a"][:2].tolist() == [-1, -1]
+    log.append(rows[9])
+    assert list(log) == rows and log[3] == rows[3] and log[9] == rows[9]
+    assert list(log.since(7)) == rows[7:] and log[-2] == rows[8]
+    log.compact()
+    assert list(log.since(5)) == rows[5:] and log.columns()["a"].tolist() == list(range(10))
+    with pytest.raises(RuntimeError):
+        log.move_into(out, 0)
+
+
+def test_requests_keep_their_rare_fields_per_request():
+    from simcluster.serving.request import Request
+    a, b = Request(0, 0.0, 10, 5), Request(1, 0.0, 10, 5)
+    a.reason, a.handoff_bytes = "why", 3.5
+    a.preemptions += 1
+    assert (b.reason, b.handoff_bytes, b.preemptions) == ("", 0, 0)
+    assert (a.reason, a.handoff_bytes, a.preemptions) == ("why", 3.5, 1)
+
+
+def test_large_decode_pool_index_and_streaming_with_hand_offs(h100, llama7b, tmp_path):
+    """A disaggregated cluster whose decode pool is large enough for the LOT index (its
+    speeds are set after the router is bound) and of two devices: the same frames as the
+    plain scan, and as a run streamed to Parquet."""
+    pytest.importorskip("pyarrow")
+    from functools import partial
+    from simcluster.cluster import InstanceSpec
+    from simcluster.cluster.pools import DisaggregatedCluster
+    from simcluster.hardware import load_link
+    from simcluster.serving.config import InstanceConfig
+    rng = np.random.default_rng(4)
+    n = 600
+    trace = make_trace(np.cumsum(rng.exponential(1 / 30, n)), rng.integers(20, 1500, n),
+                       rng.integers(2, 200, n))
+    specs = [InstanceSpec(Layout.uniform(h100), InstanceConfig(), pool="prefill", count=2),
+             InstanceSpec(Layout.uniform(h100), InstanceConfig(), pool="decode", count=20),
+             InstanceSpec(Layout.uniform(load_device("A100-80GB-PCIe")), InstanceConfig(),
+                          pool="decode", count=14)]
+
+    def go(params, stream=None):
+        factory = partial(DisaggregatedCluster, kv_link=load_link("NVLink4"),
+                          decode_router_params=params)
+        sim = Simulation(trace, llama7b, specs, cost_model=CostModel(),
+                         router="least_outstanding_tokens", cluster_factory=factory)
+        return sim.run(stream_to=stream)
+    fast = go({})
+    assert fast.requests.handoff_bytes.gt(0).all()
+    _frames_equal(fast, go({"index_from": 10 ** 9}))
+    _frames_equal(fast, go({}, stream=tmp_path))
+
+
+def test_engine_envelope_counts_every_iteration():
+    """A timer that counts its calls (an engine model's envelope) is asked every iteration:
+    the memo of iteration times is off for it, so the counts are those of stepping."""
+    import dataclasses
+
+    from simcluster.cluster import InstanceSpec
+    from simcluster.engines import load_engine
+    from simcluster.engines.envelope import Envelope
+    from simcluster.serving import InstanceConfig
+    from simcluster.workload import Trace
+
+    spec = load_engine("hf-cb-h200-graphs-7b")
+    spec = dataclasses.replace(spec, envelope=Envelope(max_new_tokens=1e9, max_seqs=1e9,
+                                                       max_kv_tokens=1e9, max_context=1e9))
+    n = 40         # the same prompt shapes again and again: a memo would answer most
+    trace = Trace(np.arange(n) * 0.05, np.full(n, 300), np.full(n, 30))
+    config = InstanceConfig(**{**spec.scheduler, "max_steady_steps": 1})
+    inst = InstanceSpec(Layout.uniform(load_device("H200")), config,
+                        batching=spec.batching, batching_params=spec.batching_params)
+    res = Simulation(trace, model_preset("llama-2-7b"), [inst],
+                     cost_model=spec.cost_model()).run()
+    counter = next(iter(res.envelope.values()))
+    # (plus the one reference iteration the routers' speed is measured with, as on main)
+    assert counter.iterations == int(res.timeline.iterations.sum()) + 1
+
+
+def test_default_hand_offs_on_callbacks_equal_the_process_form(h100, llama7b, monkeypatch):
+    """The default KV hand-off runs on callbacks (one event per transfer): the same frames
+    as shipping in a SimPy process with the link as a Resource, transfers queued on a slow
+    link included."""
+    from functools import partial
+    from simcluster.cluster import InstanceSpec
+    from simcluster.cluster.pools import DisaggregatedCluster
+    from simcluster.hardware import LinkSpec
+    from simcluster.serving.config import InstanceConfig
+    rng = np.random.default_rng(8)
+    n = 400
+    trace = make_trace(np.cumsum(rng.exponential(1 / 20, n)), rng.integers(20, 3000, n),
+                       rng.integers(2, 100, n))
+    specs = [InstanceSpec(Layout.uniform(h100), InstanceConfig(), pool="prefill", count=2),
+             InstanceSpec(Layout.uniform(h100), InstanceConfig(), pool="decode", count=3)]
+    slow = LinkSpec(name="slow", kind="pcie", bw_bytes_per_s=4e9, latency_s=2e-5)
+
+    def go():
+        factory = partial(DisaggregatedCluster, kv_link=slow)
+        sim = Simulation(trace, llama7b, specs, cost_model=CostModel(),
+                         router="least_outstanding_tokens", cluster_factory=factory)
+        return sim.run()
+    fast = go()
+    r = fast.requests
+    assert (r.handoff_start_s > r.first_token_s + 1e-9).any()     # some waited for the link
+
+    def ship_in_a_process(self, req, source):
+        def proc():
+            yield from self.ship([req], source)
+            self.deliver([req])
+        self.env.process(proc())
+    monkeypatch.setattr(DisaggregatedCluster, "_send", ship_in_a_process)
+    _frames_equal(fast, go())
+
+
+def test_loose_decode_runs_equal_stepping(h100, llama7b, monkeypatch):
+    """Decode runs of requests outside the decode group (the plan is not exactly the group:
+    here every odd request is kept out of it) advance them one by one, under KV pressure that
+    sizes runs by their blocks — the same results as one step per event."""
+    from simcluster.serving.decode_group import DecodeGroup
+    real = DecodeGroup.can_join
+    monkeypatch.setattr(DecodeGroup, "can_join",
+                        lambda g, req: req.id % 2 == 0 and real(g, req))
+    trace = _poisson(160, 8.0, seed=5)
+
+    def go(steps):
+        return Simulation(trace, llama7b,
+                          one_instance(h100, count=2, max_steady_steps=steps,
+                                       memory_utilization=0.2, max_batched_tokens=4096),
+                          router="least_outstanding_tokens", cost_model=CostModel()).run()
+    fast, slow = go(1_000_000), go(1)
+    assert len(fast.timeline) < len(slow.timeline) / 3
+    assert (fast.timeline.iterations > 1).any()
+    assert (fast.requests.instance == slow.requests.instance).all()
+    np.testing.assert_allclose(fast.requests.finish_s, slow.requests.finish_s, rtol=1e-9)
+    np.testing.assert_allclose(fast.requests.first_token_s, slow.requests.first_token_s,
+                               rtol=1e-9)
+    tl_f, tl_s = fast.timeline, slow.timeline
+    assert (tl_f.decode_seqs * tl_f.iterations).sum() == (tl_s.decode_seqs * tl_s.iterations).sum()
