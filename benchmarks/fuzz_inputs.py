@@ -1215,8 +1215,73 @@ def _subprocess(args, want: int) -> tuple[str, str]:
 
 
 # --------------------------------------------------------------------------- runner
+def _search_spec() -> dict:
+    import tomllib
+    return tomllib.loads((ROOT / "experiments" / "search" / "tiny.toml").read_text())
+
+
+def design_search_cases() -> list[Case]:
+    """``simcluster search SPACE.toml``: a design-search spec, each key broken once; every
+    mistake is refused before anything is simulated. The valid control answers from the
+    benchmark's table with no baseline (no simulation)."""
+    table = str(ROOT / "benchmarks" / "data" / "llmshare_designs.csv")
+    muts = [
+        ("objectives", [["serving_time_s"], ["serving_time_s", "serving_time_s"],
+                        ["serving_time_s", "price"], "serving_time_s", []], ()),
+        ("space.prefill.cores", [[], {"min": 10, "max": 5}, {"min": 0, "max": 4}, ["many"],
+                                 {"min": 1, "max": 4, "step": -1}, {"max": 4}], ()),
+        ("space.prefill.bogus", [[1]], ()),
+        ("space.middle", [Inline(servers=[1])], ()),
+        ("space.stated", [Inline(clock_hz=-1.0), Inline(warp=2)], ()),
+        ("budget.initial", [0, -3, 1.5, "ten"], ()),
+        ("budget.iterations", [-1, "x"], ()),
+        ("budget.batch_size", [0, "two"], ()),
+        ("budget.candidates", [0, "some", -5], ()),
+        ("budget.initial", [10_000], ("budget",)),
+        ("search.method", ["llmshar", ""], ("llmshare",)),
+        ("search.workers", [0, -1, True], ()),
+        ("search.table", ["missing.csv"], ("missing.csv",)),
+        ("search.bogus", [1], ()),
+        ("baseline.prefill", ["1,2,3", "a,b,c,d,e,f,g,h,i,j"], ()),
+        ("trace", [_DEL], ()),
+        ("model.name", ["gpt-5"], ()),
+        ("slo.ttft_s", [-1.0, "fast"], ()),
+        ("seed", [-1, "zero"], ()),
+        ("wobble", [3], ()),
+    ]
+    cases = []
+    for path, values, words in muts:
+        key = path.split(".")[-1]
+        for v in values:
+            data = _set(_search_spec(), path, v)
+            shown = "<deleted>" if v is _DEL else repr(v)
+            mention = ("s.toml",) + (tuple(words) or (key,))
+            cases.append(Case("design_search", f"search: {path} = {shown}", *cli(
+                ["search", "s.toml", "--out", "{tmp}/out"], {"s.toml": to_toml(data)},
+                mention=mention)))
+    cases.append(Case("design_search", "search: not TOML", *cli(
+        ["search", "s.toml"], {"s.toml": "objectives = [\n"}, mention=("s.toml",))))
+    cases.append(Case("design_search", "search: no such file", *cli(
+        ["search", "nope.toml"], {}, mention=("nope.toml",))))
+    cases.append(Case("design_search", "search: --method unknown", *cli(
+        ["search", "s.toml", "--method", "bayes"], {"s.toml": to_toml(_search_spec())},
+        mention=("bayes", "llmshare"))))
+    cases.append(Case("design_search", "search: --workers 0", *cli(
+        ["search", "s.toml", "--workers", "0"], {"s.toml": to_toml(_search_spec())},
+        mention=("--workers",))))
+    valid = _set(_set(_set(_search_spec(), "search.table", table), "baseline.skip", True),
+                 "budget", Inline(initial=4, iterations=2, batch_size=1))
+    for drop in ("space",):
+        valid = _set(valid, drop, _DEL)
+    valid = _set(valid, "search.method", "random")
+    cases.append(Case("design_search", "valid: answered from the benchmark's table", *cli(
+        ["search", "s.toml", "--out", "{tmp}/out", "--quiet"], {"s.toml": to_toml(valid)},
+        valid=True)))
+    return cases
+
+
 KINDS = {"trace": trace_cases, "experiment": experiment_cases, "spec": spec_cases,
-         "hf_config": hf_cases, "cli": cli_cases}
+         "hf_config": hf_cases, "cli": cli_cases, "design_search": design_search_cases}
 
 
 def all_cases(kinds=None) -> list[Case]:

@@ -15,14 +15,13 @@
 5. Seconds per design of :func:`simcluster.simulation.design.evaluate_design` on the 2,454-
    request trace, over designs drawn from LLMShare's design space (seeded).
 
-``--write`` replaces the generated blocks of docs/llmshare.md (between ``<!-- BEGIN name -->``
-and ``<!-- END name -->``).
+``--write`` replaces the generated blocks of docs/llmshare.md (between ``<!-- begin: name -->``
+and ``<!-- end: name -->``; benchmarks/docblocks.py).
 """
 
 from __future__ import annotations
 
 import argparse
-import re
 import statistics
 import sys
 import time
@@ -224,13 +223,9 @@ def seconds_per_design(n: int, seed: int = 0) -> str:
 
 
 def write(blocks: dict[str, str]):
-    text = DOC.read_text()
+    from docblocks import write_block
     for name, body in blocks.items():
-        pattern = re.compile(rf"(<!-- BEGIN {name} -->\n)(?:.*?\n)?(<!-- END {name} -->)", re.S)
-        if not pattern.search(text):
-            raise SystemExit(f"{DOC}: no block {name!r}")
-        text = pattern.sub(lambda m: m.group(1) + body + "\n" + m.group(2), text)
-    DOC.write_text(text)
+        write_block(DOC.name, name, body, fenced=False)
 
 
 def main(argv=None) -> int:

@@ -38,3 +38,28 @@ def cache_dir() -> Path | None:
     else:
         base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
     return base / "simcluster"
+
+
+def code_digest() -> str:
+    """A hash of the simulator's source (every ``.py`` under the package) and of the bundled
+    hardware data (``hwspecs``, with any extra folders named by ``SIMCLUSTER_HWSPECS``): what
+    a cache of simulated figures must match to be reused. Computed once per process."""
+    if _DIGEST:
+        return _DIGEST[0]
+    import hashlib
+    h = hashlib.sha256()
+    roots = [_PACKAGE, data_dir("hwspecs")]
+    roots += [Path(p) for p in os.environ.get("SIMCLUSTER_HWSPECS", "").split(os.pathsep) if p]
+    for root in roots:
+        if not root.is_dir():
+            continue
+        for path in sorted(root.rglob("*")):
+            if path.is_file() and "__pycache__" not in path.parts and (
+                    root != _PACKAGE or path.suffix == ".py"):
+                h.update(str(path.relative_to(root)).encode())
+                h.update(path.read_bytes())
+    _DIGEST.append(h.hexdigest()[:16])
+    return _DIGEST[0]
+
+
+_DIGEST: list[str] = []

@@ -7,6 +7,8 @@ simcluster sweep SWEEP.toml [--jobs N|--ray local] a grid of points -> one tidy 
 simcluster capacity EXP.toml --ttft-slo S         highest rate meeting the SLOs
 simcluster cheapest EXP.toml --rate R --devices A,B --tp 1,2
                                                   cheapest replicas serving R within SLOs
+simcluster search SPACE.toml [--out DIR]          hardware design search: Pareto front of
+                                                  (serving time, cost), LLMShare's method
 simcluster trace-info FILE                        rate, span, length percentiles
 simcluster predict ...                            one operator / iteration, or a CSV
 simcluster calibrate --out DIR                    measure kernel tables (needs torch)
@@ -21,7 +23,7 @@ Exit status: 0 done (also when the reader of the output goes away, as with ``| h
 line ``simcluster: error: ...`` naming the file, key or argument — or a configuration with
 no answer: a run that served nothing (the model does not fit, every request rejected), a
 compare variant that could not run, a sweep whose every point failed, a capacity or cheapest
-search that nothing passes; 1 a bug in simcluster (an internal error, printed with its
+search that nothing passes, a design search with no feasible design; 1 a bug in simcluster (an internal error, printed with its
 traceback to report); 130 interrupted.
 """
 
@@ -37,13 +39,14 @@ EXIT_OK, EXIT_BUG, EXIT_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
 def build_parser():
-    from simcluster.cli import measure, search, simulate
+    from simcluster.cli import design, measure, search, simulate
     from simcluster.cli.checks import Parser
     p = Parser(prog="simcluster", description=__doc__.split("\n\n")[0],
                epilog="exit status: 0 ok, 2 bad input, 1 internal error (a bug)")
     sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
     simulate.add_commands(sub)
     search.add_commands(sub)
+    design.add_commands(sub)
     measure.add_commands(sub)
     return p
 

@@ -6,6 +6,7 @@
 :mod:`.compare`        a few runs side by side, with their frames kept for figures
 :mod:`.capacity`       the highest rate meeting the SLOs (bracket, then parallel bisection)
 :mod:`.cheapest`       the cheapest replicas (homogeneous and mixed) serving a rate
+:mod:`.design`         hardware design-space search (LLMShare): samplers, surrogates, EHVI
 =====================  ==========================================================================
 
 A *point* (see :mod:`.sweep`) is duck-typed: the search layer asks it for its key, overrides
