@@ -16,7 +16,8 @@ from simcluster.errors import InputError
 from simcluster.experiment.search_spec import load_search
 from simcluster.hardware.parametric import H100_DECODE_ROW, H100_PREFILL_ROW, parse_row
 from simcluster.search.design import CachedEvaluator, llmshare_space
-from simcluster.search.design.evaluate import PoolRunner, SerialRunner, make_runner
+from simcluster.search.design.evaluate import make_runner
+from simcluster.search.runners import LocalRunner, SerialRunner
 from simcluster.search.design.serving import (METRICS, ServingEvaluator, design_row,
                                               evaluation_row, serving_design)
 from simcluster.search.design.surrogates import FeasibilityClassifier
@@ -138,7 +139,7 @@ def test_cached_evaluator_keeps_figures_resumes_and_records_bad_designs(tmp_path
         out = ev(designs.iloc[:2])
         assert list(out.y) == [1.0, 4.0] and list(out.note) == ["x=1", "x=2"]
     with CachedEvaluator(_square, ["y"], workers=2, cache_path=path) as ev:
-        assert isinstance(ev.runner, PoolRunner)
+        assert isinstance(ev.runner, LocalRunner) and ev.runner.start_method == "spawn"
         out = ev(designs)
         assert ev.calls == 2                       # 1 and 2 came from the file
         assert np.isnan(out.y.iloc[2]) and "three is not a design" in out.reason.iloc[2]

@@ -6,12 +6,13 @@ independent, seeded simulation, so the results do not depend on the runner, the 
 workers or the order of completion.
 
 * :class:`SerialRunner` — in this process (``jobs=1``; easiest to debug).
-* :class:`LocalRunner` — a pool of ``jobs`` worker processes. On Linux they are forked, so
-  they start at once, with what this process has loaded (the fitted calibration, and the
-  policies a notebook cell or a plugin registered); elsewhere they are spawned, which
-  re-imports the main script (guard a script's sweep with ``if __name__ == "__main__":``).
-  Each worker limits BLAS/OpenMP to one thread (threadpoolctl): ``jobs`` workers use
-  ``jobs`` cores.
+* :class:`LocalRunner` — a pool of ``jobs`` worker processes, started on first use and kept
+  until :meth:`~LocalRunner.close`. On Linux they are forked by default, so they start at once,
+  with what this process has loaded (the fitted calibration, and the policies a notebook cell
+  or a plugin registered); elsewhere, or with ``start_method="spawn"`` (the design search,
+  whose process has torch loaded: forking it can hang), they are spawned, which re-imports the
+  main script (guard a script's sweep with ``if __name__ == "__main__":``). Each worker limits
+  BLAS/OpenMP to one thread (threadpoolctl): ``jobs`` workers use ``jobs`` cores.
 * :class:`RayRunner` — Ray tasks (``pip install "simcluster[ray]"``): ``address="local"``
   starts a Ray instance inside this process with the machine's cores and stops it at the end;
   any other address (``"auto"``, ``"ray://host:10001"``) connects to a running cluster, whose
@@ -51,15 +52,23 @@ class SerialRunner:
 
 
 class LocalRunner:
-    """A pool of ``jobs`` spawned worker processes (default: the machine's cores)."""
+    """A pool of ``jobs`` worker processes (default: the machine's cores); ``start_method``
+    "fork" or "spawn" (default: fork on Linux, else spawn)."""
 
     name = "local"
 
-    def __init__(self, jobs: int | None = None):
+    def __init__(self, jobs: int | None = None, start_method: str | None = None,
+                 field: str = "--jobs"):
         import sys
-        self.forks = sys.platform.startswith("linux")    # workers inherit what is loaded
-        if jobs is not None and (not isinstance(jobs, int) or jobs < 1):
-            raise InputError(f"expected a whole number >= 1, got {jobs!r}", field="--jobs")
+        if start_method not in (None, "fork", "spawn", "forkserver"):
+            raise InputError(f"unknown start method {start_method!r}; known: fork, spawn, "
+                             "forkserver", field="start_method")
+        self.forks = (start_method == "fork" if start_method else
+                      sys.platform.startswith("linux"))     # workers inherit what is loaded
+        self.start_method = start_method or ("fork" if self.forks else "spawn")
+        if jobs is not None and (isinstance(jobs, bool) or not isinstance(jobs, int)
+                                 or jobs < 1):
+            raise InputError(f"expected a whole number >= 1, got {jobs!r}", field=field)
         self.workers = jobs or os.cpu_count() or 1
         self._pool = None
 
@@ -72,16 +81,20 @@ class LocalRunner:
             return
         if self._pool is None:
             import multiprocessing
-            method = "fork" if self.forks else "spawn"
             self._pool = ProcessPoolExecutor(
                 max_workers=min(self.workers, len(items)),
-                mp_context=multiprocessing.get_context(method), initializer=_limit_threads)
+                mp_context=multiprocessing.get_context(self.start_method),
+                initializer=_limit_threads)
         futures = {self._pool.submit(fn, item): i for i, item in enumerate(items)}
         pending = set(futures)
-        while pending:
-            done, pending = wait(pending, return_when=FIRST_COMPLETED)
-            for fut in done:
-                yield futures[fut], fut.result()
+        try:
+            while pending:
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    yield futures[fut], fut.result()
+        finally:                    # a caller that stops early leaves nothing queued
+            for fut in pending:
+                fut.cancel()
 
     def close(self):
         if self._pool is not None:
@@ -95,12 +108,13 @@ class RayRunner:
     name = "ray"
     forks = False
 
-    def __init__(self, address: str = "local", num_cpus: int | None = None):
+    def __init__(self, address: str = "local", num_cpus: int | None = None,
+                 field: str = "--ray"):
         try:
             import ray
         except ImportError:
             raise InputError('Ray is not installed: pip install "simcluster[ray]"',
-                             field="--ray") from None
+                             field=field) from None
         self.ray, self.address = ray, address
         self._started = not ray.is_initialized()
         if self._started:
@@ -113,13 +127,14 @@ class RayRunner:
                     ray.init(address=address, **kw)
                 except Exception as err:   # no cluster there, refused, wrong version
                     raise InputError(f"cannot connect to Ray at {address!r}: {err}",
-                                     field="--ray") from None
+                                     field=field) from None
         self.workers = int(ray.cluster_resources().get("CPU", 1))
 
     def imap(self, fn: Callable, items: Sequence) -> Iterator[tuple[int, object]]:
         ray = self.ray
         remote = ray.remote(num_cpus=1, max_retries=0)(_ray_call)
-        refs = {remote.remote(fn, item): i for i, item in enumerate(items)}
+        fn_ref = ray.put(fn)                 # shipped once, not once per item
+        refs = {remote.remote(fn_ref, item): i for i, item in enumerate(items)}
         pending = list(refs)
         while pending:
             done, pending = ray.wait(pending, num_returns=1)

@@ -20,12 +20,10 @@ evaluators come with the search:
 
 from __future__ import annotations
 
-import concurrent.futures as cf
 import math
-import multiprocessing
 import os
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -33,109 +31,20 @@ import pandas as pd
 
 from simcluster.errors import InputError
 from simcluster.search.design.space import design_hashes
-
-
-def _one_thread():
-    """Worker start: BLAS/OpenMP on one thread (one worker, one core)."""
-    try:
-        from threadpoolctl import threadpool_limits
-        threadpool_limits(1)
-    except ImportError:            # pragma: no cover - threadpoolctl ships with scipy stacks
-        pass
-
-
-class SerialRunner:
-    """Every item in this process, in order."""
-
-    workers = 1
-
-    def imap(self, fn: Callable, items: Sequence) -> Iterator[tuple[int, object]]:
-        for i, item in enumerate(items):
-            yield i, fn(item)
-
-    def close(self):
-        pass
-
-
-class PoolRunner:
-    """A pool of ``workers`` processes, started on first use and kept until :meth:`close`
-    (spawned by default: forking a process that has torch loaded can hang)."""
-
-    def __init__(self, workers: int, mp_context: str = "spawn"):
-        self.workers, self.mp_context = workers, mp_context
-        self._pool: cf.ProcessPoolExecutor | None = None
-
-    def imap(self, fn: Callable, items: Sequence) -> Iterator[tuple[int, object]]:
-        if self._pool is None:
-            self._pool = cf.ProcessPoolExecutor(
-                self.workers, mp_context=multiprocessing.get_context(self.mp_context),
-                initializer=_one_thread)
-        futures = {self._pool.submit(fn, item): i for i, item in enumerate(items)}
-        try:
-            for fut in cf.as_completed(futures):
-                yield futures[fut], fut.result()
-        finally:
-            for fut in futures:
-                fut.cancel()
-
-    def close(self):
-        if self._pool is not None:
-            self._pool.shutdown(cancel_futures=True)
-            self._pool = None
-
-
-class RayRunner:
-    """Ray tasks, one CPU each: ``address="local"`` starts Ray in this process (stopped by
-    :meth:`close`); another address (``"auto"``, ``"ray://host:10001"``) joins a cluster."""
-
-    def __init__(self, address: str = "local", num_cpus: int | None = None):
-        try:
-            import ray
-        except ImportError:
-            raise InputError("Ray is not installed: pip install ray", field="ray") from None
-        self.ray = ray
-        self._started = not ray.is_initialized()
-        if self._started:
-            kw = dict(include_dashboard=False, log_to_driver=False, logging_level="ERROR")
-            try:
-                if address == "local":
-                    ray.init(num_cpus=num_cpus or os.cpu_count() or 1, **kw)
-                else:
-                    ray.init(address=address, **kw)
-            except Exception as err:       # no cluster there, refused, wrong version
-                raise InputError(f"cannot start or reach Ray at {address!r}: {err}",
-                                 field="ray") from None
-        self.workers = int(ray.cluster_resources().get("CPU", 1))
-
-    def imap(self, fn: Callable, items: Sequence) -> Iterator[tuple[int, object]]:
-        ray = self.ray
-        remote = ray.remote(num_cpus=1, max_retries=0)(_ray_call)
-        fn_ref = ray.put(fn)
-        refs = {remote.remote(fn_ref, item): i for i, item in enumerate(items)}
-        pending = list(refs)
-        while pending:
-            done, pending = ray.wait(pending, num_returns=1)
-            for ref in done:
-                yield refs[ref], ray.get(ref)
-
-    def close(self):
-        if self._started and self.ray.is_initialized():
-            self.ray.shutdown()
-        self._started = False
-
-
-def _ray_call(fn, item):
-    _one_thread()
-    return fn(item)
+from simcluster.search.runners import LocalRunner, RayRunner, SerialRunner
 
 
 def make_runner(workers: int = 1, ray: str | None = None, mp_context: str = "spawn"):
-    """Ray when ``ray`` names an address, else this process (``workers=1``) or a pool."""
+    """The search layer's runners (:mod:`simcluster.search.runners`): Ray when ``ray`` names
+    an address, else this process (``workers=1``) or a kept pool of ``workers`` processes,
+    spawned by default (forking a process that has torch loaded can hang)."""
     if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
         raise InputError(f"expected a whole number >= 1, got {workers!r}", field="workers")
     if ray:
-        return RayRunner(ray)
-    return SerialRunner() if workers == 1 else PoolRunner(workers, mp_context)
+        return RayRunner(ray, field="ray")
+    if workers == 1:
+        return SerialRunner()
+    return LocalRunner(workers, start_method=mp_context, field="workers")
 
 
 class CachedEvaluator:
