@@ -52,7 +52,6 @@ def test_decode_step_tables_equal_evaluating_each_step(name):
         assert not any(b.flags.writeable for b in t._step_table.values())   # views of it too
 
 
-
 def test_shared_timers_and_memos_change_nothing(h100, llama7b):
     """Simulations that reuse a cost model's timers (and their caches) equal fresh ones."""
     trace = _poisson(300, 4.0)
