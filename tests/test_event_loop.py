@@ -43,7 +43,8 @@ def test_decode_step_tables_equal_evaluating_each_step(name):
     model = model_preset(name)
     for dev in ("H100-SXM", "Xeon-Gold-6148"):
         t = IterationTimer(cal, model, Layout.uniform(load_device(dev)))
-        for n, s0, k in ((1, 1, 3000), (7, 1017, 9), (64, 64 * 900, 200), (200, 1024, 1)):
+        for n, s0, k in ((1, 1, 3000), (7, 1017, 9), (64, 64 * 900, 200), (200, 1024, 1),
+                         (3, 1022, 2), (33, 33 * 255 + 5, 2), (29, 29 * 250 + 11, 700)):
             got = t.decode_steps(n, s0, k)
             sums = s0 + n * np.arange(k, dtype=float)
             want = t._attn_decode_scalar(n, sums) + (t._dense(n, n)[0, 0] + t._links(n, n))
