@@ -38,6 +38,24 @@ def write_block(page: str, name: str, text: str, fenced: bool = True) -> None:
     print(f"(wrote block {name!r} of {path.relative_to(ROOT)})")
 
 
+def md_table(df, float_format: str = "{:g}") -> str:
+    """A frame's columns as a Markdown table (no tabulate dependency), floats by
+    ``float_format``."""
+    cols = list(df.columns)
+    lines = ["| " + " | ".join(map(str, cols)) + " |", "|" + "---|" * len(cols)]
+    for row in df.itertuples(index=False):
+        lines.append("| " + " | ".join(float_format.format(v) if isinstance(v, float) else str(v)
+                                        for v in row) + " |")
+    return "\n".join(lines)
+
+
+def section(text: list, title: str, df) -> None:
+    """Append a ``### title`` section holding ``df`` as a Markdown table to ``text`` (a page's
+    generated block), and print the table under ``== title``."""
+    text.append(f"### {title}\n\n{md_table(df)}\n")
+    print(f"\n== {title}\n{df.to_string(index=False)}")
+
+
 def run_main(body, page: str, default_block: str, argv=None):
     """Run ``body(args_rest)`` capturing what it prints; print it, and with ``--doc [NAME]``
     also write it into block NAME (default ``default_block``) of ``docs/<page>``."""

@@ -39,6 +39,8 @@ from simcluster.models import model_preset
 from simcluster.serving import InstanceConfig
 from simcluster.simulation import Simulation
 
+from docblocks import section, write_block  # benchmarks/, beside this script
+
 H200, NV = load_device("H200"), load_link("NVLink4")
 GiB = 2 ** 30
 CONTEXT = 2048
@@ -58,15 +60,6 @@ LAYOUTS = [
     ("Qwen3-30B-A3B", "DP2 + EP2", 1, 2, 2),
 ]
 
-
-def md(df: pd.DataFrame) -> str:
-    """A markdown table (no tabulate dependency)."""
-    cols = list(df.columns)
-    lines = ["| " + " | ".join(map(str, cols)) + " |", "|" + "---|" * len(cols)]
-    for row in df.itertuples(index=False):
-        lines.append("| " + " | ".join(f"{v:g}" if isinstance(v, float) else str(v)
-                                        for v in row) + " |")
-    return "\n".join(lines)
 
 
 def layout(tp, dp, ep):
@@ -207,10 +200,8 @@ def main(argv=None) -> int:
                  "EP8, k = 8 of 256)", imbalance_table())]
     text = []
     for title, df in sections:
-        text.append(f"### {title}\n\n{md(df)}\n")
-        print(f"\n== {title}\n{df.to_string(index=False)}")
+        section(text, title, df)
     if args.write:
-        from docblocks import write_block
         write_block("moe.md", "moe_layouts", "\n".join(text), fenced=False)
     return 0
 

@@ -31,6 +31,8 @@ from simcluster.serving import InstanceConfig
 from simcluster.simulation import Simulation
 from simcluster.workload.prefixes import ideal_hit_rate
 
+from docblocks import md_table, section, write_block  # benchmarks/, beside this script
+
 MODEL, DEVICE, REPLICAS = "Llama-3.1-8B", "H200", 4
 CONFIGS = [  # label, prefix caching, router, router params
     ("no caching, least outstanding tokens", False, "least_outstanding_tokens", {}),
@@ -40,14 +42,6 @@ CONFIGS = [  # label, prefix caching, router, router params
     ("caching, prefix-aware (weight 4)", True, "prefix_aware", {"prefix_weight": 4.0}),
 ]
 
-
-def md(df: pd.DataFrame) -> str:
-    cols = list(df.columns)
-    lines = ["| " + " | ".join(map(str, cols)) + " |", "|" + "---|" * len(cols)]
-    for row in df.itertuples(index=False):
-        lines.append("| " + " | ".join(f"{v:g}" if isinstance(v, float) else str(v)
-                                        for v in row) + " |")
-    return "\n".join(lines)
 
 
 def simulate(trace, caching: bool, router: str, params: dict, cost) -> dict:
@@ -80,7 +74,8 @@ def cache_capacity_blocks(cost) -> int:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--write", action="store_true", help="rewrite the tables in docs/prefix-caching.md")
+    ap.add_argument("--write", action="store_true",
+                    help="rewrite the tables in docs/prefix-caching.md")
     ap.add_argument("--first", type=int, default=None, help="only the first N requests")
     args = ap.parse_args(argv)
     trace = wl.load_trace("mooncake-conv")
@@ -94,7 +89,7 @@ def main(argv=None) -> int:
             trace.rate_per_s, 2), "mean prompt": round(trace.prompt_tokens.mean()),
         "mean output": round(trace.output_tokens.mean()),
         "512-token blocks per replica KV": blocks}])
-    text.append(f"### The trace and the cluster\n\n{md(stats)}\n")
+    text.append(f"### The trace and the cluster\n\n{md_table(stats)}\n")
     print(stats.to_string(index=False))
     for scale in (1.0, 2.0):
         t = trace if scale == 1.0 else wl.rescale_rate(trace, trace.rate_per_s * scale)
@@ -103,16 +98,13 @@ def main(argv=None) -> int:
         df = pd.DataFrame(rows)
         title = (f"{REPLICAS} x {MODEL} on {DEVICE}, trace at {scale:g}x its rate "
                  f"({t.rate_per_s:.2f} req/s)")
-        text.append(f"### {title}\n\n{md(df)}\n")
-        print(f"\n== {title}\n{df.to_string(index=False)}")
+        section(text, title, df)
     ideal = pd.DataFrame([{"one global cache": "unbounded" if c is None else f"LRU, {c:,} blocks",
                            "token hit rate": round(ideal_hit_rate(trace, c), 3)}
                           for c in (None, 1000, blocks, REPLICAS * blocks, 50_000)])
     title = "Trace-level hit rates (every block cached on arrival, one pool)"
-    text.append(f"### {title}\n\n{md(ideal)}\n")
-    print(f"\n== {title}\n{ideal.to_string(index=False)}")
+    section(text, title, ideal)
     if args.write:
-        from docblocks import write_block
         write_block("prefix-caching.md", "prefix_caching", "\n".join(text), fenced=False)
     return 0
 

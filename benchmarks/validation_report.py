@@ -32,6 +32,8 @@ from simcluster.calibration.tables import calibrated_devices, load_tables, read_
 from simcluster.cost import CostModel
 from simcluster.hardware import load_device
 
+from docblocks import md_table  # benchmarks/, beside this script
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "calibration"
 if not SHARED.exists():
@@ -43,13 +45,7 @@ CALIBRATION_SHAPES = {("llama-2-7b", "decode", 1, 1, 512), ("llama-2-7b", "decod
 
 
 def md(df: pd.DataFrame) -> str:
-    df = df.reset_index()
-    cols = list(df.columns)
-    lines = ["| " + " | ".join(map(str, cols)) + " |", "|" + "---|" * len(cols)]
-    for row in df.itertuples(index=False):
-        lines.append("| " + " | ".join(f"{v:.1f}" if isinstance(v, float) else str(v)
-                                        for v in row) + " |")
-    return "\n".join(lines)
+    return md_table(df.reset_index(), "{:.1f}")
 
 
 def overall(pred: pd.DataFrame) -> str:

@@ -112,14 +112,19 @@ def cmd_capacity(args) -> int:
             "goodput_per_s", "error"]
     print(res.points[cols].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     print(res)
-    if args.out:
-        from pathlib import Path
-        Path(args.out).mkdir(parents=True, exist_ok=True)
-        res.points.to_csv(f"{args.out}/capacity_points.csv", index=False)
-        print(f"wrote {args.out}/capacity_points.csv")
+    _write_csv(res.points, args.out, "capacity_points.csv")
     if args.plots:
         write_figures({"capacity": capacity_curve(res)}, args.plots)
     return 0 if res.rate_per_s > 0 else 2   # no rate meets the SLOs (see simcluster.cli)
+
+
+def _write_csv(frame, out: str | None, name: str) -> None:
+    """``frame`` as ``OUT/name`` when ``--out`` is given, saying so."""
+    if out:
+        from pathlib import Path
+        Path(out).mkdir(parents=True, exist_ok=True)
+        frame.to_csv(f"{out}/{name}", index=False)
+        print(f"wrote {out}/{name}")
 
 
 def _csv(kind):
@@ -150,11 +155,7 @@ def cmd_cheapest(args) -> int:
                    ray=args.ray, out=args.out, progress=_progress(args), fresh=args.fresh)
     print(res.candidates.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     print(res)
-    if args.out:
-        from pathlib import Path
-        Path(args.out).mkdir(parents=True, exist_ok=True)
-        res.candidates.to_csv(f"{args.out}/candidates.csv", index=False)
-        print(f"wrote {args.out}/candidates.csv")
+    _write_csv(res.candidates, args.out, "candidates.csv")
     if args.plots:
         write_figures({"cheapest": cheapest_candidates(res)}, args.plots)
     return 0 if res.best is not None else 2   # no candidate meets them (see simcluster.cli)

@@ -38,7 +38,6 @@ Every key is checked: an unknown or mistyped key fails naming the file and the k
 from __future__ import annotations
 
 import math
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -48,6 +47,7 @@ import pandas as pd
 from simcluster.errors import InputError
 from simcluster.experiment import sections
 from simcluster.experiment.tables import Table, positive
+from simcluster.hardware import read_toml_file
 from simcluster.hardware.parametric import (DESIGN_SPACE, H100_DECODE_ROW, H100_PREFILL_ROW,
                                             ROW_FIELDS, parse_row)
 from simcluster.search.design import METHODS, DesignSpace, llmshare_space
@@ -237,14 +237,7 @@ def load_search(path) -> SearchSpec:
     from simcluster.experiment import experiments_dir
     if not path.exists() and (experiments_dir() / path).exists():
         path = experiments_dir() / path
-    try:
-        data = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise InputError("no such search file", file=str(path)) from None
-    except IsADirectoryError:
-        raise InputError("a folder, not a search file", file=str(path)) from None
-    except tomllib.TOMLDecodeError as err:
-        raise InputError(f"not valid TOML: {err}", file=str(path)) from None
+    data = read_toml_file(path, "search")
     top = Table(data, str(path), "", path.parent)
     name = top.get("name", str, path.stem)
     seed = top.get("seed", int, 0, check=lambda v: v >= 0, expect=">= 0")

@@ -23,7 +23,6 @@ Keys are dotted paths into the experiment's TOML (quoted, or as nested tables).
 from __future__ import annotations
 
 import itertools
-import tomllib
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -31,6 +30,7 @@ from simcluster.errors import InputError
 from simcluster.experiment.overrides import as_mapping
 from simcluster.experiment.points import ExperimentPoint
 from simcluster.experiment.tables import Table
+from simcluster.hardware import read_toml_file
 from simcluster.search import capacity as _capacity
 from simcluster.search import cheapest as _cheapest
 from simcluster.search.cheapest import cheapest_of
@@ -99,12 +99,7 @@ def sweep(experiment=None, grid=None, points=None, set=None, *, jobs: int | None
 def read_sweep(path) -> dict:
     """A sweep file's parts: ``experiment`` (a path), ``set``, ``grid``, ``points``."""
     path = Path(path)
-    try:
-        data = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise InputError("no such sweep file", file=str(path)) from None
-    except tomllib.TOMLDecodeError as err:
-        raise InputError(f"not valid TOML: {err}", file=str(path)) from None
+    data = read_toml_file(path, "sweep")
     t = Table(data, str(path), "")
     exp = t.get("experiment", str, None)
     out = {"set": _flatten(t.get("set", dict, {})), "grid": t.get("grid", dict, {}),
@@ -182,12 +177,7 @@ def read_candidates(path) -> list[tuple[str, list]]:
         instances = [{device = "H100-SXM", count = 4}]
     """
     path = Path(path)
-    try:
-        data = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise InputError("no such candidates file", file=str(path)) from None
-    except tomllib.TOMLDecodeError as err:
-        raise InputError(f"not valid TOML: {err}", file=str(path)) from None
+    data = read_toml_file(path, "candidates")
     top = Table(data, str(path), "")
     out = []
     for i, c in enumerate(top.get("candidates", list)):

@@ -67,18 +67,20 @@ def _read_toml(path: str, mtime_ns: int) -> dict[str, Any]:
     return read_toml_file(path)
 
 
-def read_toml_file(path: str | os.PathLike) -> dict[str, Any]:
+def read_toml_file(path: str | os.PathLike, what: str = "") -> dict[str, Any]:
     """A TOML file as a dict: UTF-8 (a byte-order mark is skipped); InputError naming the file
-    (and line) when it cannot be read or parsed."""
+    (and line) when it cannot be read or parsed. ``what`` names the kind of file in the
+    message ("no such sweep file")."""
     path = str(path)
+    kind = f"{what} file" if what else "file"
     try:
         with open(path, "rb") as fh:
             text = fh.read().decode("utf-8-sig")
         return tomllib.loads(text)
     except FileNotFoundError:
-        raise InputError("no such file", file=path) from None
+        raise InputError(f"no such {kind}", file=path) from None
     except IsADirectoryError:
-        raise InputError("is a folder; expected a TOML file", file=path) from None
+        raise InputError(f"is a folder; expected a TOML {kind}", file=path) from None
     except UnicodeDecodeError as err:
         raise InputError(f"not UTF-8 text ({err.reason} at byte {err.start})", file=path) from None
     except tomllib.TOMLDecodeError as err:
