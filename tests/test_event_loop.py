@@ -408,3 +408,49 @@ def test_loose_decode_runs_equal_stepping(h100, llama7b, monkeypatch):
                                rtol=1e-9)
     tl_f, tl_s = fast.timeline, slow.timeline
     assert (tl_f.decode_seqs * tl_f.iterations).sum() == (tl_s.decode_seqs * tl_s.iterations).sum()
+
+
+def test_lone_decode_steps_read_the_step_table(h100, llama7b, monkeypatch):
+    """A single pure-decode iteration of the plain cost model is read from the decode step
+    table (the time a run's step has), without evaluating the scalar formula; iterations with
+    a prompt chunk, and timers that count their calls, still ask ``time``."""
+    from simcluster.serving.steps import iteration_time
+    timer = CostModel().timer(llama7b, Layout.uniform(h100))
+    asked = []
+    real = IterationTimer.time
+    monkeypatch.setattr(IterationTimer, "time", lambda self, *a, **k: asked.append(a) or
+                        real(self, *a, **k))
+    for n, s in ((1, 700), (37, 37 * 900 + 5), (120, 16384 * 3 - 7)):
+        memo = {}
+        t = iteration_time(memo, timer, ((), (), n, s, n))
+        assert t == float(timer.decode_steps(n, s, 1)[0]) and memo == {((), (), n, s, n): t}
+    assert asked == []
+    iteration_time({}, timer, ((300,), (0,), 4, 4000, 5))        # a prompt chunk: time()
+    iteration_time({}, timer, ((), (), 4, 4000, 2))              # fewer samples: time()
+    assert len(asked) == 2
+
+
+def test_group_decodes_take_free_blocks_under_pressure(h100, llama7b, monkeypatch):
+    """With fewer free blocks than decoding requests but enough for those that start a new
+    block, every group member decodes (the O(1) path): the plan and the blocks left are those
+    of checking each request."""
+    from simcluster.policies.batching import Plan, take_decodes
+    from simcluster.serving.decode_group import DecodeGroup
+    from simcluster.serving.request import Request
+    bs = 16
+    seen = 0
+    for free in range(0, 12):
+        g = DecodeGroup(bs)
+        running = []
+        for rid, kv in enumerate((16, 33, 48, 5, 64, 17, 31, 80, 2, 96, 11, 12)):
+            req = Request(rid, 0.0, kv, 500)
+            req._kv, req._gen, req._blocks, req.admit_seq = kv, 1, -(-kv // bs), rid
+            g.join(req)
+            running.append(req)
+        fast = take_decodes(running, Plan(), free, bs)
+        with monkeypatch.context() as m:           # the per-request path
+            m.setattr(DecodeGroup, "step_blocks", lambda self: 1 << 30)
+            slow = take_decodes(running, Plan(), free, bs)
+        assert fast[0] == slow[0] and fast[1] == slow[1]
+        seen += not fast[0].preempt and free < len(running)
+    assert seen >= 5          # (the relaxed case was reached: n > free >= blocks needed)

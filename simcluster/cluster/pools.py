@@ -86,6 +86,7 @@ class DisaggregatedCluster(Cluster):
         self.kv_link = kv_link
         self.links = {inst.id: simpy.Resource(env, capacity=1) for inst in self.prefill_pool}
         self._queues: dict[int, deque] = {}  # the default hand-offs per link (see _send)
+        self._sizes: dict[int, tuple] = {}   # KV tokens -> (bytes, transfer seconds)
         self.transfers: list[tuple] = []   # (request, instance, start_s, end_s, bytes)
         self.in_flight = 0                 # hand-offs whose KV has not reached the pool yet
         self.numa = None
@@ -105,7 +106,10 @@ class DisaggregatedCluster(Cluster):
     def wants_handoff(self, req: Request) -> bool:
         if req.instance not in self._prefill_ids:
             return False
-        if not any(other.admits(req) for other in self._decode_heads):
+        for other in self._decode_heads:
+            if other.admits(req):
+                break
+        else:
             return False    # no decode instance could ever hold it: it decodes where it is
         if self._offload_reads_pool:     # offload policies may read the decode pool's state
             for other in self.decode_pool:
@@ -129,13 +133,19 @@ class DisaggregatedCluster(Cluster):
         if queue is None:
             queue = self._queues[source.id] = deque()
         # (sliding-window layers hold at most their window: ModelSpec.kv_bytes)
-        queue.append((req, self.model.kv_bytes(req.kv_tokens)))
+        sized = self._sizes.get(req.kv_tokens)
+        if sized is None:               # (bytes and seconds of a KV length: pure functions)
+            if len(self._sizes) >= 1 << 16:
+                self._sizes.clear()
+            nbytes = self.model.kv_bytes(req.kv_tokens)
+            sized = self._sizes[req.kv_tokens] = (nbytes, float(
+                self.cost_model.calibration.link_time(self.kv_link, "transfer", nbytes)))
+        queue.append((req, sized))
         if len(queue) == 1:             # the link is free: the transfer starts now
             self._transfer(source, queue[0])
 
     def _transfer(self, source, item):
-        t = float(self.cost_model.calibration.link_time(self.kv_link, "transfer", item[1]))
-        after(self.env, t, self._sent, (source, item, self.env.now))
+        after(self.env, item[1][1], self._sent, (source, item, self.env.now))
 
     def _sent(self, ev):
         source, (req, _), start = ev._value
@@ -143,7 +153,7 @@ class DisaggregatedCluster(Cluster):
         queue.popleft()
         if queue:                       # the next transfer on this link starts as this ends
             self._transfer(source, queue[0])
-        self._shipped((req,), source, start, (ev._value[1][1],))
+        self._shipped((req,), source, start, (ev._value[1][1][0],))
         self.deliver((req,))
 
     def ship(self, reqs: Sequence[Request], source):

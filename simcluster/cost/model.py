@@ -202,6 +202,10 @@ class CostModel:
 class IterationTimer(DecodeSteps, Breakdown):
     """The cost model bound to one (model, layout): fast repeated iteration times."""
 
+    #: A replica reads the time of a single pure-decode iteration from the decode step
+    #: table (:mod:`serving.steps`): one formula for every pure-decode step, alone or in a run.
+    single_decode_from_table = True
+
     def __init__(self, calibration: Calibration, model: ModelSpec, layout: Layout,
                  routing: RoutingModel | None = None, *, layers: int | None = None,
                  first: bool = True, last: bool = True, kernels: KernelAccounting = FUSED,

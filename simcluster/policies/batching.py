@@ -85,12 +85,15 @@ def take_decodes(running, plan: Plan, free: int, block_size: int, limit: int | N
     admitted running sequence (itself if none is left). Returns the plan and the blocks left.
     """
     group = running[0].group if running else None
-    if (group is not None and group.n == len(running) and group.n <= free
+    if (group is not None and group.n == len(running)
             and (limit is None or limit >= group.n)):
         # every running request decodes in the instance's decode group, which knows how
-        # many of them start a new block (the common case, O(1) in the batch size)
-        plan.decode.extend(running)
-        return plan, free - group.step_blocks()
+        # many of them start a new block (the common case, O(1) in the batch size): when
+        # those blocks are free, no decode below could preempt, and each takes its token
+        need = group.step_blocks()
+        if need <= free:
+            plan.decode.extend(running)
+            return plan, free - need
     decoding = [r for r in running if r.kv_tokens >= r.prefill_target]
     if limit is not None:
         decoding = decoding[:limit]
@@ -146,8 +149,10 @@ class VLLMBatching:
         else: nothing waits, every running request decodes (in the instance's decode
         group), and each can have the block its next token may need."""
         inst = self.inst
-        n = inst.group.n
-        return not inst.waiting and n == len(inst.running) and n <= inst.kv.free_blocks
+        g = inst.group
+        n = g.n
+        return (not inst.waiting and n == len(inst.running)
+                and (n <= inst.kv.free_blocks or g.step_blocks() <= inst.kv.free_blocks))
 
     def schedule(self, now: float) -> Plan:
         inst, cfg = self.inst, self.inst.config

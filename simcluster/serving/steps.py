@@ -5,6 +5,17 @@ iterations are memoised by their shape (prompt chunks and contexts, decode count
 sum, samples) — a trace's prompt lengths repeat, and so do the prefill-only iterations of
 vLLM's default scheduler. The timer is called exactly as the replica did before (int64 arrays
 of the chunks and contexts), so the times are the same floats.
+
+A pure-decode iteration (no prompt chunk, one sample per sequence) is one step of a decode run:
+where the timer says so (``single_decode_from_table``, the plain cost model's
+:class:`~simcluster.cost.model.IterationTimer`), its time is read from the timer's decode step
+table, as a run's steps are, instead of evaluating the scalar formula (about 1.5 us instead of
+20; a decode pool of disaggregated serving runs one such iteration per request it receives).
+The scalar and the vectorised formula of the calibration's kernel curves differ in the last
+bit for about 0.7% of shapes (numpy's array and scalar paths), so a result may move by that
+much where a lone decode step used to be timed by the scalar formula; every bundled experiment
+gives identical digests (benchmarks/digest_experiments.py). Timers that count or wrap
+iterations (engine models and their envelopes, NUMA placements, padded batches) keep ``time``.
 """
 
 from __future__ import annotations
@@ -21,6 +32,10 @@ def iteration_time(memo: dict, timer, key: tuple) -> float:
     if len(memo) >= MEMO_SIZE:
         memo.clear()
     chunks, ctx, n_decode, context_sum, samples = key
+    if (not chunks and samples == n_decode
+            and getattr(type(timer), "single_decode_from_table", False)):
+        t = memo[key] = float(timer.decode_steps(n_decode, context_sum, 1)[0])
+        return t
     c = np.array(chunks, dtype=np.int64) if chunks else _EMPTY
     x = np.array(ctx, dtype=np.int64) if ctx else _EMPTY
     t = memo[key] = timer.time(c, x, n_decode, context_sum, samples)
