@@ -158,9 +158,13 @@ class VLLMBatching:
         inst, cfg = self.inst, self.inst.config
         plan, free = Plan(), inst.kv.free_blocks
         if not cfg.chunked_prefill:
-            plan, _ = self._admit(plan, free, cfg.max_batched_tokens, chunked=False)
-            if plan.prefill:
-                return plan
+            head = inst.waiting[0] if inst.waiting else None
+            # prompts first; a head whose KV is complete (a hand-off) would be admitted as a
+            # decode, after which no prompt joins: that pass cannot plan a prefill
+            if head is not None and head.kv_tokens < head.prefill_target:
+                plan, _ = self._admit(plan, free, cfg.max_batched_tokens, chunked=False)
+                if plan.prefill:
+                    return plan
             plan, free = self._decodes(Plan(), free)
             if not plan.preempt:
                 plan, free = self._admit(plan, free, cfg.max_batched_tokens, chunked=False)

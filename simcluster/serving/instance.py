@@ -437,9 +437,12 @@ class Instance(DecodeRuns):
         the step in flight and plans again, as stepping one by one would)."""
         self._free_kv(req)
         self._handoffs -= 1
-        if not self._busy:             # (idle, maybe waiting for blocks: plan again)
-            self._busy = True
-            after(self.env, 0.0, self._next)
+        if not self._busy:
+            if self.waiting or self.running:    # (idle, maybe waiting for blocks: plan again)
+                self._busy = True
+                after(self.env, 0.0, self._next)
+            # (idle with nothing to plan — half the hand-offs of a prefill pool end so — a
+            # wake-up would only find nothing to do: no event; the load did not change)
         elif self.waiting:             # decoding while a request waits: cut the run
             self._cut_run()
 
