@@ -11,10 +11,11 @@ where the timer says so (``single_decode_from_table``, the plain cost model's
 :class:`~simcluster.cost.model.IterationTimer`), its time is read from the timer's decode step
 table, as a run's steps are, instead of evaluating the scalar formula (about 1.5 us instead of
 20; a decode pool of disaggregated serving runs one such iteration per request it receives).
-The scalar and the vectorised formula of the calibration's kernel curves differ in the last
-bits for about 0.7% of shapes (at most 1.4e-14 relative: numpy's array and scalar paths), so
-a result may move by that much where a lone decode step used to be timed by the scalar
-formula; every bundled experiment gives identical digests (benchmarks/digest_experiments.py).
+The scalar and the vectorised formula of the measured calibration's kernel curves differ in
+the last bits for 1.4% of shapes (none under the datasheet calibration; at most 1.4e-14
+relative: numpy's array and scalar paths; ``benchmarks/decode_step_formulas.py``), so a result
+may move by that much where a lone decode step used to be timed by the scalar formula; every
+bundled experiment gives identical digests (``benchmarks/digest_experiments.py``).
 Timers that count or wrap iterations (engine models and their envelopes, NUMA placements,
 padded batches) keep ``time``.
 """
