@@ -106,10 +106,7 @@ class DisaggregatedCluster(Cluster):
     def wants_handoff(self, req: Request) -> bool:
         if req.instance not in self._prefill_ids:
             return False
-        for other in self._decode_heads:
-            if other.admits(req):
-                break
-        else:
+        if not any(other.admits(req) for other in self._decode_heads):
             return False    # no decode instance could ever hold it: it decodes where it is
         if self._offload_reads_pool:     # offload policies may read the decode pool's state
             for other in self.decode_pool:
@@ -145,15 +142,16 @@ class DisaggregatedCluster(Cluster):
             self._transfer(source, queue[0])
 
     def _transfer(self, source, item):
-        after(self.env, item[1][1], self._sent, (source, item, self.env.now))
+        _, (_, seconds) = item
+        after(self.env, seconds, self._sent, (source, item, self.env.now))
 
     def _sent(self, ev):
-        source, (req, _), start = ev._value
+        source, (req, (nbytes, _)), start = ev._value
         queue = self._queues[source.id]
         queue.popleft()
         if queue:                       # the next transfer on this link starts as this ends
             self._transfer(source, queue[0])
-        self._shipped((req,), source, start, (ev._value[1][1][0],))
+        self._shipped((req,), source, start, (nbytes,))
         self.deliver((req,))
 
     def ship(self, reqs: Sequence[Request], source):

@@ -150,9 +150,8 @@ class VLLMBatching:
         group), and each can have the block its next token may need."""
         inst = self.inst
         g = inst.group
-        n = g.n
-        return (not inst.waiting and n == len(inst.running)
-                and (n <= inst.kv.free_blocks or g.step_blocks() <= inst.kv.free_blocks))
+        return (not inst.waiting and g.n == len(inst.running)
+                and g.step_blocks() <= inst.kv.free_blocks)
 
     def schedule(self, now: float) -> Plan:
         inst, cfg = self.inst, self.inst.config
