@@ -152,7 +152,9 @@ def _states():
 STEADY_SEEN = []
 
 
-@settings(max_examples=60, deadline=None)
+# (derandomized: the test below asserts these examples reach the steady case for every policy,
+# which 3 of 10 random seeds missed at aa91866; a fixed set makes that check deterministic)
+@settings(max_examples=60, deadline=None, derandomize=True)
 @given(_states(), st.sampled_from([0, 0, 0, 1, 3]), st.sampled_from(sorted(BATCHERS)),
        st.sampled_from([0.001, 0.25, 0.9]), st.booleans())
 def test_steady_decode_agrees_with_schedule(decoding, waiting, name, mem, chunked):
@@ -430,7 +432,7 @@ def test_lone_decode_steps_read_the_step_table(h100, llama7b, monkeypatch):
     assert len(asked) == 2
 
 
-def test_group_decodes_take_free_blocks_under_pressure(h100, llama7b, monkeypatch):
+def test_group_decodes_take_free_blocks_under_pressure(monkeypatch):
     """With fewer free blocks than decoding requests but enough for those that start a new
     block, every group member decodes (the O(1) path): the plan and the blocks left are those
     of checking each request."""
