@@ -131,6 +131,40 @@ def test_routing_fast_paths_choose_the_same_replicas(h100, llama7b, router):
     assert fast.requests.instance.nunique() == 33
 
 
+@pytest.mark.parametrize("mixed", [False, True])
+def test_load_table_answers_every_query_as_the_scan(h100, llama7b, monkeypatch, mixed):
+    """Every query of the LOT table over a large pool returns what ``min`` over
+    ``(outstanding_tokens / speed, id)`` returns at that moment: windows renewed as long runs
+    outlast them, submits mid-run, idle replicas; one speed (no division) and two speeds."""
+    from simcluster.cluster import InstanceSpec
+    from simcluster.policies.load_index import LoadTable
+    from simcluster.serving.config import InstanceConfig
+    specs = one_instance(h100, count=34 if mixed else 40, max_model_len=8192)
+    if mixed:
+        specs.append(InstanceSpec(Layout.uniform(load_device("A100-80GB-PCIe")),
+                                  InstanceConfig(max_model_len=8192), count=6))
+    real, asked, renewed = LoadTable.least, [], []
+    real_renew = LoadTable._renew
+
+    def checked(table, now):
+        got = real(table, now)
+        want = min(table.pool, key=lambda i: (i.outstanding_tokens / i.speed, i.id))
+        asked.append((got is want, (table.speed is None) != mixed))
+        return got
+
+    def renew(table, now):
+        renewed.append(now)
+        real_renew(table, now)
+    monkeypatch.setattr(LoadTable, "least", checked)
+    monkeypatch.setattr(LoadTable, "_renew", renew)
+    trace = _poisson(1200, 30.0, seed=7, out_scale=4)
+    Simulation(trace, llama7b, specs, cost_model=CostModel(),
+               router="least_outstanding_tokens").run()
+    assert len(asked) == 1200 and all(ok for ok, _ in asked)
+    assert all(division for _, division in asked)
+    assert len(renewed) > 20                  # long decode runs outlast their windows
+
+
 def test_events_per_request_stay_few(h100, llama7b):
     """Events are iterations, never tokens: a Poisson trace costs under five SimPy events
     per request on one replica (arrival, cut of the decode run, prefill end, run end), with

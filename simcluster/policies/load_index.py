@@ -15,8 +15,11 @@ from __future__ import annotations
 
 import heapq
 
+import numpy as np
+
 SEGMENT = 8          # decode steps a bound covers
 _INF = float("inf")
+_UNREAD = object()
 
 
 class LoadIndex:
@@ -82,58 +85,103 @@ class LoadIndex:
 
 
 class LoadTable:
-    """Exact ``outstanding_tokens / speed`` of every replica of a pool, in numpy rows.
+    """Exact ``outstanding_tokens / speed`` of every replica of a pool, in numpy columns.
 
-    Row k holds replica k's load when it was last refreshed, its decode run's batch size and
-    the end offsets of that run's next :data:`WINDOW` steps (relative to the run's start, as
-    the replica compares them): the load now is the row's load less the batch size times the
-    steps whose end has passed, for every replica at once. A replica's event marks its row
-    for refresh (``load_watchers``); a row whose window has run out is refreshed too. The
-    answer is ``min`` over ``(load, id)``, bit for bit: the same float division, the lowest
-    id among equal loads.
+    Column k holds replica k's load at the start of a *window* of its decode run in flight, the
+    run's batch size, its start, and the end offsets of the window's :data:`WINDOW` steps
+    (relative to the run's start, as the replica compares them): the load now is that load less
+    the batch size times the window's steps whose end has passed, for every replica at once
+    (five numpy operations a query). A replica's event rewrites its column at once
+    (``load_watchers``): a request submitted mid-run changes the load only; a new run (or none)
+    takes a new window, from the run's step ends, without a search when the run starts now.
+    A window is renewed (from the steps not ended by then) at the first query after its
+    conservative expiry, with those due within an eighth of a window's span.
+    The answer is ``min`` over ``(load, id)``, bit for bit: the same float division (none when
+    every replica has the same speed — it preserves the order of integer loads below 2**52,
+    so the lowest id among equal loads is the same), the lowest id among equal loads.
     """
 
     WINDOW = 16
 
     def __init__(self, pool):
-        import numpy as np
-        self.np = np
         self.pool = sorted(pool, key=lambda i: i.id)
         n = len(self.pool)
         self.row = {inst.id: k for k, inst in enumerate(self.pool)}
-        self.load = np.zeros(n, dtype=np.int64)
-        self.batch = np.zeros(n, dtype=np.int64)
+        self.load = np.zeros(n, dtype=np.int64)      # at the window's start
+        self.batch = np.zeros(n, dtype=np.int64)     # 0: no decode run in flight
         self.start = np.zeros(n)
-        self.ends = np.full((n, self.WINDOW), _INF)
-        self.speed = None              # (read at the first query: the cluster sets speeds last)
-        self.dirty = set(range(n))
+        self.ends = np.full((self.WINDOW, n), _INF)  # column k: the window's step ends
+        self.expiry = np.full(n, _INF)               # when column k's window may run out
+        self.next_expiry = _INF                      # at most the least of them
+        self.span = 0.0                              # duration of the last full window
+        self.runs: list = [None] * n                 # the run whose window column k holds
+        self.first = [0] * n                         # that run's steps before the window
+        self.filled = [0] * n                        # finite step ends in column k
+        self.speed = _UNREAD          # (read at the first query: the cluster sets speeds last)
         for inst in self.pool:
             inst.load_watchers.append(self.mark)
+            self.mark(inst)
 
     def mark(self, inst):
-        self.dirty.add(self.row[inst.id])
+        """``inst``'s load changed: rewrite its column."""
+        k = self.row[inst.id]
+        run, base = inst.load_state()
+        if run is None:
+            if self.runs[k] is not None:
+                self.runs[k] = None
+                self.batch[k] = 0
+                self.expiry[k] = _INF
+            self.load[k] = base
+        elif run is self.runs[k]:      # (a submit mid-run: the same window, a new load)
+            self.load[k] = base - run.n * self.first[k]
+        else:
+            self._window(k, run, base, inst.env.now)
 
-    def _refresh(self, k: int, now: float):
-        load, n, start, window = self.pool[k].load_steps(now, self.WINDOW)
-        self.load[k], self.batch[k] = load, n
-        if n:
-            self.start[k] = start
-            self.ends[k, :len(window)] = window
-            if len(window) < self.WINDOW:
-                self.ends[k, len(window):] = _INF
+    def _window(self, k: int, run, base: int, now: float):
+        """Column k from ``run``'s steps not ended by ``now``."""
+        rel = now - run.start
+        # (a run starting now has no step ended yet: its step times are positive)
+        d = run.done_by(rel) if rel > 0.0 or run.cum[0] <= 0.0 else 0
+        window = run.cum[d:d + self.WINDOW]
+        m, ends = len(window), self.ends
+        ends[:m, k] = window
+        if m < self.filled[k]:
+            ends[m:self.filled[k], k] = _INF
+        self.filled[k] = m
+        self.load[k] = base - run.n * d
+        self.batch[k] = run.n
+        self.start[k] = run.start
+        self.runs[k], self.first[k] = run, d
+        if m == self.WINDOW and d + m < run.k:
+            # the window runs out when fl(now - start) >= its last end: not before this
+            # (a margin far above the rounding of the two additions, below a microsecond)
+            last = float(window[-1])
+            self.span = last - float(window[0])
+            end = run.start + last
+            e = end - 1e-12 * (1.0 + abs(end))
+            self.expiry[k] = e
+            if e < self.next_expiry:
+                self.next_expiry = e
+        else:
+            self.expiry[k] = _INF      # (the run ends inside the window: its end is an event)
+
+    def _renew(self, now: float):
+        # with the windows within an eighth of a window's span of running out: renewing one
+        # early is exact, and a renewal's fixed numpy calls are then shared by a few windows
+        for k in np.flatnonzero(self.expiry <= now + self.span / 8).tolist():
+            self.runs[k] = None            # (renewed early at worst: the window is exact)
+            self.mark(self.pool[k])
+        self.next_expiry = float(self.expiry.min())
 
     def least(self, now: float):
         """The replica with the fewest outstanding tokens over speed now (lowest id on ties)."""
-        if self.speed is None:
-            self.speed = self.np.array([inst.speed for inst in self.pool])
-        if self.dirty:
-            for k in self.dirty:
-                self._refresh(k, now)
-            self.dirty.clear()
-        passed = self.ends <= (now - self.start)[:, None]
-        if passed[:, -1].any():               # windows run out: refresh those rows
-            for k in self.np.flatnonzero(passed[:, -1] & (self.batch > 0)).tolist():
-                self._refresh(k, now)
-            passed = self.ends <= (now - self.start)[:, None]
-        load = self.load - self.batch * passed.sum(axis=1)
-        return self.pool[int((load / self.speed).argmin())]
+        speed = self.speed
+        if speed is _UNREAD:
+            speeds = [inst.speed for inst in self.pool]
+            speed = self.speed = None if len(set(speeds)) == 1 else np.array(speeds)
+        if now >= self.next_expiry:
+            self._renew(now)
+        load = self.load - self.batch * (self.ends <= now - self.start).sum(axis=0)
+        if speed is not None:
+            load = load / speed
+        return self.pool[int(load.argmin())]
