@@ -484,9 +484,59 @@ def test_group_decodes_take_free_blocks_under_pressure(monkeypatch):
             g.join(req)
             running.append(req)
         fast = take_decodes(running, Plan(), free, bs)
-        with monkeypatch.context() as m:           # the per-request path
-            m.setattr(DecodeGroup, "step_blocks", lambda self: 1 << 30)
-            slow = take_decodes(running, Plan(), free, bs)
+        slow = _take_decodes_one_by_one(running, Plan(), free, bs)
         assert fast[0] == slow[0] and fast[1] == slow[1]
         seen += not fast[0].preempt and free < len(running)
     assert seen >= 5          # (the relaxed case was reached: n > free >= blocks needed)
+
+
+def _take_decodes_one_by_one(running, plan, free, bs):
+    """take_decodes as it checks each request (its plain loop, kept here as the reference)."""
+    from simcluster.policies.batching import blocks_for
+    gone = set()
+    for req in [r for r in running if r.kv_tokens >= r.prefill_target]:
+        if id(req) in gone:
+            continue
+        need = blocks_for(req, req.kv_tokens + 1, bs)
+        while need > free:
+            victim = next((v for v in reversed(running)
+                           if id(v) not in gone and v is not req), None)
+            if victim is None:
+                break
+            gone.add(id(victim))
+            plan.preempt.append(victim)
+            free += victim.blocks - victim.shared_blocks
+            if victim in plan.decode:
+                plan.decode.remove(victim)
+                free += blocks_for(victim, victim.kv_tokens + 1, bs)
+        if need > free:
+            gone.add(id(req))
+            plan.preempt.append(req)
+            free += req.blocks - req.shared_blocks
+            continue
+        free -= need
+        plan.decode.append(req)
+    return plan, free
+
+
+@settings(max_examples=300, derandomize=True, deadline=None)
+@given(kvs=st.lists(st.integers(1, 200), min_size=1, max_size=40), clock=st.integers(0, 40),
+       free=st.integers(0, 12), bs=st.sampled_from([1, 4, 16]))
+def test_group_decodes_under_a_block_shortage_preempt_as_one_by_one(kvs, clock, free, bs):
+    """When the group's members need more blocks than are free, the members before the first
+    that finds none decode at once (by their KV class) and the rest go one by one: the plan
+    (decodes, preemptions, in order) and the blocks left are those of the plain loop."""
+    from simcluster.policies.batching import Plan, take_decodes
+    from simcluster.serving.decode_group import DecodeGroup
+    from simcluster.serving.request import Request
+    g = DecodeGroup(bs)
+    g.clock = clock
+    running = []
+    for rid, kv in enumerate(kvs):
+        req = Request(rid, 0.0, kv, 10_000)
+        req._kv, req._gen, req._blocks, req.admit_seq = kv, 1, -(-kv // bs), rid
+        g.join(req)
+        running.append(req)
+    fast = take_decodes(running, Plan(), free, bs)
+    slow = _take_decodes_one_by_one(running, Plan(), free, bs)
+    assert fast[0] == slow[0] and fast[1] == slow[1]

@@ -94,9 +94,22 @@ def take_decodes(running, plan: Plan, free: int, block_size: int, limit: int | N
         if need <= free:
             plan.decode.extend(running)
             return plan, free - need
-    decoding = [r for r in running if r.kv_tokens >= r.prefill_target]
-    if limit is not None:
-        decoding = decoding[:limit]
+        # fewer blocks than that: the members before the (free + 1)-th that starts a block
+        # take their tokens as the loop below would (no shortage before it), found by their
+        # KV length's class alone; the loop goes on from there
+        bs, cls, left, skip = group.bs, (group.bs - 1 - group.clock) % group.bs, free, 0
+        for r in running:
+            if (r._kv - 1) % bs == cls:
+                if not left:
+                    break
+                left -= 1
+            skip += 1
+        plan.decode.extend(running[:skip])
+        decoding, free = running[skip:], left
+    else:
+        decoding = [r for r in running if r.kv_tokens >= r.prefill_target]
+        if limit is not None:
+            decoding = decoding[:limit]
     if len(decoding) <= free:
         # each decode needs at most one new block: no shortage possible
         need = sum(1 for r in decoding if r.kv_tokens + 1 > r.blocks * block_size)
