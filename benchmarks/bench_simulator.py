@@ -77,7 +77,7 @@ TEN_M = ("syn-10M", {"n": 10_000_000, "count": 64, "stream": True}, None)
 
 
 # -- the worker (one row, in its own process) -------------------------------------------------
-def _build(kind, p, cost, trace_cache):
+def _build(kind, p, cost, trace_cache, router="least_outstanding_tokens", router_params=None):
     from simcluster.cluster import InstanceSpec
     from simcluster.cluster.pools import DisaggregatedCluster
     from simcluster.cost import Layout
@@ -106,7 +106,7 @@ def _build(kind, p, cost, trace_cache):
     else:
         specs = [InstanceSpec(h100, cfg, count=count)]
     kw = {} if factory is None else {"cluster_factory": factory}
-    return Simulation(trace, model, specs, router="least_outstanding_tokens",
+    return Simulation(trace, model, specs, router=router, router_params=router_params,
                       cost_model=cost, **kw)
 
 

@@ -1,0 +1,101 @@
+"""What least-outstanding-tokens routing costs a simulation, per request.
+
+    python benchmarks/route_cost.py [--repeats 3] [--only ROW ...] [--quick]
+
+Each row (a ``bench_simulator`` row: Llama-2-7B on H100 replicas, the measured calibration)
+runs once with least-outstanding-tokens routing to record where every request went; then,
+``--repeats`` times each and alternating, with that router and with a router that only looks
+the recorded replica up (no load read, no load table kept). The two runs serve the same
+requests on the same replicas (checked: the same request frames), so the difference of their
+CPU times is what finding the least-loaded replica costs, and the replayed run is what the
+rest of the simulation costs at that pool size. Columns: CPU microseconds per simulated
+request (medians), their difference, and each over the first row's (``vs`` columns).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench_simulator as bench  # noqa: E402
+
+from simcluster.policies import ROUTERS  # noqa: E402
+
+ROWS = ["inst-1", "inst-4", "inst-16", "inst-64", "azure-x1", "azure-x4"]
+QUICK = {"inst-1": {"span_s": 200.0}, "inst-4": {"span_s": 200.0},
+         "inst-16": {"span_s": 200.0}, "inst-64": {"span_s": 100.0}}
+
+
+@ROUTERS.register("bench-replay")
+class Replay:
+    """Routes request ``id`` to ``choices[id]`` (a replica id; candidates in id order)."""
+
+    def __init__(self, choices=()):
+        self.choices = choices
+
+    def bind(self, cluster):
+        return self
+
+    def route(self, request, candidates, now):
+        inst = candidates[self.choices[request.id]] if len(candidates) > 1 else candidates[0]
+        if inst.id != self.choices[request.id]:
+            raise RuntimeError("replay: candidates not in replica id order")
+        return inst
+
+
+def measure(row: str, repeats: int, quick: bool) -> dict:
+    from simcluster.calibration import load_calibration
+    from simcluster.cost import CostModel
+    kind, p, _ = bench.ROWS[row]
+    p = {**p, **(QUICK.get(row, {}) if quick else {})}
+    cost, cache = CostModel(load_calibration("measured")), {}
+    first = bench._build(kind, p, cost, cache).run()      # (also fills the caches)
+    choices = first.requests.instance.tolist()
+    want = first.requests
+    del first
+    cpu = {"lot": [], "replay": []}
+    for _ in range(repeats):
+        for how in ("lot", "replay"):
+            sim = (bench._build(kind, p, cost, cache) if how == "lot" else
+                   bench._build(kind, p, cost, cache, "bench-replay", {"choices": choices}))
+            c = time.process_time()
+            res = sim.run()
+            cpu[how].append(time.process_time() - c)
+            if how == "replay" and not res.requests.equals(want):
+                raise RuntimeError(f"{row}: the replayed run served requests differently")
+            del res, sim
+    n = len(choices)
+    lot, rep = (statistics.median(cpu[h]) / n * 1e6 for h in ("lot", "replay"))
+    return {"requests": n, "lot": lot, "replay": rep}
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--only", nargs="*", choices=ROWS)
+    ap.add_argument("--quick", action="store_true", help="shorter instance series")
+    args = ap.parse_args(argv)
+    rows = args.only or ROWS
+    out = {}
+    for row in rows:
+        out[row] = measure(row, args.repeats, args.quick)
+        print(f"  ... {row} done", file=sys.stderr, flush=True)
+    print(f"least-outstanding-tokens routing, {args.repeats} repeats (median CPU us/request)")
+    hdr = ["row", "requests", "LOT us/req", "replayed", "routing", "LOT vs", "replayed vs"]
+    print("  ".join(f"{h:>12}" if i else f"{h:<10}" for i, h in enumerate(hdr)))
+    ref = out[rows[0]]
+    for row, r in out.items():
+        vals = [r["requests"], r["lot"], r["replay"], r["lot"] - r["replay"],
+                r["lot"] / ref["lot"], r["replay"] / ref["replay"]]
+        print(f"{row:<10}  " + "  ".join(f"{v:>12,}" if isinstance(v, int) else f"{v:>12.2f}"
+                                        for v in vals))
+    print(f"(vs: over {rows[0]})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
