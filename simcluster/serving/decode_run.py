@@ -169,9 +169,9 @@ class DecodeRuns:
         return self._outstanding - run.n * (done - run.applied)
 
     def load_state(self):
-        """(the decode run in flight or None, the outstanding tokens before its first step):
-        the load falls by the run's batch size at each of its step ends (``run.cum``, offsets
-        from ``run.start``). Without a run, the outstanding tokens now."""
+        """(the decode run in flight or None, the outstanding tokens as if none of its steps
+        had ended): the load falls from that by the run's batch size at each of its step ends
+        (``run.cum``, offsets from ``run.start``). Without a run, the outstanding tokens now."""
         run = self._live
         if run is None:
             return None, self._outstanding
