@@ -165,6 +165,31 @@ def test_load_table_answers_every_query_as_the_scan(h100, llama7b, monkeypatch, 
     assert len(renewed) > 20                  # long decode runs outlast their windows
 
 
+def test_load_table_routes_a_mixed_decode_pool_as_the_scan(llama7b):
+    """Prefill/decode pools whose decode pool (36 replicas, H100s and A100s, weighed by a
+    decode batch) is routed by the LOT table: the frames of routing it by the plain scan."""
+    import functools
+    from simcluster.cluster import InstanceSpec
+    from simcluster.cluster.pools import DisaggregatedCluster
+    from simcluster.hardware import load_link
+    from simcluster.serving.config import InstanceConfig
+    cfg = InstanceConfig(max_model_len=8192)
+    h100, a100 = (Layout.uniform(load_device(d)) for d in ("H100-SXM", "A100-80GB-PCIe"))
+    trace = _poisson(1500, 60.0, seed=3)
+
+    def go(params):
+        specs = [InstanceSpec(h100, cfg, count=2, pool="prefill"),
+                 InstanceSpec(h100, cfg, count=20, pool="decode"),
+                 InstanceSpec(a100, cfg, count=16, pool="decode")]
+        factory = functools.partial(DisaggregatedCluster, kv_link=load_link("NVLink4"),
+                                    decode_router_params=params)
+        return Simulation(trace, llama7b, specs, router="least_outstanding_tokens",
+                          cost_model=CostModel(), cluster_factory=factory).run()
+    table = go({})
+    _frames_equal(table, go({"index_from": 10 ** 9}))
+    assert table.requests.instance.nunique() > 30
+
+
 def test_events_per_request_stay_few(h100, llama7b):
     """Events are iterations, never tokens: a Poisson trace costs under five SimPy events
     per request on one replica (arrival, cut of the decode run, prefill end, run end), with
