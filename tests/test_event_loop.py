@@ -165,7 +165,7 @@ def test_load_table_answers_every_query_as_the_scan(h100, llama7b, monkeypatch, 
     assert len(renewed) > 20                  # long decode runs outlast their windows
 
 
-def test_load_table_routes_a_mixed_decode_pool_as_the_scan(llama7b):
+def test_load_table_routes_a_mixed_decode_pool_as_the_scan(llama7b, monkeypatch):
     """Prefill/decode pools whose decode pool (36 replicas, H100s and A100s, weighed by a
     decode batch) is routed by the LOT table: the frames of routing it by the plain scan."""
     import functools
@@ -185,9 +185,14 @@ def test_load_table_routes_a_mixed_decode_pool_as_the_scan(llama7b):
                                     decode_router_params=params)
         return Simulation(trace, llama7b, specs, router="least_outstanding_tokens",
                           cost_model=CostModel(), cluster_factory=factory).run()
+    from simcluster.policies.load_index import LoadTable
+    real, asked = LoadTable.least, []
+    monkeypatch.setattr(LoadTable, "least", lambda t, now: asked.append(now) or real(t, now))
     table = go({})
+    handed_off = int((table.requests.output_tokens > 1).sum())   # (one token: no decode)
+    assert len(asked) == handed_off > 1400    # every hand-off routed by the table
     _frames_equal(table, go({"index_from": 10 ** 9}))
-    assert table.requests.instance.nunique() > 30
+    assert len(asked) == handed_off and table.requests.instance.nunique() > 30
 
 
 def test_events_per_request_stay_few(h100, llama7b):
@@ -491,7 +496,7 @@ def test_lone_decode_steps_read_the_step_table(h100, llama7b, monkeypatch):
     assert len(asked) == 2
 
 
-def test_group_decodes_take_free_blocks_under_pressure(monkeypatch):
+def test_group_decodes_take_free_blocks_under_pressure():
     """With fewer free blocks than decoding requests but enough for those that start a new
     block, every group member decodes (the O(1) path): the plan and the blocks left are those
     of checking each request."""
