@@ -496,57 +496,47 @@ def test_lone_decode_steps_read_the_step_table(h100, llama7b, monkeypatch):
     assert len(asked) == 2
 
 
+def _decoding_requests(kvs, bs, group=None):
+    """Running requests decoding at KV lengths ``kvs`` (tight blocks, admission order), members
+    of ``group`` if given (its clock already set), else stepped one by one."""
+    from simcluster.serving.request import Request
+    running = []
+    for rid, kv in enumerate(kvs):
+        req = Request(rid, 0.0, kv, 10_000)
+        req._kv, req._gen, req._blocks, req.admit_seq = kv, 1, -(-kv // bs), rid
+        if group is not None:
+            group.join(req)
+        running.append(req)
+    return running
+
+
+def _group_and_loose_plans(kvs, bs, free, clock=0):
+    """take_decodes over the requests as decode group members, and over the same requests
+    outside any group (its plain per-request loop): the two plans as request ids and the
+    blocks left."""
+    from simcluster.policies.batching import Plan, take_decodes
+    from simcluster.serving.decode_group import DecodeGroup
+    g = DecodeGroup(bs)
+    g.clock = clock
+    plans = []
+    for group in (g, None):
+        plan, left = take_decodes(_decoding_requests(kvs, bs, group), Plan(), free, bs)
+        assert not (plan.prefill or plan.admit)
+        plans.append(([r.id for r in plan.decode], [r.id for r in plan.preempt], left))
+    return plans
+
+
 def test_group_decodes_take_free_blocks_under_pressure():
     """With fewer free blocks than decoding requests but enough for those that start a new
     block, every group member decodes (the O(1) path): the plan and the blocks left are those
     of checking each request."""
-    from simcluster.policies.batching import Plan, take_decodes
-    from simcluster.serving.decode_group import DecodeGroup
-    from simcluster.serving.request import Request
-    bs = 16
     seen = 0
+    kvs = (16, 33, 48, 5, 64, 17, 31, 80, 2, 96, 11, 12)
     for free in range(0, 12):
-        g = DecodeGroup(bs)
-        running = []
-        for rid, kv in enumerate((16, 33, 48, 5, 64, 17, 31, 80, 2, 96, 11, 12)):
-            req = Request(rid, 0.0, kv, 500)
-            req._kv, req._gen, req._blocks, req.admit_seq = kv, 1, -(-kv // bs), rid
-            g.join(req)
-            running.append(req)
-        fast = take_decodes(running, Plan(), free, bs)
-        slow = _take_decodes_one_by_one(running, Plan(), free, bs)
-        assert fast[0] == slow[0] and fast[1] == slow[1]
-        seen += not fast[0].preempt and free < len(running)
+        fast, slow = _group_and_loose_plans(kvs, 16, free)
+        assert fast == slow
+        seen += not fast[1] and free < len(kvs)
     assert seen >= 5          # (the relaxed case was reached: n > free >= blocks needed)
-
-
-def _take_decodes_one_by_one(running, plan, free, bs):
-    """take_decodes as it checks each request (its plain loop, kept here as the reference)."""
-    from simcluster.policies.batching import blocks_for
-    gone = set()
-    for req in [r for r in running if r.kv_tokens >= r.prefill_target]:
-        if id(req) in gone:
-            continue
-        need = blocks_for(req, req.kv_tokens + 1, bs)
-        while need > free:
-            victim = next((v for v in reversed(running)
-                           if id(v) not in gone and v is not req), None)
-            if victim is None:
-                break
-            gone.add(id(victim))
-            plan.preempt.append(victim)
-            free += victim.blocks - victim.shared_blocks
-            if victim in plan.decode:
-                plan.decode.remove(victim)
-                free += blocks_for(victim, victim.kv_tokens + 1, bs)
-        if need > free:
-            gone.add(id(req))
-            plan.preempt.append(req)
-            free += req.blocks - req.shared_blocks
-            continue
-        free -= need
-        plan.decode.append(req)
-    return plan, free
 
 
 @settings(max_examples=300, derandomize=True, deadline=None)
@@ -556,17 +546,5 @@ def test_group_decodes_under_a_block_shortage_preempt_as_one_by_one(kvs, clock, 
     """When the group's members need more blocks than are free, the members before the first
     that finds none decode at once (by their KV class) and the rest go one by one: the plan
     (decodes, preemptions, in order) and the blocks left are those of the plain loop."""
-    from simcluster.policies.batching import Plan, take_decodes
-    from simcluster.serving.decode_group import DecodeGroup
-    from simcluster.serving.request import Request
-    g = DecodeGroup(bs)
-    g.clock = clock
-    running = []
-    for rid, kv in enumerate(kvs):
-        req = Request(rid, 0.0, kv, 10_000)
-        req._kv, req._gen, req._blocks, req.admit_seq = kv, 1, -(-kv // bs), rid
-        g.join(req)
-        running.append(req)
-    fast = take_decodes(running, Plan(), free, bs)
-    slow = _take_decodes_one_by_one(running, Plan(), free, bs)
-    assert fast[0] == slow[0] and fast[1] == slow[1]
+    fast, slow = _group_and_loose_plans(kvs, bs, free, clock)
+    assert fast == slow

@@ -95,17 +95,12 @@ def take_decodes(running, plan: Plan, free: int, block_size: int, limit: int | N
             plan.decode.extend(running)
             return plan, free - need
         # fewer blocks than that: the members before the (free + 1)-th that starts a block
-        # take their tokens as the loop below would (no shortage before it), found by their
-        # KV length's class alone; the loop goes on from there
-        bs, cls, left, skip = group.bs, (group.bs - 1 - group.clock) % group.bs, free, 0
-        for r in running:
-            if (r._kv - 1) % bs == cls:
-                if not left:
-                    break
-                left -= 1
-            skip += 1
-        plan.decode.extend(running[:skip])
-        decoding, free = running[skip:], left
+        # take their tokens as the loop below would (no shortage before it; the group's
+        # members are ``running``, in the same order), using every free block; the loop goes
+        # on from there
+        lead = group.lead_before_shortage(free)
+        plan.decode.extend(running[:lead])
+        decoding, free = running[lead:], 0
     else:
         decoding = [r for r in running if r.kv_tokens >= r.prefill_target]
         if limit is not None:

@@ -98,6 +98,19 @@ class DecodeGroup:
         """New blocks one more step allocates: members whose KV length is a block multiple."""
         return self.phase[(self.bs - 1 - self.clock) % self.bs]
 
+    def lead_before_shortage(self, free: int) -> int:
+        """How many members, in admission order, take their next token before the
+        ``free + 1``-th member that starts a new block (all of them if ``free`` blocks do):
+        the members that decode one by one before any finds no free block."""
+        bs, cls, count = self.bs, (self.bs - 1 - self.clock) % self.bs, 0
+        for req in self.members:
+            if (req._kv - 1) % bs == cls:       # (its KV length is a block multiple)
+                if not free:
+                    break
+                free -= 1
+            count += 1
+        return count
+
     def new_blocks(self, j: int) -> int:
         """New blocks the next ``j`` steps allocate (each member crosses a block boundary
         every ``block_size`` steps, first after ``block_size - q`` steps where ``q + 1`` is
