@@ -310,6 +310,7 @@ def test_timeline_rows_read_as_one_sequence_across_chunks():
         log.append(r)
     assert len(log) == 10 and list(log) == rows and log[7] == rows[7] and log[2] == rows[2]
     assert log[3:8] == rows[3:8] and log[-1] == rows[-1] and list(log.since(4)) == rows[4:]
+    assert log[7:9] == rows[7:9] and log[8:] == rows[8:] and log[9:7] == []
     cols = log.columns()
     assert cols["a"].tolist() == list(range(10))
     streamed = []
@@ -322,6 +323,22 @@ def test_timeline_rows_read_as_one_sequence_across_chunks():
     assert streamed[0]["a"].tolist() == [0, 1, 2, 3]
     with pytest.raises(IndexError):
         log2[1]
+
+
+def test_timeline_row_that_does_not_fit_its_columns_is_refused_where_appended():
+    """A float in an integer column, or an integer out of its column's range, is refused at the
+    append (numpy's conversion of row tuples would truncate the float silently)."""
+    import struct
+
+    from simcluster.serving.rowlog import RowLog
+    log = RowLog(("a", "b"), (np.int32, np.float64))
+    with pytest.raises(struct.error):
+        log.append((2.7, 1.0))
+    with pytest.raises(struct.error):
+        log.append((1 << 40, 1.0))
+    assert len(log) == 0 and log.held() == 0
+    with pytest.raises(TypeError, match="no packed layout"):
+        RowLog(("s",), (np.dtype("U4"),))
 
 
 def test_timeline_rows_moved_into_frame_columns_read_the_same():
@@ -338,7 +355,7 @@ def test_timeline_rows_moved_into_frame_columns_read_the_same():
         log.append(r)
     out = {"a": np.full(12, -1, dtype=np.int64), "b": np.full(12, np.nan)}
     assert log.move_into(out, 2) == 9
-    assert log.chunks == [] and log.rows == []
+    assert log.chunks == [] and log.held() == 0 and not log.rows
     assert out["a"][2:11].tolist() == list(range(9)) and out["a"][:2].tolist() == [-1, -1]
     log.append(rows[9])
     assert list(log) == rows and log[3] == rows[3] and log[9] == rows[9]

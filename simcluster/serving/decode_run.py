@@ -12,7 +12,6 @@ import numpy as np
 
 from simcluster.serving.clock import after
 from simcluster.serving.request import Request
-from simcluster.serving.rowlog import CHUNK_ROWS
 
 
 class DecodeRun:
@@ -53,7 +52,7 @@ HEAD = 128
 
 class DecodeRuns:
     """The decode-run half of :class:`~.instance.Instance` (it holds the state: ``_live``,
-    ``group``, ``kv``, ``_timer``, ``_tl``, ``_outstanding``)."""
+    ``group``, ``kv``, ``_timer``, ``_tl``, ``_pack``, ``_tl_cap``, ``_outstanding``)."""
 
     def _cut_run(self):
         """End the decode run in flight (if any) after the step in flight, then plan again:
@@ -117,7 +116,7 @@ class DecodeRuns:
                 if req.group is not None:
                     g.leave(req)
             n, ctx_sum = len(loose), sum(r._kv for r in loose) + len(loose)
-        if len(self._tl) >= CHUNK_ROWS:
+        if len(self._tl) >= self._tl_cap:
             self.timeline.compact()        # (no row of this instance is open here)
         # the step end offsets, as a list: bisected on every arrival during the run
         steps = self._timer.decode_steps(n, ctx_sum, k)
@@ -230,10 +229,10 @@ class DecodeRuns:
         row = (self.id, run.start, end, upto, 0, 0, 0, run.n, kv.total_blocks - kv.free_blocks,
                len(self.waiting), 0, 0.0, run.ctx_sum)
         if run.row is None:
-            run.row = len(self._tl)
-            self._tl.append(row)
+            run.row = len(self._tl)        # (its offset in the packed rows)
+            self._tl += self._pack(*row)
         else:
-            self._tl[run.row] = row
+            self.timeline.pack_into(self._tl, run.row, *row)
         run.applied = upto
         for req in done:               # (decodes have their first token: no hand-off here)
             self._finish(req, end)

@@ -127,7 +127,9 @@ class Instance(DecodeRuns):
         self._active = True
         self.load_watchers: list = []    # callables(instance) told when the load may change
         self.timeline = RowLog(TIMELINE_COLUMNS, TIMELINE_DTYPES)
-        self._tl = self.timeline.rows      # (the hot path appends to the list itself)
+        # (the hot path packs rows into the log's buffer itself)
+        self._tl, self._pack = self.timeline.rows, self.timeline.pack
+        self._tl_cap = CHUNK_ROWS * self.timeline.size      # bytes held before compacting
         self._device_name = layout.devices[0].name
         # what can_serve checks, fixed for the replica's life (see admits)
         self._oom = bool(memory.oom)
@@ -353,7 +355,7 @@ class Instance(DecodeRuns):
             self._prefill_hook(self, prefill, start, start + t)
         self._flight = (plan, start, whole, loose, samples, chunks, ctx, ctx_sum)
         after(self.env, t, self._iteration_done)
-        if len(self._tl) >= CHUNK_ROWS:
+        if len(self._tl) >= self._tl_cap:
             self.timeline.compact()        # (no row of this instance is open here)
 
     def _iteration_done(self, _ev):
@@ -371,9 +373,9 @@ class Instance(DecodeRuns):
             pairs = float(np.dot(c, x + (c + 1) / 2))
         else:
             pairs = 0.0
-        self._tl.append((self.id, start, end, 1, len(prefill), sum(chunks), samples,
-                         len(plan.decode), self.kv.total_blocks - self.kv.free_blocks,
-                         len(self.waiting), sum(ctx), pairs, ctx_sum))
+        self._tl += self._pack(self.id, start, end, 1, len(prefill), sum(chunks), samples,
+                               len(plan.decode), self.kv.total_blocks - self.kv.free_blocks,
+                               len(self.waiting), sum(ctx), pairs, ctx_sum)
         joins = []
         cache = self.cache
         for req, chunk in prefill:
@@ -492,6 +494,6 @@ class Instance(DecodeRuns):
     def _record(self, start, end, iters, n_prefill, prefill_tokens, prefill_done, n_decode,
                 prefill_context, prefill_pairs, decode_context):
         """One timeline row (columns: simcluster.simulation.results.TIMELINE_COLUMNS)."""
-        self._tl.append((self.id, start, end, iters, n_prefill, prefill_tokens,
-                         prefill_done, n_decode, self.kv.used_blocks, len(self.waiting),
-                         prefill_context, prefill_pairs, decode_context))
+        self._tl += self._pack(self.id, start, end, iters, n_prefill, prefill_tokens,
+                               prefill_done, n_decode, self.kv.used_blocks, len(self.waiting),
+                               prefill_context, prefill_pairs, decode_context)
