@@ -30,7 +30,8 @@ max_model_len 16k, the measured calibration, least-outstanding-tokens routing un
 
 Columns: events/req (SimPy events scheduled per request), loop req/cpu-s (median), first
 (first run), floor x (simulation CPU over the floor's), us/req, vs (us/req over the row
-named in ``ref``), rss MiB (peak of the row's process), wall s (median), setup s (CPU from
+named in ``ref``), rss MiB (peak of the row's process: one run's, as each
+repeat's garbage is collected before the next), wall s (median), setup s (CPU from
 process start to the first run, imports and calibration included; slices the run asks for
 are computed or read lazily, in the run), proc cpu s (CPU of the whole row process before the
 floor: imports, set-up, every repeat, results).
@@ -39,6 +40,7 @@ floor: imports, set-up, every repeat, results).
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import resource
@@ -163,7 +165,10 @@ def worker(kind: str, p: dict, repeats: int) -> dict:
             done = res.requests.rejected if not stream else None
             out = {"requests": len(sim.trace), "events": next(sim.env._eid),
                    "rejected": int(done.sum()) if done is not None else -1}
+        # a finished simulation is cyclic garbage (the env and its instances refer to each
+        # other): collected now, so the next repeat's peak RSS is its own, not two runs' at once
         del res, sim
+        gc.collect()
     out["process_cpu"] = time.process_time()
     floor = statistics.median(_floor(out["events"]) for _ in range(3))
     out.update(cpu_first=cpus[0], cpu_med=statistics.median(cpus),
