@@ -126,10 +126,10 @@ class Instance(DecodeRuns):
         self.speed = 1.0
         self._active = True
         self.load_watchers: list = []    # callables(instance) told when the load may change
-        self.timeline = RowLog(TIMELINE_COLUMNS, TIMELINE_DTYPES)
-        # (the hot path packs rows into the log's buffer itself)
-        self._tl, self._pack = self.timeline.rows, self.timeline.pack
-        self._tl_cap = CHUNK_ROWS * self.timeline.size      # bytes held before compacting
+        self.timeline = RowLog(TIMELINE_COLUMNS, TIMELINE_DTYPES, chunk_rows=CHUNK_ROWS)
+        # (the hot path packs rows into the log's buffer itself, and compacts at its cap)
+        tl = self.timeline
+        self._tl, self._pack, self._tl_cap = tl.rows, tl.pack, tl.cap
         self._device_name = layout.devices[0].name
         # what can_serve checks, fixed for the replica's life (see admits)
         self._oom = bool(memory.oom)

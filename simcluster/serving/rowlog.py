@@ -85,8 +85,18 @@ class RowLog(Sequence):
         self.base = 0                      # rows moved out of ``rows`` so far
         self.streamed = 0                  # of which handed to the sink (not kept)
         self.sink = sink                   # callable(columns dict) taking compacted chunks
-        self.chunk_rows = chunk_rows
+        self.chunk_rows = chunk_rows       # (sets ``cap``)
         self.view: list | None = None      # after move_into: the rows' columns, elsewhere
+
+    @property
+    def chunk_rows(self) -> int:
+        """Rows an owner lets the log hold packed before compacting it (``cap`` bytes: what
+        the owner compares ``len(rows)`` with)."""
+        return self.cap // self.size
+
+    @chunk_rows.setter
+    def chunk_rows(self, rows: int):
+        self.cap = rows * self.size
 
     # -- writing -----------------------------------------------------------------------------
     def append(self, row: tuple):
@@ -139,11 +149,11 @@ class RowLog(Sequence):
 
     # -- reading -----------------------------------------------------------------------------
     def __len__(self) -> int:
-        return self.base + len(self.rows) // self.size
+        return self.base + self.held()
 
     def total(self) -> int:
         """Rows ever appended (streamed ones included)."""
-        return self.base + len(self.rows) // self.size
+        return self.base + self.held()
 
     def _recent(self, start: int = 0, stop: int | None = None) -> list:
         """Rows ``start:stop`` of :attr:`rows` (counted in it), as tuples."""

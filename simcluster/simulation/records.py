@@ -4,8 +4,8 @@ A request is a Python object only while it is in flight: when it finishes or is 
 cluster hands it to the :class:`RequestLog`, which keeps its times as one packed row
 (compacted into column chunks every :data:`~simcluster.serving.rowlog.CHUNK_ROWS` rows) and
 lets the object go. Timelines are :class:`~simcluster.serving.rowlog.RowLog` s, one per
-instance, in the same form. Memory then
-grows with the result rows only: 80 bytes per request row and 72 per timeline row.
+instance, in the same form. Memory then grows with the result rows only: 80 bytes per request
+row and 72 per timeline row.
 
 With ``stream_to`` (a folder), compacted chunks are written to ``requests.parquet`` and
 ``timeline.parquet`` there instead of being kept (pyarrow), so a run of tens of millions of
@@ -75,10 +75,9 @@ class RequestLog:
     def __init__(self, n_requests: int, sink=None, chunk_rows: int = CHUNK_ROWS):
         self.n = n_requests
         self.log = RowLog([f for f, _ in REQUEST_FIELDS], [d for _, d in REQUEST_FIELDS],
-                          sink=self._chunk)
+                          sink=self._chunk, chunk_rows=chunk_rows)
         self.rows = self.log.rows          # (rows packed here; compacted in chunks)
         self._pack = self.log.pack
-        self.chunk_rows = chunk_rows
         self.sink = sink
         self.reasons: dict[int, str] = {}     # request id -> why it was rejected
         self.chunks: list[dict] = []
@@ -97,17 +96,17 @@ class RequestLog:
         if req.reason:
             self.reasons[req.id] = req.reason
         self.ended += 1
-        if len(self.rows) >= self._cap:
+        if len(self.rows) >= self.log.cap:
             self.log.compact()
 
     @property
     def chunk_rows(self) -> int:
         """Rows held packed before they are compacted into a column chunk (or streamed)."""
-        return self._cap // self.log.size
+        return self.log.chunk_rows
 
     @chunk_rows.setter
     def chunk_rows(self, rows: int):
-        self._cap = rows * self.log.size
+        self.log.chunk_rows = rows
 
     def _chunk(self, cols: dict):
         if self.sink is None:
