@@ -114,6 +114,31 @@ def test_equal_points_run_once(tiny):
     assert list(df.columns[:2]) == ["instances.0.count", "seed"]
 
 
+@pytest.mark.parametrize("collect", [True, False])
+def test_a_long_point_frees_its_simulation_before_the_next(tiny, monkeypatch, collect):
+    """A finished simulation is cyclic garbage; after a point that ran COLLECT_AFTER_S or
+    longer, evaluate collects it (with the collector paused, so only that call can)."""
+    import gc
+    import weakref
+    import simcluster.search.sweep as sw
+    from simcluster.simulation.simulation import Simulation
+    envs, real = [], Simulation.run
+
+    def run(self, *a, **kw):
+        envs.append(weakref.ref(self.env))
+        return real(self, *a, **kw)
+    monkeypatch.setattr(Simulation, "run", run)
+    monkeypatch.setattr(sw, "COLLECT_AFTER_S", 0.0 if collect else math.inf)
+    point = ExperimentPoint.from_file(tiny)
+    gc.disable()
+    try:
+        outcome = sw.evaluate(point)
+        assert outcome.ok and len(envs) == 1
+        assert (envs[0]() is None) is collect
+    finally:
+        gc.enable()
+
+
 def test_sweep_file_reads_nested_and_quoted_keys(tmp_path, tiny):
     f = tmp_path / "s.toml"
     f.write_text('experiment = "tiny.toml"\n[set]\nseed = 2\n[grid]\n'

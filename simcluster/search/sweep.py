@@ -19,6 +19,7 @@ that failed is run again). Points with equal keys run once.
 
 from __future__ import annotations
 
+import gc
 import json
 import math
 import time
@@ -50,17 +51,31 @@ class Outcome:
         return not self.error
 
 
+#: A point that ran at least this long (wall seconds) is followed by a full garbage collection.
+#: A finished simulation is cyclic garbage (instances, router, cluster and SimPy environment
+#: refer to each other) that holds its timeline columns and its cost model's decode step
+#: tables — tens of MB for a run of the default trace — and Python's generational collector
+#: frees it only after several more points: 12 points of the default experiment peaked at
+#: 301 MiB without, 181 MiB with a collection after each (``benchmarks/bench_sweep.py
+#: --memory``). A collection costs about 17 ms with simcluster and pandas loaded, at most
+#: 3.5% of such a point; shorter points hold little and are left to the collector.
+COLLECT_AFTER_S = 0.5
+
+
 def evaluate(point, keep: bool = False) -> Outcome:
     """Run one point, catching its error (the function runners call in their workers)."""
     t0 = time.perf_counter()
     try:
         row, results = point.evaluate(keep=keep)
-        return Outcome(point.key, dict(row), "", time.perf_counter() - t0, results=results)
+        outcome = Outcome(point.key, dict(row), "", time.perf_counter() - t0, results=results)
     except Exception as err:   # a failed point records why; the sweep goes on
         last = traceback.extract_tb(err.__traceback__)[-1:] if err.__traceback__ else []
         where = f" (at {last[0].filename.rsplit('/', 1)[-1]}:{last[0].lineno})" if last else ""
-        return Outcome(point.key, {}, f"{type(err).__name__}: {err}{where}",
-                       time.perf_counter() - t0)
+        outcome = Outcome(point.key, {}, f"{type(err).__name__}: {err}{where}",
+                          time.perf_counter() - t0)
+    if outcome.wall_s >= COLLECT_AFTER_S:
+        gc.collect()
+    return outcome
 
 
 def _evaluate_kept(point) -> Outcome:
