@@ -38,13 +38,18 @@ def _frames_equal(a, b):
 @pytest.mark.parametrize("name", list_models())
 def test_decode_step_tables_equal_evaluating_each_step(name):
     """A run's steps read from the per-batch-size table are the floats of evaluating them
-    (every operation is elementwise), for every model preset, at block edges too."""
+    (every operation is elementwise), for every model preset, at block edges too: a run
+    that ends in the overlap past its first block's end (one slice), one that goes beyond it
+    (two), one over several blocks."""
+    from simcluster.cost.decode_steps import STEP_BLOCK as B, STEP_OVERLAP as OV
     cal = load_calibration("measured")
     model = model_preset(name)
     for dev in ("H100-SXM", "Xeon-Gold-6148"):
         t = IterationTimer(cal, model, Layout.uniform(load_device(dev)))
         for n, s0, k in ((1, 1, 3000), (7, 1017, 9), (64, 64 * 900, 200), (200, 1024, 1),
-                         (3, 1022, 2), (33, 33 * 255 + 5, 2), (29, 29 * 250 + 11, 700)):
+                         (3, 1022, 2), (33, 33 * 255 + 5, 2), (29, 29 * 250 + 11, 700),
+                         (5, B - 3, 10), (1, B - 1, OV + 1), (7, B - 100, 700),
+                         (1, B + OV - 1, 2), (3, 5, (3 * B + OV) // 3)):
             got = t.decode_steps(n, s0, k)
             sums = s0 + n * np.arange(k, dtype=float)
             want = t._attn_decode_scalar(n, sums) + (t._dense(n, n)[0, 0] + t._links(n, n))
