@@ -8,17 +8,19 @@ from __future__ import annotations
 
 import numpy as np
 
-#: Context sums per block of a timer's decode step table, and blocks kept (128 KiB each).
+#: Context sums per block of a timer's decode step table, and blocks kept.
 #: A run of ``k`` steps of ``n`` sequences reads ``n * k`` consecutive sums: with 1,024-sum
 #: blocks, runs of long outputs joined four blocks on average (8 us per run); with 16,384
 #: they join 1.2 and the table holds about as many floats as before (fewer, larger blocks:
-#: 19 MiB for 16x outputs, 12 MiB on the Azure trace).
+#: 19 MiB for 16x outputs, 12 MiB on the Azure trace; 23.1 and 14.8 MiB with the overlap
+#: below).
 STEP_BLOCK = 16384
 STEP_BLOCKS_KEPT = 256
 #: Sums past its end that a block also holds (the next block's first ones, the same floats):
 #: a run that starts near a block's end is still one slice. With 16x outputs a run reads a
 #: median 2,047 sums (p90 7,084) and 19% of runs crossed a block's end (a concatenation of
-#: two slices); with 4,096 more sums a block, 4.6% do (``benchmarks/bench_simulator.py``).
+#: two slices); with 4,096 more sums a block, 4.6% do (the ``decode_steps`` calls of
+#: ``bench_simulator``'s out-x16 row, recorded). A block is 25% larger (160 KiB).
 STEP_OVERLAP = 4096
 
 
