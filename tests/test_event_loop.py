@@ -5,6 +5,8 @@ streaming are all caches or storage: each test runs a scenario both ways and com
 bit for bit.
 """
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -470,6 +472,73 @@ def test_default_hand_offs_on_callbacks_equal_the_process_form(h100, llama7b, mo
         self.env.process(proc())
     monkeypatch.setattr(DisaggregatedCluster, "_send", ship_in_a_process)
     _frames_equal(fast, go())
+
+
+@pytest.mark.parametrize("case", ["plain", "kv_pressure", "index_and_syncs"])
+def test_admitting_hand_offs_folded_into_the_run_after_changes_nothing(h100, llama7b,
+                                                                       monkeypatch, case):
+    """A decode replica admits hand-offs in one decode iteration, after which a decode run
+    usually starts: the two are one run (one event fewer). With every admission an iteration
+    of its own instead, the frames are the same, bit for bit: under KV pressure and a step
+    cap of 8 (runs sized by blocks and cap), with arrivals cutting the admitting step (the
+    cut lands on that step's own end), and with the LOT index reading the folded runs and an
+    offload policy that syncs the decode pool mid-run."""
+    from functools import partial
+    import simcluster.serving.decode_run as decode_run_mod
+    from simcluster.cluster import InstanceSpec
+    from simcluster.cluster.pools import DisaggregatedCluster
+    from simcluster.hardware import load_link
+    from simcluster.serving.config import InstanceConfig
+    rng = np.random.default_rng(11)
+    n = 500
+    trace = make_trace(np.cumsum(rng.exponential(1 / 25, n)), rng.integers(20, 2000, n),
+                       rng.integers(2, 300, n))
+    dec = {"memory_utilization": 0.2, "max_steady_steps": 8} if case == "kv_pressure" else {}
+    specs = [InstanceSpec(Layout.uniform(h100), InstanceConfig(), pool="prefill", count=2),
+             InstanceSpec(Layout.uniform(h100), InstanceConfig(**dec), pool="decode", count=3)]
+    kw = ({"decode_router_params": {"index_from": 2}, "offload": "pool_room"}
+          if case == "index_and_syncs" else {})
+    folds, first_step_cuts = [], []
+    real_fold, real_at = instance_mod.Instance._start_admitted, decode_run_mod.at
+
+    def fold(self, plan):
+        folds.append(real_fold(self, plan))
+        return folds[-1]
+
+    def at(env, when, callback, value=None):
+        if callback.__name__ == "_run_cut":
+            first_step_cuts.append(when)
+        return real_at(env, when, callback, value)
+
+    def go():
+        factory = partial(DisaggregatedCluster, kv_link=load_link("NVLink4"), **kw)
+        sim = Simulation(trace, llama7b, specs, cost_model=CostModel(),
+                         router="least_outstanding_tokens", cluster_factory=factory)
+        return sim.run(), next(sim.env._eid)
+    monkeypatch.setattr(instance_mod.Instance, "_start_admitted", fold)
+    monkeypatch.setattr(decode_run_mod, "at", at)
+    fast, events = go()
+    assert fast.requests.handoff_bytes.gt(0).sum() > n / 2
+    if case == "kv_pressure":          # (most admissions find requests still waiting: no fold)
+        assert 10 < sum(folds) < len(folds) / 2
+    else:
+        assert sum(folds) > n / 4 and first_step_cuts
+    monkeypatch.setattr(instance_mod.Instance, "_start_admitted", lambda self, plan: False)
+    slow, slow_events = go()
+    _frames_equal(fast, slow)
+    assert events < slow_events
+
+
+def test_bundled_hand_offs_folded_into_runs_change_nothing(monkeypatch):
+    """LLMShare's cluster (prompt servers that also decode, KV shipped layer by layer and
+    released while a replica's admitting step runs): the same frames without the fold."""
+    from simcluster.experiment import load_experiment
+    import simcluster.serving.instance as inst
+    path = Path(__file__).resolve().parents[1] / "experiments" / "llmshare_h100.toml"
+    exp = load_experiment(path)
+    fast = exp.simulation().run()
+    monkeypatch.setattr(inst.Instance, "_start_admitted", lambda self, plan: False)
+    _frames_equal(fast, exp.simulation().run())
 
 
 def test_loose_decode_runs_equal_stepping(h100, llama7b, monkeypatch):

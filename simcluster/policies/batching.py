@@ -141,6 +141,11 @@ class VLLMBatching:
     """vLLM-like continuous batching (see module docstring)."""
 
     prefix_caching = True
+    #: :meth:`steady_decode` is True exactly when nothing waits, every running request is in
+    #: the decode group and the group's next step has its blocks: a replica may then start
+    #: the decode iteration that admits hand-offs and the run after it as one run, sized by
+    #: this rule (``Instance`` reads it; a policy without it keeps the iteration apart).
+    steady_is_group_blocks = True
 
     def __init__(self, watermark_blocks: int = 0):
         if watermark_blocks < 0:

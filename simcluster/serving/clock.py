@@ -43,3 +43,15 @@ def after(env, delay: float, callback, value=None):
     ev = Timeout(env, delay, value)
     ev.callbacks.append(callback)
     return ev
+
+
+def at(env, when: float, callback, value=None):
+    """As :func:`after`, at the time ``when`` (not before now) itself: ``now + (when - now)``
+    may differ from ``when`` in the last bit, and an event that another schedule would have
+    put at ``when`` must happen at exactly that float."""
+    if DIRECT:
+        tick = _Tick()
+        tick.callbacks, tick._ok, tick._value = [callback], True, value
+        heappush(env._queue, (when, NORMAL, next(env._eid), tick))
+        return tick
+    return after(env, when - env.now, callback, value)

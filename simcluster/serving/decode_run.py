@@ -1,7 +1,9 @@
 """Decode runs of an :class:`~.instance.Instance`: many identical pure-decode steps as one
 event (see the instance module's docstring). A mixin of the instance, kept apart so that each
 module stays short: how long a run may go on (:meth:`DecodeRuns._steady_steps_group`), starting,
-ending and cutting one, the load routers read inside one, and applying its steps.
+ending and cutting one, the load routers read inside one, and applying its steps; and starting
+the decode iteration that admits hand-offs together with the run after it
+(:meth:`DecodeRuns._start_admitted`).
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from bisect import bisect_right
 
 import numpy as np
 
-from simcluster.serving.clock import after
+from simcluster.serving.clock import after, at
 from simcluster.serving.request import Request
 
 
@@ -19,10 +21,16 @@ class DecodeRun:
     (``cum``, an array; the first :data:`HEAD` also as a list, ``head``, made when a time is
     first looked up in it), its batch size, how many steps are applied, its timeline row, and
     — if the plan was not exactly the decode group — the requests it advances one by one
-    (``loose``)."""
+    (``loose``).
+
+    A run that begins with the decode iteration admitting hand-offs
+    (:meth:`DecodeRuns._start_admitted`) has ``skip`` 1 and that iteration's timeline row in
+    ``pre`` (start, requests waiting, KV blocks in use): its ``start`` is the end of that
+    first step, whose end offset is 0.0, so every step ends at the float it would have ended
+    at as an iteration followed by a run."""
 
     __slots__ = ("start", "cum", "head", "last", "k", "n", "applied", "row", "cut", "loose",
-                 "ctx_sum")
+                 "ctx_sum", "skip", "pre")
 
     def __init__(self, start, cum, n, loose, ctx_sum):
         self.start, self.cum, self.n, self.loose, self.ctx_sum = start, cum, n, loose, ctx_sum
@@ -30,6 +38,7 @@ class DecodeRun:
         self.last = float(cum[-1])
         self.head = None
         self.applied, self.row, self.cut = 0, None, False
+        self.skip, self.pre = 0, None
 
     def done_by(self, rel: float) -> int:
         """Steps whose end offset is at most ``rel``."""
@@ -63,7 +72,11 @@ class DecodeRuns:
             if now < run.start + run.last:
                 run.cut = True
                 j = min(run.k, run.done_by(now - run.start) + 1)
-                after(self.env, max(0.0, run.start + run.end_of(j) - now), self._run_cut, j)
+                if j <= run.skip:          # (the admitting step ends at its own float)
+                    at(self.env, run.start, self._run_cut, j)
+                else:
+                    after(self.env, max(0.0, run.start + run.end_of(j) - now), self._run_cut,
+                          j)
 
     def _steady_steps_group(self) -> int:
         """How many identical pure-decode steps of the whole group can run before anything
@@ -126,6 +139,79 @@ class DecodeRuns:
             cum = np.cumsum(steps)
         run = self._live = DecodeRun(self.env._now, cum, n, loose, ctx_sum)
         after(self.env, run.last, self._run_end, run)
+
+    def _start_admitted(self, plan) -> bool:
+        """Start the decode iteration that admits hand-offs (plan: the decode group, then the
+        requests admitted with their KV complete; nothing else waiting) together with the
+        decode run that stepping would start when it ends, as one run: one event instead of
+        two. False, with nothing changed, unless every step and row comes out as that
+        iteration and run give them — the timer reads single decode steps from its step
+        table, SimPy's queue takes absolute times, the batching policy's steady rule is the
+        group's blocks (``steady_is_group_blocks``), the run that would follow is a steady one
+        (no member finishes in the first step, the second step's blocks are free), runs may
+        be longer than one step (``max_steady_steps`` 1 is the step-by-step schedule that
+        checks compare with)."""
+        g, admitted, decode = self.group, plan.admit, plan.decode
+        n0 = g.n
+        if (not (self._fold and self._steady_rule) or self.waiting
+                or len(decode) != len(self.running) or len(decode) != n0 + len(admitted)
+                or decode[:n0] != g.members or decode[n0:] != admitted):
+            return False
+        bs, cap = self.config.block_size, self.config.max_steady_steps
+        if cap < 2:
+            return False               # (one step per event: the schedule checks compare to)
+        ff = g.first_finish()
+        alloc, held, kvs = 0, 0, []
+        for req in admitted:
+            c = req._kv
+            if (req.group is not None or c != req.prefill_target or c <= 0 or req._gen < 1
+                    or req._blocks > -(-c // bs)):
+                return False
+            ff = min(ff, req.output_tokens - req._gen)
+            held += -(-c // bs)
+            alloc += -(-c // bs) - req._blocks
+            kvs.append(c)
+        if ff < 2:
+            return False
+        n, free = n0 + len(admitted), self.kv.free_blocks - alloc
+
+        def new_blocks(j):             # the group's and the admitted requests' next j steps
+            return g.new_blocks(j) + sum([-(-(c + j) // bs) for c in kvs]) - held
+        # (n * (j // bs + 1) bounds the blocks of j steps, whatever the alignment)
+        if n * (2 // bs + 1) > free and new_blocks(2) > free:
+            return False               # (the second step would plan again: not steady)
+        # the steps of the run that would start after the first: as _steady_steps_group
+        # would size it then (first completion, step cap, blocks)
+        k = min(ff - 1, cap)
+        if k > 1 and n * ((k + 1) // bs + 1) > free and new_blocks(k + 1) > free:
+            lo, hi = 1, k              # new_blocks(lo + 1) <= free < new_blocks(hi + 1)
+            while hi - lo > 1:
+                mid = (lo + hi) // 2
+                lo, hi = (mid, hi) if new_blocks(mid + 1) <= free else (lo, mid)
+            k = lo
+        # blocks in use once the first step's are allocated (a KV length that is a multiple
+        # of the block size takes a new block)
+        used = (self.kv.total_blocks - free + g.step_blocks()
+                + sum([1 for c in kvs if not c % bs]))
+        kv = self.kv
+        kv.alloc(alloc)
+        for req in admitted:
+            req._blocks = -(-req._kv // bs)
+            g.join(req)
+        n = g.n
+        ctx_sum = g.base_sum + n * g.clock + n
+        if len(self._tl) >= self._tl_cap:
+            self.timeline.compact()        # (no row of this instance is open here)
+        steps = self._timer.decode_steps(n, ctx_sum, k + 1)
+        cum = np.empty(k + 1)
+        cum[0] = 0.0
+        np.cumsum(steps[1:], out=cum[1:])
+        now = self.env._now
+        end1 = now + float(steps[0])
+        run = self._live = DecodeRun(end1, cum, n, None, ctx_sum + n)
+        run.skip, run.pre = 1, (now, 0, used)
+        at(self.env, end1 + run.last, self._run_end, run)
+        return True
 
     def _run_end(self, ev):
         run = ev._value
@@ -226,13 +312,24 @@ class DecodeRuns:
         kv = self.kv
         kv.alloc(new_blocks)           # (the run was sized so that they fit)
         self._outstanding -= run.n * j
-        row = (self.id, run.start, end, upto, 0, 0, 0, run.n, kv.total_blocks - kv.free_blocks,
-               len(self.waiting), 0, 0.0, run.ctx_sum)
+        run.applied = upto
+        if run.pre is not None:
+            # the admitting step's row, as its iteration wrote it at its end: the requests
+            # waiting then (an arrival during it cut the run there, so it is now; otherwise
+            # those at its start) and the blocks in use once its own were allocated
+            start, waiting, used = run.pre
+            run.pre = None
+            self._tl += self._pack(self.id, start, run.start, 1, 0, 0, 0, run.n, used,
+                                   len(self.waiting) if self.env._now <= run.start
+                                   else waiting, 0, 0.0, run.ctx_sum - run.n)
+            if upto == 1:
+                return
+        row = (self.id, run.start, end, upto - run.skip, 0, 0, 0, run.n,
+               kv.total_blocks - kv.free_blocks, len(self.waiting), 0, 0.0, run.ctx_sum)
         if run.row is None:
             run.row = len(self._tl)        # (its offset in the packed rows)
             self._tl += self._pack(*row)
         else:
             self.timeline.pack_into(self._tl, run.row, *row)
-        run.applied = upto
         for req in done:               # (decodes have their first token: no hand-off here)
             self._finish(req, end)
