@@ -5,9 +5,12 @@
 
 Every row runs in its own subprocess (so its peak RSS is its own), ``--repeats`` times with
 one cost model (the event-loop figure is the median; ``first`` is the first run, whose
-cost-model caches start cold), then a raw SimPy floor: a minimal program issuing the same
-number of timeouts as the simulation did (median of 3). The ratio to the floor is the
-machine-independent figure; CPU time (``process_time``) is the steady one on a shared machine.
+cost-model caches start cold), each repeat followed by a raw SimPy floor: a minimal program
+issuing the same number of timeouts as the simulation did. The ratio to the floor is the
+machine-independent figure, taken per repeat (the median of the repeats' ratios): on a shared
+machine whose speed drifts by up to 2x over minutes, a repeat and the floor right after it run
+at the same speed, where rows run minutes apart may not. CPU time (``process_time``) is the
+steady one on a shared machine.
 
 Rows (Llama-2-7B on H100-SXM replicas, vLLM-like scheduling without chunked prefill,
 max_model_len 16k, the measured calibration, least-outstanding-tokens routing unless noted):
@@ -29,12 +32,14 @@ max_model_len 16k, the measured calibration, least-outstanding-tokens routing un
 * ``--ten-million``: 10M requests on 64 replicas streamed to Parquet (one run): peak RSS.
 
 Columns: events/req (SimPy events scheduled per request), loop req/cpu-s (median), first
-(first run), floor x (simulation CPU over the floor's), us/req, vs (us/req over the row
-named in ``ref``), rss MiB (peak of the row's process: one run's, as each
+(first run), floor x (simulation CPU over the floor's, median over repeats), us/req, vs (us/req
+over the row named in ``ref``), vs/floor (floor x over the ref's floor x: the same ratio with
+each row's machine speed taken out), rss MiB (peak of the row's process: one run's, as each
 repeat's garbage is collected before the next), wall s (median), setup s (CPU from
 process start to the first run, imports and calibration included; slices the run asks for
-are computed or read lazily, in the run), proc cpu s (CPU of the whole row process before the
-floor: imports, set-up, every repeat, results).
+are computed or read lazily, in the run), proc cpu s (CPU of the whole row process: imports,
+set-up, every repeat and its floor, results; a ``-process`` row's, whose figure it is, has no
+floor in it).
 """
 
 from __future__ import annotations
@@ -147,7 +152,7 @@ def worker(kind: str, p: dict, repeats: int) -> dict:
     from simcluster.cost import CostModel
     cost = CostModel(load_calibration("measured"))
     cache: dict = {}
-    cpus, walls, out = [], [], {}
+    cpus, walls, floors, out = [], [], [], {}
     setup = None
     for _ in range(repeats):
         sim = _build(kind, p, cost, cache)
@@ -169,10 +174,15 @@ def worker(kind: str, p: dict, repeats: int) -> dict:
         # other): collected now, so the next repeat's peak RSS is its own, not two runs' at once
         del res, sim
         gc.collect()
+        if kind != "azure-process":    # (the floor right after the repeat: the same speed)
+            floors.append(_floor(out["events"]))
     out["process_cpu"] = time.process_time()
-    floor = statistics.median(_floor(out["events"]) for _ in range(3))
+    if not floors:
+        floors = [_floor(out["events"])]
+    ratios = [c / f for c, f in zip(cpus, floors)]
     out.update(cpu_first=cpus[0], cpu_med=statistics.median(cpus),
-               wall_med=statistics.median(walls), floor=floor, setup=setup,
+               wall_med=statistics.median(walls), floor=statistics.median(floors),
+               floor_x=statistics.median(ratios), setup=setup,
                rss_mib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     return out
 
@@ -228,7 +238,7 @@ def main(argv=None):
     print(f"simcluster event loop, {args.repeats} repeats per row (median); "
           f"CPU = process_time; floor = raw SimPy timeouts")
     hdr = ["row", "requests", "rejected", "events/req", "loop req/cpu-s", "first",
-           "floor x", "us/req", "vs", "ref", "rss MiB", "wall s", "setup s", "proc cpu s"]
+           "floor x", "us/req", "vs", "vs/floor", "ref", "rss MiB", "wall s", "setup s", "proc cpu s"]
     print("  ".join(f"{h:>15}" if i else f"{h:<18}" for i, h in enumerate(hdr)))
     for name, r in results.items():
         n = r["requests"]
@@ -239,12 +249,13 @@ def main(argv=None):
             floor_x = float("nan")
         else:
             cpu, loop, first = r["cpu_med"], n / r["cpu_med"], n / r["cpu_first"]
-            floor_x = r["cpu_med"] / r["floor"]
+            floor_x = r["floor_x"]
         us = cpu / n * 1e6
         vs = (us / (results[ref]["cpu_med"] / results[ref]["requests"] * 1e6)
               if ref in results else float("nan"))
+        vs_floor = floor_x / results[ref]["floor_x"] if ref in results else float("nan")
         vals = [name, n, r["rejected"], r["events"] / n, loop, first, floor_x, us, vs,
-                ref or "-", r["rss_mib"], r["wall_med"], r["setup"], r["process_cpu"]]
+                vs_floor, ref or "-", r["rss_mib"], r["wall_med"], r["setup"], r["process_cpu"]]
         print("  ".join(_fmt(v, i) for i, v in enumerate(vals)))
     floor_rate = statistics.median(r["events"] / r["floor"] for r in results.values())
     print(f"SimPy floor on this machine: {floor_rate:,.0f} timeouts per CPU-second "
