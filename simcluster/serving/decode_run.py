@@ -59,6 +59,19 @@ class DecodeRun:
 HEAD = 128
 
 
+def _most_steps(k: int, new_blocks, free: int, bound: int) -> int:
+    """The most steps ``j <= k`` whose new KV blocks (``new_blocks(j)``; one step's fit) fit in
+    ``free``: ``k`` when ``bound`` (at least ``new_blocks(k)``, whatever the alignment) or
+    ``new_blocks(k)`` fits, otherwise by bisection."""
+    if bound <= free or new_blocks(k) <= free:
+        return k
+    lo, hi = 1, k          # new_blocks(lo) <= free < new_blocks(hi)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if new_blocks(mid) <= free else (lo, mid)
+    return lo
+
+
 class DecodeRuns:
     """The decode-run half of :class:`~.instance.Instance` (it holds the state: ``_live``,
     ``group``, ``kv``, ``_timer``, ``_tl``, ``_pack``, ``_tl_cap``, ``_outstanding``)."""
@@ -85,16 +98,7 @@ class DecodeRuns:
         k = min(g.first_finish(), self.config.max_steady_steps)
         if k <= 1:
             return 1
-        free = self.kv.free_blocks
-        if g.n * (k // g.bs + 1) <= free:      # enough blocks whatever the alignment
-            return k
-        if g.new_blocks(k) <= free:
-            return k
-        lo, hi = 1, k          # new_blocks(lo) <= free < new_blocks(hi)
-        while hi - lo > 1:
-            mid = (lo + hi) // 2
-            lo, hi = (mid, hi) if g.new_blocks(mid) <= free else (lo, mid)
-        return lo
+        return _most_steps(k, g.new_blocks, self.kv.free_blocks, g.n * (k // g.bs + 1))
 
     def _steady_steps_loose(self, decode: list[Request]) -> int:
         """As :meth:`_steady_steps_group` for a plan that is not exactly the decode group."""
@@ -103,21 +107,15 @@ class DecodeRuns:
         if k <= 1:
             return 1
         bs = self.config.block_size
-        free = self.kv.free_blocks
-        if len(decode) * (k // bs + 1) <= free:
+        free, bound = self.kv.free_blocks, len(decode) * (k // bs + 1)
+        if bound <= free:              # (before building the arrays below)
             return k
         kv = np.fromiter((r.kv_tokens for r in decode), dtype=np.int64, count=len(decode))
         held = np.fromiter((r.blocks for r in decode), dtype=np.int64, count=len(decode))
 
         def new_blocks(j):
             return int(np.maximum(0, -(-(kv + j) // bs) - held).sum())
-        if new_blocks(k) <= free:
-            return k
-        lo, hi = 1, k
-        while hi - lo > 1:
-            mid = (lo + hi) // 2
-            lo, hi = (mid, hi) if new_blocks(mid) <= free else (lo, mid)
-        return lo
+        return _most_steps(k, new_blocks, free, bound)
 
     def _start_run(self, k: int, loose: list[Request] | None):
         g = self.group
@@ -183,22 +181,12 @@ class DecodeRuns:
         # the steps of the run that would start after the first: as _steady_steps_group
         # would size it then (first completion, step cap, blocks)
         k = min(ff - 1, cap)
-        if k > 1 and n * ((k + 1) // bs + 1) > free and new_blocks(k + 1) > free:
-            lo, hi = 1, k              # new_blocks(lo + 1) <= free < new_blocks(hi + 1)
-            while hi - lo > 1:
-                mid = (lo + hi) // 2
-                lo, hi = (mid, hi) if new_blocks(mid + 1) <= free else (lo, mid)
-            k = lo
-        # blocks in use once the first step's are allocated (a KV length that is a multiple
-        # of the block size takes a new block)
-        used = (self.kv.total_blocks - free + g.step_blocks()
-                + sum([1 for c in kvs if not c % bs]))
-        kv = self.kv
-        kv.alloc(alloc)
+        k = _most_steps(k, lambda j: new_blocks(j + 1), free, n * ((k + 1) // bs + 1))
+        used = self.kv.total_blocks - free + new_blocks(1)   # (once the first step's are in)
+        self.kv.alloc(alloc)
         for req in admitted:
             req._blocks = -(-req._kv // bs)
             g.join(req)
-        n = g.n
         ctx_sum = g.base_sum + n * g.clock + n
         if len(self._tl) >= self._tl_cap:
             self.timeline.compact()        # (no row of this instance is open here)
