@@ -639,3 +639,193 @@ def test_group_decodes_under_a_block_shortage_preempt_as_one_by_one(kvs, clock, 
     (decodes, preemptions, in order) and the blocks left are those of the plain loop."""
     fast, slow = _group_and_loose_plans(kvs, bs, free, clock)
     assert fast == slow
+
+
+def _reference_take_decodes(running, plan, free, bs, limit=None):
+    """take_decodes as it read before its loop learned the members' stored counts: every
+    request's counts through its properties, the victim searched from the end each time."""
+    from simcluster.policies.batching import blocks_for
+    group = running[0].group if running else None
+    if group is not None and group.n == len(running) and (limit is None or limit >= group.n):
+        need = group.step_blocks()
+        if need <= free:
+            plan.decode.extend(running)
+            return plan, free - need
+        lead = group.lead_before_shortage(free)
+        plan.decode.extend(running[:lead])
+        decoding, free = running[lead:], 0
+    else:
+        decoding = [r for r in running if r.kv_tokens >= r.prefill_target]
+        if limit is not None:
+            decoding = decoding[:limit]
+    if len(decoding) <= free:
+        need = sum(1 for r in decoding if r.kv_tokens + 1 > r.blocks * bs)
+        plan.decode.extend(decoding)
+        return plan, free - need
+    gone = set()
+    for req in decoding:
+        if id(req) in gone:
+            continue
+        need = blocks_for(req, req.kv_tokens + 1, bs)
+        while need > free:
+            victim = next((v for v in reversed(running) if id(v) not in gone and v is not req),
+                          None)
+            if victim is None:
+                break
+            gone.add(id(victim))
+            plan.preempt.append(victim)
+            free += victim.blocks - victim.shared_blocks
+            if victim in plan.decode:
+                plan.decode.remove(victim)
+                free += blocks_for(victim, victim.kv_tokens + 1, bs)
+        if need > free:
+            gone.add(id(req))
+            plan.preempt.append(req)
+            free += req.blocks - req.shared_blocks
+            continue
+        free -= need
+        plan.decode.append(req)
+    return plan, free
+
+
+@settings(max_examples=400, derandomize=True, deadline=None)
+@given(reqs=st.lists(st.tuples(st.sampled_from(["member", "loose", "loose+1", "prefill"]),
+                               st.integers(1, 120), st.integers(0, 3)), min_size=1, max_size=30),
+       clock=st.integers(0, 40), free=st.integers(0, 10), bs=st.sampled_from([1, 4, 16]),
+       limit=st.one_of(st.none(), st.integers(1, 30)))
+def test_take_decodes_plans_as_the_request_by_request_loop(reqs, clock, free, bs, limit):
+    """take_decodes over a mix of decode group members, loose decodes (tight blocks or one
+    block ahead), prefilling requests and shared blocks, with and without a limit: the plan
+    (decodes and preemptions, in order) and the blocks left are those of the loop that reads
+    every request's counts through its properties and searches each victim from the end."""
+    from simcluster.policies.batching import Plan, take_decodes
+    from simcluster.serving.decode_group import DecodeGroup
+    from simcluster.serving.request import Request
+
+    def state():
+        g = DecodeGroup(bs)
+        g.clock = clock
+        running = []
+        for rid, (kind, kv, shared) in enumerate(reqs):
+            req = Request(rid, 0.0, kv if kind != "prefill" else kv + 5, 10_000)
+            req._kv, req._gen, req.admit_seq = kv, 1 if kind != "prefill" else 0, rid
+            req._blocks = -(-kv // bs) + (kind == "loose+1")
+            req.shared_blocks = min(shared, req._blocks)
+            if kind == "member":
+                g.join(req)
+            running.append(req)
+        return running
+
+    out = []
+    for fn in (take_decodes, _reference_take_decodes):
+        plan, left = fn(state(), Plan(), free, bs, limit)
+        out.append(([r.id for r in plan.decode], [r.id for r in plan.preempt], left))
+    assert out[0] == out[1]
+
+
+def _reference_schedule(b, now):
+    """VLLMBatching.schedule as it read before it skipped the admission pass that cannot admit
+    and the decode group members in the chunked pass over prompts (with the reference
+    take_decodes)."""
+    from simcluster.policies.batching import Plan, blocks_for
+    inst, cfg = b.inst, b.inst.config
+    plan, free = Plan(), inst.kv.free_blocks
+    take = _reference_take_decodes
+    if not cfg.chunked_prefill:
+        head = inst.waiting[0] if inst.waiting else None
+        if head is not None and head.kv_tokens < head.prefill_target:
+            plan, _ = b._admit(plan, free, cfg.max_batched_tokens, chunked=False)
+            if plan.prefill:
+                return plan
+        plan, free = take(inst.running, Plan(), free, cfg.block_size)
+        if not plan.preempt:
+            plan, free = b._admit(plan, free, cfg.max_batched_tokens, chunked=False)
+        return plan
+    plan, free = take(inst.running, plan, free, cfg.block_size)
+    budget = cfg.max_batched_tokens - len(plan.decode)
+    preempted = set(id(r) for r in plan.preempt)
+    for req in inst.running:
+        if budget <= 0:
+            break
+        if req.prefilling and id(req) not in preempted:
+            chunk = min(req.prefill_target - req.kv_tokens, budget)
+            need = blocks_for(req, req.kv_tokens + chunk, cfg.block_size)
+            if need > free:
+                break
+            free -= need
+            budget -= chunk
+            plan.prefill.append((req, chunk))
+    if not plan.preempt:
+        plan, free = b._admit(plan, free, budget, chunked=True)
+    return plan
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(st.lists(st.tuples(st.one_of(st.integers(1, 400),       # (block multiples: a
+                                    st.integers(1, 25).map(lambda k: 16 * k)),  # new block)
+                          st.integers(0, 60),
+                          st.sampled_from(["member", "member", "loose", "prefill"])),
+                max_size=14),
+       st.lists(st.tuples(st.integers(1, 120), st.booleans()), max_size=4),
+       st.sampled_from([0.0005, 0.001, 0.25]), st.booleans(), st.integers(0, 6))
+def test_vllm_schedule_plans_as_before(running, waiting, mem, chunked, spare):
+    """vLLM's schedule() — KV pressure, prompts and hand-offs at the head, partly prefilled
+    prompts (chunked), decode group members and loose requests — gives the plan of the
+    reference that asks every admission pass and reads every running request."""
+    from simcluster.cluster import Cluster
+    from simcluster.serving.request import Request
+    import simpy
+    dev, model = load_device("H100-SXM"), model_preset("llama-2-7b")
+    specs = one_instance(dev, memory_utilization=mem, chunked_prefill=chunked,
+                         max_num_seqs=12, max_batched_tokens=2048)
+    inst = Cluster(simpy.Environment(), model, specs, cost_model=CostModel()).instances[0]
+    inst._busy = True
+    bs = inst.config.block_size
+    for rid, (kv, gen, kind) in enumerate(running):
+        target = kv + 1 + gen % 24 if kind == "prefill" else kv
+        req = Request(rid, 0.0, target, gen + 5)
+        req._kv, req._gen, req.admit_seq = kv, gen if kind != "prefill" else 0, rid
+        need = -(-kv // bs)
+        if need > inst.kv.free_blocks:
+            break
+        inst.kv.alloc(need)
+        req._blocks = need
+        inst.running.append(req)
+        if kind == "member":
+            inst.group.join(req)
+    inst.kv.alloc(max(0, inst.kv.free_blocks - spare))     # a few blocks left, or none
+    for w, (prompt, handed_off) in enumerate(waiting):
+        if handed_off:                   # KV complete (a hand-off): admitted as a decode
+            prompt = prompt % 40 + 1
+        req = Request(100 + w, 0.0, prompt, 5)
+        if handed_off:
+            req._kv, req._gen = prompt, 1
+        inst.waiting.append(req)
+    ids = lambda p: ([r.id for r, _ in p.prefill], [c for _, c in p.prefill],  # noqa: E731
+                     [r.id for r in p.decode], [r.id for r in p.preempt],
+                     [r.id for r in p.admit])
+    plan = inst.batcher.schedule(0.0)
+    assert ids(plan) == ids(_reference_schedule(inst.batcher, 0.0))
+    members = inst.group.n
+    cases = (
+        {"hand-off admitted": any(r.id >= 100 for r in plan.decode),
+         "prompt admitted": any(r.id >= 100 for r, _ in plan.prefill),
+         "partial prompt": any(r.id < 100 for r, _ in plan.prefill),
+         "partial prompt beside members": (members == len(inst.running) - 1 and
+                                           any(r.id < 100 for r, _ in plan.prefill)),
+         "members preempted": members > 1 and any(r.group for r in plan.preempt),
+         "mixed preempted": 0 < members < len(inst.running) and bool(plan.preempt)})
+    SCHEDULES_SEEN.update(k for k, seen in cases.items() if seen)
+
+
+SCHEDULES_SEEN: set = set()
+
+
+def test_vllm_schedule_examples_reach_every_case():
+    """Not vacuous: the examples above reach hand-off and prompt admissions, chunks of
+    partly prefilled prompts (one of them beside a whole decode group too) and preemptions
+    of group members and of mixed batches."""
+    test_vllm_schedule_plans_as_before()
+    assert SCHEDULES_SEEN == {"hand-off admitted", "prompt admitted", "partial prompt",
+                              "partial prompt beside members", "members preempted",
+                              "mixed preempted"}

@@ -2,7 +2,10 @@
 
 A batching policy is bound to one instance and answers ``schedule(now) -> Plan``. It reads the
 instance's ``running`` list (admission order), ``waiting`` deque, ``kv`` free blocks and
-``config``, and never mutates them: the instance applies the plan.
+``config``, and never mutates them: the instance applies the plan. It may also read the
+instance's decode ``group`` (:class:`~simcluster.serving.decode_group.DecodeGroup`): its members
+are running requests past their prompts, with tight blocks, whose counts it keeps — so a plan
+need not ask each member what the group knows (how many start a block, that none prefills).
 
 ``vllm`` mirrors vLLM's scheduler. Without chunked prefill (vLLM v0 default): if any waiting
 request can be admitted, the iteration is prefill-only (FCFS admission while ``max_num_seqs``,
@@ -83,6 +86,10 @@ def take_decodes(running, plan: Plan, free: int, block_size: int, limit: int | N
     """Every decoding sequence of ``running`` (admission order) takes one token — the first
     ``limit`` of them if given; a decode that finds no free block preempts the most recently
     admitted running sequence (itself if none is left). Returns the plan and the blocks left.
+
+    (Decode group members are decoding, and with no step in flight — ``group.ahead`` 0 —
+    their blocks are tight: a member needs a new block exactly when its KV length is a block
+    multiple, which its stored count tells without the properties the loop reads of others.)
     """
     group = running[0].group if running else None
     if (group is not None and group.n == len(running)
@@ -102,37 +109,68 @@ def take_decodes(running, plan: Plan, free: int, block_size: int, limit: int | N
         plan.decode.extend(running[:lead])
         decoding, free = running[lead:], 0
     else:
-        decoding = [r for r in running if r.kv_tokens >= r.prefill_target]
+        decoding = [r for r in running if r.group is not None or r.kv_tokens >= r.prefill_target]
         if limit is not None:
             decoding = decoding[:limit]
-    if len(decoding) <= free:
-        # each decode needs at most one new block: no shortage possible
-        need = sum(1 for r in decoding if r.kv_tokens + 1 > r.blocks * block_size)
-        plan.decode.extend(decoding)
-        return plan, free - need
-    gone = set()
+        if group is not None and group.ahead:
+            group = None               # (a step in flight: read each request's own counts)
+        if len(decoding) <= free:
+            # each decode needs at most one new block: no shortage possible
+            plan.decode.extend(decoding)
+            return plan, free - _new_blocks(decoding, group, block_size)
+    return _decode_under_shortage(running, decoding, plan, free, block_size,
+                                  group if group is not None and not group.ahead else None)
+
+
+def _new_blocks(decoding, group, bs: int) -> int:
+    """How many of ``decoding`` start a new block with their next token."""
+    if group is None:
+        return sum([1 for r in decoding if r.kv_tokens + 1 > r.blocks * bs])
+    cls = (bs - 1 - group.clock) % bs
+    return sum([1 for r in decoding
+                if ((r._kv - 1) % bs == cls if r.group is group
+                    else r.kv_tokens + 1 > r.blocks * bs)])
+
+
+def _decode_under_shortage(running, decoding, plan: Plan, free: int, bs: int, group):
+    """:func:`take_decodes` one request at a time, from where blocks may run short: each of
+    ``decoding`` takes its next token's block if free, else preempts the last running request
+    not yet preempted (itself if none is left); a preempted request that had taken its token
+    gives the token's block back."""
+    gone: set = set()
+    cls = (bs - 1 - group.clock) % bs if group is not None else -1
+    decode, tail = plan.decode, len(running)   # (running[tail:] are all preempted)
     for req in decoding:
-        if id(req) in gone:
+        if gone and id(req) in gone:
             continue
-        need = blocks_for(req, req.kv_tokens + 1, block_size)
+        if group is not None and req.group is group:
+            need = 1 if (req._kv - 1) % bs == cls else 0
+        else:
+            need = blocks_for(req, req.kv_tokens + 1, bs)
         while need > free:
-            victim = next((v for v in reversed(running)
-                           if id(v) not in gone and v is not req), None)
-            if victim is None:
+            # the last running request neither preempted nor ``req``
+            t = tail - 1
+            while t >= 0 and (running[t] is req or id(running[t]) in gone):
+                t -= 1
+            if t < 0:
                 break
+            # (only preempted requests and ``req`` lie above t; once a search passes ``req``
+            # every request after it is preempted, so no later search needs them)
+            tail = t
+            victim = running[t]
             gone.add(id(victim))
             plan.preempt.append(victim)
             free += victim.blocks - victim.shared_blocks
-            if victim in plan.decode:
-                plan.decode.remove(victim)
-                free += blocks_for(victim, victim.kv_tokens + 1, block_size)
+            if victim in decode:
+                decode.remove(victim)
+                free += blocks_for(victim, victim.kv_tokens + 1, bs)
         if need > free:
             gone.add(id(req))
             plan.preempt.append(req)
             free += req.blocks - req.shared_blocks
             continue
         free -= need
-        plan.decode.append(req)
+        decode.append(req)
     return plan, free
 
 
@@ -173,21 +211,26 @@ class VLLMBatching:
             head = inst.waiting[0] if inst.waiting else None
             # prompts first; a head whose KV is complete (a hand-off) would be admitted as a
             # decode, after which no prompt joins: that pass cannot plan a prefill
-            if head is not None and head.kv_tokens < head.prefill_target:
+            prompt = head is not None and head.kv_tokens < head.prefill_target
+            if prompt:
                 plan, _ = self._admit(plan, free, cfg.max_batched_tokens, chunked=False)
                 if plan.prefill:
                     return plan
             plan, free = self._decodes(Plan(), free)
-            if not plan.preempt:
+            # hand-offs join the decodes; a prompt at the head that did not fit above admits
+            # nothing here either (behind decodes it waits; alone it meets the same blocks)
+            if head is not None and not prompt and not plan.preempt:
                 plan, free = self._admit(plan, free, cfg.max_batched_tokens, chunked=False)
             return plan
         plan, free = self._decodes(plan, free)
         budget = cfg.max_batched_tokens - len(plan.decode)
         preempted = set(id(r) for r in plan.preempt)
-        for req in inst.running:
+        # (decode group members are past their prompts: with every running request one, no
+        # prompt is partly done)
+        for req in inst.running if inst.group.n < len(inst.running) else ():
             if budget <= 0:
                 break
-            if req.prefilling and id(req) not in preempted:
+            if req.group is None and req.prefilling and id(req) not in preempted:
                 chunk = min(req.prefill_target - req.kv_tokens, budget)
                 need = blocks_for(req, req.kv_tokens + chunk, cfg.block_size)
                 if need > free:

@@ -89,7 +89,8 @@ class HFContinuousBatching:
         budget -= len(plan.decode)
         slots -= len(plan.decode)
         gone = {id(r) for r in plan.preempt}
-        partial = [r for r in inst.running if r.prefilling and id(r) not in gone]
+        partial = [r for r in inst.running
+                   if r.group is None and r.prefilling and id(r) not in gone]
         for req, waiting in [(r, False) for r in partial] + [(r, True) for r in inst.waiting]:
             if budget <= 0 or slots <= 0:
                 break
