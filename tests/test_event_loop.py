@@ -59,6 +59,29 @@ def test_decode_step_tables_equal_evaluating_each_step(name):
         assert not any(b.flags.writeable for b in t._step_table.values())   # views of it too
 
 
+def test_decode_step_table_drops_the_least_recently_read_block(h100, llama7b, monkeypatch):
+    """A full step table drops the block read longest ago, not the whole table (a working
+    set larger than the table rebuilt every block at each clear); a rebuilt block holds the
+    same floats."""
+    import simcluster.cost.decode_steps as ds
+    monkeypatch.setattr(ds, "STEP_BLOCKS_KEPT", 3)
+    t = IterationTimer(load_calibration("measured"), llama7b, Layout.uniform(h100))
+    B = ds.STEP_BLOCK
+    first = t.decode_steps(4, 100, 5).copy()
+    for c in (1, 2):
+        t.decode_steps(4, c * B + 8, 5)
+    t.decode_steps(4, 100, 5)                  # block 0 read again: now the most recent
+    t.decode_steps(4, 3 * B + 8, 5)            # a fourth block: block 1 goes
+    assert list(t._step_table) == [(4, 2), (4, 0), (4, 3)]
+    t.decode_steps(4, B + 8, 5)                # block 1 rebuilt, block 2 goes
+    assert list(t._step_table) == [(4, 0), (4, 3), (4, 1)]
+    assert np.array_equal(t.decode_steps(4, 100, 5), first)
+    k = (ds.STEP_OVERLAP + 200) // 4           # (past block 9's overlap: two slices)
+    assert np.array_equal(t.decode_steps(4, 10 * B - 40, k),
+                          t._decode_fns[4](10 * B - 40 + 4 * np.arange(k, dtype=float)))
+    assert list(t._step_table)[-2:] == [(4, 9), (4, 10)] and len(t._step_table) == 3
+
+
 def test_shared_timers_and_memos_change_nothing(h100, llama7b):
     """Simulations that reuse a cost model's timers (and their caches) equal fresh ones."""
     trace = _poisson(300, 4.0)
