@@ -37,6 +37,22 @@ def _run_flows(starts, nbytes, caps=None, bw=1e9, latency=1e-4):
     return flows
 
 
+def test_flows_finishing_together_end_in_the_order_they_started():
+    """Flows are kept in the order they started, not in a set of objects hashed by address
+    (whose order changed from run to run in one process, and with it the order of same-time
+    finishes and of the float subtractions of the fair shares)."""
+    env = simpy.Environment()
+    net = LinkNetwork(env)
+    port = net.port("p", 1e9)
+    order = []
+    flows = [net.transfer(1e6, [port], latency_s=0.0, k=k) for k in range(50)]
+    for f in flows:
+        f.done.callbacks.append(lambda ev: order.append(ev.value.meta["k"]))
+    assert list(net.flows) == flows and list(port.flows) == flows
+    env.run()
+    assert order == list(range(50)) and len({f.end_s for f in flows}) == 1
+
+
 def test_transfer_on_an_idle_link_is_bytes_over_bandwidth_plus_latency():
     (f,) = _run_flows([0.0], [5e8])
     assert f.end_s == pytest.approx(5e8 / 1e9 + 1e-4)

@@ -28,7 +28,7 @@ class Port:
 
     name: str
     bw_bytes_per_s: float
-    flows: set = field(default_factory=set)
+    flows: dict = field(default_factory=dict)   # (an ordered set: flows as keys)
 
 
 @dataclass(eq=False)
@@ -53,7 +53,11 @@ class LinkNetwork:
     def __init__(self, env: simpy.Environment):
         self.env = env
         self.ports: dict = {}
-        self.flows: set[Flow] = set()
+        # flows in the order they started (dict keys: an ordered set; the order of the flows
+        # sets the order of the float subtractions below and of same-time finishes, so it
+        # must not be that of a set of objects hashed by address, which changes from run to
+        # run in one process)
+        self.flows: dict[Flow, None] = {}
         self._last = env.now
         self._generation = 0
 
@@ -78,9 +82,9 @@ class LinkNetwork:
         if flow.remaining <= _EPS_BYTES:
             self._finish(flow)
             return flow
-        self.flows.add(flow)
+        self.flows[flow] = None
         for p in flow.ports:
-            p.flows.add(flow)
+            p.flows[flow] = None
         self._reallocate()
         return flow
 
@@ -104,7 +108,7 @@ class LinkNetwork:
 
     def _reallocate(self):
         """Max-min fair rates with caps (progressive filling), then wake at the next finish."""
-        unfixed = set(self.flows)
+        unfixed = dict.fromkeys(self.flows)
         if len(unfixed) == 1:                     # alone: its slowest port, or its cap
             (f,) = unfixed
             f.rate = min(f.cap, min(p.bw_bytes_per_s for p in f.ports))
@@ -125,7 +129,7 @@ class LinkNetwork:
                 f.rate = f.cap if capped else share
                 for p in f.ports:
                     left[p] = max(0.0, left[p] - f.rate)
-                unfixed.discard(f)
+                del unfixed[f]
         self._generation += 1
         gen = self._generation
         waits = [f.remaining / f.rate for f in self.flows if f.rate > 0]
@@ -140,9 +144,9 @@ class LinkNetwork:
         done = [f for f in self.flows if f.remaining <= _EPS_BYTES
                 or (f.rate > 0 and f.remaining / f.rate < 1e-12)]
         for f in done:
-            self.flows.discard(f)
+            del self.flows[f]
             for p in f.ports:
-                p.flows.discard(f)
+                p.flows.pop(f, None)
             f.remaining = 0.0
             self._finish(f)
         self._reallocate()
