@@ -38,3 +38,21 @@ def make_trace(arrivals, prompts, outputs, name="test"):
 
 def one_instance(device, count=1, **cfg):
     return [InstanceSpec(Layout.uniform(device), InstanceConfig(**cfg), count=count)]
+
+
+def ship_with_a_resource(cluster, reqs, source):
+    """A disaggregated cluster's KV copy as it ran before its link queue (tests compare the
+    two): a process step holding the source's link, a SimPy resource per prefill instance,
+    for the transfer's time; then the source frees the blocks."""
+    import simpy
+    links = cluster.__dict__.setdefault("_test_links", {})
+    link = links.get(source.id)
+    if link is None:
+        link = links[source.id] = simpy.Resource(cluster.env, capacity=1)
+    nbytes = sum(cluster.model.kv_bytes(r.kv_tokens) for r in reqs)
+    with link.request() as slot:
+        yield slot
+        start = cluster.env.now
+        yield cluster.env.timeout(float(cluster.cost_model.calibration.link_time(
+            cluster.kv_link, "transfer", nbytes)))
+    cluster._shipped(reqs, source, start)

@@ -23,7 +23,7 @@ from simcluster.policies import BATCHERS
 from simcluster.simulation import Simulation
 from simcluster.serving.rowlog import RowLog
 
-from conftest import make_trace, one_instance
+from conftest import make_trace, one_instance, ship_with_a_resource
 
 
 def _poisson(n, rate, seed=0, out_scale=1):
@@ -327,6 +327,37 @@ def test_minimal_events_keep_simpy_order_and_values(monkeypatch):
         assert seen == [("early", 0.5), "timeout-a", ("after", 7), "timeout-b"]
 
 
+def test_succeed_last_runs_waiters_at_once_only_where_they_would_be_next(monkeypatch):
+    """clock.succeed_last, a callback's last act, runs the event's waiters at once when
+    nothing else is due at this time (they would be processed next: the same order), and
+    schedules the event as succeed() does when something is; either way the waiters see its
+    value, and a second trigger is refused."""
+    import simpy
+    from simcluster.serving import clock
+    for direct in (True, False):
+        monkeypatch.setattr(clock, "DIRECT", direct)
+        for other_now in (False, True):
+            env, seen = simpy.Environment(), []
+            done = env.event()
+            done.callbacks.append(lambda ev: seen.append(("done", ev.value, env.now)))
+
+            def last_act(ev):
+                if other_now:           # something else due at this time: it goes first
+                    env.timeout(0.0).callbacks.append(lambda e: seen.append("other"))
+                clock.succeed_last(env, done, 42)
+                seen.append("after succeed_last")
+            clock.after(env, 1.0, last_act)
+            env.timeout(2.0).callbacks.append(lambda ev: seen.append("later"))
+            env.run()
+            inline = direct and not other_now
+            first = ["after succeed_last"] + ["other"] * other_now
+            want = ([("done", 42, 1.0)] + first if inline else first + [("done", 42, 1.0)])
+            assert seen == want + ["later"]
+            with pytest.raises(RuntimeError):
+                (clock.succeed_last if direct else lambda env, ev, v: ev.succeed(v))(
+                    env, done, 1)
+
+
 def test_timeline_rows_read_as_one_sequence_across_chunks():
     """A RowLog reads as every row appended (chunks and recent rows alike); rows streamed out
     keep their numbers but are not held."""
@@ -490,7 +521,7 @@ def test_default_hand_offs_on_callbacks_equal_the_process_form(h100, llama7b, mo
 
     def ship_in_a_process(self, req, source):
         def proc():
-            yield from self.ship([req], source)
+            yield from ship_with_a_resource(self, [req], source)
             self.deliver([req])
         self.env.process(proc())
     monkeypatch.setattr(DisaggregatedCluster, "_send", ship_in_a_process)

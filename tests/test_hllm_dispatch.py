@@ -13,7 +13,7 @@ from simcluster.hardware import load_device, load_link
 from simcluster.serving.config import InstanceConfig
 from simcluster.simulation import Simulation
 
-from conftest import make_trace
+from conftest import make_trace, ship_with_a_resource
 
 EMPTY = np.zeros(0, dtype=np.int64)
 
@@ -206,3 +206,100 @@ def test_controller_units_parameter():
     from simcluster.policies import CONTROLLERS
     with pytest.raises(ValueError, match="units"):
         CONTROLLERS.create("mmc", units="tokens")
+
+
+# -- the dispatcher on callbacks gives what it gave as processes --------------------------------
+
+def _process_dispatcher(monkeypatch):
+    """MiniBatchDispatcher as it ran before: a process per prefill batch and one per
+    mini-batch copy, waiting on the link resource."""
+    import simpy
+    from simcluster.policies.minibatch import MiniBatchDispatcher as D
+
+    def handoff(self, req, source):
+        pending = self._pending.setdefault(source.id, [])
+        pending.append(req)
+        if len(pending) == 1:
+            if not self.overlap and source.gate is None:
+                source.gate = self.env.event()
+            self.env.process(batch(self, source))
+
+    def batch(self, source):
+        b = self._pending.pop(source.id)
+        size = self.mini_batch or len(b)
+        groups = [b[k:k + size] for k in range(0, len(b), size)]
+        self._batches.append((self.env.now, source.id, len(b), len(groups)))
+        done = [ev for group in groups for ev in dispatch(self, group, source)]
+        if not self.overlap:
+            yield simpy.AllOf(self.env, done)
+            if source.gate is not None and not source.gate.triggered:
+                source.gate.succeed()
+
+    def dispatch(self, group, source):
+        out = []
+        while group:
+            cands = self._candidates(group)
+            if not cands:
+                return out + [send(self, group, source, None)]
+            inst = self._whole(cands, len(group))
+            take = len(group)
+            if inst is None and self.hold:
+                done = self.env.event()
+                self.held.append((group, source, done))
+                return out + [done]
+            if inst is None:
+                roomy = [i for i in cands if self.room(i) > 0]
+                inst = (max(roomy, key=lambda i: (self.room(i), -i.id)) if roomy
+                        else min(cands, key=self._load))
+                take = max(1, min(len(group), self.room(inst)))
+            out.append(send(self, group[:take], source, inst))
+            group = group[take:]
+        return out
+
+    def send(self, group, source, inst, done=None):
+        if inst is not None:
+            self.current = inst
+            self._reserved[inst.id][0] += len(group)
+            self._reserved[inst.id][1] += sum(r.remaining_output for r in group)
+        return self.env.process(ship(self, group, source, inst, done))
+
+    def ship(self, group, source, inst, done):
+        yield from ship_with_a_resource(self.cluster, group, source)
+        if inst is not None:
+            self._reserved[inst.id][0] -= len(group)
+            self._reserved[inst.id][1] -= sum(r.remaining_output for r in group)
+        self.cluster.deliver(group, inst)
+        if done is not None:
+            done.succeed()
+
+    monkeypatch.setattr(D, "handoff", handoff)
+    monkeypatch.setattr(D, "_send", send)
+
+
+@pytest.mark.parametrize("params", [{"mini_batch": 4}, {"mini_batch": None},
+                                    {"mini_batch": 2, "overlap": False},
+                                    {"mini_batch": 3, "hold": True, "slots": 5},
+                                    {"mini_batch": 2, "hold": True, "overlap": False,
+                                     "slots": 4}])
+def test_dispatch_on_callbacks_gives_what_processes_gave(llama7b, a100, xeon, monkeypatch,
+                                                         params):
+    """The dispatcher's batches and copies run on callbacks (the dispatch where the batch's
+    process took its first step, each copy in the cluster's link queue): the frames are those
+    of the processes and link resource it used before, bit for bit — pipelined, whole
+    batches, synchronous copies that hold the GPU, batches held for a socket's room."""
+    rng = np.random.default_rng(5)
+    n = 160
+    trace = make_trace(np.sort(rng.uniform(0, 30, n)), rng.integers(100, 1500, n),
+                       rng.integers(5, 80, n))
+
+    def go():
+        sim = _sim(trace, llama7b, a100, xeon, 3, seqs=8, gpu_seqs=12,
+                   decode_router="numa_minibatch", decode_router_params=params)
+        res = sim.run()
+        return res, sim.cluster.decode_router.batches
+    now, batches = go()
+    assert len(batches) > 20 and (batches.requests > 1).any()
+    _process_dispatcher(monkeypatch)
+    before, batches_before = go()
+    assert now.requests.equals(before.requests) and now.timeline.equals(before.timeline)
+    assert batches.equals(batches_before)

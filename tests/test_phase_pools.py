@@ -342,3 +342,55 @@ def test_pool_policy_parameters_are_checked(name, params):
     registry = POOL_ROUTERS if name in POOL_ROUTERS else REBALANCERS
     with pytest.raises((ValueError, TypeError)):
         registry.create(name, **params)
+
+
+@pytest.mark.parametrize("routing_params", [{}, {"overlap": True}])
+def test_handoffs_on_callbacks_give_what_processes_gave(h100, llama7b, monkeypatch,
+                                                        routing_params):
+    """A hand-off's arrival runs as a callback of its flow's end, and a flow's end runs its
+    waiters at once where nothing else is due then: the frames are those of a process per
+    hand-off waiting on the flow and of the flow's end as an event of its own, bit for bit
+    (several servers and shared ports, layer-by-layer shipping or not)."""
+    import simcluster.cluster.transfers as transfers
+    from simcluster.cost import CostModel
+    rng = np.random.default_rng(3)
+    n = 300
+    trace = make_trace(np.cumsum(rng.exponential(1 / 12, n)), rng.integers(50, 3000, n),
+                       rng.integers(2, 200, n))
+
+    def go():
+        factory = partial(PhasePoolCluster, network_link=LINK, routing_params=routing_params)
+        sim = Simulation(trace, llama7b, _specs(h100, 3, 3), cost_model=CostModel(),
+                         cluster_factory=factory)
+        return sim.run(), sim
+    now, sim = go()
+    assert len(now.transfers) > 150 and sim.cluster.network._generation > 300
+    inlined = []
+    real = transfers.succeed_last
+    monkeypatch.setattr(transfers, "succeed_last", lambda env, ev, v: inlined.append(
+        not env._queue or env._queue[0][0] > env._now) or real(env, ev, v))
+    go()
+    assert sum(inlined) > 100                   # (the shortcut was taken)
+
+    def prefilled(self, req):                   # a process per hand-off, as before
+        source = self.instances[req.instance]
+        flow = self._flows.pop(req.id, None)
+        if flow is not None:
+            self.network.set_cap(flow)
+        else:
+            flow = self._ship(req, source, req.prefill_target * self.model.kv_bytes_per_token)
+
+        def arrive():
+            yield flow.done
+            self._arrive(req, source, flow)
+        self.env.process(arrive())
+
+    def fire(self, ev):                         # the flow's end an event of its own
+        flow = ev._value
+        flow.end_s = self.env.now
+        flow.done.succeed(flow)
+    monkeypatch.setattr(PhasePoolCluster, "prefilled", prefilled)
+    monkeypatch.setattr(transfers.LinkNetwork, "_fire", fire)
+    before, _ = go()
+    assert now.requests.equals(before.requests) and now.timeline.equals(before.timeline)
+    assert now.transfers.equals(before.transfers)

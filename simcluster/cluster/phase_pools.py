@@ -96,15 +96,16 @@ class PhasePoolCluster(Cluster):
     # -- the view policies read -------------------------------------------------------------
     def servers(self, role: str, req: Request) -> list:
         """Servers now in ``role`` that could serve ``req``."""
-        return [s for s in self.instances if self.role[s.id] == role and not s.can_serve(req)]
+        return [s for s in self.instances if self.role[s.id] == role and s.admits(req)]
 
     def pool_servers(self, role: str) -> list:
         return [s for s in self.instances if self.role[s.id] == role]
 
     def pending_prompt_tokens(self, server) -> int:
         """Prompt tokens queued or mid-prefill on ``server``."""
-        return (sum(r.prefill_target - r.kv_tokens for r in server.waiting)
-                + sum(r.prefill_target - r.kv_tokens for r in server.running if r.prefilling))
+        return (sum([r.prefill_target - r.kv_tokens for r in server.waiting])
+                + sum([r.prefill_target - r.kv_tokens for r in server.running
+                       if r.group is None and r.prefilling]))   # (members: decoding)
 
     def reserved_kv_tokens(self, server) -> int:
         return self._reserved[server.id]
@@ -157,7 +158,9 @@ class PhasePoolCluster(Cluster):
             self.network.set_cap(flow)
         else:
             flow = self._ship(req, source, req.prefill_target * self.model.kv_bytes_per_token)
-        self.env.process(self._arrive(req, source, flow))
+        # (a callback of the flow's end, where a process waiting on it would resume: two
+        # events fewer a hand-off — its start and its end — in the same order)
+        flow.done.callbacks.append(lambda _ev: self._arrive(req, source, flow))
 
     def _ship(self, req: Request, source, nbytes: float, cap: float = math.inf):
         dest = self._dest[req.id]
@@ -171,7 +174,6 @@ class PhasePoolCluster(Cluster):
         return self.network.port((server.id, direction), bw)
 
     def _arrive(self, req: Request, source, flow):
-        yield flow.done
         dest = self._dest[req.id]
         req.handoff_end_s, req.handoff_bytes = self.env.now, flow.nbytes
         self.transfers.append((req.id, source.id, req.handoff_start_s, req.handoff_end_s,

@@ -22,8 +22,9 @@ The prefill instance keeps the request's KV blocks until the transfer ends. The 
 is the calibration's ``transfer`` time on ``kv_link`` (the datasheet
 ``bytes / bw + latency`` under the neutral calibration). A decode router with a
 ``handoff(request, source)`` method takes the hand-offs itself and ships them with
-:meth:`DisaggregatedCluster.ship` and :meth:`DisaggregatedCluster.deliver` (hLLM's mini-batch
-dispatcher copies a batch's KV in mini-batches to sockets chosen before the copy);
+:meth:`DisaggregatedCluster.send` (callbacks; :meth:`DisaggregatedCluster.ship` is its process
+step) and :meth:`DisaggregatedCluster.deliver` (hLLM's mini-batch dispatcher copies a batch's
+KV in mini-batches to sockets chosen before the copy);
 ``in_flight`` counts the hand-offs not yet delivered. The decode pool's routers weigh its
 instances by a decode batch, NUMA placement applied (:func:`decode_reference_speed`). A
 controller (``CONTROLLERS``) is bound with ``bind(cluster)`` and, if it has
@@ -84,9 +85,9 @@ class DisaggregatedCluster(Cluster):
         # one decode instance per admission profile (replicas of one profile admit alike)
         self._decode_heads = list({i.profile: i for i in reversed(self.decode_pool)}.values())
         self.kv_link = kv_link
-        self.links = {inst.id: simpy.Resource(env, capacity=1) for inst in self.prefill_pool}
         self._queues: dict[int, deque] = {}  # the default hand-offs per link (see _send)
-        self._sizes: dict[int, tuple] = {}   # KV tokens -> (bytes, transfer seconds)
+        self._sizes: dict[int, float] = {}   # KV tokens -> bytes
+        self._seconds: dict = {}             # bytes -> seconds of a transfer on kv_link
         self.transfers: list[tuple] = []   # (request, instance, start_s, end_s, bytes)
         self.in_flight = 0                 # hand-offs whose KV has not reached the pool yet
         self.numa = None
@@ -123,49 +124,59 @@ class DisaggregatedCluster(Cluster):
             self._send(req, source)
         self.capacity_changed(source)
 
-    # the default hand-off: one request per transfer, queued on the source's KV link, run on
-    # callbacks (one event per transfer; the same times as :meth:`ship` in a process)
+    # the default hand-off: one request per transfer, through the source's link queue
     def _send(self, req: Request, source):
+        self.send((req,), source)
+
+    def send(self, reqs: Sequence[Request], source, then=None):
+        """Copy the KV of ``reqs`` as one transfer over ``source``'s KV link, after the
+        transfers queued there before it (one at a time, in order); when it ends, ``source``
+        frees their blocks and ``then(reqs)`` is called — by default :meth:`deliver`, through
+        the decode router. (Callbacks, one event a transfer: the times of a process holding
+        the link as a resource, :meth:`ship`, which is built on this.)"""
         queue = self._queues.get(source.id)
         if queue is None:
             queue = self._queues[source.id] = deque()
         # (sliding-window layers hold at most their window: ModelSpec.kv_bytes)
-        sized = self._sizes.get(req.kv_tokens)
-        if sized is None:               # (bytes and seconds of a KV length: pure functions)
-            if len(self._sizes) >= 1 << 16:
-                self._sizes.clear()
-            nbytes = self.model.kv_bytes(req.kv_tokens)
-            sized = self._sizes[req.kv_tokens] = (nbytes, float(
-                self.cost_model.calibration.link_time(self.kv_link, "transfer", nbytes)))
-        queue.append((req, sized))
+        sizes = tuple([self._kv_bytes(r.kv_tokens) for r in reqs])
+        nbytes = sum(sizes)
+        seconds = self._seconds.get(nbytes)
+        if seconds is None:             # (a pure function of the bytes)
+            if len(self._seconds) >= 1 << 16:
+                self._seconds.clear()
+            seconds = self._seconds[nbytes] = float(
+                self.cost_model.calibration.link_time(self.kv_link, "transfer", nbytes))
+        queue.append((tuple(reqs), sizes, seconds, then))
         if len(queue) == 1:             # the link is free: the transfer starts now
             self._transfer(source, queue[0])
 
+    def _kv_bytes(self, tokens: int):
+        nbytes = self._sizes.get(tokens)
+        if nbytes is None:
+            if len(self._sizes) >= 1 << 16:
+                self._sizes.clear()
+            nbytes = self._sizes[tokens] = self.model.kv_bytes(tokens)
+        return nbytes
+
     def _transfer(self, source, item):
-        _, (_, seconds) = item
-        after(self.env, seconds, self._sent, (source, item, self.env.now))
+        after(self.env, item[2], self._sent, (source, item, self.env.now))
 
     def _sent(self, ev):
-        source, (req, (nbytes, _)), start = ev._value
+        source, (reqs, sizes, _, then), start = ev._value
         queue = self._queues[source.id]
         queue.popleft()
         if queue:                       # the next transfer on this link starts as this ends
             self._transfer(source, queue[0])
-        self._shipped((req,), source, start, (nbytes,))
-        self.deliver((req,))
+        self._shipped(reqs, source, start, sizes)
+        (self.deliver if then is None else then)(reqs)
 
     def ship(self, reqs: Sequence[Request], source):
-        """Copy the KV of ``reqs`` (one transfer) over ``source``'s KV link, after the
-        transfers queued there before it; then ``source`` frees their blocks (a process
-        step: ``yield from cluster.ship(...)``, for routers that take hand-offs)."""
-        # (sliding-window layers hold at most their window: ModelSpec.kv_bytes)
-        nbytes = sum(self.model.kv_bytes(r.kv_tokens) for r in reqs)
-        with self.links[source.id].request() as slot:
-            yield slot
-            start = self.env.now
-            yield self.env.timeout(float(self.cost_model.calibration.link_time(
-                self.kv_link, "transfer", nbytes)))
-        self._shipped(reqs, source, start)
+        """:meth:`send` as a process step (``yield from cluster.ship(...)``): returns once
+        the KV of ``reqs`` has crossed ``source``'s link and ``source`` has freed it (the
+        caller delivers them)."""
+        done = self.env.event()
+        self.send(reqs, source, lambda _reqs: done.succeed())
+        yield done
 
     def _shipped(self, reqs, source, start: float, sizes=None):
         for i, req in enumerate(reqs):

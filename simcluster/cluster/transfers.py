@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 
 import simpy
 
+from simcluster.serving.clock import after, succeed_last
+
 _EPS_BYTES = 1e-6
 
 
@@ -134,11 +136,10 @@ class LinkNetwork:
         gen = self._generation
         waits = [f.remaining / f.rate for f in self.flows if f.rate > 0]
         if waits:
-            self.env.timeout(max(0.0, min(waits))).callbacks.append(
-                lambda _: self._tick(gen))
+            after(self.env, max(0.0, min(waits)), self._tick, gen)
 
-    def _tick(self, gen: int):
-        if gen != self._generation:
+    def _tick(self, ev):
+        if ev._value != self._generation:
             return                      # superseded by a later start, finish or cap change
         self._advance()
         done = [f for f in self.flows if f.remaining <= _EPS_BYTES
@@ -152,10 +153,13 @@ class LinkNetwork:
         self._reallocate()
 
     def _finish(self, flow: Flow):
-        def fire(_):
+        if flow.latency_s > 0:
+            after(self.env, flow.latency_s, self._fire, flow)
+        else:
             flow.end_s = self.env.now
             flow.done.succeed(flow)
-        if flow.latency_s > 0:
-            self.env.timeout(flow.latency_s).callbacks.append(fire)
-        else:
-            fire(None)
+
+    def _fire(self, ev):
+        flow = ev._value
+        flow.end_s = self.env.now
+        succeed_last(self.env, flow.done, flow)

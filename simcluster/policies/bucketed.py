@@ -127,7 +127,7 @@ class LengthBucketRouter:
 
     @property
     def held(self) -> int:
-        return sum(len(q) for q in self.queues)
+        return sum(map(len, self.queues))
 
     def route(self, request, candidates, now):
         self.queues[bucket_of(_to_prefill(request), self.bounds)].append(
@@ -139,7 +139,9 @@ class LengthBucketRouter:
         self._dispatch()
 
     def _idle(self, inst) -> bool:
-        return not inst.waiting and not any(r.prefilling for r in inst.running)
+        # (decode group members are past their prompts)
+        return not inst.waiting and not any(r.group is None and r.prefilling
+                                            for r in inst.running)
 
     def _dispatch(self):
         instances = self.pool.instances

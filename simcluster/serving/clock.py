@@ -6,6 +6,9 @@ event is only its ``callbacks``, ``_ok`` and ``_value``, so :func:`after` puts a
 object with those straight into the environment's queue, with the priority and sequence number
 a timeout would get (the same order of events at equal times). Where SimPy's environment does
 not have that queue (another SimPy version), it falls back to a :class:`~simpy.Timeout`.
+
+:func:`at` takes an absolute time; :func:`succeed_last` triggers an event as a callback's
+last act and runs its callbacks at once where it would be processed next anyway.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from heapq import heappush
 
 import simpy
 from simpy.core import NORMAL
-from simpy.events import Timeout
+from simpy.events import PENDING, Timeout
 
 
 class _Tick:
@@ -55,3 +58,21 @@ def at(env, when: float, callback, value=None):
         heappush(env._queue, (when, NORMAL, next(env._eid), tick))
         return tick
     return after(env, when - env.now, callback, value)
+
+
+def succeed_last(env, event, value=None):
+    """``event.succeed(value)`` as the *last* thing an event's callback does: where nothing
+    else is due at this time, the event would be the next one processed, so its callbacks
+    run now instead (one event fewer, the same order); otherwise it is scheduled as
+    ``succeed`` would. Anything the caller did after this call would run after those
+    callbacks, not before: call it last."""
+    queue = env._queue if DIRECT else None
+    if queue is not None and (not queue or queue[0][0] > env._now):
+        if event.callbacks is None or event._value is not PENDING:
+            raise RuntimeError(f"{event} has already been triggered")
+        event._ok, event._value = True, value
+        callbacks, event.callbacks = event.callbacks, None
+        for callback in callbacks:
+            callback(event)
+        return
+    event.succeed(value)
