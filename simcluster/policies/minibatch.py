@@ -64,6 +64,9 @@ class MiniBatchDispatcher:
         self.view, self.env = view, view.env
         self.cluster = getattr(view, "cluster", None)
         self._reserved = {inst.id: [0, 0] for inst in view.instances}    # requests, tokens
+        profiles: dict = {}
+        self._profile = {inst.id: profiles.setdefault(inst.profile, len(profiles))
+                         for inst in view.instances}
         self._pending: dict = {}
         return self
 
@@ -77,7 +80,14 @@ class MiniBatchDispatcher:
         return ((inst.outstanding_tokens + self._reserved[inst.id][1]) / inst.speed, inst.id)
 
     def _candidates(self, reqs):
-        able = [i for i in self.view.instances if all([i.admits(r) for r in reqs])]
+        # (replicas of one admission profile admit alike: ask one of each)
+        admit, able = {}, []
+        for i in self.view.instances:
+            ok = admit.get(self._profile[i.id])
+            if ok is None:
+                ok = admit[self._profile[i.id]] = all([i.admits(r) for r in reqs])
+            if ok:
+                able.append(i)
         return [i for i in able if i.active] or able
 
     def _whole(self, candidates, n: int):
