@@ -27,8 +27,19 @@ max_model_len 16k, the measured calibration, least-outstanding-tokens routing un
 * ``out-x4``/``x16``: every output 4x/16x longer, arrivals 4x/16x slower (the same
   concurrency), 40k requests on 4 replicas; ``out-x1`` is their reference.
 * ``inst-1``..``inst-64``: 1 to 64 replicas at 5 req/s each for 1,000 simulated seconds.
+* ``chunked``: ``azure-x1`` with chunked prefill (vLLM v1's scheduling) and a 2,048-token
+  budget; ``overload``: ``azure-x1`` on one A100-80GB, which cannot keep up (the queue grows
+  to minutes, about 3,500 preemptions under KV pressure): the regimes a capacity search
+  visits beside the profiled one. Not targets of issue 12; ``vs`` is against ``azure-x1``.
 * ``disagg``: 1 prefill + 3 decode replicas, KV over NVLink4; ``hetero``: 2 H100-SXM + 2
   A100-80GB replicas (speed-weighted routing); both on ``out-x1``'s trace.
+* ``exp-default``, ``exp-hllm``, ``exp-llmshare``: bundled experiments as the command line
+  runs them (their own model, hardware, policies and cost model): the default (Azure
+  conversation trace, Llama-3.1-8B on 4 H100s), hLLM's (an A100 prefilling, 12 Xeon sockets
+  decoding, length-bucketed batches, mini-batch dispatch, M/M/c controller) and LLMShare's
+  (GPT-3 175B on prefill and decode pools of parametric accelerators, KV over shared network
+  ports, Splitwise routing, a rebalancer): the source systems' disaggregated serving against
+  the plain one, per request.
 * ``--ten-million``: 10M requests on 64 replicas streamed to Parquet (one run): peak RSS.
 
 Columns: events/req (SimPy events scheduled per request), loop req/cpu-s (median), first
@@ -73,7 +84,12 @@ ROWS = {
     "inst-4": ("syn", {"span_s": 1000.0, "count": 4}, "inst-1"),
     "inst-16": ("syn", {"span_s": 1000.0, "count": 16}, "inst-1"),
     "inst-64": ("syn", {"span_s": 1000.0, "count": 64}, "inst-1"),
+    "chunked": ("azure", {"count": 1, "chunked": 2048}, "azure-x1"),
+    "overload": ("azure", {"count": 1, "device": "A100-80GB"}, "azure-x1"),
     "disagg": ("syn", {"n": 40_000, "count": 4, "disagg": True}, "out-x1"),
+    "exp-default": ("experiment", {"name": "default"}, None),
+    "exp-hllm": ("experiment", {"name": "hllm_azure_conv"}, "exp-default"),
+    "exp-llmshare": ("experiment", {"name": "llmshare_h100"}, "exp-default"),
     "hetero": ("syn", {"n": 40_000, "count": 4, "hetero": True}, "out-x1"),
 }
 QUICK = {"syn-1M": {"n": 200_000}, "out-x1": {"n": 10_000}, "out-x4": {"n": 10_000},
@@ -85,6 +101,12 @@ TEN_M = ("syn-10M", {"n": 10_000_000, "count": 64, "stream": True}, None)
 
 # -- the worker (one row, in its own process) -------------------------------------------------
 def _build(kind, p, cost, trace_cache, router="least_outstanding_tokens", router_params=None):
+    if kind == "experiment":          # a bundled experiment, as ``simcluster run NAME`` runs it
+        from simcluster.experiment import load_experiment
+        exp = trace_cache.get("experiment")
+        if exp is None:
+            exp = trace_cache["experiment"] = load_experiment(p["name"])
+        return exp.simulation()
     from simcluster.cluster import InstanceSpec
     from simcluster.cluster.pools import DisaggregatedCluster
     from simcluster.cost import Layout
@@ -98,9 +120,10 @@ def _build(kind, p, cost, trace_cache, router="least_outstanding_tokens", router
     if trace is None:
         trace = trace_cache["trace"] = _trace(kind, p)
     # 16k context: Llama-2-7B's native 4k would reject 8% of the Azure prompts
+    chunk = p.get("chunked")
     cfg = InstanceConfig(max_model_len=16384 * p.get("scale", 1),
-                         max_batched_tokens=16384)
-    h100 = Layout.uniform(load_device("H100-SXM"))
+                         max_batched_tokens=chunk or 16384, chunked_prefill=bool(chunk))
+    h100 = Layout.uniform(load_device(p.get("device", "H100-SXM")))
     count, factory = p["count"], None
     if p.get("disagg"):
         specs = [InstanceSpec(h100, cfg, count=1, pool="prefill"),
