@@ -92,6 +92,7 @@ def take_decodes(running, plan: Plan, free: int, block_size: int, limit: int | N
     multiple, which its stored count tells without the properties the loop reads of others.)
     """
     group = running[0].group if running else None
+    decoding = None
     if (group is not None and group.n == len(running)
             and (limit is None or limit >= group.n)):
         # every running request decodes in the instance's decode group, which knows how
@@ -108,18 +109,18 @@ def take_decodes(running, plan: Plan, free: int, block_size: int, limit: int | N
         lead = group.lead_before_shortage(free)
         plan.decode.extend(running[:lead])
         decoding, free = running[lead:], 0
-    else:
-        decoding = [r for r in running if r.group is not None or r.kv_tokens >= r.prefill_target]
+    # (members' counts read from the group, unless a step in flight holds blocks ahead)
+    members = group if group is not None and not group.ahead else None
+    if decoding is None:               # (not the group alone: each request by its counts)
+        decoding = [r for r in running
+                    if r.group is not None or r.kv_tokens >= r.prefill_target]
         if limit is not None:
             decoding = decoding[:limit]
-        if group is not None and group.ahead:
-            group = None               # (a step in flight: read each request's own counts)
         if len(decoding) <= free:
             # each decode needs at most one new block: no shortage possible
             plan.decode.extend(decoding)
-            return plan, free - _new_blocks(decoding, group, block_size)
-    return _decode_under_shortage(running, decoding, plan, free, block_size,
-                                  group if group is not None and not group.ahead else None)
+            return plan, free - _new_blocks(decoding, members, block_size)
+    return _decode_under_shortage(running, decoding, plan, free, block_size, members)
 
 
 def _new_blocks(decoding, group, bs: int) -> int:
