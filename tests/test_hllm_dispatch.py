@@ -212,7 +212,8 @@ def test_controller_units_parameter():
 
 def _process_dispatcher(monkeypatch):
     """MiniBatchDispatcher as it ran before: a process per prefill batch and one per
-    mini-batch copy, waiting on the link resource."""
+    mini-batch copy, waiting on the link resource (its choice of sockets, ``_dispatch``, is
+    the dispatcher's own; its copies are these)."""
     import simpy
     from simcluster.policies.minibatch import MiniBatchDispatcher as D
 
@@ -229,32 +230,11 @@ def _process_dispatcher(monkeypatch):
         size = self.mini_batch or len(b)
         groups = [b[k:k + size] for k in range(0, len(b), size)]
         self._batches.append((self.env.now, source.id, len(b), len(groups)))
-        done = [ev for group in groups for ev in dispatch(self, group, source)]
+        done = [ev for group in groups for ev in self._dispatch(group, source)]
         if not self.overlap:
             yield simpy.AllOf(self.env, done)
             if source.gate is not None and not source.gate.triggered:
                 source.gate.succeed()
-
-    def dispatch(self, group, source):
-        out = []
-        while group:
-            cands = self._candidates(group)
-            if not cands:
-                return out + [send(self, group, source, None)]
-            inst = self._whole(cands, len(group))
-            take = len(group)
-            if inst is None and self.hold:
-                done = self.env.event()
-                self.held.append((group, source, done))
-                return out + [done]
-            if inst is None:
-                roomy = [i for i in cands if self.room(i) > 0]
-                inst = (max(roomy, key=lambda i: (self.room(i), -i.id)) if roomy
-                        else min(cands, key=self._load))
-                take = max(1, min(len(group), self.room(inst)))
-            out.append(send(self, group[:take], source, inst))
-            group = group[take:]
-        return out
 
     def send(self, group, source, inst, done=None):
         if inst is not None:

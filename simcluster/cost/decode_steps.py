@@ -43,27 +43,17 @@ class DecodeSteps:
         the first time a run needs one: a run is then a strided slice of the table (the same
         floats as evaluating its steps: every operation is elementwise), of the block its
         first sum falls in. The array returned is read-only (a view of the table)."""
-        table = self._step_table
         fk = (n_decode, pad_tokens, pad_samples) if pad_tokens or pad_samples else n_decode
         lo, hi = context_sum, context_sum + n_decode * (steps - 1)
         c = lo // STEP_BLOCK
         base = c * STEP_BLOCK
         if hi - base < STEP_BLOCK + STEP_OVERLAP:
-            key = (fk, c)
-            block = table.pop(key, None)       # (re-inserted: the dict's order is LRU's)
-            if block is None:
-                block = self._step_block(fk, c)
-            table[key] = block
-            return block[lo - base:hi - base + 1:n_decode]
+            return self._step_block(fk, c)[lo - base:hi - base + 1:n_decode]
         parts, s = [], lo
         while s <= hi:
             c = s // STEP_BLOCK
             base = c * STEP_BLOCK
-            key = (fk, c)
-            block = table.pop(key, None)
-            if block is None:
-                block = self._step_block(fk, c)
-            table[key] = block
+            block = self._step_block(fk, c)
             last = min(hi, base + STEP_BLOCK + STEP_OVERLAP - 1)
             parts.append(block[s - base:last - base + 1:n_decode])
             s += n_decode * ((last - s) // n_decode + 1)
@@ -71,17 +61,23 @@ class DecodeSteps:
 
     def _step_block(self, fk, c: int) -> np.ndarray:
         """Step times of batches ``fk`` (a size, or (size, pad rows, pad samples)) at context
-        sums ``c * STEP_BLOCK`` onwards."""
+        sums ``c * STEP_BLOCK`` onwards: from the table (re-inserted, so that the dict's order
+        is the order blocks were last read in), else computed, dropping the block read longest
+        ago when the table is full."""
+        table, key = self._step_table, (fk, c)
+        block = table.pop(key, None)
+        if block is not None:
+            table[key] = block
+            return block
         fn = self._decode_fns.get(fk)
         if fn is None:
             fn = self._decode_fns[fk] = (self._decode_fn(*fk) if isinstance(fk, tuple)
                                          else self._decode_fn(fk))
-        table = self._step_table
         if len(table) >= STEP_BLOCKS_KEPT:
             del table[next(iter(table))]
         block = fn(np.arange(c * STEP_BLOCK, (c + 1) * STEP_BLOCK + STEP_OVERLAP, dtype=float))
         block.flags.writeable = False
-        table[(fk, c)] = block
+        table[key] = block
         return block
 
     def _decode_fn(self, n: int, pad_tokens: int = 0, pad_samples: int = 0):

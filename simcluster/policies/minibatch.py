@@ -83,9 +83,10 @@ class MiniBatchDispatcher:
         # (replicas of one admission profile admit alike: ask one of each)
         admit, able = {}, []
         for i in self.view.instances:
-            ok = admit.get(self._profile[i.id])
+            profile = self._profile[i.id]
+            ok = admit.get(profile)
             if ok is None:
-                ok = admit[self._profile[i.id]] = all([i.admits(r) for r in reqs])
+                ok = admit[profile] = all([i.admits(r) for r in reqs])
             if ok:
                 able.append(i)
         return [i for i in able if i.active] or able
