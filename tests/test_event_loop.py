@@ -195,6 +195,69 @@ def test_load_table_answers_every_query_as_the_scan(h100, llama7b, monkeypatch, 
     assert len(renewed) > 20                  # long decode runs outlast their windows
 
 
+class _Run:
+    """The part of a decode run the load table reads."""
+
+    def __init__(self, start, steps, n):
+        from simcluster.serving.decode_run import DecodeRun
+        self.start, self.n = start, n
+        self.cum = np.cumsum(steps)
+        self.k = len(self.cum)
+        self.done_by = DecodeRun.done_by.__get__(self)
+        self.head = None
+
+
+class _Replica:
+    def __init__(self, iid, env, speed):
+        self.id, self.env, self.speed, self.load_watchers = iid, env, speed, []
+        self.run, self.out = None, 0          # out: the load as if no step of run had ended
+
+    def load_state(self):
+        return self.run, self.out
+
+    def load(self, now):
+        run = self.run
+        if run is None:
+            return self.out
+        return self.out - run.n * int((run.cum <= now - run.start).sum())
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.integers(0, 2 ** 32), st.booleans())
+def test_load_table_answers_as_the_scan_at_step_ends_and_ties(seed, speeds):
+    """The table's search over complex keys counts a step as ended exactly when its end
+    offset is at most ``now - start`` (queries at step ends, ties of loads, runs starting
+    now, runs shorter and longer than a window, idle replicas, equal and unequal speeds):
+    the replica ``min`` over ``(load / speed, id)`` finds."""
+    from types import SimpleNamespace
+    from simcluster.policies.load_index import LoadTable
+    rng = np.random.default_rng(seed)
+    env = SimpleNamespace(now=0.0)
+    pool = [_Replica(i, env, float(rng.choice([1.0, 1.5])) if speeds else 1.0)
+            for i in rng.permutation(6)]
+    table = LoadTable(pool)
+    for _ in range(60):
+        inst = pool[int(rng.integers(len(pool)))]
+        what = rng.integers(4)
+        if what == 0:                          # a new run, starting now or a little back
+            k = int(rng.choice([1, 3, LoadTable.WINDOW, LoadTable.WINDOW + 5, 200]))
+            steps = rng.choice([0.25, 0.5, 0.125], size=k)   # (exact sums: ties at ends)
+            start = env.now - float(rng.choice([0.0, 0.25, 0.5]))
+            inst.run = _Run(start, steps, int(rng.integers(1, 4)))
+            inst.out = int(rng.integers(100, 110))    # (close loads: ties decide)
+        elif what == 1:
+            inst.run, inst.out = None, int(rng.integers(90, 110))
+        elif what == 2:
+            inst.out += int(rng.integers(1, 4))    # a submit mid-run (or while idle)
+        else:
+            env.now += float(rng.choice([0.0, 0.125, 0.25, 1.0]))
+            want = min(pool, key=lambda i: (i.load(env.now) / i.speed, i.id))
+            assert table.least(env.now) is want
+            continue
+        for watch in inst.load_watchers:
+            watch(inst)
+
+
 def test_load_table_routes_a_mixed_decode_pool_as_the_scan(llama7b, monkeypatch):
     """Prefill/decode pools whose decode pool (36 replicas, H100s and A100s, weighed by a
     decode batch) is routed by the LOT table: the frames of routing it by the plain scan."""
