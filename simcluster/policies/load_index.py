@@ -9,6 +9,9 @@ another; a query first renews the bounds whose deadline has passed (a few per qu
 the pool's size), then reads exact loads in the order of the bounds until the next bound
 exceeds the best exact load found — usually a handful of replicas. Ties go to the lower
 instance id, as ``min`` over ``(load, id)`` does: the answer is the same replica.
+
+:class:`LoadTable` (the router's default) reads every replica's exact load at once instead:
+one sorted numpy array of every replica's next decode-step ends, searched in one call.
 """
 
 from __future__ import annotations

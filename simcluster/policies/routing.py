@@ -56,10 +56,10 @@ class LeastOutstandingTokens:
     its speed (``instance.speed``, 1.0 for a reference device); the lowest id on ties.
 
     In a pool of ``index_from`` replicas or more, whenever every replica of the pool is a
-    candidate, a :class:`~.load_index.LoadTable` answers from numpy columns of every replica's
-    load, kept current at each replica's events (``table=False``: a
+    candidate, a :class:`~.load_index.LoadTable` answers from numpy arrays of every replica's
+    load and next decode-step ends, kept current at each replica's events (``table=False``: a
     :class:`~.load_index.LoadIndex`, a heap of lower bounds) — the same answer as reading every
-    replica, with a few numpy calls a query (below 32 replicas the plain scan is cheaper)."""
+    replica, with six numpy calls a query (below 32 replicas the plain scan is cheaper)."""
 
     def __init__(self, index_from: int = 32, table: bool = True):
         self.index_from, self.table = index_from, table
