@@ -161,11 +161,12 @@ def test_routing_fast_paths_choose_the_same_replicas(h100, llama7b, router):
     assert fast.requests.instance.nunique() == 33
 
 
-@pytest.mark.parametrize("mixed", [False, True])
-def test_load_table_answers_every_query_as_the_scan(h100, llama7b, monkeypatch, mixed):
+@pytest.mark.parametrize("mixed, matrix", [(False, False), (True, False), (True, True)])
+def test_load_table_answers_every_query_as_the_scan(h100, llama7b, monkeypatch, mixed, matrix):
     """Every query of the LOT table over a large pool returns what ``min`` over
     ``(outstanding_tokens / speed, id)`` returns at that moment: windows renewed as long runs
-    outlast them, submits mid-run, idle replicas; one speed (no division) and two speeds."""
+    outlast them, submits mid-run, idle replicas; one speed (no division) and two speeds; the
+    search and (``matrix``: as in pools of hundreds) the matrix of windows."""
     from simcluster.cluster import InstanceSpec
     from simcluster.policies.load_index import LoadTable
     from simcluster.serving.config import InstanceConfig
@@ -175,11 +176,13 @@ def test_load_table_answers_every_query_as_the_scan(h100, llama7b, monkeypatch, 
                                   InstanceConfig(max_model_len=8192), count=6))
     real, asked, renewed = LoadTable.least, [], []
     real_renew = LoadTable._renew
+    monkeypatch.setattr(LoadTable, "MATRIX_FROM", 2 if matrix else 10 ** 9)
 
     def checked(table, now):
         got = real(table, now)
         want = min(table.pool, key=lambda i: (i.outstanding_tokens / i.speed, i.id))
-        asked.append((got is want, (table.speed is None) != mixed))
+        asked.append((got is want, (table.speed is None) != mixed
+                      and (table.matrix is not None) == matrix))
         return got
 
     def renew(table, now):
@@ -223,24 +226,26 @@ class _Replica:
 
 
 @settings(max_examples=150, deadline=None)
-@given(st.integers(0, 2 ** 32), st.booleans())
-def test_load_table_answers_as_the_scan_at_step_ends_and_ties(seed, speeds):
-    """The table's search over complex keys counts a step as ended exactly when its end
-    offset is at most ``now - start`` (queries at step ends, ties of loads, runs starting
-    now, runs shorter and longer than a window, idle replicas, equal and unequal speeds):
-    the replica ``min`` over ``(load / speed, id)`` finds."""
+@given(st.integers(0, 2 ** 32), st.booleans(), st.booleans())
+def test_load_table_answers_as_the_scan_at_step_ends_and_ties(seed, speeds, matrix):
+    """The table counts a step as ended exactly when its end offset is at most ``now -
+    start``, by its search over complex keys and by its matrix of windows (queries at step
+    ends, ties of loads, runs starting now, runs shorter and longer than a window, idle
+    replicas, equal and unequal speeds): the replica ``min`` over ``(load / speed, id)``
+    finds."""
     from types import SimpleNamespace
     from simcluster.policies.load_index import LoadTable
     rng = np.random.default_rng(seed)
     env = SimpleNamespace(now=0.0)
     pool = [_Replica(i, env, float(rng.choice([1.0, 1.5])) if speeds else 1.0)
             for i in rng.permutation(6)]
-    table = LoadTable(pool)
+    table = type("Table", (LoadTable,), {"MATRIX_FROM": 1 if matrix else 10 ** 9})(pool)
+    assert (table.matrix is not None) == matrix
     for _ in range(60):
         inst = pool[int(rng.integers(len(pool)))]
         what = rng.integers(4)
         if what == 0:                          # a new run, starting now or a little back
-            k = int(rng.choice([1, 3, LoadTable.WINDOW, LoadTable.WINDOW + 5, 200]))
+            k = int(rng.choice([1, 3, table.window, table.window + 5, 200]))
             steps = rng.choice([0.25, 0.5, 0.125], size=k)   # (exact sums: ties at ends)
             start = env.now - float(rng.choice([0.0, 0.25, 0.5]))
             inst.run = _Run(start, steps, int(rng.integers(1, 4)))

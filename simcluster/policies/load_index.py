@@ -11,7 +11,8 @@ exceeds the best exact load found — usually a handful of replicas. Ties go to 
 instance id, as ``min`` over ``(load, id)`` does: the answer is the same replica.
 
 :class:`LoadTable` (the router's default) reads every replica's exact load at once instead:
-one sorted numpy array of every replica's next decode-step ends, searched in one call.
+one sorted numpy array of every replica's next decode-step ends, searched in one call (in
+pools of hundreds, a matrix of them compared at once).
 """
 
 from __future__ import annotations
@@ -90,19 +91,28 @@ class LoadIndex:
 class LoadTable:
     """Exact ``outstanding_tokens / speed`` of every replica of a pool, in numpy arrays.
 
-    Replica k owns a block of :data:`WINDOW` + 2 slots of one complex array, ``keys``: the end
-    offsets of the next :data:`WINDOW` steps of its decode run in flight (relative to the
-    run's start, as the replica compares them) as ``k + 1j * end``, between ``k - 1j * inf``
-    and ``k + 1j * inf``. numpy orders complex numbers by real part, then imaginary part, so
-    the array is sorted, and one ``searchsorted`` of ``k + 1j * (now - start_k)`` for every k
-    at once gives, in block k, its first slot plus the window's steps ended by now. The load
-    is the load at the window's start less the run's batch size times those steps: kept as
-    ``base_k = load_k + batch_k * (block k's first slot)`` (integers, exact), it is ``base -
-    batch * position``. A query is six numpy calls (the relative times, the search, the
-    product, the difference, ``argmin``; a division before the last where speeds differ)
-    whatever the pool's size.
+    Replica k has the end offsets of the next few steps of its decode run in flight (its
+    *window*; relative to the run's start, as the replica compares them), the load at the
+    window's start, the run's batch size and start; the load now is that load less the batch
+    size times the window's steps ended by ``now - start``. How the ended steps of every
+    replica are counted at once depends on the pool's size:
 
-    A replica's event rewrites its block at once (``load_watchers``): a request submitted
+    - below :data:`MATRIX_FROM` replicas, replica k owns a block of :data:`WINDOW` + 2 slots
+      of one complex array, ``keys``: its window's step ends as ``k + 1j * end``, between
+      ``k - 1j * inf`` and ``k + 1j * inf``. numpy orders complex numbers by real part, then
+      imaginary part, so the array is sorted, and one ``searchsorted`` of ``k + 1j * (now -
+      start_k)`` for every k gives, in block k, its first slot plus the steps ended;
+    - from :data:`MATRIX_FROM` replicas on, the windows (:data:`MATRIX_WINDOW` steps) are the
+      columns of a matrix, compared with every ``now - start_k`` and summed per column (the
+      search's cost per replica grows with the log of the pool's slots, the comparison's
+      with the window: on 1,024 replicas the comparison of 16-step windows is the cheaper).
+
+    Kept as ``base_k = load_k + batch_k * slot_k`` (integers, exact; ``slot_k`` the search's
+    answer with no step ended, 0 for the matrix), the load is ``base - batch * count``: a
+    query is six numpy calls (the relative times, the count, the product, the difference,
+    ``argmin``; a division before the last where speeds differ).
+
+    A replica's event rewrites its window at once (``load_watchers``): a request submitted
     mid-run changes ``base`` only; no run in flight makes the batch size 0 (the step ends left
     from an earlier run then count nothing); a new run takes a new window, from the run's step
     ends, without a search when the run starts now. A window is renewed (from the steps not
@@ -111,45 +121,59 @@ class LoadTable:
     same float comparisons of step ends, the same float division (none when every replica has
     the same speed — it preserves the order of integer loads below 2**52, so the lowest id
     among equal loads is the same), the lowest id among equal loads (``argmin`` takes the
-    first; blocks are in id order).
+    first; replicas are in id order).
     """
 
-    #: Steps of a run a block holds: a longer window is renewed less often (a renewal costs
-    #: a few numpy calls per block renewed) and makes the search a little longer (its cost
+    #: Steps of a run a window holds: a longer window is renewed less often (a renewal costs
+    #: a few numpy calls per window renewed) and makes the search a little longer (its cost
     #: grows with the log of the slots). On 64 H100 replicas of Llama-2-7B at 5 req/s each:
     #: 1.3 renewals per 100 queries at 64, 5.4 at 32, 12.9 at 16.
     WINDOW = 64
+    #: Pools from this size on count ended steps with the matrix (class docstring), of windows
+    #: this long (the comparison's cost grows with the window). Event loop CPU per request,
+    #: Llama-2-7B on H100 replicas at 5 req/s each, search against matrix (medians of 3,
+    #: alternated): 128 replicas 46 / 49 us, 256 70 / 65, 512 85 / 75, 1,024 125 / 96.
+    MATRIX_FROM = 256
+    MATRIX_WINDOW = 16
 
     def __init__(self, pool):
         self.pool = sorted(pool, key=lambda i: i.id)
-        n, w = len(self.pool), self.WINDOW
-        s = w + 2
+        n = len(self.pool)
         self.row = {inst.id: k for k, inst in enumerate(self.pool)}
-        self.keys = np.empty(n * s, dtype=complex)
-        self.keys.real = np.repeat(np.arange(n, dtype=float), s)
-        ends = self.keys.imag                        # (a view: written through)
-        ends[:] = _INF
-        ends[::s] = -_INF
-        self.ends = [ends[k * s + 1:k * s + 1 + w] for k in range(n)]    # block k's steps
-        self.slot = [k * s + 1 for k in range(n)]    # the search's answer with no step ended
-        self.query = np.arange(n, dtype=float) + 0j  # k + 1j * (now - start_k)
-        self.rel = self.query.imag
-        self.base = np.zeros(n, dtype=np.int64)      # load + batch * slot (module docstring)
+        if n >= self.MATRIX_FROM:
+            w = self.window = self.MATRIX_WINDOW
+            self.matrix = np.full((w, n), _INF)      # column k: replica k's window
+            self.ends = [self.matrix[:, k] for k in range(n)]
+            self.slot = [0] * n
+            self.rel = np.zeros(n)                   # now - start_k
+        else:
+            w = self.window = self.WINDOW
+            s, self.matrix = w + 2, None
+            self.keys = np.empty(n * s, dtype=complex)
+            self.keys.real = np.repeat(np.arange(n, dtype=float), s)
+            ends = self.keys.imag                    # (a view: written through)
+            ends[:] = _INF
+            ends[::s] = -_INF
+            self.ends = [ends[k * s + 1:k * s + 1 + w] for k in range(n)]  # k's window
+            self.slot = [k * s + 1 for k in range(n)]
+            self.query = np.arange(n, dtype=float) + 0j   # k + 1j * (now - start_k)
+            self.rel = self.query.imag
+        self.base = np.zeros(n, dtype=np.int64)      # load + batch * slot (class docstring)
         self.batch = np.zeros(n, dtype=np.int64)     # 0: no decode run in flight
         self.start = np.zeros(n)
-        self.expiry = np.full(n, _INF)               # when block k's window may run out
+        self.expiry = np.full(n, _INF)               # when replica k's window may run out
         self.next_expiry = _INF                      # at most the least of them
         self.span = 0.0                              # duration of the last full window
-        self.runs: list = [None] * n                 # the run whose window block k holds
+        self.runs: list = [None] * n                 # the run whose window replica k has
         self.first = [0] * n                         # that run's steps before the window
-        self.filled = [0] * n                        # finite step ends in block k
+        self.filled = [0] * n                        # finite step ends in k's window
         self.speed = _UNREAD          # (read at the first query: the cluster sets speeds last)
         for inst in self.pool:
             inst.load_watchers.append(self.mark)
             self.mark(inst)
 
     def mark(self, inst):
-        """``inst``'s load changed: rewrite its block."""
+        """``inst``'s load changed: rewrite its window."""
         k = self.row[inst.id]
         run, base = inst.load_state()
         if run is None:
@@ -164,11 +188,11 @@ class LoadTable:
             self._window(k, run, base, inst.env.now)
 
     def _window(self, k: int, run, base: int, now: float):
-        """Block k from ``run``'s steps not ended by ``now``."""
+        """Replica k's window from ``run``'s steps not ended by ``now``."""
         rel = now - run.start
         # (a run starting now has no step ended yet: its step times are positive)
         d = run.done_by(rel) if rel > 0.0 or run.cum[0] <= 0.0 else 0
-        window = run.cum[d:d + self.WINDOW]
+        window = run.cum[d:d + self.window]
         m, ends = len(window), self.ends[k]
         ends[:m] = window
         if m < self.filled[k]:
@@ -178,7 +202,7 @@ class LoadTable:
         self.batch[k] = run.n
         self.start[k] = run.start
         self.runs[k], self.first[k] = run, d
-        if m == self.WINDOW and d + m < run.k:
+        if m == self.window and d + m < run.k:
             # the window runs out when fl(now - start) >= its last end: not before this
             # (a margin far above the rounding of the two additions, below a microsecond)
             last = float(window[-1])
@@ -208,7 +232,11 @@ class LoadTable:
         if now >= self.next_expiry:
             self._renew(now)
         np.subtract(now, self.start, out=self.rel)
-        load = self.base - self.batch * self.keys.searchsorted(self.query, "right")
+        if self.matrix is None:
+            count = self.keys.searchsorted(self.query, "right")
+        else:
+            count = (self.matrix <= self.rel).sum(axis=0)
+        load = self.base - self.batch * count
         if speed is not None:
             load = load / speed
         return self.pool[int(load.argmin())]
