@@ -26,7 +26,10 @@ max_model_len 16k, the measured calibration, least-outstanding-tokens routing un
   lengths resampled from the Azure trace, 4 replicas (20 req/s).
 * ``out-x4``/``x16``: every output 4x/16x longer, arrivals 4x/16x slower (the same
   concurrency), 40k requests on 4 replicas; ``out-x1`` is their reference.
-* ``inst-1``..``inst-64``: 1 to 64 replicas at 5 req/s each for 1,000 simulated seconds.
+* ``inst-1``..``inst-64``: 1 to 64 replicas at 5 req/s each for 1,000 simulated seconds;
+  ``inst-256``, ``inst-1024``: the same for 120 and 30 simulated seconds (153,600 requests
+  each; the first few seconds, while the replicas fill, are a larger share of the run), pools
+  past the issue's series, where routing chooses among hundreds of replicas.
 * ``chunked``: ``azure-x1`` with chunked prefill (vLLM v1's scheduling) and a 2,048-token
   budget; ``overload``: ``azure-x1`` on one A100-80GB, which cannot keep up (the queue grows
   to minutes, about 3,500 preemptions under KV pressure): the regimes a capacity search
@@ -84,6 +87,8 @@ ROWS = {
     "inst-4": ("syn", {"span_s": 1000.0, "count": 4}, "inst-1"),
     "inst-16": ("syn", {"span_s": 1000.0, "count": 16}, "inst-1"),
     "inst-64": ("syn", {"span_s": 1000.0, "count": 64}, "inst-1"),
+    "inst-256": ("syn", {"span_s": 120.0, "count": 256}, "inst-1"),
+    "inst-1024": ("syn", {"span_s": 30.0, "count": 1024}, "inst-1"),
     "chunked": ("azure", {"count": 1, "chunked": 2048}, "azure-x1"),
     "overload": ("azure", {"count": 1, "device": "A100-80GB"}, "azure-x1"),
     "disagg": ("syn", {"n": 40_000, "count": 4, "disagg": True}, "out-x1"),
@@ -95,7 +100,8 @@ ROWS = {
 QUICK = {"syn-1M": {"n": 200_000}, "out-x1": {"n": 10_000}, "out-x4": {"n": 10_000},
          "out-x16": {"n": 10_000}, "disagg": {"n": 10_000}, "hetero": {"n": 10_000},
          "inst-1": {"span_s": 200.0}, "inst-4": {"span_s": 200.0},
-         "inst-16": {"span_s": 200.0}, "inst-64": {"span_s": 200.0}}
+         "inst-16": {"span_s": 200.0}, "inst-64": {"span_s": 200.0},
+         "inst-256": {"span_s": 30.0}, "inst-1024": {"span_s": 8.0}}
 TEN_M = ("syn-10M", {"n": 10_000_000, "count": 64, "stream": True}, None)
 
 

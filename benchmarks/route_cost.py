@@ -25,9 +25,11 @@ import bench_simulator as bench  # noqa: E402
 
 from simcluster.policies import ROUTERS  # noqa: E402
 
-ROWS = ["inst-1", "inst-4", "inst-16", "inst-64", "azure-x1", "azure-x4"]
+ROWS = ["inst-1", "inst-4", "inst-16", "inst-64", "inst-256", "inst-1024", "azure-x1",
+        "azure-x4"]
 QUICK = {"inst-1": {"span_s": 200.0}, "inst-4": {"span_s": 200.0},
-         "inst-16": {"span_s": 200.0}, "inst-64": {"span_s": 100.0}}
+         "inst-16": {"span_s": 200.0}, "inst-64": {"span_s": 100.0},
+         "inst-256": {"span_s": 20.0}, "inst-1024": {"span_s": 5.0}}
 
 
 @ROUTERS.register("bench-replay")

@@ -50,6 +50,7 @@ def _malloc_trim():
 
 
 _TRIM = [None, False]
+_FREED = [0]           # record chunks freed since the last release_memory()
 
 
 def release_memory():
@@ -58,10 +59,20 @@ def release_memory():
     size glibc maps on its own after the first few are freed, so without this the chunks
     freed while a run's rows move into its frames would still count in the resident size
     (under the frames they moved into)."""
+    _FREED[0] = 0
     if not _TRIM[1]:
         _TRIM[0], _TRIM[1] = _malloc_trim(), True
     if _TRIM[0] is not None:
         _TRIM[0](0)
+
+
+def chunk_freed():
+    """Count a record chunk freed; :func:`release_memory` after every :data:`TRIM_CHUNKS`
+    of them, whichever logs they came from (``malloc_trim`` walks the whole heap: once per
+    replica's log, 1,024 replicas' timelines cost 0.34 s of trims in a 40,960-request run)."""
+    _FREED[0] += 1
+    if _FREED[0] >= TRIM_CHUNKS:
+        release_memory()
 
 
 class RowLog(Sequence):
@@ -123,16 +134,16 @@ class RowLog(Sequence):
 
     def move_into(self, out: dict, start: int) -> int:
         """Copy every held row into ``out[name][start:...]`` (one preallocated array per
-        column, any dtype the values cast to), freeing each record chunk once copied; from then
-        on the log reads its rows from those arrays (views, no copy). Returns the rows moved.
-        Moving twice is refused; rows appended afterwards are held as before."""
+        column, any dtype the values cast to), freeing each record chunk once copied
+        (:func:`chunk_freed`: the caller releases the memory once the last log has moved);
+        from then on the log reads its rows from those arrays (views, no copy). Returns the
+        rows moved. Moving twice is refused; rows appended afterwards are held as before."""
         if self.view is not None:
             raise RuntimeError("RowLog rows were already moved into a frame")
         self.compact()
         pos = start
         chunks, self.chunks = self.chunks, []
         chunks.reverse()
-        freed = 0
         while chunks:
             chunk = chunks.pop()
             n = len(chunk)
@@ -140,10 +151,7 @@ class RowLog(Sequence):
                 out[name][pos:pos + n] = chunk[name]
             pos += n
             del chunk
-            freed += 1
-            if freed % TRIM_CHUNKS == 0:
-                release_memory()
-        release_memory()
+            chunk_freed()
         self.view = [out[name][start:pos] for name in self.names]
         return pos - start
 

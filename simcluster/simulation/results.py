@@ -33,6 +33,7 @@ from typing import Callable
 import numpy as np
 
 from simcluster.lazy import lazy_module
+from simcluster.serving.rowlog import release_memory
 from simcluster.simulation.energy import energy_summary
 
 pd = lazy_module("pandas")     # (imported when a frame is first built)
@@ -116,7 +117,8 @@ def timeline_frame_from_columns(cols: dict) -> pd.DataFrame:
 def timeline_frame_from_logs(logs) -> pd.DataFrame:
     """The timeline frame of replicas' row logs (:class:`~simcluster.serving.rowlog.RowLog`,
     in order): their rows move into the frame's columns (integers as int64), each record
-    chunk freed once copied, and the logs read their rows from the frame from then on."""
+    chunk freed once copied (the memory handed back once, at the end), and the logs read
+    their rows from the frame from then on."""
     n = sum(len(log) - log.streamed for log in logs)
     if not logs:
         return timeline_frame([])
@@ -126,6 +128,7 @@ def timeline_frame_from_logs(logs) -> pd.DataFrame:
     pos = 0
     for log in logs:
         pos += log.move_into(out, pos)
+    release_memory()
     return pd.DataFrame(out, copy=False)
 
 
