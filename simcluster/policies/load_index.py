@@ -109,8 +109,9 @@ class LoadTable:
 
     Kept as ``base_k = load_k + batch_k * slot_k`` (integers, exact; ``slot_k`` the search's
     answer with no step ended, 0 for the matrix), the load is ``base - batch * count``: a
-    query is six numpy calls (the relative times, the count, the product, the difference,
-    ``argmin``; a division before the last where speeds differ).
+    query is five numpy calls with the search (the relative times, the count, the product,
+    the difference, ``argmin``), six with the matrix (a comparison and a sum count), one more
+    where speeds differ (a division before ``argmin``).
 
     A replica's event rewrites its window at once (``load_watchers``): a request submitted
     mid-run changes ``base`` only; no run in flight makes the batch size 0 (the step ends left

@@ -59,7 +59,8 @@ class LeastOutstandingTokens:
     candidate, a :class:`~.load_index.LoadTable` answers from numpy arrays of every replica's
     load and next decode-step ends, kept current at each replica's events (``table=False``: a
     :class:`~.load_index.LoadIndex`, a heap of lower bounds) — the same answer as reading every
-    replica, with six numpy calls a query (below 32 replicas the plain scan is cheaper)."""
+    replica, with five or six numpy calls a query (below 32 replicas the plain scan is
+    cheaper)."""
 
     def __init__(self, index_from: int = 32, table: bool = True):
         self.index_from, self.table = index_from, table
