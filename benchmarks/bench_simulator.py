@@ -5,7 +5,10 @@
 
 Every row runs in its own subprocess (so its peak RSS is its own), ``--repeats`` times with
 one cost model (the event-loop figure is the median; ``first`` is the first run, whose
-cost-model caches start cold), each repeat followed by a raw SimPy floor: a minimal program
+cost-model caches start cold) — a short row more often, until its repeats after the first
+have taken :data:`MIN_CPU_S` of CPU or it has run :data:`MAX_REPEATS` times (``inst-1``, 0.14
+s a run, is the reference of the instance series: the median of three such runs moved its
+ratios by 15%) —, each repeat followed by a raw SimPy floor: a minimal program
 issuing the same number of timeouts as the simulation did. The ratio to the floor is the
 machine-independent figure, taken per repeat (the median of the repeats' ratios): on a shared
 machine whose speed drifts by up to 2x over minutes, a repeat and the floor right after it run
@@ -45,8 +48,9 @@ max_model_len 16k, the measured calibration, least-outstanding-tokens routing un
   the plain one, per request.
 * ``--ten-million``: 10M requests on 64 replicas streamed to Parquet (one run): peak RSS.
 
-Columns: events/req (SimPy events scheduled per request), loop req/cpu-s (median), first
-(first run), floor x (simulation CPU over the floor's, median over repeats), us/req, vs (us/req
+Columns: repeats (the runs the medians are over), events/req (SimPy events scheduled per
+request), loop req/cpu-s (median), first (first run), floor x (simulation CPU over the
+floor's, median over repeats), us/req, vs (us/req
 over the row named in ``ref``), vs/floor (floor x over the ref's floor x: the same ratio with
 each row's machine speed taken out), rss MiB (peak of the row's process: one run's, as each
 repeat's garbage is collected before the next), wall s (median), setup s (CPU from
@@ -176,6 +180,12 @@ def _floor(n_events: int) -> float:
     return time.process_time() - c
 
 
+#: A row repeated more than once runs until its repeats after the first took this much CPU...
+MIN_CPU_S = 2.0
+#: ...or this many times.
+MAX_REPEATS = 15
+
+
 def worker(kind: str, p: dict, repeats: int) -> dict:
     from simcluster.calibration import load_calibration
     from simcluster.cost import CostModel
@@ -183,7 +193,8 @@ def worker(kind: str, p: dict, repeats: int) -> dict:
     cache: dict = {}
     cpus, walls, floors, out = [], [], [], {}
     setup = None
-    for _ in range(repeats):
+    while (len(cpus) < repeats or repeats > 1 and len(cpus) < MAX_REPEATS
+           and sum(cpus[1:]) < MIN_CPU_S):
         sim = _build(kind, p, cost, cache)
         if setup is None:
             setup = time.process_time()      # (CPU since the process started)
@@ -209,7 +220,7 @@ def worker(kind: str, p: dict, repeats: int) -> dict:
     if not floors:
         floors = [_floor(out["events"])]
     ratios = [c / f for c, f in zip(cpus, floors)]
-    out.update(cpu_first=cpus[0], cpu_med=statistics.median(cpus),
+    out.update(repeats=len(cpus), cpu_first=cpus[0], cpu_med=statistics.median(cpus),
                wall_med=statistics.median(walls), floor=statistics.median(floors),
                floor_x=statistics.median(ratios), setup=setup,
                rss_mib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
@@ -264,9 +275,10 @@ def main(argv=None):
         p = {**p, **(QUICK.get(name, {}) if args.quick else {})}
         results[name] = _run_row(name, kind, p, args.repeats)
         print(f"  ... {name} done", file=sys.stderr, flush=True)
-    print(f"simcluster event loop, {args.repeats} repeats per row (median); "
+    print(f"simcluster event loop, {args.repeats} repeats per row or more (median; see the "
+          f"repeats column); "
           f"CPU = process_time; floor = raw SimPy timeouts")
-    hdr = ["row", "requests", "rejected", "events/req", "loop req/cpu-s", "first",
+    hdr = ["row", "requests", "rejected", "repeats", "events/req", "loop req/cpu-s", "first",
            "floor x", "us/req", "vs", "vs/floor", "ref", "rss MiB", "wall s", "setup s", "proc cpu s"]
     print("  ".join(f"{h:>15}" if i else f"{h:<18}" for i, h in enumerate(hdr)))
     for name, r in results.items():
@@ -283,7 +295,8 @@ def main(argv=None):
         vs = (us / (results[ref]["cpu_med"] / results[ref]["requests"] * 1e6)
               if ref in results else float("nan"))
         vs_floor = floor_x / results[ref]["floor_x"] if ref in results else float("nan")
-        vals = [name, n, r["rejected"], r["events"] / n, loop, first, floor_x, us, vs,
+        vals = [name, n, r["rejected"], r.get("repeats", 1), r["events"] / n, loop, first,
+                floor_x, us, vs,
                 vs_floor, ref or "-", r["rss_mib"], r["wall_med"], r["setup"], r["process_cpu"]]
         print("  ".join(_fmt(v, i) for i, v in enumerate(vals)))
     floor_rate = statistics.median(r["events"] / r["floor"] for r in results.values())
