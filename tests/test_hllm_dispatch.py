@@ -226,11 +226,7 @@ def _process_dispatcher(monkeypatch):
             self.env.process(batch(self, source))
 
     def batch(self, source):
-        b = self._pending.pop(source.id)
-        size = self.mini_batch or len(b)
-        groups = [b[k:k + size] for k in range(0, len(b), size)]
-        self._batches.append((self.env.now, source.id, len(b), len(groups)))
-        done = [ev for group in groups for ev in self._dispatch(group, source)]
+        done = self._dispatch_pending(source)
         if not self.overlap:
             yield simpy.AllOf(self.env, done)
             if source.gate is not None and not source.gate.triggered:

@@ -374,11 +374,7 @@ def test_handoffs_on_callbacks_give_what_processes_gave(h100, llama7b, monkeypat
 
     def prefilled(self, req):                   # a process per hand-off, as before
         source = self.instances[req.instance]
-        flow = self._flows.pop(req.id, None)
-        if flow is not None:
-            self.network.set_cap(flow)
-        else:
-            flow = self._ship(req, source, req.prefill_target * self.model.kv_bytes_per_token)
+        flow = self._flow_of(req, source)
 
         def arrive():
             yield flow.done

@@ -153,14 +153,19 @@ class PhasePoolCluster(Cluster):
 
     def prefilled(self, req: Request):
         source = self.instances[req.instance]
-        flow = self._flows.pop(req.id, None)
-        if flow is not None:
-            self.network.set_cap(flow)
-        else:
-            flow = self._ship(req, source, req.prefill_target * self.model.kv_bytes_per_token)
+        flow = self._flow_of(req, source)
         # (a callback of the flow's end, where a process waiting on it would resume: two
         # events fewer a hand-off — its start and its end — in the same order)
         flow.done.callbacks.append(lambda _ev: self._arrive(req, source, flow))
+
+    def _flow_of(self, req: Request, source):
+        """The flow carrying ``req``'s KV off ``source``: the one started early (its cap
+        lifted now), else a new one of the whole KV."""
+        flow = self._flows.pop(req.id, None)
+        if flow is not None:
+            self.network.set_cap(flow)
+            return flow
+        return self._ship(req, source, req.prefill_target * self.model.kv_bytes_per_token)
 
     def _ship(self, req: Request, source, nbytes: float, cap: float = math.inf):
         dest = self._dest[req.id]

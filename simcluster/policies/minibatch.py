@@ -117,13 +117,18 @@ class MiniBatchDispatcher:
 
     def _batch(self, ev):
         source = ev._value
+        done = self._dispatch_pending(source)
+        if not self.overlap:
+            simpy.AllOf(self.env, done).callbacks.append(lambda _ev: self._open(source))
+
+    def _dispatch_pending(self, source) -> list:
+        """Split ``source``'s pending batch into mini-batches, record it, and dispatch each
+        (:meth:`_dispatch`): the events of their copies' ends."""
         batch = self._pending.pop(source.id)
         size = self.mini_batch or len(batch)
         groups = [batch[k:k + size] for k in range(0, len(batch), size)]
         self._batches.append((self.env.now, source.id, len(batch), len(groups)))
-        done = [ev for group in groups for ev in self._dispatch(group, source)]
-        if not self.overlap:
-            simpy.AllOf(self.env, done).callbacks.append(lambda _ev: self._open(source))
+        return [ev for group in groups for ev in self._dispatch(group, source)]
 
     @staticmethod
     def _open(source):
