@@ -1137,6 +1137,16 @@ def cli_cases() -> list[Case]:
         (["cheapest", "exp.toml", "--rate", "2", "--devices", "H10O"], {"exp.toml": exp},
          ("H10O",)),
         (["cheapest", "exp.toml", "--rate", "2", "--tp", "0"], {"exp.toml": exp}, ("tp",)),
+        (["run", "t.csv"], {"t.csv": good_csv}, ("t.csv", "--trace")),
+        (["run", "exp.toml", "--trace", "missing.csv"], {"exp.toml": exp}, ("missing.csv",)),
+        (["run", "exp.toml", "--trace", "folder"], {"exp.toml": exp, "folder/x": "1"},
+         ("folder",)),
+        (["run", "exp.toml", "--trace", "bad.csv"], {"exp.toml": exp, "bad.csv": "a,b\n1,2\n"},
+         ("bad.csv",)),
+        (["run", "exp.toml", "--set", "trace.source=missing.csv"], {"exp.toml": exp},
+         ("missing.csv",)),
+        (["compare", "exp.toml", "--trace", "t.csv", "--vary", "trace.rate_per_s=1,-2"],
+         {"exp.toml": exp, "t.csv": good_csv}, ("rate_per_s",)),
     ]
     cases = []
     for args, files, mention in specs:
@@ -1153,6 +1163,9 @@ def cli_cases() -> list[Case]:
     cases.append(Case("cli", "valid: predict tp=2 on H100-SXM over its node's NVLink4", *cli(
         ["predict", "--model", "llama-2-7b", "--device", "H100-SXM", "--tp", "2",
          "--decode-seqs", "4", "--decode-context", "100"], {}, valid=True)))
+    cases.append(Case("cli", "valid: run --trace t.csv (in the case's folder, not the TOML's)",
+                      *cli(["run", "sub/exp.toml", "--quiet", "--trace", "t.csv"],
+                           {"sub/exp.toml": exp, "t.csv": good_csv}, valid=True)))
     cases.append(Case("cli", "valid: python -m simcluster list routers",
                       lambda tmp: _subprocess(["list", "routers"], 0), valid=True))
     return cases

@@ -129,3 +129,96 @@ def test_as_mapping_takes_strings_and_mappings():
     assert as_mapping(["a=1", "b.c=x"]) == {"a": 1, "b.c": "x"}
     assert as_mapping("a=1") == {"a": 1}
     assert as_mapping({"a": 1}) == {"a": 1} and as_mapping(None) == {}
+
+
+# -- relative paths in overrides: read from where the override was given ----------------------
+CSV = "arrival_s,prompt_tokens,output_tokens\n0.0,100,20\n0.5,200,30\n1.0,50,10\n"
+_SYNTHETIC = TINY[TINY.index("[trace.synthetic]"):TINY.index("[model]")]
+ON_FILE = TINY.replace(_SYNTHETIC, '[trace]\nsource = "trace.csv"\n')
+
+
+def _folders(tmp_path):
+    """An experiment reading ``trace.csv`` (3 requests) beside it, and a working folder with
+    another ``trace.csv`` (4 requests)."""
+    exp_dir, work = tmp_path / "exp", tmp_path / "work"
+    exp_dir.mkdir()
+    work.mkdir()
+    assert ON_FILE != TINY
+    exp = write_tiny(exp_dir, ON_FILE)
+    (exp_dir / "trace.csv").write_text(CSV)
+    (work / "trace.csv").write_text(CSV + "1.5,10,5\n")
+    return exp, work
+
+
+def test_a_path_in_an_override_is_read_from_the_current_folder(tmp_path, monkeypatch, capsys):
+    from simcluster.cli import main
+    exp, work = _folders(tmp_path)
+    monkeypatch.chdir(work)
+    assert len(load_experiment(exp).trace) == 3            # the file's own: beside the file
+    assert len(load_experiment(exp, {"trace.source": "trace.csv"}).trace) == 4
+    assert len(load_experiment(exp, {"trace": {"source": "trace.csv"}}).trace) == 4  # a table
+    assert main(["run", str(exp), "--quiet", "--set", "trace.source=trace.csv"]) == 0
+    assert "4 requests" in capsys.readouterr().out
+    assert main(["run", str(exp), "--quiet", "--set", "trace.source=nope.csv"]) == 2
+    err = capsys.readouterr().err
+    assert str(work / "nope.csv") in err and "--set trace.source" in err
+    # only keys the loader reads as paths: a preset's repository id stays a name
+    assert load_experiment(exp, {"model.name": "facebook/opt-13b"}).model.num_layers == 40
+
+
+def test_a_point_reads_its_override_paths_from_where_it_was_made(tmp_path, monkeypatch):
+    import pickle
+    from simcluster.experiment.points import ExperimentPoint
+    exp, work = _folders(tmp_path)
+    monkeypatch.chdir(work)
+    point = ExperimentPoint.from_file(exp, {"trace.source": "trace.csv", "seed": 4})
+    text_key = point.key
+    seed_key = ExperimentPoint.from_file(exp, {"seed": 4}).key
+    monkeypatch.chdir(tmp_path)              # a worker elsewhere (a Ray worker's folder)
+    moved = pickle.loads(pickle.dumps(point))
+    assert len(moved.experiment().trace) == 4
+    # the key holds the folder of a text override (it may name a file), not of a number
+    assert ExperimentPoint.from_file(exp, {"trace.source": "trace.csv", "seed": 4}).key \
+        != text_key
+    assert ExperimentPoint.from_file(exp, {"seed": 4}).key == seed_key
+
+
+def test_a_sweep_files_paths_are_read_from_its_folder(tmp_path, monkeypatch):
+    from simcluster.experiment.study import sweep_file
+    exp, work = _folders(tmp_path)
+    sweeps = tmp_path / "sweeps"
+    sweeps.mkdir()
+    (sweeps / "a.csv").write_text(CSV + "1.5,10,5\n2.0,10,5\n")            # 5 requests
+    (sweeps / "s.toml").write_text('experiment = "../exp/tiny.toml"\n'
+                                   '[grid]\n"trace.source" = ["a.csv", "trace.csv"]\n')
+    (sweeps / "trace.csv").write_text(CSV + "1.5,10,5\n" * 3)              # 6 requests
+    monkeypatch.chdir(work)
+    res = sweep_file(sweeps / "s.toml", jobs=1, progress=False)
+    assert sorted(res.frame["requests"]) == [5, 6]
+    # --set beside a sweep file: the current folder's file
+    res = sweep_file(sweeps / "s.toml", set={"instances.0.count": 1}, jobs=1, progress=False)
+    assert sorted(res.frame["requests"]) == [5, 6]
+    (sweeps / "t.toml").write_text('experiment = "../exp/tiny.toml"\n'
+                                   '[grid]\n"instances.0.count" = [1, 2]\n')
+    res = sweep_file(sweeps / "t.toml", set={"trace.source": "trace.csv"}, jobs=1,
+                     progress=False)
+    assert list(res.frame["requests"]) == [4, 4]
+
+
+def test_trace_option_serves_a_trace_file(tmp_path, monkeypatch, capsys):
+    from simcluster.cli import main
+    exp, work = _folders(tmp_path)
+    monkeypatch.chdir(work)
+    # --trace first, whatever its place: a --set inside [trace] then applies to the file
+    assert main(["run", str(exp), "--quiet", "--set", "trace.rate_per_s=8",
+                 "--trace", "trace.csv"]) == 0
+    assert "4 requests of trace, offered 8 req/s" in capsys.readouterr().out
+    for argv, says in ((["--trace", "nope.csv"], "'nope.csv' is not a file"),
+                       (["--trace", "trace.csv", "--trace", "trace.csv"], "given twice")):
+        with pytest.raises(SystemExit) as stop:
+            main(["run", str(exp), *argv])
+        assert stop.value.code == 2 and says in capsys.readouterr().err
+    assert main(["run", "trace.csv"]) == 2           # a trace where an experiment goes
+    err = capsys.readouterr().err
+    assert "trace.csv: a trace file, not an experiment TOML" in err and "--trace" in err
+    assert "Traceback" not in err

@@ -1,7 +1,7 @@
 """Command line: a thin shell that parses, calls the library, and prints.
 
-simcluster run [EXPERIMENT.toml] [--set K=V] [--out DIR] [--plots DIR] [--timeline-out F.json]
-                                                  simulate (the bundled default if none)
+simcluster run [EXPERIMENT.toml] [--trace FILE] [--set K=V] [--out DIR] [--plots DIR]
+               [--timeline-out F.json]            simulate (the bundled default if none)
 simcluster compare EXP.toml --vary K=V1,V2        side-by-side table of variants
 simcluster sweep SWEEP.toml [--jobs N|--ray local] a grid of points -> one tidy frame
 simcluster capacity EXP.toml --ttft-slo S         highest rate meeting the SLOs

@@ -1,15 +1,40 @@
-"""Options several commands share: ``--set``, ``--plots``, ``--jobs`` / ``--ray``, ``--out``."""
+"""Options several commands share: ``--set`` / ``--trace``, ``--plots``, ``--jobs`` /
+``--ray``, ``--out``."""
 
 from __future__ import annotations
 
+import argparse
+import json
 import sys
+from pathlib import Path
 
 
 def add_set(p) -> None:
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY.PATH=VALUE",
                    help="override a key of the experiment TOML (repeatable), e.g. "
                         "router.policy=jsq, instances.0.count=8, trace.rate_per_s=12, seed=3; "
-                        "checked like the file's keys")
+                        "checked like the file's keys; a relative path in a value is relative "
+                        "to the current folder")
+    p.add_argument("--trace", dest="sets", action=_TraceFile, metavar="FILE",
+                   help="serve this trace file (CSV, JSONL, Parquet; Azure, Mooncake or Vidur "
+                        "columns) instead of the experiment's [trace]: --set "
+                        "trace={source=FILE}, applied before any --set (so --set "
+                        "trace.rate_per_s=... rescales it)")
+
+
+class _TraceFile(argparse.Action):
+    """``--trace FILE``: the override ``trace = {source = FILE}``, first among the --set's."""
+
+    def __call__(self, parser, namespace, value, option_string=None):
+        if not Path(value).expanduser().is_file():
+            parser.error(f"argument --trace: {value!r} is not a file; expected a trace file "
+                         "(a bundled trace is named with --set trace.source=NAME)")
+        if getattr(namespace, "_trace_given", False):
+            parser.error("argument --trace: given twice; expected one trace file")
+        namespace._trace_given = True
+        source = json.dumps(str(Path(value).expanduser()))     # (a TOML basic string)
+        setattr(namespace, self.dest,
+                [f"trace={{source = {source}}}"] + list(getattr(namespace, self.dest) or []))
 
 
 def add_plots(p) -> None:

@@ -68,7 +68,9 @@ config, trace, engine files) are relative to this file's folder; the file may st
 UTF-8 byte-order mark. Last, the simulation is built once (not run), so that whatever its
 constructors refuse is reported here, naming this file. Errors are InputError.
 ``load_experiment(path, overrides={"router.policy": "jsq"})`` (the command line's ``--set
-router.policy=jsq``) edits the data before the checks (:mod:`.overrides`).
+router.policy=jsq``) edits the data before the checks (:mod:`.overrides`); a relative path an
+override sets is relative to the current folder (``--trace FILE`` is the override ``trace =
+{source = FILE}``).
 """
 
 from __future__ import annotations
@@ -84,7 +86,7 @@ from simcluster.cluster import Cluster, DisaggregatedCluster, InstanceSpec, Phas
 from simcluster.cost import CostModel
 from simcluster.errors import InputError, relocate, unknown_name
 from simcluster.experiment import sections
-from simcluster.experiment.overrides import apply_overrides, as_mapping, blame
+from simcluster.experiment.overrides import apply_overrides, as_mapping, blame, field_name
 from simcluster.experiment.plugins import load_plugins
 from simcluster.experiment.tables import Table, non_negative
 from simcluster.hardware import read_toml_file
@@ -154,46 +156,59 @@ def experiment_path(path=None) -> Path:
 
 def read_experiment_data(path) -> dict:
     """The TOML data of an experiment file, unvalidated (UTF-8, a byte-order mark skipped;
-    InputError naming the file and line when it cannot be read or parsed)."""
+    InputError naming the file and line when it cannot be read or parsed; a trace file's
+    suffix is named as one)."""
+    if Path(path).suffix.lower() in _TRACE_SUFFIXES:
+        raise InputError("a trace file, not an experiment TOML; serve it with --trace FILE "
+                         "(in the default experiment, or in one named beside it) or the "
+                         "override trace.source = FILE", file=str(path))
     return read_toml_file(path)
+
+
+_TRACE_SUFFIXES = (".csv", ".jsonl", ".ndjson", ".parquet", ".pq")
 
 
 def load_experiment(path=None, overrides=None) -> Experiment:
     """Read an experiment TOML (the bundled default when ``path`` is None).
 
     ``overrides`` (``{"router.policy": "jsq"}`` or ``["router.policy=jsq", ...]``, see
-    :mod:`.overrides`) edit the file's data before it is checked, so they are checked like it.
+    :mod:`.overrides`) edit the file's data before it is checked, so they are checked like it;
+    a relative path in one (``{"trace.source": "my.csv"}``) is relative to the current folder,
+    where it was typed, not to the experiment file's.
     """
     path = experiment_path(path)
     return experiment_from_data(read_experiment_data(path), path, overrides)
 
 
-def experiment_from_data(data: dict, path, overrides=None) -> Experiment:
+def experiment_from_data(data: dict, path, overrides=None, origins=None) -> Experiment:
     """An experiment from TOML data (``path``: the file it came from, which relative paths in
     it are relative to), with ``overrides`` applied first; an error from an overridden key
-    names the override."""
+    names the override. ``origins``: override key -> the folder relative paths in its value
+    are read from (for a key it does not name, the current folder)."""
     path = Path(path)
     sets = as_mapping(overrides)
     data = apply_overrides(data, sets, file=str(path))
+    here, origins = Path.cwd(), origins or {}
+    folders = {field_name(k): Path(origins.get(k, here)) for k in sets}
     try:
-        return _build(data, path)
+        return _build(data, path, folders)
     except InputError as err:
         raise blame(err, sets) from None
 
 
-def _build(data: dict, path: Path) -> Experiment:
-    top = Table(data, str(path), "", path.parent)
+def _build(data: dict, path: Path, origins: dict) -> Experiment:
+    top = Table(data, str(path), "", path.parent, origins)
     plugins = top.get("plugins", list, None)
     if plugins is not None:
-        load_plugins(plugins, path.parent, file=str(path))
+        load_plugins(plugins, top.base_for("plugins"), file=str(path))
     name = top.get("name", str, path.stem, check=lambda v: v.strip() != "",
                    expect="a non-empty name")
     seed = top.get("seed", int, 0, check=non_negative, expect=">= 0")
     rng = np.random.default_rng(seed)
     trace = sections.read_trace(top.sub("trace", required=True), rng)
     model = sections.read_model(top.sub("model", required=True))
-    cost_model = sections.read_cost(top.sub("cost") or Table({}, str(path), "cost.", path.parent),
-                                    seed)
+    cost_model = sections.read_cost(top.sub("cost") or Table({}, str(path), "cost.", path.parent,
+                                                             origins), seed)
     tables = top.tables("instances")
     if not tables:
         raise InputError("needs at least one [[instances]] table", file=str(path),

@@ -10,7 +10,9 @@
 The value is read as a TOML value (``12`` is an integer, ``12.0`` a float, ``true`` a boolean,
 ``"12"`` a string); text that is not a TOML value is taken as a string. Overrides change the
 data the TOML file parsed into, so the experiment loader checks them exactly as it checks the
-file's own keys: a mistyped key or an out-of-range value fails naming the key.
+file's own keys: a mistyped key or an out-of-range value fails naming the key. A relative
+path an override sets (``trace.source=my.csv``) is read from the folder the override was given
+in, not the experiment file's (``Table.base_for``; the loader is told the folder per key).
 """
 
 from __future__ import annotations

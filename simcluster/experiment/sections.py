@@ -107,7 +107,7 @@ def read_model(t: Table):
         raise InputError("give exactly one of 'name' (a preset) or 'config' (a config.json)",
                          file=t.file, field="model")
     with t.at("name" if config is None else "config"):
-        return load_model(name if config is None else t.base / config)
+        return load_model(name if config is None else t.base_for("config") / config)
 
 
 # ----------------------------------------------------------------------------- instances
@@ -156,7 +156,7 @@ def _group(t: Table, devices, tp, pp):
     specs = []
     for j, name in enumerate(devices):
         with t.at(f"devices[{j}]"):
-            specs.append(load_device(resolve(name, t.base)))
+            specs.append(load_device(resolve(name, t.base_for(f"devices[{j}]"))))
     return specs
 
 
@@ -217,7 +217,7 @@ def _partition(t: Table, layout: Layout, model, cost_model: CostModel, cfg: Inst
     if "devices" not in t.data or layout.pp != 1:
         raise t._err("partition", "a partition splits one tensor-parallel group: give devices = "
                                   "[...], a link, and pp = 1")
-    pt = pparams or Table({}, t.file, f"{t.where}partition_params.", t.base)
+    pt = pparams or Table({}, t.file, f"{t.where}partition_params.", t.base, t.origins)
     target = {k: pt.get(k, int, None, check=positive, expect=">= 1")
               for k in ("batch_size", "context_tokens", "max_context_tokens")}
     recompute = pt.get("recompute", float, 0.0, check=lambda x: 0 <= x < 1, expect="in [0, 1)")
@@ -316,7 +316,7 @@ def read_cost(t: Table, seed: int):
         from simcluster.engines import load_engine
         from simcluster.engines.model import EngineCostModel
         with t.at("engine"):
-            spec = load_engine(resolve(engine, t.base))
+            spec = load_engine(resolve(engine, t.base_for("engine")))
         with t.at("calibration"):
             load_calibration(calibration or spec.calibration)
             cost_model = EngineCostModel.of(spec, calibration)

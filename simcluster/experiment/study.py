@@ -17,7 +17,10 @@ address). A sweep file names all of that in TOML::
     [[points]]
     "router.policy" = "least_outstanding_tokens"
 
-Keys are dotted paths into the experiment's TOML (quoted, or as nested tables).
+Keys are dotted paths into the experiment's TOML (quoted, or as nested tables). A relative path
+in a value (``"trace.source" = ["a.csv", "b.csv"]``) is relative to the sweep file's folder, as
+``experiment`` is; one in ``set`` given to these functions (or ``--set`` / ``--vary``) to the
+current folder.
 """
 
 from __future__ import annotations
@@ -75,14 +78,16 @@ def _run(jobs, ray):
 
 
 def sweep(experiment=None, grid=None, points=None, set=None, *, jobs: int | None = None,
-          ray: str | None = None, out=None, progress: bool = True,
-          fresh: bool = False) -> SweepResult:
+          ray: str | None = None, out=None, progress: bool = True, fresh: bool = False,
+          folder=None) -> SweepResult:
     """Run every point of ``grid`` x ``points`` (with ``set`` on all): one row per point,
     every varied key a column. With ``out``, rows are cached in ``out/points/`` (a re-run
-    skips them) and the frame is written as ``results.csv`` and ``results.parquet``."""
+    skips them) and the frame is written as ``results.csv`` and ``results.parquet``.
+    Relative paths in ``grid`` and ``points`` are read from ``folder`` (default: the current
+    folder), those in ``set`` from the current folder."""
     base = _point(experiment, set)
     combos = expand(grid, points)
-    pts = [base.with_overrides(c) for c in combos]
+    pts = [base.with_overrides(c, folder) for c in combos]
     columns = list(dict.fromkeys(k for c in combos for k in c))
     runner = _run(jobs, ray)
     try:
@@ -117,10 +122,12 @@ def read_sweep(path) -> dict:
 
 
 def sweep_file(path, set=None, **kw) -> SweepResult:
-    """:func:`sweep` of a sweep file (its ``set`` first, then ``set``)."""
+    """:func:`sweep` of a sweep file (its ``set`` first, then ``set``; relative paths in the
+    file's values are read from its folder, those in ``set`` from the current folder)."""
     spec = read_sweep(path)
-    return sweep(spec["experiment"], spec["grid"], spec["points"],
-                 {**spec["set"], **as_mapping(set)}, **kw)
+    folder = Path(path).parent
+    base = ExperimentPoint.from_file(spec["experiment"], spec["set"], folder=folder)
+    return sweep(base.with_overrides(set), spec["grid"], spec["points"], folder=folder, **kw)
 
 
 def compare(experiments=None, vary: Mapping[str, Sequence] | None = None, set=None, *,

@@ -7,7 +7,8 @@ readers are the one place an experiment's values are checked:
 - :meth:`Table.sub` / :meth:`Table.tables` a sub-table / an array of tables;
 - :meth:`Table.policy` a policy name and its params table, checked against the registered
   factory's signature and built once (so the policy's own range checks run at load);
-- :meth:`Table.path` a file path, relative to the experiment file's folder;
+- :meth:`Table.path` a file path, relative to the experiment file's folder — or, for a value
+  an override set, to the folder the override was given in (:meth:`Table.base_for`);
 - :meth:`Table.at` a context in which any :class:`InputError` (or ``ValueError`` of a
   constructor) raised by a library call is relocated to this file and key;
 - :meth:`Table.done` every key was read (a typo fails naming the key and the known ones).
@@ -26,13 +27,31 @@ from simcluster.errors import InputError, did_you_mean, relocate
 class Table:
     """A TOML table read with key checking: every key must be taken exactly once."""
 
-    def __init__(self, data: dict, file: str, where: str, base: Path | None = None):
+    def __init__(self, data: dict, file: str, where: str, base: Path | None = None,
+                 origins: dict | None = None):
         if not isinstance(data, dict):
             raise InputError(f"expected a table, got {data!r}", file=file,
                              field=where.rstrip(".") or None)
         self.data, self.file, self.where = dict(data), file, where
         self.base = base if base is not None else Path(file).parent
+        #: field name of an override (``instances[0].device``) -> the folder its relative
+        #: paths are read from (where it was given: the current folder for ``--set``)
+        self.origins: dict = origins or {}
         self.seen: set[str] = set()
+
+    def base_for(self, key: str) -> Path:
+        """The folder a relative path at ``key`` is read from: the experiment file's, or the
+        folder of the override that set the key or a table or list holding it (the longest
+        such override)."""
+        if self.origins:
+            field, best, base = f"{self.where}{key}", "", None
+            for name, folder in self.origins.items():
+                if (field == name or field.startswith((name + ".", name + "["))) \
+                        and len(name) > len(best):
+                    best, base = name, folder
+            if base is not None:
+                return Path(base)
+        return self.base
 
     def _err(self, key, msg):
         return InputError(msg, file=self.file, field=f"{self.where}{key}")
@@ -62,7 +81,7 @@ class Table:
     def sub(self, key: str, required=False) -> "Table | None":
         value = self.get(key, dict, ... if required else None)
         return None if value is None else Table(value, self.file, f"{self.where}{key}.",
-                                                self.base)
+                                                self.base, self.origins)
 
     def tables(self, key: str) -> list["Table"]:
         """An array of tables (``[[key]]``), each a Table at ``key[i].``."""
@@ -71,14 +90,15 @@ class Table:
         for i, item in enumerate(items):
             if not isinstance(item, dict):
                 raise self._err(f"{key}[{i}]", f"expected a table ([[{key}]]), got {item!r}")
-            out.append(Table(item, self.file, f"{self.where}{key}[{i}].", self.base))
+            out.append(Table(item, self.file, f"{self.where}{key}[{i}].", self.base,
+                             self.origins))
         return out
 
     def path(self, key: str, default: Any = ...) -> str | Path | None:
         """A string that names a bundled thing or a file: a value that looks like a path
-        (a separator or a file suffix) resolves against the experiment file's folder."""
+        (a separator or a file suffix) resolves against :meth:`base_for` the key."""
         value = self.get(key, str, default)
-        return None if value is None else resolve(value, self.base)
+        return None if value is None else resolve(value, self.base_for(key))
 
     def policy(self, registry, key: str, default: str | None, params_key: str):
         """(name, params) of a policy: ``key`` names it in ``registry``, ``params_key`` is its

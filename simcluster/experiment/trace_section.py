@@ -2,7 +2,8 @@
 workload (``[trace.synthetic]``, ``[trace.shared_prefix]``, ``[trace.conversations]``), then
 the transforms (``window_s``, ``first_n``, ``subsample``, ``rate_per_s``, ``fit_context``).
 
-Every value is checked where it is read; file paths are relative to the experiment's folder.
+Every value is checked where it is read; file paths are relative to the experiment's folder
+(an override's to where it was given).
 """
 
 from __future__ import annotations
@@ -27,11 +28,12 @@ def _count(t: Table, key: str, default=...):
 
 
 def bundled_or_path(t: Table, key: str):
-    """A bundled trace name, else a file path relative to the experiment's folder."""
+    """A bundled trace name, else a file path relative to the experiment's folder (or to
+    the folder of the override that set it: :meth:`~.tables.Table.base_for`)."""
     source = t.get(key, str)
     if source in wl.bundled_traces():
         return source
-    path = t.base / source
+    path = t.base_for(key) / source
     return path if path.exists() or "/" in source or "." in source else source
 
 
