@@ -222,3 +222,22 @@ def test_trace_option_serves_a_trace_file(tmp_path, monkeypatch, capsys):
     err = capsys.readouterr().err
     assert "trace.csv: a trace file, not an experiment TOML" in err and "--trace" in err
     assert "Traceback" not in err
+
+
+def test_run_prints_rejections_by_kind(tmp_path, monkeypatch, capsys):
+    from simcluster.cli import main
+    exp, work = _folders(tmp_path)
+    # two prompts past Llama-2-7B's 4,096-token context, two served
+    (work / "long.csv").write_text(CSV.replace("0.5,200,30", "0.5,5000,30")
+                                   .replace("1.0,50,10", "1.0,4500,10") + "1.5,10,5\n")
+    monkeypatch.chdir(work)
+    results = load_experiment(exp, {"trace.source": "long.csv"}).run()
+    kinds = results.rejections()
+    assert list(kinds.kind) == ["max_model_len"] and list(kinds.requests) == [2]
+    assert kinds.example[0] == results.requests.reason[results.requests.rejected].iloc[0]
+    assert main(["run", str(exp), "--quiet", "--trace", "long.csv"]) == 0
+    out = capsys.readouterr().out
+    assert "rejected requests by reason (2;" in out and "2 x max_model_len (e.g. max_model_len: 5030 tokens" in out
+    assert main(["run", str(exp), "--quiet"]) == 0
+    assert "rejected requests by reason" not in capsys.readouterr().out
+    assert results.rejections().columns.tolist() == ["kind", "requests", "example"]

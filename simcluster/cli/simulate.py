@@ -47,6 +47,12 @@ def cmd_run(args) -> int:
             print(f"wrote {results.save(out)}")
         return 2
     print(format_summary(results.summary()))
+    kinds = results.rejections()
+    if len(kinds):             # (each request's own reason is in requests.csv: --out)
+        print(f"rejected requests by reason ({int(kinds.requests.sum())}; each request's "
+              "reason in requests.csv with --out):")
+        for row in kinds.itertuples():
+            print(f"  {row.requests:>8} x {row.kind} (e.g. {row.example})")
     print("utilisation per instance (achieved over the devices' peaks, over the span):")
     print(format_utilisation(results.utilisation()))
     print(f"simulated in {wall:.2f} s wall ({len(exp.trace) / wall:,.0f} requests/s)")

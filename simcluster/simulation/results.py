@@ -344,6 +344,18 @@ def instance_busy(timeline: pd.DataFrame, span_s: float) -> pd.Series:
     return (timeline.end_s - timeline.start_s).groupby(timeline.instance).sum() / span_s
 
 
+def rejections(requests: pd.DataFrame) -> pd.DataFrame:
+    """Rejected requests per kind of reason — a reason's text before its first ``": "``
+    (``max_batched_tokens``, ``kv_capacity``, ``max_model_len``, ``instance OOM``; the whole
+    text where it has none) —, the commonest first: columns ``kind``, ``requests`` and
+    ``example`` (the first rejected request's reason of that kind). Empty when none was."""
+    why = requests.reason[requests.rejected]
+    kind = why.str.split(": ", n=1).str[0]
+    out = pd.DataFrame({"kind": kind, "example": why}).groupby("kind", sort=False).agg(
+        requests=("example", "size"), example=("example", "first")).reset_index()
+    return out.sort_values("requests", ascending=False, kind="stable", ignore_index=True)
+
+
 def failure(requests: pd.DataFrame) -> str:
     """Why a run served nothing (every request rejected: the commonest reasons), or ''."""
     if not len(requests) or not requests.rejected.all():
@@ -393,6 +405,10 @@ class Results:
     def failure(self) -> str:
         """Why the run served nothing, or '' (:func:`failure`)."""
         return failure(self.requests)
+
+    def rejections(self) -> pd.DataFrame:
+        """Rejected requests per kind of reason, the commonest first (:func:`rejections`)."""
+        return rejections(self.requests)
 
     def save(self, directory) -> Path:
         """Write requests.csv, timeline.csv, instances.csv (with utilisation), transfers.csv
