@@ -43,10 +43,12 @@ def test_a_plugin_policy_resolves_by_name(plugin_exp, capsys):
     assert "router test_first_instance" in capsys.readouterr().out
 
 
-def test_a_plugin_by_path_and_through_set(tmp_path):
+def test_a_plugin_by_path_and_through_set(tmp_path, monkeypatch):
     (tmp_path / "pol").mkdir()
     (tmp_path / "pol" / "r.py").write_text(PLUGIN.format(name="test_first_by_path"))
-    exp = write_tiny(tmp_path)
+    (tmp_path / "exp").mkdir()
+    exp = write_tiny(tmp_path / "exp")
+    monkeypatch.chdir(tmp_path)     # (an override's path: from the current folder)
     try:
         e = load_experiment(exp, {"plugins": ["pol/r.py"], "router.policy": "test_first_by_path"})
         assert set(e.run().requests.instance) == {0}

@@ -3,7 +3,8 @@ its policies are looked up, so that the policies they register resolve by name.
 
 A plugin is a module name importable from the experiment file's folder or ``sys.path``
 (``"mypolicies"``, ``"mypkg.routing"``), or a path to a ``.py`` file relative to the
-experiment file (``"policies/my_router.py"``). A module is imported once per process; a sweep's
+experiment file (``"policies/my_router.py"``; given by an override, ``--set plugins=[...]``,
+both are from the current folder). A module is imported once per process; a sweep's
 worker processes import it when they load the experiment. A plugin registers with the
 registries' decorators::
 
