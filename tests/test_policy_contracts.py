@@ -68,3 +68,42 @@ def test_every_batching_policy_serves_the_trace(batching):
     res = _run(batching=batching, count=1)
     _check(res)
     assert not res.requests.rejected.any()
+
+
+def _every_policy():
+    from simcluster.policies import (CONTROLLERS, NUMA_PLACEMENTS, OFFLOADS, PARTITIONS)
+    regs = {"routers": ROUTERS, "batching": BATCHERS, "controllers": CONTROLLERS,
+            "partitions": PARTITIONS, "offloads": OFFLOADS, "numa": NUMA_PLACEMENTS}
+    return [(what, reg, name) for what, reg in regs.items() for name in sorted(reg)
+            if reg[name].__module__.startswith("simcluster.")]
+
+
+@pytest.mark.parametrize("what, registry, name", _every_policy(),
+                         ids=lambda x: x if isinstance(x, str) else "")
+def test_every_policy_is_listed_with_its_params_and_what_it_does(what, registry, name, capsys):
+    from simcluster.cli import main
+    line = registry.describe(name)
+    params = registry.parameters(name)
+    assert line.startswith("(") and all(f"{p}" in line for p in params or ())
+    own = registry[name].__dict__.get("__doc__") or ""      # its own, not a base class's
+    assert own.strip(), f"{what} policy {name!r} has no docstring to list"
+    assert line.rstrip().endswith(".")
+    assert main(["list", what]) == 0
+    assert f"{name}  " in capsys.readouterr().out
+
+
+def test_describe_takes_any_keyword_and_no_docstring():
+    from simcluster.policies.registry import Registry
+    reg = Registry("test")
+
+    @reg.register("bare")
+    def bare(**kw):
+        return object()
+
+    @reg.register("plain")
+    class Plain:
+        def __init__(self, a, b: int = 2):
+            pass
+
+    assert reg.describe("bare") == "(**params)"
+    assert reg.describe("plain") == "(a, b=2)"

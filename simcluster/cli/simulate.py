@@ -96,12 +96,16 @@ def cmd_list(args) -> int:
     from simcluster.policies import (BATCHERS, CONTROLLERS, NUMA_PLACEMENTS, OFFLOADS,
                                      PARTITIONS, ROUTERS)
     from simcluster.workload import bundled_traces
+    policies = {"routers": ROUTERS, "batching": BATCHERS, "controllers": CONTROLLERS,
+                "partitions": PARTITIONS, "offloads": OFFLOADS, "numa": NUMA_PLACEMENTS}
+    registry = policies.get(args.what)
+    if registry is not None:   # a policy: its name, its params (defaults) and what it does
+        width = max(map(len, registry), default=0)
+        for name in sorted(registry):
+            print(f"{name:<{width}}  {registry.describe(name)}")
+        return 0
     table = {"devices": hardware.list_devices, "links": hardware.list_links,
              "nodes": hardware.list_nodes, "models": models.list_models,
-             "routers": lambda: sorted(ROUTERS), "batching": lambda: sorted(BATCHERS),
-             "controllers": lambda: sorted(CONTROLLERS),
-             "partitions": lambda: sorted(PARTITIONS), "offloads": lambda: sorted(OFFLOADS),
-             "numa": lambda: sorted(NUMA_PLACEMENTS),
              "traces": lambda: sorted(bundled_traces()), "engines": _engines}
     for name in table[args.what]():
         print(name)

@@ -181,12 +181,17 @@ class KvFirst(_Placement):
 
 @NUMA_PLACEMENTS.register("oblivious")
 class Oblivious(_Placement):
+    """Weights and KV in the home socket's DRAM, decode on every socket: the others read
+    both remotely (the baseline)."""
+
     def plan(self, socket, mem, host_spare):
         return SocketPlan() if socket == self.home else SocketPlan(1.0, 1.0)
 
 
 @NUMA_PLACEMENTS.register("interleave")
 class Interleave(_Placement):
+    """Pages interleaved over the sockets: (S-1)/S of weights and KV read remotely."""
+
     def plan(self, socket, mem, host_spare):
         f = (self.sockets - 1) / self.sockets
         return SocketPlan(f, f)

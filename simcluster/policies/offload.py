@@ -22,6 +22,8 @@ if TYPE_CHECKING:
 
 @OFFLOADS.register("all")
 class OffloadAll:
+    """Every request moves to the decode pool once its prompt is done."""
+
     reads_pool = False
 
     def __call__(self, req: Request) -> bool:
@@ -30,6 +32,8 @@ class OffloadAll:
 
 @OFFLOADS.register("min_output")
 class OffloadMinOutput:
+    """Only requests with at least ``min_output_tokens`` left to generate move."""
+
     reads_pool = False
 
     def __init__(self, min_output_tokens: int = 2):
@@ -43,6 +47,9 @@ class OffloadMinOutput:
 
 @OFFLOADS.register("max_context")
 class OffloadMaxContext:
+    """Only requests whose final KV length stays below ``max_context_tokens`` move (very long
+    contexts keep decoding where they were prefilled)."""
+
     reads_pool = False
 
     def __init__(self, max_context_tokens: int = 32768):

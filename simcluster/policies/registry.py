@@ -82,6 +82,20 @@ class Registry(dict):
                 params[p.name] = p
         return params
 
+    def describe(self, name: str) -> str:
+        """One line for listings: ``name``'s parameters with their defaults (what a params
+        table may set) and the first sentence of its factory's docstring."""
+        params = self.parameters(name)
+        if params is None:
+            args = "**params"
+        else:
+            args = ", ".join(p.name if p.default is p.empty else f"{p.name}={p.default!r}"
+                             for p in params.values())
+        doc = " ".join((inspect.getdoc(self.lookup(name)) or "").split()).replace("``", "")
+        doc = re.sub(r"\s*\((see )?(the )?module docstring\)", "", doc)
+        first = re.split(r"(?<=\.)\s", doc, maxsplit=1)[0]
+        return f"({args})" + (f" {first}" if first else "")
+
     def check(self, name: str, params: Mapping[str, Any] | None = None):
         """Check ``params`` against the signature of ``name``'s factory; return the factory.
 
