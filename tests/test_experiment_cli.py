@@ -156,3 +156,19 @@ def test_bad_parallel_layouts_name_the_degree(tmp_path, capsys, edit, text):
     assert "bad.toml" in str(err.value) and text in str(err.value)
     assert main(["run", str(path), "--quiet"]) == 2
     assert "Traceback" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("what, names, check", [
+    ("devices", "list_devices", ("H100-SXM", "80", "3.35", "989.4", "3.348")),
+    ("links", "list_links", ("NVLink4",)),
+    ("models", "list_models", ("Mixtral-8x7B", "46.7", "12.88", "8 experts, top-2")),
+])
+def test_list_specs_is_a_table_of_their_figures(capsys, what, names, check):
+    from simcluster import hardware, models
+    assert main(["list", what]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    listed = getattr(hardware if what != "models" else models, names)()
+    assert lines[0].split()[0] == "name" and len(lines) == len(listed) + 1
+    assert [line.split()[0] for line in lines[1:]] == list(listed)
+    row = next(line for line in lines if line.startswith(check[0] + " "))
+    assert all(c in row.split("  ") or c in row.split() for c in check[1:])

@@ -104,12 +104,66 @@ def cmd_list(args) -> int:
         for name in sorted(registry):
             print(f"{name:<{width}}  {registry.describe(name)}")
         return 0
-    table = {"devices": hardware.list_devices, "links": hardware.list_links,
-             "nodes": hardware.list_nodes, "models": models.list_models,
-             "traces": lambda: sorted(bundled_traces()), "engines": _engines}
+    specs = {"devices": _device_rows, "links": _link_rows, "models": _model_rows}
+    if args.what in specs:     # a spec: its name, then the figures a choice turns on
+        rows = [[str(c) for c in row] for row in specs[args.what]()]
+        cols = list(zip(*rows))
+        widths = [max(map(len, c)) for c in cols]
+        right = [all(_number(v) or v == "-" for v in c[1:]) for c in cols]   # figures
+        for row in rows:
+            print("  ".join(c.rjust(w) if r else c.ljust(w)
+                            for c, w, r in zip(row, widths, right)).rstrip())
+        return 0
+    table = {"nodes": hardware.list_nodes, "traces": lambda: sorted(bundled_traces()),
+             "engines": _engines}
     for name in table[args.what]():
         print(name)
     return 0
+
+
+def _number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _g(x, scale=1.0) -> str:
+    return "-" if x is None else f"{x / scale:.4g}"
+
+
+def _device_rows() -> list:
+    from simcluster.hardware import list_devices, load_device
+    rows = [("name", "kind", "memory_GiB", "mem_TB/s", "bf16_TFLOP/s", "usd_per_h", "tdp_W")]
+    for name in list_devices():
+        d = load_device(name)
+        peak = d.peak_flops.get("bf16") or max(d.peak_flops.values(), default=None)
+        rows.append((d.name, d.kind, _g(d.mem_bytes, 2**30), _g(d.mem_bw_bytes_per_s, 1e12),
+                     _g(peak, 1e12), _g(d.price_usd_per_hour), _g(d.tdp_w)))
+    return rows
+
+
+def _link_rows() -> list:
+    from simcluster.hardware import list_links, load_link
+    rows = [("name", "kind", "GB/s", "latency_us")]
+    for name in list_links():
+        k = load_link(name)
+        rows.append((k.name, k.kind, _g(k.bw_bytes_per_s, 1e9), _g(k.latency_s, 1e-6)))
+    return rows
+
+
+def _model_rows() -> list:
+    from simcluster.models import list_models, model_preset
+    rows = [("name", "params_B", "active_B", "layers", "heads", "kv_heads", "context",
+             "KV_KiB_per_token", "moe")]
+    for name in list_models():
+        m = model_preset(name)
+        moe = "-" if m.moe is None else f"{m.moe.num_experts} experts, top-{m.moe.experts_per_token}"
+        rows.append((m.name, _g(m.params, 1e9), _g(m.active_params, 1e9), m.num_layers,
+                     m.num_heads, m.num_kv_heads, m.max_position,
+                     _g(m.kv_bytes_per_token, 1024), moe))
+    return rows
 
 
 def _engines():
