@@ -55,6 +55,13 @@ class DecodeRun:
         return head[j - 1] if head is not None and j <= HEAD else float(self.cum[j - 1])
 
 
+#: The sequential sums of an array (``np.cumsum``'s floats: the same add loop, one at a time,
+#: left to right), without ``ndarray.cumsum``'s argument handling: 0.39 against 0.78 us for
+#: 22 steps, 0.90 against 1.28 for 154 (``timeit``, minimum of 7 x 50,000 calls; strided
+#: views of a step table block, as runs read them). Takes a plain sequence too.
+_accumulate = np.add.accumulate
+
+
 #: Step ends of a decode run kept as a Python list, made at the first lookup (bisected;
 #: later steps are searched in the array). Lists of the whole run cost ~10 ns a step to make
 #: and few lookups read past the first steps of a long run: with 16x outputs (runs of 153
@@ -134,12 +141,8 @@ class DecodeRuns:
             n, ctx_sum = len(loose), sum(r._kv for r in loose) + len(loose)
         if len(self._tl) >= self._tl_cap:
             self.timeline.compact()        # (no row of this instance is open here)
-        # the step end offsets, as a list: bisected on every arrival during the run
-        steps = self._timer.decode_steps(n, ctx_sum, k)
-        try:
-            cum = steps.cumsum()
-        except AttributeError:         # (a timer answering a plain sequence)
-            cum = np.cumsum(steps)
+        # the step end offsets: the sequential sums of the step times
+        cum = _accumulate(self._timer.decode_steps(n, ctx_sum, k))
         run = self._live = DecodeRun(self.env._now, cum, n, loose, ctx_sum)
         after(self.env, run.last, self._run_end, run)
 
@@ -198,10 +201,10 @@ class DecodeRuns:
         steps = self._timer.decode_steps(n, ctx_sum, k + 1)
         # the end offsets of the run's steps from the first step's end: 0.0, then the
         # sequential sums of steps 2..k+1 (0.0 + s exactly s: step times are positive); one
-        # copy and a cumsum, half the time of a cumsum into a slice of an empty array
+        # copy and an accumulate, half the time of a cumsum into a slice of an empty array
         cum = np.array(steps)
         cum[0] = 0.0
-        cum = cum.cumsum()
+        cum = _accumulate(cum)
         now = self.env._now
         end1 = now + float(steps[0])
         run = self._live = DecodeRun(end1, cum, n, None, ctx_sum + n)
