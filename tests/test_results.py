@@ -235,3 +235,17 @@ def test_moe_and_latent_attention_work_follows_the_models_counts(h100):
     tl = res.timeline
     f, _ = row_work(tl, WorkCoefficients.of(m))
     assert (f > 0).all() and np.allclose(f, tl.flops)
+
+
+def test_rejections_count_kinds_of_reason_commonest_first():
+    import pandas as pd
+    from simcluster.simulation.results import rejections
+    reasons = ["kv_capacity: needs 9 KV blocks", "max_model_len: 5000 tokens > 4096", "",
+               "max_model_len: 6000 tokens > 4096", "scheduler could not admit it", ""]
+    df = pd.DataFrame({"rejected": [bool(r) for r in reasons], "reason": reasons})
+    out = rejections(df)
+    assert out.kind.tolist() == ["max_model_len", "kv_capacity", "scheduler could not admit it"]
+    assert out.requests.tolist() == [2, 1, 1]
+    assert out.example[0] == "max_model_len: 5000 tokens > 4096"
+    none = rejections(df[~df.rejected])
+    assert len(none) == 0 and none.columns.tolist() == ["kind", "requests", "example"]

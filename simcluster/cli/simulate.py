@@ -159,7 +159,8 @@ def _model_rows() -> list:
              "KV_KiB_per_token", "moe")]
     for name in list_models():
         m = model_preset(name)
-        moe = "-" if m.moe is None else f"{m.moe.num_experts} experts, top-{m.moe.experts_per_token}"
+        moe = ("-" if m.moe is None
+               else f"{m.moe.num_experts} experts, top-{m.moe.experts_per_token}")
         rows.append((m.name, _g(m.params, 1e9), _g(m.active_params, 1e9), m.num_layers,
                      m.num_heads, m.num_kv_heads, m.max_position,
                      _g(m.kv_bytes_per_token, 1024), moe))
