@@ -92,7 +92,7 @@ def cmd_trace_info(args) -> int:
 
 
 def cmd_list(args) -> int:
-    from simcluster import hardware, models
+    from simcluster import hardware
     from simcluster.policies import (BATCHERS, CONTROLLERS, NUMA_PLACEMENTS, OFFLOADS,
                                      PARTITIONS, ROUTERS)
     from simcluster.workload import bundled_traces
