@@ -63,10 +63,19 @@ def test_a_failed_point_records_its_error_and_the_sweep_goes_on(tiny, tmp_path):
     assert df.error[0] == "" and df.finished[0] == 80
     assert "instances[0].count" in df.error[1] and "out of range" in df.error[1]
     assert "expected int" in df.error[2] and math.isnan(df.finished[2])
+    assert "(at " not in df.error[1] + df.error[2]      # bad input: no source line, its key
     assert len(res.failed) == 2
     assert (tmp_path / "out" / "results.csv").exists()
     assert (tmp_path / "out" / "results.parquet").exists()
     assert len(list((tmp_path / "out" / "points").glob("*.json"))) == 1   # failures not cached
+
+
+def test_a_point_failing_on_a_bug_says_where(tiny, monkeypatch):
+    def broken(self, keep=False):
+        raise ZeroDivisionError("division by zero")
+    monkeypatch.setattr(ExperimentPoint, "evaluate", broken)
+    res = sweep(tiny, {"seed": [1]}, jobs=1, progress=False)
+    assert res.frame.error[0].startswith("ZeroDivisionError: division by zero (at test_search.py:")
 
 
 def test_a_rerun_skips_points_on_disk(tiny, tmp_path, monkeypatch):

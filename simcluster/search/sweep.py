@@ -30,6 +30,7 @@ from typing import Any, Sequence
 
 import pandas as pd
 
+from simcluster.errors import InputError
 from simcluster.search.runners import SerialRunner
 
 META_COLUMNS = ["point", "config_hash", "error", "wall_s"]
@@ -69,7 +70,9 @@ def evaluate(point, keep: bool = False) -> Outcome:
         row, results = point.evaluate(keep=keep)
         outcome = Outcome(point.key, dict(row), "", time.perf_counter() - t0, results=results)
     except Exception as err:   # a failed point records why; the sweep goes on
-        last = traceback.extract_tb(err.__traceback__)[-1:] if err.__traceback__ else []
+        # (where it was raised only for a bug: bad input names its file and key itself)
+        last = (traceback.extract_tb(err.__traceback__)[-1:]
+                if err.__traceback__ and not isinstance(err, InputError) else [])
         where = f" (at {last[0].filename.rsplit('/', 1)[-1]}:{last[0].lineno})" if last else ""
         outcome = Outcome(point.key, {}, f"{type(err).__name__}: {err}{where}",
                           time.perf_counter() - t0)
