@@ -218,6 +218,9 @@ def test_trace_option_serves_a_trace_file(tmp_path, monkeypatch, capsys):
         with pytest.raises(SystemExit) as stop:
             main(["run", str(exp), *argv])
         assert stop.value.code == 2 and says in capsys.readouterr().err
+    assert main(["run", str(exp), "--quiet", "--trace", "azure-code",      # a bundled one
+                 "--set", "trace.first_n=30"]) == 0
+    assert "30 requests of azure-code" in capsys.readouterr().out
     assert main(["run", "trace.csv"]) == 2           # a trace where an experiment goes
     err = capsys.readouterr().err
     assert "trace.csv: a trace file, not an experiment TOML" in err and "--trace" in err

@@ -17,9 +17,9 @@ def add_set(p) -> None:
                         "to the current folder")
     p.add_argument("--trace", dest="sets", action=_TraceFile, metavar="FILE",
                    help="serve this trace file (CSV, JSONL, Parquet; Azure, Mooncake or Vidur "
-                        "columns) instead of the experiment's [trace]: --set "
-                        "trace={source=FILE}, applied before any --set (so --set "
-                        "trace.rate_per_s=... rescales it)")
+                        "columns) or bundled trace (simcluster list traces) instead of the "
+                        "experiment's [trace]: --set trace={source=FILE}, applied before any "
+                        "--set (so --set trace.rate_per_s=... rescales it)")
 
 
 class _TraceFile(argparse.Action):
@@ -27,8 +27,11 @@ class _TraceFile(argparse.Action):
 
     def __call__(self, parser, namespace, value, option_string=None):
         if not Path(value).expanduser().is_file():
-            parser.error(f"argument --trace: {value!r} is not a file; expected a trace file "
-                         "(a bundled trace is named with --set trace.source=NAME)")
+            from simcluster.workload import bundled_traces
+            names = bundled_traces()
+            if value not in names:
+                parser.error(f"argument --trace: {value!r} is not a file; expected a trace "
+                             f"file or a bundled trace ({', '.join(names)})")
         if getattr(namespace, "_trace_given", False):
             parser.error("argument --trace: given twice; expected one trace file")
         namespace._trace_given = True
