@@ -179,10 +179,20 @@ def test_compare_keeps_each_runs_frames_and_groups_the_table(tiny):
     assert list(cmp_.results) == ["router.policy=round_robin",
                                   "router.policy=least_outstanding_tokens"]
     groups = list(dict.fromkeys(cmp_.table.columns.get_level_values(0)))
-    assert groups == ["latency", "throughput", "slo", "cost"]
+    assert groups == ["latency", "throughput", "slo", "cost", "energy"]   # (no prefix cache)
     lat = cmp_.table[("latency", "ttft_p50_ms")]
     assert (lat == cmp_.frame.ttft_p50_s.to_numpy() * 1e3).all()
-    assert "[latency]" in str(cmp_) and "ttft_p99_ms" in str(cmp_)
+    assert (cmp_.table[("energy", "kwh")] == cmp_.frame.energy_kwh.to_numpy()).all()
+    assert "[latency]" in str(cmp_) and "ttft_p99_ms" in str(cmp_) and "[energy]" in str(cmp_)
+
+
+def test_compare_shows_prefix_cache_hits_where_runs_cache():
+    from simcluster.analysis.compare import compare_table
+    frame = pd.DataFrame({"label": ["a", "b"], "ttft_p50_s": [0.1, 0.2],
+                          "prefix_hit_rate": [0.05, 0.08], "ttft_hit_p50_s": [0.09, 0.15]})
+    table = compare_table(frame)
+    assert table[("prefix_cache", "hit_rate")].tolist() == [0.05, 0.08]
+    assert table[("prefix_cache", "ttft_hit_p50_ms")].tolist() == [90.0, 150.0]
 
 
 # -- capacity ---------------------------------------------------------------------------------

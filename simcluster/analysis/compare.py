@@ -1,5 +1,5 @@
 """Side-by-side comparison of runs: one column per run, metrics grouped latency / throughput /
-SLO / cost, latencies in milliseconds.
+SLO / cost / energy (/ prefix cache, where runs cache prefixes), latencies in milliseconds.
 
 :func:`compare_table` takes a frame with one row per run (a sweep's frame, or summaries) and
 returns a frame indexed by run label whose columns are ``(group, metric)``;
@@ -28,6 +28,13 @@ GROUPS: dict[str, list[tuple[str, str, float]]] = {
              ("cost_per_m_tokens_usd", "usd_per_m_tokens", 1.0),
              ("cost_per_m_output_tokens_usd", "usd_per_m_output_tokens", 1.0),
              ("device_hours", "device_hours", 1.0)],
+    "energy": [("energy_kwh", "kwh", 1.0), ("energy_per_request_j", "j_per_request", 1.0),
+               ("energy_per_m_tokens_kwh", "kwh_per_m_tokens", 1.0)],
+    # (only where a run's replicas cache prefixes and its trace has block hashes)
+    "prefix_cache": [("prefix_hit_rate", "hit_rate", 1.0),
+                     ("prefix_request_hit_fraction", "requests_hit", 1.0),
+                     ("ttft_hit_p50_s", "ttft_hit_p50_ms", 1e3),
+                     ("ttft_miss_p50_s", "ttft_miss_p50_ms", 1e3)],
 }
 
 

@@ -1,5 +1,6 @@
 """Compare a few configurations side by side: run each (keeping its frames), tabulate
-latency / throughput / SLO / cost, and draw their latency CDFs and costs."""
+latency / throughput / SLO / cost / energy (and prefix-cache hits where runs cache), and draw
+their latency CDFs and costs."""
 
 from __future__ import annotations
 
