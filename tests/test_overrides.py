@@ -212,7 +212,10 @@ def test_trace_option_serves_a_trace_file(tmp_path, monkeypatch, capsys):
     # --trace first, whatever its place: a --set inside [trace] then applies to the file
     assert main(["run", str(exp), "--quiet", "--set", "trace.rate_per_s=8",
                  "--trace", "trace.csv"]) == 0
-    assert "4 requests of trace, offered 8 req/s" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "4 requests of trace, offered 8 req/s" in out
+    # the header says what the run overrode, in the order applied
+    assert "with trace={'source': 'trace.csv'}, trace.rate_per_s=8:" in out
     for argv, says in ((["--trace", "nope.csv"], "'nope.csv' is not a file"),
                        (["--trace", "trace.csv", "--trace", "trace.csv"], "given twice")):
         with pytest.raises(SystemExit) as stop:

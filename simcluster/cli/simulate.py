@@ -6,11 +6,16 @@ import sys
 import time
 
 
-def header(exp, sim) -> str:
-    """What is about to run: trace and offered rate, model, instances, router, cost model."""
+def header(exp, sim, overrides=None) -> str:
+    """What is about to run: trace and offered rate, model, instances, router, cost model (and
+    the overrides the experiment was run with)."""
+    from simcluster.experiment.overrides import as_mapping
     from simcluster.simulation.results import format_provenance
     t = exp.trace
-    lines = [f"experiment {exp.name}: {len(t)} requests of {t.name or 'a trace'}, offered "
+    sets = as_mapping(overrides)
+    with_sets = (" with " + ", ".join(f"{k}={v!r}" if isinstance(v, str) else f"{k}={v}"
+                                      for k, v in sets.items())) if sets else ""
+    lines = [f"experiment {exp.name}{with_sets}: {len(t)} requests of {t.name or 'a trace'}, offered "
              f"{t.rate_per_s:.4g} req/s over {t.span_s:.6g} s; model {exp.model.name}; "
              f"{sum(s.count for s in exp.instances)} instance(s) "
              f"[{'; '.join(f'{s.count}x {s.layout.describe()}' for s in exp.instances)}], "
@@ -35,7 +40,7 @@ def cmd_run(args) -> int:
     timeline = out_file(args.timeline_out, "--timeline-out")
     exp = load_experiment(args.experiment, overrides=args.sets)
     sim = exp.simulation()
-    print(header(exp, sim), flush=True)
+    print(header(exp, sim, args.sets), flush=True)
     t0 = time.perf_counter()
     results = sim.run(progress=not args.quiet and sys.stderr.isatty())
     wall = time.perf_counter() - t0
