@@ -267,7 +267,7 @@ class _Analytic:
         base = {"instances": [{"device": "H100-SXM"}], "slo.ttft_s": 1.0}
         return self.overrides.get(dotted, base.get(dotted, default))
 
-    def with_overrides(self, more):
+    def with_overrides(self, more, folder=None):
         return _Analytic({**self.overrides, **more})
 
     def evaluate(self, keep=False):
@@ -339,3 +339,19 @@ def test_a_bar_over_points_and_one_for_a_whole_search(tiny, capsys):
 def test_a_point_failing_before_the_pool_starts_is_recorded(tiny):
     res = sweep(tiny, {"instances.0.count": [0, 1]}, jobs=2, progress=False)
     assert "out of range" in res.frame.error[0] and res.frame.error[1] == ""
+
+
+def test_cheapest_reads_a_copied_relative_path_from_the_experiments_folder(tmp_path,
+                                                                           monkeypatch):
+    from _tiny import TINY, write_tiny
+    from simcluster.paths import data_dir
+    exp_dir = tmp_path / "exp"
+    exp_dir.mkdir()
+    link = (data_dir("hwspecs") / "links" / "nvlink4.toml").read_text()
+    (exp_dir / "mylink.toml").write_text(link.replace('name = "NVLink4"', 'name = "MyLink"'))
+    exp = write_tiny(exp_dir, TINY.replace('count = 2\n', 'count = 2\npp = 2\n'
+                                           'stage_link = "mylink.toml"\n'))
+    monkeypatch.chdir(tmp_path)              # (not the experiment's folder)
+    res = cheapest(exp, rate_per_s=4.0, devices=["H100-SXM"], max_count=2, mixed=False,
+                   set={"slo.ttft_s": 5.0, "slo.tpot_s": 1.0}, progress=False)
+    assert res.best is not None and (res.candidates.error == "").all()

@@ -73,6 +73,11 @@ class ExperimentPoint:
         return ExperimentPoint(self.path, self.data, {**self.overrides, **more},
                                {**self.origins, **{k: where for k in more}})
 
+    @property
+    def folder(self) -> Path:
+        """The folder relative paths in the experiment file are read from: the file's."""
+        return Path(self.path).parent
+
     @cached_property
     def resolved(self) -> dict:
         """The experiment's data with the overrides applied (unvalidated)."""

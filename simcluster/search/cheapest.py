@@ -119,7 +119,11 @@ class _Runs:
 
     def run(self, cands: list[tuple[str, str, float, list]]) -> list[bool]:
         todo = [c for c in cands if c[0] not in self.done]
-        pts = [self.point.with_overrides({"instances": tables}) for _, _, _, tables in todo]
+        # (the tables copy the point's first [[instances]] table: a relative path left in one,
+        # a stage_link spec, is read from where the point's own paths are)
+        folder = getattr(self.point, "folder", None)
+        pts = [self.point.with_overrides({"instances": tables}, folder)
+               for _, _, _, tables in todo]
         for (label, kind, usd, _), o in zip(todo, run_points(pts, self.runner, **self.kw)):
             self.done[label] = (kind, usd, o)
         return [meets(self.done[c[0]][2], self.attainment) for c in cands]

@@ -6,9 +6,12 @@ A *point* is anything with
 * ``overrides`` — ``{key.path: value}``, what distinguishes it (the frame's columns);
 * ``evaluate(keep=False)`` — run it: ``(row, results)``, ``row`` a dict of scalars (the
   run's summary), ``results`` the run's frames when ``keep`` (else None);
-* ``with_overrides(mapping)`` — the same point with more overrides (searches vary a key);
+* ``with_overrides(mapping, folder=None)`` — the same point with more overrides (searches
+  vary a key), relative paths in them read from ``folder`` (None: the current folder);
 * optionally ``prepare()`` — load what every run shares (called once in this process before a
-  pool forks its workers, which then start with it loaded).
+  pool forks its workers, which then start with it loaded);
+* optionally ``folder`` — the folder the point's own relative paths are read from (a search
+  that copies a part of the point's configuration into an override passes it on).
 
 (:class:`simcluster.experiment.points.ExperimentPoint` is one: an experiment TOML's data plus
 overrides.) :func:`run_points` runs them on a runner (:mod:`.runners`): a point that raises
