@@ -92,6 +92,7 @@ from simcluster.experiment.tables import Table, non_negative
 from simcluster.hardware import read_toml_file
 from simcluster.paths import data_dir
 from simcluster.simulation import Simulation
+from simcluster.workload.loaders import SUFFIXES as TRACE_SUFFIXES
 
 
 def experiments_dir() -> Path:
@@ -165,7 +166,8 @@ def read_experiment_data(path) -> dict:
     return read_toml_file(path)
 
 
-_TRACE_SUFFIXES = (".csv", ".jsonl", ".ndjson", ".parquet", ".pq")
+# the suffixes the trace loader reads, but .json (a Hugging Face config is one too)
+_TRACE_SUFFIXES = tuple(s for s in TRACE_SUFFIXES if s != ".json")
 
 
 def load_experiment(path=None, overrides=None) -> Experiment:

@@ -33,7 +33,8 @@ FORMATS: dict[str, str] = {
     "azure": "csv", "vidur": "csv", "mooncake": "jsonl",
 }
 
-_SUFFIXES: dict[str, str] = {
+#: A trace file's suffix -> its container format (what :func:`load_trace` detects).
+SUFFIXES: dict[str, str] = {
     ".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl",
     ".parquet": "parquet", ".pq": "parquet",
 }
@@ -123,10 +124,10 @@ def _container_and_schema(path: Path, format: str | None) -> tuple[str, Schema |
             raise unknown_name("trace format", format, FORMATS, field="format",
                                hint=" (or none: detected from the suffix and header)")
         return FORMATS[format], SCHEMAS.get(format)
-    container = _SUFFIXES.get(path.suffix.lower())
+    container = SUFFIXES.get(path.suffix.lower())
     if container is None:
         raise InputError(f"cannot tell the trace format from the suffix {path.suffix!r}: "
-                         f"expected one of {sorted(_SUFFIXES)}, or pass format= (one of "
+                         f"expected one of {sorted(SUFFIXES)}, or pass format= (one of "
                          f"{sorted(FORMATS)})", file=str(path))
     return container, None
 
