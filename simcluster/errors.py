@@ -59,6 +59,19 @@ class UnknownNameError(InputError, KeyError):
     Also a KeyError, which is what a registry lookup raised before names were checked."""
 
 
+def toml_text(value: object) -> str:
+    """``value`` as an error message shows it to the author of a TOML file or a ``--set``:
+    ``true``/``false``, ``[...]`` and ``{key = ...}`` as TOML writes them (Python's ``True``
+    and ``{'key': ...}`` are not what they typed); anything else as ``repr``."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(toml_text(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k} = {toml_text(v)}" for k, v in value.items()) + "}"
+    return repr(value)
+
+
 def did_you_mean(word: object, choices: Iterable[str]) -> str:
     """`` (did you mean 'X'?)`` for the closest of ``choices`` (ignoring case), else ''."""
     choices = [str(c) for c in choices]

@@ -75,11 +75,15 @@ def test_overrides_equal_editing_the_file(tmp_path):
 
 @pytest.mark.parametrize("override, field, msg", [
     ("instances.0.count=0", "instances[0].count", "out of range"),
-    ("instances.0.count=two", "instances[0].count", "expected int"),
+    ("instances.0.count=two", "instances[0].count", "expected an integer"),
     ("instances.0.cuont=3", "instances[0].cuont", "unknown key"),
     ("slo.ttft_s=-1", "slo.ttft_s", "out of range"),
-    ("trace.rate_per_s=fast", "trace.rate_per_s", "expected float"),
-    ("seed=1.5", "seed", "expected int"),
+    ("trace.rate_per_s=fast", "trace.rate_per_s", "expected a number"),
+    ("seed=1.5", "seed", "expected an integer"),
+    # as TOML writes it, not Python's True; and a table given a bare value is told how to
+    # set its keys (router=jsq for router.policy=jsq)
+    ("seed=true", "seed", "expected an integer, got true (set by --set seed=true)"),
+    ("router=jsq", "router", "got 'jsq' (a table's keys are set one by one: router.KEY=VALUE)"),
 ])
 def test_overrides_are_checked_like_toml_keys(tmp_path, override, field, msg):
     path = write_tiny(tmp_path)

@@ -59,7 +59,7 @@ def test_a_plugin_by_path_and_through_set(tmp_path, monkeypatch):
 @pytest.mark.parametrize("plugins, msg", [
     ('["no_such_module_xyz"]', "cannot load plugin 'no_such_module_xyz'"),
     ('["missing.py"]', "no such file"),
-    ('"myrouting"', "expected list"),
+    ('"myrouting"', "expected an array"),
 ])
 def test_bad_plugins_name_the_key(tmp_path, plugins, msg):
     exp = write_tiny(tmp_path, f"plugins = {plugins}\n" + TINY)

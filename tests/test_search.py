@@ -62,7 +62,7 @@ def test_a_failed_point_records_its_error_and_the_sweep_goes_on(tiny, tmp_path):
     df = res.frame.set_index("point")
     assert df.error[0] == "" and df.finished[0] == 80
     assert "instances[0].count" in df.error[1] and "out of range" in df.error[1]
-    assert "expected int" in df.error[2] and math.isnan(df.finished[2])
+    assert "expected an integer" in df.error[2] and math.isnan(df.finished[2])
     assert "(at " not in df.error[1] + df.error[2]      # bad input: no source line, its key
     assert len(res.failed) == 2
     assert (tmp_path / "out" / "results.csv").exists()
@@ -193,6 +193,24 @@ def test_compare_shows_prefix_cache_hits_where_runs_cache():
     table = compare_table(frame)
     assert table[("prefix_cache", "hit_rate")].tolist() == [0.05, 0.08]
     assert table[("prefix_cache", "ttft_hit_p50_ms")].tolist() == [90.0, 150.0]
+
+
+def test_compare_text_names_a_failed_runs_error_kind_and_lists_the_messages():
+    """A message is far wider than a column: the status row names the error's kind, the
+    messages follow under [errors] (or not at all, for the command line, which prints them
+    on stderr), and every column stays as wide as its heading."""
+    from simcluster.analysis.compare import compare_table, format_compare
+    err = "UnknownNameError: exp.toml: field 'router.policy': unknown router policy 'jsq'"
+    frame = pd.DataFrame({"label": ["a", "jsq"], "ttft_p50_s": [0.1, float("nan")],
+                          "error": ["", err]})
+    text = format_compare(compare_table(frame))
+    status = text.splitlines()[text.splitlines().index("[status]") + 1]
+    assert status.split() == ["error", "ok", "UnknownNameError"]
+    assert text.splitlines()[-2:] == ["[errors]", f"  jsq: {err}"]
+    widths = {len(line) for line in text.splitlines() if line.startswith("  ")
+              and not line.startswith("  jsq:")}
+    assert len(widths) == 1
+    assert "[errors]" not in format_compare(compare_table(frame), errors=False)
 
 
 # -- capacity ---------------------------------------------------------------------------------

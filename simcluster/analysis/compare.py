@@ -71,16 +71,36 @@ def _fmt(v) -> str:
     return f"{v:.4g}"
 
 
-def format_compare(table: pd.DataFrame) -> str:
-    """Metrics down, runs across, a heading per group."""
+def _kind(error: str) -> str:
+    """A failed run's cell: the error's class name (``UnknownNameError: ...`` -> that)."""
+    if not error:
+        return "ok"
+    head = error.split(":", 1)[0]
+    return head if head.isidentifier() else "failed"
+
+
+def format_compare(table: pd.DataFrame, errors: bool = True) -> str:
+    """Metrics down, runs across, a heading per group; where runs failed, the status row
+    names each error's kind and the messages follow under ``[errors]`` (a message is too
+    long for a column; ``errors=False``: not, for a caller that reports them itself)."""
     runs = [str(r) for r in table.index]
     width = max(len(m) for _, m in table.columns) + 2
-    cw = max(10, *(len(r) + 2 for r in runs))
+    kinds = ([_kind(e) for e in table[("status", "error")]]
+             if ("status", "error") in table else [])
+    cw = max(10, *(len(r) + 2 for r in runs), *(len(k) + 2 for k in kinds))
     lines = [f"{'':<{width}}" + "".join(f"{r:>{cw}}" for r in runs)]
+    failed = {}
     for group in dict.fromkeys(g for g, _ in table.columns):
         lines.append(f"[{group}]")
         for g, m in table.columns:
-            if g == group:
-                lines.append(f"  {m:<{width - 2}}" + "".join(
-                    f"{_fmt(v):>{cw}}" for v in table[(g, m)]))
+            if g != group:
+                continue
+            cells = table[(g, m)]
+            if (g, m) == ("status", "error"):
+                failed = {r: e for r, e in zip(runs, cells) if e}
+                cells = kinds
+            lines.append(f"  {m:<{width - 2}}" + "".join(f"{_fmt(v):>{cw}}" for v in cells))
+    if failed and errors:
+        lines.append("[errors]")
+        lines += [f"  {r}: {e}" for r, e in failed.items()]
     return "\n".join(lines)

@@ -12,7 +12,8 @@ from pathlib import Path
 def add_set(p) -> None:
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY.PATH=VALUE",
                    help="override a key of the experiment TOML (repeatable), e.g. "
-                        "router.policy=jsq, instances.0.count=8, trace.rate_per_s=12, seed=3; "
+                        "router.policy=round_robin, instances.0.count=8, "
+                        "trace.rate_per_s=12, seed=3; "
                         "checked like the file's keys; a relative path in a value is relative "
                         "to the current folder")
     p.add_argument("--trace", dest="sets", action=_TraceFile, metavar="FILE",

@@ -31,7 +31,8 @@ def cmd_compare(args) -> int:
     files = args.experiments or [None]
     cmp_ = compare(files if len(files) > 1 else files[0], vary=_vary(args.vary),
                    set=args.sets, jobs=args.jobs, ray=args.ray, progress=_progress(args))
-    print(cmp_)
+    from simcluster.analysis.compare import format_compare
+    print(format_compare(cmp_.table, errors=False))     # (the messages go to stderr)
     failed = cmp_.frame[cmp_.frame.error != ""]
     for row in failed.itertuples():
         print(f"simcluster: {row.label} failed: {row.error}", file=sys.stderr)

@@ -67,10 +67,10 @@ is checked against the policy's signature and the policy built once; paths (devi
 config, trace, engine files) are relative to this file's folder; the file may start with a
 UTF-8 byte-order mark. Last, the simulation is built once (not run), so that whatever its
 constructors refuse is reported here, naming this file. Errors are InputError.
-``load_experiment(path, overrides={"router.policy": "jsq"})`` (the command line's ``--set
-router.policy=jsq``) edits the data before the checks (:mod:`.overrides`); a relative path an
-override sets is relative to the current folder (``--trace FILE`` is the override ``trace =
-{source = FILE}``).
+``load_experiment(path, overrides={"router.policy": "round_robin"})`` (the command line's
+``--set router.policy=round_robin``) edits the data before the checks (:mod:`.overrides`); a
+relative path an override sets is relative to the current folder (``--trace FILE`` is the
+override ``trace = {source = FILE}``).
 """
 
 from __future__ import annotations
@@ -173,10 +173,10 @@ _TRACE_SUFFIXES = tuple(s for s in TRACE_SUFFIXES if s != ".json")
 def load_experiment(path=None, overrides=None) -> Experiment:
     """Read an experiment TOML (the bundled default when ``path`` is None).
 
-    ``overrides`` (``{"router.policy": "jsq"}`` or ``["router.policy=jsq", ...]``, see
-    :mod:`.overrides`) edit the file's data before it is checked, so they are checked like it;
-    a relative path in one (``{"trace.source": "my.csv"}``) is relative to the current folder,
-    where it was typed, not to the experiment file's.
+    ``overrides`` (``{"router.policy": "round_robin"}`` or ``["router.policy=round_robin",
+    ...]``, see :mod:`.overrides`) edit the file's data before it is checked, so they are
+    checked like it; a relative path in one (``{"trace.source": "my.csv"}``) is relative to
+    the current folder, where it was typed, not to the experiment file's.
     """
     path = experiment_path(path)
     return experiment_from_data(read_experiment_data(path), path, overrides)

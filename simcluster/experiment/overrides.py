@@ -1,6 +1,6 @@
 """Overrides: ``key.path=value`` edits of an experiment's TOML data, applied before validation.
 
-    router.policy=jsq               a string (a bare word is a string)
+    router.policy=round_robin       a string (a bare word is a string)
     instances.0.count=8             the first [[instances]] table's count (an integer)
     trace.rate_per_s=12             a number
     slo.ttft_s=0.5                  creates the [slo] table if the file has none
@@ -21,7 +21,7 @@ import copy
 import tomllib
 from typing import Any, Iterable, Mapping
 
-from simcluster.errors import InputError
+from simcluster.errors import InputError, toml_text
 
 
 def parse_value(text: str) -> Any:
@@ -37,8 +37,8 @@ def parse_override(text: str) -> tuple[str, Any]:
     key, eq, value = str(text).partition("=")
     key = key.strip()
     if not eq or not key or any(not part for part in key.split(".")):
-        raise InputError(f"expected KEY.PATH=VALUE (e.g. router.policy=jsq), got {text!r}",
-                         field="--set")
+        raise InputError("expected KEY.PATH=VALUE (e.g. router.policy=round_robin), got "
+                         f"{text!r}", field="--set")
     return key, parse_value(value)
 
 
@@ -132,6 +132,6 @@ def blame(err: InputError, overrides: Mapping[str, Any]) -> InputError:
         name = field_name(path)
         if err.field == name or err.field.startswith(name + ".") or \
                 err.field.startswith(name + "["):
-            return type(err)(f"{err.reason} (set by --set {path}={value!r})", file=err.file,
-                             line=err.line, field=err.field)
+            return type(err)(f"{err.reason} (set by --set {path}={toml_text(value)})",
+                             file=err.file, line=err.line, field=err.field)
     return err

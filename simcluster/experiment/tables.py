@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from simcluster.errors import InputError, did_you_mean, relocate
+from simcluster.errors import InputError, did_you_mean, relocate, toml_text
 
 
 class Table:
@@ -70,7 +70,11 @@ class Table:
                 and not isinstance(value, bool)):
             value = float(value)
         if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
-            raise self._err(key, f"expected {_names(kind)}, got {value!r}")
+            hint = ""
+            if dict in kinds and not isinstance(value, (dict, list)):
+                # (--set router=jsq for router.policy=jsq: the table's keys go one by one)
+                hint = f" (a table's keys are set one by one: {self.where}{key}.KEY=VALUE)"
+            raise self._err(key, f"expected {_names(kind)}, got {toml_text(value)}{hint}")
         if isinstance(value, float) and not math.isfinite(value):
             raise self._err(key, f"expected a finite number, got {value!r}")
         if check is not None and not check(value):
@@ -151,9 +155,14 @@ def resolve(value: str, base: Path) -> str | Path:
     return p if p.is_absolute() else base / p
 
 
+#: what a TOML file calls each Python type a reader asks for
+_TOML_NAMES = {dict: "a table", list: "an array", str: "a string", int: "an integer",
+               float: "a number", bool: "true or false"}
+
+
 def _names(kind) -> str:
     kinds = kind if isinstance(kind, tuple) else (kind,)
-    return " or ".join(getattr(k, "__name__", str(k)) for k in kinds)
+    return " or ".join(_TOML_NAMES.get(k, getattr(k, "__name__", str(k))) for k in kinds)
 
 
 def positive(v):
