@@ -147,8 +147,9 @@ def cmd_cheapest(args) -> int:
     from simcluster.errors import InputError
     from simcluster.experiment.study import cheapest
     if not args.candidates and not args.devices:
-        raise InputError("give --devices (with --tp, --max-count) or --candidates FILE.toml",
-                         field="--devices")
+        raise InputError("give the devices to choose among, e.g. --devices H100-SXM,A100-80GB "
+                         "(with --tp, --max-count; 'simcluster list devices' prints them with "
+                         "their prices), or --candidates FILE.toml", field="--devices")
     res = cheapest(args.experiment, rate_per_s=args.rate, devices=args.devices or (),
                    tp=args.tp, max_count=args.max_count, attainment=args.attainment,
                    ttft_slo_s=args.ttft_slo, tpot_slo_s=args.tpot_slo, set=args.sets,
