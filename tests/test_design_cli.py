@@ -231,6 +231,25 @@ def test_search_toml_loads_with_lists_and_ranges(tmp_path):
     assert bundled.method == "llmshare" and bundled.candidates == 5000
 
 
+def test_a_bundled_search_is_found_by_name_from_any_folder(tmp_path, monkeypatch):
+    """``simcluster search tiny`` as ``simcluster run hels_opt30b``: from a folder that holds
+    no experiments/ (an installed package's user), a name, a name.toml and search/NAME.toml
+    find the bundled file; a path is a path; anything else lists the bundled searches."""
+    from simcluster.experiment import experiments_dir
+    from simcluster.experiment.search_spec import search_path
+    monkeypatch.chdir(tmp_path)
+    bundled = experiments_dir() / "search" / "tiny.toml"
+    for name in ("tiny", "tiny.toml", "search/tiny.toml", str(bundled)):
+        assert search_path(name).resolve() == bundled.resolve()
+    mine = _tiny(tmp_path)
+    assert search_path(mine) == mine
+    with pytest.raises(InputError, match=r"did you mean 'tiny'.*known: llmshare_search, "
+                                         r"llmshare_table, tiny"):
+        search_path("tinyy")
+    with pytest.raises(InputError, match="no such search file"):
+        search_path("experiments/search/tiny.toml")     # (relative to a repository checkout)
+
+
 @pytest.mark.parametrize("edit, field", [
     ({'name = "tiny"': 'name = "tiny"\nbudgte = 3'}, "budgte"),
     ({"cores = [72, 132]": "cores = [72, 13.5]"}, "space.prefill.cores"),

@@ -83,7 +83,8 @@ def cmd_search(args) -> int:
 def add_commands(sub) -> None:
     s = sub.add_parser("search", help="search hardware designs for the Pareto front of "
                        "(serving time, cost) with the simulator in the loop")
-    s.add_argument("space", help="a design-search TOML (experiments/llmshare_search.toml)")
+    s.add_argument("space", help="a design-search TOML, or a bundled one's name: tiny (seconds), "
+                   "llmshare_search (LLMShare's whole space), llmshare_table")
     s.add_argument("--out", help="output folder (default: out/search-NAME)")
     s.add_argument("--method", help="override [search] method")
     s.add_argument("--seed", type=non_negative_int, help="override the seed")

@@ -231,12 +231,33 @@ def _pools(t: Table | None) -> dict:
     return {k: v for k, v in out.items() if v is not None}
 
 
-def load_search(path) -> SearchSpec:
-    """Read and check a design-search TOML (see the module docstring)."""
-    path = Path(path)
+def search_path(path) -> Path:
+    """The file of a design search: a path, or a bundled search's name (``tiny``,
+    ``llmshare_search.toml``: ``simcluster search tiny`` works from any folder), or a path
+    under the bundled experiments folder (``search/tiny.toml``). Otherwise InputError
+    listing the bundled searches."""
+    from simcluster.errors import unknown_name
     from simcluster.experiment import experiments_dir
-    if not path.exists() and (experiments_dir() / path).exists():
-        path = experiments_dir() / path
+    p = Path(path).expanduser()
+    if p.exists():
+        return p
+    bundled = experiments_dir() / "search"
+    candidates = [experiments_dir() / p]
+    if p.parent == Path("."):
+        candidates[:0] = [bundled / p, bundled / f"{p}.toml"]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    known = sorted(f.stem for f in bundled.glob("*.toml"))
+    err = unknown_name("search", str(path), known, hint=" (bundled), or the path of a "
+                       "search TOML file")
+    raise InputError(f"no such search file; {err.reason}", file=str(p))
+
+
+def load_search(path) -> SearchSpec:
+    """Read and check a design-search TOML (see the module docstring): a path or a bundled
+    search's name (:func:`search_path`)."""
+    path = search_path(path)
     data = read_toml_file(path, "search")
     top = Table(data, str(path), "", path.parent)
     name = top.get("name", str, path.stem)
