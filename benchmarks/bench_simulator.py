@@ -33,10 +33,6 @@ max_model_len 16k, the measured calibration, least-outstanding-tokens routing un
   ``inst-256``, ``inst-1024``: the same for 120 and 30 simulated seconds (153,600 requests
   each; the first few seconds, while the replicas fill, are a larger share of the run), pools
   past the issue's series, where routing chooses among hundreds of replicas.
-* ``inst-16-rr``, ``inst-64-rr``: ``inst-16`` and ``inst-64`` with round-robin routing, whose
-  choice costs the same in any pool: the event loop's own growth with the pool, apart from
-  what least-outstanding-tokens routing adds on top (a diagnostic beside the series, not a
-  target). They share ``inst-16``'s and ``inst-64``'s traces.
 * ``chunked``: ``azure-x1`` with chunked prefill (vLLM v1's scheduling) and a 2,048-token
   budget; ``overload``: ``azure-x1`` on one A100-80GB, which cannot keep up (the queue grows
   to minutes, about 3,500 preemptions under KV pressure): the regimes a capacity search
@@ -95,8 +91,6 @@ ROWS = {
     "inst-4": ("syn", {"span_s": 1000.0, "count": 4}, "inst-1"),
     "inst-16": ("syn", {"span_s": 1000.0, "count": 16}, "inst-1"),
     "inst-64": ("syn", {"span_s": 1000.0, "count": 64}, "inst-1"),
-    "inst-16-rr": ("syn", {"span_s": 1000.0, "count": 16, "router": "round_robin"}, "inst-1"),
-    "inst-64-rr": ("syn", {"span_s": 1000.0, "count": 64, "router": "round_robin"}, "inst-1"),
     "inst-256": ("syn", {"span_s": 120.0, "count": 256}, "inst-1"),
     "inst-1024": ("syn", {"span_s": 30.0, "count": 1024}, "inst-1"),
     "chunked": ("azure", {"count": 1, "chunked": 2048}, "azure-x1"),
@@ -111,7 +105,6 @@ QUICK = {"syn-1M": {"n": 200_000}, "out-x1": {"n": 10_000}, "out-x4": {"n": 10_0
          "out-x16": {"n": 10_000}, "disagg": {"n": 10_000}, "hetero": {"n": 10_000},
          "inst-1": {"span_s": 200.0}, "inst-4": {"span_s": 200.0},
          "inst-16": {"span_s": 200.0}, "inst-64": {"span_s": 200.0},
-         "inst-16-rr": {"span_s": 200.0}, "inst-64-rr": {"span_s": 200.0},
          "inst-256": {"span_s": 30.0}, "inst-1024": {"span_s": 8.0}}
 TEN_M = ("syn-10M", {"n": 10_000_000, "count": 64, "stream": True}, None)
 
@@ -153,7 +146,6 @@ def _build(kind, p, cost, trace_cache, router="least_outstanding_tokens", router
     else:
         specs = [InstanceSpec(h100, cfg, count=count)]
     kw = {} if factory is None else {"cluster_factory": factory}
-    router = p.get("router", router)
     return Simulation(trace, model, specs, router=router, router_params=router_params,
                       cost_model=cost, **kw)
 
