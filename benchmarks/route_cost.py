@@ -26,7 +26,7 @@ import bench_simulator as bench  # noqa: E402
 from simcluster.policies import ROUTERS  # noqa: E402
 
 ROWS = ["inst-1", "inst-4", "inst-16", "inst-64", "inst-256", "inst-1024", "azure-x1",
-        "azure-x4"]
+        "azure-x4", "out-x1", "out-x16"]
 QUICK = {"inst-1": {"span_s": 200.0}, "inst-4": {"span_s": 200.0},
          "inst-16": {"span_s": 200.0}, "inst-64": {"span_s": 100.0},
          "inst-256": {"span_s": 20.0}, "inst-1024": {"span_s": 5.0}}
@@ -78,7 +78,7 @@ def measure(row: str, repeats: int, quick: bool) -> dict:
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--only", nargs="*", choices=ROWS)
+    ap.add_argument("--only", nargs="*", choices=ROWS, help="rows, the first the reference")
     ap.add_argument("--quick", action="store_true", help="shorter instance series")
     args = ap.parse_args(argv)
     rows = args.only or ROWS
