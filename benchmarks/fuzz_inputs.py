@@ -1149,6 +1149,12 @@ def cli_cases() -> list[Case]:
          ("missing.csv",)),
         (["compare", "exp.toml", "--trace", "t.csv", "--vary", "trace.rate_per_s=1,-2"],
          {"exp.toml": exp, "t.csv": good_csv}, ("rate_per_s",)),
+        (["run", "exp.toml", "--set", "router=jsq"], {"exp.toml": exp},
+         ("router", "router.KEY=VALUE")),
+        (["compare", "exp.toml", "--vary", "router.policy=round_robin,jsq"],
+         {"exp.toml": exp}, ("jsq", "join_shortest_queue")),
+        (["cheapest", "exp.toml", "--rate", "2"], {"exp.toml": exp},
+         ("--devices", "list devices")),
     ]
     cases = []
     for args, files, mention in specs:
@@ -1278,6 +1284,8 @@ def design_search_cases() -> list[Case]:
         ["search", "s.toml"], {"s.toml": "objectives = [\n"}, mention=("s.toml",))))
     cases.append(Case("design_search", "search: no such file", *cli(
         ["search", "nope.toml"], {}, mention=("nope.toml",))))
+    cases.append(Case("design_search", "search: a bundled search's name misspelt", *cli(
+        ["search", "tinyy"], {}, mention=("tinyy", "did you mean 'tiny'"))))
     cases.append(Case("design_search", "search: --method unknown", *cli(
         ["search", "s.toml", "--method", "bayes"], {"s.toml": to_toml(_search_spec())},
         mention=("bayes", "llmshare"))))
