@@ -46,6 +46,20 @@ def test_run_figures(res, tmp_path):
     assert all(p.stat().st_size > 5000 for p in paths)
 
 
+@pytest.mark.parametrize("fn", [plots.latency_cdf, plots.instance_timeline,
+                                plots.queue_lengths, plots.run_figures])
+def test_a_frame_where_a_run_goes_is_named_not_an_attribute_error(res, fn):
+    """latency_cdf(res.requests) raised pandas' AttributeError 'DataFrame' object has no
+    attribute 'requests': the run's figures say they take its Results, and where a frame
+    goes instead."""
+    with pytest.raises(TypeError, match=r"expected a run's Results.*got DataFrame.*"
+                                        r"slo_attainment"):
+        fn(res.requests)
+    with pytest.raises(TypeError, match="got DataFrame for 'b'" if fn is plots.latency_cdf
+                       else "shows one run"):
+        fn({"a": res, "b": res.requests})
+
+
 def test_timelines_are_resampled_to_the_bins(res):
     fig = plots.instance_timeline(res, bins=40)
     for ax in fig.axes:

@@ -34,10 +34,29 @@ _LATENCY = {"ttft_s": "TTFT", "tpot_s": "TPOT", "e2e_s": "end-to-end latency",
 
 
 def _runs(results) -> dict:
-    """A Results, or a mapping label -> Results, as a dict."""
+    """A Results, or a mapping label -> Results, as a dict (TypeError for anything else: a
+    run's request frame, or a sweep's, given where its Results goes)."""
     if isinstance(results, Mapping):
-        return dict(results)
-    return {getattr(results, "name", "") or "run": results}
+        runs = dict(results)
+    else:
+        runs = {getattr(results, "name", "") or "run": results}
+    for label, res in runs.items():
+        if not (hasattr(res, "requests") and hasattr(res, "timeline")):
+            raise TypeError(
+                f"expected a run's Results (what .run() returns) or a mapping label -> Results, "
+                f"got {type(res).__name__}" + (f" for {label!r}" if len(runs) > 1 else "")
+                + "; a sweep's or comparison's frame goes to latency_percentiles, "
+                "slo_attainment, throughput_latency or cost_per_m_tokens")
+    return runs
+
+
+def _one(results):
+    """One run's Results (TypeError for a mapping of runs, or anything else)."""
+    if isinstance(results, Mapping):
+        raise TypeError("this figure shows one run: give its Results, not a mapping of runs "
+                        "(latency_cdf takes several)")
+    _runs(results)
+    return results
 
 
 class PlotFigure(Figure):
@@ -159,6 +178,7 @@ def _pick(results, max_instances: int):
 def instance_timeline(results, bins: int = 300, max_instances: int = 8) -> Figure:
     """Per instance over time: sequences in the batch, KV blocks in use (% of the
     instance's), and the non-idle share of each bin (the first ``max_instances``)."""
+    results = _one(results)
     tl, inst = results.timeline, results.instances
     edges = _edges(results, bins)
     ids, more = _pick(results, max_instances)
@@ -191,6 +211,7 @@ def queue_lengths(results, bins: int = 300, max_instances: int = 8) -> Figure:
     """Requests queued over time: the cluster's (arrived, not yet prefilling: exact, from the
     request frame) and each instance's waiting queue as sampled at its iterations' ends
     (time-weighted per bin)."""
+    results = _one(results)
     tl = results.timeline
     edges = _edges(results, bins)
     ids, _ = _pick(results, max_instances)
@@ -212,6 +233,7 @@ def queue_lengths(results, bins: int = 300, max_instances: int = 8) -> Figure:
 
 def active_instances(results) -> Figure:
     """A controller's active instances (e.g. CPU sockets) over time, stepwise."""
+    results = _one(results)
     act = results.activity
     fig, axes = _fig(1, 1, w=7.0, h=3.0)
     ax = axes[0, 0]
@@ -395,6 +417,7 @@ def save(figures: Mapping[str, Figure], directory, dpi: int = 110) -> list[Path]
 def run_figures(results, bins: int = 300) -> dict[str, Figure]:
     """The figures of one run: latency CDFs, instance timelines, queue lengths, and active
     instances when a controller ran."""
+    results = _one(results)
     figs = {"latency_cdf": latency_cdf(results), "instance_timeline":
             instance_timeline(results, bins), "queue_lengths": queue_lengths(results, bins)}
     if len(results.activity):
