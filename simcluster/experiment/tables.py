@@ -72,7 +72,7 @@ class Table:
         if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
             hint = ""
             if dict in kinds and not isinstance(value, (dict, list)):
-                # (--set router=jsq for router.policy=jsq: the table's keys go one by one)
+                # (--set router=round_robin meant router.policy=round_robin)
                 hint = f" (a table's keys are set one by one: {self.where}{key}.KEY=VALUE)"
             raise self._err(key, f"expected {_names(kind)}, got {toml_text(value)}{hint}")
         if isinstance(value, float) and not math.isfinite(value):
