@@ -74,6 +74,22 @@ def test_capacity_and_cheapest_commands(tiny, tmp_path, capsys):
     assert (figs / "cheapest.png").exists() and (tmp_path / "c" / "candidates.csv").exists()
 
 
+def test_a_failed_point_shows_its_error_kind_in_the_table_and_its_message_on_stderr(
+        tiny, tmp_path, capsys):
+    """A message in the printed table made it unreadable (hundreds of characters a row):
+    the table names the kind, stderr carries the message, which names the override as an
+    override (a sweep's grid is not --set)."""
+    sweep = tmp_path / "s.toml"
+    sweep.write_text('experiment = "tiny.toml"\n[set]\n"trace.synthetic.n" = 20\n[grid]\n'
+                     '"instances.0.count" = [1, 0]\n')
+    assert main(["sweep", str(sweep), "--jobs", "1", "--quiet"]) == 0      # one point ran
+    out, err = capsys.readouterr()
+    row = [line for line in out.splitlines() if line.split()[:1] == ["0"]]
+    assert row and row[0].split()[-1] == "InputError" and "out of range" not in out
+    assert "point 1 failed: InputError:" in err and "out of range" in err
+    assert "(set by override instances.0.count=0)" in err and "--set" not in err
+
+
 @pytest.mark.parametrize("argv, msg", [
     (["compare", "{tiny}", "--vary", "router.policy"], "--vary"),
     (["compare", "{tiny}", "--set", "instances.0.count=0"], "instances[0].count"),

@@ -82,7 +82,7 @@ def test_overrides_equal_editing_the_file(tmp_path):
     ("seed=1.5", "seed", "expected an integer"),
     # as TOML writes it, not Python's True; and a table given a bare value is told how to
     # set its keys (router=jsq for router.policy=jsq)
-    ("seed=true", "seed", "expected an integer, got true (set by --set seed=true)"),
+    ("seed=true", "seed", "expected an integer, got true (set by override seed=true)"),
     ("router=jsq", "router", "got 'jsq' (a table's keys are set one by one: router.KEY=VALUE)"),
 ])
 def test_overrides_are_checked_like_toml_keys(tmp_path, override, field, msg):
@@ -91,7 +91,7 @@ def test_overrides_are_checked_like_toml_keys(tmp_path, override, field, msg):
         load_experiment(path, [override])
     text = str(err.value)
     assert "tiny.toml" in text and f"field '{field}'" in text and msg in text
-    assert f"--set {override.split('=')[0]}" in text
+    assert f"(set by override {override.split('=')[0]}=" in text
 
 
 def test_overrides_through_the_command_line(tmp_path, capsys):
@@ -165,7 +165,7 @@ def test_a_path_in_an_override_is_read_from_the_current_folder(tmp_path, monkeyp
     assert "4 requests" in capsys.readouterr().out
     assert main(["run", str(exp), "--quiet", "--set", "trace.source=nope.csv"]) == 2
     err = capsys.readouterr().err
-    assert str(work / "nope.csv") in err and "--set trace.source" in err
+    assert str(work / "nope.csv") in err and "override trace.source=" in err
     # only keys the loader reads as paths: a preset's repository id stays a name
     assert load_experiment(exp, {"model.name": "facebook/opt-13b"}).model.num_layers == 40
 

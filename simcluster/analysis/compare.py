@@ -71,8 +71,9 @@ def _fmt(v) -> str:
     return f"{v:.4g}"
 
 
-def _kind(error: str) -> str:
-    """A failed run's cell: the error's class name (``UnknownNameError: ...`` -> that)."""
+def error_kind(error: str) -> str:
+    """A run's status cell: ``ok``, or its error's class name (``UnknownNameError: ...`` ->
+    that; a message is too long for a table's column)."""
     if not error:
         return "ok"
     head = error.split(":", 1)[0]
@@ -85,7 +86,7 @@ def format_compare(table: pd.DataFrame, errors: bool = True) -> str:
     long for a column; ``errors=False``: not, for a caller that reports them itself)."""
     runs = [str(r) for r in table.index]
     width = max(len(m) for _, m in table.columns) + 2
-    kinds = ([_kind(e) for e in table[("status", "error")]]
+    kinds = ([error_kind(e) for e in table[("status", "error")]]
              if ("status", "error") in table else [])
     cw = max(10, *(len(r) + 2 for r in runs), *(len(k) + 2 for k in kinds))
     lines = [f"{'':<{width}}" + "".join(f"{r:>{cw}}" for r in runs)]

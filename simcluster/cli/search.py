@@ -55,7 +55,11 @@ def cmd_sweep(args) -> int:
     print(f"{len(df)} points: {len(df) - len(res.failed) - cached} run, {cached} read from "
           f"disk, {len(res.failed)} failed; {wall:.1f} s wall "
           f"({points_per_s(res.outcomes, wall):.2f} points/s)")
-    print(df[_summary_columns(df)].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    from simcluster.analysis.compare import error_kind
+    shown = df[_summary_columns(df)]
+    if "error" in shown:                 # (the kind here; each message on stderr below)
+        shown = shown.assign(error=shown["error"].fillna("").astype(str).map(error_kind))
+    print(shown.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     for row in res.failed.itertuples():
         print(f"simcluster: point {row.point} failed: {row.error}", file=sys.stderr)
     if args.out:

@@ -132,6 +132,6 @@ def blame(err: InputError, overrides: Mapping[str, Any]) -> InputError:
         name = field_name(path)
         if err.field == name or err.field.startswith(name + ".") or \
                 err.field.startswith(name + "["):
-            return type(err)(f"{err.reason} (set by --set {path}={toml_text(value)})",
+            return type(err)(f"{err.reason} (set by override {path}={toml_text(value)})",
                              file=err.file, line=err.line, field=err.field)
     return err
