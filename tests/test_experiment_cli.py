@@ -159,15 +159,23 @@ def test_bad_parallel_layouts_name_the_degree(tmp_path, capsys, edit, text):
 
 
 @pytest.mark.parametrize("what, names, check", [
-    ("devices", "list_devices", ("H100-SXM", "80", "3.35", "989.4", "3.348")),
-    ("links", "list_links", ("NVLink4",)),
-    ("models", "list_models", ("Mixtral-8x7B", "46.7", "12.88", "8 experts, top-2")),
+    ("devices", "hardware.list_devices", ("H100-SXM", "80", "3.35", "989.4", "3.348")),
+    ("links", "hardware.list_links", ("NVLink4",)),
+    ("models", "models.list_models", ("Mixtral-8x7B", "46.7", "12.88", "8 experts, top-2")),
+    ("nodes", "hardware.list_nodes", ("dgx-h100", "8x H100-SXM", "2x Xeon-Platinum-8480+",
+                                      "NVLink4", "IB-NDR400", "PCIe5", "UPI-16")),
+    # (the Azure conversation trace: 19,366 requests over 3,502 s, prompts 1,155 on average)
+    ("traces", "workload.bundled_traces", ("azure-conv", "19366", "3502", "1155", "211", "no")),
+    ("engines", "engines.list_engines", ("hf-cb-h100", "H100-SXM", "llama-2-7b", "hf_cb",
+                                         "0.0415")),
 ])
 def test_list_specs_is_a_table_of_their_figures(capsys, what, names, check):
-    from simcluster import hardware, models
+    import importlib
     assert main(["list", what]) == 0
     lines = capsys.readouterr().out.splitlines()
-    listed = getattr(hardware if what != "models" else models, names)()
+    module, fn = names.split(".")
+    listed = getattr(importlib.import_module(f"simcluster.{module}"), fn)()
+    listed = sorted(listed) if what == "traces" else listed
     assert lines[0].split()[0] == "name" and len(lines) == len(listed) + 1
     assert [line.split()[0] for line in lines[1:]] == list(listed)
     row = next(line for line in lines if line.startswith(check[0] + " "))

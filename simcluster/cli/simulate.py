@@ -109,20 +109,16 @@ def cmd_list(args) -> int:
         for name in sorted(registry):
             print(f"{name:<{width}}  {registry.describe(name)}")
         return 0
-    specs = {"devices": _device_rows, "links": _link_rows, "models": _model_rows}
-    if args.what in specs:     # a spec: its name, then the figures a choice turns on
-        rows = [[str(c) for c in row] for row in specs[args.what]()]
-        cols = list(zip(*rows))
-        widths = [max(map(len, c)) for c in cols]
-        right = [all(_number(v) or v == "-" for v in c[1:]) for c in cols]   # figures
-        for row in rows:
-            print("  ".join(c.rjust(w) if r else c.ljust(w)
-                            for c, w, r in zip(row, widths, right)).rstrip())
-        return 0
-    table = {"nodes": hardware.list_nodes, "traces": lambda: sorted(bundled_traces()),
-             "engines": _engines}
-    for name in table[args.what]():
-        print(name)
+    specs = {"devices": _device_rows, "links": _link_rows, "models": _model_rows,
+             "nodes": _node_rows, "traces": _trace_rows, "engines": _engine_rows}
+    # a spec: its name, then the figures a choice turns on
+    rows = [[str(c) for c in row] for row in specs[args.what]()]
+    cols = list(zip(*rows))
+    widths = [max(map(len, c)) for c in cols]
+    right = [all(_number(v) or v == "-" for v in c[1:]) for c in cols]   # figures
+    for row in rows:
+        print("  ".join(c.rjust(w) if r else c.ljust(w)
+                        for c, w, r in zip(row, widths, right)).rstrip())
     return 0
 
 
@@ -172,9 +168,43 @@ def _model_rows() -> list:
     return rows
 
 
-def _engines():
-    from simcluster.engines import list_engines
-    return list_engines()
+def _counted(pairs) -> str:
+    return ", ".join(f"{n}x {name}" for name, n in pairs) or "-"
+
+
+def _node_rows() -> list:
+    from simcluster.hardware import list_nodes, load_node
+    rows = [("name", "devices", "sockets", "intra_link", "network_link", "host_link",
+             "socket_link")]
+    for name in list_nodes():
+        n = load_node(name)
+        rows.append((n.name, _counted(n.devices), _counted(n.sockets), n.intra_link or "-",
+                     n.inter_node_link or "-", n.host_link or "-", n.socket_link or "-"))
+    return rows
+
+
+def _trace_rows() -> list:
+    from simcluster.workload import bundled_traces, describe, load_trace
+    rows = [("name", "requests", "span_s", "req_per_s", "prompt_mean", "prompt_p99",
+             "output_mean", "output_p99", "prefix_hashes")]
+    for name in sorted(bundled_traces()):
+        d = describe(load_trace(name))
+        tokens = [f"{d[f'{k}_tokens_{q}']:.0f}" for k in ("prompt", "output")
+                  for q in ("mean", "p99")]
+        rows.append((name, d["requests"], _g(d["span_s"]), _g(d["rate_per_s"]), *tokens,
+                     "yes" if "hash_ids" in d["extras"] else "no"))
+    return rows
+
+
+def _engine_rows() -> list:
+    from simcluster.engines import list_engines, load_engine
+    rows = [("name", "device", "model", "batching", "fit_rel_err_median", "fit_rel_err_p90")]
+    for name in list_engines():
+        e = load_engine(name)
+        fit = e.fit or {}
+        rows.append((e.name, e.device, e.model, e.batching or "-",
+                     _g(fit.get("rel_err_median")), _g(fit.get("rel_err_p90"))))
+    return rows
 
 
 def add_commands(sub) -> None:
