@@ -97,10 +97,8 @@ def cmd_trace_info(args) -> int:
 
 
 def cmd_list(args) -> int:
-    from simcluster import hardware
     from simcluster.policies import (BATCHERS, CONTROLLERS, NUMA_PLACEMENTS, OFFLOADS,
                                      PARTITIONS, ROUTERS)
-    from simcluster.workload import bundled_traces
     policies = {"routers": ROUTERS, "batching": BATCHERS, "controllers": CONTROLLERS,
                 "partitions": PARTITIONS, "offloads": OFFLOADS, "numa": NUMA_PLACEMENTS}
     registry = policies.get(args.what)
