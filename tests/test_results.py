@@ -249,3 +249,17 @@ def test_rejections_count_kinds_of_reason_commonest_first():
     assert out.example[0] == "max_model_len: 5000 tokens > 4096"
     none = rejections(df[~df.rejected])
     assert len(none) == 0 and none.columns.tolist() == ["kind", "requests", "example"]
+
+
+def test_rejected_because_is_the_commonest_kind_in_one_line():
+    import pandas as pd
+    from simcluster.simulation.results import rejected_because
+    reasons = ["kv_capacity: needs 9 KV blocks", "max_model_len: 5000 tokens > 4096", "",
+               "max_model_len: 6000 tokens > 4096", "scheduler could not admit it"]
+    df = pd.DataFrame({"rejected": [bool(r) for r in reasons], "reason": reasons})
+    assert rejected_because(df) == ("2 x max_model_len (e.g. max_model_len: 5000 tokens > 4096)"
+                                     "; and 2 of 2 other kinds")
+    assert rejected_because(df.iloc[1:4]) == \
+        "2 x max_model_len (e.g. max_model_len: 5000 tokens > 4096)"
+    assert rejected_because(df.iloc[[0, 1]]).endswith("; and 1 of 1 other kind")
+    assert rejected_because(df[~df.rejected]) == ""

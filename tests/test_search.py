@@ -247,6 +247,26 @@ def test_capacity_needs_an_slo_and_reports_when_nothing_meets(tiny):
     assert res.rate_per_s == 0 and "fails" in str(res)
 
 
+def test_a_search_that_nothing_meets_names_the_rejections_no_rate_or_count_removes(tiny):
+    # prompts past max_batched_tokens without chunked prefill: rejected at any rate or count
+    short = {"instances.0.scheduler.max_batched_tokens": 400}
+    rejected = ExperimentPoint.from_file(tiny, short).evaluate()[0]
+    assert rejected["rejected"] > 0
+    assert rejected["rejected_because"].startswith(f"{rejected['rejected']} x max_batched_tokens")
+    res = capacity(tiny, set=short, progress=False, jobs=1)
+    bound = (80 - rejected["rejected"]) / 80
+    assert res.rate_per_s == 0 and "so attainment is at most" in res.note
+    assert f"that run rejected {rejected['rejected']} of 80 requests" in str(res)
+    assert f"at most {bound:.3g}: {rejected['rejected_because']}" in str(res)
+    res = cheapest(tiny, rate_per_s=4.0, devices=["H100-SXM", "L40S"], max_count=2, set=short,
+                   mixed=False, progress=False)
+    assert res.best is None and "; the closest, " in res.note
+    assert "x max_batched_tokens (e.g. max_batched_tokens: prompt of" in res.note
+    ok = capacity(tiny, set={"instances.0.count": 1, "slo.ttft_s": 1e-4, "slo.tpot_s": 1e-4},
+                  progress=False, jobs=1)
+    assert "rejected" not in ok.note           # failing on latency alone: no rejection note
+
+
 def test_interior_points_split_the_bracket_evenly():
     assert _interior(0.0, 3.0, 2) == [1.0, 2.0] and _interior(1.0, 2.0, 1) == [1.5]
 

@@ -117,10 +117,12 @@ class ExperimentPoint:
         self.experiment()
 
     def evaluate(self, keep: bool = False):
-        """Run it: (its summary, with ``failure`` saying why if it served nothing, else '';
-        the results when ``keep``)."""
+        """Run it: (its summary, with ``failure`` saying why if it served nothing, else '',
+        and ``rejected_because`` why it rejected what it did (the commonest kind, in one
+        line), else ''; the results when ``keep``)."""
         results = self.experiment().run()
-        row = {**results.summary(), "failure": results.failure()}
+        row = {**results.summary(), "failure": results.failure(),
+               "rejected_because": results.rejected_because()}
         return row, (results if keep else None)
 
     def __getstate__(self):          # cached properties are recomputed where it runs

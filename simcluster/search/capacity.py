@@ -122,7 +122,7 @@ def _search(point, runner, attainment, rel_tol, abs_tol, start_per_s, max_doubli
     lo, hi = _bracket(s, r0, max_doublings, k)
     if lo == 0.0:
         return CapacityResult(0.0, hi, math.nan, attainment, s.frame(),
-                              note=f"even {hi:.4g} req/s fails")
+                              note=f"even {hi:.4g} req/s fails" + _at_any_rate(s.seen[hi]))
     if math.isinf(hi):
         return CapacityResult(lo, hi, math.nan, attainment, s.frame(),
                               note=f"; every rate up to {lo:.4g} req/s meets (no upper bound)")
@@ -134,6 +134,23 @@ def _search(point, runner, attainment, rel_tol, abs_tol, start_per_s, max_doubli
         lo = rates[first_fail - 1] if first_fail > 0 else lo
         hi = rates[first_fail] if first_fail < len(ok) else hi
     return CapacityResult(lo, hi, hi - lo, attainment, s.frame())
+
+
+def rejection_note(o: Outcome) -> str:
+    """Why a configuration may fail at any rate: the requests its run rejected (whatever
+    the rate, a request that cannot fit is rejected, and attainment counts it as a miss);
+    '' when it rejected none."""
+    rejected, n = o.row.get("rejected", 0), o.row.get("requests", 0)
+    why = o.row.get("rejected_because", "")
+    if not (o.ok and rejected and n and why):
+        return ""
+    return (f"rejected {rejected} of {n} requests, so attainment is at most "
+            f"{(n - rejected) / n:.3g}: {why}")
+
+
+def _at_any_rate(o: Outcome) -> str:
+    note = rejection_note(o)
+    return f"; that run {note}" if note else ""
 
 
 def _native_rate(point, s: _Search) -> float:

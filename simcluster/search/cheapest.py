@@ -32,7 +32,7 @@ import pandas as pd
 from simcluster.errors import InputError
 
 from simcluster.hardware import list_nodes, load_device, load_node
-from simcluster.search.capacity import meets
+from simcluster.search.capacity import meets, rejection_note
 from simcluster.search.sweep import points_bar, run_points
 
 COLUMNS = ["config", "kind", "usd_per_hour", "meets", "slo_attainment", "cost_per_m_tokens_usd",
@@ -140,6 +140,22 @@ class _Runs:
                               kind="stable").reset_index(drop=True)
 
 
+def _closest_note(runs: _Runs) -> str:
+    """When no candidate meets: the rejections of the one closest to meeting (the highest
+    attainment), which no number of replicas of its kind removes."""
+    ran = [(label, o) for label, (_, _, o) in runs.done.items() if o.ok]
+    if not ran:
+        return ""
+    label, o = max(ran, key=lambda lo: _attained(lo[1]))
+    note = rejection_note(o)
+    return f"; the closest, {label}, {note}" if note else ""
+
+
+def _attained(o) -> float:
+    a = o.row.get("slo_attainment", math.nan)
+    return a if a == a else -1.0
+
+
 def _homogeneous(runs: _Runs, fams: list[Family], base: dict, max_count: int) -> dict:
     """Family -> the fewest replicas that meet (None: not even ``max_count``)."""
     def cand(f, n):
@@ -216,7 +232,8 @@ def _search(runs, fams, base, max_count, mixed, max_mixed, rate_per_s, attainmen
                 break
     table = runs.frame()
     best = table[table.meets].iloc[0].to_dict() if table.meets.any() else None
-    return CheapestResult(best, table, float(rate_per_s), attainment, note)
+    return CheapestResult(best, table, float(rate_per_s), attainment,
+                          note if best is not None else note + _closest_note(runs))
 
 
 def cheapest_of(point, rate_per_s: float, candidates, *, attainment: float = 0.9,
@@ -238,4 +255,5 @@ def cheapest_of(point, rate_per_s: float, candidates, *, attainment: float = 0.9
         runs.done[label] = (kind, o.row.get("cost_usd_per_hour", math.nan), o)
     table = runs.frame()
     best = table[table.meets].iloc[0].to_dict() if table.meets.any() else None
-    return CheapestResult(best, table, float(rate_per_s), attainment)
+    return CheapestResult(best, table, float(rate_per_s), attainment,
+                          "" if best is not None else _closest_note(runs))

@@ -356,6 +356,21 @@ def rejections(requests: pd.DataFrame) -> pd.DataFrame:
     return out.sort_values("requests", ascending=False, kind="stable", ignore_index=True)
 
 
+def rejected_because(requests: pd.DataFrame) -> str:
+    """The rejections of a run in one line, for a table of runs: the commonest kind with an
+    example, and how many of other kinds (``'405 x max_batched_tokens (e.g. ...); and 3 of 1
+    other kind'``); ''
+    when none was rejected."""
+    kinds = rejections(requests)
+    if not len(kinds):
+        return ""
+    top = kinds.iloc[0]
+    rest = int(kinds.requests.iloc[1:].sum())
+    others = len(kinds) - 1
+    more = f"; and {rest} of {others} other kind{'s' if others > 1 else ''}" if rest else ""
+    return f"{top.requests} x {top.kind} (e.g. {top.example}){more}"
+
+
 def failure(requests: pd.DataFrame) -> str:
     """Why a run served nothing (every request rejected: the commonest reasons), or ''."""
     if not len(requests) or not requests.rejected.all():
@@ -405,6 +420,10 @@ class Results:
     def failure(self) -> str:
         """Why the run served nothing, or '' (:func:`failure`)."""
         return failure(self.requests)
+
+    def rejected_because(self) -> str:
+        """The rejections in one line, or '' (:func:`rejected_because`)."""
+        return rejected_because(self.requests)
 
     def rejections(self) -> pd.DataFrame:
         """Rejected requests per kind of reason, the commonest first (:func:`rejections`)."""
