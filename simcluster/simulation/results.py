@@ -358,9 +358,8 @@ def rejections(requests: pd.DataFrame) -> pd.DataFrame:
 
 def rejected_because(requests: pd.DataFrame) -> str:
     """The rejections of a run in one line, for a table of runs: the commonest kind with an
-    example, and how many of other kinds (``'405 x max_batched_tokens (e.g. ...); and 3 of 1
-    other kind'``); ''
-    when none was rejected."""
+    example, and how many of other kinds (``'405 x max_batched_tokens (e.g. ...); and 3 of
+    1 other kind'``); '' when none was rejected."""
     kinds = rejections(requests)
     if not len(kinds):
         return ""
