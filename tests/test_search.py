@@ -239,6 +239,19 @@ def test_capacity_agrees_with_a_dense_rate_grid(tiny):
     assert res.points.meets.any() and not res.points.meets.all()
 
 
+def test_a_capacity_the_replicas_only_absorb_as_a_burst_is_flagged(tiny):
+    # 80 requests: compressed far enough, the whole trace is one burst worked off afterwards
+    res = capacity(tiny, progress=False, jobs=2, rel_tol=0.05)
+    at = res.points[res.points.rate_per_s == res.rate_per_s].iloc[0]
+    assert res.burst and at.drain_s > at.arrival_window_s
+    assert "a burst, not a sustained rate" in str(res) and "80 requests arrive within" in str(res)
+    # ten times the requests: the same replicas' capacity is a steady state, and lower
+    long = capacity(tiny, set={"trace.synthetic.n": 800}, progress=False, jobs=2, rel_tol=0.05)
+    at = long.points[long.points.rate_per_s == long.rate_per_s].iloc[0]
+    assert not long.burst and at.drain_s < at.arrival_window_s and "burst" not in str(long)
+    assert 0 < long.rate_per_s < res.rate_per_s / 2
+
+
 def test_capacity_needs_an_slo_and_reports_when_nothing_meets(tiny):
     with pytest.raises(InputError, match="needs an SLO"):
         capacity(tiny, set={"slo": {}}, progress=False)

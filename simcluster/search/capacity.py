@@ -16,6 +16,15 @@ The answer is the highest rate found to meet, within one final step of the true 
 attainment falls with rate. Attainment on a finite trace is not strictly monotone (a rescaled
 burst can fail at one rate and pass at a slightly higher one); the points evaluated are
 returned so a non-monotone stretch shows.
+
+A finite trace compressed far enough arrives as one burst, which replicas can absorb within
+the SLOs at a rate they could never sustain (80 requests at 472 req/s arrive in 0.17 s and fit
+in a few batches). So the answer is flagged ``burst`` when, at it, the last request finished
+later after the last arrival than the arrivals took (``drain_s > arrival_window_s``): the run
+measured a backlog worked off after the load stopped, not a steady state. A stable cluster
+drains in about one request's latency, short of a window many latencies long; an overloaded
+one drains in about window x (rate / capacity - 1), so the rule also catches twice the
+sustainable rate on a long trace. A trace of more requests measures a sustained rate.
 """
 
 from __future__ import annotations
@@ -49,6 +58,7 @@ class CapacityResult:
     attainment: float
     points: pd.DataFrame
     note: str = ""
+    burst: bool = False
 
     def __str__(self) -> str:
         if self.rate_per_s <= 0:
@@ -81,7 +91,8 @@ class _Search:
                              k: o.row.get(k, math.nan) for k in (
                                  "ttft_p50_s", "ttft_p90_s", "ttft_p99_s", "tpot_p50_s",
                                  "tpot_p90_s", "tpot_p99_s", "request_throughput_per_s",
-                                 "goodput_per_s", "cost_per_m_tokens_usd")}})
+                                 "goodput_per_s", "cost_per_m_tokens_usd", "arrival_window_s",
+                                 "drain_s")}})
         return pd.DataFrame(rows)
 
 
@@ -125,7 +136,8 @@ def _search(point, runner, attainment, rel_tol, abs_tol, start_per_s, max_doubli
                               note=f"even {hi:.4g} req/s fails" + _at_any_rate(s.seen[hi]))
     if math.isinf(hi):
         return CapacityResult(lo, hi, math.nan, attainment, s.frame(),
-                              note=f"; every rate up to {lo:.4g} req/s meets (no upper bound)")
+                              note=f"; every rate up to {lo:.4g} req/s meets (no upper bound)"
+                              + burst_note(s.seen[lo], lo), burst=is_burst(s.seen[lo]))
     tol = (lambda lo_: abs_tol) if abs_tol else (lambda lo_: rel_tol * lo_)
     while hi - lo > tol(lo):
         rates = _interior(lo, hi, k)
@@ -133,7 +145,27 @@ def _search(point, runner, attainment, rel_tol, abs_tol, start_per_s, max_doubli
         first_fail = next((i for i, m in enumerate(ok) if not m), len(ok))
         lo = rates[first_fail - 1] if first_fail > 0 else lo
         hi = rates[first_fail] if first_fail < len(ok) else hi
-    return CapacityResult(lo, hi, hi - lo, attainment, s.frame())
+    return CapacityResult(lo, hi, hi - lo, attainment, s.frame(),
+                          note=burst_note(s.seen[lo], lo), burst=is_burst(s.seen[lo]))
+
+
+def is_burst(o: Outcome) -> bool:
+    """Whether a run drained for longer after its last arrival than its arrivals took (see
+    the module docstring): it measured a burst absorbed, not a rate sustained."""
+    w, d = o.row.get("arrival_window_s", math.nan), o.row.get("drain_s", math.nan)
+    return bool(o.ok and d > w)
+
+
+def burst_note(o: Outcome, rate: float) -> str:
+    """The warning for a capacity that is a burst (:func:`is_burst`), or ''."""
+    if not is_burst(o):
+        return ""
+    r = o.row
+    return (f"; a burst, not a sustained rate: at {rate:.4g} req/s the trace's "
+            f"{r.get('requests', '?')} requests arrive within {r['arrival_window_s']:.3g} s and "
+            f"the last finishes {r['drain_s']:.3g} s after the last arrival, so the replicas "
+            "work off the whole trace after the load stops; a trace of more requests "
+            "(trace.first_n, trace.synthetic.n) measures the rate they sustain")
 
 
 def rejection_note(o: Outcome) -> str:
