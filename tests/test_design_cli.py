@@ -339,3 +339,14 @@ def test_search_command_answers_from_an_evaluated_table(tmp_path, capsys):
     assert summary["seed"] == 3 and summary["candidates"] == 32 and summary["simulated"] == 0
     assert summary["true_front"] >= 1 and 0 <= summary["adrs"] < 1
     assert "ADRS" in capsys.readouterr().out
+
+
+def test_a_design_search_outcome_shows_one_line():
+    import dataclasses
+    from simcluster.search.design.session import run_design_search
+    spec = dataclasses.replace(load_search("llmshare_table"), method="random", n_iter=2)
+    o = run_design_search(spec, None)
+    text = repr(o)
+    assert text.startswith("<DesignSearchOutcome 'llmshare-gpt3-table': random (seed 0): "
+                           f"{len(o.result.history)} designs evaluated, ")
+    assert "0 simulated" in text and "\n" not in text

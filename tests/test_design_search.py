@@ -290,6 +290,9 @@ def test_search_contract(method):
     front = r.front()
     assert len(front) and front.feasible.all()
     assert r.adrs(front[OBJ].to_numpy()) == 0.0
+    assert repr(r) == (f"<SearchResult {method} (seed 7): 17 designs evaluated, "
+                       f"{int(h.feasible.sum())} feasible, {len(front)} on the front of "
+                       f"{' x '.join(OBJ)}; .history, .front(), .hypervolume>")
 
 
 def test_search_records_infeasible_designs_with_their_reason():

@@ -406,3 +406,19 @@ def test_cheapest_reads_a_copied_relative_path_from_the_experiments_folder(tmp_p
     res = cheapest(exp, rate_per_s=4.0, devices=["H100-SXM"], max_count=2, mixed=False,
                    set={"slo.ttft_s": 5.0, "slo.tpot_s": 1.0}, progress=False)
     assert res.best is not None and (res.candidates.error == "").all()
+
+
+def test_results_of_a_run_and_of_each_question_show_a_line_not_their_frames(tiny):
+    """A notebook cell ending in a result shows what it is, not pages of DataFrame repr."""
+    from simcluster import load_experiment
+    res = load_experiment(tiny).run()
+    assert repr(res).startswith("<Results 'tiny': 80 requests (80 served, 0 rejected) on 2 "
+                                "instances over ") and "\n" not in repr(res)
+    sw = sweep(tiny, {"instances.0.count": [1, 2]}, jobs=1, progress=False)
+    assert repr(sw) == "<SweepResult: 2 points, 0 failed; varied instances.0.count; .frame, .failed>"
+    cmp = compare(tiny, vary={"instances.0.count": [1, 2]}, progress=False)
+    assert repr(cmp) == str(cmp) and "[latency]" in repr(cmp)
+    cap = capacity(tiny, set={"trace.synthetic.n": 40}, progress=False, jobs=1, rel_tol=0.1)
+    assert repr(cap) == f"<CapacityResult: {cap}; .points>" and "\n" not in repr(cap)
+    ch = cheapest(tiny, rate_per_s=4.0, devices=["H100-SXM"], max_count=2, progress=False)
+    assert repr(ch) == f"<CheapestResult: {ch}; .best, .candidates>"

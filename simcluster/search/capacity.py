@@ -60,6 +60,9 @@ class CapacityResult:
     note: str = ""
     burst: bool = False
 
+    def __repr__(self) -> str:
+        return f"<CapacityResult: {self}; .points>"
+
     def __str__(self) -> str:
         if self.rate_per_s <= 0:
             return f"no rate meets the SLOs at {self.attainment:.0%} attainment: {self.note}"

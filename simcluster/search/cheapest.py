@@ -89,6 +89,9 @@ class CheapestResult:
     attainment: float
     note: str = ""
 
+    def __repr__(self) -> str:
+        return f"<CheapestResult: {self}; .best, .candidates>"
+
     def __str__(self) -> str:
         if self.best is None:
             return (f"no candidate serves {self.rate_per_s:.4g} req/s at "

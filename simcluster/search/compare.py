@@ -28,6 +28,8 @@ class Comparison:
     def __str__(self) -> str:
         return format_compare(self.table)
 
+    __repr__ = __str__          # a notebook cell ending in the comparison shows the table
+
     def figures(self, bins: int = 300) -> dict:
         """Latency CDFs of every run, their cost per million tokens, and each run's instance
         timeline."""

@@ -214,6 +214,15 @@ class SweepResult:
     def failed(self) -> pd.DataFrame:
         return self.frame[self.frame.error != ""]
 
+    def __repr__(self) -> str:
+        """A line for a notebook's cell or a prompt (the rows are in ``frame``)."""
+        cols = list(self.frame.columns)
+        varied = cols[:cols.index("point")] if "point" in cols else []
+        varied = [c for c in varied if c != "label"]
+        return (f"<SweepResult: {len(self.frame)} points, {len(self.failed)} failed; varied "
+                f"{', '.join(varied) or 'nothing'}"
+                f"{f'; written to {self.path}' if self.path else ''}; .frame, .failed>")
+
     def save(self, directory) -> Path:
         """Write ``results.csv`` and ``results.parquet`` (when pyarrow is installed)."""
         d = Path(directory)

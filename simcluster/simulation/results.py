@@ -407,6 +407,16 @@ class Results:
     provenance: dict = field(default_factory=dict)
     envelope: dict = field(default_factory=dict)   # engine envelope counters per instance
 
+    def __repr__(self) -> str:
+        """A line for a notebook's cell or a prompt (the frames are attributes)."""
+        r = self.requests
+        rejected = int(r.rejected.sum()) if "rejected" in r else 0
+        span = (float(r.finish_s.max() - r.arrival_s.min())
+                if len(r) and "finish_s" in r and r.finish_s.notna().any() else 0.0)
+        return (f"<Results{f' {self.name!r}' if self.name else ''}: {len(r)} requests "
+                f"({len(r) - rejected} served, {rejected} rejected) on {len(self.instances)} "
+                f"instances over {span:.4g} s; .summary(), .requests, .timeline, .instances>")
+
     def summary(self) -> dict:
         return summarize(self.requests, self.timeline, self.instances, self.ttft_slo_s,
                          self.tpot_slo_s, self.prefix_caching)

@@ -59,6 +59,16 @@ class SearchResult:
     timings: pd.DataFrame
     mci_bins: pd.DataFrame | None = None
 
+    def __repr__(self) -> str:
+        return f"<SearchResult {self.describe()}; .history, .front(), .hypervolume>"
+
+    def describe(self) -> str:
+        """Method, seed, designs evaluated and feasible, the front's size, in one line."""
+        h = self.history
+        feasible = int(h["feasible"].sum()) if "feasible" in h else 0
+        return (f"{self.method} (seed {self.seed}): {len(h)} designs evaluated, {feasible} "
+                f"feasible, {len(self.front())} on the front of {' x '.join(self.objectives)}")
+
     def feasible_objectives(self) -> np.ndarray:
         ok = self.history[self.history["feasible"]]
         return ok[list(self.objectives)].to_numpy(dtype=float)

@@ -55,6 +55,11 @@ class DesignSearchOutcome:
     candidates: int                  # designs the search chose among
     stale: int = 0                   # cached evaluations of other inputs or code, not used
 
+    def __repr__(self) -> str:
+        return (f"<DesignSearchOutcome {self.spec.name!r}: {self.result.describe()}; "
+                f"{self.simulated} simulated, {self.wall_s:.3g} s wall; .front, .comparison, "
+                ".designs(), .summary(), .plot()>")
+
     def designs(self) -> pd.DataFrame:
         """Every evaluated design, in evaluation order, with every figure."""
         h = self.result.history
