@@ -250,6 +250,13 @@ def test_a_capacity_the_replicas_only_absorb_as_a_burst_is_flagged(tiny):
     at = long.points[long.points.rate_per_s == long.rate_per_s].iloc[0]
     assert not long.burst and at.drain_s < at.arrival_window_s and "burst" not in str(long)
     assert 0 < long.rate_per_s < res.rate_per_s / 2
+    # the cheapest configuration for such a rate says the same; for a sustained one, nothing
+    ch = cheapest(tiny, rate_per_s=400.0, devices=["H100-SXM"], max_count=2, mixed=False,
+                  progress=False)
+    assert ch.best is not None and ch.burst and "a burst, not a sustained rate" in str(ch)
+    ch = cheapest(tiny, rate_per_s=4.0, devices=["H100-SXM"], max_count=2, mixed=False,
+                  progress=False)
+    assert not ch.burst and "burst" not in str(ch)
 
 
 def test_capacity_needs_an_slo_and_reports_when_nothing_meets(tiny):

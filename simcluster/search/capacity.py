@@ -50,7 +50,9 @@ def meets(outcome: Outcome, attainment: float) -> bool:
 @dataclass
 class CapacityResult:
     """The highest rate that meets (0 when none did), the bracket ``[rate, fails_at]`` the
-    search ended with, the tolerance it stopped at, and every point it evaluated."""
+    search ended with, the tolerance it stopped at, and every point it evaluated; ``burst``
+    when the run at the answer measured a burst absorbed, not a rate sustained
+    (:func:`is_burst`)."""
 
     rate_per_s: float
     fails_at_per_s: float

@@ -32,7 +32,7 @@ import pandas as pd
 from simcluster.errors import InputError
 
 from simcluster.hardware import list_nodes, load_device, load_node
-from simcluster.search.capacity import meets, rejection_note
+from simcluster.search.capacity import burst_note, is_burst, meets, rejection_note
 from simcluster.search.sweep import points_bar, run_points
 
 COLUMNS = ["config", "kind", "usd_per_hour", "meets", "slo_attainment", "cost_per_m_tokens_usd",
@@ -81,13 +81,16 @@ class Family:
 
 @dataclass
 class CheapestResult:
-    """The cheapest configuration that meets (None if none did) and every candidate run."""
+    """The cheapest configuration that meets (None if none did) and every candidate run;
+    ``burst`` when its run measured a burst absorbed, not the rate sustained
+    (:func:`~.capacity.is_burst`)."""
 
     best: dict | None
     candidates: pd.DataFrame
     rate_per_s: float
     attainment: float
     note: str = ""
+    burst: bool = False
 
     def __repr__(self) -> str:
         return f"<CheapestResult: {self}; .best, .candidates>"
@@ -233,10 +236,7 @@ def _search(runs, fams, base, max_count, mixed, max_mixed, rate_per_s, attainmen
         for i in range(0, len(mixes), width):
             if any(runs.run(mixes[i:i + width])):
                 break
-    table = runs.frame()
-    best = table[table.meets].iloc[0].to_dict() if table.meets.any() else None
-    return CheapestResult(best, table, float(rate_per_s), attainment,
-                          note if best is not None else note + _closest_note(runs))
+    return _answer(runs, rate_per_s, attainment, note)
 
 
 def cheapest_of(point, rate_per_s: float, candidates, *, attainment: float = 0.9,
@@ -256,7 +256,17 @@ def cheapest_of(point, rate_per_s: float, candidates, *, attainment: float = 0.9
         runs.close()
     for label, (kind, _, o) in list(runs.done.items()):
         runs.done[label] = (kind, o.row.get("cost_usd_per_hour", math.nan), o)
+    return _answer(runs, rate_per_s, attainment)
+
+
+def _answer(runs: _Runs, rate_per_s, attainment, note: str = "") -> CheapestResult:
+    """The cheapest that meets, with why none did (:func:`_closest_note`) or whether its run
+    measured a burst rather than the rate sustained (:func:`~.capacity.burst_note`)."""
     table = runs.frame()
-    best = table[table.meets].iloc[0].to_dict() if table.meets.any() else None
+    if not table.meets.any():
+        return CheapestResult(None, table, float(rate_per_s), attainment,
+                              note + _closest_note(runs))
+    best = table[table.meets].iloc[0].to_dict()
+    o = runs.done[best["config"]][2]
     return CheapestResult(best, table, float(rate_per_s), attainment,
-                          "" if best is not None else _closest_note(runs))
+                          note + burst_note(o, rate_per_s), burst=is_burst(o))
