@@ -168,12 +168,18 @@ def test_bad_parallel_layouts_name_the_degree(tmp_path, capsys, edit, text):
     ("traces", "workload.bundled_traces", ("azure-conv", "19366", "3502", "1155", "211", "no")),
     ("engines", "engines.list_engines", ("hf-cb-h100", "H100-SXM", "llama-2-7b", "hf_cb",
                                          "0.0415")),
+    ("experiments", "experiment.bundled_experiments",
+     ("hllm_azure_conv", "Llama-3.1-8B", "azure-conv", "19366", "prefill 1x A100-80GB-PCIe; "
+      "decode 12x Xeon-Gold-6148", "length_buckets")),
+    ("searches", "experiment.search_spec.bundled_searches",
+     ("tiny", "llmshare", "serving_time_s x capex_usd", "384", "6 + 4 x 2",
+      "simulating 300 requests")),
 ])
 def test_list_specs_is_a_table_of_their_figures(capsys, what, names, check):
     import importlib
     assert main(["list", what]) == 0
     lines = capsys.readouterr().out.splitlines()
-    module, fn = names.split(".")
+    module, fn = names.rsplit(".", 1)
     listed = getattr(importlib.import_module(f"simcluster.{module}"), fn)()
     listed = sorted(listed) if what == "traces" else listed
     assert lines[0].split()[0] == "name" and len(lines) == len(listed) + 1

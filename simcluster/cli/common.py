@@ -69,3 +69,8 @@ def write_figures(figures: dict, directory) -> None:
 
 def warn(message: str) -> None:
     print(f"simcluster: {message}", file=sys.stderr)
+
+
+#: The help of a command's experiment argument.
+EXPERIMENT_HELP = ("an experiment TOML's path or a bundled experiment's name (simcluster list "
+                   "experiments); default: the bundled default")

@@ -84,7 +84,8 @@ def add_commands(sub) -> None:
     s = sub.add_parser("search", help="search hardware designs for the Pareto front of "
                        "(serving time, cost) with the simulator in the loop")
     s.add_argument("space", help="a design-search TOML, or a bundled one's name: tiny (seconds), "
-                   "llmshare_search (LLMShare's whole space), llmshare_table")
+                   "llmshare_search (LLMShare's whole space), llmshare_table (simcluster list "
+                   "searches)")
     s.add_argument("--out", help="output folder (default: out/search-NAME)")
     s.add_argument("--method", help="override [search] method")
     s.add_argument("--seed", type=non_negative_int, help="override the seed")

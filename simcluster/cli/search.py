@@ -7,7 +7,8 @@ import sys
 import time
 
 from simcluster.cli.checks import fraction, positive_float, positive_int
-from simcluster.cli.common import add_cache, add_plots, add_runner, add_set, write_figures
+from simcluster.cli.common import (EXPERIMENT_HELP, add_cache, add_plots, add_runner, add_set,
+                                   write_figures)
 
 
 def _progress(args) -> bool:
@@ -177,7 +178,9 @@ def _slo_options(p):
 
 def add_commands(sub) -> None:
     c = sub.add_parser("compare", help="run variants of an experiment; one side-by-side table")
-    c.add_argument("experiments", nargs="*", help="experiment TOML(s) (default: the bundled one)")
+    c.add_argument("experiments", nargs="*", help="experiment TOMLs' paths or bundled "
+                   "experiments' names (simcluster list experiments); default: the bundled "
+                   "default")
     c.add_argument("--vary", action="append", default=[], metavar="KEY.PATH=V1,V2,...",
                    help="values of a key to compare (repeatable: every combination)")
     add_set(c)
@@ -200,7 +203,7 @@ def add_commands(sub) -> None:
     s.set_defaults(func=cmd_sweep)
 
     k = sub.add_parser("capacity", help="highest request rate meeting the SLOs (bisection)")
-    k.add_argument("experiment", nargs="?", default=None)
+    k.add_argument("experiment", nargs="?", default=None, help=EXPERIMENT_HELP)
     _slo_options(k)
     k.add_argument("--rel-tol", type=positive_float, default=0.02,
                    help="stop when the bracket is this fraction of the rate (default 0.02)")
@@ -213,7 +216,7 @@ def add_commands(sub) -> None:
     k.set_defaults(func=cmd_capacity)
 
     h = sub.add_parser("cheapest", help="cheapest replicas serving a rate within the SLOs")
-    h.add_argument("experiment", nargs="?", default=None)
+    h.add_argument("experiment", nargs="?", default=None, help=EXPERIMENT_HELP)
     h.add_argument("--rate", type=positive_float, required=True, help="request rate to serve (req/s)")
     h.add_argument("--devices", type=_csv(str), help="devices to consider, e.g. "
                                                      "H100-SXM,A100-80GB,L40S")

@@ -108,7 +108,8 @@ def cmd_list(args) -> int:
             print(f"{name:<{width}}  {registry.describe(name)}")
         return 0
     specs = {"devices": _device_rows, "links": _link_rows, "models": _model_rows,
-             "nodes": _node_rows, "traces": _trace_rows, "engines": _engine_rows}
+             "nodes": _node_rows, "traces": _trace_rows, "engines": _engine_rows,
+             "experiments": _experiment_rows, "searches": _search_rows}
     # a spec: its name, then the figures a choice turns on
     rows = [[str(c) for c in row] for row in specs[args.what]()]
     cols = list(zip(*rows))
@@ -194,6 +195,41 @@ def _trace_rows() -> list:
     return rows
 
 
+def _experiment_rows() -> list:
+    from collections import Counter
+
+    from simcluster.experiment import bundled_experiments, load_experiment
+    rows = [("name", "model", "trace", "requests", "replicas", "router")]
+    for name in bundled_experiments():
+        e = load_experiment(name)
+        pools = []
+        for spec in e.instances:
+            ds = spec.layout.devices      # a replica: one device, or a parallel group
+            one = ds[0].name if len(ds) == 1 else "[" + " + ".join(
+                f"{n}x {name}" for name, n in Counter(d.name for d in ds).items()) + "]"
+            pools.append(f"{spec.pool + ' ' if spec.pool else ''}{spec.count}x {one}")
+        rows.append((name, e.model.name, e.trace.name, len(e.trace), "; ".join(pools),
+                     e.router))
+    return rows
+
+
+def _search_rows() -> list:
+    from simcluster.errors import InputError
+    from simcluster.experiment.search_spec import bundled_searches, load_search
+    rows = [("name", "method", "objectives", "designs", "evaluated", "answered_by")]
+    for name in bundled_searches():
+        try:
+            s = load_search(name)
+        except InputError as err:           # (a table only a source checkout holds)
+            rows.append((name, "-", "-", "-", "-", f"unavailable: {err.reason}"))
+            continue
+        source = ("a table of evaluated designs" if s.table is not None
+                  else f"simulating {len(s.evaluator.trace)} requests")
+        rows.append((name, s.method, " x ".join(s.objectives), f"{s.space.size:.3g}",
+                     f"{s.n_init} + {s.n_iter} x {s.batch_size}", source))
+    return rows
+
+
 def _engine_rows() -> list:
     from simcluster.engines import list_engines, load_engine
     rows = [("name", "device", "model", "batching", "fit_rel_err_median", "fit_rel_err_p90")]
@@ -207,9 +243,9 @@ def _engine_rows() -> list:
 
 def add_commands(sub) -> None:
     from simcluster.cli.checks import positive_int
-    from simcluster.cli.common import add_plots, add_set
+    from simcluster.cli.common import EXPERIMENT_HELP, add_plots, add_set
     r = sub.add_parser("run", help="simulate an experiment TOML (default: the bundled one)")
-    r.add_argument("experiment", nargs="?", default=None)
+    r.add_argument("experiment", nargs="?", default=None, help=EXPERIMENT_HELP)
     add_set(r)
     r.add_argument("--out", help="write requests/timeline/instances CSVs and summary.json here")
     add_plots(r)
@@ -232,6 +268,6 @@ def add_commands(sub) -> None:
     ls = sub.add_parser("list", help="list registered specs and policies")
     ls.add_argument("what", choices=["devices", "links", "nodes", "models", "routers",
                                      "batching", "controllers", "partitions", "offloads", "numa",
-                                     "traces", "engines"],
+                                     "traces", "engines", "experiments", "searches"],
                     help="what to list")
     ls.set_defaults(func=cmd_list)

@@ -136,6 +136,11 @@ class Experiment:
         return self.simulation().run(progress=progress)
 
 
+def bundled_experiments() -> list[str]:
+    """The names of the bundled experiments (``simcluster run NAME``), sorted."""
+    return sorted(f.stem for f in experiments_dir().glob("*.toml"))
+
+
 def experiment_path(path=None) -> Path:
     """The file of an experiment: a path, or a bundled experiment's name (with or without
     ``.toml``); the bundled default when ``path`` is None."""
@@ -149,8 +154,7 @@ def experiment_path(path=None) -> Path:
             return candidate
     if p.is_dir():
         raise InputError("is a folder; expected an experiment TOML file", file=str(p))
-    bundled = sorted(f.stem for f in experiments_dir().glob("*.toml"))
-    err = unknown_name("experiment", str(path), bundled, hint=" (bundled), or the path of a "
+    err = unknown_name("experiment", str(path), bundled_experiments(), hint=" (bundled), or the path of a "
                        "TOML file")
     raise InputError(f"no such experiment file; {err.reason}", file=str(p))
 

@@ -231,6 +231,12 @@ def _pools(t: Table | None) -> dict:
     return {k: v for k, v in out.items() if v is not None}
 
 
+def bundled_searches() -> list[str]:
+    """The names of the bundled design searches (``simcluster search NAME``), sorted."""
+    from simcluster.experiment import experiments_dir
+    return sorted(f.stem for f in (experiments_dir() / "search").glob("*.toml"))
+
+
 def search_path(path) -> Path:
     """The file of a design search: a path, or a bundled search's name (``tiny``,
     ``llmshare_search.toml``: ``simcluster search tiny`` works from any folder), or a path
@@ -248,8 +254,7 @@ def search_path(path) -> Path:
     for candidate in candidates:
         if candidate.is_file():
             return candidate
-    known = sorted(f.stem for f in bundled.glob("*.toml"))
-    err = unknown_name("search", str(path), known, hint=" (bundled), or the path of a "
+    err = unknown_name("search", str(path), bundled_searches(), hint=" (bundled), or the path of a "
                        "search TOML file")
     raise InputError(f"no such search file; {err.reason}", file=str(p))
 
