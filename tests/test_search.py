@@ -101,6 +101,58 @@ def test_a_rerun_skips_points_on_disk(tiny, tmp_path, monkeypatch):
     assert len(calls) == 7 and json.loads(victim.read_text())["key"] == victim.stem
 
 
+def test_a_rerun_runs_a_point_again_when_a_file_it_names_changed(tmp_path, monkeypatch):
+    csv = tmp_path / "my.csv"
+    csv.write_text("arrival_s,prompt_tokens,output_tokens\n0.0,100,10\n0.5,200,20\n")
+    exp = write_tiny(tmp_path, TINY_CSV)
+    out = tmp_path / "out"
+    first = sweep(exp, {"instances.0.count": [1, 2]}, jobs=1, progress=False, out=out)
+    assert not any(o.cached for o in first.outcomes)
+    again = sweep(exp, {"instances.0.count": [1, 2]}, jobs=1, progress=False, out=out)
+    assert all(o.cached for o in again.outcomes)            # same files: found on disk
+    csv.write_text(csv.read_text() + "1.0,300,30\n")        # an edited trace runs again
+    edited = sweep(exp, {"instances.0.count": [1, 2]}, jobs=1, progress=False, out=out)
+    assert not any(o.cached for o in edited.outcomes)
+    assert list(edited.frame.requests) == [3, 3] and list(first.frame.requests) == [2, 2]
+    # a trace named by an override, relative to where it was given
+    other = tmp_path / "sub"
+    other.mkdir()
+    (other / "my.csv").write_text(csv.read_text())
+    monkeypatch.chdir(other)
+    p = ExperimentPoint.from_file(exp, {"trace.source": "my.csv"})
+    key = p.key
+    (other / "my.csv").write_text(csv.read_text() + "2.0,10,5\n")
+    assert ExperimentPoint.from_file(exp, {"trace.source": "my.csv"}).key != key
+
+
+def test_a_points_key_follows_the_spec_files_of_simcluster_hwspecs(tiny, tmp_path,
+                                                                   monkeypatch):
+    specs = tmp_path / "specs" / "devices"
+    specs.mkdir(parents=True)
+    (specs / "mine.toml").write_text('name = "mine"\n')
+    plain = ExperimentPoint.from_file(tiny).key
+    monkeypatch.setenv("SIMCLUSTER_HWSPECS", str(tmp_path / "specs"))
+    with_specs = ExperimentPoint.from_file(tiny).key
+    (specs / "mine.toml").write_text('name = "mine"\n# edited\n')
+    assert len({plain, with_specs, ExperimentPoint.from_file(tiny).key}) == 3
+
+
+TINY_CSV = """
+name = "tiny-csv"
+seed = 3
+[trace]
+source = "my.csv"
+[model]
+name = "llama-2-7b"
+[[instances]]
+device = "H100-SXM"
+count = 2
+[slo]
+ttft_s = 0.25
+tpot_s = 0.03
+"""
+
+
 def test_keys_follow_the_resolved_configuration(tiny):
     base = ExperimentPoint.from_file(tiny)
     assert base.with_overrides({"instances.0.count": 2}).key == base.key   # the file says 2
