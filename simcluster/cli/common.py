@@ -57,9 +57,9 @@ def add_runner(p, jobs_default=None) -> None:
 
 def add_cache(p) -> None:
     p.add_argument("--fresh", action="store_true",
-                   help="run every point again, ignoring results already in --out (a point is found "
-                        "there by its configuration and the files it names; a plugin's "
-                        "code is not seen)")
+                   help="run every point again, ignoring results already in --out (a point "
+                        "is found there by its configuration and the files it names; a "
+                        "plugin's code is not seen)")
 
 
 def write_figures(figures: dict, directory) -> None:
