@@ -1091,6 +1091,10 @@ def cli_cases() -> list[Case]:
          ("s.csv",)),
         (["predict", "--in", "s.csv"], {"s.csv": "op,device,m,n,k\ngemm,H100-SXM,x,2,3\n"},
          ("s.csv",)),
+        # prefill tokens with no prompt to hold them (was accepted: the decodes alone timed)
+        (["predict", "--in", "s.csv"],
+         {"s.csv": "op,model,device,prefill_tokens,decode_seqs,decode_context\n"
+                   "iteration,llama-2-7b,H100-SXM,2048,8,512\n"}, ("s.csv", "prefill_seqs")),
         (["predict", "--in", "s.csv", "--out", "o.csv/x"],
          {"s.csv": "op,device,m,n,k\ngemm,H100-SXM,1,2,3\n", "o.csv": "x"}, ("o.csv",)),
         (["validate", "missing.csv", "--device", "H100-SXM"], {}, ("missing.csv",)),

@@ -51,6 +51,11 @@ def test_usage_mistakes_exit_2_with_suggestions(capsys, args, words):
     (["predict", "--model", "llama-2-7b", "--device", "H100-SMX", "--decode-seqs", "1"],
      ["unknown device 'H100-SMX'", "did you mean 'H100-SXM'"]),
     (["predict", "--model", "llama-2-7b", "--device", "H100-SXM"], ["empty batch"]),
+    # a size without its count: the count named, not guessed as 1
+    (["predict", "--model", "llama-2-7b", "--device", "H100-SXM", "--prefill-tokens", "2048"],
+     ["field 'prefill_seqs'", "prefill_tokens is 2048 but prefill_seqs is 0"]),
+    (["predict", "--model", "llama-2-7b", "--device", "H100-SXM", "--decode-context", "512"],
+     ["field 'decode_seqs'", "decode_context is 512 but decode_seqs is 0"]),
     (["predict", "--op", "gemm", "--device", "H100-SXM"], ["--m", "--n", "--k"]),
     (["trace-info", "azure-cnv"], ["did you mean 'azure-conv'"]),
     (["run", "hels_opt3b"], ["no such experiment", "did you mean 'hels_opt30b'"]),

@@ -197,9 +197,14 @@ def add_commands(sub) -> None:
         q.add_argument(f"--{k.replace('_', '-')}", dest=k,
                        type=non_negative_int if k == "context" else positive_int)
     q.add_argument("--bytes", type=positive_float)
-    for k in ("prefill_seqs", "prefill_tokens", "prefill_context", "decode_seqs",
-              "decode_context"):
-        q.add_argument(f"--{k.replace('_', '-')}", dest=k, type=non_negative_int, default=0)
+    batch_help = {"prefill_seqs": "prompts in the iteration (with --model)",
+                  "prefill_tokens": "tokens each prompt prefills",
+                  "prefill_context": "tokens each prompt has cached before them",
+                  "decode_seqs": "sequences decoding one token each",
+                  "decode_context": "KV tokens each decoding sequence attends to"}
+    for k, what in batch_help.items():
+        q.add_argument(f"--{k.replace('_', '-')}", dest=k, type=non_negative_int, default=0,
+                       metavar="N", help=f"{what} (default 0)")
     q.set_defaults(func=cmd_predict)
     c = sub.add_parser("calibrate", help="measure kernel tables on this machine (needs torch)")
     c.add_argument("--out", required=True)

@@ -42,10 +42,15 @@ def iteration_batch(prefill_seqs=0, prefill_tokens=0, prefill_context=0, decode_
             raise InputError(f"expected a whole number >= 0, got {v!r}", field=name)
     if prefill_seqs and not prefill_tokens:
         raise InputError("prefill sequences need prefill_tokens >= 1", field="prefill_tokens")
+    for size, seqs in (("prefill_tokens", "prefill_seqs"), ("prefill_context", "prefill_seqs"),
+                       ("decode_context", "decode_seqs")):
+        if counts[size] and not counts[seqs]:
+            raise InputError(f"{size} is {counts[size]} but {seqs} is 0: give how many "
+                             f"sequences of that size the batch holds ({seqs} >= 1)", field=seqs)
     if not prefill_seqs and not decode_seqs:
         raise InputError("an empty batch has no iteration time: give prefill_seqs with "
                          "prefill_tokens, or decode_seqs (with decode_context)",
-                         field="decode_seqs")
+                         field="prefill_seqs / decode_seqs")
     return Batch(prefill_tokens=(int(prefill_tokens),) * int(prefill_seqs),
                  prefill_context=(int(prefill_context),) * int(prefill_seqs),
                  decode_context=(int(decode_context),) * int(decode_seqs))
