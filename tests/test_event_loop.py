@@ -951,3 +951,30 @@ def test_vllm_schedule_examples_reach_every_case():
     assert SCHEDULES_SEEN == {"hand-off admitted", "prompt admitted", "partial prompt",
                               "partial prompt beside members", "members preempted",
                               "mixed preempted"}
+
+
+def test_a_simulation_takes_names_frames_and_one_spec_and_names_a_wrong_argument(h100, llama7b):
+    import pandas as pd
+
+    from simcluster.cluster import InstanceSpec
+    from simcluster.cost import Layout
+    from simcluster.models import model_preset
+    from simcluster.workload import Trace
+    spec = InstanceSpec(Layout.uniform(h100), count=1)
+    df = pd.DataFrame({"arrival_s": [0.0, 0.5, 1.0], "prompt_tokens": [100, 200, 300],
+                       "output_tokens": [5, 6, 7]})
+    ref = Simulation(Trace.from_frame(df), llama7b, [spec]).run().requests
+    # a frame for the trace, a preset's name for the model, one spec for the list: the same
+    same = Simulation(df, "llama-2-7b", spec).run().requests
+    pd.testing.assert_frame_equal(ref, same)
+    assert model_preset("llama-2-7b") == llama7b
+    for args, says in [((df[["prompt_tokens"]], llama7b, [spec]), "missing column 'arrival_s'"),
+                       ((3, llama7b, [spec]), "trace: expected a Trace"),
+                       ((df, 7, [spec]), "model: expected a ModelSpec"),
+                       ((df, llama7b, [{"device": "H100-SXM"}]), "instances[0]: expected an "
+                                                                 "InstanceSpec; got dict"),
+                       ((df, llama7b, "H100-SXM"), "instances: expected InstanceSpecs"),
+                       ((df, llama7b, []), "at least one InstanceSpec")]:
+        with pytest.raises((TypeError, ValueError)) as err:
+            Simulation(*args)
+        assert says in str(err.value), err.value

@@ -57,6 +57,42 @@ def cost_provenance(cost_model: CostModel, devices) -> dict:
 ARRIVAL_WINDOW = 1 << 14   # trace rows turned into Python numbers at a time
 
 
+def _arguments(trace, model, instances):
+    """A Simulation's trace, model and instances as the types it runs on (what each may be:
+    its docstring); TypeError naming the argument for anything else."""
+    import os
+    import sys
+
+    from simcluster.models import ModelSpec, load_model
+    from simcluster.workload import Trace, load_trace
+    frames = sys.modules.get("pandas")      # (not imported: then it cannot be a DataFrame)
+    if isinstance(trace, (str, os.PathLike)):
+        trace = load_trace(trace)
+    elif frames is not None and isinstance(trace, frames.DataFrame):
+        trace = Trace.from_frame(trace)
+    elif not isinstance(trace, Trace):
+        raise TypeError(f"trace: expected a Trace, a DataFrame of its columns, or a trace "
+                        f"file's path or bundled name; got {type(trace).__name__}")
+    if isinstance(model, (str, os.PathLike)):
+        model = load_model(model)
+    elif not isinstance(model, ModelSpec):
+        raise TypeError(f"model: expected a ModelSpec or a preset's name (model_preset, "
+                        f"load_model); got {type(model).__name__}")
+    if isinstance(instances, InstanceSpec):
+        instances = [instances]
+    elif isinstance(instances, (str, bytes, Mapping)) or not hasattr(instances, "__iter__"):
+        raise TypeError(f"instances: expected InstanceSpecs (one, or a list of them); got "
+                        f"{type(instances).__name__}")
+    instances = list(instances)
+    for i, spec in enumerate(instances):
+        if not isinstance(spec, InstanceSpec):
+            raise TypeError(f"instances[{i}]: expected an InstanceSpec; got "
+                            f"{type(spec).__name__}")
+    if not instances:
+        raise ValueError("instances: a cluster needs at least one InstanceSpec")
+    return trace, model, instances
+
+
 class Simulation:
     """One trace on one cluster configuration."""
 
@@ -65,6 +101,12 @@ class Simulation:
                  cost_model: CostModel | None = None, ttft_slo_s: float | None = None,
                  tpot_slo_s: float | None = None, name: str = "",
                  cluster_factory: Callable = Cluster):
+        """``trace``: a :class:`~simcluster.workload.Trace`, a DataFrame of its columns
+        (``Trace.from_frame``) or a trace file's path or bundled trace's name
+        (``load_trace``); ``model``: a :class:`~simcluster.models.ModelSpec` or a preset's
+        name or config.json's path (``load_model``); ``instances``: InstanceSpecs (one, or a
+        sequence of them)."""
+        trace, model, instances = _arguments(trace, model, instances)
         if len(trace) == 0:
             raise ValueError("the trace has no requests")
         self.trace, self.model, self.name = trace, model, name
