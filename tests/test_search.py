@@ -481,3 +481,21 @@ def test_results_of_a_run_and_of_each_question_show_a_line_not_their_frames(tiny
     assert repr(cap) == f"<CapacityResult: {cap}; .points>" and "\n" not in repr(cap)
     ch = cheapest(tiny, rate_per_s=4.0, devices=["H100-SXM"], max_count=2, progress=False)
     assert repr(ch) == f"<CheapestResult: {ch}; .best, .candidates>"
+
+
+def test_cheapest_and_compare_name_a_wrong_argument(tiny):
+    import numpy as np
+    for kw, says in [({"rate_per_s": 0, "devices": ["L4"]}, "field 'rate_per_s'"),
+                     ({"rate_per_s": "4", "devices": ["L4"]}, "request rate > 0"),
+                     ({"rate_per_s": 4.0}, "cheapest needs the devices to consider"),
+                     ({"rate_per_s": 4.0, "devices": ["L4"], "attainment": 90},
+                      "field 'attainment'")]:
+        with pytest.raises(InputError) as err:
+            cheapest(tiny, progress=False, **kw)
+        assert says in str(err.value), err.value
+    # one string of names joined by commas, one TP degree, a numpy rate
+    res = cheapest(tiny, rate_per_s=np.int64(4), devices="H100-SXM, L40S", tp=1, max_count=1,
+                   mixed=False, progress=False)
+    assert set(res.candidates.config) == {"1x H100-SXM tp1", "1x L40S tp1"}
+    with pytest.raises(InputError, match="field 'vary.router.policy'"):
+        compare(tiny, vary={"router.policy": "round_robin"}, progress=False)

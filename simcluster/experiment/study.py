@@ -26,6 +26,7 @@ current folder.
 from __future__ import annotations
 
 import itertools
+import numbers
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -61,13 +62,15 @@ def _flatten(data: Mapping, prefix: str = "") -> dict[str, Any]:
 
 
 def expand(grid: Mapping[str, Sequence] | None = None,
-           points: Sequence[Mapping] | None = None, file: str | None = None) -> list[dict]:
-    """Every combination of the grid's values, crossed with each listed point."""
+           points: Sequence[Mapping] | None = None, file: str | None = None,
+           name: str = "grid") -> list[dict]:
+    """Every combination of the grid's values, crossed with each listed point (``name``: what
+    the caller calls the grid, for errors: ``grid``, ``vary``)."""
     grid = _flatten(grid or {})
     for k, values in grid.items():
         if not isinstance(values, (list, tuple)) or not values:
             raise InputError(f"expected a non-empty list of values, got {values!r}", file=file,
-                             field=f"grid.{k}")
+                             field=f"{name}.{k}")
     listed = [_flatten(p) for p in (points or [{}])]
     combos = [dict(zip(grid, vals)) for vals in itertools.product(*grid.values())]
     return [{**p, **c} for p in listed for c in combos]
@@ -135,7 +138,7 @@ def compare(experiments=None, vary: Mapping[str, Sequence] | None = None, set=No
     """Run each experiment (a path or a list of paths) under each combination of ``vary``,
     keeping every run's frames: a :class:`~simcluster.search.compare.Comparison`."""
     files = experiments if isinstance(experiments, (list, tuple)) else [experiments]
-    combos = expand(vary)
+    combos = expand(vary, name="vary")
     pts, labels = [], []
     for f in files:
         base = _point(f, set)
@@ -209,7 +212,21 @@ def cheapest(experiment=None, *, rate_per_s: float, devices: Sequence[str] = (),
              ray: str | None = None, out=None, progress: bool = True, fresh: bool = False):
     """The cheapest replicas of ``devices`` x ``tp`` serving ``rate_per_s`` within the SLOs
     (:func:`simcluster.search.cheapest.cheapest`), or the cheapest of ``candidates`` (a
-    candidates file, or a list of (name, instance tables))."""
+    candidates file, or a list of (name, instance tables)). ``devices``: names, or one
+    string of them joined by commas (``"H100-SXM,L40S"``); ``tp``: degrees, or one."""
+    if isinstance(rate_per_s, bool) or not isinstance(rate_per_s, numbers.Real) \
+            or not 0 < rate_per_s < float("inf"):
+        raise InputError(f"expected a request rate > 0 (req/s), got {rate_per_s!r}",
+                         field="rate_per_s")
+    if not 0 < attainment <= 1:
+        raise InputError(f"expected a share in (0, 1], got {attainment}", field="attainment")
+    if isinstance(devices, str):
+        devices = [d.strip() for d in devices.split(",") if d.strip()]
+    tp = [tp] if isinstance(tp, numbers.Integral) else tp
+    if candidates is None and not devices:
+        raise InputError("cheapest needs the devices to consider (devices=['H100-SXM', "
+                         "'L40S']; simcluster list devices has the names and prices) or "
+                         "candidates=", field="devices")
     point = _point(experiment, _slo_set(set, ttft_slo_s, tpot_slo_s))
     runner = _run(jobs, ray)
     kw = dict(attainment=attainment, runner=runner, out=out, progress=progress, fresh=fresh)
