@@ -76,3 +76,23 @@ def test_oom_names_device_and_shortfall():
     plan = memory_plan(model_preset("llama-2-70b"), _layout())
     assert plan.oom and "H100-SXM" in plan.oom[0] and "short by" in plan.oom[0]
     assert plan.kv_capacity_tokens == 0
+
+
+def test_cost_models_show_one_line():
+    """A notebook cell ending in a cost model shows where its times come from, not an
+    object's address."""
+    from simcluster.cost.analytic import PolynomialCostModel
+    from simcluster.cost.moe import RoutingModel
+    from simcluster.engines import load_engine
+    assert repr(CostModel(load_calibration("measured"))) == (
+        "<CostModel: calibration 'measured', kernels 'fused', execution graphs; "
+        ".iteration(model, layout, batch), .predict_op(op, device, ...)>")
+    mixed = CostModel(execution={"prefill": "eager", "decode": "graphs"},
+                      routing=RoutingModel())
+    assert "execution prefill eager, decode graphs, expert loads given;" in repr(mixed)
+    engine = repr(load_engine("hf-cb-h200-eager-7b").cost_model())
+    assert engine.startswith("<EngineCostModel 'hf-cb-h200-eager-7b': calibration 'measured', "
+                             "kernels 'hf-cb', execution eager;")
+    assert repr(PolynomialCostModel.constant(0.01)) == (
+        "<PolynomialCostModel: prefill a, b, c = (0.01, 0.0, 0.0), decode a, b, c = "
+        "(0.01, 0.0, 0.0) (seconds; no hardware)>")

@@ -59,3 +59,8 @@ class PolynomialCostModel(CostModel):
 
     def timer(self, model, layout):
         return self._timer
+
+    def __repr__(self) -> str:
+        t = self._timer
+        return (f"<PolynomialCostModel: prefill a, b, c = {t.prefill}, decode a, b, c = "
+                f"{t.decode} (seconds; no hardware)>")

@@ -121,6 +121,19 @@ class CostModel:
         self._timers: dict = {}
         self._memos: dict = {}
 
+    def __repr__(self) -> str:
+        """A line for a notebook's cell or a prompt: what the iteration times come from."""
+        cal = self.calibration
+        ex = getattr(self, "execution", ExecutionMode())
+        mode = (ex.prefill if ex.prefill == ex.decode
+                else f"prefill {ex.prefill}, decode {ex.decode}")
+        name = getattr(self, "name", "")
+        moe = "" if getattr(self, "routing", None) is None else ", expert loads given"
+        return (f"<{type(self).__name__}{f' {name!r}' if name else ''}: calibration "
+                f"{getattr(cal, 'name', type(cal).__name__)!r}, kernels "
+                f"{getattr(self, 'kernels', FUSED).name!r}, execution {mode}{moe}; "
+                f".iteration(model, layout, batch), .predict_op(op, device, ...)>")
+
     # -- public entries: validate, then compute ----------------------------------------------
     def predict_op(self, op: str, device: DeviceSpec, *, dtype: str = "bf16",
                    mode: str = "graph", **shape) -> dict:
