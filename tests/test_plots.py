@@ -108,3 +108,15 @@ def test_sweep_and_search_figures(tiny_path):
                    rel_tol=0.2, progress=False)
     assert "capacity" in " ".join(t.get_text() for t in
                                   plots.capacity_curve(cap).axes[0].get_legend().get_texts())
+
+
+def test_dir_lists_the_figures_not_the_imports():
+    """``dir(sc.plots)`` (a notebook's completion) lists what the module defines for users,
+    every one of them, and none of numpy's, pandas' or matplotlib's names it imports."""
+    import simcluster as sc
+    from simcluster.analysis import plots as mod
+    defined = {n for n, v in vars(mod).items() if not n.startswith("_") and callable(v)
+               and getattr(v, "__module__", None) == mod.__name__}
+    assert set(mod.__all__) == defined
+    assert sorted(dir(mod)) == sorted(mod.__all__)
+    assert "np" not in dir(sc.plots) and "Figure" not in dir(sc.plots)

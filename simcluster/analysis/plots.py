@@ -423,3 +423,15 @@ def run_figures(results, bins: int = 300) -> dict[str, Figure]:
     if len(results.activity):
         figs["active_instances"] = active_instances(results)
     return figs
+
+
+#: What the module offers (``from simcluster.plots import *``, and ``dir(sc.plots)``: a
+#: notebook's completion lists these, not the numpy, pandas and matplotlib names used above).
+__all__ = ["PlotFigure", "latency_cdf", "instance_timeline", "queue_lengths",
+           "active_instances", "latency_percentiles", "slo_attainment", "throughput_latency",
+           "cost_per_m_tokens", "capacity_curve", "cheapest_candidates", "run_figures", "save",
+           "resample", "queued"]
+
+
+def __dir__():
+    return list(__all__)
