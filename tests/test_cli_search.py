@@ -90,6 +90,27 @@ def test_a_failed_point_shows_its_error_kind_in_the_table_and_its_message_on_std
     assert "(set by override instances.0.count=0)" in err and "--set" not in err
 
 
+def test_points_that_fail_alike_are_one_line(tiny, tmp_path, capsys):
+    """A misspelt grid key fails every point with the same message but for the value: one
+    line naming the points, not one a point; points failing otherwise keep their own."""
+    from simcluster.cli.search import _numbers
+    sweep = tmp_path / "s.toml"
+    sweep.write_text('experiment = "tiny.toml"\n[set]\n"trace.synthetic.n" = 20\n[grid]\n'
+                     '"instances.0.cuont" = [1, 2, 3]\n"seed" = [1, 2]\n')
+    assert main(["sweep", str(sweep), "--jobs", "1", "--quiet"]) == 2      # nothing ran
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if "failed" in line]
+    assert len(lines) == 1 and "points 0-5 failed alike (6 points); point 0: InputError:" \
+        in lines[0] and "did you mean 'count'?" in lines[0]
+    assert "(set by override instances.0.cuont=1)" in lines[0]
+    sweep.write_text('experiment = "tiny.toml"\n[set]\n"trace.synthetic.n" = 20\n[grid]\n'
+                     '"instances.0.count" = [0, 1, -1]\n')
+    assert main(["sweep", str(sweep), "--jobs", "1", "--quiet"]) == 0
+    lines = [line for line in capsys.readouterr().err.splitlines() if "failed" in line]
+    assert [line.split(":")[1] for line in lines] == [" point 0 failed", " point 2 failed"]
+    assert _numbers([0, 1, 2, 3, 7, 9, 10]) == "0-3, 7, 9-10" and _numbers([4]) == "4"
+
+
 @pytest.mark.parametrize("argv, msg", [
     (["compare", "{tiny}", "--vary", "router.policy"], "--vary"),
     (["compare", "{tiny}", "--set", "instances.0.count=0"], "instances[0].count"),

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 import time
 
@@ -61,14 +62,42 @@ def cmd_sweep(args) -> int:
     if "error" in shown:                 # (the kind here; each message on stderr below)
         shown = shown.assign(error=shown["error"].fillna("").astype(str).map(error_kind))
     print(shown.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
-    for row in res.failed.itertuples():
-        print(f"simcluster: point {row.point} failed: {row.error}", file=sys.stderr)
+    for points, error in _alike(res.failed):
+        which = (f"point {points[0]} failed" if len(points) == 1 else
+                 f"points {_numbers(points)} failed alike ({len(points)} points); "
+                 f"point {points[0]}")
+        print(f"simcluster: {which}: {error}", file=sys.stderr)
     if args.out:
         print(f"wrote {args.out}/results.csv and results.parquet "
               f"(points cached in {args.out}/points/)")
     if args.plots:
         write_figures(_sweep_figures(df, res), args.plots)
     return 2 if len(res.failed) == len(df) else 0   # (a grid may hold infeasible points)
+
+
+#: An error's blame of the override that set its field, less the value: points that fail
+#: alike but for the value (a misspelt grid key fails every point) are one line.
+_BLAME = re.compile(r"\(set by override ([^=()]+)=.*\)$")
+
+
+def _alike(failed) -> list[tuple[list[int], str]]:
+    """Failed points grouped by their error (an override's value aside), in point order:
+    (the points, the first one's message)."""
+    groups: dict[str, tuple[list[int], str]] = {}
+    for row in failed.itertuples():
+        key = _BLAME.sub(r"(set by override \1)", str(row.error))
+        groups.setdefault(key, ([], str(row.error)))[0].append(int(row.point))
+    return list(groups.values())
+
+
+def _numbers(points: list[int]) -> str:
+    """0-3, 7, 9-10: runs of consecutive numbers as ranges."""
+    runs, start = [], points[0]
+    for a, b in zip(points, points[1:] + [None]):
+        if b != a + 1:
+            runs.append(str(start) if start == a else f"{start}-{a}")
+            start = b
+    return ", ".join(runs)
 
 
 def _varied(df) -> list[str]:
@@ -207,7 +236,8 @@ def add_commands(sub) -> None:
     _slo_options(k)
     k.add_argument("--rel-tol", type=positive_float, default=0.02,
                    help="stop when the bracket is this fraction of the rate (default 0.02)")
-    k.add_argument("--tol", type=positive_float, help="stop when the bracket is this many req/s wide")
+    k.add_argument("--tol", type=positive_float,
+                   help="stop when the bracket is this many req/s wide")
     add_set(k)
     k.add_argument("--out", metavar="DIR", help="write capacity_points.csv; cache points")
     add_cache(k)
@@ -217,7 +247,8 @@ def add_commands(sub) -> None:
 
     h = sub.add_parser("cheapest", help="cheapest replicas serving a rate within the SLOs")
     h.add_argument("experiment", nargs="?", default=None, help=EXPERIMENT_HELP)
-    h.add_argument("--rate", type=positive_float, required=True, help="request rate to serve (req/s)")
+    h.add_argument("--rate", type=positive_float, required=True,
+                   help="request rate to serve (req/s)")
     h.add_argument("--devices", type=_csv(str), help="devices to consider, e.g. "
                                                      "H100-SXM,A100-80GB,L40S")
     h.add_argument("--tp", type=_csv(positive_int), default=[1], help="TP degrees, e.g. 1,2,4,8")
