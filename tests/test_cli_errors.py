@@ -33,6 +33,18 @@ def test_exit_codes_are_documented():
     assert (cli.EXIT_OK, cli.EXIT_BUG, cli.EXIT_INPUT) == (0, 1, 2)
 
 
+def test_version_and_help_speak_to_users(capsys):
+    """``simcluster --version`` was a usage error ('the following arguments are required');
+    the version is the installed distribution's, and -h opens with what to run first."""
+    from importlib.metadata import version
+    import simcluster
+    rc, out, _ = _main(capsys, "--version")
+    assert rc == 0 and out.strip() == f"simcluster {simcluster.__version__}"
+    assert simcluster.__version__ == version("simcluster")      # pyproject's, the same
+    rc, out, _ = _main(capsys, "-h")
+    assert rc == 0 and "'simcluster run' simulates the bundled default" in " ".join(out.split())
+
+
 @pytest.mark.parametrize("args, words", [
     (["lst", "devices"], ["invalid choice", "did you mean 'list'"]),
     (["list", "device"], ["did you mean 'devices'"]),

@@ -23,8 +23,9 @@ Exit status: 0 done (also when the reader of the output goes away, as with ``| h
 line ``simcluster: error: ...`` naming the file, key or argument — or a configuration with
 no answer: a run that served nothing (the model does not fit, every request rejected), a
 compare variant that could not run, a sweep whose every point failed, a capacity or cheapest
-search that nothing passes, a design search with no feasible design; 1 a bug in simcluster (an internal error, printed with its
-traceback to report); 130 interrupted.
+search that nothing passes, a design search with no feasible design; 1 a bug in simcluster
+(an internal error, printed with its traceback to report); 130 interrupted. ``--version``
+prints the installed version.
 """
 
 from __future__ import annotations
@@ -37,12 +38,19 @@ from simcluster.errors import InputError
 
 EXIT_OK, EXIT_BUG, EXIT_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 
+#: What ``simcluster -h`` says before the commands (the docstring above is for developers).
+DESCRIPTION = ("Simulate LLM-serving clusters on request traces. 'simcluster run' simulates the "
+               "bundled default experiment; 'simcluster COMMAND -h' gives a command's options; "
+               "'simcluster list experiments' names the bundled experiments.")
+
 
 def build_parser():
     from simcluster.cli import design, measure, search, simulate
     from simcluster.cli.checks import Parser
-    p = Parser(prog="simcluster", description=__doc__.split("\n\n")[0],
+    from simcluster import __version__
+    p = Parser(prog="simcluster", description=DESCRIPTION,
                epilog="exit status: 0 ok, 2 bad input, 1 internal error (a bug)")
+    p.add_argument("--version", action="version", version=f"simcluster {__version__}")
     sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
     simulate.add_commands(sub)
     search.add_commands(sub)
