@@ -200,7 +200,8 @@ def cmd_cheapest(args) -> int:
 def _slo_options(p):
     p.add_argument("--ttft-slo", type=positive_float, metavar="S", help="TTFT SLO in seconds "
                    "(default: the experiment's [slo] ttft_s)")
-    p.add_argument("--tpot-slo", type=positive_float, metavar="S", help="TPOT SLO in seconds")
+    p.add_argument("--tpot-slo", type=positive_float, metavar="S", help="TPOT SLO in seconds "
+                   "(default: the experiment's [slo] tpot_s)")
     p.add_argument("--attainment", type=fraction, default=0.9,
                    help="share of requests that must meet every SLO (default 0.9)")
 
