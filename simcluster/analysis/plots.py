@@ -425,7 +425,7 @@ def run_figures(results, bins: int = 300) -> dict[str, Figure]:
     return figs
 
 
-#: What the module offers (``from simcluster.plots import *``, and ``dir(sc.plots)``: a
+#: What the module offers (``import *``, and ``dir(sc.plots)``: a
 #: notebook's completion lists these, not the numpy, pandas and matplotlib names used above).
 __all__ = ["PlotFigure", "latency_cdf", "instance_timeline", "queue_lengths",
            "active_instances", "latency_percentiles", "slo_attainment", "throughput_latency",
