@@ -96,3 +96,23 @@ def test_cost_models_show_one_line():
     assert repr(PolynomialCostModel.constant(0.01)) == (
         "<PolynomialCostModel: prefill a, b, c = (0.01, 0.0, 0.0), decode a, b, c = "
         "(0.01, 0.0, 0.0) (seconds; no hardware)>")
+
+
+def test_layouts_and_experiments_show_one_line():
+    """A layout's repr spelt every device's whole spec (6,500 characters for eight GPUs), an
+    experiment's the model's and every device's; both are one line now, devices in rank order
+    with runs of one name counted, uneven shares shown."""
+    from simcluster.experiment import load_experiment
+    eight = _layout(tp=8, link="NVLink4")
+    assert repr(eight) == "Layout(tp=8, pp=1, devices=[8x H100-SXM], link=NVLink4)"
+    assert eight.describe() == "tp=8 pp=1 [8x H100-SXM]"
+    hels = load_experiment("hels_opt30b")
+    lay = hels.instances[0].layout
+    assert lay.describe() == "tp=4 pp=1 [2x A100-80GB-PCIe,2x RTX3090]"
+    assert "head_shares=(0.375, 0.375, 0.125, 0.125)" in repr(lay) and "kv_shares=(" in repr(lay)
+    assert "ffn_shares" not in repr(_layout(tp=2, link="NVLink4"))      # even shares: not shown
+    assert repr(hels) == (
+        "<Experiment 'hels-opt30b-a100x2-3090x2': 2,000 requests of hels_opt30b, model OPT-30B, "
+        "[1x tp=4 pp=1 [2x A100-80GB-PCIe,2x RTX3090]], router round_robin; .run(), "
+        ".simulation(), .trace, .model, .instances>")
+    assert ", SLO ttft 1 s, tpot 0.05 s;" in repr(load_experiment())

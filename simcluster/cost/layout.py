@@ -34,7 +34,7 @@ def _equal(n: int) -> tuple[float, ...]:
     return tuple(1.0 / n for _ in range(n))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class Layout:
     """Devices of one replica, stage-major: ``devices[s * tp + r]`` is rank r of stage s."""
 
@@ -173,8 +173,39 @@ class Layout:
                 and self.ffn_shares == eq and self.kv_shares == eq and not self.stage_tp
                 and not any(self.recompute_shares))
 
+    def __repr__(self) -> str:
+        """One line: the degrees, the devices (runs of one name counted), the links and any
+        uneven shares (the dataclass's repr spelt every device's whole spec, 6,500 characters
+        for eight GPUs)."""
+        parts = [f"tp={self.tp}", f"pp={self.pp}"]
+        parts += [f"{k}={v}" for k, v in (("dp", self.dp), ("ep", self.ep)) if v > 1]
+        if self.stage_tp:
+            parts += [f"stage_tp={list(self.stage_tp)}", f"stage_layers={list(self.stage_layers)}"]
+        parts.append(f"devices=[{self._device_names()}]")
+        if self.link is not None:
+            parts.append(f"link={self.link.name}")
+        if self.stage_link is not None and self.stage_link != self.link:
+            parts.append(f"stage_link={self.stage_link.name}")
+        eq = _equal(self.tp)
+        for name in ("head_shares", "ffn_shares", "kv_shares", "recompute_shares"):
+            v = getattr(self, name)
+            if any(v) and v != eq:
+                parts.append(f"{name}=({', '.join(f'{x:.4g}' for x in v)})")
+        return f"Layout({', '.join(parts)})"
+
+    def _device_names(self) -> str:
+        """The devices in rank order, a run of one name counted: '8x H100-SXM',
+        '2x A100-80GB-PCIe,2x RTX3090'."""
+        runs: list[list] = []
+        for d in self.devices:
+            if runs and runs[-1][0] == d.name:
+                runs[-1][1] += 1
+            else:
+                runs.append([d.name, 1])
+        return ",".join(n if c == 1 else f"{c}x {n}" for n, c in runs)
+
     def describe(self) -> str:
-        names = ",".join(d.name for d in self.devices)
+        names = self._device_names()
         if self.stage_tp:
             return f"stages tp={list(self.stage_tp)} layers={list(self.stage_layers)} [{names}]"
         extra = "".join(f" {k}={v}" for k, v in (("dp", self.dp), ("ep", self.ep)) if v > 1)

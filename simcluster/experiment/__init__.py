@@ -103,7 +103,7 @@ def experiments_dir() -> Path:
 DEFAULT_EXPERIMENT = "default.toml"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class Experiment:
     """Everything one simulation needs, resolved and validated."""
 
@@ -134,6 +134,19 @@ class Experiment:
 
     def run(self, progress=None):
         return self.simulation().run(progress=progress)
+
+    def __repr__(self) -> str:
+        """One line for a notebook's cell or a prompt (the dataclass's repr spelt the model's
+        and every device's whole spec: 2,300 characters for the default experiment)."""
+        t = self.trace
+        slo = ", ".join(f"{k} {v:g} s" for k, v in (("ttft", self.ttft_slo_s),
+                                                    ("tpot", self.tpot_slo_s)) if v is not None)
+        pools = "; ".join(f"{s.count}x {s.layout.describe()}" + (f" ({s.pool})" if s.pool else "")
+                          for s in self.instances)
+        return (f"<Experiment {self.name!r}: {len(t):,} requests of {t.name or 'a trace'}, "
+                f"model {self.model.name}, [{pools}], router {self.router}"
+                f"{f', SLO {slo}' if slo else ''}; .run(), .simulation(), .trace, .model, "
+                f".instances>")
 
 
 def bundled_experiments() -> list[str]:
