@@ -131,6 +131,11 @@ def test_synthetic_trace_composes_specs():
     (lambda: synthetic_trace(3, arrivals=[0.0, 1.0], prompt=5, output=5, rng=rng()),
      "arrivals"),
     (lambda: synthetic_trace(3, arrivals=1.0, prompt=[1, 2], output=5, rng=rng()), "prompt"),
+    # a bad count names prompt or output, not the helper's own 'tokens'
+    (lambda: synthetic_trace(3, arrivals=1.0, prompt=0, output=5, rng=rng()), "'prompt'"),
+    (lambda: synthetic_trace(3, arrivals=1.0, prompt=5, output=2.5, rng=rng()), "'output'"),
+    (lambda: synthetic_trace(3, arrivals="5", prompt=5, output=5, rng=rng()),
+     "'arrivals': expected a rate .* got str '5'"),
 ])
 def test_bad_parameters_name_the_parameter(call, param):
     with pytest.raises(ValueError, match=param):
@@ -148,3 +153,13 @@ def test_interarrival_cv_of_generated_trace():
     times = gamma_arrivals(5000, 1.0, 2.0, rng(11))
     trace = Trace(times, fixed_lengths(5000, 1), fixed_lengths(5000, 1))
     assert interarrival_cv(trace) == pytest.approx(2.0, rel=0.15)
+
+
+def test_messages_show_numbers_not_numpy_reprs():
+    """numpy 2's scalar reprs ('np.float64(1.0)') leaked into the trace checks' messages."""
+    with pytest.raises(ValueError, match=r"arrival 1\.0 s is earlier than request 1's 2\.0 s"):
+        synthetic_trace(3, arrivals=[0.0, 2.0, 1.0], prompt=5, output=5, rng=rng())
+    with pytest.raises(ValueError, match=r"found -3$"):
+        synthetic_trace(3, arrivals=1.0, prompt=[1, 2, -3], output=5, rng=rng())
+    with pytest.raises(ValueError, match=r"found nan$"):
+        synthetic_trace(3, arrivals=[0.0, math.nan, 1.0], prompt=5, output=5, rng=rng())

@@ -2,9 +2,9 @@
 
 A :class:`Trace` is what a simulation replays: arrival times plus prompt and output token
 counts per request, optionally with prefix-block hashes (:mod:`.hashes`; synthetic
-prefix-sharing workloads in :mod:`.prefixes`). Load one from a file or a bundled public trace (:func:`load_trace`),
-generate one (:func:`synthetic_trace` and the arrival/length generators), reshape it with the
-pure transforms (:func:`rescale_rate`, :func:`time_window`, :func:`first_n`,
+prefix-sharing workloads in :mod:`.prefixes`). Load one from a file or a bundled public trace
+(:func:`load_trace`), generate one (:func:`synthetic_trace` and the arrival/length generators),
+reshape it with the pure transforms (:func:`rescale_rate`, :func:`time_window`, :func:`first_n`,
 :func:`subsample`, :func:`fit_context`), and summarise it (:func:`describe`,
 :func:`format_description`).
 """

@@ -168,12 +168,23 @@ def _realise(spec: object, n: int, rng: np.random.Generator, name: str,
     if callable(spec):
         values = np.asarray(spec(n, rng=rng))
     elif isinstance(spec, numbers.Number) and not isinstance(spec, bool):
-        values = scalar(n, spec)
+        try:
+            values = scalar(n, spec)
+        except InputError as err:      # (it names its own argument, 'tokens': say which)
+            raise InputError(err.reason, field=name) from None
+    elif isinstance(spec, (str, bytes, bool)) or spec is None:
+        raise InputError(f"expected {_SPECS[name]}; got {type(spec).__name__} "
+                         f"{spec!r}", field=name)
     else:
         values = np.asarray(spec)
     if values.shape != (n,):
-        raise InputError(f"{name} must give {n} values, got shape {values.shape}")
+        raise InputError(f"{name} must give {n} values, got shape {values.shape}", field=name)
     return values
+
+
+_SPECS = {"arrivals": "a rate (requests/s), an array of n times or a callable f(n, rng=rng)",
+          "prompt": "a token count, an array of n counts or a callable f(n, rng=rng)",
+          "output": "a token count, an array of n counts or a callable f(n, rng=rng)"}
 
 
 def synthetic_trace(n: int, *, arrivals: ArrivalSpec, prompt: LengthSpec | Trace,

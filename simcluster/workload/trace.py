@@ -204,12 +204,13 @@ def _arrival_array(value: object) -> np.ndarray:
     if bad.any():
         i = int(np.argmax(bad))
         raise InputError(f"request {i}: expected a finite time >= 0 s (at most 2**53), found "
-                         f"{arr[i]!r}",
+                         f"{arr[i].item()!r}",
                          field="arrival_s")
     back = first_decrease(arr)
     if back is not None:
-        raise InputError(f"request {back}: arrival {arr[back]!r} s is earlier than request "
-                         f"{back - 1}'s {arr[back - 1]!r} s; expected non-decreasing times",
+        raise InputError(f"request {back}: arrival {arr[back].item()!r} s is earlier than "
+                         f"request {back - 1}'s {arr[back - 1].item()!r} s; expected "
+                         f"non-decreasing times",
                          field="arrival_s")
     arr.flags.writeable = False
     return arr
@@ -228,7 +229,7 @@ def _token_array(value: object, name: str) -> np.ndarray:
     if bad.any():
         i = int(np.argmax(bad))
         raise InputError(f"request {i}: expected a whole number of tokens >= 1 (at most 2**53), "
-                         f"found {arr[i]!r}", field=name)
+                         f"found {arr[i].item()!r}", field=name)
     arr = arr.astype(np.int64)
     arr.flags.writeable = False
     return arr
