@@ -59,6 +59,16 @@ class UnknownNameError(InputError, KeyError):
     Also a KeyError, which is what a registry lookup raised before names were checked."""
 
 
+def value_text(value: object) -> str:
+    """A short repr of a cell or array value for an error message: a numpy scalar as the
+    Python number it holds (numpy 2 spells ``np.int64(-1)``), cut at 40 characters."""
+    item = getattr(value, "item", None)
+    if item is not None and getattr(value, "shape", None) == ():
+        value = item()
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
 def toml_text(value: object) -> str:
     """``value`` as an error message shows it to the author of a TOML file or a ``--set``:
     ``true``/``false``, ``[...]`` and ``{key = ...}`` as TOML writes them (Python's ``True``

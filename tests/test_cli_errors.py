@@ -82,6 +82,19 @@ def test_input_mistakes_exit_2_naming_the_mistake(capsys, args, words):
     assert all(w in err for w in words), err
 
 
+def test_a_bad_cell_is_shown_as_the_number_it_holds(tmp_path, capsys, monkeypatch):
+    """A table's bad cell read 'got np.int64(-1)' (numpy 2's repr), not what the file says."""
+    from simcluster.errors import value_text
+    import numpy as np
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "gemm.csv").write_text("m,n,k,dtype,time_s\n1,2,3,bf16,-1\n")
+    rc, _, err = _main(capsys, "validate", "gemm.csv", "--device", "H100-SXM")
+    assert rc == 2 and err.rstrip().endswith("time_s must be a number > 0, got -1"), err
+    assert value_text(np.float64(0.5)) == "0.5" and value_text(np.array([1, 2])) == \
+        "array([1, 2])"
+    assert len(value_text("x" * 50)) == 40 and value_text("x" * 50).endswith("...")
+
+
 def test_a_bug_exits_1_with_its_traceback(capsys, monkeypatch):
     import simcluster.cli.simulate as sim
     monkeypatch.setattr(sim, "cmd_list", lambda args: 1 / 0)

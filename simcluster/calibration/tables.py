@@ -11,7 +11,7 @@ import io
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from simcluster.errors import InputError
+from simcluster.errors import InputError, value_text
 from simcluster.hardware import hwspecs_dir, hwspecs_subdirs
 
 if TYPE_CHECKING:
@@ -61,7 +61,8 @@ def read_table(path, time_column: str | None = "time_s") -> tuple[dict, pd.DataF
     if len(bad):
         lines = [i + 1 for i, ln in enumerate(text.splitlines())
                  if ln.strip() and not ln.startswith("#")]
-        raise InputError(f"{time_column} must be a number > 0, got {df[time_column][bad[0]]!r}",
+        got = value_text(df[time_column][bad[0]])
+        raise InputError(f"{time_column} must be a number > 0, got {got}",
                          file=str(path), line=lines[int(bad[0]) + 1], field=time_column)
     return meta, df
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from simcluster.errors import InputError
+from simcluster.errors import InputError, value_text
 
 COLUMNS = ("model", "hardware", "prompt_size", "batch_size", "token_size", "prompt_time",
            "token_time", "tensor_parallel")
@@ -46,8 +46,8 @@ def splitwise_rows(path, model: str, hardware: str, tp: int) -> pd.DataFrame:
         bad = ~(vals > 0)
         if bad.any():
             i = int(bad.to_numpy().nonzero()[0][0])
-            raise InputError(f"expected a number > 0, got {sel[c].iloc[i]!r}", file=str(path),
-                             line=int(sel.index[i]) + 2, field=c)
+            raise InputError(f"expected a number > 0, got {value_text(sel[c].iloc[i])}",
+                             file=str(path), line=int(sel.index[i]) + 2, field=c)
     keys = ["prompt_size", "batch_size", "token_size"]
     med = sel.groupby(keys, as_index=False)[["prompt_time", "token_time"]].median()
     rows = []

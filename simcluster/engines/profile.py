@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from simcluster.errors import InputError
+from simcluster.errors import InputError, value_text
 
 REQUIRED = ("iteration_s", "prefill_tokens", "decode_seqs")
 OPTIONAL = ("decode_context_tokens", "prefill_seqs", "prefill_context_tokens", "samples",
@@ -112,8 +112,8 @@ def read_iterations(path) -> IterationLog:
         bad = vals.isna() | (vals < 0)
         if bad.any():
             row = int(np.flatnonzero(bad.to_numpy())[0])
-            raise InputError(f"row {row + 1}: expected a number >= 0, got {df[c].iloc[row]!r}",
-                             file=str(path), field=c)
+            raise InputError(f"row {row + 1}: expected a number >= 0, got "
+                             f"{value_text(df[c].iloc[row])}", file=str(path), field=c)
         df[c] = vals
     if (df.iteration_s <= 0).any():
         row = int(np.flatnonzero((df.iteration_s <= 0).to_numpy())[0])

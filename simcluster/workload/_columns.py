@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from simcluster.lazy import lazy_module
-from simcluster.errors import InputError
+from simcluster.errors import InputError, value_text
 
 pd = lazy_module("pandas")     # (imported when a frame is first built)
 
@@ -65,12 +65,7 @@ def require_columns(columns: Sequence[str], expected: Sequence[str], rows: Rows,
             file=rows.file, line=line, field=missing[0])
 
 
-def describe_value(value: object) -> str:
-    """A short repr of a cell value for an error message."""
-    if isinstance(value, np.generic):
-        value = value.item()
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
+describe_value = value_text     # (the loaders' name for it)
 
 
 def _as_float(series: pd.Series) -> tuple[np.ndarray, np.ndarray]:

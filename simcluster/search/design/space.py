@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from simcluster.errors import InputError
+from simcluster.errors import InputError, value_text
 
 POOLS = ("prefill", "decode")
 
@@ -151,7 +151,7 @@ class DesignSpace:
             bad = ~np.isin(col, p.values)
             if bad.any():
                 row = int(np.flatnonzero(bad)[0])
-                raise InputError(f"row {row}: {table[p.name].iloc[row]!r} is not one of "
+                raise InputError(f"row {row}: {value_text(table[p.name].iloc[row])} is not one of "
                                  f"{[_plain(v) for v in p.values]}", file=source, field=p.name)
         return table[self.names]
 
