@@ -70,9 +70,14 @@ def run_main(body, page: str, default_block: str, argv=None):
         block = nxt or default_block
         del args[k:k + (2 if nxt else 1)]
     out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        body(args)
-    text = out.getvalue()
-    print(text, end="")
+    try:
+        with contextlib.redirect_stdout(out):
+            body(args)
+    finally:              # (--help exits inside body: its text was captured, show it)
+        text = out.getvalue()
+        print(text, end="")
+        if {"-h", "--help"} & set(args):
+            print(f"\n--doc [BLOCK]: also write the output into docs/{page}, block BLOCK "
+                  f"(default {default_block})")
     if block:
         write_block(page, block, text)
