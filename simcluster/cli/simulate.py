@@ -199,7 +199,8 @@ def _experiment_rows() -> list:
     from collections import Counter
 
     from simcluster.experiment import bundled_experiments, load_experiment
-    rows = [("name", "model", "trace", "requests", "replicas", "router")]
+    # (replicas last: a pool of parametric accelerators spells each design, 110 characters)
+    rows = [("name", "model", "trace", "requests", "router", "replicas")]
     for name in bundled_experiments():
         e = load_experiment(name)
         pools = []
@@ -208,8 +209,8 @@ def _experiment_rows() -> list:
             one = ds[0].name if len(ds) == 1 else "[" + " + ".join(
                 f"{n}x {name}" for name, n in Counter(d.name for d in ds).items()) + "]"
             pools.append(f"{spec.pool + ' ' if spec.pool else ''}{spec.count}x {one}")
-        rows.append((name, e.model.name, e.trace.name, len(e.trace), "; ".join(pools),
-                     e.router))
+        rows.append((name, e.model.name, e.trace.name, len(e.trace), e.router,
+                     "; ".join(pools)))
     return rows
 
 
