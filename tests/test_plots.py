@@ -46,6 +46,17 @@ def test_run_figures(res, tmp_path):
     assert all(p.stat().st_size > 5000 for p in paths)
 
 
+def test_latency_cdf_legend_is_below_the_panels(res):
+    """The legend sat inside the TTFT panel: a comparison of six variants covered its whole
+    curve. It is the figure's, below the panels, runs and each panel's SLO named once."""
+    fig = plots.latency_cdf({f"variant {i}": res for i in range(6)})
+    assert not any(ax.get_legend() for ax in fig.axes) and len(fig.legends) == 1
+    texts = [t.get_text() for t in fig.legends[0].get_texts()]
+    slos = [t for t in texts if "SLO" in t]
+    assert texts[:6] == [f"variant {i}" for i in range(6)] and len(texts) == 6 + len(slos)
+    assert slos and all(t.split()[0] in ("TTFT", "TPOT", "end-to-end") for t in slos)
+
+
 @pytest.mark.parametrize("fn", [plots.latency_cdf, plots.instance_timeline,
                                 plots.queue_lengths, plots.run_figures])
 def test_a_frame_where_a_run_goes_is_named_not_an_attribute_error(res, fn):

@@ -107,12 +107,19 @@ def latency_cdf(results, metrics=("ttft_s", "tpot_s", "e2e_s")) -> Figure:
                 ratio = max(ratio, v[-1] / v[0])
         slo = getattr(next(iter(runs.values())), f"{metric[:-2]}_slo_s", None)
         if slo:
-            ax.axvline(slo * 1e3, color="k", ls="--", lw=0.8, label=f"SLO {slo * 1e3:g} ms")
+            ax.axvline(slo * 1e3, color="k", ls="--", lw=0.8,
+                       label=f"{_LATENCY.get(metric, metric)} SLO {slo * 1e3:g} ms")
         ax.set(xscale="log", xlabel=f"{_LATENCY.get(metric, metric)} (ms)",
                ylabel="fraction of requests", ylim=(0, 1.01))
         _plain_log(ax.xaxis, ratio)
         ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=8)
+    # below the panels, not over the first one's curves (a comparison of six variants with
+    # labels like 'router.policy=round_robin, instances.0.count=2' covered its whole CDF)
+    legend = {}
+    for ax in axes[0]:
+        legend.update(zip(*reversed(ax.get_legend_handles_labels())))
+    fig.legend(list(legend.values()), list(legend), loc="outside lower center",
+               ncol=min(3, len(legend)), fontsize=8)
     return fig
 
 
