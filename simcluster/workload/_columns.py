@@ -65,9 +65,6 @@ def require_columns(columns: Sequence[str], expected: Sequence[str], rows: Rows,
             file=rows.file, line=line, field=missing[0])
 
 
-describe_value = value_text     # (the loaders' name for it)
-
-
 def _as_float(series: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     """(values, unparsable) for a column: float64 values (NaN where not a number).
 
@@ -129,7 +126,7 @@ def numbers(series: pd.Series, rows: Rows, column: str, *, integer: bool,
         if is_str.any():
             pos = int(np.argmax(is_str))
             raise rows.error(pos, column, f"expected {expected}, found the string "
-                                          f"{describe_value(series.iloc[pos])} (a number "
+                                          f"{value_text(series.iloc[pos])} (a number "
                                           "here is written without quotes)")
     if series.dtype.kind in "iu":  # fast path: a clean integer column (checked before any cast)
         raw = series.to_numpy()
@@ -149,7 +146,7 @@ def numbers(series: pd.Series, rows: Rows, column: str, *, integer: bool,
         bad |= finite & (values != np.floor(values))
     if bad.any():
         pos = int(np.argmax(bad))
-        found = "an empty or missing value" if missing[pos] else describe_value(series.iloc[pos])
+        found = "an empty or missing value" if missing[pos] else value_text(series.iloc[pos])
         raise rows.error(pos, column, f"expected {expected}, found {found}")
     return values.astype(np.int64) if integer else values
 
@@ -174,7 +171,7 @@ def timestamps_ns(series: pd.Series, rows: Rows, column: str) -> np.ndarray:
     bad = parsed.isna().to_numpy() | missing
     if bad.any():
         pos = int(np.argmax(bad))
-        found = "an empty or missing value" if missing[pos] else describe_value(series.iloc[pos])
+        found = "an empty or missing value" if missing[pos] else value_text(series.iloc[pos])
         raise rows.error(pos, column, "expected a date-time like '2023-11-16 18:17:03.9799600'"
                          f" (optionally with a timezone such as '+00:00'), found {found}")
     naive_utc = parsed.dt.tz_localize(None).to_numpy()

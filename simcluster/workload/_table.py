@@ -14,10 +14,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from simcluster.lazy import lazy_module
-from simcluster.errors import InputError
+from simcluster.errors import InputError, value_text
 from simcluster.workload._columns import (
     Rows,
-    describe_value,
     first_decrease,
     numbers,
     require_columns,
@@ -106,8 +105,8 @@ def request_arrays(df: pd.DataFrame, schema: Schema, rows: Rows, *, sort: bool,
     if back is not None and not sort:
         shown = df[schema.time]
         raise rows.error(back, schema.time,
-                         f"arrival times must not decrease: {describe_value(shown.iloc[back])} "
-                         f"comes after {describe_value(shown.iloc[back - 1])}"
+                         f"arrival times must not decrease: {value_text(shown.iloc[back])} "
+                         f"comes after {value_text(shown.iloc[back - 1])}"
                          + (f" on line {rows.line(back - 1)}" if rows.lines is not None else "")
                          + "; pass sort=True to sort the requests by arrival")
     if back is not None:

@@ -19,7 +19,7 @@ from types import MappingProxyType
 import numpy as np
 
 from simcluster.lazy import lazy_module
-from simcluster.errors import InputError
+from simcluster.errors import InputError, value_text
 from simcluster.workload._columns import _MAX_EXACT_INT, first_decrease
 from simcluster.workload._table import frame_arrays
 from simcluster.workload.hashes import (BLOCK_COLUMN, HASH_COLUMN, block_tokens_column,
@@ -204,12 +204,12 @@ def _arrival_array(value: object) -> np.ndarray:
     if bad.any():
         i = int(np.argmax(bad))
         raise InputError(f"request {i}: expected a finite time >= 0 s (at most 2**53), found "
-                         f"{arr[i].item()!r}",
+                         f"{value_text(arr[i])}",
                          field="arrival_s")
     back = first_decrease(arr)
     if back is not None:
-        raise InputError(f"request {back}: arrival {arr[back].item()!r} s is earlier than "
-                         f"request {back - 1}'s {arr[back - 1].item()!r} s; expected "
+        raise InputError(f"request {back}: arrival {value_text(arr[back])} s is earlier than "
+                         f"request {back - 1}'s {value_text(arr[back - 1])} s; expected "
                          f"non-decreasing times",
                          field="arrival_s")
     arr.flags.writeable = False
@@ -229,7 +229,7 @@ def _token_array(value: object, name: str) -> np.ndarray:
     if bad.any():
         i = int(np.argmax(bad))
         raise InputError(f"request {i}: expected a whole number of tokens >= 1 (at most 2**53), "
-                         f"found {arr[i].item()!r}", field=name)
+                         f"found {value_text(arr[i])}", field=name)
     arr = arr.astype(np.int64)
     arr.flags.writeable = False
     return arr
