@@ -33,6 +33,18 @@ def test_exit_codes_are_documented():
     assert (cli.EXIT_OK, cli.EXIT_BUG, cli.EXIT_INPUT) == (0, 1, 2)
 
 
+def test_every_option_of_every_command_says_what_it_is():
+    """predict's shape flags, calibrate-engine's scheduler settings and five more printed a
+    bare '--m M' in -h: every argument of every command has a help line."""
+    import argparse
+    from simcluster.cli import build_parser
+    sub = next(a for a in build_parser()._actions
+               if isinstance(a, argparse._SubParsersAction))
+    bare = [(name, a.option_strings or a.dest) for name, cmd in sub.choices.items()
+            for a in cmd._actions if not isinstance(a, argparse._HelpAction) and not a.help]
+    assert not bare, bare
+
+
 def test_version_and_help_speak_to_users(capsys):
     """``simcluster --version`` was a usage error ('the following arguments are required');
     the version is the installed distribution's, and -h opens with what to run first."""

@@ -151,8 +151,9 @@ def _engine_target(name: str, out: str | None, force: bool):
     target = out_file(out) if out else engines_dir() / f"{name}.toml"
     if target.exists() and not force:
         bundled = target.resolve().parent == bundled_engines_dir().resolve()
-        raise InputError(f"{target} exists{' (an engine shipped with simcluster)' if bundled else ''}"
-                         "; pass --force to replace it, or choose another --name", field="--name")
+        shipped = " (an engine shipped with simcluster)" if bundled else ""
+        raise InputError(f"{target} exists{shipped}; pass --force to replace it, or choose "
+                         "another --name", field="--name")
     if not out:
         target.parent.mkdir(parents=True, exist_ok=True)
     return target
@@ -182,21 +183,40 @@ def cmd_validate_e2e(args) -> int:
 
 
 def add_commands(sub) -> None:
-    q = sub.add_parser("predict", help="predict an operator or an iteration")
+    q = sub.add_parser(
+        "predict", help="predict an operator or an iteration",
+        description="Predict one iteration (--model, --device and the batch flags), one "
+                    "operator (--op, --device and its shape flags) or every row of a CSV of "
+                    "shapes (--in), from the cost model and the device's calibration.")
     q.add_argument("--in", dest="input", help="CSV of shapes (see simcluster.cost.predict)")
     q.add_argument("--out", dest="output", help="write predictions CSV here")
-    q.add_argument("--calibration", default="measured")
-    q.add_argument("--op", choices=["gemm", "attn_prefill", "attn_decode", "elementwise"])
-    q.add_argument("--device")
-    q.add_argument("--model")
-    q.add_argument("--tp", type=positive_int, default=1)
-    q.add_argument("--pp", type=positive_int, default=1)
-    q.add_argument("--link")
-    for k in ("m", "n", "k", "tokens", "context", "batch", "kv_len", "num_heads",
-              "num_kv_heads", "head_dim"):
-        q.add_argument(f"--{k.replace('_', '-')}", dest=k,
+    q.add_argument("--calibration", default="measured",
+                   help="measured (fitted from measured kernel tables, borrowed by "
+                        "architecture family where a device has none) or datasheet (the "
+                        "roofline at the device's peaks); default measured")
+    q.add_argument("--op", choices=["gemm", "attn_prefill", "attn_decode", "elementwise"],
+                   help="one operator, shaped by the flags below")
+    q.add_argument("--device", help="device name (simcluster list devices)")
+    q.add_argument("--model", help="model preset (simcluster list models) or a Hugging Face "
+                                   "config.json")
+    q.add_argument("--tp", type=positive_int, default=1, help="tensor-parallel degree "
+                   "(an iteration; default 1)")
+    q.add_argument("--pp", type=positive_int, default=1, help="pipeline stages (default 1)")
+    q.add_argument("--link", help="link between ranks when --tp or --pp > 1 "
+                                  "(simcluster list links)")
+    shape_help = {"m": "gemm: rows of A and C", "n": "gemm: columns of B and C",
+                  "k": "gemm: the inner dimension",
+                  "tokens": "attn_prefill: new tokens of each sequence",
+                  "context": "attn_prefill: tokens cached before them (default 0)",
+                  "batch": "attn_prefill, attn_decode: sequences (attn_prefill default 1)",
+                  "kv_len": "attn_decode: KV tokens each sequence attends to",
+                  "num_heads": "attention: query heads", "num_kv_heads": "attention: KV heads",
+                  "head_dim": "attention: head dimension"}
+    for k, what in shape_help.items():
+        q.add_argument(f"--{k.replace('_', '-')}", dest=k, help=what,
                        type=non_negative_int if k == "context" else positive_int)
-    q.add_argument("--bytes", type=positive_float)
+    q.add_argument("--bytes", type=positive_float,
+                   help="elementwise: bytes read plus written")
     batch_help = {"prefill_seqs": "prompts in the iteration (with --model)",
                   "prefill_tokens": "tokens each prompt prefills",
                   "prefill_context": "tokens each prompt has cached before them",
@@ -207,19 +227,24 @@ def add_commands(sub) -> None:
                        metavar="N", help=f"{what} (default 0)")
     q.set_defaults(func=cmd_predict)
     c = sub.add_parser("calibrate", help="measure kernel tables on this machine (needs torch)")
-    c.add_argument("--out", required=True)
-    c.add_argument("--quick", action="store_true")
+    c.add_argument("--out", required=True, help="folder for the CSV tables and bench.log")
+    c.add_argument("--quick", action="store_true",
+                   help="a reduced grid (a smoke test: under 30 s on a CUDA machine)")
     c.add_argument("--only", help="comma-separated tables, e.g. gemm,attn_decode")
     c.set_defaults(func=cmd_calibrate)
     v = sub.add_parser("validate", help="predict every row of a measured CSV; print errors")
     v.add_argument("measured", help="a kernel table (calibration format) or an 'op' CSV "
                                     "with measured_time_s")
     v.add_argument("--device", help="device the table was measured on")
-    v.add_argument("--calibration", default="measured")
+    v.add_argument("--calibration", default="measured",
+                   help="measured (fitted from measured kernel tables, borrowed by "
+                        "architecture family where a device has none) or datasheet (the "
+                        "roofline at the device's peaks); default measured")
     v.add_argument("--out", help="write per-row predictions here")
     v.set_defaults(func=cmd_validate)
     ce = sub.add_parser("calibrate-engine",
-                        help="fit an engine model to per-iteration logs (hwspecs/engines/README.md)")
+                        help="fit an engine model to per-iteration logs "
+                             "(hwspecs/engines/README.md)")
     ce.add_argument("logs", nargs="+", help="per-iteration CSV(s), fitted together")
     ce.add_argument("--device", required=True, help="device spec it ran on (list devices)")
     ce.add_argument("--model", required=True, help="model it served (list models)")
@@ -230,12 +255,17 @@ def add_commands(sub) -> None:
     ce.add_argument("--calibration", default="measured", help="device-time calibration")
     ce.add_argument("--batching", help="batching policy mirroring the engine (default: hf_cb "
                                        "for transformers logs, else vllm)")
-    ce.add_argument("--block-size", type=positive_int)
-    ce.add_argument("--max-batched-tokens", type=positive_int)
-    ce.add_argument("--max-num-seqs", type=positive_int)
+    ce.add_argument("--block-size", type=positive_int,
+                    help="KV block size (tokens) the engine ran with; this and the three "
+                         "below go into the spec's scheduler settings")
+    ce.add_argument("--max-batched-tokens", type=positive_int,
+                    help="the engine's token budget per iteration")
+    ce.add_argument("--max-num-seqs", type=positive_int,
+                    help="the engine's most sequences per batch")
     ce.add_argument("--force", action="store_true",
                     help="replace an existing engine spec (a bundled one included)")
-    ce.add_argument("--chunked-prefill", action="store_true")
+    ce.add_argument("--chunked-prefill", action="store_true",
+                    help="the engine ran with chunked prefill")
     ce.add_argument("--decode-only", action="append", default=[], metavar="LOG",
                     help="a further log of which only decode iterations are fitted (e.g. a "
                          "sweep whose prompts ran back to back); repeatable")
@@ -246,13 +276,14 @@ def add_commands(sub) -> None:
                                         "(e.g. piecewise,graphs); default from a transformers "
                                         "log, else graphs")
     ce.add_argument("--q-padding", type=non_negative_int, help="CUDA-graph padding of new tokens")
-    ce.add_argument("--kv-padding", type=non_negative_int, help="CUDA-graph padding of KV tokens read")
+    ce.add_argument("--kv-padding", type=non_negative_int,
+                    help="CUDA-graph padding of KV tokens read")
     ce.add_argument("--tp", type=positive_int, default=1, help="tensor-parallel ranks of the logs")
     ce.add_argument("--transfer", help="how the device terms follow another model shape, "
                                        "e.g. kv_token=none,attn_pair=attention (kv_bytes, "
                                        "attention, none; default kv_bytes, attention)")
     ce.add_argument("--link", help="link between the ranks (with --tp > 1), e.g. NVLink4")
-    ce.add_argument("--description")
+    ce.add_argument("--description", help="a line saying what the engine is, kept in the spec")
     ce.add_argument("--scale-device", action="store_true",
                     help="also fit a multiplier on the device time (default 1)")
     ce.set_defaults(func=cmd_calibrate_engine)

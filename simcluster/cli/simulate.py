@@ -15,8 +15,8 @@ def header(exp, sim, overrides=None) -> str:
     sets = as_mapping(overrides)
     with_sets = (" with " + ", ".join(f"{k}={v!r}" if isinstance(v, str) else f"{k}={v}"
                                       for k, v in sets.items())) if sets else ""
-    lines = [f"experiment {exp.name}{with_sets}: {len(t)} requests of {t.name or 'a trace'}, offered "
-             f"{t.rate_per_s:.4g} req/s over {t.span_s:.6g} s; model {exp.model.name}; "
+    lines = [f"experiment {exp.name}{with_sets}: {len(t)} requests of {t.name or 'a trace'}, "
+             f"offered {t.rate_per_s:.4g} req/s over {t.span_s:.6g} s; model {exp.model.name}; "
              f"{sum(s.count for s in exp.instances)} instance(s) "
              f"[{'; '.join(f'{s.count}x {s.layout.describe()}' for s in exp.instances)}], "
              f"router {exp.router}",
@@ -260,7 +260,8 @@ def add_commands(sub) -> None:
     r.add_argument("--quiet", action="store_true", help="no progress bar")
     r.set_defaults(func=cmd_run)
     t = sub.add_parser("trace-info", help="summarise a trace file or bundled trace")
-    t.add_argument("file")
+    t.add_argument("file", help="a trace file (CSV, JSONL, Parquet; Azure, Mooncake or Vidur "
+                                "columns) or a bundled trace's name (simcluster list traces)")
     from simcluster.workload.loaders import FORMATS
     t.add_argument("--format", default=None, choices=sorted(FORMATS),
                    help="the file's format (default: from its suffix and header)")
