@@ -90,6 +90,23 @@ def test_a_failed_point_shows_its_error_kind_in_the_table_and_its_message_on_std
     assert "(set by override instances.0.count=0)" in err and "--set" not in err
 
 
+def test_sweep_help_shows_a_sweep_file_that_runs(tmp_path, capsys):
+    """sweep -h pointed to a Python module for the file's format; it shows the example of
+    simcluster.experiment.study's docstring, which is a valid sweep file."""
+    from simcluster.cli.search import SWEEP_EXAMPLE
+    from simcluster.experiment import study
+    from simcluster.experiment.study import read_sweep
+    body = SWEEP_EXAMPLE.split("\n\n")[1]
+    assert body in study.__doc__.replace("\n    ", "\n  ")
+    with pytest.raises(SystemExit):
+        main(["sweep", "-h"])
+    assert body in capsys.readouterr().out
+    path = tmp_path / "sweep.toml"
+    path.write_text("\n".join(line[2:] for line in body.splitlines()) + "\n")
+    spec = read_sweep(path)
+    assert len(spec["grid"]) == 3 and len(spec["points"]) == 2
+
+
 def test_points_that_fail_alike_are_one_line(tiny, tmp_path, capsys):
     """A misspelt grid key fails every point with the same message but for the value: one
     line naming the points, not one a point; points failing otherwise keep their own."""

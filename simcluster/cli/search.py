@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import argparse
 import re
 import sys
 import time
@@ -197,6 +198,25 @@ def cmd_cheapest(args) -> int:
     return 0 if res.best is not None else 2   # no candidate meets them (see simcluster.cli)
 
 
+#: ``sweep -h``'s example: the one in :mod:`simcluster.experiment.study`'s docstring (a test
+#: holds them equal; importing that module to read it would cost every command 0.4 s).
+SWEEP_EXAMPLE = """a sweep file:
+
+  experiment = "default.toml"      # relative to the sweep file, or a bundled experiment
+  [set]                            # overrides for every point
+  "trace.first_n" = 2000
+  [grid]                           # every combination of these values
+  "trace.rate_per_s" = [2, 4, 8]
+  "instances.0.count" = [1, 2, 4]
+  seed = [0, 1, 2]
+  [[points]]                       # and/or listed points, each crossed with the grid
+  "router.policy" = "round_robin"
+  [[points]]
+  "router.policy" = "least_outstanding_tokens"
+
+Keys are dotted paths into the experiment's TOML, as --set takes them."""
+
+
 def _slo_options(p):
     p.add_argument("--ttft-slo", type=positive_float, metavar="S", help="TTFT SLO in seconds "
                    "(default: the experiment's [slo] ttft_s)")
@@ -221,9 +241,11 @@ def add_commands(sub) -> None:
     c.set_defaults(func=cmd_compare)
 
     s = sub.add_parser("sweep", help="run a grid or list of points (a sweep TOML); one "
-                                     "row per point")
-    s.add_argument("sweep", help="sweep TOML: experiment, [set], [grid], [[points]] "
-                                 "(see simcluster.experiment.study)")
+                                     "row per point",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       epilog=SWEEP_EXAMPLE)
+    s.add_argument("sweep", help="sweep TOML: experiment, [set], [grid], [[points]] (an "
+                                 "example below)")
     add_set(s)
     s.add_argument("--out", metavar="DIR", help="write results.csv/.parquet; points cached "
                                                 "here are skipped when run again")
