@@ -350,3 +350,11 @@ def test_a_design_search_outcome_shows_one_line():
     assert text.startswith("<DesignSearchOutcome 'llmshare-gpt3-table': random (seed 0): "
                            f"{len(o.result.history)} designs evaluated, ")
     assert "0 simulated" in text and "\n" not in text
+
+
+def test_search_help_lists_every_method():
+    """--method's help names the methods (the list is the CLI's own, kept off the registry
+    import that -h would otherwise pay for): the same names as the registry, in its order."""
+    from simcluster.cli.design import METHOD_NAMES
+    from simcluster.search.design.methods import METHODS
+    assert METHOD_NAMES == tuple(METHODS)

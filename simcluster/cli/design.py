@@ -8,6 +8,11 @@ from pathlib import Path
 
 from simcluster.cli.checks import non_negative_int, out_dir, positive_int
 
+#: The design-search methods (``search.design.methods.METHODS``, which a test holds this to;
+#: importing it for -h would cost every command 0.5 s).
+METHOD_NAMES = ("llmshare", "llmshare-matern", "llmshare-random-init", "bo-matern",
+                "boom-explorer", "svr", "dac16", "random", "lhs")
+
 
 def _table(frame, objectives) -> str:
     """A compact text table: design rows, then figures in readable units."""
@@ -87,7 +92,7 @@ def add_commands(sub) -> None:
                    "llmshare_search (LLMShare's whole space), llmshare_table (simcluster list "
                    "searches)")
     s.add_argument("--out", help="output folder (default: out/search-NAME)")
-    s.add_argument("--method", help="override [search] method")
+    s.add_argument("--method", help="override [search] method: " + ", ".join(METHOD_NAMES))
     s.add_argument("--seed", type=non_negative_int, help="override the seed")
     s.add_argument("--workers", type=positive_int, help="override [search] workers")
     s.add_argument("--ray", help="evaluate on Ray: 'local' or a cluster's address")
