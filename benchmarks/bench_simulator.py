@@ -9,11 +9,14 @@ cost-model caches start cold) — a short row more often, until its repeats afte
 have taken :data:`MIN_CPU_S` of CPU or it has run :data:`MAX_REPEATS` times (``inst-1``, 0.14
 s a run, is the reference of the instance series: the median of three such runs moved its
 ratios by 15%) —, each repeat followed by a raw SimPy floor: a minimal program
-issuing the same number of timeouts as the simulation did. The ratio to the floor is the
-machine-independent figure, taken per repeat (the median of the repeats' ratios): on a shared
+issuing the same number of timeouts as the simulation did. The ratio to the floor takes a
+machine's drift out, taken per repeat (the median of the repeats' ratios): on a shared
 machine whose speed drifts by up to 2x over minutes, a repeat and the floor right after it run
-at the same speed, where rows run minutes apart may not. CPU time (``process_time``) is the
-steady one on a shared machine.
+at the same speed, where rows run minutes apart may not. Across machines it is not
+independent of the hardware: the floor fits in the caches and the simulation does not, so
+one tree ran ``azure-x1`` at 7.5x its floor on one machine of this kind and 10.5x on another
+(compare ratios within one run of this script). CPU time (``process_time``) is the steady
+one on a shared machine.
 
 Rows (Llama-2-7B on H100-SXM replicas, vLLM-like scheduling without chunked prefill,
 max_model_len 16k, the measured calibration, least-outstanding-tokens routing unless noted):
