@@ -978,3 +978,17 @@ def test_a_simulation_takes_names_frames_and_one_spec_and_names_a_wrong_argument
         with pytest.raises((TypeError, ValueError)) as err:
             Simulation(*args)
         assert says in str(err.value), err.value
+    # an SLO of -1 s failed every request without a word; a count of 2.5 failed mid-build
+    for kw, says in [({"ttft_slo_s": -1}, "ttft_slo_s: expected None or a number of seconds"),
+                     ({"tpot_slo_s": "0.05"}, "tpot_slo_s: expected None"),
+                     ({"tpot_slo_s": float("nan")}, "tpot_slo_s: expected None")]:
+        with pytest.raises(ValueError, match=says):
+            Simulation(df, llama7b, spec, **kw)
+    with pytest.raises(ValueError, match="count must be a whole number >= 1, got 2.5"):
+        InstanceSpec(Layout.uniform(h100), count=2.5)
+    sim = Simulation(df, llama7b, InstanceSpec(Layout.uniform(h100), count=2), name="t",
+                     router="round_robin", ttft_slo_s=1)
+    assert repr(sim) == ("<Simulation 't': 3 requests of a trace, model Llama-2-7B, "
+                         "2 instance(s), router round_robin; not run yet; .run()>")
+    sim.run()
+    assert "; ran; .run()>" in repr(sim)

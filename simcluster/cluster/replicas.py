@@ -18,6 +18,7 @@ A batching policy may say how its batches execute by wrapping the instance's ite
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
@@ -45,8 +46,10 @@ class InstanceSpec:
     pool: str = ""          # "", "prefill" or "decode" (disaggregated serving, see disagg.py)
 
     def __post_init__(self):
-        if self.count < 1:
-            raise ValueError(f"InstanceSpec.count must be >= 1, got {self.count}")
+        if isinstance(self.count, bool) or not isinstance(self.count, numbers.Integral) or \
+                self.count < 1:
+            raise ValueError(f"InstanceSpec.count must be a whole number >= 1, got "
+                             f"{self.count!r}")
 
 
 def reference_speed(timer) -> float:

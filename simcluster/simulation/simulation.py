@@ -93,6 +93,19 @@ def _arguments(trace, model, instances):
     return trace, model, instances
 
 
+def _slo(value, name: str) -> float | None:
+    """An SLO in seconds: None (none), or a finite number > 0 (a negative or zero SLO fails
+    every request, which is a mistake, not a question)."""
+    import math
+    import numbers
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or \
+            not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{name}: expected None or a number of seconds > 0, got {value!r}")
+    return float(value)
+
+
 class Simulation:
     """One trace on one cluster configuration."""
 
@@ -110,7 +123,8 @@ class Simulation:
         if len(trace) == 0:
             raise ValueError("the trace has no requests")
         self.trace, self.model, self.name = trace, model, name
-        self.slo = (ttft_slo_s, tpot_slo_s)
+        self.router_name = router
+        self.slo = (_slo(ttft_slo_s, "ttft_slo_s"), _slo(tpot_slo_s, "tpot_slo_s"))
         self.env = simpy.Environment(initial_time=float(trace.arrival_s[0]))
         self.cluster = cluster_factory(self.env, model, list(instances), router=router,
                                        router_params=router_params, cost_model=cost_model)
@@ -125,6 +139,15 @@ class Simulation:
             self._hashes = trace.extras["hash_ids"]
         self.prefix_caching = self._hashes is not None and any(
             spec.config.prefix_caching for spec in instances)
+
+    def __repr__(self) -> str:
+        """One line for a notebook's cell or a prompt."""
+        insts = self.cluster.instances
+        state = "ran" if self._ran else "not run yet"
+        return (f"<Simulation{f' {self.name!r}' if self.name else ''}: {len(self.trace):,} "
+                f"requests of {self.trace.name or 'a trace'}, model {self.model.name}, "
+                f"{len(insts)} instance(s), router {self.router_name}; "
+                f"{state}; .run()>")
 
     @staticmethod
     def _check_block_size(tokens: int, instances):
