@@ -221,8 +221,23 @@ def test_sweep_file_reads_nested_and_quoted_keys(tmp_path, tiny):
 
 
 def test_local_runner_rejects_bad_jobs():
-    with pytest.raises(InputError, match="--jobs"):
+    """Named as the Python argument (the command line's --jobs never gets here: argparse
+    refuses it first)."""
+    with pytest.raises(InputError, match="field 'jobs'"):
         LocalRunner(0)
+
+
+@pytest.mark.parametrize("kw", [{"ttft_slo_s": -1}, {"tpot_slo_s": "0.05"},
+                                {"ttft_slo_s": float("inf")}])
+def test_searches_name_a_bad_slo_argument(tiny, kw):
+    """capacity(ttft_slo_s=-1) ran, and the search said 'the configuration fails at the
+    trace's own rate' around the loader's message; it is the caller's argument."""
+    (name,) = kw
+    with pytest.raises(InputError, match=f"field '{name}': expected None or a number of "
+                                         "seconds > 0"):
+        capacity(tiny, progress=False, **kw)
+    with pytest.raises(InputError, match=f"field '{name}'"):
+        cheapest(tiny, rate_per_s=1, devices=["H100-SXM"], progress=False, **kw)
 
 
 def test_compare_keeps_each_runs_frames_and_groups_the_table(tiny):

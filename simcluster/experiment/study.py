@@ -155,11 +155,18 @@ def compare(experiments=None, vary: Mapping[str, Sequence] | None = None, set=No
 
 
 def _slo_set(set, ttft_slo_s, tpot_slo_s) -> dict:
+    """``set`` with the SLO arguments as overrides; an SLO that is not a number of seconds
+    > 0 is the caller's mistake, named as their argument (not a point that fails)."""
     out = as_mapping(set)
-    if ttft_slo_s is not None:
-        out["slo.ttft_s"] = ttft_slo_s
-    if tpot_slo_s is not None:
-        out["slo.tpot_s"] = tpot_slo_s
+    for name, value, key in (("ttft_slo_s", ttft_slo_s, "slo.ttft_s"),
+                             ("tpot_slo_s", tpot_slo_s, "slo.tpot_s")):
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) \
+                or not 0 < value < float("inf"):
+            raise InputError(f"expected None or a number of seconds > 0, got {value!r}",
+                             field=name)
+        out[key] = value
     return out
 
 

@@ -58,7 +58,7 @@ class LocalRunner:
     name = "local"
 
     def __init__(self, jobs: int | None = None, start_method: str | None = None,
-                 field: str = "--jobs"):
+                 field: str = "jobs"):
         import sys
         if start_method not in (None, "fork", "spawn", "forkserver"):
             raise InputError(f"unknown start method {start_method!r}; known: fork, spawn, "
