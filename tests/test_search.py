@@ -365,7 +365,8 @@ def test_cheapest_is_the_cheapest_homogeneous_answer_a_brute_force_finds(tiny):
     slo = {"slo.ttft_s": 0.5, "slo.tpot_s": 0.04}
     res = cheapest(tiny, rate_per_s=8.0, devices=devices, max_count=top, set=slo,
                    mixed=False, progress=False)
-    brute = sweep(tiny, {"instances.0.device": devices, "instances.0.count": list(range(1, top + 1))},
+    brute = sweep(tiny, {"instances.0.device": devices,
+                         "instances.0.count": list(range(1, top + 1))},
                   set={**slo, "trace.rate_per_s": 8.0}, jobs=1, progress=False).frame
     brute["usd"] = brute["cost_usd_per_hour"]
     ok = brute[brute.slo_attainment >= 0.9].sort_values("usd")
@@ -489,7 +490,8 @@ def test_results_of_a_run_and_of_each_question_show_a_line_not_their_frames(tiny
     assert repr(res).startswith("<Results 'tiny': 80 requests (80 served, 0 rejected) on 2 "
                                 "instances over ") and "\n" not in repr(res)
     sw = sweep(tiny, {"instances.0.count": [1, 2]}, jobs=1, progress=False)
-    assert repr(sw) == "<SweepResult: 2 points, 0 failed; varied instances.0.count; .frame, .failed>"
+    assert repr(sw) == ("<SweepResult: 2 points, 0 failed; varied instances.0.count; .frame, "
+                        ".failed>")
     cmp = compare(tiny, vary={"instances.0.count": [1, 2]}, progress=False)
     assert repr(cmp) == str(cmp) and "[latency]" in repr(cmp)
     cap = capacity(tiny, set={"trace.synthetic.n": 40}, progress=False, jobs=1, rel_tol=0.1)
