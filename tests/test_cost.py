@@ -116,3 +116,22 @@ def test_layouts_and_experiments_show_one_line():
         "[1x tp=4 pp=1 [2x A100-80GB-PCIe,2x RTX3090]], router round_robin; .run(), "
         ".simulation(), .trace, .model, .instances>")
     assert ", SLO ttft 1 s, tpot 0.05 s;" in repr(load_experiment())
+
+
+def test_layouts_and_cost_models_take_names():
+    """Layout.uniform("H100-SXM") raised AttributeError 'str' object has no attribute 'name',
+    CostModel("measured") was taken as a calibration (and failed at first use): names load
+    their specs, anything else is a TypeError naming the field."""
+    by_name = Layout.uniform("H100-SXM", tp=2, link="NVLink4")
+    assert by_name == _layout(tp=2, link="NVLink4")
+    with pytest.raises(TypeError, match="devices: expected DeviceSpecs or device names"):
+        Layout.uniform(3)
+    with pytest.raises(TypeError, match="link: expected a LinkSpec or a link's name"):
+        Layout.uniform("H100-SXM", tp=2, link=5)
+    with pytest.raises(ValueError, match="did you mean 'H100-SXM'"):
+        Layout.uniform("H100-SMX")
+    assert CostModel("measured").calibration is load_calibration("measured")
+    with pytest.raises(ValueError, match="did you mean 'measured'"):
+        CostModel("measurd")
+    with pytest.raises(TypeError, match="calibration: expected a Calibration or its name"):
+        CostModel(3)

@@ -98,6 +98,12 @@ def test_sort_true_sorts_stably(tmp_path):
     assert trace.prompt_tokens.tolist() == [2, 4, 1, 3]
 
 
+def test_sort_must_be_a_bool(tmp_path):
+    """sort="yes" was taken as true (and "no" would have been too)."""
+    with pytest.raises(InputError, match="field 'sort': expected true or false, got 'no'"):
+        load_trace("azure-code", sort="no")
+
+
 def test_sort_true_azure_counts_from_earliest(tmp_path):
     path = write(tmp_path, "u.csv", AZURE_HEADER + "2023-11-16 18:00:02,1,1\n"
                  "2023-11-16 18:00:00,2,1\n")

@@ -27,7 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Sequence
 
-from simcluster.hardware import DeviceSpec, LinkSpec
+from simcluster.hardware import DeviceSpec, LinkSpec, load_device, load_link
 
 
 def _equal(n: int) -> tuple[float, ...]:
@@ -53,6 +53,7 @@ class Layout:
     dp: int = 1                           # attention data-parallel groups of a stage
 
     def __post_init__(self):
+        self._resolve_names()
         if self.tp < 1 or self.pp < 1 or self.ep < 1 or self.dp < 1:
             raise ValueError(f"tp, pp, ep and dp must be >= 1, got tp={self.tp}, pp={self.pp}, "
                              f"ep={self.ep}, dp={self.dp}")
@@ -103,10 +104,11 @@ class Layout:
             raise ValueError(f"stage_layers needs {self.pp} layer counts >= 1, got {sl}")
 
     @classmethod
-    def uniform(cls, device: DeviceSpec, tp: int = 1, pp: int = 1,
-                link: LinkSpec | None = None, stage_link: LinkSpec | None = None, *,
-                ep: int = 1, dp: int = 1) -> "Layout":
-        """``tp * dp * pp`` copies of one device with the equal split."""
+    def uniform(cls, device: DeviceSpec | str, tp: int = 1, pp: int = 1,
+                link: LinkSpec | str | None = None, stage_link: LinkSpec | str | None = None,
+                *, ep: int = 1, dp: int = 1) -> "Layout":
+        """``tp * dp * pp`` copies of one device with the equal split (a device or link may
+        be given by name)."""
         return cls(devices=(device,) * (tp * pp * dp), tp=tp, pp=pp, link=link,
                    stage_link=stage_link, ep=ep, dp=dp)
 
@@ -172,6 +174,23 @@ class Layout:
         return (len(set(d.name for d in self.devices)) == 1 and self.head_shares == eq
                 and self.ffn_shares == eq and self.kv_shares == eq and not self.stage_tp
                 and not any(self.recompute_shares))
+
+    def _resolve_names(self):
+        """Devices and links may be given by name (``Layout.uniform("H100-SXM")``); anything
+        else than a spec or a name is a TypeError naming the field."""
+        devices = tuple(load_device(d) if isinstance(d, str) else d for d in self.devices)
+        for d in devices:
+            if not isinstance(d, DeviceSpec):
+                raise TypeError(f"devices: expected DeviceSpecs or device names (load_device); "
+                                f"got {type(d).__name__}")
+        object.__setattr__(self, "devices", devices)
+        for name in ("link", "stage_link"):
+            v = getattr(self, name)
+            if isinstance(v, str):
+                object.__setattr__(self, name, load_link(v))
+            elif v is not None and not isinstance(v, LinkSpec):
+                raise TypeError(f"{name}: expected a LinkSpec or a link's name (load_link); "
+                                f"got {type(v).__name__}")
 
     def __repr__(self) -> str:
         """One line: the degrees, the devices (runs of one name counted), the links and any

@@ -111,9 +111,16 @@ class CostModel:
     """Iteration time = f(model, layout, device specs, calibration, batch), for an engine's
     kernel accounting and execution mode (defaults: fused kernels replayed as CUDA graphs)."""
 
-    def __init__(self, calibration: Calibration = NEUTRAL, routing: RoutingModel | None = None,
-                 *, kernels: KernelAccounting | str = FUSED,
+    def __init__(self, calibration: Calibration | str = NEUTRAL,
+                 routing: RoutingModel | None = None, *,
+                 kernels: KernelAccounting | str = FUSED,
                  execution: ExecutionMode | str | dict = "graphs"):
+        if isinstance(calibration, str):           # a name: "measured" or "datasheet"
+            from simcluster.calibration import load_calibration
+            calibration = load_calibration(calibration)
+        elif not isinstance(calibration, Calibration):
+            raise TypeError(f"calibration: expected a Calibration or its name ('measured', "
+                            f"'datasheet'); got {type(calibration).__name__}")
         self.calibration = calibration
         self.routing = routing        # expert loads of MoE models (None: the default model)
         self.kernels = load_accounting(kernels)
@@ -284,7 +291,8 @@ class IterationTimer(DecodeSteps, Breakdown):
         if prefill:
             per_rank = per_rank + self._attn_prefill(prefill_tokens, prefill_context)
         if n_decode:
-            per_rank = per_rank + self._attn_decode(n_decode, np.array([decode_context_sum]))[:, :, 0]
+            per_rank = per_rank + self._attn_decode(
+                n_decode, np.array([decode_context_sum]))[:, :, 0]
         per_rank = self._host.apply(per_rank, prefill, n_decode > 0, n_samples > 0, mode)
         return float(per_rank.max(axis=1).sum()) + self._links(tokens, n_decode)
 

@@ -97,7 +97,8 @@ def predict_frame(cost: CostModel, shapes: pd.DataFrame, file: str = "<frame>") 
                         "decode_context")
                 batch = {k: int(row[k]) for k in keys if _present(row, k)}
                 t, prov = predict_iteration(
-                    cost, row["model"], row["device"], tp=row.get("tp", 1) if _present(row, "tp") else 1,
+                    cost, row["model"], row["device"],
+                    tp=row.get("tp", 1) if _present(row, "tp") else 1,
                     pp=row.get("pp", 1) if _present(row, "pp") else 1,
                     link=row["link"] if _present(row, "link") else None, **batch)
             elif op in OP_FIELDS:

@@ -69,6 +69,8 @@ def load_trace(path_or_name: str | Path, *, format: str | None = None,
     cell, non-numeric or non-integer or non-positive token count, bad timestamp, malformed
     JSON line, file without requests) raises InputError naming file, line and column.
     """
+    if not isinstance(sort, bool):
+        raise InputError(f"expected true or false, got {sort!r}", field="sort")
     path, name = _resolve(path_or_name)
     if name in BUNDLED and path == bundled_trace_path(name):   # parsed once per user
         from simcluster.workload.cache import load_cached
