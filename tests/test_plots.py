@@ -115,10 +115,36 @@ def test_sweep_and_search_figures(tiny_path):
         text = _check(fig)
         assert "req/s" in text
     _check(plots.cost_per_m_tokens(df.assign(label=df.point.astype(str))))
+    # a wrong column is named as the argument that gave it (pandas' KeyError named only the
+    # column), with the closest one or the keys the sweep varied; a hue typo is not ignored
+    for call, says in [
+            (lambda: plots.slo_attainment(df, hue="instances.0.cuont"),
+             "hue='instances.0.cuont': not a column of the frame (did you mean "
+             "'instances.0.count'?)"),
+            (lambda: plots.slo_attainment(df, x="seed"),
+             "x='seed': not a column of the frame; the keys it varies: trace.rate_per_s, "
+             "instances.0.count"),
+            (lambda: plots.latency_percentiles(df, metric="ttf"),
+             "metric, percentiles='ttf_p50_s': not a column of the frame (did you mean "
+             "'ttft_p50_s'?)"),
+            (lambda: plots.throughput_latency(df, latency="ttft_p95_s"), "latency='ttft_p95_s'"),
+            (lambda: plots.slo_attainment(df.drop(columns="slo_attainment")), "had no SLO")]:
+        with pytest.raises(ValueError) as err:
+            call()
+        assert says in str(err.value), err.value
     cap = capacity(tiny_path, set={"instances.0.count": 1, "trace.synthetic.n": 60},
                    rel_tol=0.2, progress=False)
     assert "capacity" in " ".join(t.get_text() for t in
                                   plots.capacity_curve(cap).axes[0].get_legend().get_texts())
+
+
+def test_run_figures_name_a_wrong_metric_or_bin_count(res):
+    with pytest.raises(ValueError, match=r"metrics='ttft': not a column of the run's requests "
+                                         r"\(did you mean 'ttft_s'\?\)"):
+        plots.latency_cdf(res, metrics=("ttft",))
+    for bins in (0, 2.5):
+        with pytest.raises(ValueError, match="bins: expected a whole number >= 1"):
+            plots.instance_timeline(res, bins=bins)
 
 
 def test_dir_lists_the_figures_not_the_imports():

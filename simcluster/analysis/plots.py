@@ -68,6 +68,19 @@ class PlotFigure(Figure):
         return buf.getvalue()
 
 
+def _need(frame: pd.DataFrame, what: str = "the frame", **columns) -> None:
+    """Each keyword's column is in ``frame``: a ValueError naming the argument, with the
+    closest column, otherwise (pandas' KeyError named only the missing column)."""
+    from simcluster.errors import did_you_mean
+    for arg, col in columns.items():
+        if col is not None and col not in frame:
+            hint = did_you_mean(col, [str(c) for c in frame.columns])
+            if not hint and "point" in frame:         # a sweep's frame: name what it varied
+                varied = [str(c) for c in frame.columns[:frame.columns.get_loc("point")]]
+                hint = f"; the keys it varies: {', '.join(varied) or 'none'}"
+            raise ValueError(f"{arg}={col!r}: not a column of {what}{hint}")
+
+
 def _plain_log(axis, ratio: float = 10.0):
     """Log-axis labels as plain numbers, no minor labels; 1-2-5 steps on ranges spanning
     less than ``ratio`` 100 (max / min), powers of ten on wider ones."""
@@ -96,6 +109,9 @@ def latency_cdf(results, metrics=("ttft_s", "tpot_s", "e2e_s")) -> Figure:
     """Empirical CDFs of per-request latencies (ms, log scale), one line per run, SLOs
     dashed."""
     runs = _runs(results)
+    for res in runs.values():
+        for metric in metrics:
+            _need(res.requests, "the run's requests", metrics=metric)
     fig, axes = _fig(1, len(metrics), w=4.2, h=3.4)
     for ax, metric in zip(axes[0], metrics):
         ratio = 1.0
@@ -171,6 +187,8 @@ def queued(requests: pd.DataFrame, edges: np.ndarray) -> np.ndarray:
 
 
 def _edges(results, bins: int) -> np.ndarray:
+    if isinstance(bins, bool) or not isinstance(bins, (int, np.integer)) or bins < 1:
+        raise ValueError(f"bins: expected a whole number >= 1, got {bins!r}")
     tl, req = results.timeline, results.requests
     start = float(min(req.arrival_s.min(), tl.start_s.min() if len(tl) else np.inf))
     end = float(max(tl.end_s.max() if len(tl) else start, req.finish_s.max()))
@@ -276,7 +294,8 @@ def _cpu_pool(results, ids) -> bool:
 
 
 def _series(frame: pd.DataFrame, x: str, hue: str | None):
-    if hue is None or hue not in frame:
+    _need(frame, x=x, hue=hue)
+    if hue is None:
         yield "", frame.sort_values(x)
         return
     for key, g in frame.groupby(hue, sort=True):
@@ -286,6 +305,8 @@ def _series(frame: pd.DataFrame, x: str, hue: str | None):
 def latency_percentiles(frame: pd.DataFrame, x: str = "trace.rate_per_s", metric: str = "ttft",
                         percentiles=(50, 90, 99), hue: str | None = None) -> Figure:
     """Latency percentiles (ms) of a sweep against a varied key (e.g. the offered rate)."""
+    for q in percentiles:
+        _need(frame, **{"metric, percentiles": f"{metric}_p{q}_s"})
     fig, axes = _fig(1, 1)
     ax = axes[0, 0]
     styles = ["-", "--", ":", "-."]
@@ -312,6 +333,9 @@ def _axis(key: str) -> str:
 def slo_attainment(frame: pd.DataFrame, x: str = "trace.rate_per_s", target: float | None = None,
                    hue: str | None = None) -> Figure:
     """SLO attainment (share of requests within every SLO) against a varied key."""
+    if "slo_attainment" not in frame:
+        raise ValueError("the frame has no slo_attainment: its runs had no SLO (the "
+                         "experiment's [slo], or ttft_slo_s / tpot_slo_s)")
     fig, axes = _fig(1, 1)
     ax = axes[0, 0]
     for i, (name, g) in enumerate(_series(frame, x, hue)):
@@ -330,6 +354,7 @@ def throughput_latency(frame: pd.DataFrame, latency: str = "ttft_p90_s",
     """Achieved throughput (req/s over the arrival window) against a latency percentile (ms),
     points joined in order of ``x``: the knee is where latency climbs while throughput
     stalls."""
+    _need(frame, latency=latency)
     fig, axes = _fig(1, 1)
     ax = axes[0, 0]
     order = x if x in frame else "request_throughput_per_s"
