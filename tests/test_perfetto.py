@@ -2,6 +2,7 @@
 iterations as slices, KV hand-offs as flows, bounded on long runs."""
 
 import json
+import re
 
 import pytest
 
@@ -47,6 +48,14 @@ def test_long_runs_are_cut_and_say_so():
     win = chrome_trace(res, window_s=(10, 20))
     ts = [e["ts"] for e in win["traceEvents"] if e["ph"] == "X"]
     assert ts and min(ts) >= 10e6 and max(ts) < 20e6
+    # max_events 0 or -3 wrote one row as if asked; a window as text failed in float()
+    for kw, says in [({"max_events": 0}, "max_events: expected a whole number >= 1"),
+                     ({"max_events": -3}, "max_events: expected a whole number >= 1"),
+                     ({"window_s": "0,5"}, "window_s: expected (start, end)"),
+                     ({"window_s": (0, float("nan"))}, "end > start"),
+                     ({"window_s": (5, 1)}, "end > start")]:
+        with pytest.raises(ValueError, match=re.escape(says)):
+            chrome_trace(res, **kw)
 
 
 def test_cli_writes_the_trace(tmp_path, capsys):
@@ -59,3 +68,6 @@ def test_cli_writes_the_trace(tmp_path, capsys):
         main(["run", "--quiet", "--timeline-out", str(out), "--timeline-window", "5,1"])
     assert err.value.code == 2
     assert "--timeline-window: expected END > START" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["run", "--quiet", "--timeline-out", str(out), "--timeline-window", "nan,5"])
+    assert "expected finite START,END" in capsys.readouterr().err

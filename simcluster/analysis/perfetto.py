@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 from pathlib import Path
 
 import pandas as pd
@@ -43,9 +44,19 @@ def _window(results, window_s, max_events: int):
     """(t0, start, end, rows in the window, cut?) with ``start``/``end`` absolute seconds."""
     tl = results.timeline.sort_values(["start_s", "instance"], kind="stable")
     t0 = float(results.requests.arrival_s.min()) if len(results.requests) else 0.0
-    lo, hi = (0.0, math.inf) if window_s is None else (float(window_s[0]), float(window_s[1]))
-    if hi <= lo:
-        raise ValueError(f"window_s must be (start, end) with end > start, got {window_s}")
+    if isinstance(max_events, bool) or not isinstance(max_events, numbers.Integral) \
+            or max_events < 1:
+        raise ValueError(f"max_events: expected a whole number >= 1, got {max_events!r}")
+    if window_s is None:
+        lo, hi = 0.0, math.inf
+    else:
+        if isinstance(window_s, (str, bytes)) or len(window_s) != 2 or not all(
+                isinstance(v, numbers.Real) and not isinstance(v, bool) for v in window_s):
+            raise ValueError(f"window_s: expected (start, end) in seconds after the first "
+                             f"arrival, got {window_s!r}")
+        lo, hi = float(window_s[0]), float(window_s[1])
+        if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+            raise ValueError(f"window_s must be (start, end) with end > start, got {window_s}")
     rows = tl[(tl.start_s >= t0 + lo) & (tl.start_s < t0 + hi)]
     cap = max(1, max_events // EVENTS_PER_ROW)
     cut = len(rows) > cap

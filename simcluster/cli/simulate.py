@@ -80,10 +80,13 @@ def cmd_run(args) -> int:
 
 def _window(text: str):
     import argparse
+    import math
     try:
         lo, hi = (float(x) for x in text.split(","))
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected START,END in seconds, got {text!r}") from None
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        raise argparse.ArgumentTypeError(f"expected finite START,END in seconds, got {text!r}")
     if hi <= lo:
         raise argparse.ArgumentTypeError(f"expected END > START, got {text!r}")
     return lo, hi
