@@ -220,6 +220,31 @@ def test_sweep_file_reads_nested_and_quoted_keys(tmp_path, tiny):
         read_sweep(f)
 
 
+def test_python_arguments_of_the_wrong_shape_are_named(tiny):
+    """A dict where the list of points goes raised AttributeError 'str' object has no
+    attribute 'items'; a number for the experiment 'expected str, bytes or os.PathLike
+    object'; overrides=3 "'int' object is not iterable"; tp='1,2' "invalid literal for
+    int()". Each names its argument now, and tp takes '1,2' as --tp does."""
+    from simcluster.experiment import load_experiment
+    for call, says in [
+            (lambda: sweep(tiny, points={"seed": 1}, progress=False), "points: expected a list"),
+            (lambda: sweep(tiny, grid=[("seed", [1])], progress=False), "grid: expected a "
+                                                                          "mapping"),
+            (lambda: compare(tiny, vary=[("seed", [1])], progress=False), "vary: expected a "
+                                                                            "mapping"),
+            (lambda: load_experiment(3), "experiment: expected an experiment TOML's path"),
+            (lambda: load_experiment(tiny, overrides=3), "overrides: expected a mapping"),
+            (lambda: load_experiment(tiny, overrides=[{"seed": 1}]), "got list")]:
+        with pytest.raises(TypeError) as err:
+            call()
+        assert says in str(err.value), err.value
+    with pytest.raises(InputError, match="field 'tp': expected TP degrees"):
+        cheapest(tiny, rate_per_s=1, devices="H100-SXM", tp="1,x", progress=False)
+    res = cheapest(tiny, rate_per_s=1, devices="H100-SXM", tp="1,2", max_count=1,
+                   mixed=False, progress=False)
+    assert list(res.candidates.config) == ["1x H100-SXM tp1", "1x H100-SXM tp2"]
+
+
 def test_local_runner_rejects_bad_jobs():
     """Named as the Python argument (the command line's --jobs never gets here: argparse
     refuses it first)."""

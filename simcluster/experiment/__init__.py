@@ -75,6 +75,7 @@ override ``trace = {source = FILE}``).
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -159,6 +160,10 @@ def experiment_path(path=None) -> Path:
     ``.toml``); the bundled default when ``path`` is None."""
     if path is None:
         return experiments_dir() / DEFAULT_EXPERIMENT
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"experiment: expected an experiment TOML's path or a bundled "
+                        f"experiment's name (simcluster list experiments); got "
+                        f"{type(path).__name__}")
     p = Path(path).expanduser()
     if p.is_file():
         return p

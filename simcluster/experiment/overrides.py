@@ -74,7 +74,12 @@ def as_mapping(overrides: Mapping[str, Any] | Iterable[str] | None) -> dict[str,
         return {str(k): v for k, v in overrides.items()}
     if isinstance(overrides, str):
         overrides = [overrides]
-    return dict(parse_override(o) for o in overrides)
+    items = list(overrides) if isinstance(overrides, Iterable) and not isinstance(
+        overrides, bytes) else None
+    if items is None or not all(isinstance(o, str) for o in items):
+        raise TypeError(f"overrides: expected a mapping of KEY.PATH to value, or KEY=VALUE "
+                        f"strings; got {type(overrides).__name__} {overrides!r:.60}")
+    return dict(parse_override(o) for o in items)
 
 
 def apply_overrides(data: dict, overrides: Mapping[str, Any] | Iterable[str] | None,

@@ -66,6 +66,13 @@ def expand(grid: Mapping[str, Sequence] | None = None,
            name: str = "grid") -> list[dict]:
     """Every combination of the grid's values, crossed with each listed point (``name``: what
     the caller calls the grid, for errors: ``grid``, ``vary``)."""
+    if grid is not None and not isinstance(grid, Mapping):
+        raise TypeError(f"{name}: expected a mapping of KEY.PATH to a list of values; got "
+                        f"{type(grid).__name__}")
+    if points is not None and (isinstance(points, (Mapping, str)) or not all(
+            isinstance(p, Mapping) for p in points)):
+        raise TypeError(f"points: expected a list of mappings of KEY.PATH to value (one a "
+                        f"point); got {type(points).__name__}")
     grid = _flatten(grid or {})
     for k, values in grid.items():
         if not isinstance(values, (list, tuple)) or not values:
@@ -229,6 +236,12 @@ def cheapest(experiment=None, *, rate_per_s: float, devices: Sequence[str] = (),
         raise InputError(f"expected a share in (0, 1], got {attainment}", field="attainment")
     if isinstance(devices, str):
         devices = [d.strip() for d in devices.split(",") if d.strip()]
+    if isinstance(tp, str):                    # "1,2", as --tp takes it
+        try:
+            tp = [int(t) for t in tp.split(",") if t.strip()]
+        except ValueError:
+            raise InputError(f"expected TP degrees (whole numbers, e.g. [1, 2] or '1,2'), "
+                             f"got {tp!r}", field="tp") from None
     tp = [tp] if isinstance(tp, numbers.Integral) else tp
     if candidates is None and not devices:
         raise InputError("cheapest needs the devices to consider (devices=['H100-SXM', "
