@@ -180,3 +180,16 @@ def test_llmshare_rows_parse():
     assert (p.servers, p.design.devices_per_server, p.design.array_height) == (4, 4, 128)
     assert (d.servers, d.design.devices_per_server, d.design.lanes) == (6, 12, 2)
     assert p.row == LLMSHARE_PREFILL_ROW and d.devices == 72
+
+
+def test_designed_device_names_what_it_takes():
+    """designed_device('7,8,...') raised AttributeError 'str' object has no attribute
+    'process_node'; a PoolDesign the same: both say what goes there."""
+    from simcluster.hardware.designed import designed_device
+    from simcluster.hardware.parametric import parse_row
+    pool = parse_row("7,8,18,80,50,132,256,4,16,32")
+    assert designed_device(pool.design).name == "design[8,18,80,50,132,256,4,16,32]"
+    with pytest.raises(TypeError, match=r"expected an AcceleratorDesign \(parse_row\(ROW\)"):
+        designed_device("8,18,80,50,132,256,4,16,32")
+    with pytest.raises(TypeError, match=r"a PoolDesign's is \.design\); got PoolDesign"):
+        designed_device(pool)

@@ -20,6 +20,11 @@ from simcluster.hardware.tco import design_cost
 @functools.lru_cache(maxsize=4096)
 def designed_device(design: AcceleratorDesign) -> DesignedDevice:
     """The device of ``design`` (one object per design: calibrations memoise by device)."""
+    if not isinstance(design, AcceleratorDesign):
+        hint = (" (a PoolDesign's is .design)" if hasattr(design, "design") else
+                " (parse_row(ROW).design)" if isinstance(design, str) else "")
+        raise TypeError(f"design: expected an AcceleratorDesign{hint}; got "
+                        f"{type(design).__name__}")
     power = design_power(design)
     cost = design_cost(design)
     flops = design.matrix_flops
