@@ -979,9 +979,10 @@ def test_a_simulation_takes_names_frames_and_one_spec_and_names_a_wrong_argument
             Simulation(*args)
         assert says in str(err.value), err.value
     # an SLO of -1 s failed every request without a word; a count of 2.5 failed mid-build
-    for kw, says in [({"ttft_slo_s": -1}, "ttft_slo_s: expected None or a number of seconds"),
-                     ({"tpot_slo_s": "0.05"}, "tpot_slo_s: expected None"),
-                     ({"tpot_slo_s": float("nan")}, "tpot_slo_s: expected None")]:
+    for kw, says in [({"ttft_slo_s": -1}, "'ttft_slo_s': expected None or a number of "
+                                          "seconds > 0"),
+                     ({"tpot_slo_s": "0.05"}, "'tpot_slo_s': expected None"),
+                     ({"tpot_slo_s": float("nan")}, "'tpot_slo_s': expected None")]:
         with pytest.raises(ValueError, match=says):
             Simulation(df, llama7b, spec, **kw)
     with pytest.raises(ValueError, match="count must be a whole number >= 1, got 2.5"):

@@ -41,6 +41,7 @@ from simcluster.search.cheapest import cheapest_of
 from simcluster.search.compare import compare_points
 from simcluster.search.runners import make_runner
 from simcluster.search.sweep import SweepResult, frame, run_points
+from simcluster.simulation.simulation import slo_seconds
 
 
 def _point(experiment, set=None) -> ExperimentPoint:
@@ -167,13 +168,8 @@ def _slo_set(set, ttft_slo_s, tpot_slo_s) -> dict:
     out = as_mapping(set)
     for name, value, key in (("ttft_slo_s", ttft_slo_s, "slo.ttft_s"),
                              ("tpot_slo_s", tpot_slo_s, "slo.tpot_s")):
-        if value is None:
-            continue
-        if isinstance(value, bool) or not isinstance(value, numbers.Real) \
-                or not 0 < value < float("inf"):
-            raise InputError(f"expected None or a number of seconds > 0, got {value!r}",
-                             field=name)
-        out[key] = value
+        if slo_seconds(value, name) is not None:
+            out[key] = value
     return out
 
 

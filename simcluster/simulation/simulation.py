@@ -93,16 +93,17 @@ def _arguments(trace, model, instances):
     return trace, model, instances
 
 
-def _slo(value, name: str) -> float | None:
-    """An SLO in seconds: None (none), or a finite number > 0 (a negative or zero SLO fails
-    every request, which is a mistake, not a question)."""
+def slo_seconds(value, name: str) -> float | None:
+    """An SLO argument in seconds: None (none), or a finite number > 0 (a negative or zero SLO
+    fails every request, which is a mistake, not a question); InputError on ``name``."""
     import math
     import numbers
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or \
             not (math.isfinite(value) and value > 0):
-        raise ValueError(f"{name}: expected None or a number of seconds > 0, got {value!r}")
+        raise InputError(f"expected None or a number of seconds > 0, got {value!r}",
+                         field=name)
     return float(value)
 
 
@@ -124,7 +125,8 @@ class Simulation:
             raise ValueError("the trace has no requests")
         self.trace, self.model, self.name = trace, model, name
         self.router_name = router
-        self.slo = (_slo(ttft_slo_s, "ttft_slo_s"), _slo(tpot_slo_s, "tpot_slo_s"))
+        self.slo = (slo_seconds(ttft_slo_s, "ttft_slo_s"),
+                    slo_seconds(tpot_slo_s, "tpot_slo_s"))
         self.env = simpy.Environment(initial_time=float(trace.arrival_s[0]))
         self.cluster = cluster_factory(self.env, model, list(instances), router=router,
                                        router_params=router_params, cost_model=cost_model)
