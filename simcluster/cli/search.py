@@ -7,6 +7,7 @@ import argparse
 import re
 import sys
 import time
+from pathlib import Path
 
 from simcluster.cli.checks import fraction, positive_float, positive_int
 from simcluster.cli.common import (EXPERIMENT_HELP, add_cache, add_plots, add_runner, add_set,
@@ -157,7 +158,6 @@ def cmd_capacity(args) -> int:
 def _write_csv(frame, out: str | None, name: str) -> None:
     """``frame`` as ``OUT/name`` when ``--out`` is given, saying so."""
     if out:
-        from pathlib import Path
         Path(out).mkdir(parents=True, exist_ok=True)
         frame.to_csv(f"{out}/{name}", index=False)
         print(f"wrote {out}/{name}")
@@ -198,23 +198,18 @@ def cmd_cheapest(args) -> int:
     return 0 if res.best is not None else 2   # no candidate meets them (see simcluster.cli)
 
 
-#: ``sweep -h``'s example: the one in :mod:`simcluster.experiment.study`'s docstring (a test
-#: holds them equal; importing that module to read it would cost every command 0.4 s).
-SWEEP_EXAMPLE = """a sweep file:
+def _sweep_example() -> str:
+    """``sweep -h``'s example: the sweep file in :mod:`simcluster.experiment.study`'s
+    docstring, read from its source (importing the module to read its ``__doc__`` would cost
+    every command 0.4 s)."""
+    text = (Path(__file__).resolve().parents[1] / "experiment" / "study.py").read_text()
+    block = text[text.index("::\n\n") + 4:].split("\n\n")[0]
+    lines = "\n".join(line[2:] for line in block.splitlines())     # 4 spaces -> 2
+    return (f"a sweep file:\n\n{lines}\n\nKeys are dotted paths into the experiment's TOML, "
+            "as --set takes them.")
 
-  experiment = "default.toml"      # relative to the sweep file, or a bundled experiment
-  [set]                            # overrides for every point
-  "trace.first_n" = 2000
-  [grid]                           # every combination of these values
-  "trace.rate_per_s" = [2, 4, 8]
-  "instances.0.count" = [1, 2, 4]
-  seed = [0, 1, 2]
-  [[points]]                       # and/or listed points, each crossed with the grid
-  "router.policy" = "round_robin"
-  [[points]]
-  "router.policy" = "least_outstanding_tokens"
 
-Keys are dotted paths into the experiment's TOML, as --set takes them."""
+SWEEP_EXAMPLE = _sweep_example()
 
 
 def _slo_options(p):
