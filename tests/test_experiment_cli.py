@@ -90,6 +90,33 @@ def test_trace_info_and_list_and_predict(capsys, tmp_path):
     assert "b.csv:2" in capsys.readouterr().err
 
 
+def test_predict_says_whether_the_iteration_fits_memory(capsys, tmp_path):
+    # Llama-2-70B's 128 GiB of weights on one 48 GB L40S: a time, and that it cannot run
+    assert main(["predict", "--model", "llama-2-70b", "--device", "L40S",
+                 "--decode-seqs", "8", "--decode-context", "100"]) == 0
+    out = capsys.readouterr().out
+    assert "iteration time" in out
+    assert "memory: does not fit 1 x L40S" in out and "weights 128.48 GiB" in out
+    # Llama-2-7B on an H100: 0.5 MiB of KV a token, ~59 GiB beside the weights
+    assert main(["predict", "--model", "llama-2-7b", "--device", "H100-SXM",
+                 "--decode-seqs", "32", "--decode-context", "2048"]) == 0
+    out = capsys.readouterr().out
+    assert "memory: fits 1 x H100-SXM at 0.9 of memory: 65,536 KV tokens" in out
+    shapes = tmp_path / "s.csv"
+    shapes.write_text("op,model,device,tp,decode_seqs,decode_context,m,n,k\n"
+                      "iteration,llama-2-7b,H100-SXM,1,64,4000,,,\n"      # 256,000 tokens
+                      "iteration,llama-2-7b,H100-SXM,2,64,4000,,,\n"      # fits two
+                      "gemm,,H100-SXM,,,,128,4096,4096\n")
+    out = tmp_path / "p.csv"
+    assert main(["predict", "--in", str(shapes), "--out", str(out)]) == 0
+    import pandas as pd
+    got = pd.read_csv(out)
+    assert got["fits_memory"].tolist()[:2] == [False, True]
+    assert got["fits_memory"].isna().tolist() == [False, False, True]
+    assert "the batch's 256,000 KV tokens > 121,722 that fit" in got["memory"][0]
+    assert got["memory"][1].startswith("fits 2 x H100-SXM")
+
+
 def test_missing_trace_file_is_an_error(tmp_path, capsys):
     path = tmp_path / "t.toml"
     path.write_text(TINY.split("[trace.synthetic]")[0] + '[trace]\nsource = "nope.csv"\n'

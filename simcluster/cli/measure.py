@@ -15,7 +15,8 @@ def cmd_predict(args) -> int:
     from simcluster.calibration import load_calibration
     from simcluster.cli.checks import in_file, out_file, reading
     from simcluster.cost import CostModel
-    from simcluster.cost.predict import OP_FIELDS, OPTIONAL, predict_frame, predict_iteration
+    from simcluster.cost.predict import (OP_FIELDS, OPTIONAL, iteration_memory, predict_frame,
+                                         predict_iteration)
     out = out_file(args.output)
     cost = CostModel(load_calibration(args.calibration))
     if args.input:
@@ -48,12 +49,13 @@ def cmd_predict(args) -> int:
     if not (args.model and args.device):
         raise InputError("predict needs --in CSV, or --op with --device, or --model and "
                          "--device", field="--model" if args.device else "--device")
-    t, prov = predict_iteration(cost, args.model, args.device, tp=args.tp, pp=args.pp,
-                                link=args.link, prefill_seqs=args.prefill_seqs,
-                                prefill_tokens=args.prefill_tokens,
-                                prefill_context=args.prefill_context,
-                                decode_seqs=args.decode_seqs, decode_context=args.decode_context)
+    shape = dict(tp=args.tp, pp=args.pp, link=args.link, prefill_seqs=args.prefill_seqs,
+                 prefill_tokens=args.prefill_tokens, prefill_context=args.prefill_context,
+                 decode_seqs=args.decode_seqs, decode_context=args.decode_context)
+    t, prov = predict_iteration(cost, args.model, args.device, **shape)
+    _, memory = iteration_memory(args.model, args.device, **shape)
     print(f"iteration time {t * 1e3:.4f} ms  ({prov})")
+    print(f"memory: {memory}")
     return 0
 
 
@@ -187,7 +189,9 @@ def add_commands(sub) -> None:
         "predict", help="predict an operator or an iteration",
         description="Predict one iteration (--model, --device and the batch flags), one "
                     "operator (--op, --device and its shape flags) or every row of a CSV of "
-                    "shapes (--in), from the cost model and the device's calibration.")
+                    "shapes (--in), from the cost model and the device's calibration. An "
+                    "iteration also says whether its weights, activations and KV cache fit "
+                    "the devices' memory (the time is predicted either way).")
     q.add_argument("--in", dest="input", help="CSV of shapes (see simcluster.cost.predict)")
     q.add_argument("--out", dest="output", help="write predictions CSV here")
     q.add_argument("--calibration", default="measured",

@@ -5,8 +5,10 @@ A shapes CSV has an ``op`` column. Operator rows (``gemm``, ``attn_prefill``, ``
 :meth:`CostModel.predict_op`). Iteration rows (``op = iteration``) carry ``model``, ``device``,
 optional ``tp``, ``pp``, ``link``, and the batch: ``prefill_seqs`` sequences of
 ``prefill_tokens`` new tokens after ``prefill_context`` cached ones, plus ``decode_seqs``
-sequences decoding over ``decode_context`` tokens each. Output rows add ``pred_time_s`` and
-``provenance``.
+sequences decoding over ``decode_context`` tokens each. Output rows add ``pred_time_s``,
+``provenance``, and for iterations ``fits_memory`` and ``memory`` (:func:`iteration_memory`:
+whether the weights, activations and the batch's KV cache fit the devices; empty for
+operators).
 """
 
 from __future__ import annotations
@@ -60,6 +62,12 @@ def predict_iteration(cost: CostModel, model: str, device: str, tp=1, pp=1, link
                       **batch) -> tuple[float, str]:
     """Time and provenance of one iteration of ``model`` on ``tp`` x ``pp`` devices ``device``
     (the link defaults to the device's own interconnect where a node template states it)."""
+    mdl, layout = _layout(model, device, tp, pp, link)
+    res = cost.iteration(mdl, layout, iteration_batch(**batch))
+    return res.time_s, res.provenance
+
+
+def _layout(model: str, device: str, tp, pp, link):
     dev, mdl = load_device(device), load_model(model)
     for name, v in (("tp", tp), ("pp", pp)):
         if isinstance(v, bool) or int(v) != v or v < 1:
@@ -68,8 +76,42 @@ def predict_iteration(cost: CostModel, model: str, device: str, tp=1, pp=1, link
     lk = load_link(link) if link else None
     layout = Layout.uniform(dev, tp=int(tp), pp=int(pp), link=lk)
     check_parallel(mdl, layout)
-    res = cost.iteration(mdl, layout, iteration_batch(**batch))
-    return res.time_s, res.provenance
+    return mdl, layout
+
+
+#: The share of device memory an iteration may use: the serving engines' default
+#: (``InstanceConfig.memory_utilization``, vLLM's ``gpu_memory_utilization``).
+MEMORY_UTILIZATION = 0.9
+
+
+def iteration_memory(model: str, device: str, tp=1, pp=1, link=None,
+                     **batch) -> tuple[bool, str]:
+    """Whether one iteration of ``model`` on ``tp`` x ``pp`` devices ``device`` fits their
+    memory, and a line saying so: the weights, an activation reserve for the batch's new tokens
+    and sequences, and the KV cache of every sequence of the batch (its context and new
+    tokens) within :data:`MEMORY_UTILIZATION` of each device (:func:`~.memory.memory_plan`).
+    A prediction stands either way; one that does not fit is of an iteration no engine could
+    run on that layout."""
+    from simcluster.cost.memory import memory_plan
+    b = iteration_batch(**batch)
+    mdl, layout = _layout(model, device, tp, pp, link)
+    seqs = [t + c for t, c in zip(b.prefill_tokens, b.prefill_context)] + list(b.decode_context)
+    plan = memory_plan(mdl, layout, memory_utilization=MEMORY_UTILIZATION,
+                       max_batched_tokens=max(1, sum(b.prefill_tokens) + len(b.decode_context)),
+                       max_num_seqs=len(seqs))
+    where = (f"{int(tp) * int(pp)} x {layout.devices[0].name} at {MEMORY_UTILIZATION:g} "
+             "of memory")
+    if plan.oom:
+        return False, f"does not fit {where}: {plan.oom[0]}"
+    need, longest = sum(seqs), max(seqs)
+    if need > plan.kv_capacity_tokens:
+        return False, (f"does not fit {where}: the batch's {need:,} KV tokens > "
+                       f"{plan.kv_capacity_tokens:,} that fit beside the weights")
+    if longest > plan.seq_capacity_tokens:
+        return False, (f"does not fit {where}: one sequence's {longest:,} KV tokens > "
+                       f"{plan.seq_capacity_tokens:,} that one data-parallel group holds")
+    return True, (f"fits {where}: {need:,} KV tokens of {plan.kv_capacity_tokens:,} that fit "
+                  f"beside the weights")
 
 
 def _no_link(dev) -> str:
@@ -87,7 +129,7 @@ def predict_frame(cost: CostModel, shapes: pd.DataFrame, file: str = "<frame>") 
     if "op" not in shapes.columns:
         raise InputError(f"missing column 'op'; found {list(shapes.columns)}", file=file,
                          field="op")
-    times, provs = [], []
+    times, provs, fits, notes = [], [], [], []
     for i, row in enumerate(shapes.to_dict("records")):
         line = i + 2
         op = row["op"]
@@ -96,11 +138,12 @@ def predict_frame(cost: CostModel, shapes: pd.DataFrame, file: str = "<frame>") 
                 keys = ("prefill_seqs", "prefill_tokens", "prefill_context", "decode_seqs",
                         "decode_context")
                 batch = {k: int(row[k]) for k in keys if _present(row, k)}
-                t, prov = predict_iteration(
-                    cost, row["model"], row["device"],
-                    tp=row.get("tp", 1) if _present(row, "tp") else 1,
-                    pp=row.get("pp", 1) if _present(row, "pp") else 1,
-                    link=row["link"] if _present(row, "link") else None, **batch)
+                where = dict(tp=row.get("tp", 1) if _present(row, "tp") else 1,
+                             pp=row.get("pp", 1) if _present(row, "pp") else 1,
+                             link=row["link"] if _present(row, "link") else None)
+                t, prov = predict_iteration(cost, row["model"], row["device"], **where,
+                                            **batch)
+                fit, note = iteration_memory(row["model"], row["device"], **where, **batch)
             elif op in OP_FIELDS:
                 shape = {}
                 for k in OP_FIELDS[op]:
@@ -112,6 +155,7 @@ def predict_frame(cost: CostModel, shapes: pd.DataFrame, file: str = "<frame>") 
                 dtype = row["dtype"] if _present(row, "dtype") else "bf16"
                 p = cost.predict_op(op, load_device(row["device"]), dtype=dtype, **shape)
                 t, prov = p["time_s"], p["provenance"]
+                fit, note = None, ""
             else:
                 raise InputError(f"unknown op {op!r}; expected iteration or one of "
                                  f"{sorted(OP_FIELDS)}", file=file, line=line, field="op")
@@ -123,7 +167,11 @@ def predict_frame(cost: CostModel, shapes: pd.DataFrame, file: str = "<frame>") 
             raise InputError(str(err), file=file, line=line) from None
         times.append(t)
         provs.append(prov)
+        fits.append(fit)
+        notes.append(note)
     out = shapes.copy()
     out["pred_time_s"] = times
     out["provenance"] = provs
+    out["fits_memory"] = pd.array(fits, dtype="boolean")
+    out["memory"] = notes
     return out
