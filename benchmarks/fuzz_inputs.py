@@ -1095,6 +1095,22 @@ def cli_cases() -> list[Case]:
         (["predict", "--in", "s.csv"],
          {"s.csv": "op,model,device,prefill_tokens,decode_seqs,decode_context\n"
                    "iteration,llama-2-7b,H100-SXM,2048,8,512\n"}, ("s.csv", "prefill_seqs")),
+        # shape cells truncated or taken as given (were accepted: 128.5 as 128, m = 0)
+        (["predict", "--in", "s.csv"], {"s.csv": "op,device,m,n,k\ngemm,H100-SXM,128.5,2,3\n"},
+         ("s.csv:2", "'m'")),
+        (["predict", "--in", "s.csv"], {"s.csv": "op,device,m,n,k\ngemm,H100-SXM,0,2,3\n"},
+         ("s.csv:2", "'m'")),
+        (["predict", "--in", "s.csv"], {"s.csv": "op,device,bytes\nelementwise,H100-SXM,-4\n"},
+         ("s.csv:2", "'bytes'")),
+        (["predict", "--in", "s.csv"],
+         {"s.csv": "op,model,device,decode_seqs,decode_context\n"
+                   "iteration,llama-2-7b,H100-SXM,1.5,64\n"}, ("s.csv:2", "decode_seqs")),
+        (["predict", "--in", "s.csv"],
+         {"s.csv": "op,device,decode_seqs,decode_context\niteration,H100-SXM,1,64\n"},
+         ("s.csv:2", "'model'")),
+        (["validate", "m.csv", "--device", "H100-SXM"],
+         {"m.csv": "# table: mine\nop,m,n,k,measured_time_s\ngemm,1,2,3,1e-5\n"
+                   "gemm,1,2,0,1e-5\n"}, ("m.csv:4", "'k'")),
         (["predict", "--in", "s.csv", "--out", "o.csv/x"],
          {"s.csv": "op,device,m,n,k\ngemm,H100-SXM,1,2,3\n", "o.csv": "x"}, ("o.csv",)),
         (["validate", "missing.csv", "--device", "H100-SXM"], {}, ("missing.csv",)),

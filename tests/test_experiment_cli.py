@@ -117,6 +117,31 @@ def test_predict_says_whether_the_iteration_fits_memory(capsys, tmp_path):
     assert got["memory"][1].startswith("fits 2 x H100-SXM")
 
 
+@pytest.mark.parametrize("body, where", [
+    ("op,device,m,n,k\ngemm,H100-SXM,128.5,4096,4096\n", "s.csv:2: field 'm': expected a "
+     "whole number >= 1, got 128.5"),
+    ("op,device,m,n,k\ngemm,H100-SXM,1,2,3\ngemm,H100-SXM,0,2,3\n", "s.csv:3: field 'm'"),
+    ("op,device,tokens,context,num_heads,num_kv_heads,head_dim\n"
+     "attn_prefill,H100-SXM,64,-1,32,8,128\n", "s.csv:2: field 'context': expected a whole "
+     "number >= 0, got -1"),
+    ("op,device,bytes\nelementwise,H100-SXM,0\n", "field 'bytes': expected a number > 0"),
+    ("op,model,device,decode_seqs,decode_context\niteration,llama-2-7b,H100-SXM,2.5,9\n",
+     "s.csv:2: field 'decode_seqs': expected a whole number >= 0, got 2.5"),
+    ("op,model,decode_seqs,decode_context\niteration,llama-2-7b,4,9\n",
+     "s.csv:2: field 'device': iteration rows need a 'device'"),
+    # a measured table's '# key: value' lines count: the bad row is the file's fourth line
+    ("# table: mine\n# device: H100-SXM\nop,device,m,n,k,measured_time_s\n"
+     "gemm,H100-SXM,1,2,x,1e-5\n", "s.csv:4: field 'k'"),
+])
+def test_shapes_csv_cells_are_checked_not_truncated(body, where, tmp_path, capsys):
+    shapes = tmp_path / "s.csv"
+    shapes.write_text(body)
+    command = ["validate", str(shapes)] if body.startswith("#") else ["predict", "--in",
+                                                                      str(shapes)]
+    assert main(command) == 2
+    assert where in capsys.readouterr().err
+
+
 def test_missing_trace_file_is_an_error(tmp_path, capsys):
     path = tmp_path / "t.toml"
     path.write_text(TINY.split("[trace.synthetic]")[0] + '[trace]\nsource = "nope.csv"\n'

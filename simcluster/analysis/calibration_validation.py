@@ -220,7 +220,8 @@ def validate_table(cost: CostModel, path, device: str | None) -> pd.DataFrame:
         from simcluster.cost.predict import predict_frame
         if device is not None and "device" not in df.columns:
             df = df.assign(device=device)
-        out = predict_frame(cost, df.drop(columns=["time_s"], errors="ignore"), file=str(path))
+        out = predict_frame(cost, df.drop(columns=["time_s"], errors="ignore"), file=str(path),
+                            lines=df.attrs["lines"])
         out = out.rename(columns={"measured_time_s": "measured_s", "pred_time_s": "pred_s"})
         out["error"] = out.pred_s / out.measured_s - 1.0
         return out

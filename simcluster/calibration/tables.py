@@ -42,16 +42,18 @@ def read_table(path, time_column: str | None = "time_s") -> tuple[dict, pd.DataF
         text = path.read_text()
     except FileNotFoundError:
         raise InputError("no such calibration table", file=str(path)) from None
-    meta, body = {}, []
-    for line in text.splitlines():
+    meta, body, lines = {}, [], []
+    for n, line in enumerate(text.splitlines(), 1):
         if line.startswith("#"):
             key, _, value = line[1:].partition(":")
             meta[key.strip()] = value.strip()
         elif line.strip():
             body.append(line)
+            lines.append(n)
     if len(body) < 2:
         raise InputError("calibration table has no rows", file=str(path))
     df = pd.read_csv(io.StringIO("\n".join(body)))
+    df.attrs["lines"] = lines[1:]      # the file's line of each row, for messages
     if time_column is None:
         return meta, df
     if time_column not in df.columns:
@@ -59,8 +61,6 @@ def read_table(path, time_column: str | None = "time_s") -> tuple[dict, pd.DataF
                          file=str(path), field=time_column)
     bad = df.index[~(pd.to_numeric(df[time_column], errors="coerce") > 0)]
     if len(bad):
-        lines = [i + 1 for i, ln in enumerate(text.splitlines())
-                 if ln.strip() and not ln.startswith("#")]
         got = value_text(df[time_column][bad[0]])
         raise InputError(f"{time_column} must be a number > 0, got {got}",
                          file=str(path), line=lines[int(bad[0]) + 1], field=time_column)

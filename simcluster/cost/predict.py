@@ -19,7 +19,7 @@ import pandas as pd
 
 from simcluster.cost import Batch, CostModel, Layout
 from simcluster.cost.parallel import check_parallel
-from simcluster.errors import InputError
+from simcluster.errors import InputError, value_text
 from simcluster.hardware import default_tp_link, load_device, load_link
 from simcluster.models import load_model
 
@@ -124,20 +124,47 @@ def _present(row, key):
     return v is not None and not (isinstance(v, float) and math.isnan(v))
 
 
-def predict_frame(cost: CostModel, shapes: pd.DataFrame, file: str = "<frame>") -> pd.DataFrame:
-    """Predict every row of a shapes frame (see module docstring)."""
+def _count(row, key: str, least: int | float, whole: bool = True):
+    """``row[key]`` as a whole number (or, ``whole`` False, a finite number above 0) of at
+    least ``least``: an InputError naming the field otherwise, never a truncation."""
+    v = row[key]
+    try:
+        x = float(v)
+    except (TypeError, ValueError):
+        x = math.nan
+    if whole:
+        ok, what = math.isfinite(x) and x == int(x) and x >= least, f"a whole number >= {least}"
+    else:
+        ok, what = math.isfinite(x) and x > least, f"a number > {least}"
+    if not ok or isinstance(v, bool):
+        raise InputError(f"expected {what}, got {value_text(v)}", field=key)
+    return int(x) if whole else x
+
+
+def _names(row, op: str, keys) -> None:
+    for k in keys:
+        if not _present(row, k):
+            raise InputError(f"{op} rows need a {k!r}", field=k)
+
+
+def predict_frame(cost: CostModel, shapes: pd.DataFrame, file: str = "<frame>",
+                  lines=None) -> pd.DataFrame:
+    """Predict every row of a shapes frame (see module docstring). ``lines``: the file's line
+    of each row, for messages (default: ``shapes.attrs['lines']``, else a header and one line
+    a row)."""
     if "op" not in shapes.columns:
         raise InputError(f"missing column 'op'; found {list(shapes.columns)}", file=file,
                          field="op")
+    lines = lines or shapes.attrs.get("lines") or range(2, len(shapes) + 2)
     times, provs, fits, notes = [], [], [], []
-    for i, row in enumerate(shapes.to_dict("records")):
-        line = i + 2
+    for row, line in zip(shapes.to_dict("records"), lines):
         op = row["op"]
         try:
             if op == "iteration":
                 keys = ("prefill_seqs", "prefill_tokens", "prefill_context", "decode_seqs",
                         "decode_context")
-                batch = {k: int(row[k]) for k in keys if _present(row, k)}
+                _names(row, op, ("model", "device"))
+                batch = {k: _count(row, k, 0) for k in keys if _present(row, k)}
                 where = dict(tp=row.get("tp", 1) if _present(row, "tp") else 1,
                              pp=row.get("pp", 1) if _present(row, "pp") else 1,
                              link=row["link"] if _present(row, "link") else None)
@@ -146,9 +173,11 @@ def predict_frame(cost: CostModel, shapes: pd.DataFrame, file: str = "<frame>") 
                 fit, note = iteration_memory(row["model"], row["device"], **where, **batch)
             elif op in OP_FIELDS:
                 shape = {}
+                _names(row, op, ("device",))
                 for k in OP_FIELDS[op]:
                     if _present(row, k):
-                        shape[k] = float(row[k]) if k == "bytes" else int(row[k])
+                        shape[k] = _count(row, k, 0 if k in ("context", "bytes") else 1,
+                                          whole=k != "bytes")
                     elif k not in OPTIONAL:
                         raise InputError(f"operator {op!r} needs column {k!r}", file=file,
                                          line=line, field=k)
