@@ -967,6 +967,25 @@ def spec_cases() -> list[Case]:
             return "traceback", f"measured calibration fell back: {detail}"
         return outcome, detail
     cases[-1].run = measured
+    # measured tables of a device in an added spec folder (were read as given: a table
+    # without 'm' raised KeyError from the fit, m = 0 or 1.5 was fitted)
+    from simcluster.calibration.tables import load_tables
+    head = "# table: gemm\nm,n,k,dtype,time_s\n"
+    for what, name, body, mention in (
+            ("no m column", "gemm", "n,k,dtype,time_s\n4096,512,bf16,1e-5\n", ("gemm.csv", "'m'")),
+            ("m = 0", "gemm", head + "1,4096,512,bf16,1e-5\n0,4096,512,bf16,1e-5\n",
+             ("gemm.csv:4", "'m'")),
+            ("m = 1.5", "gemm", head + "1.5,4096,512,bf16,1e-5\n", ("gemm.csv:3", "'m'")),
+            ("no dtype", "gemm", "m,n,k,time_s\n1,4096,512,1e-5\n", ("gemm.csv", "dtype")),
+            ("time 0", "gemm", head + "1,4096,512,bf16,0\n", ("gemm.csv:3", "time_s")),
+            ("batch text", "attn_decode", "batch,kv_len,num_heads,num_kv_heads,head_dim,time_s\n"
+             "x,5,32,8,128,1e-5\n", ("attn_decode.csv:2", "'batch'"))):
+        cases.append(Case("spec", f"calibration table {name}: {what}", *lib(
+            lambda tmp: load_tables(tmp / "cal"), {f"cal/{name}.csv": body}, mention=mention)))
+    cases.append(Case("spec", "SIMCLUSTER_HWSPECS holds a table without m", *cli(
+        ["predict", "--op", "gemm", "--device", "H100-SXM", "--m", "64", "--n", "4096", "--k",
+         "4096"], {"extra/calibration/H100-SXM/gemm.csv": "n,k,dtype,time_s\n4,5,bf16,1e-5\n"},
+        env={"SIMCLUSTER_HWSPECS": "{tmp}/extra"}, mention=("gemm.csv", "'m'"))))
     return cases
 
 

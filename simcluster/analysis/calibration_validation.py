@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from simcluster.calibration.fitted import MeasuredCalibration, fit_curves, table_rows
-from simcluster.calibration.tables import read_table
+from simcluster.calibration.tables import check_table, read_table
 from simcluster.cost import Batch, CostModel, Layout
 from simcluster.errors import InputError
 from simcluster.hardware import DeviceSpec, load_device, load_link
@@ -232,6 +232,7 @@ def validate_table(cost: CostModel, path, device: str | None) -> pd.DataFrame:
     if op not in OPS:
         raise InputError(f"unknown table {table!r}; expected one of {OPS} (or cpu_ ones), "
                          "or a CSV with an 'op' column", file=str(path))
+    check_table(table, df, path)
     rows = table_rows({table: (meta, df)}, op, "bf16") if "dtype" not in df.columns else df
     return predict_rows(cost, load_device(device), op, rows)
 

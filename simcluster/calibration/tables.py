@@ -79,5 +79,57 @@ def calibrated_devices() -> dict[str, Path]:
 
 
 def load_tables(folder) -> dict[str, tuple[dict, pd.DataFrame]]:
-    """Every table of one device folder, by table name."""
-    return {p.stem: read_table(p) for p in sorted(Path(folder).glob("*.csv"))}
+    """Every table of one device folder, by table name, each checked (:func:`check_table`)."""
+    out = {}
+    for p in sorted(Path(folder).glob("*.csv")):
+        meta, df = out[p.stem] = read_table(p)
+        check_table(p.stem, df, p)
+    return out
+
+
+_SHAPE = ("num_heads", "num_kv_heads", "head_dim")
+#: What the fits read of each table (beside ``time_s``, which :func:`read_table` checks):
+#: columns of whole numbers >= 1, of whole numbers >= 0 (where present), of numbers > 0, and
+#: of labels (present, any value).
+TABLE_COLUMNS = {
+    "gemm": (("m", "n", "k"), (), (), ("dtype",)),
+    "cpu_gemm": (("m", "n", "k", "threads"), (), (), ("dtype",)),
+    "grouped_gemm": (("groups", "m", "n", "k"), (), (), ("dtype",)),
+    "attn_prefill": (("batch", "seq_len") + _SHAPE, ("context",), (), ()),
+    "attn_decode": (("batch", "kv_len") + _SHAPE, (), (), ()),
+    "cpu_attn_decode": (("batch", "kv_len", "threads") + _SHAPE, (), (), ("dtype",)),
+    "elementwise": (("hidden",), (), ("bytes",), ("op",)),
+    "profiled_kernels": (("hidden",), (), ("bytes",), ("op",)),
+    "allreduce": (("world_size", "size_bytes"), (), (), ()),
+    "memcpy": (("size_bytes",), (), (), ("direction", "pinned")),
+}
+
+
+def check_table(name: str, df: pd.DataFrame, path) -> None:
+    """An InputError naming the file, line and column where a measured table ``name`` lacks
+    a column its fit reads (:data:`TABLE_COLUMNS`) or holds a shape that is not one (a
+    fraction, zero or less, text): a fit would otherwise fail deep inside, or take the value
+    as given. Tables of other names are not checked."""
+    import numpy as np
+    import pandas as pd
+    if name not in TABLE_COLUMNS:
+        return
+    counts, counts0, positive, labels = TABLE_COLUMNS[name]
+    missing = [c for c in counts + positive + labels if c not in df.columns]
+    if missing:
+        raise InputError(f"a {name!r} table needs column(s) {missing}; found "
+                         f"{list(df.columns)}", file=str(path), field=missing[0])
+    lines = df.attrs.get("lines") or range(2, len(df) + 2)
+    for cols, least, whole in ((counts, 1, True), (counts0, 0, True), (positive, 0, False)):
+        for c in cols:
+            if c not in df.columns:
+                continue
+            x = pd.to_numeric(df[c], errors="coerce").to_numpy(dtype=float)
+            ok = np.isfinite(x) & ((x >= least) if whole else (x > least))
+            if whole:
+                ok &= np.floor(np.where(ok, x, 0)) == np.where(ok, x, 0)
+            if not ok.all():
+                i = int(np.flatnonzero(~ok)[0])
+                what = f"a whole number >= {least}" if whole else f"a number > {least}"
+                raise InputError(f"expected {what}, got {value_text(df[c].iloc[i])}",
+                                 file=str(path), line=lines[i], field=c)
