@@ -1143,6 +1143,15 @@ def cli_cases() -> list[Case]:
         (["validate-e2e", "r.csv", "--engine", "bogus"], {"r.csv": "a\n1\n"}, ("bogus",)),
         (["validate-e2e", "r.csv", "--engine", "hf-cb-h100"], {"r.csv": "a,b\n1,2\n"},
          ("r.csv",)),
+        # a replay's cells (were taken as given: 1.5 tokens, a negative TTFT, an infinite
+        # latency; a missing arrival named only as 'request 0', without the file)
+        *[(["validate-e2e", "r.csv", "--engine", "hf-cb-h100"],
+           {"r.csv": "arrival_s,prompt_tokens,output_tokens,ttft_s,tpot_s,e2e_s\n"
+                     "0,100,8,0.1,0.05,1\n" + row}, ("r.csv:3", column))
+          for column, row in (("prompt_tokens", "0.5,1.5,8,0.1,0.05,1\n"),
+                              ("ttft_s", "0.5,100,8,-1,0.05,1\n"),
+                              ("e2e_s", "0.5,100,8,0.1,0.05,inf\n"),
+                              ("arrival_s", ",100,8,0.1,0.05,1\n"))],
         (["calibrate-engine", "log.csv", "--device", "H100-SXM", "--model", "llama-2-7b",
           "--name", "x"], {"log.csv": "a,b\n1,2\n"}, ("log.csv",)),
         (["calibrate-engine", "missing.csv", "--device", "H100-SXM", "--model", "llama-2-7b",

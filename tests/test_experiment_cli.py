@@ -119,14 +119,15 @@ def test_predict_says_whether_the_iteration_fits_memory(capsys, tmp_path):
 
 @pytest.mark.parametrize("body, where", [
     ("op,device,m,n,k\ngemm,H100-SXM,128.5,4096,4096\n", "s.csv:2: field 'm': expected a "
-     "whole number >= 1, got 128.5"),
+     "whole number >= 1, found 128.5"),
     ("op,device,m,n,k\ngemm,H100-SXM,1,2,3\ngemm,H100-SXM,0,2,3\n", "s.csv:3: field 'm'"),
     ("op,device,tokens,context,num_heads,num_kv_heads,head_dim\n"
      "attn_prefill,H100-SXM,64,-1,32,8,128\n", "s.csv:2: field 'context': expected a whole "
-     "number >= 0, got -1"),
-    ("op,device,bytes\nelementwise,H100-SXM,0\n", "field 'bytes': expected a number > 0"),
+     "number >= 0 (at most 2**53), found -1"),
+    ("op,device,bytes\nelementwise,H100-SXM,0\n", "field 'bytes': expected a number of "
+     "bytes >= 1 (at most 2**53), found 0"),
     ("op,model,device,decode_seqs,decode_context\niteration,llama-2-7b,H100-SXM,2.5,9\n",
-     "s.csv:2: field 'decode_seqs': expected a whole number >= 0, got 2.5"),
+     "s.csv:2: field 'decode_seqs': expected a whole number >= 0, found 2.5"),
     ("op,model,decode_seqs,decode_context\niteration,llama-2-7b,4,9\n",
      "s.csv:2: field 'device': iteration rows need a 'device'"),
     # a measured table's '# key: value' lines count: the bad row is the file's fourth line

@@ -365,6 +365,29 @@ def _replay(tmp_path, settings: str, unfinished: bool = False):
     return p
 
 
+@pytest.mark.parametrize("column, value, expected", [
+    ("prompt_tokens", "250.5", "whole number of tokens >= 1, found 250.5"),
+    ("output_tokens", "0", "whole number of tokens >= 1 (at most 2**53), found 0"),
+    ("arrival_s", "soon", "a time >= 0 s, found 'soon'"),
+    ("ttft_s", "-0.1", "a latency >= 0 s (or an empty cell: the request did not finish), "
+     "found -0.1"),
+    ("e2e_s", "inf", "found inf"),
+])
+def test_replay_cells_are_checked_at_their_line(tmp_path, column, value, expected):
+    from simcluster.analysis.engine_validation import read_replay
+    p = _replay(tmp_path, "block_size=256")
+    lines = p.read_text().splitlines()
+    header = lines[2].split(",")
+    cells = lines[5].split(",")         # the file's sixth line: its fourth request
+    cells[header.index(column)] = value
+    lines[5] = ",".join(cells)
+    p.write_text("\n".join(lines) + "\n")
+    with pytest.raises(InputError) as err:
+        read_replay(p)
+    assert str(err.value).startswith(f"{p}:6: field '{column}': expected ")
+    assert expected in str(err.value)
+
+
 def test_validate_e2e_uses_and_reports_the_replays_settings(tmp_path):
     from simcluster.analysis.engine_validation import effective_settings, validate_replay
     spec = load_engine("hf-cb-h200-eager-7b")

@@ -57,8 +57,27 @@ def read_replay(path) -> tuple[pd.DataFrame, dict]:
     missing = [c for c in need if c not in df.columns]
     if missing:
         raise InputError(f"missing columns {missing}; a replay needs {need}", file=str(path))
+    _check_replay(df, path, text)
     df = df.sort_values("arrival_s", kind="stable").reset_index(drop=True)
     return df, read_metadata(path)
+
+
+def _check_replay(df: pd.DataFrame, path, text: str) -> None:
+    """Every cell the comparison reads, at its line of the file: arrivals times >= 0, token
+    counts whole and >= 1, measured latencies >= 0 s or empty (a request the replay did not
+    see finish: compared censored), as a trace's cells are checked."""
+    from simcluster.workload._columns import Rows, numbers
+    lines = [n for n, ln in enumerate(text.splitlines(), 1)
+             if ln.strip() and not ln.lstrip().startswith("#")][1:]
+    rows = Rows(str(path), np.asarray(lines))
+    numbers(df.arrival_s, rows, "arrival_s", integer=False, minimum=0,
+            expected="a time >= 0 s")
+    for c in ("prompt_tokens", "output_tokens"):
+        numbers(df[c], rows, c, integer=True, minimum=1, expected="a whole number of tokens >= 1")
+    for c in ("ttft_s", "tpot_s", "e2e_s"):
+        given = df[c].notna().to_numpy()
+        numbers(df[c][given], rows.take(np.flatnonzero(given)), c, integer=False, minimum=0,
+                expected="a latency >= 0 s (or an empty cell: the request did not finish)")
 
 
 def _stats(ttft, tpot, e2e, arrival, finish, out_tokens) -> dict:

@@ -89,8 +89,8 @@ def load_tables(folder) -> dict[str, tuple[dict, pd.DataFrame]]:
 
 _SHAPE = ("num_heads", "num_kv_heads", "head_dim")
 #: What the fits read of each table (beside ``time_s``, which :func:`read_table` checks):
-#: columns of whole numbers >= 1, of whole numbers >= 0 (where present), of numbers > 0, and
-#: of labels (present, any value).
+#: columns of whole numbers >= 1, of whole numbers >= 0 where given (an empty cell: none, as
+#: a missing ``context`` is 0), of byte counts (numbers >= 1), and of labels (any value).
 TABLE_COLUMNS = {
     "gemm": (("m", "n", "k"), (), (), ("dtype",)),
     "cpu_gemm": (("m", "n", "k", "threads"), (), (), ("dtype",)),
@@ -109,27 +109,23 @@ def check_table(name: str, df: pd.DataFrame, path) -> None:
     """An InputError naming the file, line and column where a measured table ``name`` lacks
     a column its fit reads (:data:`TABLE_COLUMNS`) or holds a shape that is not one (a
     fraction, zero or less, text): a fit would otherwise fail deep inside, or take the value
-    as given. Tables of other names are not checked."""
+    as given. Tables of other names are not checked. The cells are checked as a trace's are
+    (:func:`simcluster.workload._columns.numbers`)."""
     import numpy as np
-    import pandas as pd
+
+    from simcluster.workload._columns import Rows, numbers, require_columns
     if name not in TABLE_COLUMNS:
         return
-    counts, counts0, positive, labels = TABLE_COLUMNS[name]
-    missing = [c for c in counts + positive + labels if c not in df.columns]
-    if missing:
-        raise InputError(f"a {name!r} table needs column(s) {missing}; found "
-                         f"{list(df.columns)}", file=str(path), field=missing[0])
-    lines = df.attrs.get("lines") or range(2, len(df) + 2)
-    for cols, least, whole in ((counts, 1, True), (counts0, 0, True), (positive, 0, False)):
-        for c in cols:
-            if c not in df.columns:
-                continue
-            x = pd.to_numeric(df[c], errors="coerce").to_numpy(dtype=float)
-            ok = np.isfinite(x) & ((x >= least) if whole else (x > least))
-            if whole:
-                ok &= np.floor(np.where(ok, x, 0)) == np.where(ok, x, 0)
-            if not ok.all():
-                i = int(np.flatnonzero(~ok)[0])
-                what = f"a whole number >= {least}" if whole else f"a number > {least}"
-                raise InputError(f"expected {what}, got {value_text(df[c].iloc[i])}",
-                                 file=str(path), line=lines[i], field=c)
+    counts, counts0, sizes, labels = TABLE_COLUMNS[name]
+    lines = df.attrs.get("lines")
+    rows = Rows(str(path), None if lines is None else np.asarray(lines))
+    require_columns(list(df.columns), counts + sizes + labels, rows, what=f"a {name!r} table")
+    for c in counts:
+        numbers(df[c], rows, c, integer=True, minimum=1, expected="a whole number >= 1")
+    for c in sizes:
+        numbers(df[c], rows, c, integer=False, minimum=1, expected="a number of bytes >= 1")
+    for c in counts0:
+        if c in df.columns:
+            given = df[c].notna().to_numpy()
+            numbers(df[c][given], rows.take(np.flatnonzero(given)), c, integer=True,
+                    minimum=0, expected="a whole number >= 0")

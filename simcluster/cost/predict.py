@@ -19,7 +19,7 @@ import pandas as pd
 
 from simcluster.cost import Batch, CostModel, Layout
 from simcluster.cost.parallel import check_parallel
-from simcluster.errors import InputError, value_text
+from simcluster.errors import InputError
 from simcluster.hardware import default_tp_link, load_device, load_link
 from simcluster.models import load_model
 
@@ -124,21 +124,32 @@ def _present(row, key):
     return v is not None and not (isinstance(v, float) and math.isnan(v))
 
 
-def _count(row, key: str, least: int | float, whole: bool = True):
-    """``row[key]`` as a whole number (or, ``whole`` False, a finite number above 0) of at
-    least ``least``: an InputError naming the field otherwise, never a truncation."""
-    v = row[key]
-    try:
-        x = float(v)
-    except (TypeError, ValueError):
-        x = math.nan
-    if whole:
-        ok, what = math.isfinite(x) and x == int(x) and x >= least, f"a whole number >= {least}"
-    else:
-        ok, what = math.isfinite(x) and x > least, f"a number > {least}"
-    if not ok or isinstance(v, bool):
-        raise InputError(f"expected {what}, got {value_text(v)}", field=key)
-    return int(x) if whole else x
+_BATCH = ("prefill_seqs", "prefill_tokens", "prefill_context", "decode_seqs",
+          "decode_context")
+
+
+def _check_cells(shapes: pd.DataFrame, rows) -> None:
+    """Every shape cell a row of each op gives: a whole number (>= 1; ``context`` and an
+    iteration's batch counts >= 0; ``bytes`` any number >= 1), checked as a trace's cells are
+    (:func:`simcluster.workload._columns.numbers`): an InputError at its line, never a
+    truncation. Which cells an op needs is the row loop's to say."""
+    import numpy as np
+
+    from simcluster.workload._columns import numbers
+    least = {"iteration": {**dict.fromkeys(_BATCH, 0), "tp": 1, "pp": 1}}
+    least.update({op: {k: 0 if k == "context" else 1 for k in fields}
+                  for op, fields in OP_FIELDS.items()})
+    ops = shapes["op"].to_numpy()
+    for op, columns in least.items():
+        for k, low in columns.items():
+            if k in shapes.columns:
+                given = (ops == op) & shapes[k].notna().to_numpy()
+                if given.any():
+                    whole = k != "bytes"
+                    numbers(shapes[k][given], rows.take(np.flatnonzero(given)), k,
+                            integer=whole, minimum=low,
+                            expected=f"a whole number >= {low}" if whole else
+                            "a number of bytes >= 1")
 
 
 def _names(row, op: str, keys) -> None:
@@ -155,18 +166,20 @@ def predict_frame(cost: CostModel, shapes: pd.DataFrame, file: str = "<frame>",
     if "op" not in shapes.columns:
         raise InputError(f"missing column 'op'; found {list(shapes.columns)}", file=file,
                          field="op")
-    lines = lines or shapes.attrs.get("lines") or range(2, len(shapes) + 2)
+    import numpy as np
+
+    from simcluster.workload._columns import Rows
+    lines = np.asarray(lines or shapes.attrs.get("lines") or range(2, len(shapes) + 2))
+    _check_cells(shapes, Rows(file, lines))
     times, provs, fits, notes = [], [], [], []
-    for row, line in zip(shapes.to_dict("records"), lines):
+    for row, line in zip(shapes.to_dict("records"), lines.tolist()):
         op = row["op"]
         try:
             if op == "iteration":
-                keys = ("prefill_seqs", "prefill_tokens", "prefill_context", "decode_seqs",
-                        "decode_context")
                 _names(row, op, ("model", "device"))
-                batch = {k: _count(row, k, 0) for k in keys if _present(row, k)}
-                where = dict(tp=row.get("tp", 1) if _present(row, "tp") else 1,
-                             pp=row.get("pp", 1) if _present(row, "pp") else 1,
+                batch = {k: int(row[k]) for k in _BATCH if _present(row, k)}
+                where = dict(tp=int(row["tp"]) if _present(row, "tp") else 1,
+                             pp=int(row["pp"]) if _present(row, "pp") else 1,
                              link=row["link"] if _present(row, "link") else None)
                 t, prov = predict_iteration(cost, row["model"], row["device"], **where,
                                             **batch)
@@ -176,8 +189,7 @@ def predict_frame(cost: CostModel, shapes: pd.DataFrame, file: str = "<frame>",
                 _names(row, op, ("device",))
                 for k in OP_FIELDS[op]:
                     if _present(row, k):
-                        shape[k] = _count(row, k, 0 if k in ("context", "bytes") else 1,
-                                          whole=k != "bytes")
+                        shape[k] = float(row[k]) if k == "bytes" else int(row[k])
                     elif k not in OPTIONAL:
                         raise InputError(f"operator {op!r} needs column {k!r}", file=file,
                                          line=line, field=k)
