@@ -1164,6 +1164,19 @@ def cli_cases() -> list[Case]:
           "--name", "hf-cb-h100"], {"log.csv": _engine_log()}, ("--force",)),
         (["calibrate-engine", "log.csv", "--device", "H100-SXM", "--model", "llama-2-7b",
           "--name", ""], {"log.csv": _engine_log()}, ("name",)),
+        # a log's cells and counts (were taken as given: 1.5 prompt tokens, more samples
+        # than sequences, a prefill_detail at odds with its row; 'garbage' there raised
+        # "not enough values to unpack"; a bad cell was named by row, not line)
+        *[(["calibrate-engine", "log.csv", "--device", "H100-SXM", "--model", "llama-2-7b",
+            "--name", "x", "--out", "o"],
+           {"log.csv": "# engine: e\niteration_s,prefill_tokens,prefill_seqs,decode_seqs,"
+                       "decode_context_tokens,samples,prefill_detail\n"
+                       "0.1,64,1,0,0,1,64/0\n" + row}, ("log.csv:4", column))
+          for column, row in (("prefill_tokens", "0.1,1.5,1,0,0,1,\n"),
+                              ("samples", "0.1,64,1,2,40,9,64/0\n"),
+                              ("prefill_detail", "0.1,64,1,0,0,1,garbage\n"),
+                              ("prefill_detail", "0.1,64,2,0,0,2,30/0;30/0\n"),
+                              ("iteration_s", "-0.1,64,1,0,0,1,64/0\n"))],
         (["calibrate", "--out", "d", "--only", "bogus"], {}, ()),
         (["import-profile", "vidur", "x.csv"], {"x.csv": "a,b\n1,2\n"}, ("--device",)),
         (["import-profile", "vidur", "x.csv", "--device", "../evil"], {"x.csv": "a\n1\n"},

@@ -141,7 +141,7 @@ def test_reader_names_missing_and_bad_columns(tmp_path):
         read_iterations(p)
     p.write_text("iteration_s,prefill_tokens,decode_seqs,decode_context_tokens\n"
                  "0.1,10,0,0\n-1,0,2,100\n")
-    with pytest.raises(InputError, match="row 2"):
+    with pytest.raises(InputError, match=r"bad.csv:3: field 'iteration_s': expected a time > 0 s"):
         read_iterations(p)
     p.write_text("# device: x\niteration_s,prefill_tokens,decode_seqs,decode_context_tokens\n"
                  "0.1,300,2,100\n")
@@ -149,6 +149,26 @@ def test_reader_names_missing_and_bad_columns(tmp_path):
     assert log.meta == {"device": "x"}
     sizes, ctx = log.chunks(0)
     assert sizes.tolist() == [300] and ctx.tolist() == [0]
+
+
+@pytest.mark.parametrize("row, match", [
+    ("0.1,2.5,1,0,0,1,2.5/0", r":3: field 'prefill_tokens': expected a whole number >= 0, "
+     r"found 2.5"),
+    ("0.1,0,1,1,10,1,", r":3: field 'prefill_seqs': prefill_seqs and prefill_tokens must be "
+     r"both"),
+    ("0.1,64,1,4,2,5,64/0", r":3: field 'decode_context_tokens': fewer KV tokens than "
+     r"decoding"),
+    ("0.1,64,1,0,0,500,64/0", r":3: field 'samples': more tokens sampled than"),
+    ("0.1,64,1,0,0,1,64-0", r":3: field 'prefill_detail': expected 'tokens/context' pairs"),
+    ("0.1,64,2,0,0,2,32/0;30/0", r":3: field 'prefill_detail': 2 chunks of 62 tokens after 0 "
+     r"cached, where the row says prefill_seqs 2, prefill_tokens 64"),
+])
+def test_reader_checks_each_cell_and_the_counts_together(tmp_path, row, match):
+    p = tmp_path / "log.csv"
+    p.write_text("iteration_s,prefill_tokens,prefill_seqs,decode_seqs,decode_context_tokens,"
+                 f"samples,prefill_detail\n0.1,10,1,0,0,1,10/0\n{row}\n")
+    with pytest.raises(InputError, match="log.csv" + match):
+        read_iterations(p)
 
 
 def test_measured_profile_reads_with_exact_chunks():

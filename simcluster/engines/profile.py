@@ -21,6 +21,11 @@ column                     required  meaning
 ``start_s``                no        iteration start, seconds (any origin)
 ``kv_blocks``              no        KV blocks in use (informational)
 =========================  ========  =====================================================
+
+Every cell is checked at its line of the file (counts whole and >= 0, times > 0), and the
+counts of a row against each other: prompts with prompt tokens, samples at most the
+sequences, decoding sequences with at least one KV token each, ``prefill_detail`` adding up
+to ``prefill_seqs`` chunks of ``prefill_tokens`` after ``prefill_context_tokens``.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ import numpy as np
 import pandas as pd
 
 from simcluster.errors import InputError, value_text
+from simcluster.workload._columns import Rows, numbers
 
 REQUIRED = ("iteration_s", "prefill_tokens", "decode_seqs")
 OPTIONAL = ("decode_context_tokens", "prefill_seqs", "prefill_context_tokens", "samples",
@@ -106,24 +112,66 @@ def read_iterations(path) -> IterationLog:
         df["prefill_context_tokens"] = 0
     if "samples" not in df.columns:
         df["samples"] = df.prefill_seqs + df.decode_seqs
-    for c in ("iteration_s", "prefill_tokens", "decode_seqs", "decode_context_tokens",
-              "prefill_seqs", "prefill_context_tokens", "samples"):
-        vals = pd.to_numeric(df[c], errors="coerce")
-        bad = vals.isna() | (vals < 0)
-        if bad.any():
-            row = int(np.flatnonzero(bad.to_numpy())[0])
-            raise InputError(f"row {row + 1}: expected a number >= 0, got "
-                             f"{value_text(df[c].iloc[row])}", file=str(path), field=c)
-        df[c] = vals
-    if (df.iteration_s <= 0).any():
-        row = int(np.flatnonzero((df.iteration_s <= 0).to_numpy())[0])
-        raise InputError(f"row {row + 1}: iteration_s must be > 0", file=str(path),
-                         field="iteration_s")
-    empty = (df.prefill_tokens == 0) & (df.decode_seqs == 0)
-    if empty.any():
-        raise InputError(f"row {int(np.flatnonzero(empty.to_numpy())[0]) + 1}: an iteration "
-                         "with no prefill tokens and no decodes", file=str(path))
+    lines = [n for n, ln in enumerate(text.splitlines(), 1)
+             if ln.strip() and not ln.lstrip().startswith("#")][1:]
+    rows = Rows(str(path), np.asarray(lines))
+    df["iteration_s"] = numbers(df.iteration_s, rows, "iteration_s", integer=False, minimum=0,
+                                expected="a time > 0 s")
+    zero = df.iteration_s.to_numpy() == 0
+    if zero.any():
+        raise rows.error(int(np.argmax(zero)), "iteration_s", "expected a time > 0 s, found 0")
+    for c in ("prefill_tokens", "decode_seqs", "decode_context_tokens", "prefill_seqs",
+              "prefill_context_tokens", "samples"):
+        df[c] = numbers(df[c], rows, c, integer=True, minimum=0,
+                        expected="a whole number >= 0")
+    _check_counts(df, rows)
     for c in ("phase", "prefill_detail"):
         if c in df.columns:
             df[c] = df[c].astype(str).replace("nan", "")
+    if "prefill_detail" in df.columns:
+        _check_detail(df, rows)
     return IterationLog(df.reset_index(drop=True), meta, str(path))
+
+
+def _check_counts(df: pd.DataFrame, rows) -> None:
+    """Counts that contradict each other: an empty iteration, prompt tokens without prompts
+    (or the reverse), more samples than sequences."""
+    pt, ps = df.prefill_tokens.to_numpy(), df.prefill_seqs.to_numpy()
+    ds, dc = df.decode_seqs.to_numpy(), df.decode_context_tokens.to_numpy()
+    for bad, column, what in (
+            ((pt == 0) & (ds == 0), None, "an iteration with no prefill tokens and no decodes"),
+            ((pt > 0) != (ps > 0), "prefill_seqs", "prefill_seqs and prefill_tokens must be "
+             "both 0 or both >= 1"),
+            (ps > pt, "prefill_seqs", "more prompts than prompt tokens"),
+            ((ds > 0) & (dc < ds), "decode_context_tokens", "fewer KV tokens than decoding "
+             "sequences (each attends to its new token at least)"),
+            (df.samples.to_numpy() > ps + ds, "samples", "more tokens sampled than "
+             "prefill_seqs + decode_seqs")):
+        if bad.any():
+            pos = int(np.argmax(bad))
+            raise rows.error(pos, column, what)
+
+
+def _check_detail(df: pd.DataFrame, rows) -> None:
+    """``prefill_detail``: ``tokens/context`` pairs of whole numbers, one a prompt chunk,
+    adding up to the row's ``prefill_seqs`` and ``prefill_tokens``."""
+    for pos, det in enumerate(df.prefill_detail.tolist()):
+        if not det:
+            continue
+        try:
+            pairs = [tuple(int(x) for x in p.split("/")) for p in det.split(";") if p]
+            ok = all(len(q) == 2 and q[0] >= 1 and q[1] >= 0 for q in pairs)
+        except ValueError:
+            ok = False
+        if not ok:
+            raise rows.error(pos, "prefill_detail", "expected 'tokens/context' pairs of "
+                             f"whole numbers joined by ';' (e.g. '952/2048;1096/0'), found "
+                             f"{value_text(det)}")
+        r = df.iloc[pos]
+        tokens, context = sum(q[0] for q in pairs), sum(q[1] for q in pairs)
+        if (len(pairs), tokens, context) != (r.prefill_seqs, r.prefill_tokens,
+                                             r.prefill_context_tokens):
+            raise rows.error(pos, "prefill_detail", f"{len(pairs)} chunks of {tokens} tokens "
+                             f"after {context} cached, where the row says prefill_seqs "
+                             f"{r.prefill_seqs}, prefill_tokens {r.prefill_tokens}, "
+                             f"prefill_context_tokens {r.prefill_context_tokens}")
