@@ -112,6 +112,30 @@ def test_vidur_importer_names_bad_input(tmp_path):
         import_vidur([tmp_path / "missing.csv"], "X")
 
 
+@pytest.mark.parametrize("old, new, match", [
+    (",True,", ",maybe,", r"use_gated_mlp.*expected true or false, got 'maybe'"),
+    ("32,8,4096,", "30,8,4096,", r"n_embd.*head size n_embd / n_head \(4096 / 30\) is not "
+     "whole"),
+])
+def test_vidur_mlp_cells_are_not_guessed(tmp_path, old, new, match):
+    _vidur_mlp(tmp_path / "mlp.csv", [(8, 1, 0.05)])
+    p = tmp_path / "mlp.csv"
+    p.write_text(p.read_text().replace(old, new))
+    with pytest.raises(InputError, match=match) as err:
+        import_vidur([p], "X")
+    assert err.value.line == 2
+
+
+@pytest.mark.parametrize("row, match", [
+    ((1, 1024, 0, "yes", 0.3), "is_prefill.*expected true or false, got 'yes'"),
+    ((0, 0, 512, False, 0.02), "batch_size.*expected batch_size >= 1, got 0"),
+])
+def test_vidur_attention_cells_are_not_guessed(tmp_path, row, match):
+    _vidur_attention(tmp_path / "attention.csv", [row])
+    with pytest.raises(InputError, match=match):
+        import_vidur([tmp_path / "attention.csv"], "X")
+
+
 def test_bundled_a100_tables_are_imported_and_named(measured):
     prov = measured.provenance(load_device("A100-80GB"))
     assert "imported from Vidur" in prov

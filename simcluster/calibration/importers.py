@@ -97,6 +97,24 @@ def _int(df, key, i, path) -> int:
     return int(f)
 
 
+def _flag(df, key, i, path) -> bool:
+    """A true/false cell (``True``/``False``, ``1``/``0``, any case); anything else named."""
+    v = str(df[key].iloc[i]).strip().lower()
+    if v not in ("true", "false", "1", "0", "1.0", "0.0"):
+        raise InputError(f"row {i + 1}: expected true or false, got {df[key].iloc[i]!r}",
+                         file=str(path), line=i + 2, field=key)
+    return v in ("true", "1", "1.0")
+
+
+def _divides(whole: int, parts: int, what: str, i: int, path, field: str) -> int:
+    """``whole / parts`` when it is whole; an InputError naming the row otherwise (a floor
+    would invent a shape the profile never ran)."""
+    if whole % parts:
+        raise InputError(f"row {i + 1}: {what} ({whole} / {parts}) is not whole",
+                         file=str(path), line=i + 2, field=field)
+    return whole // parts
+
+
 def vidur_mlp_rows(path) -> tuple[list[dict], list[dict]]:
     """(GEMM rows, elementwise rows) of a Vidur ``mlp.csv`` (see module docstring)."""
     df = _read(path, MLP_KEYS, MLP_GEMMS + tuple(MLP_ELEMENTWISE))
@@ -108,8 +126,10 @@ def vidur_mlp_rows(path) -> tuple[list[dict], list[dict]]:
         if not (h and e and t and tp):
             raise InputError(f"row {i + 1}: heads, n_embd, num_tokens and TP must be >= 1",
                              file=str(path), line=i + 2)
-        gated = str(df.use_gated_mlp.iloc[i]).strip().lower() in ("true", "1")
-        d = e // h
+        gated = _flag(df, "use_gated_mlp", i, path)
+        d = _divides(e, h, "head size n_embd / n_head", i, path, "n_embd")
+        _divides(h, tp, "heads a GPU n_head / TP", i, path, "n_head")
+        _divides(ffn, tp, "n_expanded_embd / TP", i, path, "n_expanded_embd")
         shapes = {"attn_pre_proj": (e, (h + 2 * kv) * d // tp),
                   "attn_post_proj": (h * d // tp, e),
                   "mlp_up_proj": (e, (2 if gated else 1) * ffn // tp),
@@ -143,10 +163,15 @@ def vidur_attention_rows(path) -> tuple[list[dict], list[dict]]:
         if not (e and qh and tp):
             raise InputError(f"row {i + 1}: n_embd, n_q_head and TP must be >= 1",
                              file=str(path), line=i + 2)
-        heads, kv, d = qh // tp, max(kvh // tp, 1), e // qh
+        heads = _divides(qh, tp, "heads a GPU n_q_head / TP", i, path, "n_q_head")
+        kv, d = max(kvh // tp, 1), _divides(e, qh, "head size n_embd / n_q_head", i, path,
+                                            "n_embd")
         b = _int(df, "batch_size", i, path)
         ctx = _int(df, "kv_cache_size", i, path)
-        prefill = str(df.is_prefill.iloc[i]).strip().lower() in ("true", "1")
+        prefill = _flag(df, "is_prefill", i, path)
+        if not b:
+            raise InputError(f"row {i + 1}: expected batch_size >= 1, got 0", file=str(path),
+                             line=i + 2, field="batch_size")
         common = {"num_heads": heads, "num_kv_heads": kv, "head_dim": d, "dtype": "bf16",
                   "backend": "vidur", "gqa_mode": "none" if heads == kv else "enable_gqa"}
         if prefill:
