@@ -170,6 +170,21 @@ def test_splitwise_perf_model_becomes_an_engine_log(tmp_path):
         splitwise_rows(tmp_path / "perf.csv", "llama2-70b", "h100-80gb", 2)
 
 
+@pytest.mark.parametrize("cell, value, match", [
+    (3, "4.5", r"perf.csv:4: field 'batch_size': expected a whole number >= 1, found 4.5"),
+    (8, "0", r"perf.csv:4: field 'token_time': expected a time > 0 ms, found 0"),
+])
+def test_splitwise_cells_are_checked_at_their_line(tmp_path, cell, value, match):
+    _perf_model(tmp_path / "perf.csv")
+    lines = (tmp_path / "perf.csv").read_text().splitlines()
+    cells = lines[3].split(",")
+    cells[cell] = value
+    lines[3] = ",".join(cells)
+    (tmp_path / "perf.csv").write_text("\n".join(lines) + "\n")
+    with pytest.raises(InputError, match=match):
+        splitwise_rows(tmp_path / "perf.csv", "llama2-70b", "a100-80gb", 2)
+
+
 def test_splitwise_log_fits_an_engine(tmp_path):
     from simcluster.engines.calibrate import calibrate
     from simcluster.engines.importers import splitwise_log

@@ -20,6 +20,7 @@ from pathlib import Path
 import pandas as pd
 
 from simcluster.errors import InputError, value_text
+from simcluster.workload._columns import Rows, numbers
 
 COLUMNS = ("model", "hardware", "prompt_size", "batch_size", "token_size", "prompt_time",
            "token_time", "tensor_parallel")
@@ -41,13 +42,18 @@ def splitwise_rows(path, model: str, hardware: str, tp: int) -> pd.DataFrame:
                         df[["model", "hardware", "tensor_parallel"]].itertuples(index=False)})
         raise InputError(f"no rows for model={model!r}, hardware={hardware!r}, "
                          f"tensor_parallel={tp}; present: {known}", file=str(path))
-    for c in ("prompt_size", "batch_size", "token_size", "prompt_time", "token_time"):
+    rows = Rows(str(path), sel.index.to_numpy() + 2)     # (a header, then one line a row)
+    sel = sel.copy()
+    for c in ("prompt_size", "batch_size", "token_size"):
+        sel[c] = numbers(sel[c], rows, c, integer=True, minimum=1,
+                         expected="a whole number >= 1")
+    for c in ("prompt_time", "token_time"):
         vals = pd.to_numeric(sel[c], errors="coerce")
         bad = ~(vals > 0)
         if bad.any():
             i = int(bad.to_numpy().nonzero()[0][0])
-            raise InputError(f"expected a number > 0, got {value_text(sel[c].iloc[i])}",
-                             file=str(path), line=int(sel.index[i]) + 2, field=c)
+            raise rows.error(i, c, f"expected a time > 0 ms, found {value_text(sel[c].iloc[i])}")
+        sel[c] = vals
     keys = ["prompt_size", "batch_size", "token_size"]
     med = sel.groupby(keys, as_index=False)[["prompt_time", "token_time"]].median()
     rows = []
