@@ -1177,6 +1177,18 @@ def cli_cases() -> list[Case]:
                               ("prefill_detail", "0.1,64,1,0,0,1,garbage\n"),
                               ("prefill_detail", "0.1,64,2,0,0,2,30/0;30/0\n"),
                               ("iteration_s", "-0.1,64,1,0,0,1,64/0\n"))],
+        # an engine file's own settings (were unchecked where a replay's replaced them, and
+        # named without the file where not; an unknown table such as [termz] was ignored)
+        *[(["validate-e2e", "r.csv", "--engine", "mine.toml"],
+           {"r.csv": "arrival_s,prompt_tokens,output_tokens,ttft_s,tpot_s,e2e_s\n"
+                     "0,100,8,0.1,0.05,1\n",
+            "mine.toml": (ROOT / "hwspecs/engines/hf-cb-h100.toml").read_text().replace(
+                old, new, 1)}, ("mine.toml", field))
+          for old, new, field in (("block_size = 256", "block_size = 0", "block_size"),
+                                  ("[terms]    #", "[termz]    #", "termz"),
+                                  ('policy = "hf_cb"', 'policy = "hf"', "batching.policy"),
+                                  ("safety_margin = 0.15,", "safety_margin = 7.0,",
+                                   "batching.params"))],
         (["calibrate", "--out", "d", "--only", "bogus"], {}, ()),
         (["import-profile", "vidur", "x.csv"], {"x.csv": "a,b\n1,2\n"}, ("--device",)),
         (["import-profile", "vidur", "x.csv", "--device", "../evil"], {"x.csv": "a\n1\n"},

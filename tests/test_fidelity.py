@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -450,6 +451,28 @@ def test_validate_e2e_uses_and_reports_the_replays_settings(tmp_path):
     assert any("censored" in w for w in cmp_.warnings)
     assert any("num_blocks" in w for w in cmp_.warnings)
     assert np.isfinite(cmp_.error("e2e_p50"))
+
+
+@pytest.mark.parametrize("old, new, field", [
+    ("block_size = 256", "block_size = 0", "scheduler.block_size"),        # (the replay's 256
+    ("safety_margin = 0.15,", "safety_margin = 7.0,", "batching.params"),  # would replace it)
+    ("max_num_seqs = 256", "max_num_seqs = 2.5", "scheduler.max_num_seqs"),
+    ("max_num_seqs = 256", "max_seqs = 256", "scheduler.max_seqs"),
+    ('policy = "hf_cb"', 'policy = "hf"', "batching.policy"),
+    ('device = "H100-SXM"', 'device = "H10"', "engine.device"),
+    ("[terms]    #", "[termz]    #", "termz"),
+])
+def test_an_engine_files_own_settings_are_checked(tmp_path, old, new, field):
+    from simcluster.analysis.engine_validation import validate_replay
+    text = (Path(__file__).parents[1] / "hwspecs/engines/hf-cb-h100.toml").read_text()
+    assert old in text
+    spec = tmp_path / "mine.toml"
+    spec.write_text(text.replace(old, new, 1))
+    replay = _replay(tmp_path, "block_size=256, num_blocks=256, max_batch_tokens=2048, "
+                               "max_requests_per_batch=256, safety_margin=0.15")
+    with pytest.raises(InputError) as err:
+        validate_replay(replay, str(spec))
+    assert err.value.file == str(spec) and err.value.field == field
 
 
 def test_validate_e2e_cli_mismatch_and_overrides(tmp_path, capsys):

@@ -102,6 +102,39 @@ SETTING_KEYS = {"num_blocks": ("params", int), "max_requests_per_batch": ("param
 MODEL_NAMES = {"llama-2-7b": "llama-2-7b", "llama-3-8b": "llama-3.1-8b"}
 
 
+def check_engine_settings(spec: EngineSpec) -> None:
+    """The engine file's own settings, checked as a run checks them, naming the file (a
+    replay's settings may replace some of them, which does not make the file right): its
+    device and model, ``[scheduler]`` (:class:`~simcluster.serving.InstanceConfig`'s fields)
+    and ``[batching]`` (the policy and its parameters)."""
+    import dataclasses
+
+    from simcluster.policies import BATCHERS
+    fields = {f.name for f in dataclasses.fields(InstanceConfig)}
+    try:
+        for key, load in (("engine.device", load_device), ("engine.model", load_model)):
+            try:
+                load(getattr(spec, key.split(".")[1]))
+            except InputError as err:
+                raise InputError(err.reason, field=key) from None
+        unknown = sorted(set(spec.scheduler) - fields)
+        if unknown:
+            raise InputError(f"unknown keys {unknown}; known: {sorted(fields)}",
+                             field=f"scheduler.{unknown[0]}")
+        try:
+            InstanceConfig(**spec.scheduler)
+        except InputError as err:
+            raise InputError(err.reason, field=f"scheduler.{err.field}") from None
+        try:
+            BATCHERS.create(spec.batching, **spec.batching_params)
+        except InputError as err:
+            field = ("batching.policy" if spec.batching not in BATCHERS else
+                     "batching.params" + (f".{err.field}" if err.field else ""))
+            raise InputError(err.reason, field=field) from None
+    except InputError as err:
+        raise InputError(err.reason, file=spec.source or None, field=err.field) from None
+
+
 def effective_settings(spec: EngineSpec, meta: dict, overrides: dict | None = None):
     """(batching params, scheduler, model name, padding, warnings) to simulate a replay with:
     the replay's own settings where its metadata has them, the engine file's otherwise,
@@ -233,6 +266,7 @@ def _censored(v, arrival, cut):
 def validate_replay(path, engine, overrides: dict | None = None) -> Comparison:
     """Simulate the replay at ``path`` with ``engine`` (a name or spec) and compare."""
     spec = load_engine(engine) if isinstance(engine, str) else engine
+    check_engine_settings(spec)
     df, meta = read_replay(path)
     name = meta.get("kind", str(path)).replace("trace replay ", "")
     res, warnings = simulate_replay(df, spec, name, meta, overrides)

@@ -84,6 +84,11 @@ def padding_of(padding: dict, scheduler: dict, params: dict) -> Padding:
                                    or scheduler.get("max_num_seqs") or 0))
 
 
+#: The keys and tables of an engine spec (what :func:`engine_toml` writes).
+TOP_KEYS = frozenset({"name", "description", "engine", "terms", "batching", "scheduler",
+                      "kernels", "execution", "envelope", "transfer", "fit"})
+
+
 def list_engines() -> list[str]:
     return sorted(_engine_files())
 
@@ -97,6 +102,14 @@ def load_engine(name_or_path) -> EngineSpec:
             raise unknown_name("engine", str(name_or_path), files, field="engine")
         p = files[str(name_or_path)]
     data = read_toml_file(p)
+    unknown = sorted(set(data) - TOP_KEYS)
+    if unknown:
+        raise InputError(f"unknown keys {unknown}; an engine spec holds {sorted(TOP_KEYS)}",
+                         file=str(p), field=unknown[0])
+    for key in ("engine", "terms"):
+        if not isinstance(data.get(key), dict):
+            raise InputError(f"expected a table [{key}]" + (
+                "" if key not in data else f", got {data[key]!r}"), file=str(p), field=key)
     try:
         terms_t = dict(data.get("terms", {}))
         scale = terms_t.pop("device_scale", 1.0)
