@@ -27,7 +27,7 @@ data (``hardware``, ``models``, ``workload``); ``calibration``; ``cost``; ``engi
 
 from __future__ import annotations
 
-import importlib
+import importlib as _importlib
 
 __version__ = "0.1.0"
 
@@ -75,15 +75,19 @@ __all__ = sorted(set(_PUBLIC) | set(_MODULES))
 
 def __getattr__(name: str):
     if name in _MODULES:
-        value = importlib.import_module(_MODULES[name])
+        value = _importlib.import_module(_MODULES[name])
     else:
         module = _PUBLIC.get(name)
         if module is None:
             raise AttributeError(f"module 'simcluster' has no attribute {name!r}")
-        value = getattr(importlib.import_module(module), name)
+        value = getattr(_importlib.import_module(module), name)
     globals()[name] = value
     return value
 
 
 def __dir__():
-    return sorted(set(globals()) | set(_PUBLIC) | set(_MODULES))
+    # (the public names, and the submodules and dunders already loaded; not ``annotations``,
+    # the __future__ flag's name, nor this module's own helpers)
+    loaded = {n for n in globals() if not n.startswith("_") and n != "annotations"}
+    return sorted(loaded | set(_PUBLIC) | set(_MODULES)
+                  | {n for n in globals() if n.startswith("__")})

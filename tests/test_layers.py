@@ -236,3 +236,10 @@ def test_public_face(name):
     import simcluster as sc
     assert getattr(sc, name) is not None
     assert name in dir(sc)
+
+
+def test_dir_shows_no_helpers():
+    import simcluster as sc
+    public = [n for n in dir(sc) if not n.startswith("_")]
+    assert "annotations" not in public and "importlib" not in public
+    assert set(sc.__all__) <= set(public)
