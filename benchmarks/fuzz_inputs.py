@@ -1206,6 +1206,19 @@ def cli_cases() -> list[Case]:
         (["sweep", "missing.toml"], {}, ("missing.toml",)),
         (["sweep", "s.toml"], {"s.toml": "experiment = 3\n"}, ("s.toml",)),
         (["sweep", "s.toml"], {"s.toml": "name = \n"}, ("s.toml",)),
+        # points that would run twice, or values one source would silently replace (ran)
+        (["sweep", "s.toml"], {"s.toml": 'experiment = "exp.toml"\n[grid]\nseed = [1, 2, 1]\n',
+                               "exp.toml": exp}, ("s.toml", "grid.seed")),
+        (["sweep", "s.toml"], {"s.toml": 'experiment = "exp.toml"\n[grid]\nseed = [1, 2]\n'
+                                         '[[points]]\nseed = 3\n', "exp.toml": exp},
+         ("s.toml", "points[0].seed")),
+        (["sweep", "s.toml"], {"s.toml": 'experiment = "exp.toml"\n[set]\nseed = 4\n[grid]\n'
+                                         'seed = [1, 2]\n', "exp.toml": exp},
+         ("s.toml", "set.seed")),
+        (["sweep", "s.toml", "--set", "seed=4"],
+         {"s.toml": 'experiment = "exp.toml"\n[grid]\nseed = [1, 2]\n', "exp.toml": exp},
+         ("--set", "seed")),
+        (["compare", "exp.toml", "--vary", "seed=1,1"], {"exp.toml": exp}, ("vary.seed",)),
         (["capacity", "exp.toml", "--ttft-slo", "-1"], {"exp.toml": exp}, ("ttft",)),
         (["capacity", "exp.toml", "--ttft-slo", "nan"], {"exp.toml": exp}, ("ttft",)),
         (["cheapest", "exp.toml", "--rate", "-1"], {"exp.toml": exp}, ("rate",)),

@@ -220,6 +220,31 @@ def test_sweep_file_reads_nested_and_quoted_keys(tmp_path, tiny):
         read_sweep(f)
 
 
+@pytest.mark.parametrize("grid, points, fixed, field, what", [
+    ({"seed": [1, 2, 1]}, None, None, "grid.seed", "1 is listed twice"),
+    ({"trace.rate_per_s": [2, 2.0]}, None, None, "grid.trace.rate_per_s", "listed twice"),
+    ({"seed": [0, 1]}, [{"seed": 3}], None, "points[0].seed", "the grid's values would "
+     "replace the point's"),
+    (None, [{"seed": 1}, {"seed": 1.0}], None, "points[1]", "would run twice"),
+    ({"trace": {"rate_per_s": [2, 4]}}, None, {"trace.rate_per_s": 3}, "set.trace.rate_per_s",
+     "set for every point (set) and varied (grid)"),
+    (None, [{"seed": 1}], ["seed=2"], "set.seed", "varied (grid)"),
+])
+def test_a_point_that_would_run_twice_or_lose_a_value_is_refused(grid, points, fixed, field,
+                                                                 what):
+    with pytest.raises(InputError) as err:
+        expand(grid, points, fixed=fixed)
+    assert err.value.field == field and what in err.value.reason
+
+
+def test_values_alike_only_when_they_are_the_same_setting():
+    # 1 and true differ (an int and a bool); [1, 2] and (1, 2) are one list
+    assert len(expand({"x": [1, True]})) == 2
+    assert len(expand(None, [{"x": [1, 2]}, {"x": [1, 3]}])) == 2
+    with pytest.raises(InputError, match="would run twice"):
+        expand(None, [{"x": [1, 2]}, {"x": (1, 2)}])
+
+
 def test_python_arguments_of_the_wrong_shape_are_named(tiny):
     """A dict where the list of points goes raised AttributeError 'str' object has no
     attribute 'items'; a number for the experiment 'expected str, bytes or os.PathLike

@@ -20,7 +20,9 @@ address). A sweep file names all of that in TOML::
 Keys are dotted paths into the experiment's TOML (quoted, or as nested tables). A relative path
 in a value (``"trace.source" = ["a.csv", "b.csv"]``) is relative to the sweep file's folder, as
 ``experiment`` is; one in ``set`` given to these functions (or ``--set`` / ``--vary``) to the
-current folder.
+current folder. Each point runs once and each key is set in one place: a grid value listed
+twice, a point listed twice, a key a point sets and the grid varies, or one ``set`` fixes
+and the sweep varies, is an error (one value would silently replace the other).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ import numbers
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from simcluster.errors import InputError
+from simcluster.errors import InputError, toml_text
 from simcluster.experiment.overrides import as_mapping
 from simcluster.experiment.points import ExperimentPoint
 from simcluster.experiment.tables import Table
@@ -64,9 +66,13 @@ def _flatten(data: Mapping, prefix: str = "") -> dict[str, Any]:
 
 def expand(grid: Mapping[str, Sequence] | None = None,
            points: Sequence[Mapping] | None = None, file: str | None = None,
-           name: str = "grid") -> list[dict]:
+           name: str = "grid", fixed: Mapping | None = None,
+           fixed_name: str = "set") -> list[dict]:
     """Every combination of the grid's values, crossed with each listed point (``name``: what
-    the caller calls the grid, for errors: ``grid``, ``vary``)."""
+    the caller calls the grid, for errors: ``grid``, ``vary``). The same point twice (a value
+    repeated in the grid, a point listed twice) and a key both varied and ``fixed`` (set for
+    every point, by what the caller calls ``fixed_name``) or set by a point and the grid —
+    where one would silently replace the other — are InputErrors."""
     if grid is not None and not isinstance(grid, Mapping):
         raise TypeError(f"{name}: expected a mapping of KEY.PATH to a list of values; got "
                         f"{type(grid).__name__}")
@@ -79,9 +85,41 @@ def expand(grid: Mapping[str, Sequence] | None = None,
         if not isinstance(values, (list, tuple)) or not values:
             raise InputError(f"expected a non-empty list of values, got {values!r}", file=file,
                              field=f"{name}.{k}")
+        for i, v in enumerate(values):
+            if any(_same(v, w) for w in values[:i]):
+                raise InputError(f"{toml_text(v)} is listed twice: it would run the same point "
+                                 "twice", file=file, field=f"{name}.{k}")
     listed = [_flatten(p) for p in (points or [{}])]
+    for i, p in enumerate(listed):
+        both = sorted(set(p) & set(grid))
+        if both:
+            raise InputError(f"{both[0]} is set by points[{i}] and varied by [{name}]: the "
+                             "grid's values would replace the point's; vary it in one place",
+                             file=file, field=f"points[{i}].{both[0]}")
+        if any(_same(p, q) for q in listed[:i]):
+            raise InputError("the same point as an earlier one: it would run twice",
+                             file=file, field=f"points[{i}]")
+    varied = set(grid).union(*listed)
+    clash = sorted(varied & set(_flatten(as_mapping(fixed))))
+    if clash:
+        raise InputError(f"{clash[0]} is set for every point ({fixed_name}) and varied "
+                         f"({name}): the varied values would replace it; drop one", file=file,
+                         field=fixed_name if fixed_name.startswith("-")
+                         else f"{fixed_name}.{clash[0]}")
     combos = [dict(zip(grid, vals)) for vals in itertools.product(*grid.values())]
     return [{**p, **c} for p in listed for c in combos]
+
+
+def _same(a, b) -> bool:
+    """Equal as values of a key: ``2`` and ``2.0`` alike, ``1`` and ``true`` not."""
+    if isinstance(a, bool) or isinstance(b, bool):
+        return type(a) is type(b) and a == b
+    if isinstance(a, Mapping) and isinstance(b, Mapping):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    return type(a) is type(b) and a == b or (
+        isinstance(a, (int, float)) and isinstance(b, (int, float)) and a == b)
 
 
 def _run(jobs, ray):
@@ -97,7 +135,7 @@ def sweep(experiment=None, grid=None, points=None, set=None, *, jobs: int | None
     Relative paths in ``grid`` and ``points`` are read from ``folder`` (default: the current
     folder), those in ``set`` from the current folder."""
     base = _point(experiment, set)
-    combos = expand(grid, points)
+    combos = expand(grid, points, fixed=set)
     pts = [base.with_overrides(c, folder) for c in combos]
     columns = list(dict.fromkeys(k for c in combos for k in c))
     runner = _run(jobs, ray)
@@ -128,7 +166,7 @@ def read_sweep(path) -> dict:
     out["experiment"] = found if found.exists() else exp
     if not all(isinstance(p, dict) for p in out["points"]):
         raise InputError("expected [[points]] tables", file=str(path), field="points")
-    expand(out["grid"], out["points"], file=str(path))      # checks the grid
+    expand(out["grid"], out["points"], file=str(path), fixed=out["set"])   # checks the grid
     return out
 
 
@@ -138,6 +176,7 @@ def sweep_file(path, set=None, **kw) -> SweepResult:
     spec = read_sweep(path)
     folder = Path(path).parent
     base = ExperimentPoint.from_file(spec["experiment"], spec["set"], folder=folder)
+    expand(spec["grid"], spec["points"], fixed=set, fixed_name="--set")  # (a key it varies)
     return sweep(base.with_overrides(set), spec["grid"], spec["points"], folder=folder, **kw)
 
 
@@ -146,7 +185,7 @@ def compare(experiments=None, vary: Mapping[str, Sequence] | None = None, set=No
     """Run each experiment (a path or a list of paths) under each combination of ``vary``,
     keeping every run's frames: a :class:`~simcluster.search.compare.Comparison`."""
     files = experiments if isinstance(experiments, (list, tuple)) else [experiments]
-    combos = expand(vary, name="vary")
+    combos = expand(vary, name="vary", fixed=set)
     pts, labels = [], []
     for f in files:
         base = _point(f, set)
