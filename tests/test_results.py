@@ -263,3 +263,20 @@ def test_rejected_because_is_the_commonest_kind_in_one_line():
         "2 x max_model_len (e.g. max_model_len: 5000 tokens > 4096)"
     assert rejected_because(df.iloc[[0, 1]]).endswith("; and 1 of 1 other kind")
     assert rejected_because(df[~df.rejected]) == ""
+
+
+def test_save_writes_one_runs_folder(h100, llama7b, measured, tmp_path):
+    """A transfers.csv an earlier (disaggregated) run left in the folder read as this run's;
+    a file's path raised '[Errno 17] File exists'."""
+    res = _run(make_trace([0.0, 0.1], [100, 100], [8, 8]), h100, llama7b, measured)
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "transfers.csv").write_text("stale\n")
+    (out / "activity.csv").write_text("stale\n")
+    res.save(out)
+    assert sorted(p.name for p in out.iterdir()) == ["instances.csv", "requests.csv",
+                                                     "summary.json", "timeline.csv"]
+    (tmp_path / "a.csv").write_text("x\n")
+    with pytest.raises(NotADirectoryError, match="a.csv' is a file; Results.save writes a "
+                                                 "folder"):
+        res.save(tmp_path / "a.csv")

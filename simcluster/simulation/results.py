@@ -441,8 +441,12 @@ class Results:
     def save(self, directory) -> Path:
         """Write requests.csv, timeline.csv, instances.csv (with utilisation), transfers.csv
         and activity.csv (when not empty), and summary.json (with provenance) into
-        ``directory``."""
+        ``directory`` (made if missing). A transfers.csv or activity.csv an earlier run left
+        there, where this run has none, is removed: the folder holds one run."""
         d = Path(directory)
+        if d.exists() and not d.is_dir():
+            raise NotADirectoryError(f"{str(d)!r} is a file; Results.save writes a folder of "
+                                     "CSVs and summary.json: give a folder's path")
         d.mkdir(parents=True, exist_ok=True)
         self.requests.to_csv(d / "requests.csv", index=False)
         self.timeline.to_csv(d / "timeline.csv", index=False)
@@ -452,6 +456,8 @@ class Results:
             frame = getattr(self, name)
             if frame is not None and len(frame):
                 frame.to_csv(d / f"{name}.csv", index=False)
+            else:
+                (d / f"{name}.csv").unlink(missing_ok=True)
         summary = {k: _jsonable(v) for k, v in self.summary().items()}
         body = {"name": self.name, "provenance": self.provenance, **summary}
         (d / "summary.json").write_text(json.dumps(body, indent=2))
