@@ -1032,6 +1032,20 @@ def hf_cases() -> list[Case]:
             mention=("torch_dtype",))
     run_cfg("num_attention_heads = 2**40", {**_LLAMA_CFG, "num_attention_heads": 2**40},
             mention=("num_attention_heads",))
+    # variant keys (were: a string quantization_config raised AttributeError; awq weights
+    # read as fp16; layer_types of another length or kind, a negative first_k_dense_replace,
+    # moe_layer_freq 0, use_sliding_window "no" taken as given)
+    moe = {**_LLAMA_CFG, "model_type": "mixtral", "num_local_experts": 8,
+           "num_experts_per_tok": 2}
+    for key, v, base in (("quantization_config", "fp8", _LLAMA_CFG),
+                         ("quantization_config", {"quant_method": "awq"}, _LLAMA_CFG),
+                         ("layer_types", ["sliding_attention"] * 3, _LLAMA_CFG),
+                         ("layer_types", ["linear_attention"] * 32, _LLAMA_CFG),
+                         ("use_sliding_window", "no", _LLAMA_CFG),
+                         ("first_k_dense_replace", -1, moe), ("first_k_dense_replace", 99, moe),
+                         ("moe_layer_freq", 0, moe), ("n_shared_experts", -1, moe),
+                         ("mlp_only_layers", [40], moe), ("decoder_sparse_step", -2, moe)):
+        run_cfg(f"{key} = {v!r}", {**base, key: v}, mention=(key,))
     run_cfg("not JSON", None, raw="{hidden_size: 1}")
     run_cfg("a JSON list", None, raw="[1, 2]")
     run_cfg("empty file", None, raw="")

@@ -156,6 +156,34 @@ def test_missing_key_names_file_and_key(tmp_path):
     assert str(path) in str(info.value) and "n_head" in str(info.value)
 
 
+MIXTRAL_LIKE = {"model_type": "mixtral", "num_local_experts": 8, "num_experts_per_tok": 2}
+
+
+@pytest.mark.parametrize("extra, field, what", [
+    ({"quantization_config": "fp8"}, "quantization_config", "expected an object"),
+    ({"quantization_config": {"quant_method": "awq", "bits": 4}},
+     "quantization_config.quant_method", "'awq' is not modelled; known: fp8, mxfp4"),
+    ({"quantization_config": {"bits": 4}}, "quantization_config.quant_method", "None"),
+    ({"sliding_window": 128, "layer_types": ["sliding_attention"] * 3}, "layer_types",
+     "3 entries for the model's 32 layers"),
+    ({"layer_types": ["linear_attention"] * 32}, "layer_types", "'linear_attention' is not"),
+    ({"sliding_window": 128, "use_sliding_window": "no"}, "use_sliding_window",
+     "expected true or false"),
+    ({**MIXTRAL_LIKE, "first_k_dense_replace": 40}, "first_k_dense_replace", "in [0, 32]"),
+    ({**MIXTRAL_LIKE, "moe_layer_freq": 0}, "moe_layer_freq", ">= 1"),
+    ({**MIXTRAL_LIKE, "n_shared_experts": -1}, "n_shared_experts", ">= 0"),
+    ({**MIXTRAL_LIKE, "mlp_only_layers": [3, 32]}, "mlp_only_layers", "layer 32 is not one"),
+    ({**MIXTRAL_LIKE, "decoder_sparse_step": 0}, "decoder_sparse_step", ">= 1"),
+])
+def test_variant_keys_are_checked_not_guessed(extra, field, what):
+    """Each of these was read as something else: a string quantization_config raised
+    AttributeError, awq weights were taken as fp16, layer_types of another length or kind,
+    moe_layer_freq 0 and a negative n_shared_experts were used as given."""
+    with pytest.raises(InputError) as err:
+        model_from_hf_config({**LLAMA2_7B_CONFIG, **extra})
+    assert err.value.field == field and what in err.value.reason
+
+
 def test_bad_configs(tmp_path):
     with pytest.raises(InputError, match="mixture-of-experts"):
         model_from_hf_config({**LLAMA2_7B_CONFIG, "num_local_experts": 8})

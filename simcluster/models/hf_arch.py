@@ -18,15 +18,20 @@ dense layers           ``first_k_dense_replace`` (the first k), ``mlp_only_layer
                        ``moe_layer_freq`` (DeepSeek-V2: i % freq == 0 past the first k)
 latent attention       ``kv_lora_rank``, ``q_lora_rank``, ``qk_nope_head_dim``,
                        ``qk_rope_head_dim``, ``v_head_dim``
-sliding window         ``sliding_window`` with ``layer_types`` (count of
-                       ``sliding_attention``), or ``use_sliding_window`` +
+sliding window         ``sliding_window`` with ``layer_types`` (one entry a layer, each
+                       ``full_attention`` or ``sliding_attention``), or ``use_sliding_window`` +
                        ``max_window_layers`` (Qwen2: layers from that index slide), or a
                        ``sliding_window`` alone (every layer: Mistral-7B v0.1)
 quantised weights      ``quantization_config.quant_method``: ``fp8`` (DeepSeek-V3: weights fp8,
-                       KV at ``torch_dtype``), ``mxfp4`` (GPT-OSS: routed experts only)
+                       KV at ``torch_dtype``), ``mxfp4`` (GPT-OSS: routed experts only); any
+                       other method (awq, gptq, ...) is refused, not read as unquantised
 per model type         qwen3 / qwen3_moe: per-head QK norms; gpt_oss: attention sinks and
                        biased experts and router
 =====================  ========================================================================
+
+Counts are checked where they are read (layers named by ``mlp_only_layers`` exist,
+``first_k_dense_replace`` at most the layers, steps and frequencies >= 1), each error naming
+the config's key.
 """
 
 from __future__ import annotations
@@ -60,20 +65,53 @@ def arch_from_hf(cfg: dict[str, Any], model_type: str, first: Callable, file,
         mla = _mla(cfg, file)
         out["mla"] = mla
         out["head_dim"] = mla.qk_head_dim
-    window, n = _sliding(cfg, layers)
+    window, n = _sliding(cfg, layers, file)
     if window is not None and n:
         out["sliding_window"], out["sliding_window_layers"] = window, n
     if model_type in QK_NORM_TYPES or cfg.get("use_qk_norm") is True:
         out["qk_norm"] = True
     if model_type in SINK_TYPES:
         out["attention_sinks"] = True
-    quant = str((cfg.get("quantization_config") or {}).get("quant_method", "")).lower()
+    quant = _quant_method(cfg, file)
     if quant in _QUANT_DTYPES:
         out.update(dtype=_QUANT_DTYPES[quant], dtype_bytes=1, kv_dtype=dtype)
     kv = cfg.get("kv_cache_dtype")
     if kv is not None:
         out["kv_dtype"] = str(kv)
     return out
+
+
+#: quant_method values whose weights are modelled (others, e.g. awq or gptq, are refused:
+#: reading them as unquantised would misstate the weights' memory and bytes several-fold).
+QUANT_METHODS = ("fp8", "mxfp4")
+
+
+def _quant_method(cfg, file) -> str:
+    """``quantization_config.quant_method``, lower case ('' without one); one this module
+    does not model is an InputError (see :data:`QUANT_METHODS`)."""
+    q = cfg.get("quantization_config")
+    if q is None:
+        return ""
+    method = q.get("quant_method")
+    if not isinstance(method, str) or method.lower() not in QUANT_METHODS:
+        raise InputError(f"quant_method {method!r} is not modelled; known: "
+                         f"{', '.join(QUANT_METHODS)} (drop quantization_config to model the "
+                         "unquantised weights)", file=str(file or "<config dict>"),
+                         field="quantization_config.quant_method")
+    return method.lower()
+
+
+def _count(cfg, key: str, file, least: int = 0, most: int | None = None, default: int = 0):
+    """``cfg[key]`` (a whole number, :func:`~.hf_config._check_types` saw to that) in
+    ``[least, most]``, or ``default`` where absent."""
+    v = cfg.get(key)
+    if v is None:
+        return default
+    if v < least or (most is not None and v > most):
+        span = f">= {least}" if most is None else f"in [{least}, {most}]"
+        raise InputError(f"expected a whole number {span}, got {v}",
+                         file=str(file or "<config dict>"), field=key)
+    return v
 
 
 def _moe(cfg, model_type, first, file, layers) -> MoESpec | None:
@@ -88,16 +126,26 @@ def _moe(cfg, model_type, first, file, layers) -> MoESpec | None:
     width = first(("moe_intermediate_size", "intermediate_size"), None)
     shared = cfg.get("shared_expert_intermediate_size")
     if shared is None:
-        shared = (cfg.get("n_shared_experts") or 0) * (cfg.get("moe_intermediate_size") or 0)
+        shared = (_count(cfg, "n_shared_experts", file)
+                  * (cfg.get("moe_intermediate_size") or 0))
     dense = set(cfg.get("mlp_only_layers") or ())
     if isinstance(layers, int):
-        first_k = cfg.get("first_k_dense_replace") or 0
-        step = cfg.get("decoder_sparse_step") or 1
-        freq = cfg.get("moe_layer_freq") if isinstance(cfg.get("moe_layer_freq"), int) else 1
+        first_k = _count(cfg, "first_k_dense_replace", file, 0, layers)
+        step = _count(cfg, "decoder_sparse_step", file, 1, default=1)
+        freq = cfg.get("moe_layer_freq", 1)
+        if isinstance(freq, bool) or not isinstance(freq, int) or freq < 1:
+            raise InputError(f"expected a whole number >= 1 (every freq-th layer is MoE), got "
+                             f"{freq!r}", file=str(file or "<config dict>"),
+                             field="moe_layer_freq")
+        outside = sorted(i for i in dense if isinstance(i, int) and not 0 <= i < layers)
+        if outside:
+            raise InputError(f"layer {outside[0]} is not one of the model's {layers} "
+                             f"(0 .. {layers - 1})", file=str(file or "<config dict>"),
+                             field="mlp_only_layers")
         dense |= {i for i in range(layers)
-                  if i < first_k or (i + 1) % step or (i - first_k) % max(freq, 1)}
+                  if i < first_k or (i + 1) % step or (i - first_k) % freq}
     gpt_oss = model_type in SINK_TYPES
-    quant = str((cfg.get("quantization_config") or {}).get("quant_method", "")).lower()
+    quant = _quant_method(cfg, file)
     try:
         return MoESpec(num_experts=experts, experts_per_token=k, expert_ffn_size=width,
                        shared_ffn_size=shared, dense_layers=tuple(sorted(dense)),
@@ -120,17 +168,27 @@ def _mla(cfg, file) -> MLASpec:
                          field=err.field) from None
 
 
-def _sliding(cfg, layers) -> tuple[int | None, int]:
+#: ``layer_types`` entries modelled: a full-attention layer, a sliding-window one.
+LAYER_TYPES = ("full_attention", "sliding_attention")
+
+
+def _sliding(cfg, layers, file=None) -> tuple[int | None, int]:
     window = cfg.get("sliding_window")
+    types = cfg.get("layer_types")
+    if types is not None and isinstance(layers, int):
+        odd = [t for t in types if t not in LAYER_TYPES]
+        if odd or len(types) != layers:
+            what = (f"{odd[0]!r} is not a layer type modelled ({', '.join(LAYER_TYPES)})"
+                    if odd else f"{len(types)} entries for the model's {layers} layers")
+            raise InputError(what, file=str(file or "<config dict>"), field="layer_types")
     if not window or not isinstance(layers, int):
         return None, 0
-    types = cfg.get("layer_types")
-    if isinstance(types, list):
+    if types is not None:
         return window, sum(1 for t in types if t == "sliding_attention")
     if "use_sliding_window" in cfg:
         if not cfg.get("use_sliding_window"):
             return None, 0
-        start = cfg.get("max_window_layers") or 0
+        start = _count(cfg, "max_window_layers", file)
         return window, max(0, layers - start)
     return window, layers
 

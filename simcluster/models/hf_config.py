@@ -32,10 +32,15 @@ _HF_KEYS = {"hidden_size": ("hidden_size", "n_embd", "d_model", "n_embed"),
 _JSON_TYPES = {**{k: int for f in ("hidden_size", "num_layers", "num_heads", "vocab_size",
                                    "num_kv_heads", "head_dim", "ffn_size", "max_position")
                   for k in _HF_KEYS[f]},
-               **{k: int for k in ("num_local_experts", "num_experts", "n_routed_experts")},
+               **{k: int for k in ("num_local_experts", "num_experts", "n_routed_experts",
+                                   "n_shared_experts", "first_k_dense_replace",
+                                   "decoder_sparse_step", "max_window_layers")},
                **{k: bool for k in ("tie_word_embeddings", "multi_query", "attention_bias",
-                                    "mlp_bias", "bias", "enable_bias")},
-               **{k: str for k in ("model_type", "hidden_act", "torch_dtype", "dtype")}}
+                                    "mlp_bias", "bias", "enable_bias", "use_sliding_window",
+                                    "use_qk_norm", "router_bias", "expert_bias")},
+               **{k: str for k in ("model_type", "hidden_act", "torch_dtype", "dtype")},
+               **{k: list for k in ("layer_types", "mlp_only_layers")},
+               "quantization_config": dict}
 
 
 def model_from_hf_config(path_or_dict: str | os.PathLike | dict[str, Any],
@@ -112,7 +117,8 @@ def _check_types(cfg: dict[str, Any], where: str) -> None:
         if kind is int and (isinstance(value, bool) or not isinstance(value, int)):
             raise InputError(f"expected a whole number, got {value!r}", file=where, field=key)
         if kind is not int and not isinstance(value, kind):
-            expected = "true or false" if kind is bool else "a string"
+            expected = {bool: "true or false", str: "a string", list: "a list",
+                        dict: "an object ({...})"}[kind]
             raise InputError(f"expected {expected}, got {value!r}", file=where, field=key)
 
 
