@@ -268,6 +268,13 @@ def trace_cases() -> list[Case]:
         _trace_cli("csv: binary", "b.csv", bytes(range(256)) * 4),
         _trace_cli("csv: semicolons", "s.csv", "arrival_s;prompt_tokens;output_tokens\n0;1;1\n"),
         _trace_cli("csv: tabs", "s.csv", "arrival_s\tprompt_tokens\toutput_tokens\n0\t1\t1\n"),
+        # (were accepted: the hashes kept as an opaque column, the last of two keys used)
+        _trace_cli("csv: hash_ids without hash_block_tokens", "h.csv",
+                   "arrival_s,prompt_tokens,output_tokens,hash_ids\n0,40,5,7 8 9\n",
+                   mention=("h.csv", "hash_block_tokens")),
+        _trace_cli("jsonl: a key twice in one object", "d.jsonl",
+                   '{"arrival_s": 0, "prompt_tokens": 4, "output_tokens": 2, "arrival_s": 9}\n',
+                   mention=("d.jsonl:1", "arrival_s")),
         _trace_cli("json: one array", "a.json", json.dumps([{"arrival_s": 0, "prompt_tokens": 1,
                                                              "output_tokens": 1}])),
         _trace_cli("csv: duplicate column", "d.csv",

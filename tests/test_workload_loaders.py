@@ -61,6 +61,35 @@ def test_mooncake_jsonl_keeps_hash_ids(tmp_path):
     assert [list(h) for h in trace.extras["hash_ids"]] == [[0, 1], [0]]
 
 
+def test_a_files_hash_ids_need_their_block_size(tmp_path):
+    """Without hash_block_tokens the hashes were kept as an opaque column: prefix caching
+    then saw no hashes, without a word."""
+    path = write(tmp_path, "h.csv", "arrival_s,prompt_tokens,output_tokens,hash_ids\n"
+                 "0,40,5,7 8 9\n")
+    with pytest.raises(InputError) as err:
+        load_trace(path)
+    assert (err.value.file, err.value.line, err.value.field) == (str(path), 1,
+                                                                 "hash_block_tokens")
+    path.write_text("arrival_s,prompt_tokens,output_tokens,hash_ids,hash_block_tokens\n"
+                    "0,40,5,7 8 9,16\n")
+    assert load_trace(path).has_block_hashes
+
+
+@pytest.mark.parametrize("line", [
+    '{"arrival_s": 0, "prompt_tokens": 10, "output_tokens": 5, "arrival_s": 2}',
+    '{"arrival_s" : 0, "prompt_tokens": 10, "output_tokens": 5, "arrival_s" : 2}',
+    '{"arrival_s": 0, "prompt_tokens": 10, "output_tokens": 5, "m": {"a": 1, "a": 2}}',
+])
+def test_a_key_given_twice_in_a_jsonl_object_is_named(tmp_path, line):
+    """json.loads keeps the last of two equal keys: the second arrival_s was used."""
+    path = write(tmp_path, "t.jsonl",
+                 '{"arrival_s": 0, "prompt_tokens": 1, "output_tokens": 1, "note": "x\\": y"}\n'
+                 + line + "\n")
+    with pytest.raises(InputError, match="appears twice in one object") as err:
+        load_trace(path)
+    assert err.value.line == 2
+
+
 def test_vidur_csv(tmp_path):
     path = write(tmp_path, "v.csv", "arrived_at,num_prefill_tokens,num_decode_tokens\n"
                  "0.5,100,10\n1.25,200,20\n")
