@@ -1053,6 +1053,8 @@ def hf_cases() -> list[Case]:
                          ("moe_layer_freq", 0, moe), ("n_shared_experts", -1, moe),
                          ("mlp_only_layers", [40], moe), ("decoder_sparse_step", -2, moe)):
         run_cfg(f"{key} = {v!r}", {**base, key: v}, mention=(key,))
+    run_cfg("a key twice", None, raw=json.dumps(_LLAMA_CFG)[:-1] + ', "hidden_size": 2048}',
+            mention=("hidden_size",))
     run_cfg("not JSON", None, raw="{hidden_size: 1}")
     run_cfg("a JSON list", None, raw="[1, 2]")
     run_cfg("empty file", None, raw="")
@@ -1135,6 +1137,12 @@ def cli_cases() -> list[Case]:
         (["predict", "--in", "s.csv"],
          {"s.csv": "op,model,device,prefill_tokens,decode_seqs,decode_context\n"
                    "iteration,llama-2-7b,H100-SXM,2048,8,512\n"}, ("s.csv", "prefill_seqs")),
+        # a column twice (pandas read the second as 'm.1': it went unread)
+        (["predict", "--in", "s.csv"], {"s.csv": "op,device,m,n,k,m\ngemm,H100-SXM,1,2,3,4\n"},
+         ("s.csv:1", "'m'")),
+        (["validate-e2e", "r.csv", "--engine", "hf-cb-h100"],
+         {"r.csv": "arrival_s,prompt_tokens,output_tokens,ttft_s,tpot_s,e2e_s,e2e_s\n"
+                   "0,9,5,.1,.1,1,2\n"}, ("r.csv:1", "e2e_s")),
         # shape cells truncated or taken as given (were accepted: 128.5 as 128, m = 0)
         (["predict", "--in", "s.csv"], {"s.csv": "op,device,m,n,k\ngemm,H100-SXM,128.5,2,3\n"},
          ("s.csv:2", "'m'")),

@@ -197,3 +197,37 @@ def test_calibrate_engine_name_is_confined_and_bundled_engines_need_force(tmp_pa
     assert rc == 0 and bundled.read_bytes() == before
     from simcluster.engines import list_engines, load_engine
     assert {"mine", "hf-cb-h100"} <= set(list_engines()) and load_engine("mine").name == "mine"
+
+
+_LLAMA = {"model_type": "llama", "hidden_size": 4096, "num_hidden_layers": 32,
+          "num_attention_heads": 32, "intermediate_size": 11008, "vocab_size": 32000}
+
+
+@pytest.mark.parametrize("args, name, text, where", [
+    (["predict", "--in", "{f}"], "s.csv", "op,device,m,n,k,m\ngemm,H100-SXM,1,2,3,4\n",
+     "s.csv:1: field 'm'"),
+    (["validate", "{f}", "--device", "H100-SXM"], "gemm.csv",
+     "# table: gemm\nm,n,k,dtype,time_s,k\n1,2,3,bf16,1e-5,4\n", "gemm.csv:2: field 'k'"),
+    (["calibrate-engine", "{f}", "--device", "H100-SXM", "--model", "llama-2-7b", "--name",
+      "x", "--out", "x.toml"], "log.csv",
+     "# engine: e\niteration_s,prefill_tokens,decode_seqs,iteration_s\n0.1,10,0,0.2\n",
+     "log.csv:2: field 'iteration_s'"),
+    (["validate-e2e", "{f}", "--engine", "hf-cb-h100"], "r.csv",
+     "arrival_s,prompt_tokens,output_tokens,ttft_s,tpot_s,e2e_s,ttft_s\n0,9,5,.1,.1,1,2\n",
+     "r.csv:1: field 'ttft_s'"),
+    (["import-profile", "splitwise", "{f}", "--model", "m", "--hardware", "h", "--tp", "1",
+      "--out", "o.csv"], "p.csv", "model,model\nm,m\n", "p.csv:1: field 'model'"),
+    (["predict", "--model", "{f}", "--device", "H100-SXM", "--decode-seqs", "1",
+      "--decode-context", "5"], "config.json",
+     json.dumps(_LLAMA)[:-1] + ', "num_hidden_layers": 40}', "config.json: field "
+     "'num_hidden_layers': key 'num_hidden_layers' appears twice"),
+])
+def test_a_column_or_key_given_twice_is_named(capsys, tmp_path, monkeypatch, args, name, text,
+                                              where):
+    """pandas read a second column of one name as 'name.1' and json kept the last of two
+    keys: the file's other value went unread."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / name).write_text(text)
+    rc, _, err = _main(capsys, *[a.replace("{f}", name) for a in args])
+    assert rc == 2 and where in err and ("appears 2 times in the header" in err
+                                         or "appears twice" in err)

@@ -52,6 +52,9 @@ def read_replay(path) -> tuple[pd.DataFrame, dict]:
         text = open(path).read()
     except FileNotFoundError:
         raise InputError("no such replay file", file=str(path)) from None
+    from simcluster.workload._columns import header_of, unique_header
+    header, at = header_of(text)
+    unique_header(header, str(path), at)
     df = pd.read_csv(io.StringIO(text), comment="#")
     need = ["arrival_s", "prompt_tokens", "output_tokens", "ttft_s", "tpot_s", "e2e_s"]
     missing = [c for c in need if c not in df.columns]

@@ -41,6 +41,7 @@ import numpy as np
 import pandas as pd
 
 from simcluster.errors import InputError
+from simcluster.workload._columns import unique_file_header
 from simcluster.models.operators import op_counts
 
 BF16 = 2
@@ -56,6 +57,7 @@ MLP_ELEMENTWISE = {"input_layernorm": "rmsnorm", "post_attention_layernorm": "rm
 def _read(path, keys, ops) -> pd.DataFrame:
     path = Path(path)
     try:
+        unique_file_header(path)
         df = pd.read_csv(path)
     except FileNotFoundError:
         raise InputError("no such Vidur profile", file=str(path)) from None

@@ -52,6 +52,8 @@ def read_table(path, time_column: str | None = "time_s") -> tuple[dict, pd.DataF
             lines.append(n)
     if len(body) < 2:
         raise InputError("calibration table has no rows", file=str(path))
+    from simcluster.workload._columns import unique_header
+    unique_header(body[0], str(path), lines[0])
     df = pd.read_csv(io.StringIO("\n".join(body)))
     df.attrs["lines"] = lines[1:]      # the file's line of each row, for messages
     if time_column is None:

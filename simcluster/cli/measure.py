@@ -22,6 +22,8 @@ def cmd_predict(args) -> int:
     if args.input:
         path = in_file(args.input, "--in")
         with reading(path):
+            from simcluster.workload._columns import unique_file_header
+            unique_file_header(path)
             shapes = pd.read_csv(path)
             result = predict_frame(cost, shapes, file=str(path))
         if out is not None:

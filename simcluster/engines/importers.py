@@ -20,7 +20,7 @@ from pathlib import Path
 import pandas as pd
 
 from simcluster.errors import InputError, value_text
-from simcluster.workload._columns import Rows, numbers
+from simcluster.workload._columns import Rows, numbers, unique_file_header
 
 COLUMNS = ("model", "hardware", "prompt_size", "batch_size", "token_size", "prompt_time",
            "token_time", "tensor_parallel")
@@ -29,6 +29,7 @@ COLUMNS = ("model", "hardware", "prompt_size", "batch_size", "token_size", "prom
 def splitwise_rows(path, model: str, hardware: str, tp: int) -> pd.DataFrame:
     """The per-iteration rows of one (model, hardware, TP) of a SplitwiseSim perf model."""
     try:
+        unique_file_header(path)
         df = pd.read_csv(path)
     except FileNotFoundError:
         raise InputError("no such SplitwiseSim perf model", file=str(path)) from None

@@ -38,7 +38,7 @@ import numpy as np
 import pandas as pd
 
 from simcluster.errors import InputError, value_text
-from simcluster.workload._columns import Rows, numbers
+from simcluster.workload._columns import Rows, header_of, numbers, unique_header
 
 REQUIRED = ("iteration_s", "prefill_tokens", "decode_seqs")
 OPTIONAL = ("decode_context_tokens", "prefill_seqs", "prefill_context_tokens", "samples",
@@ -94,6 +94,8 @@ def read_iterations(path) -> IterationLog:
     except FileNotFoundError:
         raise InputError("no such engine log", file=str(path)) from None
     meta = read_metadata(path)
+    header, at = header_of(text)
+    unique_header(header, str(path), at)
     df = pd.read_csv(io.StringIO(text), comment="#", keep_default_na=False,
                      na_values={"iteration_s": [""]})
     missing = [c for c in REQUIRED if c not in df.columns]

@@ -53,6 +53,40 @@ class Rows:
         return Rows(self.file, None if self.lines is None else self.lines[index])
 
 
+def unique_header(header: str, file: str | None, line: int | None = 1) -> None:
+    """A CSV header line naming one column twice is an InputError (pandas would read the
+    second as ``name.1``, and the file's value would go unread)."""
+    import csv
+    names = [h.strip() for h in next(csv.reader([header]), [])]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise InputError(f"column {twice[0]!r} appears {names.count(twice[0])} times in the "
+                         "header; expected each column once", file=file, line=line,
+                         field=twice[0])
+
+
+def unique_file_header(path) -> None:
+    """:func:`unique_header` of a CSV file's header (its ``#`` and blank lines skipped);
+    a file that cannot be read is left to the caller's reader to report."""
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as f:
+            for n, ln in enumerate(f, 1):
+                if ln.strip() and not ln.lstrip().startswith("#"):
+                    unique_header(ln, str(path), n)
+                    return
+    except (OSError, UnicodeDecodeError):
+        return
+
+
+def header_of(text: str) -> tuple[str, int]:
+    """(the header, its 1-based line) of a CSV's text whose ``#`` lines and blank lines come
+    first."""
+    for n, ln in enumerate(text.splitlines(), 1):
+        if ln.strip() and not ln.lstrip().startswith("#"):
+            return ln, n
+    return "", 1
+
+
 def require_columns(columns: Sequence[str], expected: Sequence[str], rows: Rows, *,
                     line: int | None = None, what: str = "") -> None:
     """Fail naming the first expected column that ``columns`` lacks, listing both sets."""

@@ -17,7 +17,7 @@ import numpy as np
 
 from simcluster.lazy import lazy_module
 from simcluster.errors import InputError, did_you_mean, unknown_name
-from simcluster.workload._columns import Rows
+from simcluster.workload._columns import Rows, unique_header
 from simcluster.workload._table import SCHEMAS, Schema, detect_schema, request_arrays
 from simcluster.workload.bundled import BUNDLED, bundled_trace_path
 from simcluster.workload.hashes import BLOCK_COLUMN, HASH_COLUMN, MOONCAKE_BLOCK_TOKENS
@@ -170,15 +170,8 @@ def _read_csv(path: Path) -> tuple[pd.DataFrame, Rows, int]:
 
 def _no_duplicate_columns(path: Path) -> None:
     """A header naming one column twice is an error (pandas would rename the second)."""
-    import csv
     with open(path, encoding="utf-8-sig", newline="") as f:
-        header = next(csv.reader(f), [])
-    names = [h.strip() for h in header]
-    twice = sorted({n for n in names if names.count(n) > 1})
-    if twice:
-        raise InputError(f"column {twice[0]!r} appears {names.count(twice[0])} times in the "
-                         "header; expected each column once", file=str(path), line=1,
-                         field=twice[0])
+        unique_header(f.readline(), str(path))
 
 
 def _csv_parser_error(path: Path, err: Exception) -> InputError:
