@@ -1415,6 +1415,23 @@ def design_search_cases() -> list[Case]:
     cases.append(Case("design_search", "valid: answered from the benchmark's table", *cli(
         ["search", "s.toml", "--out", "{tmp}/out", "--quiet"], {"s.toml": to_toml(valid)},
         valid=True)))
+    # the table's objective cells (were: a negative time and an empty price of a feasible
+    # design ranked as given, text raised ValueError from numpy); a design twice
+    lines = Path(table).read_text().splitlines()
+    head, cols = lines[0], lines[0].split(",")
+    for what, col, value, mention in (("negative time", "serving_time_s", "-5", "t.csv:2"),
+                                      ("empty price", "capex_usd", "", "t.csv:2"),
+                                      ("text time", "serving_time_s", "fast", "t.csv:2"),
+                                      ("a design twice", None, None, "t.csv:5")):
+        cells = lines[1].split(",")
+        if col is not None:
+            cells[cols.index(col)] = value
+        body = "\n".join([head, ",".join(cells), *lines[2:4]]
+                         + ([lines[1]] if col is None else [])) + "\n"
+        spec = _set(valid, "search.table", "t.csv")
+        cases.append(Case("design_search", f"search: table {what}", *cli(
+            ["search", "s.toml", "--out", "{tmp}/out", "--quiet"],
+            {"s.toml": to_toml(spec), "t.csv": body}, mention=(mention,))))
     return cases
 
 

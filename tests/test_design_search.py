@@ -268,6 +268,30 @@ def test_table_evaluator_refuses_a_design_it_does_not_hold():
         ev(designs.iloc[4:])
 
 
+def test_table_evaluator_checks_each_objective_and_each_design_once(tmp_path):
+    """A negative time or an empty cost of a feasible design were ranked as given; text
+    raised ValueError from numpy. An infeasible design (its reason says why) may be empty."""
+    from simcluster.search.design.evaluate import read_table
+    space = llmshare_space()
+    designs = space.sample(4, np.random.default_rng(2))
+    table = designs.join(synthetic_objectives(designs))
+    table["reason"] = ["", "", "does not fit", ""]
+    table.loc[table.index[2], "serving_time_s"] = np.nan
+    path = tmp_path / "t.csv"
+    table.to_csv(path, index=False)
+    assert TableEvaluator(read_table(path), space.names, OBJ, source=str(path)).calls == 0
+    for value, found in ((-5.0, "found -5.0"), (np.nan, "found an empty"), ("fast", "'fast'")):
+        bad = table.astype({"cost_usd": object})
+        bad.loc[bad.index[1], "cost_usd"] = value
+        bad.to_csv(path, index=False)
+        with pytest.raises(InputError, match=f"t.csv:3: field 'cost_usd': expected a number "
+                                             f">= 0.*{found}"):
+            TableEvaluator(read_table(path), space.names, OBJ, source=str(path))
+    pd.concat([table, table.iloc[[1]]]).to_csv(path, index=False)
+    with pytest.raises(InputError, match="t.csv:6: the design of line 3 appears again"):
+        TableEvaluator(read_table(path), space.names, OBJ, source=str(path))
+
+
 # ---- the loop (model-free methods; the GP ones are in test_design_gp.py) ------------------
 
 def _bench(n=300, seed=0):

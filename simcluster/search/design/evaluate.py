@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from simcluster.errors import InputError
+from simcluster.workload._columns import unique_file_header
 from simcluster.search.design.space import design_hashes
 from simcluster.search.runners import LocalRunner, RayRunner, SerialRunner
 
@@ -190,12 +191,36 @@ def read_table(path: str | Path) -> pd.DataFrame:
     path = Path(path)
     try:
         if path.suffix == ".parquet":
-            return pd.read_parquet(path)
-        return pd.read_csv(path)
+            df = pd.read_parquet(path)
+            df.attrs["lines"] = np.arange(1, len(df) + 1)     # (rows, numbered from 1)
+            return df
+        unique_file_header(path)
+        df = pd.read_csv(path)
+        df.attrs["lines"] = np.arange(2, len(df) + 2)         # (a header, a line a row)
+        return df
+    except InputError:
+        raise
     except FileNotFoundError:
         raise InputError("no such table of evaluated designs", file=str(path)) from None
     except Exception as err:              # a malformed file: say which, not a traceback
         raise InputError(f"cannot read the table: {err}", file=str(path)) from None
+
+
+def _check_objectives(table: pd.DataFrame, objectives: Sequence[str], source: str) -> None:
+    """Every objective a number >= 0, at its line; empty only in a row whose ``reason`` says
+    why the design has none (an infeasible design). A negative time or an empty price of a
+    feasible design would otherwise rank it."""
+    from simcluster.workload._columns import Rows, numbers
+    lines = table.attrs.get("lines")
+    rows = Rows(source, np.asarray(lines) if lines is not None
+                else np.arange(2, len(table) + 2))
+    reason = table["reason"] if "reason" in table.columns else pd.Series("", index=table.index)
+    why = (reason.notna() & (reason.astype(str).str.strip() != "")).to_numpy()
+    for o in objectives:
+        check = ~why | table[o].notna().to_numpy()
+        numbers(table[o][check], rows.take(np.flatnonzero(check)), o, integer=False,
+                minimum=0, expected="a number >= 0 (empty only where the row's reason says "
+                "why the design has none)")
 
 
 class TableEvaluator:
@@ -211,9 +236,17 @@ class TableEvaluator:
         if missing:
             raise InputError(f"missing columns {missing}", file=source)
         self.names, self.objectives = list(names), list(objectives)
+        _check_objectives(table, self.objectives, source)
         keys = design_hashes(table, self.names)
         if len(set(keys)) != len(keys):
-            raise InputError("a design appears twice", file=source)
+            first: dict = {}
+            for i, k in enumerate(keys):
+                if k in first:
+                    lines = table.attrs.get("lines")
+                    at = (lambda j: int(lines[j])) if lines is not None else (lambda j: j + 2)
+                    raise InputError(f"the design of line {at(first[k])} appears again",
+                                     file=source, line=at(i))
+                first[k] = i
         cols = self.objectives + (["reason"] if "reason" in table.columns else [])
         self.lookup = dict(zip(keys, table[cols].to_dict("records")))
         self.calls = 0
