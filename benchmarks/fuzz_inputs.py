@@ -1254,6 +1254,11 @@ def cli_cases() -> list[Case]:
         (["cheapest", "exp.toml", "--rate", "2", "--devices", "H10O"], {"exp.toml": exp},
          ("H10O",)),
         (["cheapest", "exp.toml", "--rate", "2", "--tp", "0"], {"exp.toml": exp}, ("tp",)),
+        # two candidates of one name (one of them was lost from the results)
+        (["cheapest", "exp.toml", "--rate", "2", "--candidates", "c.toml"],
+         {"exp.toml": exp, "c.toml": '[[candidates]]\nname = "a"\ninstances = [{device = '
+                                     '"H100-SXM"}]\n[[candidates]]\nname = "a"\ninstances = '
+                                     '[{device = "L4"}]\n'}, ("c.toml", "candidates[1].name")),
         (["run", "t.csv"], {"t.csv": good_csv}, ("t.csv", "--trace")),
         (["run", "exp.toml", "--trace", "missing.csv"], {"exp.toml": exp}, ("missing.csv",)),
         (["run", "exp.toml", "--trace", "folder"], {"exp.toml": exp, "folder/x": "1"},

@@ -498,6 +498,11 @@ def test_cheapest_of_listed_candidates(tiny, tmp_path):
     with pytest.raises(InputError, match="colocated"):
         cheapest(tiny, rate_per_s=4.0, devices=["L4"], progress=False,
                  set={"instances.0.pool": "decode"})
+    # two candidates of one name: the results are keyed by name, and one was lost
+    f.write_text(f.read_text().replace('"three L4"', '"one H100"'))
+    with pytest.raises(InputError, match=r"'one H100' names candidates\[0\] too") as err:
+        cheapest(tiny, rate_per_s=4.0, candidates=str(f), progress=False)
+    assert err.value.field == "candidates[1].name"
 
 
 def test_a_bar_over_points_and_one_for_a_whole_search(tiny, capsys):

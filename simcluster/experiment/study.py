@@ -247,6 +247,10 @@ def read_candidates(path) -> list[tuple[str, list]]:
         if not inst or not all(isinstance(x, dict) for x in inst):
             raise InputError("expected a non-empty list of instance tables", file=str(path),
                              field=f"candidates[{i}].instances")
+        same = [j for j, (other, _) in enumerate(out) if other == name]
+        if same:        # (the results are keyed by name: one of the two would be lost)
+            raise InputError(f"{name!r} names candidates[{same[0]}] too; expected each name "
+                             "once", file=str(path), field=f"candidates[{i}].name")
         out.append((name, inst))
     top.done()
     if not out:
