@@ -52,27 +52,23 @@ def read_replay(path) -> tuple[pd.DataFrame, dict]:
         text = open(path).read()
     except FileNotFoundError:
         raise InputError("no such replay file", file=str(path)) from None
-    from simcluster.workload._columns import header_of, unique_header
-    header, at = header_of(text)
-    unique_header(header, str(path), at)
+    from simcluster.workload._columns import commented_csv
+    rows = commented_csv(text, str(path))
     df = pd.read_csv(io.StringIO(text), comment="#")
     need = ["arrival_s", "prompt_tokens", "output_tokens", "ttft_s", "tpot_s", "e2e_s"]
     missing = [c for c in need if c not in df.columns]
     if missing:
         raise InputError(f"missing columns {missing}; a replay needs {need}", file=str(path))
-    _check_replay(df, path, text)
+    _check_replay(df, rows)
     df = df.sort_values("arrival_s", kind="stable").reset_index(drop=True)
     return df, read_metadata(path)
 
 
-def _check_replay(df: pd.DataFrame, path, text: str) -> None:
-    """Every cell the comparison reads, at its line of the file: arrivals times >= 0, token
-    counts whole and >= 1, measured latencies >= 0 s or empty (a request the replay did not
-    see finish: compared censored), as a trace's cells are checked."""
-    from simcluster.workload._columns import Rows, numbers
-    lines = [n for n, ln in enumerate(text.splitlines(), 1)
-             if ln.strip() and not ln.lstrip().startswith("#")][1:]
-    rows = Rows(str(path), np.asarray(lines))
+def _check_replay(df: pd.DataFrame, rows) -> None:
+    """Every cell the comparison reads, at its line of the file (``rows``): arrival times
+    >= 0, token counts whole and >= 1, measured latencies >= 0 s or empty (a request the
+    replay did not see finish: compared censored), as a trace's cells are checked."""
+    from simcluster.workload._columns import numbers
     numbers(df.arrival_s, rows, "arrival_s", integer=False, minimum=0,
             expected="a time >= 0 s")
     for c in ("prompt_tokens", "output_tokens"):

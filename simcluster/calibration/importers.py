@@ -41,8 +41,8 @@ import numpy as np
 import pandas as pd
 
 from simcluster.errors import InputError
-from simcluster.workload._columns import unique_file_header
 from simcluster.models.operators import op_counts
+from simcluster.workload._columns import unique_file_header
 
 BF16 = 2
 MLP_KEYS = ("n_head", "n_kv_head", "n_embd", "n_expanded_embd", "use_gated_mlp", "num_tokens",

@@ -38,7 +38,7 @@ import numpy as np
 import pandas as pd
 
 from simcluster.errors import InputError, value_text
-from simcluster.workload._columns import Rows, header_of, numbers, unique_header
+from simcluster.workload._columns import commented_csv, numbers
 
 REQUIRED = ("iteration_s", "prefill_tokens", "decode_seqs")
 OPTIONAL = ("decode_context_tokens", "prefill_seqs", "prefill_context_tokens", "samples",
@@ -94,29 +94,13 @@ def read_iterations(path) -> IterationLog:
     except FileNotFoundError:
         raise InputError("no such engine log", file=str(path)) from None
     meta = read_metadata(path)
-    header, at = header_of(text)
-    unique_header(header, str(path), at)
+    rows = commented_csv(text, str(path))
     df = pd.read_csv(io.StringIO(text), comment="#", keep_default_na=False,
                      na_values={"iteration_s": [""]})
     missing = [c for c in REQUIRED if c not in df.columns]
     if missing:
         raise InputError(f"missing columns {missing}; required: {list(REQUIRED)}",
                          file=str(path))
-    if "decode_context_tokens" not in df.columns:
-        if (df.decode_seqs > 0).any():
-            raise InputError("decode_seqs > 0 needs decode_context_tokens (the KV tokens the "
-                             "decoding sequences attend to)", file=str(path),
-                             field="decode_context_tokens")
-        df["decode_context_tokens"] = 0
-    if "prefill_seqs" not in df.columns:
-        df["prefill_seqs"] = (df.prefill_tokens > 0).astype(int)
-    if "prefill_context_tokens" not in df.columns:
-        df["prefill_context_tokens"] = 0
-    if "samples" not in df.columns:
-        df["samples"] = df.prefill_seqs + df.decode_seqs
-    lines = [n for n, ln in enumerate(text.splitlines(), 1)
-             if ln.strip() and not ln.lstrip().startswith("#")][1:]
-    rows = Rows(str(path), np.asarray(lines))
     df["iteration_s"] = numbers(df.iteration_s, rows, "iteration_s", integer=False, minimum=0,
                                 expected="a time > 0 s")
     zero = df.iteration_s.to_numpy() == 0
@@ -124,8 +108,21 @@ def read_iterations(path) -> IterationLog:
         raise rows.error(int(np.argmax(zero)), "iteration_s", "expected a time > 0 s, found 0")
     for c in ("prefill_tokens", "decode_seqs", "decode_context_tokens", "prefill_seqs",
               "prefill_context_tokens", "samples"):
-        df[c] = numbers(df[c], rows, c, integer=True, minimum=0,
-                        expected="a whole number >= 0")
+        if c in df.columns:         # (checked before the defaults are derived from them)
+            df[c] = numbers(df[c], rows, c, integer=True, minimum=0,
+                            expected="a whole number >= 0")
+    if "decode_context_tokens" not in df.columns:
+        if (df.decode_seqs > 0).any():
+            raise InputError("decode_seqs > 0 needs decode_context_tokens (the KV tokens the "
+                             "decoding sequences attend to)", file=str(path),
+                             field="decode_context_tokens")
+        df["decode_context_tokens"] = 0
+    if "prefill_seqs" not in df.columns:
+        df["prefill_seqs"] = (df.prefill_tokens > 0).astype(np.int64)
+    if "prefill_context_tokens" not in df.columns:
+        df["prefill_context_tokens"] = 0
+    if "samples" not in df.columns:
+        df["samples"] = df.prefill_seqs + df.decode_seqs
     _check_counts(df, rows)
     for c in ("phase", "prefill_detail"):
         if c in df.columns:

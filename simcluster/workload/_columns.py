@@ -78,13 +78,15 @@ def unique_file_header(path) -> None:
         return
 
 
-def header_of(text: str) -> tuple[str, int]:
-    """(the header, its 1-based line) of a CSV's text whose ``#`` lines and blank lines come
-    first."""
-    for n, ln in enumerate(text.splitlines(), 1):
-        if ln.strip() and not ln.lstrip().startswith("#"):
-            return ln, n
-    return "", 1
+def commented_csv(text: str, file: str | None) -> Rows:
+    """The rows of a CSV's text whose ``#`` lines and blank lines pandas skips (``comment=
+    "#"``): each row's line in the file. The header is checked once-a-column
+    (:func:`unique_header`)."""
+    lines = [n for n, ln in enumerate(text.splitlines(), 1)
+             if ln.strip() and not ln.lstrip().startswith("#")]
+    if lines:
+        unique_header(text.splitlines()[lines[0] - 1], file, lines[0])
+    return Rows(file, np.asarray(lines[1:], dtype=np.int64))
 
 
 def require_columns(columns: Sequence[str], expected: Sequence[str], rows: Rows, *,
