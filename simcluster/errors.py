@@ -121,3 +121,15 @@ def relocate(err: InputError, file: str | None = None, field: str | None = None,
             field = err.field
     return type(err)(reason, file=file if file is not None else err.file, line=line,
                      field=field)
+
+
+def unique_keys(pairs: list) -> dict:
+    """``json.loads``'s ``object_pairs_hook``: the object as a dict, or an InputError (field:
+    the key) for a key given twice, where json would keep the last value without a word."""
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        keys = [k for k, _ in pairs]
+        twice = next(k for k in keys if keys.count(k) > 1)
+        raise InputError(f"key {twice!r} appears twice in one object; expected each key once "
+                         "(JSON keeps only the last)", field=twice)
+    return out

@@ -169,7 +169,9 @@ def predict_frame(cost: CostModel, shapes: pd.DataFrame, file: str = "<frame>",
     import numpy as np
 
     from simcluster.workload._columns import Rows
-    lines = np.asarray(lines or shapes.attrs.get("lines") or range(2, len(shapes) + 2))
+    if lines is None:
+        lines = shapes.attrs.get("lines")
+    lines = np.asarray(range(2, len(shapes) + 2) if lines is None else lines)
     _check_cells(shapes, Rows(file, lines))
     times, provs, fits, notes = [], [], [], []
     for row, line in zip(shapes.to_dict("records"), lines.tolist()):

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from simcluster.errors import InputError
+from simcluster.errors import InputError, unique_keys
 from simcluster.models.hf_arch import arch_from_hf
 from simcluster.models.presets import model_preset
 from simcluster.models.spec import _HF_DTYPES, DTYPE_BYTES, ModelSpec
@@ -142,18 +142,6 @@ def _head_dim(hidden: Any, heads: Any, file: Path | None) -> Any:
     return hidden   # not a number: ModelSpec names the bad field
 
 
-class _KeyTwice(ValueError):
-    pass
-
-
-def _one_each(pairs: list) -> dict:
-    out = dict(pairs)
-    if len(out) != len(pairs):
-        keys = [k for k, _ in pairs]
-        raise _KeyTwice(next(k for k in keys if keys.count(k) > 1))
-    return out
-
-
 def _read_config(path_or_dict: Any) -> tuple[dict[str, Any], Path | None]:
     if isinstance(path_or_dict, dict):
         return path_or_dict, None
@@ -161,11 +149,9 @@ def _read_config(path_or_dict: Any) -> tuple[dict[str, Any], Path | None]:
     if path.is_dir():
         path = path / "config.json"
     try:
-        cfg = json.loads(path.read_text(encoding="utf-8-sig"), object_pairs_hook=_one_each)
-    except _KeyTwice as err:
-        raise InputError(f"key {err.args[0]!r} appears twice in one object; expected each "
-                         "key once (JSON keeps only the last)", file=str(path),
-                         field=err.args[0]) from None
+        cfg = json.loads(path.read_text(encoding="utf-8-sig"), object_pairs_hook=unique_keys)
+    except InputError as err:          # (a key given twice)
+        raise InputError(err.reason, file=str(path), field=err.field) from None
     except FileNotFoundError:
         raise InputError("no such file (expected a Hugging Face config.json)",
                          file=str(path)) from None

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from simcluster.lazy import lazy_module
-from simcluster.errors import InputError, did_you_mean, unknown_name
+from simcluster.errors import InputError, did_you_mean, unique_keys, unknown_name
 from simcluster.workload._columns import Rows, unique_header
 from simcluster.workload._table import SCHEMAS, Schema, detect_schema, request_arrays
 from simcluster.workload.bundled import BUNDLED, bundled_trace_path
@@ -211,22 +211,6 @@ def _blank_rows(df: pd.DataFrame, path: Path) -> np.ndarray | None:
     return blank
 
 
-class _DuplicateKey(ValueError):
-    pass
-
-
-def _one_each(pairs: list) -> dict:
-    """A JSON object's pairs as a dict, refusing a key given twice."""
-    out = dict(pairs)
-    if len(out) != len(pairs):
-        seen = set()
-        for k, _ in pairs:
-            if k in seen:
-                raise _DuplicateKey(k)
-            seen.add(k)
-    return out
-
-
 def _read_jsonl(path: Path) -> tuple[pd.DataFrame, Rows, int | None]:
     """A JSON Lines file (one object per line) as a table and the line of each row."""
     records: list[dict] = []
@@ -242,16 +226,14 @@ def _read_jsonl(path: Path) -> tuple[pd.DataFrame, Rows, int | None]:
                     if isinstance(record, dict) and keys > len(record):
                         # (maybe a key given twice, maybe a nested object or a '":' inside a
                         # string: parsed again, checking; the plain parse costs 35% less)
-                        record = json.loads(text, object_pairs_hook=_one_each)
+                        record = json.loads(text, object_pairs_hook=unique_keys)
                 except json.JSONDecodeError as err:
                     raise InputError(f"malformed JSON at column {err.colno}: {err.msg}; "
                                      "expected one JSON object per line",
                                      file=str(path), line=line_no) from None
-                except _DuplicateKey as err:
-                    raise InputError(f"key {err.args[0]!r} appears twice in one object; "
-                                     "expected each key once (JSON keeps only the last)",
-                                     file=str(path), line=line_no,
-                                     field=err.args[0]) from None
+                except InputError as err:      # (a key given twice)
+                    raise InputError(err.reason, file=str(path), line=line_no,
+                                     field=err.field) from None
                 if not isinstance(record, dict):
                     raise InputError("expected a JSON object ({...}) per line, found "
                                      f"{type(record).__name__}", file=str(path), line=line_no)

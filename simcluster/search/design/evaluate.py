@@ -30,9 +30,9 @@ import numpy as np
 import pandas as pd
 
 from simcluster.errors import InputError
-from simcluster.workload._columns import unique_file_header
 from simcluster.search.design.space import design_hashes
 from simcluster.search.runners import LocalRunner, RayRunner, SerialRunner
+from simcluster.workload._columns import Rows, numbers, unique_file_header
 
 
 def make_runner(workers: int = 1, ray: str | None = None, mp_context: str = "spawn"):
@@ -206,14 +206,10 @@ def read_table(path: str | Path) -> pd.DataFrame:
         raise InputError(f"cannot read the table: {err}", file=str(path)) from None
 
 
-def _check_objectives(table: pd.DataFrame, objectives: Sequence[str], source: str) -> None:
+def _check_objectives(table: pd.DataFrame, objectives: Sequence[str], rows: Rows) -> None:
     """Every objective a number >= 0, at its line; empty only in a row whose ``reason`` says
     why the design has none (an infeasible design). A negative time or an empty price of a
     feasible design would otherwise rank it."""
-    from simcluster.workload._columns import Rows, numbers
-    lines = table.attrs.get("lines")
-    rows = Rows(source, np.asarray(lines) if lines is not None
-                else np.arange(2, len(table) + 2))
     reason = table["reason"] if "reason" in table.columns else pd.Series("", index=table.index)
     why = (reason.notna() & (reason.astype(str).str.strip() != "")).to_numpy()
     for o in objectives:
@@ -236,16 +232,17 @@ class TableEvaluator:
         if missing:
             raise InputError(f"missing columns {missing}", file=source)
         self.names, self.objectives = list(names), list(objectives)
-        _check_objectives(table, self.objectives, source)
+        lines = table.attrs.get("lines")      # (read_table's; a frame: a header, a line a row)
+        rows = Rows(source, np.arange(2, len(table) + 2) if lines is None
+                    else np.asarray(lines))
+        _check_objectives(table, self.objectives, rows)
         keys = design_hashes(table, self.names)
         if len(set(keys)) != len(keys):
             first: dict = {}
             for i, k in enumerate(keys):
                 if k in first:
-                    lines = table.attrs.get("lines")
-                    at = (lambda j: int(lines[j])) if lines is not None else (lambda j: j + 2)
-                    raise InputError(f"the design of line {at(first[k])} appears again",
-                                     file=source, line=at(i))
+                    raise rows.error(i, None, f"the design of line {rows.line(first[k])} "
+                                              "appears again")
                 first[k] = i
         cols = self.objectives + (["reason"] if "reason" in table.columns else [])
         self.lookup = dict(zip(keys, table[cols].to_dict("records")))
