@@ -847,6 +847,14 @@ def _file_cases() -> list[Case]:
                           "sub/cfg/config.json": json.dumps(_LLAMA_CFG)}, valid=True)))
     out.append(_exp_case("valid: BOM-prefixed TOML", _base(), text="\ufeff" + to_toml(_base()),
                          valid=True))
+    # a kernel accounting file of one's own (were: fuse_qkv "no" read as true, negative
+    # launches taken, a base cycle recursed to RecursionError)
+    for what, body in (("fuse_qkv a string", 'base = "hf-eager"\nfuse_qkv = "no"\n'),
+                       ("negative launches", 'base = "hf-eager"\nnorm_launches = -8\n'),
+                       ("a base cycle", 'base = "k.toml"\n')):
+        out.append(_exp_case(f"kernel accounting: {what}", _set(_base(), "cost.kernels",
+                                                                 "k.toml"),
+                             files={"k.toml": body}, mention=("k.toml",)))
     out.append(_exp_case("TOML syntax error", None, text="name = \n[model\n",
                          mention=("exp.toml",)))
     out.append(_exp_case("empty TOML", None, text="", mention=("exp.toml",)))

@@ -266,6 +266,30 @@ def test_kernel_accountings_and_their_launches():
         ExecutionMode("graphs", "warp")
 
 
+@pytest.mark.parametrize("line, field", [
+    ('fuse_qkv = "no"', "kernels.fuse_qkv"),                  # (read as true: fused)
+    ("norm_launches = -8", "kernels.norm_launches"),
+    ("sampling_launches = 2.5", "kernels.sampling_launches"),
+    ("host_overhead_per_layer_s = -1.0", "kernels.host_overhead_per_layer_s"),
+    ('elementwise = "banana"', "kernels.elementwise"),
+])
+def test_an_accounting_files_values_are_checked_naming_the_file(tmp_path, line, field):
+    p = tmp_path / "mine.toml"
+    p.write_text(f'base = "hf-eager"\n{line}\n')
+    with pytest.raises(InputError) as err:
+        load_accounting(p)
+    assert err.value.file == str(p) and err.value.field == field
+
+
+def test_an_accounting_base_cycle_is_named(tmp_path):
+    """A file whose base was itself recursed until RecursionError."""
+    a, b = tmp_path / "a.toml", tmp_path / "b.toml"
+    a.write_text(f'base = "{b}"\n')
+    b.write_text(f'base = "{a}"\n')
+    with pytest.raises(InputError, match="leads back to this file: a cycle"):
+        load_accounting(a)
+
+
 def test_gemm_layouts_and_misaligned_pairs(measured):
     cost = CostModel(measured)
     nt = cost.predict_op("gemm", H200, m=128, n=11008, k=4096)["time_s"]

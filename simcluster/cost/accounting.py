@@ -120,6 +120,20 @@ class KernelAccounting:
             if getattr(self, key) not in allowed:
                 raise InputError(f"{key} = {getattr(self, key)!r}; expected one of "
                                  f"{', '.join(allowed)}", field=f"kernels.{key}")
+        for key in ("fuse_qkv", "fuse_gate_up", "attn_output_copy", "final_norm"):
+            if not isinstance(getattr(self, key), bool):     # ("no" would read as true)
+                raise InputError(f"{key} = {getattr(self, key)!r}; expected true or false",
+                                 field=f"kernels.{key}")
+        for key in ("norm_launches", "rotary_launches", "rotary_table_launches",
+                    "sampling_launches"):
+            v = getattr(self, key)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                raise InputError(f"{key} = {v!r}; expected a whole number of kernels >= 0",
+                                 field=f"kernels.{key}")
+        v = self.host_overhead_per_layer_s
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v < 1:
+            raise InputError(f"host_overhead_per_layer_s = {v!r}; expected seconds in [0, 1)",
+                             field="kernels.host_overhead_per_layer_s")
 
     # -- the operators of one layer ---------------------------------------------------------
     def gemms(self, rank, tokens):
@@ -205,9 +219,10 @@ def list_accountings() -> list[str]:
     return sorted(p.stem for p in kernels_dir().glob("*.toml"))
 
 
-def load_accounting(name_or_path="fused") -> KernelAccounting:
+def load_accounting(name_or_path="fused", _seen: tuple = ()) -> KernelAccounting:
     """A bundled accounting by name (``hwspecs/engines/kernels/<name>.toml``), a path, an
-    accounting (returned as is) or a mapping of its fields."""
+    accounting (returned as is) or a mapping of its fields. A file's ``base`` names the
+    accounting it starts from (a chain of them: not a cycle)."""
     if isinstance(name_or_path, KernelAccounting):
         return name_or_path
     if isinstance(name_or_path, dict):
@@ -218,23 +233,29 @@ def load_accounting(name_or_path="fused") -> KernelAccounting:
     if not p.exists():
         raise InputError(f"unknown kernel accounting {str(name_or_path)!r}; known: "
                          f"{', '.join(list_accountings()) or '(none)'}", field="kernels")
+    if p.resolve() in _seen:
+        raise InputError(f"base {str(name_or_path)!r} leads back to this file: a cycle",
+                         file=str(_seen[-1]), field="base")
     try:
         data = tomllib.loads(p.read_text())
     except tomllib.TOMLDecodeError as err:
         raise InputError(f"not valid TOML: {err}", file=str(p)) from None
-    return _from_table(data, str(p), default_name=p.stem)
+    return _from_table(data, str(p), default_name=p.stem, seen=_seen + (p.resolve(),))
 
 
-def _from_table(data: dict, where: str, default_name: str = "custom") -> KernelAccounting:
+def _from_table(data: dict, where: str, default_name: str = "custom",
+                seen: tuple = ()) -> KernelAccounting:
     known = {f.name for f in fields(KernelAccounting)}
     base = data.pop("base", None)
     unknown = set(data) - known
     if unknown:
         raise InputError(f"unknown keys {sorted(unknown)}; known: {sorted(known)}", file=where,
                          field="kernels")
-    start = load_accounting(base).__dict__ if base else {}
+    start = load_accounting(base, seen).__dict__ if base else {}
     values = {**start, "name": default_name, **data}
     try:
         return KernelAccounting(**values)
+    except InputError as err:
+        raise InputError(err.reason, file=where, field=err.field) from None
     except TypeError as err:
         raise InputError(str(err), file=where, field="kernels") from None
