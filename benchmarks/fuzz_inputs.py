@@ -1262,6 +1262,15 @@ def cli_cases() -> list[Case]:
         (["cheapest", "exp.toml", "--rate", "2", "--devices", "H10O"], {"exp.toml": exp},
          ("H10O",)),
         (["cheapest", "exp.toml", "--rate", "2", "--tp", "0"], {"exp.toml": exp}, ("tp",)),
+        # flags that did nothing in that company
+        (["run", "exp.toml", "--timeline-window", "0,5"], {"exp.toml": exp},
+         ("--timeline-window", "--timeline-out")),
+        (["cheapest", "exp.toml", "--rate", "2", "--candidates", "c.toml", "--tp", "1,2"],
+         {"exp.toml": exp}, ("--tp", "--candidates")),
+        (["predict", "--op", "gemm", "--device", "H100-SXM", "--m", "1", "--n", "2", "--k",
+          "3", "--kv-len", "9"], {}, ("--kv-len", "gemm")),
+        (["predict", "--model", "llama-2-7b", "--device", "H100-SXM", "--decode-seqs", "1",
+          "--out", "p.csv"], {}, ("--out", "--in")),
         # two candidates of one name (one of them was lost from the results)
         (["cheapest", "exp.toml", "--rate", "2", "--candidates", "c.toml"],
          {"exp.toml": exp, "c.toml": '[[candidates]]\nname = "a"\ninstances = [{device = '

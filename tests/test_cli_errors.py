@@ -231,3 +231,34 @@ def test_a_column_or_key_given_twice_is_named(capsys, tmp_path, monkeypatch, arg
     rc, _, err = _main(capsys, *[a.replace("{f}", name) for a in args])
     assert rc == 2 and where in err and ("appears 2 times in the header" in err
                                          or "appears twice" in err)
+
+
+@pytest.mark.parametrize("args, flag", [
+    # each flag did nothing, without a word
+    (["run", "--timeline-window", "0,5"], "--timeline-window"),
+    (["run", "--timeline-max-events", "10"], "--timeline-max-events"),
+    (["sweep", "s.toml", "--fresh"], "--fresh"),
+    (["capacity", "--jobs", "2", "--ray", "local"], "--jobs"),
+    (["capacity", "--rel-tol", "0.1", "--tol", "0.5"], "--rel-tol"),
+    (["cheapest", "--rate", "2", "--candidates", "c.toml", "--devices", "L4"], "--devices"),
+    (["cheapest", "--rate", "2", "--candidates", "c.toml", "--tp", "1,2"], "--tp"),
+    (["cheapest", "--rate", "2", "--candidates", "c.toml", "--no-mixed"], "--no-mixed"),
+    (["predict", "--op", "gemm", "--device", "H100-SXM", "--m", "1", "--n", "2", "--k", "3",
+      "--kv-len", "5"], "--kv-len"),
+    (["predict", "--op", "gemm", "--device", "H100-SXM", "--m", "1", "--n", "2", "--k", "3",
+      "--model", "llama-2-7b"], "--model"),
+    (["predict", "--in", "s.csv", "--device", "H100-SXM"], "--device"),
+    (["predict", "--model", "llama-2-7b", "--device", "H100-SXM", "--decode-seqs", "1",
+      "--m", "64"], "--m"),
+    (["predict", "--model", "llama-2-7b", "--device", "H100-SXM", "--decode-seqs", "1",
+      "--out", "p.csv"], "--out"),
+    (["predict", "--model", "llama-2-7b", "--device", "H100-SXM", "--decode-seqs", "1",
+      "--link", "NVLink4"], "--link"),
+    (["import-profile", "vidur", "x.csv", "--device", "X", "--model", "m"], "--model"),
+    (["import-profile", "splitwise", "x.csv", "--device", "X"], "--device"),
+    (["search", "tiny", "--workers", "2", "--ray", "local"], "--workers"),
+])
+def test_a_flag_that_would_do_nothing_is_named(capsys, tmp_path, monkeypatch, args, flag):
+    monkeypatch.chdir(tmp_path)
+    rc, out, err = _main(capsys, *args)
+    assert rc == 2 and f"field '{flag}': does nothing" in err and not out

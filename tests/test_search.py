@@ -503,6 +503,15 @@ def test_cheapest_of_listed_candidates(tiny, tmp_path):
     with pytest.raises(InputError, match=r"'one H100' names candidates\[0\] too") as err:
         cheapest(tiny, rate_per_s=4.0, candidates=str(f), progress=False)
     assert err.value.field == "candidates[1].name"
+    # a search's arguments beside listed candidates did nothing
+    for kw, field in (({"devices": ["L4"]}, "devices"), ({"tp": [1, 2]}, "tp"),
+                      ({"max_count": 4}, "max_count"), ({"mixed": False}, "mixed")):
+        with pytest.raises(InputError, match="does nothing with candidates=") as err:
+            cheapest(tiny, rate_per_s=4.0, candidates=[("a", [{"device": "L4"}])],
+                     progress=False, **kw)
+        assert err.value.field == field
+    with pytest.raises(InputError, match="rel_tol does nothing with abs_tol"):
+        capacity(tiny, rel_tol=0.1, abs_tol=0.5, progress=False)
 
 
 def test_a_bar_over_points_and_one_for_a_whole_search(tiny, capsys):

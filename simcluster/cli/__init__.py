@@ -63,6 +63,8 @@ def main(argv=None) -> int:
     """Run one command; the exit status (see the module docstring)."""
     args = build_parser().parse_args(argv)      # usage mistakes: argparse exits 2
     try:
+        from simcluster.cli.checks import check_flags
+        check_flags(args)                       # a flag that would do nothing
         code = args.func(args)
         sys.stdout.flush()                      # a closed pipe shows here, not at exit
         return code

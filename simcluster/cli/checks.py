@@ -35,6 +35,49 @@ class Parser(argparse.ArgumentParser):
         super().error(message)
 
 
+def _dest(parser, flag: str) -> str:
+    for action in parser._actions:          # (argparse keeps its options here)
+        if flag in action.option_strings:
+            return action.dest
+    raise ValueError(f"{parser.prog} has no option {flag}")
+
+
+def unused_without(parser, flag: str, other: str, why: str = "") -> None:
+    """Declare that ``flag`` does something only with ``other`` given: :func:`check_flags`
+    refuses it alone (a flag that silently did nothing)."""
+    rules = list(parser.get_default("_flag_rules") or [])
+    rules.append(("needs", flag, _dest(parser, flag), parser.get_default(_dest(parser, flag)),
+                  other, _dest(parser, other), parser.get_default(_dest(parser, other)), why))
+    parser.set_defaults(_flag_rules=rules)
+
+
+def unused_with(parser, flag: str, others: tuple[str, ...], why: str = "") -> None:
+    """Declare that ``flag`` does nothing when one of ``others`` is given (that one decides
+    instead): :func:`check_flags` refuses the two together."""
+    rules = list(parser.get_default("_flag_rules") or [])
+    for other in others:
+        rules.append(("excludes", flag, _dest(parser, flag),
+                      parser.get_default(_dest(parser, flag)), other, _dest(parser, other),
+                      parser.get_default(_dest(parser, other)), why))
+    parser.set_defaults(_flag_rules=rules)
+
+
+def check_flags(args) -> None:
+    """An InputError for a flag given where it does nothing (the rules declared with
+    :func:`unused_without` and :func:`unused_with`); a flag is given when its value is not
+    its default."""
+    for kind, flag, dest, default, other, odest, odefault, why in getattr(
+            args, "_flag_rules", None) or ():
+        given, other_given = (getattr(args, dest) != default,
+                              getattr(args, odest) != odefault)
+        if kind == "needs" and given and not other_given:
+            raise InputError(f"does nothing without {other}" + (f": {why}" if why
+                                                                        else ""), field=flag)
+        if kind == "excludes" and given and other_given:
+            raise InputError(f"does nothing with {other}" + (f": {why}" if why else ""),
+                             field=flag)
+
+
 def _int(text: str, low: int, what: str) -> int:
     try:
         value = int(text)

@@ -6,7 +6,7 @@ import sys
 import time
 from pathlib import Path
 
-from simcluster.cli.checks import non_negative_int, out_dir, positive_int
+from simcluster.cli.checks import non_negative_int, out_dir, positive_int, unused_with
 
 #: The design-search methods (``search.design.methods.METHODS``, which a test holds this to;
 #: importing it for -h would cost every command 0.5 s).
@@ -97,4 +97,5 @@ def add_commands(sub) -> None:
     s.add_argument("--workers", type=positive_int, help="override [search] workers")
     s.add_argument("--ray", help="evaluate on Ray: 'local' or a cluster's address")
     s.add_argument("--quiet", action="store_true", help="no per-iteration progress")
+    unused_with(s, "--workers", ("--ray",), "Ray decides the workers")
     s.set_defaults(func=cmd_search)

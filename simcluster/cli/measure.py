@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import re
 
-from simcluster.cli.checks import non_negative_int, positive_float, positive_int
+from simcluster.cli.checks import (non_negative_int, positive_float, positive_int,
+                                   unused_with, unused_without)
 from simcluster.errors import InputError
 
 
@@ -43,6 +44,12 @@ def cmd_predict(args) -> int:
             raise InputError(f"predict --op {args.op} needs "
                              f"{', '.join('--' + k.replace('_', '-') for k in missing)}",
                              field="--op")
+        other = sorted(k for k in shape if k not in OP_FIELDS[args.op])
+        if other:
+            flag = "--" + other[0].replace("_", "-")
+            own = ", ".join("--" + k.replace("_", "-") for k in OP_FIELDS[args.op])
+            raise InputError(f"does nothing for --op {args.op}, whose shape is {own}",
+                             field=flag)
         from simcluster.hardware import load_device
         p = cost.predict_op(args.op, load_device(args.device), **shape)
         for k, v in p.items():
@@ -51,6 +58,9 @@ def cmd_predict(args) -> int:
     if not (args.model and args.device):
         raise InputError("predict needs --in CSV, or --op with --device, or --model and "
                          "--device", field="--model" if args.device else "--device")
+    if args.link and args.tp * args.pp == 1:
+        raise InputError("does nothing with one device (--tp and --pp 1): it joins the ranks",
+                         field="--link")
     shape = dict(tp=args.tp, pp=args.pp, link=args.link, prefill_seqs=args.prefill_seqs,
                  prefill_tokens=args.prefill_tokens, prefill_context=args.prefill_context,
                  decode_seqs=args.decode_seqs, decode_context=args.decode_context)
@@ -104,6 +114,9 @@ def cmd_calibrate_engine(args) -> int:
     """Fit an engine model to per-iteration logs and write hwspecs/engines/ENGINE.toml."""
     from simcluster.cli.checks import in_file, reading
     from simcluster.engines.calibrate import calibrate, format_fit, write_spec
+    if args.link and args.tp == 1:
+        raise InputError("does nothing with one device (--tp 1): it joins the ranks",
+                         field="--link")
     target = _engine_target(args.name, args.out, args.force)
     logs = [in_file(p) for p in args.logs + args.decode_only]
     sched = None
@@ -157,7 +170,8 @@ def _engine_target(name: str, out: str | None, force: bool):
         bundled = target.resolve().parent == bundled_engines_dir().resolve()
         shipped = " (an engine shipped with simcluster)" if bundled else ""
         raise InputError(f"{target} exists{shipped}; pass --force to replace it, or choose "
-                         "another --name", field="--name")
+                         f"another {'--out' if out else '--name'}",
+                         field="--out" if out else "--name")
     if not out:
         target.parent.mkdir(parents=True, exist_ok=True)
     return target
@@ -231,6 +245,17 @@ def add_commands(sub) -> None:
     for k, what in batch_help.items():
         q.add_argument(f"--{k.replace('_', '-')}", dest=k, type=non_negative_int, default=0,
                        metavar="N", help=f"{what} (default 0)")
+    # the three modes' flags: a flag of another mode did nothing
+    shape = [f"--{k.replace('_', '-')}" for k in [*shape_help, "bytes"]]
+    iteration = ["--model", "--tp", "--pp", "--link",
+                 *[f"--{k.replace('_', '-')}" for k in batch_help]]
+    for flag in ["--op", "--device", *shape, *iteration]:
+        unused_with(q, flag, ("--in",), "the CSV's rows give every shape")
+    for flag in iteration:
+        unused_with(q, flag, ("--op",), "it shapes an iteration (--model), not an operator")
+    for flag in shape:
+        unused_without(q, flag, "--op", "it shapes one operator")
+    unused_without(q, "--out", "--in", "it writes the predictions of a CSV of shapes")
     q.set_defaults(func=cmd_predict)
     c = sub.add_parser("calibrate", help="measure kernel tables on this machine (needs torch)")
     c.add_argument("--out", required=True, help="folder for the CSV tables and bench.log")
@@ -310,6 +335,14 @@ def add_commands(sub) -> None:
 def cmd_import_profile(args) -> int:
     """Turn a published profile into calibration tables (vidur) or an engine log (splitwise)."""
     from simcluster.cli.checks import in_file, out_dir, out_file, reading
+    other = [f"--{k}" for k in (("model", "hardware", "tp") if args.kind == "vidur"
+                                else ("device",)) if getattr(args, k) is not None]
+    if other:
+        raise InputError(f"does nothing for import-profile {args.kind} (see "
+                         "'simcluster import-profile -h')", field=other[0])
+    if args.kind == "splitwise" and len(args.files) > 1:
+        raise InputError(f"import-profile splitwise reads one perf_model.csv, got "
+                         f"{len(args.files)} files", field="files")
     files = [in_file(f) for f in args.files]
     if args.kind == "vidur":
         from simcluster.calibration.importers import import_vidur, write_tables

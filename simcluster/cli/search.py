@@ -9,7 +9,8 @@ import sys
 import time
 from pathlib import Path
 
-from simcluster.cli.checks import fraction, positive_float, positive_int
+from simcluster.cli.checks import (fraction, positive_float, positive_int,
+                                   unused_with, unused_without)
 from simcluster.cli.common import (EXPERIMENT_HELP, add_cache, add_plots, add_runner, add_set,
                                    write_figures)
 
@@ -221,6 +222,12 @@ def _slo_options(p):
                    help="share of requests that must meet every SLO (default 0.9)")
 
 
+def _runner_rules(p) -> None:
+    unused_with(p, "--jobs", ("--ray",), "Ray decides the workers")
+    if any("--fresh" in a.option_strings for a in p._actions):
+        unused_without(p, "--fresh", "--out", "it reruns the points cached in --out")
+
+
 def add_commands(sub) -> None:
     c = sub.add_parser("compare", help="run variants of an experiment; one side-by-side table")
     c.add_argument("experiments", nargs="*", help="experiment TOMLs' paths or bundled "
@@ -233,6 +240,7 @@ def add_commands(sub) -> None:
                                                 "figures (PNG) here")
     c.add_argument("--plots", metavar="DIR", help="write the figures here instead of --out")
     add_runner(c, jobs_default=1)
+    _runner_rules(c)
     c.set_defaults(func=cmd_compare)
 
     s = sub.add_parser("sweep", help="run a grid or list of points (a sweep TOML); one "
@@ -247,6 +255,7 @@ def add_commands(sub) -> None:
     add_cache(s)
     add_plots(s)
     add_runner(s)
+    _runner_rules(s)
     s.set_defaults(func=cmd_sweep)
 
     k = sub.add_parser("capacity", help="highest request rate meeting the SLOs (bisection)")
@@ -261,6 +270,8 @@ def add_commands(sub) -> None:
     add_cache(k)
     add_plots(k)
     add_runner(k, jobs_default=1)
+    _runner_rules(k)
+    unused_with(k, "--rel-tol", ("--tol",), "--tol sets the bracket's width in req/s")
     k.set_defaults(func=cmd_capacity)
 
     h = sub.add_parser("cheapest", help="cheapest replicas serving a rate within the SLOs")
@@ -281,4 +292,8 @@ def add_commands(sub) -> None:
     add_cache(h)
     add_plots(h)
     add_runner(h, jobs_default=1)
+    _runner_rules(h)
+    for flag in ("--devices", "--tp", "--max-count", "--no-mixed"):
+        unused_with(h, flag, ("--candidates",), "it shapes the search, and --candidates "
+                                                "lists the configurations instead")
     h.set_defaults(func=cmd_cheapest)

@@ -246,7 +246,7 @@ def _engine_rows() -> list:
 
 
 def add_commands(sub) -> None:
-    from simcluster.cli.checks import positive_int
+    from simcluster.cli.checks import positive_int, unused_without
     from simcluster.cli.common import EXPERIMENT_HELP, add_plots, add_set
     r = sub.add_parser("run", help="simulate an experiment TOML (default: the bundled one)")
     r.add_argument("experiment", nargs="?", default=None, help=EXPERIMENT_HELP)
@@ -261,6 +261,8 @@ def add_commands(sub) -> None:
     r.add_argument("--timeline-max-events", type=positive_int, default=200_000,
                    help="cut the trace's window after this many events (default 200000)")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
+    for flag in ("--timeline-window", "--timeline-max-events"):
+        unused_without(r, flag, "--timeline-out", "it shapes the trace --timeline-out writes")
     r.set_defaults(func=cmd_run)
     t = sub.add_parser("trace-info", help="summarise a trace file or bundled trace")
     t.add_argument("file", help="a trace file (CSV, JSONL, Parquet; Azure, Mooncake or Vidur "

@@ -217,7 +217,11 @@ def capacity(experiment=None, *, ttft_slo_s: float | None = None,
              rel_tol: float = 0.02, abs_tol: float | None = None, jobs: int | None = 1,
              ray: str | None = None, out=None, progress: bool = True, fresh: bool = False):
     """The highest ``trace.rate_per_s`` meeting the SLOs (the experiment's ``[slo]``, or
-    these) at ``attainment``: :func:`simcluster.search.capacity.capacity`."""
+    these) at ``attainment``: :func:`simcluster.search.capacity.capacity`. ``abs_tol`` (req/s)
+    replaces ``rel_tol``: the two together are an error."""
+    if abs_tol is not None and rel_tol != 0.02:
+        raise InputError("rel_tol does nothing with abs_tol, which sets the bracket's width "
+                         "in req/s; give one", field="rel_tol")
     point = _point(experiment, _slo_set(set, ttft_slo_s, tpot_slo_s))
     runner = _run(jobs, ray)
     try:
@@ -286,6 +290,14 @@ def cheapest(experiment=None, *, rate_per_s: float, devices: Sequence[str] = (),
         raise InputError("cheapest needs the devices to consider (devices=['H100-SXM', "
                          "'L40S']; simcluster list devices has the names and prices) or "
                          "candidates=", field="devices")
+    if candidates is not None:      # (the search's arguments would do nothing)
+        search = [k for k, given in (("devices", bool(devices)), ("tp", list(tp) != [1]),
+                                     ("max_count", max_count != 8), ("mixed", not mixed))
+                  if given]
+        if search:
+            raise InputError("does nothing with candidates=, which lists the configurations "
+                             "instead of a search over devices, tp, max_count, mixed",
+                             field=search[0])
     point = _point(experiment, _slo_set(set, ttft_slo_s, tpot_slo_s))
     runner = _run(jobs, ray)
     kw = dict(attainment=attainment, runner=runner, out=out, progress=progress, fresh=fresh)
