@@ -847,6 +847,10 @@ def _file_cases() -> list[Case]:
                           "sub/cfg/config.json": json.dumps(_LLAMA_CFG)}, valid=True)))
     out.append(_exp_case("valid: BOM-prefixed TOML", _base(), text="\ufeff" + to_toml(_base()),
                          valid=True))
+    # kernels beside an engine model (did nothing: the engine file's [kernels] decides)
+    out.append(_exp_case("cost.kernels beside cost.engine", _set(_set(
+        _base(), "cost.engine", "hf-cb-h100"), "cost.kernels", "hf-eager"),
+        mention=("exp.toml", "cost.kernels")))
     # a kernel accounting file of one's own (were: fuse_qkv "no" read as true, negative
     # launches taken, a base cycle recursed to RecursionError)
     for what, body in (("fuse_qkv a string", 'base = "hf-eager"\nfuse_qkv = "no"\n'),

@@ -239,3 +239,14 @@ def test_list_specs_is_a_table_of_their_figures(capsys, what, names, check):
     assert [line.split()[0] for line in lines[1:]] == list(listed)
     row = next(line for line in lines if line.startswith(check[0] + " "))
     assert all(c in row.split("  ") or c in row.split() for c in check[1:])
+
+
+@pytest.mark.parametrize("key", ["kernels", "execution"])
+def test_an_engines_experiment_refuses_its_own_kernels_or_execution(key):
+    """With an engine model the [cost] kernels and execution did nothing: the engine file's
+    [kernels] and [execution] decide."""
+    value = "hf-eager" if key == "kernels" else "eager"
+    with pytest.raises(InputError, match="does nothing with engine = 'hf-cb-h100'") as err:
+        load_experiment("default", overrides={"cost.engine": "hf-cb-h100",
+                                              f"cost.{key}": value}).simulation()
+    assert err.value.field == f"cost.{key}"

@@ -299,8 +299,16 @@ def read_cost(t: Table, seed: int):
     from simcluster.cost.moe import RoutingModel
     calibration = t.get("calibration", str, None)
     engine = t.get("engine", str, None)
-    kernels = t.get("kernels", str, "fused")
-    execution = t.get("execution", str, "graphs")
+    kernels = t.get("kernels", str, None)
+    execution = t.get("execution", str, None)
+    if engine is not None:          # (an engine model has its own: these would do nothing)
+        for key, value in (("kernels", kernels), ("execution", execution)):
+            if value is not None:
+                with t.at(key):
+                    raise InputError(f"does nothing with engine = {engine!r}: an engine model "
+                                     f"has its own {key} ([kernels] / [execution] of its "
+                                     "file)")
+    kernels, execution = kernels or "fused", execution or "graphs"
     routing = {k: v for k, v in (
         ("popularity_cv", t.get("moe_popularity_cv", float, None, check=non_negative,
                                 expect=">= 0")),
