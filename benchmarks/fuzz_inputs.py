@@ -847,6 +847,10 @@ def _file_cases() -> list[Case]:
                           "sub/cfg/config.json": json.dumps(_LLAMA_CFG)}, valid=True)))
     out.append(_exp_case("valid: BOM-prefixed TOML", _base(), text="\ufeff" + to_toml(_base()),
                          valid=True))
+    # a link nothing crosses (read, never used)
+    out.append(_exp_case("instances[0].link with tp = pp = 1", _set(
+        _base(), "instances[0]", {"device": "H100-SXM", "link": "NVLink4"}),
+        mention=("exp.toml", "link")))
     # kernels beside an engine model (did nothing: the engine file's [kernels] decides)
     out.append(_exp_case("cost.kernels beside cost.engine", _set(_set(
         _base(), "cost.engine", "hf-cb-h100"), "cost.kernels", "hf-eager"),

@@ -250,3 +250,16 @@ def test_an_engines_experiment_refuses_its_own_kernels_or_execution(key):
         load_experiment("default", overrides={"cost.engine": "hf-cb-h100",
                                               f"cost.{key}": value}).simulation()
     assert err.value.field == f"cost.{key}"
+
+
+@pytest.mark.parametrize("overrides, field", [
+    ({"instances.0.link": "NVLink4"}, "instances[0].link"),              # tp = pp = 1
+    ({"instances.0.stage_link": "NVLink4"}, "instances[0].stage_link"),  # pp = 1
+    ({"instances.0.pp": 2, "instances.0.link": "NVLink4", "instances.0.stage_link": "PCIe5"},
+     "instances[0].link"),                                                # stages' own link
+])
+def test_a_link_nothing_crosses_is_refused(overrides, field):
+    """Each link was read and never used: nothing crossed it."""
+    with pytest.raises(InputError, match="does nothing") as err:
+        load_experiment("default", overrides={"trace.first_n": 10, **overrides}).simulation()
+    assert err.value.field == field

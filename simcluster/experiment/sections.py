@@ -134,6 +134,12 @@ def _layout(t: Table, model) -> Layout:
             specs = [load_device(device)] * ((tp or 1) * pp * dp)
         tp = tp or 1
     need = tp > 1 or dp > 1 or (pp > 1 and "stage_link" not in t.data)
+    for key, idle in (("link", not need), ("stage_link", pp == 1)):
+        if idle and key in t.data:     # (nothing would cross it: it was read and unused)
+            raise t._err(key, "does nothing: " + (
+                "no two devices of this replica talk (tp, dp and pp are 1)" if key == "link"
+                and pp == 1 else "link joins a stage's ranks (tp and dp are 1) and "
+                "stage_link the stages" if key == "link" else "one stage (pp = 1)"))
     link = _link(t, "link", specs, needed=need)
     stage = _link(t, "stage_link", specs, needed=False)
     with t.at():
