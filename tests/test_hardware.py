@@ -260,6 +260,16 @@ def test_hwspecs_env_file_shadows_the_bundled_one(tmp_path, monkeypatch):
     monkeypatch.setenv("SIMCLUSTER_HWSPECS", str(tmp_path))
     assert hw.load_device("H100-SXM").price_usd_per_hour == 9.5
     assert hw.list_devices().count("H100-SXM") == 1
+    # a run says which spec the name read (it said only 'H100-SXM: own tables')
+    from simcluster.cost import CostModel
+    from simcluster.simulation.results import format_provenance
+    from simcluster.simulation.simulation import cost_provenance
+    prov = cost_provenance(CostModel(), [hw.load_device("H100-SXM"), hw.load_device("L4")])
+    mine = str((tmp_path / "devices" / "h100-sxm.toml").resolve())
+    assert prov["specs"] == {"H100-SXM": mine}
+    assert f"H100-SXM: spec {mine} (SIMCLUSTER_HWSPECS)" in format_provenance(prov)
+    monkeypatch.delenv("SIMCLUSTER_HWSPECS")
+    assert "specs" not in cost_provenance(CostModel(), [hw.load_device("H100-SXM")])
 
 
 def test_hwspecs_env_errors_name_the_folder_and_the_file(tmp_path, monkeypatch):

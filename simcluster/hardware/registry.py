@@ -221,6 +221,25 @@ def _load_spec(folder: str, name_or_path: str | os.PathLike, what: str) -> Any:
     return _load(folder, str(path), path.stat().st_mtime_ns)
 
 
+def own_spec_files(folder: str, names) -> dict[str, Path]:
+    """Of the registry ``names`` (specs in ``folder``: devices, links), those a folder of
+    ``$SIMCLUSTER_HWSPECS`` provides, with their files; a name the bundled specs also hold
+    is read from there instead (what a run's provenance should say)."""
+    if not os.environ.get(ENV_VAR, "").strip():
+        return {}
+    from simcluster.paths import data_dir
+    bundled = (data_dir("hwspecs") / folder).resolve()
+    out = {}
+    for name in dict.fromkeys(names):
+        try:
+            path = _find(folder, name, folder)
+        except InputError:
+            continue
+        if path.parent != bundled:
+            out[name] = path
+    return out
+
+
 def load_device(name_or_path: str | os.PathLike) -> DeviceSpec:
     """A device spec by registry name or alias (case-insensitive) or by a .toml path."""
     return _load_spec("devices", name_or_path, "device")

@@ -483,6 +483,8 @@ def format_provenance(provenance: dict) -> str:
              f"{provenance.get('engine') or 'none (kernel time only)'}"]
     for dev, how in provenance.get("devices", {}).items():
         lines.append(f"  {dev}: {how}")
+    for dev, path in provenance.get("specs", {}).items():
+        lines.append(f"  {dev}: spec {path} (SIMCLUSTER_HWSPECS)")
     return "\n".join(lines)
 
 

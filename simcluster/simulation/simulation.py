@@ -47,11 +47,19 @@ pd = lazy_module("pandas")     # (imported when a frame is first built)
 
 def cost_provenance(cost_model: CostModel, devices) -> dict:
     """The cost model in data: calibration name, engine model name (None: kernel time only),
-    and per device how its rates were obtained (own tables, borrowed curves, datasheet)."""
+    and per device how its rates were obtained (own tables, borrowed curves, datasheet); with
+    ``specs``, the device specs a ``$SIMCLUSTER_HWSPECS`` folder gave (a bundled name among
+    them read from there instead), by name."""
+    from simcluster.hardware.registry import own_spec_files
     cal = cost_model.calibration
     engine = getattr(cost_model, "name", None) or None
-    return {"calibration": getattr(cal, "name", type(cal).__name__), "engine": engine,
-            "devices": {d.name: cal.provenance(d) for d in devices}}
+    devices = list(devices)
+    out = {"calibration": getattr(cal, "name", type(cal).__name__), "engine": engine,
+           "devices": {d.name: cal.provenance(d) for d in devices}}
+    specs = own_spec_files("devices", [d.name for d in devices])
+    if specs:
+        out["specs"] = {name: str(path) for name, path in specs.items()}
+    return out
 
 
 ARRIVAL_WINDOW = 1 << 14   # trace rows turned into Python numbers at a time
