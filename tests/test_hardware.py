@@ -268,8 +268,13 @@ def test_hwspecs_env_file_shadows_the_bundled_one(tmp_path, monkeypatch):
     mine = str((tmp_path / "devices" / "h100-sxm.toml").resolve())
     assert prov["specs"] == {"H100-SXM": mine}
     assert f"H100-SXM: spec {mine} (SIMCLUSTER_HWSPECS)" in format_provenance(prov)
+    from simcluster.cli.simulate import _device_rows
+    rows = {r[0]: r for r in _device_rows()}
+    assert rows["name"][-1] == "spec" and rows["H100-SXM"][-1] == "SIMCLUSTER_HWSPECS"
+    assert rows["L4"][-1] == "bundled"
     monkeypatch.delenv("SIMCLUSTER_HWSPECS")
     assert "specs" not in cost_provenance(CostModel(), [hw.load_device("H100-SXM")])
+    assert _device_rows()[0][-1] == "tdp_W"
 
 
 def test_hwspecs_env_errors_name_the_folder_and_the_file(tmp_path, monkeypatch):

@@ -136,6 +136,17 @@ def _g(x, scale=1.0) -> str:
     return "-" if x is None else f"{x / scale:.4g}"
 
 
+def _own(rows: list, folder: str) -> list:
+    """With ``$SIMCLUSTER_HWSPECS`` set, a last column saying which specs it gave (a bundled
+    name among them read from there)."""
+    from simcluster.hardware.registry import own_spec_files
+    own = own_spec_files(folder, [r[0] for r in rows[1:]])
+    if not own:
+        return rows
+    return [rows[0] + ("spec",)] + [r + ("SIMCLUSTER_HWSPECS" if r[0] in own else "bundled",)
+                                    for r in rows[1:]]
+
+
 def _device_rows() -> list:
     from simcluster.hardware import list_devices, load_device
     rows = [("name", "kind", "memory_GiB", "mem_TB/s", "bf16_TFLOP/s", "usd_per_h", "tdp_W")]
@@ -144,7 +155,7 @@ def _device_rows() -> list:
         peak = d.peak_flops.get("bf16") or max(d.peak_flops.values(), default=None)
         rows.append((d.name, d.kind, _g(d.mem_bytes, 2**30), _g(d.mem_bw_bytes_per_s, 1e12),
                      _g(peak, 1e12), _g(d.price_usd_per_hour), _g(d.tdp_w)))
-    return rows
+    return _own(rows, "devices")
 
 
 def _link_rows() -> list:
@@ -153,7 +164,7 @@ def _link_rows() -> list:
     for name in list_links():
         k = load_link(name)
         rows.append((k.name, k.kind, _g(k.bw_bytes_per_s, 1e9), _g(k.latency_s, 1e-6)))
-    return rows
+    return _own(rows, "links")
 
 
 def _model_rows() -> list:
