@@ -118,3 +118,7 @@ def test_op_csv_validation(tmp_path):
                   "measured_time_s": [0.008]}).to_csv(p, index=False)
     out = validate_table(CostModel(load_calibration("measured")), p, None)
     assert out.pred_s.iloc[0] > 0 and "error" in out
+    # --device beside a device column did nothing (each row names its own)
+    with pytest.raises(InputError, match="does nothing: the CSV's device column") as err:
+        validate_table(CostModel(), p, "L4")
+    assert err.value.field == "--device"

@@ -218,7 +218,10 @@ def validate_table(cost: CostModel, path, device: str | None) -> pd.DataFrame:
     if "op" in df.columns:                            # iteration / operator rows
         meta, df = read_table(path, time_column="measured_time_s")
         from simcluster.cost.predict import predict_frame
-        if device is not None and "device" not in df.columns:
+        if device is not None and "device" in df.columns:
+            raise InputError("does nothing: the CSV's device column names each row's device",
+                             file=str(path), field="--device")
+        if device is not None:
             df = df.assign(device=device)
         out = predict_frame(cost, df.drop(columns=["time_s"], errors="ignore"), file=str(path),
                             lines=df.attrs["lines"])
