@@ -1452,12 +1452,12 @@ def design_search_cases() -> list[Case]:
     for what, col, value, mention in (("negative time", "serving_time_s", "-5", "t.csv:2"),
                                       ("empty price", "capex_usd", "", "t.csv:2"),
                                       ("text time", "serving_time_s", "fast", "t.csv:2"),
-                                      ("a design twice", None, None, "t.csv:5")):
+                                      ("a design twice", None, None, "t.csv:10")):
         cells = lines[1].split(",")
         if col is not None:
             cells[cols.index(col)] = value
-        body = "\n".join([head, ",".join(cells), *lines[2:4]]
-                         + ([lines[1]] if col is None else [])) + "\n"
+        body = "\n".join([head, ",".join(cells), *lines[2:9]]    # (8 designs: the budget's
+                         + ([lines[1]] if col is None else [])) + "\n"   # 6 fit)
         spec = _set(valid, "search.table", "t.csv")
         cases.append(Case("design_search", f"search: table {what}", *cli(
             ["search", "s.toml", "--out", "{tmp}/out", "--quiet"],
