@@ -179,6 +179,12 @@ class Trace:
         """
         path = Path(path)
         suffix = path.suffix.lower()
+        if HASH_COLUMN in self.extras and self.hash_block_tokens is None \
+                and suffix in (".jsonl", ".ndjson", ".parquet", ".pq"):
+            raise InputError(f"{HASH_COLUMN} without its block size would not read back "
+                             "(load_trace needs hash_block_tokens beside it): give it with "
+                             "with_block_hashes(ids, block_tokens), or name the extra "
+                             "otherwise", file=str(path), field=HASH_COLUMN)
         if suffix == ".csv":
             _write_csv(self, path)
         elif suffix in (".jsonl", ".ndjson"):
