@@ -1270,6 +1270,11 @@ def cli_cases() -> list[Case]:
         (["cheapest", "exp.toml", "--rate", "2", "--devices", "H10O"], {"exp.toml": exp},
          ("H10O",)),
         (["cheapest", "exp.toml", "--rate", "2", "--tp", "0"], {"exp.toml": exp}, ("tp",)),
+        # a key given twice (the last replaced the first without a word)
+        (["run", "exp.toml", "--set", "seed=1", "--set", "seed=2"], {"exp.toml": exp},
+         ("seed", "twice")),
+        (["compare", "exp.toml", "--vary", "seed=1,2", "--vary", "seed=3,4"], {"exp.toml": exp},
+         ("--vary", "seed")),
         # flags that did nothing in that company
         (["run", "exp.toml", "--timeline-window", "0,5"], {"exp.toml": exp},
          ("--timeline-window", "--timeline-out")),

@@ -250,3 +250,14 @@ def test_run_prints_rejections_by_kind(tmp_path, monkeypatch, capsys):
     assert main(["run", str(exp), "--quiet"]) == 0
     assert "rejected requests by reason" not in capsys.readouterr().out
     assert results.rejections().columns.tolist() == ["kind", "requests", "example"]
+
+
+def test_a_key_set_twice_is_refused_not_replaced():
+    """--set seed=1 --set seed=2 ran seed 2; --vary seed=1,2 --vary seed=3,4 ran 3 and 4."""
+    from simcluster.experiment.overrides import as_mapping
+    with pytest.raises(InputError, match=r"seed is set twice \(1 and 2\)"):
+        as_mapping(["seed=1", "seed=2"])
+    assert as_mapping(["seed=1", "trace.first_n=5"]) == {"seed": 1, "trace.first_n": 5}
+    from simcluster.cli.search import _vary
+    with pytest.raises(InputError, match="seed is varied twice"):
+        _vary(["seed=1,2", "seed=3,4"])

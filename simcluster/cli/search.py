@@ -27,6 +27,9 @@ def _vary(items: list[str]) -> dict:
         key, eq, values = text.partition("=")
         if not eq or not key.strip() or not values.strip():
             raise InputError(f"expected KEY.PATH=V1,V2,..., got {text!r}", field="--vary")
+        if key.strip() in out:      # (the second list replaced the first)
+            raise InputError(f"{key.strip()} is varied twice; give its values once "
+                             f"({key.strip()}=V1,V2,...)", field="--vary")
         out[key.strip()] = split_values(values)
     return out
 

@@ -79,7 +79,14 @@ def as_mapping(overrides: Mapping[str, Any] | Iterable[str] | None) -> dict[str,
     if items is None or not all(isinstance(o, str) for o in items):
         raise TypeError(f"overrides: expected a mapping of KEY.PATH to value, or KEY=VALUE "
                         f"strings; got {type(overrides).__name__} {overrides!r:.60}")
-    return dict(parse_override(o) for o in items)
+    out: dict[str, Any] = {}
+    for o in items:
+        key, value = parse_override(o)
+        if key in out:              # (the last would replace the first without a word)
+            raise InputError(f"{key} is set twice ({toml_text(out[key])} and "
+                             f"{toml_text(value)}); set it once", field=key)
+        out[key] = value
+    return out
 
 
 def apply_overrides(data: dict, overrides: Mapping[str, Any] | Iterable[str] | None,
