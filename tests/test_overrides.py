@@ -258,6 +258,10 @@ def test_a_key_set_twice_is_refused_not_replaced():
     with pytest.raises(InputError, match=r"seed is set twice \(1 and 2\)"):
         as_mapping(["seed=1", "seed=2"])
     assert as_mapping(["seed=1", "trace.first_n=5"]) == {"seed": 1, "trace.first_n": 5}
+    # a whole table after a key inside it replaced that key
+    with pytest.raises(InputError, match="instances would replace instances.0.count"):
+        as_mapping(["instances.0.count=2", 'instances=[{device="L4"}]'])
+    assert len(as_mapping(['instances=[{device="L4"}]', "instances.0.count=2"])) == 2
     from simcluster.cli.search import _vary
     with pytest.raises(InputError, match="seed is varied twice"):
         _vary(["seed=1,2", "seed=3,4"])

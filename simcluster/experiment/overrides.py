@@ -85,6 +85,10 @@ def as_mapping(overrides: Mapping[str, Any] | Iterable[str] | None) -> dict[str,
         if key in out:              # (the last would replace the first without a word)
             raise InputError(f"{key} is set twice ({toml_text(out[key])} and "
                              f"{toml_text(value)}); set it once", field=key)
+        inner = next((k for k in out if k.startswith(key + ".")), None)
+        if inner is not None:       # (a whole table or list after a key inside it)
+            raise InputError(f"{key} would replace {inner}, set before it; set {key} first",
+                             field=key)
         out[key] = value
     return out
 
