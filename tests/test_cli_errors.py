@@ -262,3 +262,13 @@ def test_a_flag_that_would_do_nothing_is_named(capsys, tmp_path, monkeypatch, ar
     monkeypatch.chdir(tmp_path)
     rc, out, err = _main(capsys, *args)
     assert rc == 2 and f"field '{flag}': does nothing" in err and not out
+
+
+def test_calibrate_engine_refuses_a_log_given_twice(capsys, tmp_path):
+    """Its iterations counted twice in the fit."""
+    log = ROOT / "hwspecs/engines/hf-cb-h100/profile-grid.csv"
+    rc, _, err = _main(capsys, "calibrate-engine", str(log), "--decode-only", str(log),
+                       "--device", "H100-SXM", "--model", "llama-2-7b", "--name", "x",
+                       "--out", str(tmp_path / "x.toml"))
+    assert rc == 2 and "is given twice: its iterations would count twice" in err
+    assert not (tmp_path / "x.toml").exists()

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 from simcluster.cli.checks import (non_negative_int, positive_float, positive_int,
                                    unused_with, unused_without)
@@ -119,6 +120,13 @@ def cmd_calibrate_engine(args) -> int:
                          field="--link")
     target = _engine_target(args.name, args.out, args.force)
     logs = [in_file(p) for p in args.logs + args.decode_only]
+    seen: dict = {}
+    for given, path in zip(args.logs + args.decode_only, logs):
+        first = seen.setdefault(Path(path).resolve(), given)
+        if first is not given:      # (its iterations would count twice in the fit)
+            what = "is given twice" if given == first else f"is the log {first} again"
+            raise InputError(f"{given} {what}: its iterations would count twice in the fit",
+                             field="logs")
     sched = None
     if args.block_size or args.max_batched_tokens or args.max_num_seqs or args.chunked_prefill:
         sched = {k: v for k, v in (("block_size", args.block_size),
