@@ -122,11 +122,12 @@ def cmd_calibrate_engine(args) -> int:
     logs = [in_file(p) for p in args.logs + args.decode_only]
     seen: dict = {}
     for given, path in zip(args.logs + args.decode_only, logs):
-        first = seen.setdefault(Path(path).resolve(), given)
-        if first is not given:      # (its iterations would count twice in the fit)
+        first = seen.get(Path(path).resolve())
+        if first is not None:       # (its iterations would count twice in the fit)
             what = "is given twice" if given == first else f"is the log {first} again"
             raise InputError(f"{given} {what}: its iterations would count twice in the fit",
                              field="logs")
+        seen[Path(path).resolve()] = given
     sched = None
     if args.block_size or args.max_batched_tokens or args.max_num_seqs or args.chunked_prefill:
         sched = {k: v for k, v in (("block_size", args.block_size),
