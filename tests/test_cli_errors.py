@@ -272,3 +272,7 @@ def test_calibrate_engine_refuses_a_log_given_twice(capsys, tmp_path):
                        "--out", str(tmp_path / "x.toml"))
     assert rc == 2 and "is given twice: its iterations would count twice" in err
     assert not (tmp_path / "x.toml").exists()
+    vidur = ROOT / "hwspecs/calibration/A100-80GB/vidur/mlp-llama-2-7b.csv"
+    rc, _, err = _main(capsys, "import-profile", "vidur", str(vidur), str(vidur), "--device",
+                       "X", "--out", str(tmp_path / "t"))
+    assert rc == 2 and "is given twice" in err and not (tmp_path / "t").exists()

@@ -353,6 +353,10 @@ def cmd_import_profile(args) -> int:
         raise InputError(f"import-profile splitwise reads one perf_model.csv, got "
                          f"{len(args.files)} files", field="files")
     files = [in_file(f) for f in args.files]
+    twice = [f for i, f in enumerate(files) if Path(f).resolve() in
+             {Path(g).resolve() for g in files[:i]}]
+    if twice:                       # (its rows would be imported twice)
+        raise InputError(f"{twice[0]} is given twice", field="files")
     if args.kind == "vidur":
         from simcluster.calibration.importers import import_vidur, write_tables
         from simcluster.calibration.tables import calibration_dir
