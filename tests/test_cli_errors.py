@@ -276,3 +276,27 @@ def test_calibrate_engine_refuses_a_log_given_twice(capsys, tmp_path):
     rc, _, err = _main(capsys, "import-profile", "vidur", str(vidur), str(vidur), "--device",
                        "X", "--out", str(tmp_path / "t"))
     assert rc == 2 and "is given twice" in err and not (tmp_path / "t").exists()
+
+
+def test_calibrate_engine_writes_only_what_loads(capsys, tmp_path):
+    """A --transfer rule or --batching policy that does not exist was written into the spec
+    (which then failed to load), and --batching vllm carried the log's hf_cb parameters."""
+    log = str(ROOT / "hwspecs/engines/hf-cb-h100/profile-grid.csv")
+    base = ["calibrate-engine", log, "--device", "H100-SXM", "--model", "llama-2-7b",
+            "--name", "x", "--out", str(tmp_path / "x.toml")]
+    for extra, field in ((["--transfer", "kv_token=banana"], "--transfer"),
+                         (["--batching", "bogus"], "--batching")):
+        rc, _, err = _main(capsys, *base, *extra)
+        assert rc == 2 and f"field '{field}'" in err and not (tmp_path / "x.toml").exists()
+    rc, _, err = _main(capsys, *base, "--batching", "vllm")
+    assert rc == 0
+    from simcluster.engines import load_engine
+    spec = load_engine(tmp_path / "x.toml")
+    assert spec.batching == "vllm" and spec.batching_params == {}
+
+
+def test_validate_e2e_set_values_are_named(capsys):
+    replay = str(ROOT / "hwspecs/engines/hf-cb-h100/replay-moderate-b.csv")
+    rc, _, err = _main(capsys, "validate-e2e", replay, "--engine", "hf-cb-h100", "--set",
+                       "num_blocks=abc")
+    assert rc == 2 and "field '--set': num_blocks: expected a whole number, got 'abc'" in err

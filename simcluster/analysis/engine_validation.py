@@ -143,9 +143,14 @@ def effective_settings(spec: EngineSpec, meta: dict, overrides: dict | None = No
     replay = settings_of(meta)
     warnings = []
 
-    def put(key, value):
+    def put(key, value, field=None):
         where, cast = SETTING_KEYS[key]
-        value = cast(value)
+        try:
+            value = cast(value)
+        except ValueError:
+            what = "a whole number" if cast is int else "a number"
+            raise InputError(f"{key}: expected {what}, got {value!r}",
+                             field=field or "settings") from None
         if where == "params":
             old = params.get(key)
             params[key] = value
@@ -177,7 +182,7 @@ def effective_settings(spec: EngineSpec, meta: dict, overrides: dict | None = No
         if key == "model":
             model = value
         elif key in SETTING_KEYS:
-            put(key, value)
+            put(key, value, field="--set")
         else:
             raise InputError(f"unknown override {key!r}; known: model, "
                              f"{', '.join(SETTING_KEYS)}", field="--set")
@@ -268,7 +273,14 @@ def validate_replay(path, engine, overrides: dict | None = None) -> Comparison:
     check_engine_settings(spec)
     df, meta = read_replay(path)
     name = meta.get("kind", str(path)).replace("trace replay ", "")
-    res, warnings = simulate_replay(df, spec, name, meta, overrides)
+    try:
+        res, warnings = simulate_replay(df, spec, name, meta, overrides)
+    except InputError as err:       # (a setting of the replay's, or a --set, the engine refuses)
+        if err.file is not None or err.field == "--set":
+            raise
+        raise InputError(f"{err.reason} (the replay's settings and --set on engine "
+                         f"{spec.name}, batching {spec.batching})", file=str(path),
+                         field=err.field) from None
     r = res.requests
     cut = censor_time(df)
     arr = df.arrival_s.to_numpy(float) - df.arrival_s.min()

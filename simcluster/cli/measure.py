@@ -150,6 +150,17 @@ def cmd_calibrate_engine(args) -> int:
             raise InputError(f"expected KEY=VALUE,..., got {args.transfer!r}",
                              field="--transfer")
         transfer = dict(pairs)
+        from simcluster.engines.model import transfer_scales
+        try:
+            transfer_scales(None, None, transfer)
+        except ValueError as err:
+            raise InputError(str(err), field="--transfer") from None
+    if args.batching is not None:
+        from simcluster.policies import BATCHERS
+        try:
+            BATCHERS.lookup(args.batching)
+        except InputError as err:
+            raise InputError(err.reason, field="--batching") from None
     with reading(", ".join(map(str, logs))):
         spec, res = calibrate(args.logs, args.device, args.model, args.name,
                               calibration=args.calibration, batching=args.batching,
@@ -157,6 +168,8 @@ def cmd_calibrate_engine(args) -> int:
                               scale_free=args.scale_device, decode_only=args.decode_only,
                               kernels=args.kernels, execution=execution, padding=padding,
                               tp=args.tp, link=args.link, transfer=transfer)
+    from simcluster.analysis.engine_validation import check_engine_settings
+    check_engine_settings(spec)         # (what a run would refuse is not written)
     print(format_fit(res))
     print(f"wrote {write_spec(spec, target)}")
     return 0
