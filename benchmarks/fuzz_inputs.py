@@ -1222,6 +1222,17 @@ def cli_cases() -> list[Case]:
                               ("prefill_detail", "0.1,64,1,0,0,1,garbage\n"),
                               ("prefill_detail", "0.1,64,2,0,0,2,30/0;30/0\n"),
                               ("iteration_s", "-0.1,64,1,0,0,1,64/0\n"))],
+        # what calibrate-engine writes must load (were written: a transfer rule or batching
+        # policy that does not exist); a --set value that is no number (was 'cannot read it')
+        (["calibrate-engine", "log.csv", "--device", "H100-SXM", "--model", "llama-2-7b",
+          "--name", "x", "--out", "x.toml", "--transfer", "kv_token=banana"],
+         {"log.csv": _engine_log()}, ("--transfer", "banana")),
+        (["calibrate-engine", "log.csv", "--device", "H100-SXM", "--model", "llama-2-7b",
+          "--name", "x", "--out", "x.toml", "--batching", "vlm"],
+         {"log.csv": _engine_log()}, ("--batching", "vllm")),
+        (["validate-e2e", "r.csv", "--engine", "hf-cb-h100", "--set", "num_blocks=abc"],
+         {"r.csv": "arrival_s,prompt_tokens,output_tokens,ttft_s,tpot_s,e2e_s\n"
+                   "0,100,8,0.1,0.05,1\n"}, ("--set", "num_blocks")),
         # an engine file's own settings (were unchecked where a replay's replaced them, and
         # named without the file where not; an unknown table such as [termz] was ignored)
         *[(["validate-e2e", "r.csv", "--engine", "mine.toml"],
