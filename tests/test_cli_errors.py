@@ -300,3 +300,15 @@ def test_validate_e2e_set_values_are_named(capsys):
     rc, _, err = _main(capsys, "validate-e2e", replay, "--engine", "hf-cb-h100", "--set",
                        "num_blocks=abc")
     assert rc == 2 and "field '--set': num_blocks: expected a whole number, got 'abc'" in err
+
+
+def test_calibrate_names_a_gpu_table_on_a_machine_without_one(capsys, tmp_path):
+    """It raised RuntimeError from the harness (an internal-error traceback), after making the
+    folder and its bench.log."""
+    torch = pytest.importorskip("torch")
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    rc, _, err = _main(capsys, "calibrate", "--out", str(tmp_path / "c"), "--quick", "--only",
+                       "gemm")
+    assert rc == 2 and "field '--only': this machine cannot run ['gemm']" in err
+    assert not (tmp_path / "c").exists()

@@ -82,9 +82,16 @@ def cmd_calibrate(args) -> int:
         raise InputError("calibrate measures kernels with PyTorch, which is not installed: "
                          "pip install 'simcluster[calibrate]'", field="calibrate")
     from simcluster.harness.kernels.__main__ import main as bench_main, parse_only
+    from simcluster.harness.kernels.__main__ import select_tables
     try:
-        parse_only(args.only)
+        only = parse_only(args.only)
     except ValueError as err:
+        raise InputError(str(err), field="--only") from None
+    import torch
+    cuda = torch.cuda.is_available()
+    try:                            # (before anything is written: a GPU table without a GPU)
+        select_tables(only, has_cuda=cuda, gpu_count=torch.cuda.device_count() if cuda else 0)
+    except RuntimeError as err:
         raise InputError(str(err), field="--only") from None
     argv = ["--out", args.out] + (["--quick"] if args.quick else []) + \
         (["--only", args.only] if args.only else [])
