@@ -106,6 +106,11 @@ def test_from_frame_errors_name_row_column_and_source():
         Trace.from_frame(df.drop(columns="output_tokens"))
     with pytest.raises(TypeError):
         Trace.from_frame({"arrival_s": [0.0]})  # type: ignore[arg-type]
+    # a column twice: df[name] was a frame, and an AttributeError came from pandas
+    twice = pd.DataFrame([[0.0, 5, 1, 6]], columns=["arrival_s", "prompt_tokens",
+                                                    "output_tokens", "prompt_tokens"])
+    with pytest.raises(InputError, match="'prompt_tokens' appears 2 times"):
+        Trace.from_frame(twice, source="my.csv")
 
 
 def test_save_load_round_trip_csv_and_jsonl(tmp_path):
