@@ -107,31 +107,30 @@ def check_engine_settings(spec: EngineSpec) -> None:
     device and model, ``[scheduler]`` (:class:`~simcluster.serving.InstanceConfig`'s fields)
     and ``[batching]`` (the policy and its parameters)."""
     import dataclasses
+    from contextlib import contextmanager
 
     from simcluster.policies import BATCHERS
+
+    @contextmanager
+    def at(field):              # an error relocated to the file and its key (err -> key)
+        try:
+            yield
+        except InputError as err:
+            raise InputError(err.reason, file=spec.source or None, field=field(err)) from None
+
+    for key, load in (("engine.device", load_device), ("engine.model", load_model)):
+        with at(lambda err: key):
+            load(getattr(spec, key.split(".")[1]))
     fields = {f.name for f in dataclasses.fields(InstanceConfig)}
-    try:
-        for key, load in (("engine.device", load_device), ("engine.model", load_model)):
-            try:
-                load(getattr(spec, key.split(".")[1]))
-            except InputError as err:
-                raise InputError(err.reason, field=key) from None
-        unknown = sorted(set(spec.scheduler) - fields)
-        if unknown:
-            raise InputError(f"unknown keys {unknown}; known: {sorted(fields)}",
-                             field=f"scheduler.{unknown[0]}")
-        try:
-            InstanceConfig(**spec.scheduler)
-        except InputError as err:
-            raise InputError(err.reason, field=f"scheduler.{err.field}") from None
-        try:
-            BATCHERS.create(spec.batching, **spec.batching_params)
-        except InputError as err:
-            field = ("batching.policy" if spec.batching not in BATCHERS else
-                     "batching.params" + (f".{err.field}" if err.field else ""))
-            raise InputError(err.reason, field=field) from None
-    except InputError as err:
-        raise InputError(err.reason, file=spec.source or None, field=err.field) from None
+    unknown = sorted(set(spec.scheduler) - fields)
+    if unknown:
+        raise InputError(f"unknown keys {unknown}; known: {sorted(fields)}",
+                         file=spec.source or None, field=f"scheduler.{unknown[0]}")
+    with at(lambda err: f"scheduler.{err.field}"):
+        InstanceConfig(**spec.scheduler)
+    with at(lambda err: "batching.policy" if spec.batching not in BATCHERS else
+            "batching.params" + (f".{err.field}" if err.field else "")):
+        BATCHERS.create(spec.batching, **spec.batching_params)
 
 
 def effective_settings(spec: EngineSpec, meta: dict, overrides: dict | None = None):

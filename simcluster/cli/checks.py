@@ -17,6 +17,7 @@ import argparse
 import os
 import re
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from simcluster.errors import InputError, did_you_mean
@@ -42,40 +43,61 @@ def _dest(parser, flag: str) -> str:
     raise ValueError(f"{parser.prog} has no option {flag}")
 
 
+@dataclass(frozen=True)
+class _FlagRule:
+    """``flag`` does nothing without (``needs``) or with ``other``; a flag is given when its
+    value differs from its default."""
+    flag: str
+    other: str
+    needs: bool
+    why: str
+    dests: tuple          # (flag's dest, its default, other's dest, its default)
+
+    def broken(self, args) -> bool:
+        dest, default, odest, odefault = self.dests
+        given, other = getattr(args, dest) != default, getattr(args, odest) != odefault
+        return given and other != self.needs
+
+
+def _declare(parser, flag: str, other: str, needs: bool, why: str) -> None:
+    dests = (_dest(parser, flag), _dest(parser, other))
+    rule = _FlagRule(flag, other, needs, why, (dests[0], parser.get_default(dests[0]),
+                                               dests[1], parser.get_default(dests[1])))
+    parser.set_defaults(_flag_rules=[*(parser.get_default("_flag_rules") or []), rule])
+
+
 def unused_without(parser, flag: str, other: str, why: str = "") -> None:
     """Declare that ``flag`` does something only with ``other`` given: :func:`check_flags`
     refuses it alone (a flag that silently did nothing)."""
-    rules = list(parser.get_default("_flag_rules") or [])
-    rules.append(("needs", flag, _dest(parser, flag), parser.get_default(_dest(parser, flag)),
-                  other, _dest(parser, other), parser.get_default(_dest(parser, other)), why))
-    parser.set_defaults(_flag_rules=rules)
+    _declare(parser, flag, other, True, why)
 
 
 def unused_with(parser, flag: str, others: tuple[str, ...], why: str = "") -> None:
     """Declare that ``flag`` does nothing when one of ``others`` is given (that one decides
     instead): :func:`check_flags` refuses the two together."""
-    rules = list(parser.get_default("_flag_rules") or [])
     for other in others:
-        rules.append(("excludes", flag, _dest(parser, flag),
-                      parser.get_default(_dest(parser, flag)), other, _dest(parser, other),
-                      parser.get_default(_dest(parser, other)), why))
-    parser.set_defaults(_flag_rules=rules)
+        _declare(parser, flag, other, False, why)
 
 
 def check_flags(args) -> None:
     """An InputError for a flag given where it does nothing (the rules declared with
-    :func:`unused_without` and :func:`unused_with`); a flag is given when its value is not
-    its default."""
-    for kind, flag, dest, default, other, odest, odefault, why in getattr(
-            args, "_flag_rules", None) or ():
-        given, other_given = (getattr(args, dest) != default,
-                              getattr(args, odest) != odefault)
-        if kind == "needs" and given and not other_given:
-            raise InputError(f"does nothing without {other}" + (f": {why}" if why
-                                                                        else ""), field=flag)
-        if kind == "excludes" and given and other_given:
-            raise InputError(f"does nothing with {other}" + (f": {why}" if why else ""),
-                             field=flag)
+    :func:`unused_without` and :func:`unused_with`)."""
+    for rule in getattr(args, "_flag_rules", None) or ():
+        if rule.broken(args):
+            raise InputError(f"does nothing {'without' if rule.needs else 'with'} {rule.other}"
+                             + (f": {rule.why}" if rule.why else ""), field=rule.flag)
+
+
+def each_once(given, paths, field: str, noun: str, why: str = "") -> None:
+    """An InputError when two of ``paths`` (the files the arguments ``given`` named) are one
+    file: it would be read twice (``noun``: what a file is, ``why``: what that would do)."""
+    seen: dict = {}
+    for text, path in zip(given, paths):
+        key = Path(path).resolve()
+        if key in seen:
+            what = "is given twice" if text == seen[key] else f"is the {noun} {seen[key]} again"
+            raise InputError(f"{text} {what}" + (f": {why}" if why else ""), field=field)
+        seen[key] = text
 
 
 def _int(text: str, low: int, what: str) -> int:

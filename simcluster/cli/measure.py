@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 from simcluster.cli.checks import (non_negative_int, positive_float, positive_int,
                                    unused_with, unused_without)
@@ -120,21 +119,15 @@ def cmd_validate(args) -> int:
 
 def cmd_calibrate_engine(args) -> int:
     """Fit an engine model to per-iteration logs and write hwspecs/engines/ENGINE.toml."""
-    from simcluster.cli.checks import in_file, reading
+    from simcluster.cli.checks import each_once, in_file, reading
     from simcluster.engines.calibrate import calibrate, format_fit, write_spec
     if args.link and args.tp == 1:
         raise InputError("does nothing with one device (--tp 1): it joins the ranks",
                          field="--link")
     target = _engine_target(args.name, args.out, args.force)
     logs = [in_file(p) for p in args.logs + args.decode_only]
-    seen: dict = {}
-    for given, path in zip(args.logs + args.decode_only, logs):
-        first = seen.get(Path(path).resolve())
-        if first is not None:       # (its iterations would count twice in the fit)
-            what = "is given twice" if given == first else f"is the log {first} again"
-            raise InputError(f"{given} {what}: its iterations would count twice in the fit",
-                             field="logs")
-        seen[Path(path).resolve()] = given
+    each_once(args.logs + args.decode_only, logs, "logs", "log",
+              "its iterations would count twice in the fit")
     sched = None
     if args.block_size or args.max_batched_tokens or args.max_num_seqs or args.chunked_prefill:
         sched = {k: v for k, v in (("block_size", args.block_size),
@@ -363,7 +356,7 @@ def add_commands(sub) -> None:
 
 def cmd_import_profile(args) -> int:
     """Turn a published profile into calibration tables (vidur) or an engine log (splitwise)."""
-    from simcluster.cli.checks import in_file, out_dir, out_file, reading
+    from simcluster.cli.checks import each_once, in_file, out_dir, out_file, reading
     other = [f"--{k}" for k in (("model", "hardware", "tp") if args.kind == "vidur"
                                 else ("device",)) if getattr(args, k) is not None]
     if other:
@@ -373,10 +366,7 @@ def cmd_import_profile(args) -> int:
         raise InputError(f"import-profile splitwise reads one perf_model.csv, got "
                          f"{len(args.files)} files", field="files")
     files = [in_file(f) for f in args.files]
-    twice = [f for i, f in enumerate(files) if Path(f).resolve() in
-             {Path(g).resolve() for g in files[:i]}]
-    if twice:                       # (its rows would be imported twice)
-        raise InputError(f"{twice[0]} is given twice", field="files")
+    each_once(args.files, files, "files", "profile")      # (its rows would count twice)
     if args.kind == "vidur":
         from simcluster.calibration.importers import import_vidur, write_tables
         from simcluster.calibration.tables import calibration_dir

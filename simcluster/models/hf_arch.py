@@ -58,7 +58,8 @@ def arch_from_hf(cfg: dict[str, Any], model_type: str, first: Callable, file,
     """
     out: dict[str, Any] = {}
     layers = first(("num_hidden_layers", "n_layer", "num_layers"))
-    moe = _moe(cfg, model_type, first, file, layers)
+    quant = _quant_method(cfg, file)
+    moe = _moe(cfg, model_type, first, file, layers, quant)
     if moe is not None:
         out["moe"] = moe
     if cfg.get("kv_lora_rank"):
@@ -72,7 +73,6 @@ def arch_from_hf(cfg: dict[str, Any], model_type: str, first: Callable, file,
         out["qk_norm"] = True
     if model_type in SINK_TYPES:
         out["attention_sinks"] = True
-    quant = _quant_method(cfg, file)
     if quant in _QUANT_DTYPES:
         out.update(dtype=_QUANT_DTYPES[quant], dtype_bytes=1, kv_dtype=dtype)
     kv = cfg.get("kv_cache_dtype")
@@ -114,7 +114,7 @@ def _count(cfg, key: str, file, least: int = 0, most: int | None = None, default
     return v
 
 
-def _moe(cfg, model_type, first, file, layers) -> MoESpec | None:
+def _moe(cfg, model_type, first, file, layers, quant: str) -> MoESpec | None:
     experts = first(("num_local_experts", "num_experts", "n_routed_experts"), None)
     if experts is None or experts == 1:
         return None
@@ -145,7 +145,6 @@ def _moe(cfg, model_type, first, file, layers) -> MoESpec | None:
         dense |= {i for i in range(layers)
                   if i < first_k or (i + 1) % step or (i - first_k) % freq}
     gpt_oss = model_type in SINK_TYPES
-    quant = _quant_method(cfg, file)
     try:
         return MoESpec(num_experts=experts, experts_per_token=k, expert_ffn_size=width,
                        shared_ffn_size=shared, dense_layers=tuple(sorted(dense)),

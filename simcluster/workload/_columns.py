@@ -53,16 +53,22 @@ class Rows:
         return Rows(self.file, None if self.lines is None else self.lines[index])
 
 
+def unique_names(names: Sequence[str], file: str | None, line: int | None = None,
+                 where: str = "") -> None:
+    """Column ``names`` naming one column twice is an InputError (``where``: where they
+    stand, for the message)."""
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise InputError(f"column {twice[0]!r} appears {names.count(twice[0])} times{where}; "
+                         "expected each column once", file=file, line=line, field=twice[0])
+
+
 def unique_header(header: str, file: str | None, line: int | None = 1) -> None:
     """A CSV header line naming one column twice is an InputError (pandas would read the
     second as ``name.1``, and the file's value would go unread)."""
     import csv
-    names = [h.strip() for h in next(csv.reader([header]), [])]
-    twice = sorted({n for n in names if names.count(n) > 1})
-    if twice:
-        raise InputError(f"column {twice[0]!r} appears {names.count(twice[0])} times in the "
-                         "header; expected each column once", file=file, line=line,
-                         field=twice[0])
+    unique_names([h.strip() for h in next(csv.reader([header]), [])], file, line,
+                 " in the header")
 
 
 def unique_file_header(path) -> None:

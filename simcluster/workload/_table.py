@@ -21,6 +21,7 @@ from simcluster.workload._columns import (
     numbers,
     require_columns,
     timestamps_ns,
+    unique_names,
 )
 
 pd = lazy_module("pandas")     # (imported when a frame is first built)
@@ -156,12 +157,8 @@ def frame_arrays(df: pd.DataFrame, source: object | None
     """request_arrays() for an in-memory table in canonical columns (rows named by position)."""
     if not isinstance(df, pd.DataFrame):
         raise TypeError(f"expected a pandas DataFrame, got {type(df).__name__}")
-    names = [str(c) for c in df.columns]
-    twice = sorted({n for n in names if names.count(n) > 1})
-    if twice:                       # (df[name] would be a frame, not a column)
-        raise InputError(f"column {twice[0]!r} appears {names.count(twice[0])} times; expected "
-                         "each column once", file=None if source is None else str(source),
-                         field=twice[0])
+    # (a column twice: df[name] would be a frame, not a column)
+    unique_names([str(c) for c in df.columns], None if source is None else str(source))
     rows = Rows(None if source is None else str(source))
     return request_arrays(df.reset_index(drop=True), SCHEMAS["canonical"], rows, sort=False,
                           allow_empty=True)
