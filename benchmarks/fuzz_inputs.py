@@ -1,6 +1,6 @@
 """Malformed inputs of every kind, each run once: does simcluster name the mistake?
 
-    python benchmarks/fuzz_inputs.py [--kind trace|experiment|spec|hf_config|cli] [--list]
+    python benchmarks/fuzz_inputs.py [--kind trace|experiment|spec|hf_config|cli|api] [--list]
                                      [--show N] [--timeout-s S]
 
 Generates several hundred malformed inputs — trace files in every format (canonical CSV,
@@ -1493,8 +1493,103 @@ def design_search_cases() -> list[Case]:
     return cases
 
 
+# --------------------------------------------------------------------------- Python API
+
+def api(fn: Callable[[], Any], mention=(), valid=False):
+    """A call of the public Python face (``import simcluster as sc``). A TypeError or
+    ValueError is that face's way to refuse an argument, so it counts as named (or vague)
+    like an InputError; any other exception is a traceback."""
+    def run(tmp: Path):
+        try:
+            fn()
+        except _Timeout:
+            raise
+        except (TypeError, ValueError) as err:   # InputError is a ValueError
+            text = f"{type(err).__name__}: {err}"
+            missing = [m for m in mention if m.lower() not in text.lower()]
+            return ("vague" if missing else "named"), text + (f"  [missing: {missing}]"
+                                                              if missing else "")
+        except Exception as err:  # noqa: BLE001 (classifying is the point)
+            return _classify_exc(err, tuple(mention))
+        return "silent", "accepted"
+    return run, valid
+
+
+def api_cases() -> list[Case]:
+    import numpy as np
+
+    import simcluster as sc
+
+    def trace():
+        return sc.Trace(np.array([0.0, 0.5]), np.array([100, 200]), np.array([5, 6]))
+
+    def spec(**kw):
+        return sc.InstanceSpec(**{"layout": sc.Layout.uniform("H100-SXM"), **kw})
+
+    def sim(*args, **kw):
+        return lambda: sc.Simulation(*args, **kw)
+
+    def rng():
+        return np.random.default_rng(0)
+    specs = [
+        ("Layout.uniform: tp=1.5", lambda: sc.Layout.uniform("H100-SXM", tp=1.5,
+                                                             link="NVLink4"), ("tp=1.5",)),
+        ("Layout.uniform: tp='2'", lambda: sc.Layout.uniform("H100-SXM", tp="2"), ("tp=",)),
+        ("Layout.uniform: pp=0", lambda: sc.Layout.uniform("H100-SXM", pp=0), ("pp=0",)),
+        ("Layout.uniform: unknown link", lambda: sc.Layout.uniform("H100-SXM", tp=2,
+                                                                   link="NVLink9"),
+         ("NVLink9",)),
+        ("Layout.uniform: tp=2 without a link", lambda: sc.Layout.uniform("H100-SXM", tp=2),
+         ("link",)),
+        ("InstanceSpec: a device name for the layout", lambda: sc.InstanceSpec("H100-SXM"),
+         ("InstanceSpec.layout",)),
+        ("InstanceSpec: count 0", lambda: spec(count=0), ("count",)),
+        ("InstanceSpec: config a dict", lambda: spec(config={"max_num_seqs": 8}),
+         ("InstanceSpec.config",)),
+        ("InstanceSpec: pool 'nope'", lambda: spec(pool="nope"), ("pool", "nope")),
+        ("InstanceConfig: memory_utilization 1.5",
+         lambda: sc.InstanceConfig(memory_utilization=1.5), ("memory_utilization",)),
+        ("Simulation: cost_model 3", sim(trace(), "llama-2-7b", spec(), cost_model=3),
+         ("cost_model",)),
+        ("Simulation: cost_model 'nope'", sim(trace(), "llama-2-7b", spec(),
+                                              cost_model="nope"), ("calibration", "nope")),
+        ("Simulation: pools without a disaggregated cluster",
+         sim(trace(), "llama-2-7b", [spec(pool="prefill"), spec(pool="decode")]),
+         ("pools", "cluster_factory")),
+        ("Simulation: unknown router", sim(trace(), "llama-2-7b", spec(), router="nope"),
+         ("router", "nope")),
+        ("Simulation: unknown batching", lambda: sc.Simulation(
+            trace(), "llama-2-7b", spec(batching="nope")).run(), ("batching", "nope")),
+        ("Simulation: router param unknown", sim(trace(), "llama-2-7b", spec(),
+                                                 router="least_outstanding_tokens",
+                                                 router_params={"nope": 1}), ("nope",)),
+        ("Simulation: empty trace", sim(sc.first_n(trace(), 0), "llama-2-7b", spec()),
+         ("no requests",)),
+        ("Simulation: ttft_slo_s -1", sim(trace(), "llama-2-7b", spec(), ttft_slo_s=-1),
+         ("ttft_slo_s",)),
+        ("synthetic_trace: rate 0", lambda: sc.synthetic_trace(
+            3, arrivals=0.0, prompt=10, output=10, rng=rng()), ("arrivals",)),
+        ("synthetic_trace: rng 0", lambda: sc.synthetic_trace(
+            3, arrivals=1.0, prompt=10, output=10, rng=0), ("rng",)),
+        ("subsample: fraction 2.0", lambda: sc.subsample(trace(), 2.0, rng()),
+         ("fraction",)),
+        ("rescale_rate: nan", lambda: sc.rescale_rate(trace(), float("nan")),
+         ("target_rate_per_s",)),
+        ("time_window: end before start", lambda: sc.time_window(trace(), 10, 5),
+         ("end_s",)),
+        ("first_n: 1.5", lambda: sc.first_n(trace(), 1.5), ("n ",)),
+        ("load_experiment: overrides a list", lambda: sc.load_experiment(overrides=[1]),
+         ("overrides",)),
+        ("Simulation: a name for the cost model (valid)",
+         lambda: sc.Simulation(trace(), "llama-2-7b", spec(), cost_model="datasheet").run(),
+         (), True),
+    ]
+    return [Case("api", s[0], *api(*s[1:])) for s in specs]
+
+
 KINDS = {"trace": trace_cases, "experiment": experiment_cases, "spec": spec_cases,
-         "hf_config": hf_cases, "cli": cli_cases, "design_search": design_search_cases}
+         "hf_config": hf_cases, "cli": cli_cases, "design_search": design_search_cases,
+         "api": api_cases}
 
 
 def all_cases(kinds=None) -> list[Case]:

@@ -987,6 +987,33 @@ def test_a_simulation_takes_names_frames_and_one_spec_and_names_a_wrong_argument
             Simulation(df, llama7b, spec, **kw)
     with pytest.raises(ValueError, match="count must be a whole number >= 1, got 2.5"):
         InstanceSpec(Layout.uniform(h100), count=2.5)
+    # a cost model by its calibration's name, like the trace and the model; anything else
+    # without a timer was an AttributeError "'int' object has no attribute 'timer'" mid-build
+    named = Simulation(df, llama7b, spec, cost_model="datasheet").run().requests
+    pd.testing.assert_frame_equal(ref, named)
+    with pytest.raises(TypeError, match="cost_model: expected a CostModel .*; got int"):
+        Simulation(df, llama7b, spec, cost_model=3)
+    # a spec's fields are checked where it is made: a device name for the layout was an
+    # AttributeError ('stage_tp') inside the cluster, a pool name of 'nope' was ignored
+    for kw, says in [({"layout": "H100-SXM"}, "InstanceSpec.layout: expected a Layout "
+                                              r"\(Layout.uniform.*got str 'H100-SXM'"),
+                     ({"config": {"max_num_seqs": 8}}, "InstanceSpec.config: expected an "
+                                                       "InstanceConfig; got dict"),
+                     ({"batching_params": 3}, "InstanceSpec.batching_params: expected a "
+                                              "mapping; got int"),
+                     ({"pool": "nope"}, "InstanceSpec.pool must be one of '', 'prefill', "
+                                        "'decode' .*got 'nope'")]:
+        with pytest.raises((TypeError, ValueError), match=says):
+            InstanceSpec(**{"layout": Layout.uniform(h100), **kw})
+    # pools on a cluster without them were served as one plain pool, without a word
+    pooled = [InstanceSpec(Layout.uniform(h100), pool=p) for p in ("prefill", "decode")]
+    with pytest.raises(ValueError, match=r"instances name pools \['decode', 'prefill'\] but "
+                                         "Cluster has none: pass cluster_factory="):
+        Simulation(df, llama7b, pooled)
+    # a TP degree of 1.5 or '2' was "can't multiply sequence by non-int of type 'float'"
+    for tp in (1.5, "2", 0, True):
+        with pytest.raises(ValueError, match=f"whole numbers >= 1, got tp={tp!r}"):
+            Layout.uniform(h100, tp=tp, link="NVLink4")
     sim = Simulation(df, llama7b, InstanceSpec(Layout.uniform(h100), count=2), name="t",
                      router="round_robin", ttft_slo_s=1)
     assert repr(sim) == ("<Simulation 't': 3 requests of a trace, model Llama-2-7B, "

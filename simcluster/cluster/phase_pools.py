@@ -54,6 +54,8 @@ MOVE_COLUMNS = ["time_s", "server", "from_role", "to_role", "event"]
 class PhasePoolCluster(Cluster):
     """Prompt, token and mixed pools with KV hand-off and rebalancing (see module docstring)."""
 
+    pooled = True
+
     def __init__(self, env: simpy.Environment, model, specs: Sequence[InstanceSpec],
                  router: str = "round_robin", router_params: Mapping | None = None,
                  cost_model=None, *, network_link: LinkSpec, routing: str = "splitwise",

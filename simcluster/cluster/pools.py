@@ -50,6 +50,8 @@ from simcluster.serving.clock import after
 class DisaggregatedCluster(Cluster):
     """A cluster with a prefill pool and a decode pool (see module docstring)."""
 
+    pooled = True
+
     def __init__(self, env: simpy.Environment, model, specs: Sequence[InstanceSpec],
                  router: str = "round_robin", router_params: Mapping | None = None,
                  cost_model=None, *, kv_link: LinkSpec, decode_router: str = "least_outstanding_tokens",
@@ -61,9 +63,6 @@ class DisaggregatedCluster(Cluster):
         if "decode" not in pools or not pools - {"decode"}:
             raise ValueError("a disaggregated cluster needs instances with pool = 'decode' "
                              "and instances with pool = 'prefill'")
-        if pools - {"", "prefill", "decode"}:
-            raise ValueError(f"unknown pool names {sorted(pools - {'', 'prefill', 'decode'})}; "
-                             "expected 'prefill' or 'decode'")
         super().__init__(env, model, specs, router=router, router_params=router_params,
                          cost_model=cost_model)
         pool_of = [s.pool for s in specs for _ in range(s.count)]

@@ -33,6 +33,9 @@ from simcluster.policies import BATCHERS, ROUTERS
 from simcluster.serving.request import Request
 
 
+POOLS = ("", "prefill", "decode")
+
+
 @dataclass(frozen=True)
 class InstanceSpec:
     """``count`` identical replicas: their layout, scheduler settings and batching policy."""
@@ -50,6 +53,19 @@ class InstanceSpec:
                 self.count < 1:
             raise ValueError(f"InstanceSpec.count must be a whole number >= 1, got "
                              f"{self.count!r}")
+        for name, want, hint in (("layout", Layout, "a Layout (Layout.uniform(device, tp=...))"),
+                                 ("config", InstanceConfig, "an InstanceConfig"),
+                                 ("name", str, "a string"), ("batching", str,
+                                                            "a batching policy's name"),
+                                 ("batching_params", Mapping, "a mapping")):
+            value = getattr(self, name)
+            if not isinstance(value, want):
+                raise TypeError(f"InstanceSpec.{name}: expected {hint}; got "
+                                f"{type(value).__name__} {value!r}")
+        if self.pool not in POOLS:
+            raise ValueError(f"InstanceSpec.pool must be one of {', '.join(map(repr, POOLS))} "
+                             f"(a disaggregated cluster's prefill or decode pool), got "
+                             f"{self.pool!r}")
 
 
 def reference_speed(timer) -> float:
@@ -85,6 +101,8 @@ class Cluster:
     #: True where no request is ever handed off (``wants_handoff`` not overridden): replicas
     #: then skip asking.
     hands_off_never = True
+    #: Whether instances' ``pool`` names mean something here (the disaggregated clusters).
+    pooled = False
 
     def __init_subclass__(cls, **kw):
         super().__init_subclass__(**kw)
@@ -93,6 +111,11 @@ class Cluster:
     def __init__(self, env: simpy.Environment, model, specs: Sequence[InstanceSpec],
                  router: str = "round_robin", router_params: Mapping | None = None,
                  cost_model: CostModel | None = None):
+        pools = sorted({s.pool for s in specs if s.pool})
+        if pools and not self.pooled:
+            raise ValueError(f"instances name pools {pools} but {type(self).__name__} has none: "
+                             f"pass cluster_factory=DisaggregatedCluster (with its kv_link) or "
+                             f"PhasePoolCluster, or leave pool unset")
         self.env, self.model = env, model
         self.cost_model = cost_model or CostModel()
         self.instances: list[Instance] = []

@@ -24,6 +24,7 @@ MLP). :func:`simcluster.cost.parallel.check_parallel` checks a layout against a 
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -32,6 +33,14 @@ from simcluster.hardware import DeviceSpec, LinkSpec, load_device, load_link
 
 def _equal(n: int) -> tuple[float, ...]:
     return tuple(1.0 / n for _ in range(n))
+
+
+def _check_degrees(**degrees):
+    """tp, pp, ep and dp are whole numbers >= 1 (ValueError naming the first that is not)."""
+    for name, value in degrees.items():
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+            raise ValueError(f"tp, pp, ep and dp must be whole numbers >= 1, got "
+                             f"{name}={value!r}")
 
 
 @dataclass(frozen=True, repr=False)
@@ -54,9 +63,7 @@ class Layout:
 
     def __post_init__(self):
         self._resolve_names()
-        if self.tp < 1 or self.pp < 1 or self.ep < 1 or self.dp < 1:
-            raise ValueError(f"tp, pp, ep and dp must be >= 1, got tp={self.tp}, pp={self.pp}, "
-                             f"ep={self.ep}, dp={self.dp}")
+        _check_degrees(tp=self.tp, pp=self.pp, ep=self.ep, dp=self.dp)
         self._check_stages()
         if not self.stage_tp and len(self.devices) != self.tp * self.pp * self.dp:
             what = "tp*pp" if self.dp == 1 else "tp*dp*pp"
@@ -109,6 +116,7 @@ class Layout:
                 *, ep: int = 1, dp: int = 1) -> "Layout":
         """``tp * dp * pp`` copies of one device with the equal split (a device or link may
         be given by name)."""
+        _check_degrees(tp=tp, pp=pp, ep=ep, dp=dp)
         return cls(devices=(device,) * (tp * pp * dp), tp=tp, pp=pp, link=link,
                    stage_link=stage_link, ep=ep, dp=dp)
 

@@ -10,6 +10,7 @@ against the experiment file's folder. The ``[trace]`` section is
 from __future__ import annotations
 
 from simcluster.cluster import InstanceSpec
+from simcluster.cluster.replicas import POOLS
 from simcluster.cost import CostModel, Layout
 from simcluster.cost.parallel import check_parallel
 from simcluster.errors import InputError, relocate
@@ -22,7 +23,6 @@ from simcluster.policies.registry import (BATCHERS, CONTROLLERS, NUMA_PLACEMENTS
 from simcluster.serving import InstanceConfig
 from simcluster.serving.config import context_limit
 
-POOLS = ("", "prefill", "decode")
 # A sanity limit of one process (not of the hardware): beyond it the cluster would exhaust
 # memory before the run starts.
 MAX_REPLICAS = 100_000

@@ -65,9 +65,9 @@ def cost_provenance(cost_model: CostModel, devices) -> dict:
 ARRIVAL_WINDOW = 1 << 14   # trace rows turned into Python numbers at a time
 
 
-def _arguments(trace, model, instances):
-    """A Simulation's trace, model and instances as the types it runs on (what each may be:
-    its docstring); TypeError naming the argument for anything else."""
+def _arguments(trace, model, instances, cost_model):
+    """A Simulation's trace, model, instances and cost model as the types it runs on (what
+    each may be: its docstring); TypeError naming the argument for anything else."""
     import os
     import sys
 
@@ -98,7 +98,13 @@ def _arguments(trace, model, instances):
                             f"{type(spec).__name__}")
     if not instances:
         raise ValueError("instances: a cluster needs at least one InstanceSpec")
-    return trace, model, instances
+    if isinstance(cost_model, str):
+        cost_model = CostModel(cost_model)
+    elif cost_model is not None and not callable(getattr(cost_model, "timer", None)):
+        raise TypeError(f"cost_model: expected a CostModel (CostModel(calibration)), an engine "
+                        f"model (load_engine) or a calibration's name; got "
+                        f"{type(cost_model).__name__}")
+    return trace, model, instances, cost_model
 
 
 def slo_seconds(value, name: str) -> float | None:
@@ -127,8 +133,10 @@ class Simulation:
         (``Trace.from_frame``) or a trace file's path or bundled trace's name
         (``load_trace``); ``model``: a :class:`~simcluster.models.ModelSpec` or a preset's
         name or config.json's path (``load_model``); ``instances``: InstanceSpecs (one, or a
-        sequence of them)."""
-        trace, model, instances = _arguments(trace, model, instances)
+        sequence of them); ``cost_model``: a :class:`~simcluster.cost.CostModel`, an engine
+        model (``load_engine``), a calibration's name (``CostModel(name)``) or None
+        (``CostModel()``: the datasheet roofline)."""
+        trace, model, instances, cost_model = _arguments(trace, model, instances, cost_model)
         if len(trace) == 0:
             raise ValueError("the trace has no requests")
         self.trace, self.model, self.name = trace, model, name
