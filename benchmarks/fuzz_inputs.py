@@ -1319,6 +1319,22 @@ def cli_cases() -> list[Case]:
          {"exp.toml": exp}, ("jsq", "join_shortest_queue")),
         (["cheapest", "exp.toml", "--rate", "2"], {"exp.toml": exp},
          ("--devices", "list devices")),
+        # outputs of the questions checked before their runs (compare --out FILE ran every
+        # variant, then raised FileExistsError with a traceback)
+        (["compare", "exp.toml", "--vary", "seed=1,2", "--out", "o.txt"],
+         {"exp.toml": exp, "o.txt": "keep"}, ("--out", "o.txt")),
+        (["compare", "exp.toml", "--vary", "seed=1,2", "--plots", "o.txt/p"],
+         {"exp.toml": exp, "o.txt": "keep"}, ("--plots", "o.txt")),
+        (["capacity", "exp.toml", "--out", "o.txt"], {"exp.toml": exp, "o.txt": "keep"},
+         ("--out", "o.txt")),
+        (["cheapest", "exp.toml", "--rate", "2", "--devices", "L4", "--plots", "o.txt"],
+         {"exp.toml": exp, "o.txt": "keep"}, ("--plots", "o.txt")),
+        (["sweep", "s.toml", "--out", "o.txt"], {"exp.toml": exp, "o.txt": "keep",
+                                                 "s.toml": 'experiment = "exp.toml"\n[grid]\n'
+                                                           'seed = [1, 2]\n'},
+         ("--out", "o.txt")),
+        (["sweep", "s.toml"], {"exp.toml": exp, "s.toml": 'experiment = "exp.toml"\n'},
+         ("s.toml", "grid")),
     ]
     cases = []
     for args, files, mention in specs:
@@ -1531,6 +1547,7 @@ def api_cases() -> list[Case]:
 
     def rng():
         return np.random.default_rng(0)
+
     specs = [
         ("Layout.uniform: tp=1.5", lambda: sc.Layout.uniform("H100-SXM", tp=1.5,
                                                              link="NVLink4"), ("tp=1.5",)),
@@ -1580,6 +1597,26 @@ def api_cases() -> list[Case]:
         ("first_n: 1.5", lambda: sc.first_n(trace(), 1.5), ("n ",)),
         ("load_experiment: overrides a list", lambda: sc.load_experiment(overrides=[1]),
          ("overrides",)),
+        ("capacity: rel_tol 0", lambda: sc.capacity(rel_tol=0, progress=False),
+         ("rel_tol",)),
+        ("capacity: abs_tol nan", lambda: sc.capacity(abs_tol=float("nan"), progress=False),
+         ("abs_tol",)),
+        ("cheapest: tp [0]", lambda: sc.cheapest(rate_per_s=4, devices=["L4"], tp=[0],
+                                                 progress=False), ("tp",)),
+        ("cheapest: max_count 1.5", lambda: sc.cheapest(rate_per_s=4, devices=["L4"],
+                                                        max_count=1.5, progress=False),
+         ("max_count",)),
+        ("cheapest: mixed 'no'", lambda: sc.cheapest(rate_per_s=4, devices=["L4"],
+                                                     mixed="no", progress=False), ("mixed",)),
+        ("cheapest: candidates [3]", lambda: sc.cheapest(rate_per_s=4, candidates=[3],
+                                                         progress=False), ("candidates[0]",)),
+        ("compare: no experiments", lambda: sc.compare([], progress=False),
+         ("experiments",)),
+        ("sweep: out a file", lambda: sc.sweep(grid={"seed": [1]}, out=__file__,
+                                               progress=False), ("out", "fuzz_inputs.py")),
+        ("sweep: progress 'no'", lambda: sc.sweep(grid={"seed": [1]}, progress="no"),
+         ("progress",)),
+        ("sweep: nothing varied", lambda: sc.sweep(grid={}, progress=False), ("grid",)),
         ("Simulation: a name for the cost model (valid)",
          lambda: sc.Simulation(trace(), "llama-2-7b", spec(), cost_model="datasheet").run(),
          (), True),

@@ -133,3 +133,12 @@ def unique_keys(pairs: list) -> dict:
         raise InputError(f"key {twice!r} appears twice in one object; expected each key once "
                          "(JSON keeps only the last)", field=twice)
     return out
+
+
+def whole_number(value, field: str, minimum: int = 1) -> int:
+    """``value`` if it is a whole number >= ``minimum`` (an int or numpy integer, not a bool or
+    a float such as 2.0), else an InputError on ``field``."""
+    import numbers
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise InputError(f"expected a whole number >= {minimum}, got {value!r}", field=field)
+    return int(value)

@@ -1,4 +1,6 @@
-"""Where the bundled data lives: hardware specs, traces, experiments.
+"""Where the bundled data lives (hardware specs, traces, experiments), the user's cache, and
+output paths checked before the work that writes them (:func:`out_dir`, :func:`out_file`:
+a finished run or sweep is never lost to a path that cannot be written).
 
 In a source checkout (``pip install -e .``) the folders sit beside the package, at the
 repository's top level (``hwspecs/``, ``traces/``, ``experiments/``). An installed wheel carries
@@ -11,6 +13,8 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+
+from simcluster.errors import InputError
 
 _PACKAGE = Path(__file__).resolve().parent
 
@@ -63,3 +67,44 @@ def code_digest() -> str:
 
 
 _DIGEST: list[str] = []
+
+
+def _writable_folder(path: Path, flag: str) -> None:
+    """The nearest existing folder at or above ``path`` is a writable folder."""
+    probe = path
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if not probe.is_dir():
+        raise InputError(f"{str(probe)!r} is a file, so {str(path)!r} cannot be made",
+                         field=flag)
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise InputError(f"cannot write in {str(probe)!r} (permission denied)",
+                         field=flag)
+
+
+def out_dir(path: str | None, flag: str = "--out") -> Path | None:
+    """An output folder: an existing folder, or one that can be made (checked, not made)."""
+    if path is None:
+        return None
+    p = Path(path).expanduser()
+    if p.exists() and not p.is_dir():
+        raise InputError(f"{str(p)!r} is a file; expected a folder (it would hold "
+                         "several output files)", field=flag)
+    _writable_folder(p, flag)
+    return p
+
+
+def out_file(path: str | None, flag: str = "--out") -> Path | None:
+    """An output file: not a folder, in a folder that exists and can be written."""
+    if path is None:
+        return None
+    p = Path(path).expanduser()
+    if p.is_dir():
+        raise InputError(f"{str(p)!r} is a folder; expected a file name", field=flag)
+    if not p.parent.is_dir():
+        _writable_folder(p.parent, flag)
+        raise InputError(f"the folder {str(p.parent)!r} does not exist", field=flag)
+    _writable_folder(p.parent, flag)
+    return p

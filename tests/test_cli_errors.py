@@ -138,6 +138,42 @@ def test_out_is_checked_before_the_run(tmp_path, capsys):
     assert rc == 0 and json.loads((tmp_path / "new" / "d" / "summary.json").read_text())
 
 
+@pytest.mark.parametrize("command", [["compare", "--vary", "seed=1,2"], ["capacity"],
+                                     ["cheapest", "--rate", "4", "--devices", "L4"]])
+@pytest.mark.parametrize("flag", ["--out", "--plots"])
+def test_the_questions_check_out_and_plots_before_their_runs(tmp_path, capsys, command, flag):
+    """compare --out FILE ran both variants, printed the table, then raised FileExistsError
+    with a traceback; capacity and cheapest wrote their CSV or figures after every run."""
+    exp = tmp_path / "tiny.toml"
+    exp.write_text(TINY)
+    (tmp_path / "taken").write_text("keep me")
+    rc, out, err = _main(capsys, command[0], str(exp), *command[1:], "--quiet", flag,
+                         str(tmp_path / "taken"))
+    assert rc == 2 and f"field '{flag}': '" in err and "is a file" in err
+    assert out == "" and "Traceback" not in err        # nothing ran
+    assert (tmp_path / "taken").read_text() == "keep me"
+
+
+def test_a_file_the_system_refuses_exits_2_naming_it(capsys, monkeypatch):
+    """A full disk or a read-only folder met while writing is the machine's, not a bug: the
+    path and the system's reason, no traceback. An OSError about no file is still a bug."""
+    import errno
+
+    import simcluster.cli.simulate as sim
+
+    def full(args):
+        raise OSError(errno.ENOSPC, "No space left on device", "/data/out/requests.csv")
+    monkeypatch.setattr(sim, "cmd_list", full)
+    assert main(["list", "devices"]) == 2
+    err = capsys.readouterr().err
+    assert err == "simcluster: error: /data/out/requests.csv: No space left on device\n"
+
+    def bare(args):
+        raise OSError("no file here")
+    monkeypatch.setattr(sim, "cmd_list", bare)
+    assert main(["list", "devices"]) == 1 and "internal error" in capsys.readouterr().err
+
+
 def test_broken_pipe_ends_quietly():
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     p = subprocess.Popen([sys.executable, "-m", "simcluster", "trace-info", "azure-conv"],

@@ -580,3 +580,49 @@ def test_cheapest_and_compare_name_a_wrong_argument(tiny):
     assert set(res.candidates.config) == {"1x H100-SXM tp1", "1x L40S tp1"}
     with pytest.raises(InputError, match="field 'vary.router.policy'"):
         compare(tiny, vary={"router.policy": "round_robin"}, progress=False)
+
+
+def test_questions_name_a_wrong_argument_before_any_point_runs(tiny, tmp_path):
+    """Each of these ran before: a rel_tol of 0 bisected until the floats met and NaN
+    stopped at once ('tolerance nan'); tp=[0] and max_count=1.5 ended in 'no candidate
+    serves'; mixed='no' was true; a list of candidates with a bare number raised "cannot
+    unpack"; compare([]) raised "max() arg is an empty sequence"; an out that is a file was
+    a NotADirectoryError after the runs; progress='no' an AttributeError; a sweep with
+    nothing varied ran the experiment once."""
+    taken = tmp_path / "taken"
+    taken.write_text("keep me")
+    cases = [
+        (lambda: capacity(tiny, rel_tol=0, progress=False), "field 'rel_tol': expected a "
+                                                            "finite number > 0, got 0"),
+        (lambda: capacity(tiny, rel_tol=math.nan, progress=False), "field 'rel_tol'"),
+        (lambda: capacity(tiny, abs_tol=0, progress=False), "field 'abs_tol'"),
+        (lambda: capacity(tiny, out=taken, progress=False), "field 'out': '.*taken' is a "
+                                                            "file; expected a folder"),
+        (lambda: cheapest(tiny, rate_per_s=4, devices=["L4"], tp=[0], progress=False),
+         "field 'tp': expected a whole number >= 1, got 0"),
+        (lambda: cheapest(tiny, rate_per_s=4, devices=["L4"], max_count=1.5, progress=False),
+         "field 'max_count': expected a whole number >= 1, got 1.5"),
+        (lambda: cheapest(tiny, rate_per_s=4, devices=["L4"], mixed="no", progress=False),
+         "field 'mixed': expected true or false, got 'no'"),
+        (lambda: cheapest(tiny, rate_per_s=4, candidates=[3], progress=False),
+         r"field 'candidates\[0\]': expected \(name, \[instance tables\]\)"),
+        (lambda: cheapest(tiny, rate_per_s=4, progress=False, candidates=[
+            ("a", [{"device": "L4"}]), ("a", [{"device": "L40S"}])]),
+         "'a' names two candidates"),
+        (lambda: compare([], progress=False), "field 'experiments': expected an experiment"),
+        (lambda: sweep(tiny, GRID, out=taken, progress=False), "field 'out'"),
+        (lambda: sweep(tiny, GRID, progress="no"), "field 'progress': expected true or false"),
+        (lambda: sweep(tiny, GRID, fresh="yes", progress=False), "field 'fresh'"),
+        (lambda: sweep(tiny, {}, progress=False), "field 'grid': nothing to sweep"),
+    ]
+    for call, says in cases:
+        with pytest.raises(InputError, match=says):
+            call()
+    assert taken.read_text() == "keep me"
+
+
+def test_a_sweep_file_that_varies_nothing_is_named(tmp_path):
+    path = tmp_path / "s.toml"
+    path.write_text('experiment = "default"\n[grid]\n')
+    with pytest.raises(InputError, match=r"s.toml: field 'grid': nothing to sweep"):
+        read_sweep(path)

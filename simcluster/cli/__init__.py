@@ -23,7 +23,8 @@ Exit status: 0 done (also when the reader of the output goes away, as with ``| h
 line ``simcluster: error: ...`` naming the file, key or argument — or a configuration with
 no answer: a run that served nothing (the model does not fit, every request rejected), a
 compare variant that could not run, a sweep whose every point failed, a capacity or cheapest
-search that nothing passes, a design search with no feasible design; 1 a bug in simcluster
+search that nothing passes, a design search with no feasible design, or a file the system
+would not let simcluster read or write (its path and the system's reason); 1 a bug in simcluster
 (an internal error, printed with its traceback to report); 130 interrupted. ``--version``
 prints the installed version.
 """
@@ -77,11 +78,21 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("simcluster: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except OSError as err:
+        if err.filename is None:            # (not about a file of the user's: a bug)
+            return _bug()
+        # a file or folder the system refused: a full disk, a read-only or special folder
+        print(f"simcluster: error: {err.filename}: {err.strerror or err}", file=sys.stderr)
+        return EXIT_INPUT
     except Exception:  # noqa: BLE001 (anything else is simcluster's bug: say so)
-        print("simcluster: internal error (a bug in simcluster; please report it with the "
-              "command line and this traceback):", file=sys.stderr)
-        traceback.print_exc()
-        return EXIT_BUG
+        return _bug()
+
+
+def _bug() -> int:
+    print("simcluster: internal error (a bug in simcluster; please report it with the "
+          "command line and this traceback):", file=sys.stderr)
+    traceback.print_exc()
+    return EXIT_BUG
 
 
 def _silence_stdout() -> None:

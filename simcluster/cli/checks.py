@@ -4,8 +4,9 @@ input files whose parse errors name the file.
 - :class:`Parser` — argparse that suggests the closest choice ("did you mean").
 - :func:`positive_int`, :func:`non_negative_int`, :func:`positive_float`, :func:`fraction` —
   argument types.
-- :func:`out_dir`, :func:`out_file` — an ``--out`` path checked *before* a long run, so that a
-  finished simulation is never lost to a path that cannot be written.
+- :func:`out_dir`, :func:`out_file` (from :mod:`simcluster.paths`) — an ``--out`` path checked
+  *before* a long run, so that a finished simulation is never lost to a path that cannot be
+  written.
 - :func:`reading` — a context in which a parser's ValueError / KeyError / CSV error about a
   user's file becomes an InputError naming that file (for readers below the shell that raise
   plain exceptions).
@@ -14,13 +15,13 @@ input files whose parse errors name the file.
 from __future__ import annotations
 
 import argparse
-import os
 import re
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from simcluster.errors import InputError, did_you_mean
+from simcluster.paths import out_dir, out_file  # noqa: F401  (checks of the commands)
 
 _INVALID_CHOICE = re.compile(r"invalid choice: '([^']*)' \(choose from (.*)\)")
 
@@ -137,47 +138,6 @@ def fraction(text: str) -> float:
     if not 0 < value <= 1:
         raise argparse.ArgumentTypeError(f"expected a fraction in (0, 1], got {text!r}")
     return value
-
-
-def _writable_folder(path: Path, flag: str) -> None:
-    """The nearest existing folder at or above ``path`` is a writable folder."""
-    probe = path
-    while not probe.exists():
-        if probe.parent == probe:
-            break
-        probe = probe.parent
-    if not probe.is_dir():
-        raise InputError(f"{flag}: {str(probe)!r} is a file, so {str(path)!r} cannot be made",
-                         field=flag)
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise InputError(f"{flag}: cannot write in {str(probe)!r} (permission denied)",
-                         field=flag)
-
-
-def out_dir(path: str | None, flag: str = "--out") -> Path | None:
-    """An output folder: an existing folder, or one that can be made (checked, not made)."""
-    if path is None:
-        return None
-    p = Path(path).expanduser()
-    if p.exists() and not p.is_dir():
-        raise InputError(f"{flag}: {str(p)!r} is a file; expected a folder (it would hold "
-                         "several output files)", field=flag)
-    _writable_folder(p, flag)
-    return p
-
-
-def out_file(path: str | None, flag: str = "--out") -> Path | None:
-    """An output file: not a folder, in a folder that exists and can be written."""
-    if path is None:
-        return None
-    p = Path(path).expanduser()
-    if p.is_dir():
-        raise InputError(f"{flag}: {str(p)!r} is a folder; expected a file name", field=flag)
-    if not p.parent.is_dir():
-        _writable_folder(p.parent, flag)
-        raise InputError(f"{flag}: the folder {str(p.parent)!r} does not exist", field=flag)
-    _writable_folder(p.parent, flag)
-    return p
 
 
 def in_file(path: str, flag: str = "") -> Path:

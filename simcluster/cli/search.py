@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from simcluster.cli.checks import (fraction, positive_float, positive_int,
+from simcluster.cli.checks import (fraction, out_dir, positive_float, positive_int,
                                    unused_with, unused_without)
 from simcluster.cli.common import (EXPERIMENT_HELP, add_cache, add_plots, add_runner, add_set,
                                    write_figures)
@@ -17,6 +17,12 @@ from simcluster.cli.common import (EXPERIMENT_HELP, add_cache, add_plots, add_ru
 
 def _progress(args) -> bool:
     return not args.quiet and sys.stderr.isatty()
+
+
+def _check_outputs(args) -> None:
+    """``--out`` and ``--plots`` can be written: checked before the runs, not after them."""
+    out_dir(args.out)
+    out_dir(getattr(args, "plots", None), "--plots")
 
 
 def _vary(items: list[str]) -> dict:
@@ -35,6 +41,7 @@ def _vary(items: list[str]) -> dict:
 
 
 def cmd_compare(args) -> int:
+    _check_outputs(args)
     from simcluster.experiment.study import compare
     files = args.experiments or [None]
     cmp_ = compare(files if len(files) > 1 else files[0], vary=_vary(args.vary),
@@ -52,6 +59,7 @@ def cmd_compare(args) -> int:
 
 
 def cmd_sweep(args) -> int:
+    _check_outputs(args)
     from simcluster.experiment.study import sweep_file
     from simcluster.search.sweep import points_per_s
     t0 = time.perf_counter()
@@ -143,6 +151,7 @@ def _sweep_figures(df, res) -> dict:
 
 
 def cmd_capacity(args) -> int:
+    _check_outputs(args)
     from simcluster.analysis.plots import capacity_curve
     from simcluster.experiment.study import capacity
     res = capacity(args.experiment, ttft_slo_s=args.ttft_slo, tpot_slo_s=args.tpot_slo,
@@ -182,6 +191,7 @@ def _csv(kind):
 
 
 def cmd_cheapest(args) -> int:
+    _check_outputs(args)
     from simcluster.analysis.plots import cheapest_candidates
     from simcluster.errors import InputError
     from simcluster.experiment.study import cheapest

@@ -37,6 +37,7 @@ from simcluster.experiment.overrides import as_mapping
 from simcluster.experiment.points import ExperimentPoint
 from simcluster.experiment.tables import Table
 from simcluster.hardware import read_toml_file
+from simcluster.paths import out_dir
 from simcluster.search import capacity as _capacity
 from simcluster.search import cheapest as _cheapest
 from simcluster.search.cheapest import cheapest_of
@@ -122,7 +123,14 @@ def _same(a, b) -> bool:
         isinstance(a, (int, float)) and isinstance(b, (int, float)) and a == b)
 
 
-def _run(jobs, ray):
+def _run(jobs, ray, out=None, **flags):
+    """The runner of ``jobs`` / ``ray``, once ``out`` (a folder the question writes, checked
+    before any point runs) and the true-or-false ``flags`` (``progress``, ``fresh``) are
+    what they must be."""
+    out_dir(out, "out")
+    for name, value in flags.items():
+        if not isinstance(value, bool):
+            raise InputError(f"expected true or false, got {value!r}", field=name)
     return make_runner(jobs, ray)
 
 
@@ -134,11 +142,15 @@ def sweep(experiment=None, grid=None, points=None, set=None, *, jobs: int | None
     skips them) and the frame is written as ``results.csv`` and ``results.parquet``.
     Relative paths in ``grid`` and ``points`` are read from ``folder`` (default: the current
     folder), those in ``set`` from the current folder."""
+    if not grid and not points:     # (one run of the experiment, with nothing varied)
+        raise InputError("nothing to sweep: give grid= values or points= (a single "
+                         "configuration is Simulation / load_experiment(...).run())",
+                         field="grid")
     base = _point(experiment, set)
     combos = expand(grid, points, fixed=set)
     pts = [base.with_overrides(c, folder) for c in combos]
     columns = list(dict.fromkeys(k for c in combos for k in c))
-    runner = _run(jobs, ray)
+    runner = _run(jobs, ray, out, progress=progress, fresh=fresh)
     try:
         outcomes = run_points(pts, runner, out=out, progress=progress, fresh=fresh,
                               desc="sweep")
@@ -166,6 +178,10 @@ def read_sweep(path) -> dict:
     out["experiment"] = found if found.exists() else exp
     if not all(isinstance(p, dict) for p in out["points"]):
         raise InputError("expected [[points]] tables", file=str(path), field="points")
+    if not out["grid"] and not out["points"]:
+        raise InputError("nothing to sweep: expected a [grid] of values or [[points]] "
+                         "('simcluster run' runs a single configuration)", file=str(path),
+                         field="grid")
     expand(out["grid"], out["points"], file=str(path), fixed=out["set"])   # checks the grid
     return out
 
@@ -185,6 +201,9 @@ def compare(experiments=None, vary: Mapping[str, Sequence] | None = None, set=No
     """Run each experiment (a path or a list of paths) under each combination of ``vary``,
     keeping every run's frames: a :class:`~simcluster.search.compare.Comparison`."""
     files = experiments if isinstance(experiments, (list, tuple)) else [experiments]
+    if not files:
+        raise InputError("expected an experiment, or a list of them; got an empty list",
+                         field="experiments")
     combos = expand(vary, name="vary", fixed=set)
     pts, labels = [], []
     for f in files:
@@ -194,7 +213,7 @@ def compare(experiments=None, vary: Mapping[str, Sequence] | None = None, set=No
             parts = ([Path(base.path).stem] if len(files) > 1 else []) + \
                 [f"{k}={v}" for k, v in c.items()]
             labels.append(", ".join(parts) or Path(base.path).stem)
-    runner = _run(jobs, ray)
+    runner = _run(jobs, ray, progress=progress)
     try:
         return compare_points(pts, labels, runner, progress=progress)
     finally:
@@ -223,7 +242,7 @@ def capacity(experiment=None, *, ttft_slo_s: float | None = None,
         raise InputError("rel_tol does nothing with abs_tol, which sets the bracket's width "
                          "in req/s; give one", field="rel_tol")
     point = _point(experiment, _slo_set(set, ttft_slo_s, tpot_slo_s))
-    runner = _run(jobs, ray)
+    runner = _run(jobs, ray, out, progress=progress, fresh=fresh)
     try:
         return _capacity(point, runner, attainment=attainment, rel_tol=rel_tol,
                          abs_tol=abs_tol, out=out, progress=progress, fresh=fresh)
@@ -299,7 +318,7 @@ def cheapest(experiment=None, *, rate_per_s: float, devices: Sequence[str] = (),
                              "instead of a search over devices, tp, max_count, mixed",
                              field=search[0])
     point = _point(experiment, _slo_set(set, ttft_slo_s, tpot_slo_s))
-    runner = _run(jobs, ray)
+    runner = _run(jobs, ray, out, progress=progress, fresh=fresh)
     kw = dict(attainment=attainment, runner=runner, out=out, progress=progress, fresh=fresh)
     try:
         if candidates is not None:

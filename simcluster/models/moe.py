@@ -17,18 +17,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from simcluster.errors import InputError
+from simcluster.errors import InputError, whole_number
 
 #: Bytes per weight of the storage formats experts may use (MXFP4: 32 four-bit values share
 #: one 8-bit scale, 17 bytes per 32 weights, OCP Microscaling spec v1.0).
 EXPERT_DTYPE_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2, "fp8": 1, "int8": 1, "int4": 0.5,
                       "mxfp4": 17 / 32}
-
-
-def _whole(value, name: str, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise InputError(f"expected a whole number >= {minimum}, got {value!r}", field=name)
-    return value
 
 
 @dataclass(frozen=True)
@@ -45,16 +39,16 @@ class MoESpec:
     expert_dtype: str | None = None
 
     def __post_init__(self) -> None:
-        _whole(self.num_experts, "moe.num_experts", 2)
-        _whole(self.experts_per_token, "moe.experts_per_token")
-        _whole(self.expert_ffn_size, "moe.expert_ffn_size")
-        _whole(self.shared_ffn_size, "moe.shared_ffn_size", 0)
+        whole_number(self.num_experts, "moe.num_experts", 2)
+        whole_number(self.experts_per_token, "moe.experts_per_token")
+        whole_number(self.expert_ffn_size, "moe.expert_ffn_size")
+        whole_number(self.shared_ffn_size, "moe.shared_ffn_size", 0)
         if self.experts_per_token > self.num_experts:
             raise InputError(f"{self.experts_per_token} experts per token > {self.num_experts} "
                              "experts", field="moe.experts_per_token")
         layers = tuple(self.dense_layers)
         for i in layers:
-            _whole(i, "moe.dense_layers", 0)
+            whole_number(i, "moe.dense_layers", 0)
         if len(set(layers)) != len(layers):
             raise InputError(f"repeated layer index in {list(layers)}", field="moe.dense_layers")
         object.__setattr__(self, "dense_layers", tuple(sorted(layers)))

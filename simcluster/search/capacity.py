@@ -30,6 +30,7 @@ sustainable rate on a long trace. A trace of more requests measures a sustained 
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 
 import pandas as pd
@@ -113,6 +114,11 @@ def capacity(point, runner=None, *, attainment: float = 0.9, rel_tol: float = 0.
     docstring). The point must carry SLOs (``slo.ttft_s`` / ``slo.tpot_s``)."""
     if not 0 < attainment <= 1:
         raise InputError(f"expected a share in (0, 1], got {attainment}", field="attainment")
+    for name, tol in (("rel_tol", rel_tol), ("abs_tol", abs_tol)):
+        # (0 bisected until the floats met, NaN stopped at once: neither is a tolerance)
+        if tol is not None and (isinstance(tol, bool) or not isinstance(tol, numbers.Real)
+                                or not 0 < tol < math.inf):
+            raise InputError(f"expected a finite number > 0, got {tol!r}", field=name)
     if point.get("slo.ttft_s") is None and point.get("slo.tpot_s") is None:
         raise InputError("capacity needs an SLO: set slo.ttft_s and/or slo.tpot_s (--ttft-slo, "
                          "--tpot-slo)", field="slo")

@@ -25,11 +25,12 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import pandas as pd
 
-from simcluster.errors import InputError
+from simcluster.errors import InputError, whole_number
 
 from simcluster.hardware import list_nodes, load_device, load_node
 from simcluster.search.capacity import burst_note, is_burst, meets, rejection_note
@@ -210,8 +211,11 @@ def cheapest(point, rate_per_s: float, devices, tp=(1,), *, max_count: int = 8,
     if point.get("slo.ttft_s") is None and point.get("slo.tpot_s") is None:
         raise InputError("cheapest needs an SLO: set slo.ttft_s and/or slo.tpot_s (--ttft-slo, "
                          "--tpot-slo)", field="slo")
-    if max_count < 1:
-        raise InputError(f"expected a whole number >= 1, got {max_count}", field="max_count")
+    whole_number(max_count, "max_count")
+    for t in tp:
+        whole_number(t, "tp")
+    if not isinstance(mixed, bool):
+        raise InputError(f"expected true or false, got {mixed!r}", field="mixed")
     base = instances[0]
     fams = [Family(load_device(d).name, int(t)) for d in devices for t in tp]
     runs = _Runs(point.with_overrides({"trace.rate_per_s": float(rate_per_s)}), runner,
@@ -248,6 +252,21 @@ def cheapest_of(point, rate_per_s: float, candidates, *, attainment: float = 0.9
     if point.get("slo.ttft_s") is None and point.get("slo.tpot_s") is None:
         raise InputError("cheapest needs an SLO: set slo.ttft_s and/or slo.tpot_s (--ttft-slo, "
                          "--tpot-slo)", field="slo")
+    candidates = list(candidates)
+    for i, c in enumerate(candidates):
+        if not (isinstance(c, (tuple, list)) and len(c) == 2 and isinstance(c[0], str)
+                and isinstance(c[1], list) and c[1]
+                and all(isinstance(t, Mapping) for t in c[1])):
+            raise InputError(f"expected (name, [instance tables]), e.g. ('4x H100', "
+                             f"[{{'device': 'H100-SXM', 'count': 4}}]); got {c!r}",
+                             field=f"candidates[{i}]")
+    names = [c[0] for c in candidates]
+    if not names:
+        raise InputError("expected at least one candidate", field="candidates")
+    twice = next((n for i, n in enumerate(names) if n in names[:i]), None)
+    if twice is not None:      # (the results are keyed by name: one would be lost)
+        raise InputError(f"{twice!r} names two candidates; expected each name once",
+                         field="candidates")
     runs = _Runs(point.with_overrides({"trace.rate_per_s": float(rate_per_s)}), runner,
                  attainment, dict(out=out, progress=progress, fresh=fresh))
     try:
