@@ -1548,6 +1548,10 @@ def api_cases() -> list[Case]:
     def rng():
         return np.random.default_rng(0)
 
+    def frame():                    # a sweep's frame, as sc.sweep(...).frame has it
+        import pandas as pd
+        return pd.DataFrame({"trace.rate_per_s": [1.0, 2.0], "point": [0, 1],
+                             "slo_attainment": [1.0, 0.5], "cost_per_m_tokens_usd": [1.0, 2.0]})
     specs = [
         ("Layout.uniform: tp=1.5", lambda: sc.Layout.uniform("H100-SXM", tp=1.5,
                                                              link="NVLink4"), ("tp=1.5",)),
@@ -1617,6 +1621,17 @@ def api_cases() -> list[Case]:
         ("sweep: progress 'no'", lambda: sc.sweep(grid={"seed": [1]}, progress="no"),
          ("progress",)),
         ("sweep: nothing varied", lambda: sc.sweep(grid={}, progress=False), ("grid",)),
+        ("plots.slo_attainment: target 90", lambda: sc.plots.slo_attainment(
+            frame(), target=90), ("target",)),
+        ("plots.slo_attainment: no rows", lambda: sc.plots.slo_attainment(frame().iloc[:0]),
+         ("no rows",)),
+        ("plots.slo_attainment: a list", lambda: sc.plots.slo_attainment([1, 2]),
+         ("frame",)),
+        ("plots.cost_per_m_tokens: label missing", lambda: sc.plots.cost_per_m_tokens(
+            frame(), label="config"), ("label", "config")),
+        ("plots.capacity_curve: a frame", lambda: sc.plots.capacity_curve(frame()),
+         ("capacity()",)),
+        ("plots.save: a list", lambda: sc.plots.save([1], "figs"), ("figures",)),
         ("Simulation: a name for the cost model (valid)",
          lambda: sc.Simulation(trace(), "llama-2-7b", spec(), cost_model="datasheet").run(),
          (), True),

@@ -7,6 +7,7 @@ from matplotlib.figure import Figure
 
 from _tiny import write_tiny
 from simcluster.analysis import plots
+from simcluster.errors import InputError
 from simcluster.experiment import load_experiment
 from simcluster.experiment.study import capacity, sweep
 
@@ -128,8 +129,25 @@ def test_sweep_and_search_figures(tiny_path):
              "metric, percentiles='ttf_p50_s': not a column of the frame (did you mean "
              "'ttft_p50_s'?)"),
             (lambda: plots.throughput_latency(df, latency="ttft_p95_s"), "latency='ttft_p95_s'"),
-            (lambda: plots.slo_attainment(df.drop(columns="slo_attainment")), "had no SLO")]:
+            (lambda: plots.slo_attainment(df.drop(columns="slo_attainment")), "had no SLO"),
+            # each of these drew a figure: a line at 9,000%, an empty plot, bars by index
+            (lambda: plots.slo_attainment(df, target=90), "target: expected a share of "
+                                                          "requests in (0, 1]"),
+            (lambda: plots.slo_attainment(df.iloc[:0]), "the frame has no rows"),
+            (lambda: plots.cost_per_m_tokens(df, label="config"), "label='config': not a "
+                                                                   "column of the frame")]:
         with pytest.raises(ValueError) as err:
+            call()
+        assert says in str(err.value), err.value
+    # a list for the frame was "the frame has no slo_attainment"; a frame for capacity()'s
+    # result an AttributeError ('points'); a list for save()'s figures one too ('items')
+    for call, says in [(lambda: plots.slo_attainment([1, 2]), "expected a sweep's or "
+                                                               "comparison's frame"),
+                       (lambda: plots.capacity_curve(df), "expected what capacity() returns, "
+                                                          "got DataFrame"),
+                       (lambda: plots.cheapest_candidates(df), "expected what cheapest()"),
+                       (lambda: plots.save([1], "figs"), "figures: expected a mapping")]:
+        with pytest.raises(TypeError) as err:
             call()
         assert says in str(err.value), err.value
     cap = capacity(tiny_path, set={"instances.0.count": 1, "trace.synthetic.n": 60},
@@ -145,6 +163,17 @@ def test_run_figures_name_a_wrong_metric_or_bin_count(res):
     for bins in (0, 2.5):
         with pytest.raises(ValueError, match="bins: expected a whole number >= 1"):
             plots.instance_timeline(res, bins=bins)
+    # max_instances=0 was numpy's "number sections must be larger than 0."
+    with pytest.raises(ValueError, match="max_instances: expected a whole number >= 1, got 0"):
+        plots.instance_timeline(res, max_instances=0)
+
+
+def test_save_checks_its_folder_before_writing(res, tmp_path):
+    """A file for the folder was a FileExistsError from mkdir."""
+    (tmp_path / "taken").write_text("keep me")
+    with pytest.raises(InputError, match="field 'directory': '.*taken' is a file"):
+        plots.save(plots.run_figures(res), tmp_path / "taken")
+    assert (tmp_path / "taken").read_text() == "keep me"
 
 
 def test_dir_lists_the_figures_not_the_imports():

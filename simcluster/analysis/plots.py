@@ -69,9 +69,16 @@ class PlotFigure(Figure):
 
 
 def _need(frame: pd.DataFrame, what: str = "the frame", **columns) -> None:
-    """Each keyword's column is in ``frame``: a ValueError naming the argument, with the
+    """``frame`` is a DataFrame with rows (TypeError, ValueError: an empty figure would say
+    nothing), and each keyword's column is in it: a ValueError naming the argument, with the
     closest column, otherwise (pandas' KeyError named only the missing column)."""
     from simcluster.errors import did_you_mean
+    if not isinstance(frame, pd.DataFrame):
+        raise TypeError(f"expected a sweep's or comparison's frame (a DataFrame: .frame of "
+                        f"what sweep or compare return), got {type(frame).__name__}; a run's "
+                        f"Results go to latency_cdf, instance_timeline or run_figures")
+    if what == "the frame" and not len(frame):
+        raise ValueError("the frame has no rows: nothing to draw")
     for arg, col in columns.items():
         if col is not None and col not in frame:
             hint = did_you_mean(col, [str(c) for c in frame.columns])
@@ -196,6 +203,9 @@ def _edges(results, bins: int) -> np.ndarray:
 
 
 def _pick(results, max_instances: int):
+    if isinstance(max_instances, bool) or not isinstance(max_instances, (int, np.integer)) \
+            or max_instances < 1:
+        raise ValueError(f"max_instances: expected a whole number >= 1, got {max_instances!r}")
     ids = list(results.instances.instance)
     return ids[:max_instances], len(ids) > max_instances
 
@@ -332,7 +342,12 @@ def _axis(key: str) -> str:
 
 def slo_attainment(frame: pd.DataFrame, x: str = "trace.rate_per_s", target: float | None = None,
                    hue: str | None = None) -> Figure:
-    """SLO attainment (share of requests within every SLO) against a varied key."""
+    """SLO attainment (share of requests within every SLO) against a varied key; ``target``
+    a share in (0, 1] drawn as a line."""
+    _need(frame)
+    if target is not None and not (isinstance(target, (int, float)) and 0 < target <= 1):
+        raise ValueError(f"target: expected a share of requests in (0, 1] (0.9 for 90%), got "
+                         f"{target!r}")
     if "slo_attainment" not in frame:
         raise ValueError("the frame has no slo_attainment: its runs had no SLO (the "
                          "experiment's [slo], or ttft_slo_s / tpot_slo_s)")
@@ -371,7 +386,9 @@ def throughput_latency(frame: pd.DataFrame, latency: str = "ttft_p90_s",
 
 
 def cost_per_m_tokens(frame: pd.DataFrame, label: str = "label") -> Figure:
-    """USD per million tokens (prompt and output) of each run, horizontal bars."""
+    """USD per million tokens (prompt and output) of each run, horizontal bars, named by the
+    ``label`` column (a frame without the default ``label`` column: by its index)."""
+    _need(frame, cost="cost_per_m_tokens_usd", label=None if label == "label" else label)
     labels = frame[label].astype(str) if label in frame else frame.index.astype(str)
     longest = max((len(x) for x in labels), default=10)
     fig, axes = _fig(1, 1, w=4.5 + 0.075 * longest, h=1.4 + 0.35 * len(frame))
@@ -389,8 +406,15 @@ def cost_per_m_tokens(frame: pd.DataFrame, label: str = "label") -> Figure:
     return fig
 
 
+def _result(result, question: str, frame: str) -> None:
+    """``result`` is what ``question`` returns (it has the ``frame`` the figure draws)."""
+    if not isinstance(getattr(result, frame, None), pd.DataFrame):
+        raise TypeError(f"expected what {question}() returns, got {type(result).__name__}")
+
+
 def capacity_curve(result) -> Figure:
     """A capacity search: attainment at each rate it evaluated, the target, the answer."""
+    _result(result, "capacity", "points")
     pts = result.points
     fig, axes = _fig(1, 1)
     ax = axes[0, 0]
@@ -415,6 +439,7 @@ def capacity_curve(result) -> Figure:
 def cheapest_candidates(result) -> Figure:
     """Candidates of a cheapest-configuration search: price per hour, coloured by whether
     they meet the SLOs, the cheapest marked."""
+    _result(result, "cheapest", "candidates")
     t = result.candidates.sort_values("usd_per_hour")
     longest = max((len(x) for x in t.config), default=10)
     fig, axes = _fig(1, 1, w=4.5 + 0.075 * longest, h=1.4 + 0.3 * len(t))
@@ -436,7 +461,12 @@ def cheapest_candidates(result) -> Figure:
 
 def save(figures: Mapping[str, Figure], directory, dpi: int = 110) -> list[Path]:
     """Write each figure as ``directory/NAME.png``; the paths written."""
-    d = Path(directory)
+    from simcluster.paths import out_dir
+    if not isinstance(figures, Mapping) or not all(isinstance(f, Figure)
+                                                   for f in figures.values()):
+        raise TypeError(f"figures: expected a mapping of name -> Figure (what run_figures "
+                        f"returns), got {type(figures).__name__}")
+    d = out_dir(directory, "directory")
     d.mkdir(parents=True, exist_ok=True)
     out = []
     for name, fig in figures.items():
