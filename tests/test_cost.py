@@ -61,6 +61,11 @@ def test_batch_validation():
         Batch(decode_context=(-1,))
     with pytest.raises(ValueError, match=">= 1"):
         Batch(prefill_tokens=(0,))
+    # 1.5 tokens was read as 1 without a word; numpy integers are whole numbers
+    with pytest.raises(ValueError, match=r"Batch.decode_context must be whole numbers of "
+                                         r"tokens, got \(1.5,\)"):
+        Batch(decode_context=(1.5,))
+    assert Batch(prefill_tokens=(np.int64(3),)).prefill_tokens == (3,)
 
 
 @pytest.mark.parametrize("name", list_models())

@@ -193,3 +193,22 @@ def test_designed_device_names_what_it_takes():
         designed_device("8,18,80,50,132,256,4,16,32")
     with pytest.raises(TypeError, match=r"a PoolDesign's is \.design\); got PoolDesign"):
         designed_device(pool)
+
+
+def test_designs_name_a_part_of_the_wrong_type():
+    """PoolDesign(1, 'x') and ServingDesign('x', 'y') were accepted, and evaluate_design then
+    raised AttributeError ('prefill'); a trace's name there was measured as len('azure-conv')
+    requests where a design did not fit."""
+    import pytest
+
+    from simcluster.hardware.parametric import PoolDesign, ServingDesign, parse_row
+    from simcluster.simulation.design import evaluate_design
+    with pytest.raises(TypeError, match="PoolDesign.design: expected an AcceleratorDesign"):
+        PoolDesign(1, "x")
+    with pytest.raises(TypeError, match="ServingDesign.prefill: expected a PoolDesign"):
+        ServingDesign("x", parse_row("1,8,18,80,50,132,256,4,16,32"))
+    with pytest.raises(TypeError, match="design: expected a ServingDesign"):
+        evaluate_design("x", "azure-conv", "llama-2-7b")
+    tiny = parse_row("1,1,18,1,50,132,256,4,16,32")      # 1 GB: Llama-2-7B cannot fit
+    ev = evaluate_design(ServingDesign(tiny, tiny), "azure-code", "llama-2-7b")
+    assert not ev.feasible and ev.requests == 8819 and ev.rejected == 8819

@@ -42,6 +42,9 @@ def _slice_name(row) -> str:
 
 def _window(results, window_s, max_events: int):
     """(t0, start, end, rows in the window, cut?) with ``start``/``end`` absolute seconds."""
+    if not (hasattr(results, "timeline") and hasattr(results, "instances")):
+        raise TypeError(f"results: expected a run's Results (what .run() returns), got "
+                        f"{type(results).__name__}")
     tl = results.timeline.sort_values(["start_s", "instance"], kind="stable")
     t0 = float(results.requests.arrival_s.min()) if len(results.requests) else 0.0
     if isinstance(max_events, bool) or not isinstance(max_events, numbers.Integral) \

@@ -24,6 +24,7 @@ kind (``execution=``: CUDA graphs by default, the mode the kernel tables were me
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass
 from functools import partial
 
@@ -71,7 +72,11 @@ class Batch:
 
     def __post_init__(self):
         for name in ("prefill_tokens", "prefill_context", "decode_context"):
-            vals = tuple(int(v) for v in getattr(self, name))
+            given = tuple(getattr(self, name))
+            if any(isinstance(v, bool) or not isinstance(v, numbers.Integral) for v in given):
+                # (int() read 1.5 tokens as 1 without a word)
+                raise ValueError(f"Batch.{name} must be whole numbers of tokens, got {given}")
+            vals = tuple(int(v) for v in given)
             object.__setattr__(self, name, vals)
             if any(v < 0 for v in vals):
                 raise ValueError(f"Batch.{name} must be non-negative, got {vals}")

@@ -261,6 +261,9 @@ class PoolDesign:
         if isinstance(self.servers, bool) or not isinstance(self.servers, int) or self.servers < 1:
             raise InputError(f"expected a whole number >= 1, got {self.servers!r}",
                              field="servers")
+        if not isinstance(self.design, AcceleratorDesign):
+            raise TypeError(f"PoolDesign.design: expected an AcceleratorDesign; got "
+                            f"{type(self.design).__name__}")
 
     @property
     def row(self) -> str:
@@ -277,6 +280,12 @@ class ServingDesign:
 
     prefill: PoolDesign
     decode: PoolDesign
+
+    def __post_init__(self):
+        for name in ("prefill", "decode"):
+            if not isinstance(getattr(self, name), PoolDesign):
+                raise TypeError(f"ServingDesign.{name}: expected a PoolDesign (servers, design) "
+                                f"or parse_row(ROW); got {type(getattr(self, name)).__name__}")
 
 
 def parse_row(row: str | list | tuple, **stated: Any) -> PoolDesign:

@@ -33,9 +33,10 @@ from simcluster.errors import InputError
 from simcluster.hardware import load_link
 from simcluster.hardware.area import die_area
 from simcluster.hardware.designed import designed_device
+from simcluster.hardware.parametric import ServingDesign
 from simcluster.hardware.tco import design_cost
 from simcluster.serving.config import InstanceConfig
-from simcluster.simulation.simulation import Simulation
+from simcluster.simulation.simulation import Simulation, as_model, as_trace
 
 
 @dataclass(frozen=True)
@@ -84,7 +85,12 @@ def evaluate_design(design, trace, model, *, routing: str = "splitwise",
                     ttft_slo_s: float | None = None,
                     tpot_slo_s: float | None = None) -> DesignEvaluation:
     """Simulate ``trace`` on ``design`` (a :class:`~simcluster.hardware.parametric.
-    ServingDesign`) serving ``model``; see the module docstring."""
+    ServingDesign`) serving ``model``; see the module docstring. ``trace`` and ``model``
+    may be names or paths, as :class:`~simcluster.simulation.Simulation` takes them."""
+    if not isinstance(design, ServingDesign):
+        raise TypeError(f"design: expected a ServingDesign (prefill and decode PoolDesigns); "
+                        f"got {type(design).__name__}")
+    trace, model = as_trace(trace), as_model(model)
     capex, per_hour, areas, fits = _money(design)
     try:
         specs = [_pool_spec(design.prefill, "prefill", config),

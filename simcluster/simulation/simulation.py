@@ -65,27 +65,42 @@ def cost_provenance(cost_model: CostModel, devices) -> dict:
 ARRIVAL_WINDOW = 1 << 14   # trace rows turned into Python numbers at a time
 
 
-def _arguments(trace, model, instances, cost_model):
-    """A Simulation's trace, model, instances and cost model as the types it runs on (what
-    each may be: its docstring); TypeError naming the argument for anything else."""
+def as_trace(trace):
+    """A Trace, a DataFrame of its columns (``Trace.from_frame``) or a trace file's path or
+    bundled trace's name (``load_trace``), as a Trace; TypeError for anything else."""
     import os
     import sys
 
-    from simcluster.models import ModelSpec, load_model
     from simcluster.workload import Trace, load_trace
     frames = sys.modules.get("pandas")      # (not imported: then it cannot be a DataFrame)
     if isinstance(trace, (str, os.PathLike)):
-        trace = load_trace(trace)
-    elif frames is not None and isinstance(trace, frames.DataFrame):
-        trace = Trace.from_frame(trace)
-    elif not isinstance(trace, Trace):
+        return load_trace(trace)
+    if frames is not None and isinstance(trace, frames.DataFrame):
+        return Trace.from_frame(trace)
+    if not isinstance(trace, Trace):
         raise TypeError(f"trace: expected a Trace, a DataFrame of its columns, or a trace "
                         f"file's path or bundled name; got {type(trace).__name__}")
+    return trace
+
+
+def as_model(model):
+    """A ModelSpec, or a preset's name or config.json's path (``load_model``), as a
+    ModelSpec; TypeError for anything else."""
+    import os
+
+    from simcluster.models import ModelSpec, load_model
     if isinstance(model, (str, os.PathLike)):
-        model = load_model(model)
-    elif not isinstance(model, ModelSpec):
+        return load_model(model)
+    if not isinstance(model, ModelSpec):
         raise TypeError(f"model: expected a ModelSpec or a preset's name (model_preset, "
                         f"load_model); got {type(model).__name__}")
+    return model
+
+
+def _arguments(trace, model, instances, cost_model):
+    """A Simulation's trace, model, instances and cost model as the types it runs on (what
+    each may be: its docstring); TypeError naming the argument for anything else."""
+    trace, model = as_trace(trace), as_model(model)
     if isinstance(instances, InstanceSpec):
         instances = [instances]
     elif isinstance(instances, (str, bytes, Mapping)) or not hasattr(instances, "__iter__"):

@@ -46,6 +46,9 @@ def describe(trace: Trace) -> dict[str, object]:
     output_tokens_{mean,p50,p90,p99,max}, interarrival_cv, and extras (names of the extra
     per-request columns). Percentiles interpolate linearly between requests.
     """
+    if not isinstance(trace, Trace):
+        raise TypeError(f"trace: expected a Trace (load_trace, synthetic_trace), got "
+                        f"{type(trace).__name__}")
     d: dict[str, object] = {
         "name": trace.name,
         "requests": len(trace),
