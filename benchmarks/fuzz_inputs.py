@@ -1643,6 +1643,10 @@ def api_cases() -> list[Case]:
         ("describe: a number for the trace", lambda: sc.describe(3), ("trace",)),
         ("chrome_trace: a number for the results", lambda: sc.chrome_trace(3),
          ("results",)),
+        ("Simulation.run: progress 'x'", lambda: sc.Simulation(
+            trace(), "llama-2-7b", spec()).run(progress="x"), ("progress",)),
+        ("Simulation.run: stream_to a file", lambda: sc.Simulation(
+            trace(), "llama-2-7b", spec()).run(stream_to=__file__), ("stream_to",)),
         ("Simulation: a name for the cost model (valid)",
          lambda: sc.Simulation(trace(), "llama-2-7b", spec(), cost_model="datasheet").run(),
          (), True),

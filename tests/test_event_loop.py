@@ -1018,5 +1018,14 @@ def test_a_simulation_takes_names_frames_and_one_spec_and_names_a_wrong_argument
                      router="round_robin", ttft_slo_s=1)
     assert repr(sim) == ("<Simulation 't': 3 requests of a trace, model Llama-2-7B, "
                          "2 instance(s), router round_robin; not run yet; .run()>")
+    # run()'s arguments are checked before it starts: progress='x' failed at its first call,
+    # after the whole run, whose results were then lost (a Simulation runs once)
+    for kw, says in [({"progress": "x"}, "progress: expected True, False, None or a callable"),
+                     ({"progress_every_s": -1}, "progress_every_s: expected a number of "
+                                                "seconds >= 0"),
+                     ({"stream_to": __file__}, "field 'stream_to': '.*' is a file")]:
+        with pytest.raises((TypeError, ValueError), match=says):
+            sim.run(**kw)
+    assert "not run yet" in repr(sim)
     sim.run()
     assert "; ran; .run()>" in repr(sim)

@@ -251,6 +251,18 @@ class Simulation:
         """
         if self._ran:
             raise RuntimeError("a Simulation runs once; build a new one to run again")
+        # checked before anything runs (a string for progress failed at its first call, after
+        # the run; a file for stream_to failed in mkdir), and the simulation can still run
+        if not (progress is None or isinstance(progress, bool) or callable(progress)):
+            raise TypeError(f"progress: expected True, False, None or a callable "
+                            f"f(arrived, total); got {type(progress).__name__}")
+        if isinstance(progress_every_s, bool) or not isinstance(progress_every_s, (int, float)) \
+                or not 0 <= progress_every_s < float("inf"):
+            raise ValueError(f"progress_every_s: expected a number of seconds >= 0, got "
+                             f"{progress_every_s!r}")
+        if stream_to is not None:
+            from simcluster.paths import out_dir
+            out_dir(stream_to, "stream_to")
         self._ran = True
         if stream_to is not None:
             self._open_stream(Path(stream_to))
