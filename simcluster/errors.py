@@ -53,6 +53,12 @@ def _rebuild(cls, reason, file, line, field):
     return cls(reason, file=file, line=line, field=field)
 
 
+class SettingError(InputError):
+    """An environment variable's value (``SIMCLUSTER_HWSPECS``, ...) is wrong: the mistake is
+    in the environment, so no file or key that reached it through a loader claims it
+    (:func:`relocate` leaves it as it is)."""
+
+
 class UnknownNameError(InputError, KeyError):
     """An unknown name (device, link, model, policy, trace, calibration, engine).
 
@@ -104,8 +110,11 @@ def relocate(err: InputError, file: str | None = None, field: str | None = None,
 
     The deeper error's own file (a spec or config file named by the experiment) is kept in
     the message; its field is appended to ``field`` (``instances[0].device`` +
-    ``mem_bytes`` -> ``instances[0].device: mem_bytes``) unless it repeats it.
+    ``mem_bytes`` -> ``instances[0].device: mem_bytes``) unless it repeats it. A
+    :class:`SettingError` stays as it is.
     """
+    if isinstance(err, SettingError):
+        return err
     reason = err.reason
     if err.file is not None and err.file != file:
         inner = err.file + (f":{err.line}" if err.line is not None else "")

@@ -281,6 +281,13 @@ def test_hwspecs_env_errors_name_the_folder_and_the_file(tmp_path, monkeypatch):
     monkeypatch.setenv("SIMCLUSTER_HWSPECS", str(tmp_path / "nowhere"))
     with pytest.raises(InputError, match="SIMCLUSTER_HWSPECS.*nowhere"):
         hw.list_devices()
+    # the environment's mistake, not the experiment's: it was "default.toml: field
+    # 'cost.calibration': SIMCLUSTER_HWSPECS: SIMCLUSTER_HWSPECS names ..."
+    from simcluster.experiment import load_experiment
+    with pytest.raises(InputError) as err:
+        load_experiment()
+    assert str(err.value).startswith("the environment variable SIMCLUSTER_HWSPECS names '")
+    assert "default.toml" not in str(err.value)
     (tmp_path / "devices").mkdir()
     (tmp_path / "devices" / "bad.toml").write_text("name = \n")
     monkeypatch.setenv("SIMCLUSTER_HWSPECS", str(tmp_path))

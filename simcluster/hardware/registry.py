@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from simcluster.errors import InputError, unknown_name
+from simcluster.errors import InputError, SettingError, unknown_name
 from simcluster.hardware.specs import (_RANGES, DTYPES, DeviceSpec, LinkSpec, NodeSpec,
                                        _OPTIONAL_NUMBERS, _at, _did_you_mean)
 from simcluster.paths import data_dir
@@ -36,9 +36,10 @@ def hwspecs_dirs() -> list[Path]:
             continue
         path = Path(part).expanduser().resolve()
         if not path.is_dir():
-            raise InputError(f"{ENV_VAR} names {str(path)!r}, which is not a folder; expected "
-                             "a folder holding devices/, links/, nodes/ (any of them)",
-                             field=ENV_VAR)
+            raise SettingError(f"the environment variable {ENV_VAR} names {str(path)!r}, "
+                               "which is not a folder; expected folders holding devices/, "
+                               "links/, nodes/ (any of them), joined by "
+                               f"{os.pathsep!r}")
         out.append(path)
     bundled = data_dir("hwspecs")
     return out + [bundled] if bundled not in out else out
