@@ -618,6 +618,12 @@ def test_questions_name_a_wrong_argument_before_any_point_runs(tiny, tmp_path):
     for call, says in cases:
         with pytest.raises(InputError, match=says):
             call()
+    # saving a result into a file was a FileExistsError
+    res = sweep(tiny, {"seed": [1]}, progress=False)
+    cmp_ = compare(tiny, progress=False)
+    for save in (res.save, cmp_.save):
+        with pytest.raises(InputError, match="field 'directory': '.*taken' is a file"):
+            save(taken)
     assert taken.read_text() == "keep me"
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from simcluster.errors import InputError
+from simcluster.paths import out_dir
 
 from simcluster.analysis.compare import compare_table, flat, format_compare
 from simcluster.search.sweep import frame as sweep_frame
@@ -47,7 +48,7 @@ class Comparison:
 
     def save(self, directory) -> Path:
         """``compare.csv`` and ``compare.parquet`` (columns ``group.metric``)."""
-        d = Path(directory)
+        d = out_dir(directory, "directory")    # (a file there: named, not FileExistsError)
         d.mkdir(parents=True, exist_ok=True)
         table = flat(self.table)
         table.to_csv(d / "compare.csv", index=False)

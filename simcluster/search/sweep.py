@@ -34,6 +34,7 @@ from typing import Any, Sequence
 import pandas as pd
 
 from simcluster.errors import InputError
+from simcluster.paths import out_dir
 from simcluster.search.runners import SerialRunner
 
 META_COLUMNS = ["point", "config_hash", "error", "wall_s"]
@@ -225,7 +226,7 @@ class SweepResult:
 
     def save(self, directory) -> Path:
         """Write ``results.csv`` and ``results.parquet`` (when pyarrow is installed)."""
-        d = Path(directory)
+        d = out_dir(directory, "directory")    # (a file there: named, not FileExistsError)
         d.mkdir(parents=True, exist_ok=True)
         self.frame.to_csv(d / "results.csv", index=False)
         write_parquet(self.frame, d / "results.parquet")
