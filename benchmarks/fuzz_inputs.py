@@ -1647,6 +1647,9 @@ def api_cases() -> list[Case]:
             trace(), "llama-2-7b", spec()).run(progress="x"), ("progress",)),
         ("Simulation.run: stream_to a file", lambda: sc.Simulation(
             trace(), "llama-2-7b", spec()).run(stream_to=__file__), ("stream_to",)),
+        ("Results.load: no such folder", lambda: sc.Results.load("nowhere"), ("nowhere",)),
+        ("Results.load: a folder without the run's files", lambda: sc.Results.load(
+            os.path.dirname(__file__)), ("requests.csv",)),
         ("Simulation: a name for the cost model (valid)",
          lambda: sc.Simulation(trace(), "llama-2-7b", spec(), cost_model="datasheet").run(),
          (), True),

@@ -280,3 +280,58 @@ def test_save_writes_one_runs_folder(h100, llama7b, measured, tmp_path):
     with pytest.raises(NotADirectoryError, match="a.csv' is a file; Results.save writes a "
                                                  "folder"):
         res.save(tmp_path / "a.csv")
+
+
+
+def _prefix_run():
+    """A run of a trace with block hashes (its summary has the prefix-cache fields)."""
+    import simcluster as sc
+    trace = sc.shared_prefix_trace(60, arrivals=4.0, system_tokens=1024, user=64, output=16,
+                                   rng=np.random.default_rng(0), system_prompts=2)
+    spec = sc.InstanceSpec(sc.Layout.uniform("H100-SXM"))
+    return sc.Simulation(trace, "llama-2-7b", spec, ttft_slo_s=0.5, name="prefix").run()
+
+
+@pytest.mark.parametrize("run", [
+    lambda: load_experiment("default", {"trace.first_n": 60}).run(),
+    lambda: load_experiment("llmshare_h100", {"trace.first_n": 60}).run(),   # transfers
+    lambda: load_experiment("hllm_azure_conv", {"trace.first_n": 60}).run(),  # activity
+    _prefix_run])
+def test_load_gives_back_the_run_that_save_wrote(tmp_path, run):
+    """Results.load(res.save(DIR)): the same frames, SLOs, name and provenance, so that its
+    summary (prefix-cache fields included), utilisation and figures are the run's."""
+    import pandas as pd
+    from simcluster.simulation import Results
+    res = run()
+    back = Results.load(res.save(tmp_path / "run"))
+    for part in ("requests", "timeline", "instances", "transfers", "activity"):
+        if len(getattr(res, part)):
+            pd.testing.assert_frame_equal(getattr(back, part), getattr(res, part))
+        else:
+            assert not len(getattr(back, part))
+    a, b = res.summary(), back.summary()
+    assert a.keys() == b.keys()
+    assert all(a[k] == b[k] or (a[k] != a[k] and b[k] != b[k]) for k in a)
+    assert (back.name, back.ttft_slo_s, back.tpot_slo_s, back.provenance) == \
+        (res.name, res.ttft_slo_s, res.tpot_slo_s, res.provenance)
+    assert back.utilisation().equals(res.utilisation())
+
+
+def test_load_names_what_is_missing(tmp_path):
+    from simcluster.errors import InputError
+    from simcluster.simulation import Results
+    with pytest.raises(InputError, match="nowhere: expected a folder that Results.save"):
+        Results.load(tmp_path / "nowhere")
+    res = load_experiment("default", {"trace.first_n": 20}).run()
+    out = res.save(tmp_path / "run")
+    (out / "timeline.csv").unlink()
+    with pytest.raises(InputError, match="run: no timeline.csv here"):
+        Results.load(out)
+    res.save(out)
+    (out / "requests.csv").write_text("request_id,arrival_s\n0,0.0\n")
+    with pytest.raises(InputError, match="requests.csv: missing column.*prompt_tokens"):
+        Results.load(out)
+    res.save(out)
+    (out / "summary.json").write_text("{")
+    with pytest.raises(InputError, match="summary.json: not valid JSON"):
+        Results.load(out)

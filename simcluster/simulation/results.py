@@ -32,6 +32,7 @@ from typing import Callable
 
 import numpy as np
 
+from simcluster.errors import InputError
 from simcluster.lazy import lazy_module
 from simcluster.serving.rowlog import release_memory
 from simcluster.simulation.energy import energy_summary
@@ -258,6 +259,12 @@ def _cost(f: _Frames) -> dict:
             "cost_per_m_output_tokens_usd": usd / out_tokens * 1e6 if out_tokens else math.nan}
 
 
+#: The columns :func:`utilisation` adds to an instance (``Results.save`` writes them beside the
+#: instances' own in instances.csv; ``Results.load`` leaves them out and recomputes them).
+UTILISATION_COLUMNS = ["nonidle_fraction", "flops", "bytes", "achieved_flops_per_s",
+                       "achieved_bytes_per_s", "mfu", "mbu"]
+
+
 def utilisation(timeline: pd.DataFrame, instances: pd.DataFrame, span_s: float) -> pd.DataFrame:
     """Per instance over ``span_s``: model FLOPs and bytes, achieved FLOP/s and bytes/s, MFU
     and MBU (achieved over the devices' summed peaks), and ``nonidle_fraction`` — the share
@@ -437,6 +444,56 @@ class Results:
     def rejections(self) -> pd.DataFrame:
         """Rejected requests per kind of reason, the commonest first (:func:`rejections`)."""
         return rejections(self.requests)
+
+    @classmethod
+    def load(cls, directory) -> "Results":
+        """The Results that :meth:`save` (or ``simcluster run --out DIR``) wrote into
+        ``directory``: the same frames, SLOs, name and provenance, so that its summary,
+        figures (``sc.plots``) and analyses are the run's. An InputError names a file that is
+        missing or is not what save writes."""
+        d = Path(directory)
+        if not d.is_dir():
+            raise InputError("expected a folder that Results.save or 'simcluster run --out' "
+                             "wrote", file=str(d))
+        need = ("requests.csv", "timeline.csv", "instances.csv", "summary.json")
+        missing = [n for n in need if not (d / n).is_file()]
+        if missing:
+            raise InputError(f"no {', '.join(missing)} here; expected the files Results.save "
+                             f"writes ({', '.join(need)}, and transfers.csv or activity.csv "
+                             "when the run had them)", file=str(d))
+        try:
+            body = json.loads((d / "summary.json").read_text())
+        except ValueError as err:
+            raise InputError(f"not valid JSON: {err}", file=str(d / "summary.json")) from None
+        if not isinstance(body, dict):
+            raise InputError("expected the JSON object Results.save writes",
+                             file=str(d / "summary.json"))
+
+        def frame(name, columns, optional=False, dtype=None):
+            path = d / f"{name}.csv"
+            if optional and not path.is_file():
+                return pd.DataFrame(columns=columns)
+            try:
+                df = pd.read_csv(path, dtype=dtype)
+            except (ValueError, pd.errors.ParserError) as err:
+                raise InputError(f"not a CSV that Results.save writes: {err}",
+                                 file=str(path)) from None
+            absent = [c for c in columns if c not in df]
+            if absent:
+                raise InputError(f"missing column(s) {', '.join(absent)}; expected the "
+                                 f"columns Results.save writes", file=str(path))
+            return df
+        requests = frame("requests", REQUEST_COLUMNS, dtype={"reason": "str"})
+        requests["reason"] = requests.reason.fillna("")     # ('' was written as an empty cell)
+        instances = frame("instances", ["instance", "name", "num_devices"])
+        instances = instances.drop(columns=[c for c in UTILISATION_COLUMNS if c in instances])
+        return cls(requests, frame("timeline", TIMELINE_COLUMNS), instances,
+                   ttft_slo_s=body.get("ttft_slo_s"), tpot_slo_s=body.get("tpot_slo_s"),
+                   name=body.get("name") or "",
+                   prefix_caching="prefix_hit_rate" in body,
+                   transfers=frame("transfers", TRANSFER_COLUMNS, optional=True),
+                   activity=frame("activity", ACTIVITY_COLUMNS, optional=True),
+                   provenance=body.get("provenance") or {})
 
     def save(self, directory) -> Path:
         """Write requests.csv, timeline.csv, instances.csv (with utilisation), transfers.csv
