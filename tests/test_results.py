@@ -335,3 +335,28 @@ def test_load_names_what_is_missing(tmp_path):
     (out / "summary.json").write_text("{")
     with pytest.raises(InputError, match="summary.json: not valid JSON"):
         Results.load(out)
+
+
+def test_requests_keep_the_traces_own_columns(tmp_path, h100):
+    """A trace's request ids (renumbered in arrival order) and other columns (a tenant) were
+    dropped from the results: a user could not join a request's latency back to their own
+    records. They follow the result columns, in memory, streamed and through save/load; a
+    name a result column has is prefixed ``trace.``; hash_ids (lists) are left out."""
+    import pandas as pd
+    from simcluster.simulation import Results
+    from simcluster.workload import load_trace
+    path = tmp_path / "t.csv"
+    path.write_text("request_id,arrival_s,prompt_tokens,output_tokens,tenant,instance\n"
+                    "7,0.0,10,5,a,x\n9,0.5,10,5,b,y\n")
+    trace = load_trace(path)
+    spec = one_instance(h100)
+    res = Simulation(trace, "llama-2-7b", spec).run()
+    r = res.requests
+    assert list(r.columns[-3:]) == ["source_request_id", "tenant", "trace.instance"]
+    assert r.source_request_id.tolist() == [7, 9] and r.tenant.tolist() == ["a", "b"]
+    assert r.request_id.tolist() == [0, 1] and r.instance.tolist() == [0, 0]
+    back = Results.load(res.save(tmp_path / "run")).requests
+    assert back.source_request_id.tolist() == [7, 9] and back.tenant.tolist() == ["a", "b"]
+    pytest.importorskip("pyarrow")
+    streamed = Simulation(trace, "llama-2-7b", spec).run(stream_to=tmp_path / "s").requests
+    pd.testing.assert_frame_equal(streamed[r.columns[-3:]], r[r.columns[-3:]])

@@ -22,7 +22,7 @@ import numpy as np
 from simcluster.lazy import lazy_module
 from simcluster.serving.rowlog import CHUNK_ROWS, TRIM_CHUNKS, RowLog, release_memory
 from simcluster.simulation.results import (Results, request_frame_from_columns,
-                                           timeline_frame_from_columns)
+                                           timeline_frame_from_columns, with_trace_columns)
 
 pd = lazy_module("pandas")     # (imported when a frame is first built)
 
@@ -205,7 +205,8 @@ def read_requests(folder, trace, devices, bytes_float: bool = True):
     cols["reason"] = reason
     if not bytes_float:
         cols["handoff_bytes"] = cols["handoff_bytes"].astype(np.int64)
-    return request_frame_from_columns(cols, trace.prompt_tokens, trace.output_tokens, devices)
+    return with_trace_columns(request_frame_from_columns(
+        cols, trace.prompt_tokens, trace.output_tokens, devices), trace)
 
 
 def read_timeline(folder):

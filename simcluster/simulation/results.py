@@ -89,6 +89,16 @@ def request_frame_from_columns(cols: dict, prompt_tokens, output_tokens,
     return pd.DataFrame(data, columns=REQUEST_COLUMNS, copy=False)
 
 
+def with_trace_columns(requests: pd.DataFrame, trace) -> pd.DataFrame:
+    """``requests`` (rows by request id) with the trace's single-valued extra columns after
+    its own (:meth:`~simcluster.workload.Trace.scalar_extras`: the source file's request ids,
+    a tenant, ...), so that each request's results keep what the trace said of it; a name
+    that a result column has already is prefixed ``trace.``."""
+    for name, values in trace.scalar_extras().items():
+        requests[f"trace.{name}" if name in requests else name] = values
+    return requests
+
+
 def _derived(df: pd.DataFrame) -> pd.DataFrame:
     df["queueing_s"] = df.prefill_start_s - df.arrival_s
     df["ttft_s"] = df.first_token_s - df.arrival_s

@@ -35,7 +35,7 @@ from simcluster.simulation.energy import power_columns
 from simcluster.simulation.records import (REQUEST_FIELDS, TIMELINE_FIELDS, ParquetSink,
                                            RequestLog, StreamedResults)
 from simcluster.simulation.results import (ACTIVITY_COLUMNS, Results,
-                                           request_frame_from_columns,
+                                           request_frame_from_columns, with_trace_columns,
                                            timeline_frame_from_logs, transfer_frame)
 from simcluster.simulation.work import WorkCoefficients, layout_peaks, row_work
 from simcluster.engines.envelope import envelope_check
@@ -349,9 +349,9 @@ class Simulation:
                                             work=lambda tl: row_work(tl, coef), **kw)
             return self._results
         # (the recorded rows are released as they are copied into frames)
-        requests = request_frame_from_columns(self.log.columns(release=True),
-                                              self.trace.prompt_tokens,
-                                              self.trace.output_tokens, devices)
+        requests = with_trace_columns(request_frame_from_columns(
+            self.log.columns(release=True), self.trace.prompt_tokens,
+            self.trace.output_tokens, devices), self.trace)
         timeline = timeline_frame_from_logs([inst.timeline for inst in self.cluster.instances])
         timeline["flops"], timeline["bytes"] = row_work(timeline,
                                                         WorkCoefficients.of(self.model))

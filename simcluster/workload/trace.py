@@ -108,6 +108,13 @@ class Trace:
         """Whether the requests carry prefix-block hashes (``hash_ids`` with a block size)."""
         return HASH_COLUMN in self.extras and self.hash_block_tokens is not None
 
+    def scalar_extras(self) -> dict[str, np.ndarray]:
+        """The extra per-request columns whose entries are single values (a source file's
+        own ids as ``source_request_id``, a tenant, a priority): what a run's request frame
+        carries beside each request. ``hash_ids`` and other list-valued extras are left out."""
+        return {k: v for k, v in self.extras.items()
+                if k != HASH_COLUMN and _is_scalar_column(v)}
+
     def __len__(self) -> int:
         return len(self.arrival_s)
 
