@@ -118,8 +118,9 @@ class Result:
 OUTCOMES = ("named", "vague", "traceback", "silent", "hang")
 
 
-class _Timeout(Exception):
-    pass
+class _Timeout(BaseException):
+    """A case ran past --timeout-s (a BaseException: code that records a failed point and
+    goes on, ``except Exception``, must not swallow it and run on)."""
 
 
 def _classify_exc(err: BaseException, mention: tuple[str, ...]) -> tuple[str, str]:
