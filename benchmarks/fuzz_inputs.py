@@ -1336,6 +1336,10 @@ def cli_cases() -> list[Case]:
          ("--out", "o.txt")),
         (["sweep", "s.toml"], {"exp.toml": exp, "s.toml": 'experiment = "exp.toml"\n'},
          ("s.toml", "grid")),
+        # a TOML of another kind (was "field 'trace': missing" / "'instances': unknown key")
+        (["run", "s.toml"], {"s.toml": 'experiment = "x.toml"\n[grid]\nseed = [1]\n'},
+         ("s.toml", "sweep")),
+        (["sweep", "exp.toml"], {"exp.toml": exp}, ("exp.toml", "simcluster run")),
     ]
     cases = []
     for args, files, mention in specs:

@@ -174,6 +174,27 @@ def test_a_file_the_system_refuses_exits_2_naming_it(capsys, monkeypatch):
     assert main(["list", "devices"]) == 1 and "internal error" in capsys.readouterr().err
 
 
+def test_a_toml_of_another_kind_is_named_with_its_command(tmp_path, capsys):
+    """A sweep file given to run was "field 'trace': missing; expected a table"; an
+    experiment given to sweep "field 'instances': unknown key"."""
+    sweep = tmp_path / "s.toml"
+    sweep.write_text('experiment = "default"\n[grid]\nseed = [1, 2]\n')
+    cands = tmp_path / "c.toml"
+    cands.write_text('[[candidates]]\nname = "a"\ninstances = [{device = "L4"}]\n')
+    exp = str(ROOT / "experiments" / "default.toml")
+    for args, says in [(["run", str(sweep)], "s.toml: a sweep file (it has 'grid'), not "
+                                             "an experiment file; 'simcluster sweep FILE' "
+                                             "takes it"),
+                       (["run", str(cands)], "c.toml: a candidates file"),
+                       (["sweep", exp], "default.toml: an experiment file (it has "
+                                        "'instances'), not a sweep file; 'simcluster run"),
+                       (["search", exp], "not a search file"),
+                       (["cheapest", "default", "--rate", "2", "--candidates", exp],
+                        "not a candidates file")]:
+        rc, _, err = _main(capsys, *args)
+        assert rc == 2 and says in err, err
+
+
 def test_broken_pipe_ends_quietly():
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     p = subprocess.Popen([sys.executable, "-m", "simcluster", "trace-info", "azure-conv"],

@@ -89,7 +89,7 @@ from simcluster.errors import InputError, relocate, unknown_name
 from simcluster.experiment import sections
 from simcluster.experiment.overrides import apply_overrides, as_mapping, blame, field_name
 from simcluster.experiment.plugins import load_plugins
-from simcluster.experiment.tables import Table, non_negative
+from simcluster.experiment.tables import Table, check_kind, non_negative
 from simcluster.hardware import read_toml_file
 from simcluster.paths import data_dir
 from simcluster.simulation import Simulation
@@ -185,7 +185,9 @@ def read_experiment_data(path) -> dict:
         raise InputError("a trace file, not an experiment TOML; serve it with --trace FILE "
                          "(in the default experiment, or in one named beside it) or the "
                          "override trace.source = FILE", file=str(path))
-    return read_toml_file(path)
+    data = read_toml_file(path)
+    check_kind(data, path, "experiment")
+    return data
 
 
 # the suffixes the trace loader reads, but .json (a Hugging Face config is one too)

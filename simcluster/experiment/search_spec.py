@@ -46,7 +46,7 @@ import pandas as pd
 
 from simcluster.errors import InputError
 from simcluster.experiment import sections
-from simcluster.experiment.tables import Table, positive
+from simcluster.experiment.tables import Table, check_kind, positive
 from simcluster.hardware import read_toml_file
 from simcluster.hardware.parametric import (DESIGN_SPACE, H100_DECODE_ROW, H100_PREFILL_ROW,
                                             ROW_FIELDS, parse_row)
@@ -264,6 +264,7 @@ def load_search(path) -> SearchSpec:
     search's name (:func:`search_path`)."""
     path = search_path(path)
     data = read_toml_file(path, "search")
+    check_kind(data, path, "search")
     top = Table(data, str(path), "", path.parent)
     name = top.get("name", str, path.stem)
     seed = top.get("seed", int, 0, check=lambda v: v >= 0, expect=">= 0")

@@ -35,7 +35,7 @@ from typing import Any, Mapping, Sequence
 from simcluster.errors import InputError, toml_text
 from simcluster.experiment.overrides import as_mapping
 from simcluster.experiment.points import ExperimentPoint
-from simcluster.experiment.tables import Table
+from simcluster.experiment.tables import Table, check_kind
 from simcluster.hardware import read_toml_file
 from simcluster.paths import out_dir
 from simcluster.search import capacity as _capacity
@@ -166,6 +166,7 @@ def read_sweep(path) -> dict:
     """A sweep file's parts: ``experiment`` (a path), ``set``, ``grid``, ``points``."""
     path = Path(path)
     data = read_toml_file(path, "sweep")
+    check_kind(data, path, "sweep")
     t = Table(data, str(path), "")
     exp = t.get("experiment", str, None)
     out = {"set": _flatten(t.get("set", dict, {})), "grid": t.get("grid", dict, {}),
@@ -260,6 +261,7 @@ def read_candidates(path) -> list[tuple[str, list]]:
     """
     path = Path(path)
     data = read_toml_file(path, "candidates")
+    check_kind(data, path, "candidates")
     top = Table(data, str(path), "")
     out = []
     for i, c in enumerate(top.get("candidates", list)):

@@ -145,6 +145,29 @@ class Table:
                                       f"known here: {', '.join(sorted(self.seen))}")
 
 
+#: The kinds of TOML file simcluster reads, by the top-level keys that only that kind has,
+#: and the command that takes each.
+FILE_KINDS = {"experiment": (("instances",), "simcluster run FILE"),
+              "sweep": (("grid", "points", "experiment"), "simcluster sweep FILE"),
+              "candidates": (("candidates",), "simcluster cheapest EXPERIMENT --candidates "
+                                              "FILE"),
+              "search": (("space", "objectives"), "simcluster search FILE")}
+
+
+def check_kind(data: dict, file, what: str) -> None:
+    """``data``, read as a ``what`` file, is not plainly another kind (a sweep file given to
+    ``run`` was "field 'trace': missing"): an InputError naming the kind and its command."""
+    own = FILE_KINDS[what][0]
+    if any(k in data for k in own):
+        return
+    for kind, (keys, command) in FILE_KINDS.items():
+        found = [k for k in keys if k in data]
+        if kind != what and found:
+            an = {k: "an" if k[0] in "aeiou" else "a" for k in (kind, what)}
+            raise InputError(f"{an[kind]} {kind} file (it has {found[0]!r}), not {an[what]} "
+                             f"{what} file; '{command}' takes it", file=str(file))
+
+
 def resolve(value: str, base: Path) -> str | Path:
     """``value`` itself when it is a name, else the path it names relative to ``base``."""
     p = Path(value).expanduser()
