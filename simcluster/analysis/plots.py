@@ -68,17 +68,21 @@ class PlotFigure(Figure):
         return buf.getvalue()
 
 
-def _need(frame: pd.DataFrame, what: str = "the frame", **columns) -> None:
-    """``frame`` is a DataFrame with rows (TypeError, ValueError: an empty figure would say
-    nothing), and each keyword's column is in it: a ValueError naming the argument, with the
-    closest column, otherwise (pandas' KeyError named only the missing column)."""
-    from simcluster.errors import did_you_mean
+def _frame(frame) -> None:
+    """``frame`` is a sweep's or comparison's frame with rows (TypeError; ValueError: an
+    empty figure would say nothing)."""
     if not isinstance(frame, pd.DataFrame):
         raise TypeError(f"expected a sweep's or comparison's frame (a DataFrame: .frame of "
                         f"what sweep or compare return), got {type(frame).__name__}; a run's "
                         f"Results go to latency_cdf, instance_timeline or run_figures")
-    if what == "the frame" and not len(frame):
+    if not len(frame):
         raise ValueError("the frame has no rows: nothing to draw")
+
+
+def _need(frame: pd.DataFrame, what: str = "the frame", **columns) -> None:
+    """Each keyword's column is in ``frame``: a ValueError naming the argument, with the
+    closest column, otherwise (pandas' KeyError named only the missing column)."""
+    from simcluster.errors import did_you_mean
     for arg, col in columns.items():
         if col is not None and col not in frame:
             hint = did_you_mean(col, [str(c) for c in frame.columns])
@@ -315,6 +319,7 @@ def _series(frame: pd.DataFrame, x: str, hue: str | None):
 def latency_percentiles(frame: pd.DataFrame, x: str = "trace.rate_per_s", metric: str = "ttft",
                         percentiles=(50, 90, 99), hue: str | None = None) -> Figure:
     """Latency percentiles (ms) of a sweep against a varied key (e.g. the offered rate)."""
+    _frame(frame)
     for q in percentiles:
         _need(frame, **{"metric, percentiles": f"{metric}_p{q}_s"})
     fig, axes = _fig(1, 1)
@@ -344,7 +349,7 @@ def slo_attainment(frame: pd.DataFrame, x: str = "trace.rate_per_s", target: flo
                    hue: str | None = None) -> Figure:
     """SLO attainment (share of requests within every SLO) against a varied key; ``target``
     a share in (0, 1] drawn as a line."""
-    _need(frame)
+    _frame(frame)
     if target is not None and not (isinstance(target, (int, float)) and 0 < target <= 1):
         raise ValueError(f"target: expected a share of requests in (0, 1] (0.9 for 90%), got "
                          f"{target!r}")
@@ -369,6 +374,7 @@ def throughput_latency(frame: pd.DataFrame, latency: str = "ttft_p90_s",
     """Achieved throughput (req/s over the arrival window) against a latency percentile (ms),
     points joined in order of ``x``: the knee is where latency climbs while throughput
     stalls."""
+    _frame(frame)
     _need(frame, latency=latency)
     fig, axes = _fig(1, 1)
     ax = axes[0, 0]
@@ -388,6 +394,7 @@ def throughput_latency(frame: pd.DataFrame, latency: str = "ttft_p90_s",
 def cost_per_m_tokens(frame: pd.DataFrame, label: str = "label") -> Figure:
     """USD per million tokens (prompt and output) of each run, horizontal bars, named by the
     ``label`` column (a frame without the default ``label`` column: by its index)."""
+    _frame(frame)
     _need(frame, cost="cost_per_m_tokens_usd", label=None if label == "label" else label)
     labels = frame[label].astype(str) if label in frame else frame.index.astype(str)
     longest = max((len(x) for x in labels), default=10)
