@@ -42,6 +42,15 @@ def test_bundled_llmshare_experiment_loads_as_phase_pools():
     assert sim.cluster.router.overlap
 
 
+def test_each_requests_cut_prompt_tokens_are_in_its_results():
+    """requests.csv of llmshare_h100 and llmshare_design gained this column (the run's digest
+    changed; the other columns are byte for byte as before): how many prompt tokens
+    fit_context cut from each request was on the trace and dropped from the results."""
+    exp = load_experiment("llmshare_h100", {"trace.first_n": 200})
+    cut = exp.run().requests.prompt_tokens_cut
+    assert cut.tolist() == list(exp.trace.extras["prompt_tokens_cut"]) and (cut > 0).any()
+
+
 def _toml(tmp_path, body):
     p = tmp_path / "exp.toml"
     p.write_text('name = "t"\n[trace.synthetic]\nn = 20\nrate_per_s = 5.0\n'
