@@ -1655,6 +1655,14 @@ def api_cases() -> list[Case]:
         ("Results.load: no such folder", lambda: sc.Results.load("nowhere"), ("nowhere",)),
         ("Results.load: a folder without the run's files", lambda: sc.Results.load(
             os.path.dirname(__file__)), ("requests.csv",)),
+        ("InstanceConfig: prefix_caching 'yes'", lambda: sc.InstanceConfig(
+            prefix_caching="yes"), ("prefix_caching",)),
+        ("CostModel: routing a string", lambda: sc.CostModel("measured", routing="x"),
+         ("routing",)),
+        ("load_device: a number", lambda: sc.load_device(5), ("device",)),
+        ("load_model: a number", lambda: sc.load_model(5), ("model",)),
+        ("model_preset: a number", lambda: sc.model_preset(5), ("model",)),
+        ("load_trace: a number", lambda: sc.load_trace(5), ("trace",)),
         ("Simulation: a name for the cost model (valid)",
          lambda: sc.Simulation(trace(), "llama-2-7b", spec(), cost_model="datasheet").run(),
          (), True),

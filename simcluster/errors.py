@@ -151,3 +151,14 @@ def whole_number(value, field: str, minimum: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
         raise InputError(f"expected a whole number >= {minimum}, got {value!r}", field=field)
     return int(value)
+
+
+def path_like(value, what: str):
+    """``value`` if it is a name or a file's path (a str or os.PathLike), else a TypeError
+    naming ``what`` (os.fspath's "expected str, bytes or os.PathLike object, not int" named no
+    argument)."""
+    import os
+    if not isinstance(value, (str, os.PathLike)):
+        raise TypeError(f"{what}: expected a name or a file's path; got "
+                        f"{type(value).__name__} {value!r}")
+    return value

@@ -1029,3 +1029,22 @@ def test_a_simulation_takes_names_frames_and_one_spec_and_names_a_wrong_argument
     assert "not run yet" in repr(sim)
     sim.run()
     assert "; ran; .run()>" in repr(sim)
+
+
+@pytest.mark.parametrize("call, error, says", [
+    # os.fspath's "expected str, bytes or os.PathLike object, not int" named no argument
+    (lambda sc: sc.load_device(5), TypeError, "device: expected a name or a file's path; "
+                                              "got int 5"),
+    (lambda sc: sc.load_model(5), TypeError, "model: expected a name or a file's path"),
+    (lambda sc: sc.model_preset(5), TypeError, "model: expected a preset's name; got int"),
+    (lambda sc: sc.load_trace(5), TypeError, "trace: expected a name or a file's path"),
+    # accepted before: 'yes' is not a switch, a string is not an expert-load model
+    (lambda sc: sc.InstanceConfig(prefix_caching="yes"), ValueError,
+     "field 'prefix_caching': expected true or false, got 'yes'"),
+    (lambda sc: sc.CostModel("measured", routing="x"), TypeError,
+     "routing: expected a RoutingModel"),
+])
+def test_loaders_and_settings_name_an_argument_of_the_wrong_type(call, error, says):
+    import simcluster as sc
+    with pytest.raises(error, match=says):
+        call(sc)

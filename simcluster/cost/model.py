@@ -126,6 +126,9 @@ class CostModel:
         elif not isinstance(calibration, Calibration):
             raise TypeError(f"calibration: expected a Calibration or its name ('measured', "
                             f"'datasheet'); got {type(calibration).__name__}")
+        if routing is not None and not isinstance(routing, RoutingModel):
+            raise TypeError(f"routing: expected a RoutingModel (expert loads of a mixture of "
+                            f"experts) or None; got {type(routing).__name__}")
         self.calibration = calibration
         self.routing = routing        # expert loads of MoE models (None: the default model)
         self.kernels = load_accounting(kernels)

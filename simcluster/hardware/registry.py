@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from simcluster.errors import InputError, SettingError, unknown_name
+from simcluster.errors import InputError, SettingError, path_like, unknown_name
 from simcluster.hardware.specs import (_RANGES, DTYPES, DeviceSpec, LinkSpec, NodeSpec,
                                        _OPTIONAL_NUMBERS, _at, _did_you_mean)
 from simcluster.paths import data_dir
@@ -218,7 +218,7 @@ def _load(folder: str, path: str, mtime_ns: int) -> Any:
 
 
 def _load_spec(folder: str, name_or_path: str | os.PathLike, what: str) -> Any:
-    path = _find(folder, name_or_path, what)
+    path = _find(folder, path_like(name_or_path, what), what)
     return _load(folder, str(path), path.stat().st_mtime_ns)
 
 

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from simcluster.errors import InputError, unique_keys
+from simcluster.errors import InputError, path_like, unique_keys
 from simcluster.models.hf_arch import arch_from_hf
 from simcluster.models.presets import model_preset
 from simcluster.models.spec import _HF_DTYPES, DTYPE_BYTES, ModelSpec
@@ -167,7 +167,7 @@ def _read_config(path_or_dict: Any) -> tuple[dict[str, Any], Path | None]:
 
 def load_model(name_or_path: str | os.PathLike) -> ModelSpec:
     """A preset by name, or a model read from a config.json path (or a directory holding one)."""
-    text = os.fspath(name_or_path)
+    text = os.fspath(path_like(name_or_path, "model"))
     if text.endswith(".json") or Path(text).expanduser().exists():
         return model_from_hf_config(text)
     return model_preset(text)   # names and aliases, including repo ids like 'facebook/opt-13b'

@@ -70,6 +70,8 @@ def list_models() -> list[str]:
 
 def model_preset(name: str) -> ModelSpec:
     """A preset by name or alias (e.g. a Hugging Face repo id), ignoring case, '-', '_'."""
+    if not isinstance(name, str):
+        raise TypeError(f"model: expected a preset's name; got {type(name).__name__} {name!r}")
     for spec in PRESETS.values():
         if _norm(name) in {_norm(spec.name), *map(_norm, spec.aliases)}:
             return spec

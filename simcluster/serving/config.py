@@ -33,9 +33,10 @@ class InstanceConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise InputError(f"expected a whole number >= 1, got {value!r}", field=name)
-        if not isinstance(self.chunked_prefill, bool):
-            raise InputError(f"expected true or false, got {self.chunked_prefill!r}",
-                             field="chunked_prefill")
+        for name in ("chunked_prefill", "prefix_caching"):
+            if not isinstance(getattr(self, name), bool):
+                raise InputError(f"expected true or false, got {getattr(self, name)!r}",
+                                 field=name)
         mu = self.memory_utilization
         if (isinstance(mu, bool) or not isinstance(mu, (int, float)) or not math.isfinite(mu)
                 or not 0 < mu <= 1):

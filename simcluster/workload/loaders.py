@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from simcluster.lazy import lazy_module
-from simcluster.errors import InputError, did_you_mean, unique_keys, unknown_name
+from simcluster.errors import InputError, did_you_mean, path_like, unique_keys, unknown_name
 from simcluster.workload._columns import Rows, unique_header
 from simcluster.workload._table import SCHEMAS, Schema, detect_schema, request_arrays
 from simcluster.workload.bundled import BUNDLED, bundled_trace_path
@@ -71,7 +71,7 @@ def load_trace(path_or_name: str | Path, *, format: str | None = None,
     """
     if not isinstance(sort, bool):
         raise InputError(f"expected true or false, got {sort!r}", field="sort")
-    path, name = _resolve(path_or_name)
+    path, name = _resolve(path_like(path_or_name, "trace"))
     if name in BUNDLED and path == bundled_trace_path(name):   # parsed once per user
         from simcluster.workload.cache import load_cached
         return load_cached(path, name, format, sort, lambda: _load(path, name, format, sort))
