@@ -900,7 +900,18 @@ def experiment_cases() -> list[Case]:
               _exp_case("valid: hels partition", _hels(), valid=True),
               _exp_case("valid: phase pools", _phase_pools(), valid=True),
               _exp_case("valid: a parametric design", _design(), valid=True),
-              _exp_case("valid: MoE with ep, dp, prefix caching", _moe(), valid=True)]
+              _exp_case("valid: MoE with ep, dp, prefix caching", _moe(), valid=True),
+              # a setting the batching policy fixes (hf_cb chunks every prompt, caches none)
+              _exp_case("tiny: hf_cb with chunked_prefill = false", _set(_set(
+                  _base(), "instances[0].batching", "hf_cb"),
+                  "instances[0].scheduler.chunked_prefill", False),
+                  mention=("exp.toml", "chunked_prefill", "hf_cb")),
+              _exp_case("tiny: hf_cb with prefix_caching = true", _set(_set(
+                  _base(), "instances[0].batching", "hf_cb"),
+                  "instances[0].scheduler.prefix_caching", True),
+                  mention=("exp.toml", "prefix_caching", "hf_cb")),
+              _exp_case("valid: hf_cb", _set(_base(), "instances[0].batching", "hf_cb"),
+                        valid=True)]
     return cases
 
 

@@ -81,3 +81,36 @@ def test_requests_per_batch_limit():
     inst.waiting.append(Request(9, 0.0, 8, 2))
     plan = BATCHERS.create("hf_cb", max_requests_per_batch=3).bind(inst).schedule(0.0)
     assert len(plan.decode) == 3 and not plan.prefill
+
+
+def test_hf_cb_runs_with_the_settings_its_rules_fix(tmp_path):
+    """Under the default InstanceConfig (chunked_prefill false) a prompt longer than the token
+    budget was rejected "without chunked prefill", though transformers chunks it; a trace with
+    block hashes counted prefix-cache hits hf_cb cannot have. An experiment that sets either
+    against the policy is refused, naming it."""
+    import numpy as np
+    import pytest
+
+    import simcluster as sc
+    from simcluster.errors import InputError
+    trace = sc.Trace(np.array([0.0, 0.1]), np.array([10000, 500]), np.array([10, 10]))
+    spec = {"layout": sc.Layout.uniform("H100-SXM")}
+    hf = sc.Simulation(trace, "llama-3.1-8b", sc.InstanceSpec(**spec, batching="hf_cb"))
+    assert hf.cluster.instances[0].config.chunked_prefill is True
+    assert not hf.run().requests.rejected.any()
+    vllm = sc.Simulation(trace, "llama-3.1-8b", sc.InstanceSpec(**spec)).run().requests
+    assert vllm.reason[0] == "max_batched_tokens: prompt of 10000 tokens > 8192 without " \
+                             "chunked prefill"                # (vLLM v0's rule, unchanged)
+    hashed = sc.shared_prefix_trace(20, arrivals=4.0, system_tokens=1024, user=64, output=8,
+                                    rng=np.random.default_rng(0))
+    assert not sc.Simulation(hashed, "llama-3.1-8b", sc.InstanceSpec(
+        **spec, batching="hf_cb")).prefix_caching
+    # (the default experiment's scheduler table says chunked_prefill = false)
+    ok = {"instances.0.batching": "hf_cb", "instances.0.scheduler.chunked_prefill": True}
+    for key, value in (("chunked_prefill", False), ("prefix_caching", True)):
+        with pytest.raises(InputError, match=rf"field 'instances\[0\].scheduler.{key}': "
+                                             rf"{str(value).lower()} does not go with "
+                                             rf"batching 'hf_cb'"):
+            sc.load_experiment(overrides={**ok, f"instances.0.scheduler.{key}": value})
+    exp = sc.load_experiment(overrides={**ok, "trace.first_n": 10})
+    assert exp.run().summary()["finished"] == 10

@@ -30,6 +30,7 @@ from simcluster.cost.memory import memory_plan
 from simcluster.serving.instance import Instance
 from simcluster.serving.config import InstanceConfig
 from simcluster.policies import BATCHERS, ROUTERS
+from simcluster.policies.batching import settled_config
 from simcluster.serving.request import Request
 
 
@@ -125,7 +126,7 @@ class Cluster:
         memo_of = getattr(self.cost_model, "iteration_memo", None)
         for spec in specs:
             timer = self.cost_model.timer(model, spec.layout)
-            cfg = spec.config
+            cfg = settled_config(spec.config, BATCHERS.lookup(spec.batching))
             mem = memory_plan(model, spec.layout, memory_utilization=cfg.memory_utilization,
                               max_batched_tokens=cfg.max_batched_tokens,
                               max_num_seqs=cfg.max_num_seqs)

@@ -24,8 +24,10 @@
                  holding it, when they state one), name, batching,
                  [instances.scheduler] (block_size, max_num_seqs, max_batched_tokens,
                  chunked_prefill, memory_utilization, max_model_len — required for a model
-                 whose config states no context length —, prefix_caching, max_steady_steps),
-                 [instances.batching_params]
+                 whose config states no context length —, prefix_caching, max_steady_steps;
+                 a batching policy may fix some: hf_cb always chunks prompts and keeps no
+                 prefix cache, so chunked_prefill = false or prefix_caching = true with it
+                 is refused), [instances.batching_params]
                  pool = "prefill" | "decode" (with [disaggregation]),
                  partition = "equal" | "hexgen_tp" | "hexgen" | "hels" | "hels_enhanced" (how
                  a devices = [...] group is cut: heads, FFN and KV shares, or HexGen's

@@ -13,7 +13,7 @@ from simcluster.cluster import InstanceSpec
 from simcluster.cluster.replicas import POOLS
 from simcluster.cost import CostModel, Layout
 from simcluster.cost.parallel import check_parallel
-from simcluster.errors import InputError, relocate
+from simcluster.errors import InputError, relocate, toml_text
 from simcluster.experiment.tables import Table, non_negative, positive, resolve
 from simcluster.experiment.trace_section import read_trace  # noqa: F401  (a section too)
 from simcluster.hardware import default_tp_link, load_device, load_link
@@ -244,6 +244,12 @@ def _partition(t: Table, layout: Layout, model, cost_model: CostModel, cfg: Inst
 
 def _spec(t: Table, layout: Layout, cfg: InstanceConfig, count: int) -> InstanceSpec:
     batching, params = t.policy(BATCHERS, "batching", "vllm", "batching_params")
+    given = t.data.get("scheduler") if isinstance(t.data.get("scheduler"), dict) else {}
+    for key, (value, why) in getattr(BATCHERS.lookup(batching), "fixed_settings", {}).items():
+        if key in given and given[key] != value:     # (the policy would run it as value)
+            raise t._err(f"scheduler.{key}", f"{toml_text(given[key])} does not go with "
+                                             f"batching {batching!r}, which {why}; drop it "
+                                             f"or set {toml_text(value)}")
     spec = InstanceSpec(layout=layout, config=cfg, count=count, name=t.get("name", str, ""),
                         batching=batching, batching_params=params,
                         pool=t.get("pool", str, "", check=lambda p: p in POOLS,

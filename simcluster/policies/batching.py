@@ -26,6 +26,12 @@ plan records them (``Plan.cached``) for the instance to apply. A preempted seque
 are counted as freed only where they are its own (``blocks - shared_blocks``): blocks of
 cached units it shares may stay in use.
 
+A policy whose rules fix a scheduler setting states it in a class attribute
+``fixed_settings`` — ``{InstanceConfig field: (value, why)}`` — and its instances run with
+that value (``hf_cb`` chunks every prompt and keeps no prefix cache, whatever
+``chunked_prefill`` and ``prefix_caching`` say; :func:`settled_config`). An experiment that
+sets such a field to another value is refused, naming the policy and why.
+
 A policy may also answer ``steady_decode(now)``: True only when ``schedule(now)`` would decode
 every running request and do nothing else. The instance then skips planning (the common case
 between arrivals); a contract test checks the two agree for every policy that has it.
@@ -36,6 +42,17 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from simcluster.policies.registry import BATCHERS
+
+
+def settled_config(config, batcher):
+    """``config`` with the settings ``batcher``'s rules fix (its class's ``fixed_settings``;
+    see the module docstring); ``config`` itself when there are none or they agree."""
+    fixed = {k: v for k, (v, _) in getattr(batcher, "fixed_settings", {}).items()
+             if getattr(config, k) != v}
+    if not fixed:
+        return config
+    from dataclasses import replace
+    return replace(config, **fixed)
 
 if TYPE_CHECKING:   # (a type only: policies sit below the serving layer)
     from simcluster.serving.request import Request

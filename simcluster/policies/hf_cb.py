@@ -45,6 +45,14 @@ from simcluster.policies.registry import BATCHERS
 class HFContinuousBatching:
     """transformers' FIFO continuous-batching scheduler (see module docstring)."""
 
+    #: Settings its rules fix (simcluster.policies.batching: ``fixed_settings``). Without the
+    #: first, a prompt longer than the token budget was rejected "without chunked prefill"
+    #: under the default InstanceConfig, though transformers chunks it.
+    fixed_settings = {"chunked_prefill": (True, "chunks every prompt into the token budget "
+                                                "(rule 2 of simcluster.policies.hf_cb)"),
+                      "prefix_caching": (False, "keeps no prefix cache (transformers' "
+                                                "continuous batching has none)")}
+
     def __init__(self, safety_margin: float = 0.15, num_blocks: int | None = None,
                  max_requests_per_batch: int | None = None):
         if not 0.0 <= safety_margin < 1.0:

@@ -167,11 +167,13 @@ class Simulation:
         self._stream: Path | None = None
         self._results: Results | None = None
         self._hashes = None
+        # (the settings each replica runs with: its batching policy may fix some)
+        configs = [inst.config for inst in self.cluster.instances]
         if trace.has_block_hashes:
-            self._check_block_size(trace.hash_block_tokens, instances)
+            self._check_block_size(trace.hash_block_tokens, configs)
             self._hashes = trace.extras["hash_ids"]
         self.prefix_caching = self._hashes is not None and any(
-            spec.config.prefix_caching for spec in instances)
+            cfg.prefix_caching for cfg in configs)
 
     def __repr__(self) -> str:
         """One line for a notebook's cell or a prompt."""
@@ -183,10 +185,10 @@ class Simulation:
                 f"{state}; .run()>")
 
     @staticmethod
-    def _check_block_size(tokens: int, instances):
-        for spec in instances:
-            bs = spec.config.block_size
-            if spec.config.prefix_caching and tokens % bs:
+    def _check_block_size(tokens: int, configs):
+        for cfg in configs:
+            bs = cfg.block_size
+            if cfg.prefix_caching and tokens % bs:
                 raise InputError(f"the trace's hash blocks of {tokens} tokens are not a whole "
                                  f"number of KV blocks of {bs} tokens; pick a block_size that "
                                  f"divides {tokens}, or turn prefix_caching off",
