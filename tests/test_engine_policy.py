@@ -114,3 +114,6 @@ def test_hf_cb_runs_with_the_settings_its_rules_fix(tmp_path):
             sc.load_experiment(overrides={**ok, f"instances.0.scheduler.{key}": value})
     exp = sc.load_experiment(overrides={**ok, "trace.first_n": 10})
     assert exp.run().summary()["finished"] == 10
+    from simcluster.policies import BATCHERS           # (listed: simcluster list batching)
+    assert BATCHERS.describe("hf_cb").endswith("Runs with chunked_prefill = true, "
+                                               "prefix_caching = false.")

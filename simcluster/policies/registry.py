@@ -28,7 +28,7 @@ import warnings
 from collections.abc import Mapping
 from typing import Any, Callable
 
-from simcluster.errors import InputError, did_you_mean, unknown_name
+from simcluster.errors import InputError, did_you_mean, toml_text, unknown_name
 
 _SCALARS: dict[str, tuple[type, ...]] = {"int": (int,), "float": (int, float), "str": (str,),
                                           "bool": (bool,)}
@@ -94,6 +94,10 @@ class Registry(dict):
         doc = " ".join((inspect.getdoc(self.lookup(name)) or "").split()).replace("``", "")
         doc = re.sub(r"\s*\((see )?(the )?module docstring\)", "", doc)
         first = re.split(r"(?<=\.)\s", doc, maxsplit=1)[0]
+        fixed = getattr(self.lookup(name), "fixed_settings", {})    # (batching policies)
+        if fixed:
+            first += " Runs with " + ", ".join(f"{k} = {toml_text(v)}"
+                                               for k, (v, _) in fixed.items()) + "."
         return f"({args})" + (f" {first}" if first else "")
 
     def check(self, name: str, params: Mapping[str, Any] | None = None):
