@@ -43,6 +43,9 @@ from typing import TYPE_CHECKING
 
 from simcluster.policies.registry import BATCHERS
 
+if TYPE_CHECKING:   # (a type only: policies sit below the serving layer)
+    from simcluster.serving.request import Request
+
 
 def settled_config(config, batcher):
     """``config`` with the settings ``batcher``'s rules fix (its class's ``fixed_settings``;
@@ -53,9 +56,6 @@ def settled_config(config, batcher):
         return config
     from dataclasses import replace
     return replace(config, **fixed)
-
-if TYPE_CHECKING:   # (a type only: policies sit below the serving layer)
-    from simcluster.serving.request import Request
 
 
 class Plan:
