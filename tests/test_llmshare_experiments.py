@@ -27,6 +27,24 @@ def test_fit_context_cuts_prompts_and_keeps_what_it_cut():
         fit_context(t, 1)
 
 
+def test_fit_context_keeps_the_block_hashes_of_the_prompts_it_does_not_cut():
+    """It dropped the block size for every request, so a hashed trace (Mooncake) lost prefix
+    caching altogether without a word; a cut prompt starts inside what its hashes described,
+    so it alone keeps none."""
+    from simcluster.workload import Trace
+    t = Trace(np.array([0.0, 1.0, 2.0]), np.array([1024, 1024, 3000]), np.array([8, 8, 8]),
+              extras={"hash_ids": [(1, 2), (1, 3), (1, 4, 5, 6, 7, 8)]}, hash_block_tokens=512)
+    f = fit_context(t, 2048)
+    assert f.has_block_hashes and f.hash_block_tokens == 512
+    assert list(f.extras["prompt_tokens_cut"]) == [0, 0, 960]
+    assert [tuple(h) for h in f.extras["hash_ids"]] == [(1, 2), (1, 3), ()]
+    from simcluster.cluster import InstanceSpec
+    from simcluster.cost import Layout
+    from simcluster.simulation import Simulation
+    res = Simulation(f, "llama-2-7b", InstanceSpec(Layout.uniform("H100-SXM"))).run()
+    assert res.summary()["prefix_cached_tokens"] == 512      # the second reuses block 1
+
+
 def test_bundled_llmshare_experiment_loads_as_phase_pools():
     exp = load_experiment(experiments_dir() / "llmshare_h100.toml")
     assert len(exp.trace) == 2454

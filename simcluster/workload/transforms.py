@@ -13,6 +13,7 @@ import numpy as np
 
 from simcluster.errors import InputError
 from simcluster.workload._table import subset_extras
+from simcluster.workload.hashes import HASH_COLUMN
 from simcluster.workload.trace import Trace
 
 
@@ -113,7 +114,12 @@ def fit_context(trace: Trace, max_tokens: int) -> Trace:
     context), keeping each prompt's last tokens — as a chat front end drops the oldest turns of
     a conversation. The tokens cut per request are kept in ``extras["prompt_tokens_cut"]``
     (0 where nothing was cut). A request whose output alone reaches ``max_tokens`` is left
-    as it is: the simulator rejects it with the reason (it cannot be made to fit)."""
+    as it is: the simulator rejects it with the reason (it cannot be made to fit).
+
+    Prefix-block hashes stay with the requests that were not cut. A cut prompt starts inside
+    what its hashes described, so it keeps none (it shares no cached prefix); the trace
+    keeps its block size. (Before, the block size was dropped for every request, which
+    turned prefix caching off for the whole trace without a word.)"""
     if isinstance(max_tokens, bool) or not isinstance(max_tokens, numbers.Integral) \
             or max_tokens < 2:
         raise ValueError(f"max_tokens must be a whole number >= 2, got {max_tokens!r}")
@@ -121,5 +127,10 @@ def fit_context(trace: Trace, max_tokens: int) -> Trace:
     cut = np.where(room >= 1, np.maximum(0, trace.prompt_tokens - room), 0)
     extras = dict(trace.extras)
     extras["prompt_tokens_cut"] = cut.astype(np.int64)
+    if trace.has_block_hashes:
+        ids = np.empty(len(trace), dtype=object)      # (one tuple of ids per request)
+        for i, (v, c) in enumerate(zip(trace.extras[HASH_COLUMN], cut)):
+            ids[i] = () if c else v
+        extras[HASH_COLUMN] = ids
     return Trace(trace.arrival_s, trace.prompt_tokens - cut, trace.output_tokens,
-                 name=trace.name, extras=extras)
+                 name=trace.name, extras=extras, hash_block_tokens=trace.hash_block_tokens)
