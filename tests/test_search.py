@@ -632,3 +632,17 @@ def test_a_sweep_file_that_varies_nothing_is_named(tmp_path):
     path.write_text('experiment = "default"\n[grid]\n')
     with pytest.raises(InputError, match=r"s.toml: field 'grid': nothing to sweep"):
         read_sweep(path)
+
+
+def test_compare_tells_two_experiments_of_one_name_apart_by_their_paths(tmp_path, monkeypatch):
+    """a/exp.toml and b/exp.toml were refused ("the runs' labels must differ, got ['exp',
+    'exp']"); the same file twice is named as such."""
+    for d in ("a", "b"):
+        (tmp_path / d).mkdir()
+        write_tiny(tmp_path / d)
+    monkeypatch.chdir(tmp_path)
+    names = [str(p.relative_to(tmp_path)) for p in sorted(tmp_path.glob("*/*.toml"))]
+    cmp_ = compare(names, progress=False)
+    assert list(cmp_.frame.label) == names and len(names) == 2
+    with pytest.raises(InputError, match="is listed twice; expected each experiment once"):
+        compare([names[0], names[0]], progress=False)

@@ -206,14 +206,22 @@ def compare(experiments=None, vary: Mapping[str, Sequence] | None = None, set=No
         raise InputError("expected an experiment, or a list of them; got an empty list",
                          field="experiments")
     combos = expand(vary, name="vary", fixed=set)
+    bases = [_point(f, set) for f in files]
+    paths = [str(b.path) for b in bases]
+    twice = next((p for i, p in enumerate(paths) if p in paths[:i]), None)
+    if twice is not None:
+        raise InputError(f"{twice} is listed twice; expected each experiment once",
+                         field="experiments")
+    names = [Path(p).stem for p in paths]
+    if len(dict.fromkeys(names)) < len(names):   # (a/exp.toml, b/exp.toml: their paths tell)
+        import os
+        names = [os.path.relpath(p) for p in paths]
     pts, labels = [], []
-    for f in files:
-        base = _point(f, set)
+    for base, name in zip(bases, names):
         for c in combos:
             pts.append(base.with_overrides(c))
-            parts = ([Path(base.path).stem] if len(files) > 1 else []) + \
-                [f"{k}={v}" for k, v in c.items()]
-            labels.append(", ".join(parts) or Path(base.path).stem)
+            parts = ([name] if len(files) > 1 else []) + [f"{k}={v}" for k, v in c.items()]
+            labels.append(", ".join(parts) or name)
     runner = _run(jobs, ray, progress=progress)
     try:
         return compare_points(pts, labels, runner, progress=progress)
