@@ -1347,6 +1347,7 @@ def cli_cases() -> list[Case]:
          ("--out", "o.txt")),
         (["sweep", "s.toml"], {"exp.toml": exp, "s.toml": 'experiment = "exp.toml"\n'},
          ("s.toml", "grid")),
+        (["compare", "exp.toml", "exp.toml"], {"exp.toml": exp}, ("exp.toml", "twice")),
         # a TOML of another kind (was "field 'trace': missing" / "'instances': unknown key")
         (["run", "s.toml"], {"s.toml": 'experiment = "x.toml"\n[grid]\nseed = [1]\n'},
          ("s.toml", "sweep")),
