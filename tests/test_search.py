@@ -646,3 +646,13 @@ def test_compare_tells_two_experiments_of_one_name_apart_by_their_paths(tmp_path
     assert list(cmp_.frame.label) == names and len(names) == 2
     with pytest.raises(InputError, match="is listed twice; expected each experiment once"):
         compare([names[0], names[0]], progress=False)
+
+
+def test_capacity_names_a_trace_whose_arrivals_have_no_rate(tmp_path):
+    """It said 'give start_per_s', an argument neither the command line nor sc.capacity has
+    (and a rate could not be set anyway: rescaling a trace of zero span is impossible)."""
+    trace = tmp_path / "one.csv"
+    trace.write_text("arrival_s,prompt_tokens,output_tokens\n0,10,5\n0,20,5\n")
+    with pytest.raises(InputError, match="the trace has no rate to rescale: .* arrive at one "
+                                         "instant"):
+        capacity(None, set={"trace.source": str(trace)}, progress=False)

@@ -138,7 +138,9 @@ def _search(point, runner, attainment, rel_tol, abs_tol, start_per_s, max_doubli
             s: "_Search") -> CapacityResult:
     r0 = start_per_s or _native_rate(point, s)
     if not r0 or not math.isfinite(r0) or r0 <= 0:
-        raise InputError("the trace has no rate to start from: give start_per_s",
+        raise InputError("the trace has no rate to rescale: capacity sets trace.rate_per_s by "
+                         "scaling the gaps between arrivals, and its requests arrive at one "
+                         "instant (or it has one); give a trace whose arrivals spread over time",
                          field="trace")
     k = max(1, min(getattr(runner, "workers", 1), 8))
     lo, hi = _bracket(s, r0, max_doublings, k)
