@@ -1348,6 +1348,10 @@ def cli_cases() -> list[Case]:
         (["sweep", "s.toml"], {"exp.toml": exp, "s.toml": 'experiment = "exp.toml"\n'},
          ("s.toml", "grid")),
         (["compare", "exp.toml", "exp.toml"], {"exp.toml": exp}, ("exp.toml", "twice")),
+        # capacity of a trace arriving at one instant (said "give start_per_s", no such flag)
+        (["capacity", "exp.toml", "--trace", "t.csv"],
+         {"exp.toml": exp, "t.csv": "arrival_s,prompt_tokens,output_tokens\n0,10,5\n0,9,5\n"},
+         ("trace", "one instant")),
         # a TOML of another kind (was "field 'trace': missing" / "'instances': unknown key")
         (["run", "s.toml"], {"s.toml": 'experiment = "x.toml"\n[grid]\nseed = [1]\n'},
          ("s.toml", "sweep")),
