@@ -123,10 +123,13 @@ class _Timeout(BaseException):
     goes on, ``except Exception``, must not swallow it and run on)."""
 
 
-def _classify_exc(err: BaseException, mention: tuple[str, ...]) -> tuple[str, str]:
+def _classify_exc(err: BaseException, mention: tuple[str, ...],
+                  refusals: tuple[type, ...] = ()) -> tuple[str, str]:
+    """An exception's outcome: an InputError (or one of ``refusals``: how the Python face
+    refuses an argument) is named or vague by ``mention``; anything else is a traceback."""
     from simcluster.errors import InputError
-    if isinstance(err, InputError):
-        text = str(err)
+    if isinstance(err, (InputError, *refusals)):
+        text = str(err) if isinstance(err, InputError) else f"{type(err).__name__}: {err}"
         missing = [m for m in mention if m.lower() not in text.lower()]
         return ("vague" if missing else "named"), text + (f"  [missing: {missing}]"
                                                           if missing else "")
@@ -134,8 +137,10 @@ def _classify_exc(err: BaseException, mention: tuple[str, ...]) -> tuple[str, st
     return "traceback", f"{type(err).__name__}: {err}\n{tb}"
 
 
-def lib(fn: Callable[[Path], Any], files: dict | None = None, mention=(), valid=False):
-    """A library call on files written into the case's folder."""
+def lib(fn: Callable[[Path], Any], files: dict | None = None, mention=(), valid=False,
+        refusals: tuple[type, ...] = ()):
+    """A library call on files written into the case's folder (``refusals``: exception types
+    besides InputError that name a mistake, :func:`_classify_exc`)."""
     def run(tmp: Path):
         _write(tmp, files or {})
         try:
@@ -143,7 +148,7 @@ def lib(fn: Callable[[Path], Any], files: dict | None = None, mention=(), valid=
         except _Timeout:
             raise
         except Exception as err:  # noqa: BLE001 (classifying is the point)
-            return _classify_exc(err, tuple(mention))
+            return _classify_exc(err, tuple(mention), refusals)
         return "silent", "accepted"
     return run, valid
 
@@ -1536,20 +1541,8 @@ def api(fn: Callable[[], Any], mention=(), valid=False):
     """A call of the public Python face (``import simcluster as sc``). A TypeError or
     ValueError is that face's way to refuse an argument, so it counts as named (or vague)
     like an InputError; any other exception is a traceback."""
-    def run(tmp: Path):
-        try:
-            fn()
-        except _Timeout:
-            raise
-        except (TypeError, ValueError) as err:   # InputError is a ValueError
-            text = f"{type(err).__name__}: {err}"
-            missing = [m for m in mention if m.lower() not in text.lower()]
-            return ("vague" if missing else "named"), text + (f"  [missing: {missing}]"
-                                                              if missing else "")
-        except Exception as err:  # noqa: BLE001 (classifying is the point)
-            return _classify_exc(err, tuple(mention))
-        return "silent", "accepted"
-    return run, valid
+    return lib(lambda tmp: fn(), mention=mention, valid=valid,
+               refusals=(TypeError, ValueError))
 
 
 def api_cases() -> list[Case]:

@@ -244,7 +244,7 @@ def _partition(t: Table, layout: Layout, model, cost_model: CostModel, cfg: Inst
 
 def _spec(t: Table, layout: Layout, cfg: InstanceConfig, count: int) -> InstanceSpec:
     batching, params = t.policy(BATCHERS, "batching", "vllm", "batching_params")
-    given = t.data.get("scheduler") if isinstance(t.data.get("scheduler"), dict) else {}
+    given = t.data.get("scheduler") or {}      # (a table: _config read it with t.sub)
     for key, (value, why) in getattr(BATCHERS.lookup(batching), "fixed_settings", {}).items():
         if key in given and given[key] != value:     # (the policy would run it as value)
             raise t._err(f"scheduler.{key}", f"{toml_text(given[key])} does not go with "

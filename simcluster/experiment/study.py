@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import itertools
 import numbers
+import os
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -214,7 +215,6 @@ def compare(experiments=None, vary: Mapping[str, Sequence] | None = None, set=No
                          field="experiments")
     names = [Path(p).stem for p in paths]
     if len(dict.fromkeys(names)) < len(names):   # (a/exp.toml, b/exp.toml: their paths tell)
-        import os
         names = [os.path.relpath(p) for p in paths]
     pts, labels = [], []
     for base, name in zip(bases, names):

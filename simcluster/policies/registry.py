@@ -91,10 +91,11 @@ class Registry(dict):
         else:
             args = ", ".join(p.name if p.default is p.empty else f"{p.name}={p.default!r}"
                              for p in params.values())
-        doc = " ".join((inspect.getdoc(self.lookup(name)) or "").split()).replace("``", "")
+        factory = self.lookup(name)
+        doc = " ".join((inspect.getdoc(factory) or "").split()).replace("``", "")
         doc = re.sub(r"\s*\((see )?(the )?module docstring\)", "", doc)
         first = re.split(r"(?<=\.)\s", doc, maxsplit=1)[0]
-        fixed = getattr(self.lookup(name), "fixed_settings", {})    # (batching policies)
+        fixed = getattr(factory, "fixed_settings", {})    # (batching policies)
         if fixed:
             first += " Runs with " + ", ".join(f"{k} = {toml_text(v)}"
                                                for k, (v, _) in fixed.items()) + "."
