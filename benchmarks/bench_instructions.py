@@ -1,0 +1,146 @@
+"""Simulator cost as instructions per simulated request: the noise-free companion of
+``bench_simulator.py``.
+
+    python benchmarks/bench_instructions.py [--quick] [--only NAME ...] [--jobs 2]
+
+On a shared machine the CPU time of one tree moves by up to 40% between runs (stop 33's note:
+azure-x1 at 23.5 to 33.9 us/req in one afternoon), which hides any change below that and
+makes the ratios issue 12 asks for (four replicas against one, 16x outputs against 1x, 64
+replicas against one) hard to settle. Instructions executed move far less: this script counts
+them with valgrind's callgrind (``valgrind`` on PATH; it is not a Python dependency), one
+process per row that builds and runs the row once (imports, calibration set-up, trace, a first
+run whose caches start cold), then runs it again with counting on only for that run (the
+run is called through ``sys.call_tracing``, a C function nothing else calls, and callgrind
+counts only inside it: ``--collect-atstart=no --toggle-collect``): the warm run that
+``bench_simulator`` calls the event loop. Three processes of ``inst-1 --quick`` counted the
+same 194,946,142 instructions in that run; in their whole (set-up included) they differed by
+0.3%, which is why the run is counted alone rather than as the difference of a one-run and a
+two-run process (that carried the set-up's 0.3% into a small row: 3.5% on 1,000 requests).
+
+It is what the CPU executes, not how long it takes: cache misses, which grow with the pool and
+the run (the raw ``vs`` of ``bench_simulator`` against its ``vs/floor``), are not in it, so
+quote it beside the timed table, not instead of it.
+
+Each row's SimPy floor is counted the same way (a minimal program issuing the row's number of
+timeouts), so ``floor x`` is the row's instructions over the floor's.
+
+Columns: requests, events/req, instructions per request (thousands, of the counted run),
+``floor x``, ``vs`` (instructions per request over the row named in ``ref``). ``--quick``
+takes ``bench_simulator``'s smaller series (and a 100-second ``inst-64``): under valgrind a
+row runs about 50 times slower.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench_simulator as bench  # noqa: E402
+
+DEFAULT = ["azure-x1", "azure-x4", "out-x1", "out-x4", "out-x16", "inst-1", "inst-4",
+           "inst-16", "inst-64"]
+QUICK = {**bench.QUICK, "inst-64": {"span_s": 100.0}}
+_COLLECTED = re.compile(r"Collected\s*:\s*(\d+)")
+
+
+def worker(kind: str, p: dict) -> dict:
+    """Build and run a row once, then again inside ``sys.call_tracing`` (the counted run)."""
+    from simcluster.calibration import load_calibration
+    from simcluster.cost import CostModel
+    cost, cache = CostModel(load_calibration("measured")), {}
+    bench._build(kind, p, cost, cache).run()
+    gc.collect()
+    sim = bench._build(kind, p, cost, cache)
+    res = sys.call_tracing(sim.run, ())
+    return {"requests": len(sim.trace), "events": next(sim.env._eid),
+            "finished": int((~res.requests.rejected).sum())}
+
+
+def floor_worker(n_events: int) -> dict:
+    sys.call_tracing(bench._floor, (n_events,))
+    return {}
+
+
+def _count(args: list[str]) -> tuple[int, dict]:
+    """Instructions counted inside ``sys.call_tracing`` of ``python this ARGS`` under
+    callgrind, and the result it printed."""
+    cmd = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
+           "--collect-atstart=no", "--toggle-collect=*sys_call_tracing*",
+           sys.executable, __file__, *args]
+    env = {**os.environ, "PYTHONHASHSEED": "0"}
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    m = _COLLECTED.search(done.stderr)
+    if done.returncode or m is None:
+        raise RuntimeError(f"{' '.join(args)} failed:\n{done.stderr[-3000:]}")
+    return int(m.group(1)), json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def measure(name: str, quick: bool) -> dict:
+    kind, p, _ = bench.ROWS[name]
+    p = {**p, **(QUICK.get(name, {}) if quick else {})}
+    instructions, out = _count(["--worker", json.dumps([kind, p])])
+    floor = _count(["--floor", str(out["events"])])[0]
+    if not instructions or not floor:
+        raise RuntimeError(f"{name}: nothing counted (is sys_call_tracing a symbol of "
+                           f"{sys.executable}?)")
+    return {**out, "instructions": instructions, "floor": floor}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="the smaller series")
+    ap.add_argument("--only", nargs="*", help="row names (default: %s)" % " ".join(DEFAULT))
+    ap.add_argument("--jobs", type=int, default=2, help="rows counted at once")
+    ap.add_argument("--worker", help=argparse.SUPPRESS)
+    ap.add_argument("--floor", type=int, help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.worker:
+        print(json.dumps(worker(*json.loads(args.worker))))
+        return 0
+    if args.floor is not None:
+        print(json.dumps(floor_worker(args.floor)))
+        return 0
+    if shutil.which("valgrind") is None:
+        print("bench_instructions: valgrind is not on PATH (it counts the instructions)",
+              file=sys.stderr)
+        return 2
+    names = args.only or DEFAULT
+    unknown = [n for n in names if n not in bench.ROWS or bench.ROWS[n][0] not in ("azure",
+                                                                                   "syn")]
+    if unknown:
+        print(f"bench_instructions: unknown or untimed rows {unknown}; rows: "
+              f"{', '.join(n for n, r in bench.ROWS.items() if r[0] in ('azure', 'syn'))}",
+              file=sys.stderr)
+        return 2
+    results = {}
+    with ThreadPoolExecutor(max(1, args.jobs)) as pool:      # (rows side by side)
+        futures = {name: pool.submit(measure, name, args.quick) for name in names}
+        for name in names:
+            results[name] = futures[name].result()
+            print(f"  ... {name} done", file=sys.stderr, flush=True)
+    print("simcluster event loop, instructions retired (callgrind) by one warm run")
+    hdr = ["row", "requests", "events/req", "kinstr/req", "floor x", "vs", "ref"]
+    print(f"{hdr[0]:<12}" + "".join(f"{h:>12}" for h in hdr[1:]))
+    for name, r in results.items():
+        ref = bench.ROWS[name][2] or ("azure-x1" if name == "azure-x4" else None)
+        per = r["instructions"] / r["requests"]
+        vs = (per / (results[ref]["instructions"] / results[ref]["requests"])
+              if ref in results else float("nan"))
+        vals = [r["requests"], r["events"] / r["requests"], per / 1e3,
+                r["instructions"] / r["floor"], vs]
+        print(f"{name:<12}" + f"{vals[0]:>12,}" + "".join(f"{v:>12.2f}" for v in vals[1:])
+              + f"{ref or '-':>12}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

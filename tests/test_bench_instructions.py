@@ -1,0 +1,60 @@
+"""The instruction-count benchmark's driver: what it runs and how it refuses (valgrind itself
+is not run here: under it one row takes minutes)."""
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def bench_ir():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    spec = importlib.util.spec_from_file_location("bench_instructions",
+                                                  ROOT / "benchmarks" / "bench_instructions.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    yield mod
+    sys.path.remove(str(ROOT / "benchmarks"))
+
+
+def test_the_counted_run_is_the_second_and_runs_inside_call_tracing(bench_ir, monkeypatch):
+    """The counted process runs the row once with cold caches, then once more through
+    ``sys.call_tracing`` (callgrind counts only inside it), and reports that run's requests,
+    events and finished requests."""
+    traced = []
+
+    def call_tracing(fn, args):
+        traced.append(fn)
+        return fn(*args)
+    monkeypatch.setattr(bench_ir.sys, "call_tracing", call_tracing)
+    out = bench_ir.worker("syn", {"span_s": 4.0, "count": 1})
+    assert out["requests"] == 20 and out["finished"] == 20
+    assert out["events"] > 2 * out["requests"]
+    assert len(traced) == 1 and traced[0].__name__ == "run"
+    bench_ir.floor_worker(10)
+    assert len(traced) == 2
+
+
+def test_unknown_and_untimed_rows_are_named(bench_ir, capsys, monkeypatch):
+    monkeypatch.setattr(bench_ir.shutil, "which", lambda name: "/usr/bin/valgrind")
+    assert bench_ir.main(["--only", "inst-1", "nope", "exp-hllm"]) == 2
+    err = capsys.readouterr().err
+    assert "['nope', 'exp-hllm']" in err and "azure-x1" in err
+
+
+def test_without_valgrind_it_says_so(bench_ir, capsys, monkeypatch):
+    monkeypatch.setattr(bench_ir.shutil, "which", lambda name: None)
+    assert bench_ir.main(["--only", "inst-1"]) == 2
+    assert "valgrind is not on PATH" in capsys.readouterr().err
+
+
+def test_a_failed_count_shows_the_processes_error(bench_ir, monkeypatch):
+    class Done:
+        returncode, stdout, stderr = 1, "", "Traceback ...\nValueError: boom"
+    monkeypatch.setattr(bench_ir.subprocess, "run", lambda *a, **k: Done())
+    with pytest.raises(RuntimeError, match="boom"):
+        bench_ir._count(["--floor", "10"])
