@@ -66,6 +66,7 @@ def worker(kind: str, p: dict) -> dict:
 
 
 def floor_worker(n_events: int) -> dict:
+    import simpy  # noqa: F401  (imported before counting: bench._floor imports it)
     sys.call_tracing(bench._floor, (n_events,))
     return {}
 
