@@ -47,12 +47,12 @@ class DecodeRun:
             head = self.head = self.cum[:HEAD].tolist()
         if rel < head[-1] or self.k <= HEAD:
             return bisect_right(head, rel)
-        return int(self.cum.searchsorted(rel, "right"))
+        return bisect_right(self.cum, rel, HEAD)
 
     def end_of(self, j: int) -> float:
         """End offset of step ``j`` (1-based)."""
         head = self.head
-        return head[j - 1] if head is not None and j <= HEAD else float(self.cum[j - 1])
+        return head[j - 1] if head is not None and j <= HEAD else self.cum.item(j - 1)
 
 
 #: The sequential sums of an array (``np.cumsum``'s floats: the same add loop, one at a time,
@@ -68,6 +68,19 @@ _accumulate = np.add.accumulate
 #: steps on average, ~2.5 lookups each on four replicas) 32 measured 1-3% faster per request
 #: than 128 (out-x16 37.1/39.3 -> 36.7/38.1 us, azure-x4 29.0/29.7 -> 28.2/28.7, two
 #: alternated runs of 5), the same within noise on one replica (runs of ~21 steps).
+#: Made at the first lookup, not later nor never: a bisection in the array costs ~0.3 us (a
+#: numpy scalar per comparison) against ~0.1 us in the list and ~0.5 us to make it, so a run
+#: looked up at most twice would do without one, but pools of 8 replicas and more read each run
+#: many times (every replica at every arrival: 8 lookups a run on 16 replicas, 2.5 on four, 0.5
+#: on one). Thousand instructions per request of a warm run (``benchmarks/bench_instructions.py
+#: --quick``, as the difference of a one-run and a two-run process: within 0.6%), list at the
+#: first lookup / never / at the second: azure-x1 183.1 / 180.2 / 181.1, azure-x4 225.7 /
+#: 218.6 / 227.5, out-x16 296.3 / 285.4 / 297.9, inst-4 217.7 / 220.1 / 219.6, inst-16
+#: 257.9 / 270.9 / 262.8: never is 1.6-3.7% fewer on one and four replicas, 5.0% more on 16.
+#: Past the list the array is bisected from its end (``bisect_right`` with ``lo``; an index
+#: read with ``item``), not ``searchsorted(..., "right")`` and ``float(cum[j])``: 0.0-1.0%
+#: fewer instructions per request on every row counted (azure-x4 225.1 -> 222.9 thousand,
+#: out-x16 293.9 -> 292.6; counted alone, exactly), the same step counts.
 HEAD = 32
 
 
@@ -249,7 +262,7 @@ class DecodeRuns:
         if head is None:
             head = run.head = run.cum[:HEAD].tolist()
         done = (bisect_right(head, rel) if rel < head[-1] or run.k <= HEAD
-                else int(run.cum.searchsorted(rel, "right")))       # (run.done_by, inline)
+                else bisect_right(run.cum, rel, HEAD))       # (run.done_by, inline)
         return self._outstanding - run.n * (done - run.applied)
 
     def load_state(self):
@@ -291,7 +304,7 @@ class DecodeRuns:
             return                     # (a sync already applied them)
         head = run.head
         end = run.start + (head[upto - 1] if head is not None and upto <= HEAD
-                           else float(run.cum[upto - 1]))        # (run.end_of, inline)
+                           else run.cum.item(upto - 1))          # (run.end_of, inline)
         if run.loose is None:
             new_blocks = g.new_blocks(j)
             g.clock += j
