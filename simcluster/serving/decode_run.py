@@ -78,9 +78,10 @@ _accumulate = np.add.accumulate
 #: 218.6 / 227.5, out-x16 296.3 / 285.4 / 297.9, inst-4 217.7 / 220.1 / 219.6, inst-16
 #: 257.9 / 270.9 / 262.8: never is 1.6-3.7% fewer on one and four replicas, 5.0% more on 16.
 #: Past the list the array is bisected from its end (``bisect_right`` with ``lo``; an index
-#: read with ``item``), not ``searchsorted(..., "right")`` and ``float(cum[j])``: 0.0-1.0%
-#: fewer instructions per request on every row counted (azure-x4 225.1 -> 222.9 thousand,
-#: out-x16 293.9 -> 292.6; counted alone, exactly), the same step counts.
+#: read with ``item``), not ``searchsorted(..., "right")`` and ``float(cum[j])``: the same
+#: step counts, 1.0% fewer instructions per request on azure-x4 (225.1 -> 222.9 thousand),
+#: 0.5-0.6% on out-x16 and inst-16, no change beyond the count's 0.1% repeatability on
+#: azure-x1 and out-x1 (the warm run counted alone).
 HEAD = 32
 
 
