@@ -17,6 +17,8 @@ independent of the hardware: the floor fits in the caches and the simulation doe
 one tree ran ``azure-x1`` at 7.5x its floor on one machine of this kind and 10.5x on another
 (compare ratios within one run of this script). CPU time (``process_time``) is the steady
 one on a shared machine.
+``bench_instructions.py`` counts the instructions of the same rows' runs, which do not drift
+(but leave out cache misses).
 
 Rows (Llama-2-7B on H100-SXM replicas, vLLM-like scheduling without chunked prefill,
 max_model_len 16k, the measured calibration, least-outstanding-tokens routing unless noted):
