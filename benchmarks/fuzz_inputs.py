@@ -1546,9 +1546,12 @@ def api(fn: Callable[[], Any], mention=(), valid=False):
 
 
 def api_cases() -> list[Case]:
+    import functools
+
     import numpy as np
 
     import simcluster as sc
+    from simcluster.cluster.pools import DisaggregatedCluster
 
     def trace():
         return sc.Trace(np.array([0.0, 0.5]), np.array([100, 200]), np.array([5, 6]))
@@ -1672,6 +1675,16 @@ def api_cases() -> list[Case]:
         ("load_model: a number", lambda: sc.load_model(5), ("model",)),
         ("model_preset: a number", lambda: sc.model_preset(5), ("model",)),
         ("load_trace: a number", lambda: sc.load_trace(5), ("trace",)),
+        ("Simulation: cluster_factory 3", sim(trace(), "llama-2-7b", spec(),
+                                              cluster_factory=3), ("cluster_factory",)),
+        ("DisaggregatedCluster: kv_link 3", sim(
+            trace(), "llama-2-7b", [spec(pool="prefill"), spec(pool="decode")],
+            cluster_factory=functools.partial(DisaggregatedCluster, kv_link=3)),
+         ("kv_link",)),
+        ("DisaggregatedCluster: a link's name for kv_link (valid)", lambda: sc.Simulation(
+            trace(), "llama-2-7b", [spec(pool="prefill"), spec(pool="decode")],
+            cluster_factory=functools.partial(DisaggregatedCluster, kv_link="NVLink4")).run(),
+         (), True),
         ("Simulation: a name for the cost model (valid)",
          lambda: sc.Simulation(trace(), "llama-2-7b", spec(), cost_model="datasheet").run(),
          (), True),

@@ -60,6 +60,25 @@ def test_needs_both_pools(h100, llama7b):
                    cluster_factory=partial(DisaggregatedCluster, kv_link=load_link("PCIe4")))
 
 
+def test_kv_link_is_taken_by_name_and_anything_else_is_named(h100, llama7b):
+    """``kv_link`` takes a link's name as every other spec argument does (it was read as a
+    LinkSpec at the first transfer: "'str' object has no attribute 'bw_bytes_per_s'")."""
+    trace = make_trace([0.0], [1000], [4])
+    specs = [InstanceSpec(Layout.uniform(h100), InstanceConfig(), pool="prefill"),
+             InstanceSpec(Layout.uniform(h100), InstanceConfig(), pool="decode")]
+    cost = PolynomialCostModel(prefill=(0.010, 0, 0), decode=(0.001, 0, 0))
+    by_name = Simulation(trace, llama7b, specs, cost_model=cost, cluster_factory=partial(
+        DisaggregatedCluster, kv_link="PCIe4")).run().requests
+    by_spec = Simulation(trace, llama7b, specs, cost_model=cost, cluster_factory=partial(
+        DisaggregatedCluster, kv_link=load_link("PCIe4"))).run().requests
+    assert by_name.finish_s.tolist() == by_spec.finish_s.tolist()
+    with pytest.raises(TypeError, match="kv_link must be a LinkSpec"):
+        Simulation(trace, llama7b, specs, cluster_factory=partial(DisaggregatedCluster,
+                                                                  kv_link=3))
+    with pytest.raises(TypeError, match="cluster_factory must be a callable"):
+        Simulation(trace, llama7b, specs, cluster_factory=3)
+
+
 def test_prefill_instance_holds_kv_until_shipped(h100, llama7b):
     """While its KV crosses the link, a handed-off request's blocks stay allocated."""
     sim, link = _sim(make_trace([0.0, 0.0101], [4000, 16], [3, 2]), h100, llama7b,

@@ -35,13 +35,14 @@ the weights and KV of decode instances that run on CPU sockets of multi-socket h
 from __future__ import annotations
 
 from collections import deque
+import os
 from typing import Mapping, Sequence
 
 import simpy
 
 from simcluster.cluster.replicas import (Cluster, InstanceSpec, decode_reference_speed,
                                          set_speeds)
-from simcluster.hardware import LinkSpec
+from simcluster.hardware import LinkSpec, load_link
 from simcluster.policies import CONTROLLERS, NUMA_PLACEMENTS, OFFLOADS, ROUTERS
 from simcluster.serving import Request
 from simcluster.serving.clock import after
@@ -59,6 +60,11 @@ class DisaggregatedCluster(Cluster):
                  offload_params: Mapping | None = None, controller: str | None = None,
                  controller_params: Mapping | None = None, numa: str | None = None,
                  numa_params: Mapping | None = None):
+        if isinstance(kv_link, (str, os.PathLike)):
+            kv_link = load_link(kv_link)       # (a link's name or TOML path, as elsewhere)
+        elif not isinstance(kv_link, LinkSpec):
+            raise TypeError(f"kv_link must be a LinkSpec or a link's name or TOML path "
+                            f"(load_link), got {kv_link!r}")
         pools = {s.pool for s in specs}
         if "decode" not in pools or not pools - {"decode"}:
             raise ValueError("a disaggregated cluster needs instances with pool = 'decode' "

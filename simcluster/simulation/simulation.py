@@ -151,6 +151,10 @@ class Simulation:
         sequence of them); ``cost_model``: a :class:`~simcluster.cost.CostModel`, an engine
         model (``load_engine``), a calibration's name (``CostModel(name)``) or None
         (``CostModel()``: the datasheet roofline)."""
+        if not callable(cluster_factory):
+            raise TypeError("cluster_factory must be a callable building the cluster (Cluster, "
+                            "or functools.partial(DisaggregatedCluster, kv_link=...)), got "
+                            f"{cluster_factory!r}")
         trace, model, instances, cost_model = _arguments(trace, model, instances, cost_model)
         if len(trace) == 0:
             raise ValueError("the trace has no requests")
