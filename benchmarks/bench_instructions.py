@@ -2,6 +2,7 @@
 ``bench_simulator.py``.
 
     python benchmarks/bench_instructions.py [--quick] [--only NAME ...] [--jobs 2]
+                                            [--replayed]
 
 On a shared machine the CPU time of one tree moves by up to 40% between runs (stop 33's note:
 azure-x1 at 23.5 to 33.9 us/req in one afternoon), which hides any change below that and
@@ -27,7 +28,10 @@ Each row's SimPy floor is counted the same way (a minimal program issuing the ro
 timeouts), so ``floor x`` is the row's instructions over the floor's.
 
 Columns: requests, events/req, instructions per request (thousands, of the counted run),
-``floor x``, ``vs`` (instructions per request over the row named in ``ref``). ``--quick``
+``floor x``, ``vs`` (instructions per request over the row named in ``ref``); with
+``--replayed``, the same row counted once more with its routing decisions replayed for free
+(``route_cost``'s replay router, the same replicas checked) and the difference, what
+least-outstanding-tokens routing costs per request. ``--quick``
 takes ``bench_simulator``'s smaller series (and a 100-second ``inst-64``): under valgrind a
 row runs about 50 times slower.
 """
@@ -54,15 +58,26 @@ QUICK = {**bench.QUICK, "inst-64": {"span_s": 100.0}}
 _COLLECTED = re.compile(r"Collected\s*:\s*(\d+)")
 
 
-def worker(kind: str, p: dict) -> dict:
-    """Build and run a row once, then again inside ``sys.call_tracing`` (the counted run)."""
+def worker(kind: str, p: dict, replayed: bool = False) -> dict:
+    """Build and run a row once, then again inside ``sys.call_tracing`` (the counted run);
+    ``replayed``: the counted run sends each request where the first run's router did, with
+    ``route_cost``'s replay router (no load read), checked to serve the same replicas."""
     from simcluster.calibration import load_calibration
     from simcluster.cost import CostModel
     cost, cache = CostModel(load_calibration("measured")), {}
-    bench._build(kind, p, cost, cache).run()
+    first = bench._build(kind, p, cost, cache).run()
+    kw = {}
+    if replayed:
+        import route_cost  # noqa: F401  (registers the replay router)
+        kw = {"router": "bench-replay",
+              "router_params": {"choices": first.requests.instance.tolist()}}
+    want = first.requests.instance.tolist()
+    del first
     gc.collect()
-    sim = bench._build(kind, p, cost, cache)
+    sim = bench._build(kind, p, cost, cache, **kw)
     res = sys.call_tracing(sim.run, ())
+    if res.requests.instance.tolist() != want:
+        raise RuntimeError("the counted run served other replicas than the first")
     return {"requests": len(sim.trace), "events": next(sim.env._eid),
             "finished": int((~res.requests.rejected).sum())}
 
@@ -87,7 +102,7 @@ def _count(args: list[str]) -> tuple[int, dict]:
     return int(m.group(1)), json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def measure(name: str, quick: bool) -> dict:
+def measure(name: str, quick: bool, replayed: bool = False) -> dict:
     kind, p, _ = bench.ROWS[name]
     p = {**p, **(QUICK.get(name, {}) if quick else {})}
     instructions, out = _count(["--worker", json.dumps([kind, p])])
@@ -95,7 +110,10 @@ def measure(name: str, quick: bool) -> dict:
     if not instructions or not floor:
         raise RuntimeError(f"{name}: nothing counted (is sys_call_tracing a symbol of "
                            f"{sys.executable}?)")
-    return {**out, "instructions": instructions, "floor": floor}
+    out = {**out, "instructions": instructions, "floor": floor}
+    if replayed:
+        out["replayed"] = _count(["--worker", json.dumps([kind, p, True])])[0]
+    return out
 
 
 def main(argv=None) -> int:
@@ -103,6 +121,9 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="the smaller series")
     ap.add_argument("--only", nargs="*", help="row names (default: %s)" % " ".join(DEFAULT))
     ap.add_argument("--jobs", type=int, default=2, help="rows counted at once")
+    ap.add_argument("--replayed", action="store_true",
+                    help="also count each row with its routing decisions replayed (no load "
+                         "read): the routing column is the difference")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--floor", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -126,12 +147,15 @@ def main(argv=None) -> int:
         return 2
     results = {}
     with ThreadPoolExecutor(max(1, args.jobs)) as pool:      # (rows side by side)
-        futures = {name: pool.submit(measure, name, args.quick) for name in names}
+        futures = {name: pool.submit(measure, name, args.quick, args.replayed)
+                   for name in names}
         for name in names:
             results[name] = futures[name].result()
             print(f"  ... {name} done", file=sys.stderr, flush=True)
     print("simcluster event loop, instructions retired (callgrind) by one warm run")
     hdr = ["row", "requests", "events/req", "kinstr/req", "floor x", "vs", "ref"]
+    if args.replayed:
+        hdr += ["replayed", "routing"]
     print(f"{hdr[0]:<12}" + "".join(f"{h:>12}" for h in hdr[1:]))
     for name, r in results.items():
         ref = bench.ROWS[name][2] or ("azure-x1" if name == "azure-x4" else None)
@@ -140,8 +164,12 @@ def main(argv=None) -> int:
               if ref in results else float("nan"))
         vals = [r["requests"], r["events"] / r["requests"], per / 1e3,
                 r["instructions"] / r["floor"], vs]
-        print(f"{name:<12}" + f"{vals[0]:>12,}" + "".join(f"{v:>12.2f}" for v in vals[1:])
-              + f"{ref or '-':>12}")
+        line = (f"{name:<12}" + f"{vals[0]:>12,}" + "".join(f"{v:>12.2f}" for v in vals[1:])
+                + f"{ref or '-':>12}")
+        if args.replayed:
+            rep = r["replayed"] / r["requests"]
+            line += f"{rep / 1e3:>12.2f}{(per - rep) / 1e3:>12.2f}"
+        print(line)
     return 0
 
 

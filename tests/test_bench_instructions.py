@@ -39,6 +39,14 @@ def test_the_counted_run_is_the_second_and_runs_inside_call_tracing(bench_ir, mo
     assert len(traced) == 2
 
 
+def test_the_replayed_run_serves_the_first_runs_replicas(bench_ir, monkeypatch):
+    """``--replayed`` counts a run whose router only looks up where the first run sent each
+    request: the same replicas, checked."""
+    monkeypatch.setattr(bench_ir.sys, "call_tracing", lambda fn, args: fn(*args))
+    p = {"span_s": 4.0, "count": 2}
+    assert bench_ir.worker("syn", p, True) == bench_ir.worker("syn", p)
+
+
 def test_unknown_and_untimed_rows_are_named(bench_ir, capsys, monkeypatch):
     monkeypatch.setattr(bench_ir.shutil, "which", lambda name: "/usr/bin/valgrind")
     assert bench_ir.main(["--only", "inst-1", "nope", "exp-hllm"]) == 2
