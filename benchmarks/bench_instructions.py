@@ -14,9 +14,9 @@ run whose caches start cold), then runs it again with counting on only for that 
 run is called through ``sys.call_tracing``, a C function nothing else calls, and callgrind
 counts only inside it: ``--collect-atstart=no --toggle-collect``): the warm run that
 ``bench_simulator`` calls the event loop. Three processes of ``inst-1 --quick`` started
-together counted the same 194,946,142 instructions in that run, and two runs of this script
-an hour apart 194.89 and 195.02 thousand per request: 0.1% apart, where CPU time moves by
-tens of percent. In their whole (set-up included) processes differ by 0.3%, which is why the
+together counted the same 194,946,142 instructions in that run; runs of this script an hour
+apart counted 194.89 and 195.02 thousand per request (inst-1), 222.86 and 223.14 (azure-x4):
+0.07-0.13% apart, where CPU time moves by tens of percent. In their whole (set-up included) processes differ by 0.3%, which is why the
 run is counted alone rather than as the difference of a one-run and a two-run process (that
 carried the set-up's 0.3% into a small row: 3.5% on 1,000 requests).
 

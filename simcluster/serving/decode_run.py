@@ -80,7 +80,7 @@ _accumulate = np.add.accumulate
 #: Past the list the array is bisected from its end (``bisect_right`` with ``lo``; an index
 #: read with ``item``), not ``searchsorted(..., "right")`` and ``float(cum[j])``: the same
 #: step counts, 1.0% fewer instructions per request on azure-x4 (225.1 -> 222.9 thousand),
-#: 0.5-0.6% on out-x16 and inst-16, no change beyond the count's 0.1% repeatability on
+#: 0.5-0.6% on out-x16 and inst-16, no change beyond the count's 0.15% repeatability on
 #: azure-x1 and out-x1 (the warm run counted alone).
 HEAD = 32
 
