@@ -16,9 +16,10 @@ counts only inside it: ``--collect-atstart=no --toggle-collect``): the warm run 
 ``bench_simulator`` calls the event loop. Three processes of ``inst-1 --quick`` started
 together counted the same 194,946,142 instructions in that run; runs of this script an hour
 apart counted 194.89 and 195.02 thousand per request (inst-1), 222.86 and 223.14 (azure-x4):
-0.07-0.13% apart, where CPU time moves by tens of percent. In their whole (set-up included) processes differ by 0.3%, which is why the
-run is counted alone rather than as the difference of a one-run and a two-run process (that
-carried the set-up's 0.3% into a small row: 3.5% on 1,000 requests).
+0.07-0.13% apart, where CPU time moves by tens of percent. In their whole (set-up included)
+processes differ by 0.3%, which is why the run is counted alone rather than as the
+difference of a one-run and a two-run process (that carried the set-up's 0.3% into a small
+row: 3.5% on 1,000 requests).
 
 It is what the CPU executes, not how long it takes: cache misses, which grow with the pool and
 the run (the raw ``vs`` of ``bench_simulator`` against its ``vs/floor``), are not in it, so
@@ -31,9 +32,9 @@ Columns: requests, events/req, instructions per request (thousands, of the count
 ``floor x``, ``vs`` (instructions per request over the row named in ``ref``); with
 ``--replayed``, the same row counted once more with its routing decisions replayed for free
 (``route_cost``'s replay router, the same replicas checked) and the difference, what
-least-outstanding-tokens routing costs per request. ``--quick``
-takes ``bench_simulator``'s smaller series (and a 100-second ``inst-64``): under valgrind a
-row runs about 50 times slower.
+least-outstanding-tokens routing costs per request. ``--quick`` takes ``bench_simulator``'s
+smaller series (and a 100-second ``inst-64``): under valgrind a row runs about 50 times
+slower.
 """
 
 from __future__ import annotations
