@@ -56,6 +56,10 @@ import bench_simulator as bench  # noqa: E402
 DEFAULT = ["azure-x1", "azure-x4", "out-x1", "out-x4", "out-x16", "inst-1", "inst-4",
            "inst-16", "inst-64"]
 QUICK = {**bench.QUICK, "inst-64": {"span_s": 100.0}}
+#: Row kinds whose runs are counted (the experiment and whole-process rows are not).
+COUNTED = ("azure", "syn")
+#: References beside ``bench_simulator``'s own (it quotes azure-x4 without one).
+REFS = {"azure-x4": "azure-x1"}
 _COLLECTED = re.compile(r"Collected\s*:\s*(\d+)")
 
 
@@ -67,13 +71,12 @@ def worker(kind: str, p: dict, replayed: bool = False) -> dict:
     from simcluster.cost import CostModel
     cost, cache = CostModel(load_calibration("measured")), {}
     first = bench._build(kind, p, cost, cache).run()
+    want = first.requests.instance.tolist()
+    del first
     kw = {}
     if replayed:
         import route_cost  # noqa: F401  (registers the replay router)
-        kw = {"router": "bench-replay",
-              "router_params": {"choices": first.requests.instance.tolist()}}
-    want = first.requests.instance.tolist()
-    del first
+        kw = {"router": "bench-replay", "router_params": {"choices": want}}
     gc.collect()
     sim = bench._build(kind, p, cost, cache, **kw)
     res = sys.call_tracing(sim.run, ())
@@ -139,12 +142,11 @@ def main(argv=None) -> int:
               file=sys.stderr)
         return 2
     names = args.only or DEFAULT
-    unknown = [n for n in names if n not in bench.ROWS or bench.ROWS[n][0] not in ("azure",
-                                                                                   "syn")]
+    rows = [n for n, r in bench.ROWS.items() if r[0] in COUNTED]
+    unknown = [n for n in names if n not in rows]
     if unknown:
         print(f"bench_instructions: unknown or untimed rows {unknown}; rows: "
-              f"{', '.join(n for n, r in bench.ROWS.items() if r[0] in ('azure', 'syn'))}",
-              file=sys.stderr)
+              f"{', '.join(rows)}", file=sys.stderr)
         return 2
     results = {}
     with ThreadPoolExecutor(max(1, args.jobs)) as pool:      # (rows side by side)
@@ -159,7 +161,7 @@ def main(argv=None) -> int:
         hdr += ["replayed", "routing"]
     print(f"{hdr[0]:<12}" + "".join(f"{h:>12}" for h in hdr[1:]))
     for name, r in results.items():
-        ref = bench.ROWS[name][2] or ("azure-x1" if name == "azure-x4" else None)
+        ref = bench.ROWS[name][2] or REFS.get(name)
         per = r["instructions"] / r["requests"]
         vs = (per / (results[ref]["instructions"] / results[ref]["requests"])
               if ref in results else float("nan"))
