@@ -59,8 +59,10 @@ floor's, median over repeats), us/req, vs (us/req
 over the row named in ``ref``), vs/floor (floor x over the ref's floor x: the same ratio with
 each row's machine speed taken out), rss MiB (peak of the row's process: one run's, as each
 repeat's garbage is collected before the next), wall s (median), setup s (CPU from
-process start to the first run, imports and calibration included; slices the run asks for
-are computed or read lazily, in the run), proc cpu s (CPU of the whole row process: imports,
+process start to the first run, imports and calibration included — and, where Python does
+not cache bytecode (``PYTHONDONTWRITEBYTECODE``, set on the machines these figures come
+from), compiling every simcluster module imported; slices the run asks for are computed or
+read lazily, in the run), proc cpu s (CPU of the whole row process: imports,
 set-up, every repeat and its floor, results; a ``-process`` row's, whose figure it is, has no
 floor in it).
 """
@@ -122,8 +124,8 @@ def _build(kind, p, cost, trace_cache, router="least_outstanding_tokens", router
         if exp is None:
             exp = trace_cache["experiment"] = load_experiment(p["name"])
         return exp.simulation()
+    # (only what the row uses: its set-up is a user's, who imports no unused pool kind)
     from simcluster.cluster import InstanceSpec
-    from simcluster.cluster.pools import DisaggregatedCluster
     from simcluster.cost import Layout
     from simcluster.hardware import load_device, load_link
     from simcluster.models import model_preset
@@ -141,6 +143,7 @@ def _build(kind, p, cost, trace_cache, router="least_outstanding_tokens", router
     h100 = Layout.uniform(load_device(p.get("device", "H100-SXM")))
     count, factory = p["count"], None
     if p.get("disagg"):
+        from simcluster.cluster.pools import DisaggregatedCluster
         specs = [InstanceSpec(h100, cfg, count=1, pool="prefill"),
                  InstanceSpec(h100, cfg, count=count - 1, pool="decode")]
         factory = functools.partial(DisaggregatedCluster, kv_link=load_link("NVLink4"))
@@ -157,10 +160,11 @@ def _build(kind, p, cost, trace_cache, router="least_outstanding_tokens", router
 
 def _trace(kind, p):
     import numpy as np
-    from simcluster.workload import Trace, load_trace, synthetic_trace
+    from simcluster.workload import Trace, load_trace
     azure = load_trace("azure-conv")
     if kind.startswith("azure"):
         return azure
+    from simcluster.workload import synthetic_trace
     scale, count = p.get("scale", 1), p["count"]
     rate = 5.0 * count / scale
     n = p.get("n") or int(p["span_s"] * rate)

@@ -27,7 +27,7 @@ data (``hardware``, ``models``, ``workload``); ``calibration``; ``cost``; ``engi
 
 from __future__ import annotations
 
-import importlib as _importlib
+from simcluster.lazy import lazy_exports as _lazy_exports
 
 __version__ = "0.1.0"
 
@@ -73,21 +73,4 @@ _MODULES = {"plots": "simcluster.analysis.plots"}
 __all__ = sorted(set(_PUBLIC) | set(_MODULES))
 
 
-def __getattr__(name: str):
-    if name in _MODULES:
-        value = _importlib.import_module(_MODULES[name])
-    else:
-        module = _PUBLIC.get(name)
-        if module is None:
-            raise AttributeError(f"module 'simcluster' has no attribute {name!r}")
-        value = getattr(_importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__():
-    # (the public names, and the submodules and dunders already loaded; not ``annotations``,
-    # the __future__ flag's name, nor this module's own helpers)
-    loaded = {n for n in globals() if not n.startswith("_") and n != "annotations"}
-    return sorted(loaded | set(_PUBLIC) | set(_MODULES)
-                  | {n for n in globals() if n.startswith("__")})
+__getattr__, __dir__ = _lazy_exports(globals(), _PUBLIC, _MODULES)

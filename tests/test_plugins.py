@@ -95,3 +95,43 @@ def test_a_built_in_is_never_shadowed():
         warnings.simplefilter("always")
         ROUTERS.register("round_robin")(original)       # reloading the module itself is fine
     assert ROUTERS["round_robin"] is original
+
+
+def test_built_in_policies_are_imported_when_a_registry_first_needs_them():
+    """Only batching's and routing's policies are imported with ``simcluster.policies``; the
+    other built-in modules are imported before a registry answers for a name it lacks, is
+    listed, or takes a policy defined elsewhere (whose name a built-in still may not shadow)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+    code = '''
+import sys
+from simcluster.policies import BATCHERS, ROUTERS, registry
+later = [m for m in registry.BUILTIN_MODULES]
+assert later and not any(m in sys.modules for m in later), later
+assert "vllm" in BATCHERS and ROUTERS.get("round_robin") is not None
+assert not any(m in sys.modules for m in later)             # held names: nothing imported
+assert "bucketed" in BATCHERS and all(m in sys.modules for m in later)
+'''
+    shadow = '''
+from simcluster.policies import ROUTERS
+class Impostor:
+    pass
+Impostor.__module__ = "my_plugin"
+try:
+    ROUTERS.register("length_buckets")(Impostor)     # (bucketed's, not imported yet)
+except ValueError as err:
+    assert "built in" in str(err), err
+else:
+    raise AssertionError("a built-in not yet imported was shadowed")
+'''
+    listing = '''
+from simcluster.policies import CONTROLLERS, ROUTERS
+assert "mmc" in list(CONTROLLERS) and len(ROUTERS) >= 7 and "numa_minibatch" in dict(ROUTERS)
+'''
+    root = Path(__file__).resolve().parents[1]
+    for text in (code, shadow, listing):
+        out = subprocess.run([sys.executable, "-c", text], capture_output=True, text=True,
+                             env={**os.environ, "PYTHONPATH": str(root)})
+        assert out.returncode == 0, out.stderr

@@ -96,6 +96,22 @@ GPU_TABLES = ("gemm", "attn_prefill", "attn_decode", "elementwise", "grouped_gem
               "profiled_kernels")
 
 
+def _scipy_version() -> str:
+    """scipy's version for the content hash: its ``version.py`` (version and git revision),
+    read without importing scipy or ``importlib.metadata`` (whose import and metadata parse
+    cost ~15-30 ms of every process's set-up); the distribution's metadata where the file
+    is missing."""
+    from importlib.util import find_spec
+    spec = find_spec("scipy")
+    if spec is not None and spec.origin:
+        try:
+            return Path(spec.origin).with_name("version.py").read_text()
+        except OSError:
+            pass
+    from importlib.metadata import version
+    return version("scipy")
+
+
 class MeasuredCalibration(Calibration):
     """Achievable rates from measured tables: a device's own (measured, or imported from a
     published profile), else borrowed per operator class from a calibrated device of its
@@ -154,8 +170,6 @@ class MeasuredCalibration(Calibration):
 
     def _hash_parts(self):
         """What the fits read besides the tables: specs, the fitting code, library versions."""
-        from importlib.metadata import version
-
         from simcluster.calibration import (curves, launch, links, roofline, slice_kernel,
                                             tables)
         from simcluster.hardware import load_link
@@ -165,7 +179,7 @@ class MeasuredCalibration(Calibration):
             links)]
         specs = [repr(self.specs[n]) for n in self.specs]
         link_specs = [repr(load_link(n)) for n in ("NVLink4", "PCIe5")]
-        return [*code, *specs, *link_specs, np.__version__, version("scipy")]
+        return [*code, *specs, *link_specs, np.__version__, _scipy_version()]
 
     @property
     def curves(self) -> dict:

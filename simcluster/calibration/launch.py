@@ -16,8 +16,6 @@ product attention, ``elementwise`` -> an add, ``cat``, ``copy``, ``norm`` -> a f
 
 from __future__ import annotations
 
-import statistics
-
 from simcluster.lazy import lazy_module
 from simcluster.calibration.roofline import LAUNCH_CLASSES, LaunchCosts
 from simcluster.errors import InputError
@@ -44,6 +42,7 @@ def fit_launch(meta: dict, df: pd.DataFrame, device: str, file: str = "launch.cs
         by_mode = rows.set_index("mode").time_s
         if {"isolated", "graph"} <= set(by_mode.index):
             lat.append(float(by_mode["isolated"] - by_mode["graph"]) - dispatch[cls])
+    import statistics             # (fits only: a cached calibration never reads this)
     latency = max(statistics.median(lat), 0.0) if lat else 0.0
     when = meta.get("date_utc", "?")
     return LaunchCosts(dispatch, latency, f"{device} launch table ({when})")

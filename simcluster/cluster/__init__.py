@@ -6,9 +6,13 @@
 hand-off through :mod:`.transfers`, links whose bandwidth concurrent transfers share).
 """
 
-from simcluster.cluster.phase_pools import PhasePoolCluster
-from simcluster.cluster.pools import DisaggregatedCluster
 from simcluster.cluster.replicas import Cluster, InstanceSpec, reference_speed
+from simcluster.lazy import lazy_exports
+
+# (pools of other kinds: imported when first read)
+__getattr__, __dir__ = lazy_exports(globals(), {
+    "DisaggregatedCluster": "simcluster.cluster.pools",
+    "PhasePoolCluster": "simcluster.cluster.phase_pools"})
 
 __all__ = ["Cluster", "DisaggregatedCluster", "InstanceSpec", "PhasePoolCluster",
            "reference_speed"]

@@ -27,6 +27,7 @@ from __future__ import annotations
 import numbers
 from dataclasses import dataclass
 from functools import partial
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -37,14 +38,23 @@ from simcluster.cost.breakdown import Breakdown
 from simcluster.cost.accounting import FUSED, ExecutionMode, KernelAccounting, load_accounting
 from simcluster.cost.execution import HostDispatch
 from simcluster.cost.layout import Layout
-from simcluster.cost.moe import MoEOps, RoutingModel
 from simcluster.cost.parallel import check_parallel
 from simcluster.cost.stages import StagedTimer
 from simcluster.models.operators import RankShape, op_counts
 from simcluster.hardware import DeviceSpec
 from simcluster.models import ModelSpec
 
+if TYPE_CHECKING:
+    from simcluster.cost.moe import RoutingModel
+
 pd = lazy_module("pandas")     # (imported when a frame is first built)
+
+
+def _moe():
+    """:mod:`.moe` (mixtures of experts), imported when a model or routing first needs it."""
+    from simcluster.cost import moe
+    return moe
+
 
 #: Timers a cost model keeps for reuse by later simulations.
 TIMERS_KEPT = 8
@@ -126,7 +136,7 @@ class CostModel:
         elif not isinstance(calibration, Calibration):
             raise TypeError(f"calibration: expected a Calibration or its name ('measured', "
                             f"'datasheet'); got {type(calibration).__name__}")
-        if routing is not None and not isinstance(routing, RoutingModel):
+        if routing is not None and not isinstance(routing, _moe().RoutingModel):
             raise TypeError(f"routing: expected a RoutingModel (expert loads of a mixture of "
                             f"experts) or None; got {type(routing).__name__}")
         self.calibration = calibration
@@ -255,7 +265,7 @@ class IterationTimer(DecodeSteps, Breakdown):
         self.ranks = [RankShape.of(model, layout.head_shares[r], layout.ffn_shares[r],
                                    layout.kv_shares[r], tied, rc[r], dp=layout.dp)
                       for r in range(layout.tp)]
-        self.moe_ops = (MoEOps(model, layout, calibration, self.dtype, routing)
+        self.moe_ops = (_moe().MoEOps(model, layout, calibration, self.dtype, routing)
                         if model.moe is not None else None)
         self.stage_layers = [layers] if layers is not None else list(
             layout.layers(model.num_layers))

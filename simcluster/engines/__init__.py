@@ -11,10 +11,15 @@ with (a batching policy and its parameters), with the metadata of the measuremen
                  batching_params=spec.batching_params)
 """
 
-from simcluster.engines.model import (BASE_TERMS, KINDS, TERMS, EngineCostModel, EngineTerms,
-                                     EngineTimer)
-from simcluster.engines.spec import (EngineSpec, engine_toml, engines_dir, list_engines,
-                                     load_engine)
+from simcluster.lazy import lazy_exports
+
+# (imported when first read: a simulation without an engine model reads only .envelope)
+__getattr__, __dir__ = lazy_exports(globals(), {
+    **dict.fromkeys(("BASE_TERMS", "KINDS", "TERMS", "EngineCostModel", "EngineTerms",
+                     "EngineTimer"), "simcluster.engines.model"),
+    **dict.fromkeys(("EngineSpec", "engine_toml", "engines_dir", "list_engines",
+                     "load_engine"), "simcluster.engines.spec"),
+})
 
 __all__ = ["BASE_TERMS", "KINDS", "EngineCostModel", "EngineSpec", "EngineTerms", "EngineTimer",
            "TERMS",

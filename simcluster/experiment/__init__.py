@@ -85,7 +85,7 @@ from typing import Any
 
 import numpy as np
 
-from simcluster.cluster import Cluster, DisaggregatedCluster, InstanceSpec, PhasePoolCluster
+from simcluster.cluster import Cluster, InstanceSpec
 from simcluster.cost import CostModel
 from simcluster.errors import InputError, relocate, unknown_name
 from simcluster.experiment import sections
@@ -127,8 +127,10 @@ class Experiment:
     def simulation(self) -> Simulation:
         factory = Cluster
         if self.disaggregation is not None:
+            from simcluster.cluster import DisaggregatedCluster
             factory = partial(DisaggregatedCluster, **self.disaggregation)
         if self.pools is not None:
+            from simcluster.cluster import PhasePoolCluster
             factory = partial(PhasePoolCluster, **self.pools)
         return Simulation(self.trace, self.model, self.instances, router=self.router,
                           router_params=self.router_params, cost_model=self.cost_model,

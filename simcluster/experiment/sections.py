@@ -211,13 +211,13 @@ def _partition(t: Table, layout: Layout, model, cost_model: CostModel, cfg: Inst
     decode batch), recompute (a KV share recomputed where that saves memory), and the policy's
     own parameters (hels: max_steps; hels_enhanced: kv_rules, max_steps; hexgen_tp:
     fit_batch)."""
-    from simcluster.policies.partition import TargetBatch, partition
     policy = t.get("partition", str, None)
     pparams = t.sub("partition_params")
     if policy is None:
         if pparams is not None:
             raise t._err("partition_params", "needs a 'partition' policy")
         return layout
+    from simcluster.policies.partition import TargetBatch, partition
     with t.at("partition"):
         PARTITIONS.lookup(policy)
     if "devices" not in t.data or layout.pp != 1:

@@ -1,4 +1,5 @@
-"""Hugging Face ``config.json`` -> :class:`ModelSpec`, and :func:`load_model` (preset or file)."""
+"""Hugging Face ``config.json`` -> :class:`ModelSpec` (:func:`~.presets.load_model` takes a
+preset's name or such a file)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from simcluster.errors import InputError, path_like, unique_keys
+from simcluster.errors import InputError, unique_keys
 from simcluster.models.hf_arch import arch_from_hf
-from simcluster.models.presets import model_preset
 from simcluster.models.spec import _HF_DTYPES, DTYPE_BYTES, ModelSpec
 
 
@@ -163,13 +163,5 @@ def _read_config(path_or_dict: Any) -> tuple[dict[str, Any], Path | None]:
     if not isinstance(cfg, dict):
         raise InputError("expected a JSON object", file=str(path))
     return cfg, path
-
-
-def load_model(name_or_path: str | os.PathLike) -> ModelSpec:
-    """A preset by name, or a model read from a config.json path (or a directory holding one)."""
-    text = os.fspath(path_like(name_or_path, "model"))
-    if text.endswith(".json") or Path(text).expanduser().exists():
-        return model_from_hf_config(text)
-    return model_preset(text)   # names and aliases, including repo ids like 'facebook/opt-13b'
 
 

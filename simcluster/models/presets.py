@@ -3,10 +3,12 @@ the mixture-of-experts models served today (:mod:`.moe_presets`)."""
 
 from __future__ import annotations
 
+import os
 import re
+from pathlib import Path
 from typing import Any
 
-from simcluster.errors import UnknownNameError, did_you_mean
+from simcluster.errors import UnknownNameError, did_you_mean, path_like
 from simcluster.models.moe_presets import MOE_PRESETS
 from simcluster.models.spec import DTYPE_BYTES, ModelSpec
 
@@ -81,3 +83,13 @@ def model_preset(name: str) -> ModelSpec:
                            "config.json)", field="model")
 
 
+
+
+def load_model(name_or_path: str | os.PathLike) -> ModelSpec:
+    """A preset by name, or a model read from a config.json path (or a directory holding one:
+    :func:`~.hf_config.model_from_hf_config`, imported only then)."""
+    text = os.fspath(path_like(name_or_path, "model"))
+    if text.endswith(".json") or Path(text).expanduser().exists():
+        from simcluster.models.hf_config import model_from_hf_config
+        return model_from_hf_config(text)
+    return model_preset(text)   # names and aliases, including repo ids like 'facebook/opt-13b'

@@ -21,9 +21,8 @@ nothing above the cost model.
 """
 
 from simcluster.policies import batching, routing  # noqa: F401  (fill the registries)
-from simcluster.policies import bucketed, controllers, hf_cb  # noqa: F401
-from simcluster.policies import minibatch, numa, offload, partition  # noqa: F401
-from simcluster.policies import pool_routing, rebalance  # noqa: F401
+# (the other modules of the table are imported when a registry first needs them:
+# registry.BUILTIN_MODULES)
 from simcluster.policies.batching import Plan
 from simcluster.policies.registry import (BATCHERS, CONTROLLERS, NUMA_PLACEMENTS, OFFLOADS,
                                           PARTITIONS, POOL_ROUTERS, REBALANCERS, ROUTERS,

@@ -17,10 +17,19 @@ same checks whoever registers it.
 Registering a name again *replaces* the entry with a warning — re-running a notebook cell that
 defines a policy, or reloading a plugin, must not fail — except that a built-in policy (one
 defined in simcluster) is never shadowed by another definition: that is an error.
+
+Built-in policies beyond vLLM-like batching and the plain routers (:mod:`.batching`,
+:mod:`.routing`) live in modules imported when first needed (:data:`BUILTIN_MODULES`): a
+registry imports them all before it answers for a name it does not hold, before it is listed
+(iterated, counted, its keys or items read) and before a policy defined outside simcluster is
+registered (so that the shadowing check sees every built-in). A simulation that names only
+those two modules' policies never imports the others: without cached bytecode, that is ~125
+kB of source not compiled in every process's set-up.
 """
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import math
 import re
@@ -35,16 +44,83 @@ _SCALARS: dict[str, tuple[type, ...]] = {"int": (int,), "float": (int, float), "
 _SEQUENCE = re.compile(r"^(?:Sequence|list|tuple|Iterable|Collection)\[(.+?)(?:,\s*\.\.\.)?\]$")
 
 
+#: Modules of built-in policies that every registry imports before it answers for a name it
+#: does not hold or is listed (module docstring); one that fails to import stays listed.
+BUILTIN_MODULES = ["simcluster.policies.bucketed", "simcluster.policies.controllers",
+                   "simcluster.policies.hf_cb", "simcluster.policies.minibatch",
+                   "simcluster.policies.numa", "simcluster.policies.offload",
+                   "simcluster.policies.partition", "simcluster.policies.pool_routing",
+                   "simcluster.policies.rebalance"]
+_LOADING: list = []                  # (non-empty while BUILTIN_MODULES are being imported)
+
+
+def load_builtins():
+    """Import the modules of :data:`BUILTIN_MODULES` not imported yet (they register their
+    policies as they are imported)."""
+    if _LOADING or not BUILTIN_MODULES:
+        return
+    _LOADING.append(True)
+    try:
+        while BUILTIN_MODULES:
+            importlib.import_module(BUILTIN_MODULES[0])
+            BUILTIN_MODULES.pop(0)
+    finally:
+        _LOADING.clear()
+
+
 class Registry(dict):
-    """Name -> factory (a class, or a function returning a policy object)."""
+    """Name -> factory (a class, or a function returning a policy object); the built-in
+    modules are imported before a name it does not hold is answered or it is listed."""
 
     def __init__(self, kind: str):
         super().__init__()
         self.kind = kind
 
+    # -- a dict whose built-in entries are imported on demand (module docstring) ----------
+    def __contains__(self, name) -> bool:
+        if dict.__contains__(self, name):
+            return True
+        if BUILTIN_MODULES and not _LOADING:
+            load_builtins()
+            return dict.__contains__(self, name)
+        return False
+
+    def __missing__(self, name):
+        if BUILTIN_MODULES and not _LOADING:
+            load_builtins()
+            if dict.__contains__(self, name):
+                return dict.__getitem__(self, name)
+        raise KeyError(name)
+
+    def get(self, name, default=None):
+        return self[name] if name in self else default
+
+    def __iter__(self):
+        load_builtins()
+        return dict.__iter__(self)
+
+    def __len__(self) -> int:
+        load_builtins()
+        return dict.__len__(self)
+
+    def keys(self):
+        load_builtins()
+        return dict.keys(self)
+
+    def values(self):
+        load_builtins()
+        return dict.values(self)
+
+    def items(self):
+        load_builtins()
+        return dict.items(self)
+
     def register(self, name: str) -> Callable:
         def deco(factory):
-            old = self.get(name)
+            if getattr(factory, "__module__", "").startswith("simcluster."):
+                old = dict.get(self, name)      # (a built-in module, maybe mid-import)
+            else:
+                old = self.get(name)            # (every built-in imported first)
             if old is not None:
                 self._replacing(name, old, factory)
             self[name] = factory

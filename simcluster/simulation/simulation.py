@@ -88,8 +88,9 @@ def as_model(model):
     ModelSpec; TypeError for anything else."""
     import os
 
-    from simcluster.models import ModelSpec, load_model
+    from simcluster.models import ModelSpec
     if isinstance(model, (str, os.PathLike)):
+        from simcluster.models import load_model
         return load_model(model)
     if not isinstance(model, ModelSpec):
         raise TypeError(f"model: expected a ModelSpec or a preset's name (model_preset, "

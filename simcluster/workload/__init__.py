@@ -9,22 +9,22 @@ reshape it with the pure transforms (:func:`rescale_rate`, :func:`time_window`, 
 :func:`format_description`).
 """
 
+from simcluster.lazy import lazy_exports
 from simcluster.workload.bundled import bundled_trace_path, bundled_traces
 from simcluster.workload.describe import describe, format_description, interarrival_cv
 from simcluster.workload.loaders import load_trace
-from simcluster.workload.prefixes import (conversation_trace, ideal_hit_rate,
-                                          shared_prefix_hit_rate, shared_prefix_trace)
-from simcluster.workload.synthetic import (
-                                           fixed_lengths,
-                                           gamma_arrivals,
-                                           lognormal_lengths,
-                                           poisson_arrivals,
-                                           resampled_lengths,
-                                           synthetic_trace,
-)
 from simcluster.workload.trace import Trace
-from simcluster.workload.transforms import (first_n, fit_context, rescale_rate, subsample,
-                                             time_window)
+
+# (generators, prefix workloads and transforms: imported when first read — a simulation of
+# a trace file needs none of them)
+__getattr__, __dir__ = lazy_exports(globals(), {
+    **dict.fromkeys(("conversation_trace", "ideal_hit_rate", "shared_prefix_hit_rate",
+                     "shared_prefix_trace"), "simcluster.workload.prefixes"),
+    **dict.fromkeys(("fixed_lengths", "gamma_arrivals", "lognormal_lengths", "poisson_arrivals",
+                     "resampled_lengths", "synthetic_trace"), "simcluster.workload.synthetic"),
+    **dict.fromkeys(("first_n", "fit_context", "rescale_rate", "subsample", "time_window"),
+                    "simcluster.workload.transforms"),
+})
 
 __all__ = [
     "Trace",
