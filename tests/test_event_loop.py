@@ -198,6 +198,32 @@ def test_load_table_answers_every_query_as_the_scan(h100, llama7b, monkeypatch, 
     assert len(renewed) > 20                  # long decode runs outlast their windows
 
 
+@settings(max_examples=200, deadline=None)
+@given(st.integers(0, 2 ** 32), st.integers(1, 200), st.sampled_from(["even", "growing",
+                                                                     "ragged", "admitted"]))
+def test_a_runs_steps_ended_by_a_time_count_as_a_bisection(seed, k, shape):
+    """A decode run's steps ended by an offset (its first ends as a list, made at the first
+    lookup, the rest bisected in the array) are ``bisect_right``'s count for every offset —
+    before the first end, at and between ends, just below each, past the last — and
+    ``end_of`` reads each end, in runs shorter and longer than the list, of equal, growing
+    and ragged steps, or beginning with the admitting step's 0.0; lookups in any order."""
+    from bisect import bisect_right
+    from simcluster.serving.decode_run import DecodeRun
+    rng = np.random.default_rng(seed)
+    steps = {"even": np.full(k, 0.0125), "growing": 0.01 + 0.02 * np.arange(k) / k}.get(
+        shape, rng.uniform(0.001, 0.05, size=k))
+    if shape == "admitted":
+        steps[0] = 0.0
+    cum = np.add.accumulate(steps)
+    ends = cum.tolist()
+    run = DecodeRun(0.0, cum, 1, None, 0)
+    mids = [(a + b) / 2 for a, b in zip([-1.0] + ends, ends + [ends[-1] + 1.0])]
+    rels = ends + mids + [float(np.nextafter(e, -1.0)) for e in ends]
+    for rel in rng.permutation(np.array(rels, dtype=float)).tolist():
+        assert run.done_by(rel) == bisect_right(ends, rel), (rel, k)
+    assert [run.end_of(j) for j in range(1, k + 1)] == ends
+
+
 class _Run:
     """The part of a decode run the load table reads."""
 

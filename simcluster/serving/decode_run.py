@@ -82,6 +82,11 @@ _accumulate = np.add.accumulate
 #: step counts, 1.0% fewer instructions per request on azure-x4 (225.1 -> 222.9 thousand),
 #: 0.5-0.6% on out-x16 and inst-16, no change beyond the count's 0.15% repeatability on
 #: azure-x1 and out-x1 (the warm run counted alone).
+#: An interpolated lookup instead of the list (a guess from the first and last ends, checked
+#: against the ends either side with ``item``; a guess off by more than one bisected): 2-3
+#: ``item`` calls cost more than a list bisection, so it lost where runs are read often —
+#: counted alone against d81b485, azure-x1 181.7 -> 181.5, azure-x4 222.9 -> 220.5, inst-64
+#: 280.7 -> 278.3, but out-x1 213.4 -> 219.2, inst-4 214.7 -> 221.0, inst-16 256.0 -> 289.6.
 HEAD = 32
 
 
