@@ -100,7 +100,8 @@ def test_a_built_in_is_never_shadowed():
 def test_built_in_policies_are_imported_when_a_registry_first_needs_them():
     """Only batching's and routing's policies are imported with ``simcluster.policies``; the
     other built-in modules are imported before a registry answers for a name it lacks, is
-    listed, or takes a policy defined elsewhere (whose name a built-in still may not shadow)."""
+    listed, or takes a policy defined elsewhere (whose name a built-in still may not shadow);
+    a thread asking while another imports them waits for it."""
     import os
     import subprocess
     import sys
@@ -130,8 +131,32 @@ else:
 from simcluster.policies import CONTROLLERS, ROUTERS
 assert "mmc" in list(CONTROLLERS) and len(ROUTERS) >= 7 and "numa_minibatch" in dict(ROUTERS)
 '''
+    threads = '''
+import importlib, threading
+from simcluster.policies import BATCHERS, registry
+real, gate, inside = importlib.import_module, threading.Event(), threading.Event()
+def held(name, *args):                    # the first built-in module's import waits
+    if name == "simcluster.policies.bucketed":
+        inside.set()
+        gate.wait(10)
+    return real(name, *args)
+importlib.import_module = held
+seen = {}
+def ask(who):
+    seen[who] = "bucketed" in BATCHERS
+a = threading.Thread(target=ask, args=("a",))
+a.start()
+assert inside.wait(10)
+b = threading.Thread(target=ask, args=("b",))    # asks while a imports: waits for it
+b.start()
+b.join(0.5)
+gate.set()
+a.join()
+b.join()
+assert seen == {"a": True, "b": True}, seen
+'''
     root = Path(__file__).resolve().parents[1]
-    for text in (code, shadow, listing):
+    for text in (code, shadow, listing, threads):
         out = subprocess.run([sys.executable, "-c", text], capture_output=True, text=True,
                              env={**os.environ, "PYTHONPATH": str(root)})
         assert out.returncode == 0, out.stderr

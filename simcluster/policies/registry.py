@@ -33,6 +33,7 @@ import importlib
 import inspect
 import math
 import re
+import threading
 import warnings
 from collections.abc import Mapping
 from typing import Any, Callable
@@ -51,21 +52,24 @@ BUILTIN_MODULES = ["simcluster.policies.bucketed", "simcluster.policies.controll
                    "simcluster.policies.numa", "simcluster.policies.offload",
                    "simcluster.policies.partition", "simcluster.policies.pool_routing",
                    "simcluster.policies.rebalance"]
-_LOADING: list = []                  # (non-empty while BUILTIN_MODULES are being imported)
+_LOCK = threading.RLock()            # (one thread imports them; others wait for it)
+_LOADING = threading.local()         # .active: this thread is importing them now
 
 
 def load_builtins():
     """Import the modules of :data:`BUILTIN_MODULES` not imported yet (they register their
-    policies as they are imported)."""
-    if _LOADING or not BUILTIN_MODULES:
+    policies as they are imported). Another thread asking meanwhile waits for them; a lookup
+    from a module being imported (this thread) sees the policies registered so far."""
+    if not BUILTIN_MODULES or getattr(_LOADING, "active", False):
         return
-    _LOADING.append(True)
-    try:
-        while BUILTIN_MODULES:
-            importlib.import_module(BUILTIN_MODULES[0])
-            BUILTIN_MODULES.pop(0)
-    finally:
-        _LOADING.clear()
+    with _LOCK:
+        _LOADING.active = True
+        try:
+            while BUILTIN_MODULES:
+                importlib.import_module(BUILTIN_MODULES[0])
+                BUILTIN_MODULES.pop(0)
+        finally:
+            _LOADING.active = False
 
 
 class Registry(dict):
@@ -80,13 +84,13 @@ class Registry(dict):
     def __contains__(self, name) -> bool:
         if dict.__contains__(self, name):
             return True
-        if BUILTIN_MODULES and not _LOADING:
+        if BUILTIN_MODULES:
             load_builtins()
             return dict.__contains__(self, name)
         return False
 
     def __missing__(self, name):
-        if BUILTIN_MODULES and not _LOADING:
+        if BUILTIN_MODULES:
             load_builtins()
             if dict.__contains__(self, name):
                 return dict.__getitem__(self, name)
