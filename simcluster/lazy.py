@@ -36,8 +36,7 @@ def lazy_module(name: str):
     return _LazyModule(name)
 
 
-
-def lazy_exports(namespace: dict, exports: dict[str, str], modules: dict[str, str] = None):
+def lazy_exports(namespace: dict, exports: dict[str, str], modules: dict[str, str] | None = None):
     """``(__getattr__, __dir__)`` of a package whose names ``exports`` (name -> the module
     defining it) and ``modules`` (name -> a module, the value itself) are imported when first
     read (PEP 562), then kept in ``namespace`` (the package's ``globals()``): ``from

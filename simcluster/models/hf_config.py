@@ -163,5 +163,3 @@ def _read_config(path_or_dict: Any) -> tuple[dict[str, Any], Path | None]:
     if not isinstance(cfg, dict):
         raise InputError("expected a JSON object", file=str(path))
     return cfg, path
-
-

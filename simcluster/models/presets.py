@@ -83,8 +83,6 @@ def model_preset(name: str) -> ModelSpec:
                            "config.json)", field="model")
 
 
-
-
 def load_model(name_or_path: str | os.PathLike) -> ModelSpec:
     """A preset by name, or a model read from a config.json path (or a directory holding one:
     :func:`~.hf_config.model_from_hf_config`, imported only then)."""

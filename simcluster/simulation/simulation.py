@@ -88,9 +88,8 @@ def as_model(model):
     ModelSpec; TypeError for anything else."""
     import os
 
-    from simcluster.models import ModelSpec
+    from simcluster.models import ModelSpec, load_model
     if isinstance(model, (str, os.PathLike)):
-        from simcluster.models import load_model
         return load_model(model)
     if not isinstance(model, ModelSpec):
         raise TypeError(f"model: expected a ModelSpec or a preset's name (model_preset, "
