@@ -48,12 +48,7 @@ if TYPE_CHECKING:
     from simcluster.cost.moe import RoutingModel
 
 pd = lazy_module("pandas")     # (imported when a frame is first built)
-
-
-def _moe():
-    """:mod:`.moe` (mixtures of experts), imported when a model or routing first needs it."""
-    from simcluster.cost import moe
-    return moe
+_moe = lazy_module("simcluster.cost.moe")  # (when a MoE model or expert routing needs it)
 
 
 #: Timers a cost model keeps for reuse by later simulations.
@@ -136,7 +131,7 @@ class CostModel:
         elif not isinstance(calibration, Calibration):
             raise TypeError(f"calibration: expected a Calibration or its name ('measured', "
                             f"'datasheet'); got {type(calibration).__name__}")
-        if routing is not None and not isinstance(routing, _moe().RoutingModel):
+        if routing is not None and not isinstance(routing, _moe.RoutingModel):
             raise TypeError(f"routing: expected a RoutingModel (expert loads of a mixture of "
                             f"experts) or None; got {type(routing).__name__}")
         self.calibration = calibration
@@ -265,7 +260,7 @@ class IterationTimer(DecodeSteps, Breakdown):
         self.ranks = [RankShape.of(model, layout.head_shares[r], layout.ffn_shares[r],
                                    layout.kv_shares[r], tied, rc[r], dp=layout.dp)
                       for r in range(layout.tp)]
-        self.moe_ops = (_moe().MoEOps(model, layout, calibration, self.dtype, routing)
+        self.moe_ops = (_moe.MoEOps(model, layout, calibration, self.dtype, routing)
                         if model.moe is not None else None)
         self.stage_layers = [layers] if layers is not None else list(
             layout.layers(model.num_layers))
