@@ -421,6 +421,66 @@ def test_minimal_events_keep_simpy_order_and_values(monkeypatch):
         assert seen == [("early", 0.5), "timeout-a", ("after", 7), "timeout-b"]
 
 
+def _drain_scenario(env, seen, fail=False, stop=False):
+    """Processes, timeouts, minimal events and a shared event, in one queue."""
+    import simpy
+    from simcluster.serving import clock
+    shared = env.event()
+
+    def worker(name, waits):
+        for w in waits:
+            yield env.timeout(w)
+            seen.append((name, env.now))
+        if name == "b":
+            shared.succeed(name)
+        value = yield shared
+        seen.append((name, "woke", value, env.now))
+        if fail and name == "a":
+            raise ValueError("worker a failed")
+
+    env.process(worker("a", [0.5, 0.25, 1.0]))
+    env.process(worker("b", [0.75, 0.75]))
+    for t in (0.5, 1.5, 1.5, 3.0):
+        clock.after(env, t, lambda ev: seen.append(("tick", ev._value, env.now)), t)
+    if stop:
+        def halt(ev):
+            raise simpy.core.StopSimulation("halted")
+        ev = env.timeout(1.5)
+        ev.callbacks += [halt, lambda e: seen.append(("after halt", env.now))]
+
+
+@pytest.mark.parametrize("case", ["plain", "fail", "stop"])
+def test_drain_processes_the_events_env_run_would(monkeypatch, case):
+    """clock.drain (Environment.run with step inlined, the simulation's loop) sees the same
+    events at the same times as env.run: with processes waiting on a shared event, an
+    undefused failure (the same exception, caused by the original), and a callback that
+    stops the simulation (the same value; the callbacks after it run when it resumes)."""
+    import simpy
+    from simcluster.serving import clock
+    kw = {"fail": case == "fail", "stop": case == "stop"}
+    results = []
+    for direct in (True, False):
+        monkeypatch.setattr(clock, "DIRECT", direct)
+        runs = []
+        for loop in (lambda env: env.run(), clock.drain):
+            env, seen = simpy.Environment(), []
+            _drain_scenario(env, seen, **kw)
+            if case == "fail":
+                with pytest.raises(ValueError, match="worker a failed") as err:
+                    loop(env)
+                assert isinstance(err.value.__cause__, ValueError)
+            else:
+                got = loop(env)
+                assert got == ("halted" if case == "stop" else None)
+                if case == "stop":        # resumed: the rest of the callbacks, then the rest
+                    assert loop(env) is None
+            runs.append((seen, env.now))
+        assert runs[0] == runs[1]
+        results.append(runs[0])
+    assert results[0] == results[1]
+    assert len(results[0][0]) >= 9
+
+
 def test_succeed_last_runs_waiters_at_once_only_where_they_would_be_next(monkeypatch):
     """clock.succeed_last, a callback's last act, runs the event's waiters at once when
     nothing else is due at this time (they would be processed next: the same order), and

@@ -8,15 +8,18 @@ a timeout would get (the same order of events at equal times). Where SimPy's env
 not have that queue (another SimPy version), it falls back to a :class:`~simpy.Timeout`.
 
 :func:`at` takes an absolute time; :func:`succeed_last` triggers an event as a callback's
-last act and runs its callbacks at once where it would be processed next anyway.
+last act and runs its callbacks at once where it would be processed next anyway;
+:func:`drain` is ``env.run()`` with ``Environment.step`` written into its loop (a method call
+less per event: 1.2-1.3% fewer instructions per simulated request, ``bench_instructions.py
+--quick``: azure-x1 181.94 -> 179.84 thousand, inst-1 194.44 -> 191.95).
 """
 
 from __future__ import annotations
 
-from heapq import heappush
+from heapq import heappop, heappush
 
 import simpy
-from simpy.core import NORMAL
+from simpy.core import NORMAL, StopSimulation
 from simpy.events import PENDING, Timeout
 
 
@@ -76,3 +79,29 @@ def succeed_last(env, event, value=None):
             callback(event)
         return
     event.succeed(value)
+
+
+def drain(env):
+    """``env.run()``: process events until none is left, with ``Environment.step`` inlined
+    (where SimPy's queue is reachable; otherwise ``env.run()`` itself). The same events in
+    the same order; a failed event that nothing defused raises as SimPy raises it, and a
+    callback raising :class:`~simpy.core.StopSimulation` ends the run with its value."""
+    if not DIRECT:
+        return env.run()
+    queue = env._queue
+    try:
+        while queue:
+            env._now, _, _, event = heappop(queue)
+            callbacks, event.callbacks = event.callbacks, None
+            for callback in callbacks:
+                callback(event)
+            if not event._ok and not hasattr(event, "_defused"):
+                exc = type(event._value)(*event._value.args)
+                exc.__cause__ = event._value
+                raise exc
+    except StopSimulation as stop:
+        # (as Environment.step: the callbacks after the one that stopped run when it resumes)
+        event.callbacks = callbacks[callbacks.index(callback) + 1:]
+        env.schedule(event, -1)
+        return stop.args[0]
+    return None

@@ -39,7 +39,7 @@ from simcluster.simulation.results import (ACTIVITY_COLUMNS, Results,
                                            timeline_frame_from_logs, transfer_frame)
 from simcluster.simulation.work import WorkCoefficients, layout_peaks, row_work
 from simcluster.engines.envelope import envelope_check
-from simcluster.serving.clock import after
+from simcluster.serving.clock import after, drain
 from simcluster.serving.request import Request
 
 pd = lazy_module("pandas")     # (imported when a frame is first built)
@@ -279,7 +279,7 @@ class Simulation:
             from simcluster.simulation.progress import arrivals_bar
             progress = bar = arrivals_bar(total, self.name)
         if not progress:
-            self.env.run()
+            drain(self.env)
         else:
             last = time.perf_counter()
             while self.env.peek() != float("inf"):
