@@ -451,8 +451,8 @@ def _drain_scenario(env, seen, fail=False, stop=False):
 
 @pytest.mark.parametrize("case", ["plain", "fail", "stop"])
 def test_drain_processes_the_events_env_run_would(monkeypatch, case):
-    """clock.drain (Environment.run with step inlined, the simulation's loop) sees the same
-    events at the same times as env.run: with processes waiting on a shared event, an
+    """clock.drain (Environment.run with step inlined, the simulation's loop), whole or a few
+    events a call, sees the same events at the same times as env.run: with processes waiting on a shared event, an
     undefused failure (the same exception, caused by the original), and a callback that
     stops the simulation (the same value; the callbacks after it run when it resumes)."""
     import simpy
@@ -462,7 +462,13 @@ def test_drain_processes_the_events_env_run_would(monkeypatch, case):
     for direct in (True, False):
         monkeypatch.setattr(clock, "DIRECT", direct)
         runs = []
-        for loop in (lambda env: env.run(), clock.drain):
+        def sliced(env):           # as a run reporting progress drains: a few at a time
+            while env.peek() != float("inf"):
+                got = clock.drain(env, 2)
+                if got is not None:
+                    return got
+            return None
+        for loop in (lambda env: env.run(), clock.drain, sliced):
             env, seen = simpy.Environment(), []
             _drain_scenario(env, seen, **kw)
             if case == "fail":
@@ -475,10 +481,18 @@ def test_drain_processes_the_events_env_run_would(monkeypatch, case):
                 if case == "stop":        # resumed: the rest of the callbacks, then the rest
                     assert loop(env) is None
             runs.append((seen, env.now))
-        assert runs[0] == runs[1]
+        assert runs[0] == runs[1] == runs[2]
         results.append(runs[0])
     assert results[0] == results[1]
     assert len(results[0][0]) >= 9
+    for direct in (True, False):       # a limit is a number of events
+        monkeypatch.setattr(clock, "DIRECT", direct)
+        env, seen = simpy.Environment(), []
+        for t in range(1, 6):
+            clock.after(env, float(t), lambda ev: seen.append(env.now))
+        assert clock.drain(env, 3) is None and seen == [1.0, 2.0, 3.0]
+        clock.drain(env, 5)
+        assert seen == [1.0, 2.0, 3.0, 4.0, 5.0] and env.peek() == float("inf")
 
 
 def test_succeed_last_runs_waiters_at_once_only_where_they_would_be_next(monkeypatch):

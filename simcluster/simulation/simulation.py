@@ -63,6 +63,11 @@ def cost_provenance(cost_model: CostModel, devices) -> dict:
 
 
 ARRIVAL_WINDOW = 1 << 14   # trace rows turned into Python numbers at a time
+#: Events processed between two looks at the wall clock when a run reports progress (1,024
+#: events take a few milliseconds). A look per event, as before, made a run that reports
+#: progress — ``simcluster run`` at a terminal — 7% slower: azure-x1's warm run 0.453 s
+#: without, 0.486 s with (CPU, medians of 15, alternated); 0.443 / 0.445 s now.
+PROGRESS_EVENTS = 1024
 
 
 def as_trace(trace):
@@ -283,7 +288,7 @@ class Simulation:
         else:
             last = time.perf_counter()
             while self.env.peek() != float("inf"):
-                self.env.step()
+                drain(self.env, PROGRESS_EVENTS)
                 now = time.perf_counter()
                 if now - last >= progress_every_s:
                     progress(self.arrived, total)
