@@ -202,11 +202,12 @@ def test_load_table_answers_every_query_as_the_scan(h100, llama7b, monkeypatch, 
 @given(st.integers(0, 2 ** 32), st.integers(1, 200), st.sampled_from(["even", "growing",
                                                                      "ragged", "admitted"]))
 def test_a_runs_steps_ended_by_a_time_count_as_a_bisection(seed, k, shape):
-    """A decode run's steps ended by an offset (its first ends as a list, made at the first
-    lookup, the rest bisected in the array) are ``bisect_right``'s count for every offset —
-    before the first end, at and between ends, just below each, past the last — and
-    ``end_of`` reads each end, in runs shorter and longer than the list, of equal, growing
-    and ragged steps, or beginning with the admitting step's 0.0; lookups in any order."""
+    """A decode run's steps ended by an offset (bisected in a memoryview of its step ends,
+    made at the first lookup) are ``bisect_right``'s count over the ends as Python floats for
+    every offset — before the first end, at and between ends, just below each, past the last
+    — and ``end_of`` reads each end, before and after the first lookup, in runs of equal,
+    growing and ragged steps, or beginning with the admitting step's 0.0; lookups in any
+    order."""
     from bisect import bisect_right
     from simcluster.serving.decode_run import DecodeRun
     rng = np.random.default_rng(seed)
@@ -217,6 +218,7 @@ def test_a_runs_steps_ended_by_a_time_count_as_a_bisection(seed, k, shape):
     cum = np.add.accumulate(steps)
     ends = cum.tolist()
     run = DecodeRun(0.0, cum, 1, None, 0)
+    assert [run.end_of(j) for j in range(1, k + 1)] == ends     # (no view yet: the array)
     mids = [(a + b) / 2 for a, b in zip([-1.0] + ends, ends + [ends[-1] + 1.0])]
     rels = ends + mids + [float(np.nextafter(e, -1.0)) for e in ends]
     for rel in rng.permutation(np.array(rels, dtype=float)).tolist():
@@ -233,7 +235,7 @@ class _Run:
         self.cum = np.cumsum(steps)
         self.k = len(self.cum)
         self.done_by = DecodeRun.done_by.__get__(self)
-        self.head = None
+        self.view = None
 
 
 class _Replica:

@@ -18,10 +18,10 @@ from simcluster.serving.request import Request
 
 class DecodeRun:
     """A decode run in flight: its start, the end offsets of its steps from the start
-    (``cum``, an array; the first :data:`HEAD` also as a list, ``head``, made when a time is
-    first looked up in it), its batch size, how many steps are applied, its timeline row, and
-    — if the plan was not exactly the decode group — the requests it advances one by one
-    (``loose``).
+    (``cum``, an array; ``view``, a memoryview of it, made when a time is first looked up in
+    it: see the comment after this class), its batch size, how many steps are applied, its
+    timeline row, and — if the plan was not exactly the decode group — the requests it
+    advances one by one (``loose``).
 
     A run that begins with the decode iteration admitting hand-offs
     (:meth:`DecodeRuns._start_admitted`) has ``skip`` 1 and that iteration's timeline row in
@@ -29,30 +29,28 @@ class DecodeRun:
     first step, whose end offset is 0.0, so every step ends at the float it would have ended
     at as an iteration followed by a run."""
 
-    __slots__ = ("start", "cum", "head", "last", "k", "n", "applied", "row", "cut", "loose",
+    __slots__ = ("start", "cum", "view", "last", "k", "n", "applied", "row", "cut", "loose",
                  "ctx_sum", "skip", "pre")
 
     def __init__(self, start, cum, n, loose, ctx_sum):
         self.start, self.cum, self.n, self.loose, self.ctx_sum = start, cum, n, loose, ctx_sum
         self.k = len(cum)
         self.last = float(cum[-1])
-        self.head = None
+        self.view = None
         self.applied, self.row, self.cut = 0, None, False
         self.skip, self.pre = 0, None
 
     def done_by(self, rel: float) -> int:
         """Steps whose end offset is at most ``rel``."""
-        head = self.head
-        if head is None:
-            head = self.head = self.cum[:HEAD].tolist()
-        if rel < head[-1] or self.k <= HEAD:
-            return bisect_right(head, rel)
-        return bisect_right(self.cum, rel, HEAD)
+        view = self.view
+        if view is None:
+            view = self.view = memoryview(self.cum)
+        return bisect_right(view, rel)
 
     def end_of(self, j: int) -> float:
         """End offset of step ``j`` (1-based)."""
-        head = self.head
-        return head[j - 1] if head is not None and j <= HEAD else self.cum.item(j - 1)
+        view = self.view
+        return view[j - 1] if view is not None else self.cum.item(j - 1)
 
 
 #: The sequential sums of an array (``np.cumsum``'s floats: the same add loop, one at a time,
@@ -62,32 +60,21 @@ class DecodeRun:
 _accumulate = np.add.accumulate
 
 
-#: Step ends of a decode run kept as a Python list, made at the first lookup (bisected;
-#: later steps are searched in the array). Lists of the whole run cost ~10 ns a step to make
-#: and few lookups read past the first steps of a long run: with 16x outputs (runs of 153
-#: steps on average, ~2.5 lookups each on four replicas) 32 measured 1-3% faster per request
-#: than 128 (out-x16 37.1/39.3 -> 36.7/38.1 us, azure-x4 29.0/29.7 -> 28.2/28.7, two
-#: alternated runs of 5), the same within noise on one replica (runs of ~21 steps).
-#: Made at the first lookup, not later nor never: a bisection in the array costs ~0.3 us (a
-#: numpy scalar per comparison) against ~0.1 us in the list and ~0.5 us to make it, so a run
-#: looked up at most twice would do without one, but pools of 8 replicas and more read each run
-#: many times (every replica at every arrival: 8 lookups a run on 16 replicas, 2.5 on four, 0.5
-#: on one). Thousand instructions per request of a warm run (``benchmarks/bench_instructions.py
-#: --quick``, as the difference of a one-run and a two-run process: within 0.6%), list at the
-#: first lookup / never / at the second: azure-x1 183.1 / 180.2 / 181.1, azure-x4 225.7 /
-#: 218.6 / 227.5, out-x16 296.3 / 285.4 / 297.9, inst-4 217.7 / 220.1 / 219.6, inst-16
-#: 257.9 / 270.9 / 262.8: never is 1.6-3.7% fewer on one and four replicas, 5.0% more on 16.
-#: Past the list the array is bisected from its end (``bisect_right`` with ``lo``; an index
-#: read with ``item``), not ``searchsorted(..., "right")`` and ``float(cum[j])``: the same
-#: step counts, 1.0% fewer instructions per request on azure-x4 (225.1 -> 222.9 thousand),
-#: 0.5-0.6% on out-x16 and inst-16, no change beyond the count's 0.15% repeatability on
-#: azure-x1 and out-x1 (the warm run counted alone).
-#: An interpolated lookup instead of the list (a guess from the first and last ends, checked
-#: against the ends either side with ``item``; a guess off by more than one bisected): 2-3
-#: ``item`` calls cost more than a list bisection, so it lost where runs are read often —
-#: counted alone against d81b485, azure-x1 181.7 -> 181.5, azure-x4 222.9 -> 220.5, inst-64
-#: 280.7 -> 278.3, but out-x1 213.4 -> 219.2, inst-4 214.7 -> 221.0, inst-16 256.0 -> 289.6.
-HEAD = 32
+# How a run's step ends are looked up (``DecodeRun.view``; issue 12): ``bisect_right`` over a
+# memoryview of the array, made at the first lookup. Its items are Python floats read straight
+# from the buffer (the same doubles, so the same counts): 0.14 us a bisection of 150 ends
+# against 0.39 in the array itself (a numpy scalar per comparison) and 0.12 us to make,
+# against 0.3-0.6 us to make a list of the first 32 ends (0.07 us a bisection). The list at
+# the first lookup, with the array bisected past it, was the scheme before; against it (a
+# warm run counted alone, ``benchmarks/bench_instructions.py --quick``, thousand instructions
+# per request, 0151629 -> this): azure-x1 179.99 -> 178.63, azure-x4 220.46 -> 209.29,
+# out-x1 210.25 -> 208.07, out-x16 289.21 -> 275.44, inst-4 212.47 -> 210.18, inst-16
+# 254.35 -> 252.89 — most where runs are long or read a few times each.
+# Evaluated before and not kept: lists of 128 ends (1-3% slower than 32 by time with 16x
+# outputs); no list (array bisections: 1.6-3.7% fewer instructions on one and four
+# replicas, 5.0% more on 16, where every run is read ~8 times); the list at the second
+# lookup; ``searchsorted`` past the list (1.0% more than ``bisect_right`` on azure-x4); an
+# interpolated guess checked with ``item`` (up to 13% more on inst-16).
 
 
 def _most_steps(k: int, new_blocks, free: int, bound: int) -> int:
@@ -264,11 +251,10 @@ class DecodeRuns:
         run = self._live
         if run is None:
             return self._outstanding
-        rel, head = self.env._now - run.start, run.head
-        if head is None:
-            head = run.head = run.cum[:HEAD].tolist()
-        done = (bisect_right(head, rel) if rel < head[-1] or run.k <= HEAD
-                else bisect_right(run.cum, rel, HEAD))       # (run.done_by, inline)
+        view = run.view
+        if view is None:
+            view = run.view = memoryview(run.cum)
+        done = bisect_right(view, self.env._now - run.start)      # (run.done_by, inline)
         return self._outstanding - run.n * (done - run.applied)
 
     def load_state(self):
@@ -308,8 +294,8 @@ class DecodeRuns:
         j = upto - run.applied
         if j <= 0:
             return                     # (a sync already applied them)
-        head = run.head
-        end = run.start + (head[upto - 1] if head is not None and upto <= HEAD
+        view = run.view
+        end = run.start + (view[upto - 1] if view is not None
                            else run.cum.item(upto - 1))          # (run.end_of, inline)
         if run.loose is None:
             new_blocks = g.new_blocks(j)
