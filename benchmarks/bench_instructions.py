@@ -34,7 +34,8 @@ Columns: requests, events/req, instructions per request (thousands, of the count
 (``route_cost``'s replay router, the same replicas checked) and the difference, what
 least-outstanding-tokens routing costs per request. ``--quick`` takes ``bench_simulator``'s
 smaller series (and a 100-second ``inst-64``): under valgrind a row runs about 50 times
-slower.
+slower. The bundled experiments are counted when named (``--only exp-default exp-hllm
+exp-llmshare``: each as ``simcluster run`` builds it, with its own cost model and policies).
 """
 
 from __future__ import annotations
@@ -56,8 +57,10 @@ import bench_simulator as bench  # noqa: E402
 DEFAULT = ["azure-x1", "azure-x4", "out-x1", "out-x4", "out-x16", "inst-1", "inst-4",
            "inst-16", "inst-64"]
 QUICK = {**bench.QUICK, "inst-64": {"span_s": 100.0}}
-#: Row kinds whose runs are counted (the experiment and whole-process rows are not).
-COUNTED = ("azure", "syn")
+#: Row kinds whose runs are counted (the whole-process rows are not: they time a process, not
+#: a run). Bundled experiments (``exp-default``, ``exp-hllm``, ``exp-llmshare``)
+#: are counted on request, without ``--replayed`` (they route with their own policies).
+COUNTED = ("azure", "syn", "experiment")
 #: References beside ``bench_simulator``'s own (it quotes azure-x4 without one).
 REFS = {"azure-x4": "azure-x1"}
 _COLLECTED = re.compile(r"Collected\s*:\s*(\d+)")
@@ -147,6 +150,11 @@ def main(argv=None) -> int:
     if unknown:
         print(f"bench_instructions: unknown or untimed rows {unknown}; rows: "
               f"{', '.join(rows)}", file=sys.stderr)
+        return 2
+    if args.replayed and any(bench.ROWS[n][0] == "experiment" for n in names):
+        print("bench_instructions: --replayed replays least-outstanding-tokens routing; the "
+              "experiment rows route with their own policies: count them without it",
+              file=sys.stderr)
         return 2
     results = {}
     with ThreadPoolExecutor(max(1, args.jobs)) as pool:      # (rows side by side)

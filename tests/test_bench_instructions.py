@@ -56,9 +56,23 @@ def test_the_replayed_run_serves_the_first_runs_replicas(bench_ir, monkeypatch):
 
 def test_unknown_and_untimed_rows_are_named(bench_ir, capsys, monkeypatch):
     monkeypatch.setattr(bench_ir.shutil, "which", lambda name: "/usr/bin/valgrind")
-    assert bench_ir.main(["--only", "inst-1", "nope", "exp-hllm"]) == 2
+    assert bench_ir.main(["--only", "inst-1", "nope", "azure-x1-process", "exp-hllm"]) == 2
     err = capsys.readouterr().err
-    assert "['nope', 'exp-hllm']" in err and "azure-x1" in err
+    assert "['nope', 'azure-x1-process']" in err and "azure-x1" in err and "exp-hllm," in err
+
+
+def test_experiments_are_counted_as_the_command_line_builds_them(bench_ir, monkeypatch,
+                                                                 capsys):
+    """A bundled experiment's row counts its own simulation (its model, cost model and
+    policies); ``--replayed``, which replays least-outstanding-tokens routing, is refused
+    for it."""
+    monkeypatch.setattr(bench_ir.sys, "call_tracing", lambda fn, args: fn(*args))
+    out = bench_ir.worker("experiment", {"name": "llmshare_h100"})
+    assert out["requests"] == 2454 and out["finished"] == 2454
+    assert out["events"] > 5 * out["requests"]
+    monkeypatch.setattr(bench_ir.shutil, "which", lambda name: "/usr/bin/valgrind")
+    assert bench_ir.main(["--only", "exp-hllm", "--replayed"]) == 2
+    assert "count them without it" in capsys.readouterr().err
 
 
 def test_without_valgrind_it_says_so(bench_ir, capsys, monkeypatch):
