@@ -454,9 +454,10 @@ def _drain_scenario(env, seen, fail=False, stop=False):
 @pytest.mark.parametrize("case", ["plain", "fail", "stop"])
 def test_drain_processes_the_events_env_run_would(monkeypatch, case):
     """clock.drain (Environment.run with step inlined, the simulation's loop), whole or a few
-    events a call, sees the same events at the same times as env.run: with processes waiting on a shared event, an
-    undefused failure (the same exception, caused by the original), and a callback that
-    stops the simulation (the same value; the callbacks after it run when it resumes)."""
+    events a call, sees the same events at the same times as env.run: with processes
+    waiting on a shared event, an undefused failure (the same exception, caused by the
+    original), and a callback that stops the simulation (the same value; the callbacks after
+    it run when it resumes). A limit is a number of events."""
     import simpy
     from simcluster.serving import clock
     kw = {"fail": case == "fail", "stop": case == "stop"}
