@@ -855,6 +855,23 @@ def test_group_decodes_take_free_blocks_under_pressure():
     assert seen >= 5          # (the relaxed case was reached: n > free >= blocks needed)
 
 
+@pytest.mark.parametrize("kvs, free, decode, preempt, left", [
+    # the last member (7 blocks) covers the one later member that starts a block: take_decodes
+    # answers without the loop (O(1)), preempting it alone
+    ((16, 32, 5, 48, 100), 1, [0, 1, 2, 3], [4], 5),
+    # the last member holds 1 block, two later members start one: a second victim
+    ((16, 32, 5, 48, 7), 1, [0, 1, 3], [4, 2], 0),
+    # the (free + 1)-th member that starts a block is the last one: the one before it goes
+    ((5, 16, 7, 32), 1, [0, 1, 3], [2], 0),
+])
+def test_group_shortage_with_one_victim_or_more(kvs, free, decode, preempt, left):
+    """A block shortage in a decode group where preempting the last member covers the rest
+    (the O(1) answer) and where it does not, or the last member is the one short of a block:
+    the plan as written out here, and as the plain per-request loop gives it."""
+    fast, slow = _group_and_loose_plans(kvs, 16, free)
+    assert fast == slow == (decode, preempt, left)
+
+
 @settings(max_examples=300, derandomize=True, deadline=None)
 @given(kvs=st.lists(st.integers(1, 200), min_size=1, max_size=40), clock=st.integers(0, 40),
        free=st.integers(0, 12), bs=st.sampled_from([1, 4, 16]))

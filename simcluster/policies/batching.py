@@ -119,6 +119,25 @@ def take_decodes(running, plan: Plan, free: int, block_size: int, limit: int | N
         if need <= free:
             plan.decode.extend(running)
             return plan, free - need
+        if not group.ahead and group.n > 1:
+            # fewer blocks than that, the usual way, in O(1): the loop below would give the
+            # free blocks to the members before the (free + 1)-th that starts a block, then
+            # preempt the last member for that one; when the blocks the last member frees
+            # cover every member from there on that starts a block (``rest``, the last one
+            # left out), nothing else is preempted and every other member decodes. Not when
+            # that (free + 1)-th member is the last one (``rest`` 0 with the last one
+            # starting a block): the loop then preempts the one before it. (On
+            # ``bench_simulator``'s out-x16 and overload rows this answers 97% and 98% of the
+            # shortages, in batches of a median 30 and 97 requests that the loop went over;
+            # counted instructions per request 274.3 -> 267.7 thousand and 228.6 -> 204.8.)
+            victim, bs = running[-1], group.bs
+            v_need = 1 if (victim._kv - 1) % bs == (bs - 1 - group.clock) % bs else 0
+            rest = need - free - v_need
+            freed = victim.blocks - victim.shared_blocks
+            if rest <= freed and (rest or not v_need):
+                plan.decode.extend(running[:-1])
+                plan.preempt.append(victim)
+                return plan, freed - rest
         # fewer blocks than that: the members before the (free + 1)-th that starts a block
         # take their tokens as the loop below would (no shortage before it; the group's
         # members are ``running``, in the same order), using every free block; the loop goes
