@@ -58,6 +58,22 @@ def test_group_counts_blocks_and_finishes_match_stepping_one_by_one(bs, reqs, mo
                                    key=lambda r: r.admit_seq)
 
 
+@settings(max_examples=200, deadline=None, derandomize=True)
+@given(st.sampled_from([1, 2, 4, 16]), st.lists(st.integers(1, 300), min_size=1, max_size=25),
+       st.integers(0, 40), st.integers(0, 120))
+def test_steps_within_is_the_most_steps_whose_blocks_fit(bs, kvs, clock, free):
+    """steps_within(free) is the largest j whose new_blocks(j) fit in ``free`` (0 when not even
+    one step's do), as a search over every j finds it."""
+    g = DecodeGroup(bs)
+    g.clock = clock
+    for rid, kv in enumerate(kvs):
+        g.join(_member(rid, kv, 1, 10_000, bs, rid))
+    j = 0
+    while g.new_blocks(j + 1) <= free:
+        j += 1
+    assert g.steps_within(free) == j
+
+
 def test_a_member_cannot_be_edited_behind_the_group():
     g = DecodeGroup(16)
     req = _member(0, 100, 1, 10, 16, 0)

@@ -10,7 +10,8 @@ request joins or leaves:
 
 * ``n`` and the sum of the members' KV lengths (the decode attention's context sum);
 * a histogram of the members' KV lengths modulo the block size, from which the KV blocks that
-  ``j`` more steps allocate follow in O(1) (:meth:`new_blocks`);
+  ``j`` more steps allocate follow in O(1) (:meth:`new_blocks`), and the most steps that
+  fit in the free blocks in O(block size) (:meth:`steps_within`);
 * a heap of the clock values at which members finish, so the first completion of a run and
   the requests that complete together come out in admission order.
 
@@ -22,7 +23,8 @@ cannot join and is stepped one by one by the replica.
 from __future__ import annotations
 
 import heapq
-from bisect import insort
+from bisect import bisect_right, insort
+from itertools import accumulate
 from operator import attrgetter
 
 _ADMIT = attrgetter("admit_seq")
@@ -122,6 +124,17 @@ class DecodeGroup:
         # members with (stored - 1 + clock) mod bs >= bs - r: a cyclic range of r classes
         lo = (bs - r - self.clock) % bs
         return self.n * (j // bs) + sum(self.phase[lo:lo + r])
+
+    def steps_within(self, free: int) -> int:
+        """The most steps whose new blocks (:meth:`new_blocks`) fit in ``free`` (a member or
+        more): every ``block_size`` steps take ``n`` blocks; within the last, incomplete
+        cycle the members cross a boundary class by class, from the class whose KV length
+        is a block multiple now, then the one before it (``phase``'s second copy makes that
+        descending cyclic run one slice)."""
+        bs = self.bs
+        cycles, left = divmod(free, self.n)
+        b = (bs - 1 - self.clock) % bs
+        return cycles * bs + bisect_right(list(accumulate(self.phase[b + bs:b:-1])), left)
 
     def first_finish(self) -> int:
         """Steps until the first member finishes (a large number if there are none)."""

@@ -116,7 +116,11 @@ class DecodeRuns:
         k = min(g.first_finish(), self.config.max_steady_steps)
         if k <= 1:
             return 1
-        return _most_steps(k, g.new_blocks, self.kv.free_blocks, g.n * (k // g.bs + 1))
+        free = self.kv.free_blocks
+        if g.n * (k // g.bs + 1) <= free:  # (bounds the blocks of k steps, any alignment)
+            return k
+        # (what _most_steps' bisection over new_blocks finds, without it: 1 at least)
+        return min(k, max(1, g.steps_within(free)))
 
     def _steady_steps_loose(self, decode: list[Request]) -> int:
         """As :meth:`_steady_steps_group` for a plan that is not exactly the decode group."""
