@@ -126,11 +126,11 @@ class DecodeGroup:
         return self.n * (j // bs) + sum(self.phase[lo:lo + r])
 
     def steps_within(self, free: int) -> int:
-        """The most steps whose new blocks (:meth:`new_blocks`) fit in ``free`` (a member or
-        more): every ``block_size`` steps take ``n`` blocks; within the last, incomplete
-        cycle the members cross a boundary class by class, from the class whose KV length
-        is a block multiple now, then the one before it (``phase``'s second copy makes that
-        descending cyclic run one slice)."""
+        """The most steps whose new blocks (:meth:`new_blocks`) fit in ``free`` (0 when not
+        even one step's do): every ``block_size`` steps take ``n`` blocks; within the last,
+        incomplete cycle the members cross a boundary class by class, from the class whose KV
+        length is a block multiple now, then the one before it (``phase``'s second copy makes
+        that descending cyclic run one slice)."""
         bs = self.bs
         cycles, left = divmod(free, self.n)
         b = (bs - 1 - self.clock) % bs
