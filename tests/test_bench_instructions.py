@@ -87,3 +87,32 @@ def test_a_failed_count_shows_the_processes_error(bench_ir, monkeypatch):
     monkeypatch.setattr(bench_ir.subprocess, "run", lambda *a, **k: Done())
     with pytest.raises(RuntimeError, match="boom"):
         bench_ir._count(["--floor", "10"])
+
+
+def test_route_cost_parts_replay_with_the_load_table_kept_and_asked(bench_ir):
+    """``route_cost --parts``: the replayed run keeping a load table current serves the same
+    requests, and asking the table at each arrival names the replayed replica (checked in
+    the run: a wrong replayed choice is caught)."""
+    from simcluster.policies import ROUTERS
+    had = "bench-replay" in ROUTERS
+    try:
+        import route_cost
+        r = route_cost.measure("inst-4", 1, True, parts=True)
+        assert r["requests"] == 4000 and {"upkeep", "query"} <= set(r)
+        with pytest.raises(ValueError, match="table"):
+            route_cost.Replay([], table="both")
+        kind, p, _ = route_cost.bench.ROWS["inst-4"]
+        p = {**p, "span_s": 20.0}
+        from simcluster.calibration import load_calibration
+        from simcluster.cost import CostModel
+        cost, cache = CostModel(load_calibration("measured")), {}
+        choices = route_cost.bench._build(kind, p, cost, cache).run().requests.instance
+        wrong = [(c + 1) % 4 for c in choices.tolist()]
+        sim = route_cost.bench._build(kind, p, cost, cache, "bench-replay",
+                                      {"choices": wrong, "table": "query"})
+        with pytest.raises(RuntimeError, match="load table chose another replica"):
+            sim.run()
+    finally:
+        if not had:
+            ROUTERS.pop("bench-replay", None)
+            sys.modules.pop("route_cost", None)
