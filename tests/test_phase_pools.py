@@ -5,6 +5,8 @@ from functools import partial
 import numpy as np
 import pytest
 import simpy
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from simcluster.cluster import InstanceSpec, PhasePoolCluster
 from simcluster.cluster.transfers import LinkNetwork
@@ -90,6 +92,25 @@ def test_max_min_fair_across_two_ports():
     assert f3.end_s == pytest.approx(2.5e9 / 2.5e9)
     with pytest.raises(ValueError):
         net.port("z", 0)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.lists(st.integers(0, 5), min_size=1, max_size=3),
+                          st.sampled_from([np.inf, 1e8, 5e8, 2e9, 3e9])),
+                min_size=1, max_size=6),
+       st.lists(st.sampled_from([1e9, 2e9, 3e9]), min_size=6, max_size=6))
+def test_rates_without_shared_ports_are_progressive_fillings(flows, bws):
+    """Where no port carries two flows, ``_reallocate`` sets each flow's rate without the
+    filling rounds: the floats the rounds (``_fill``) give, bit for bit; where ports are
+    shared, it runs the rounds."""
+    env = simpy.Environment()
+    net = LinkNetwork(env)
+    ports = [net.port(k, bw) for k, bw in enumerate(bws)]
+    for keys, cap in flows:
+        net.transfer(1e9, [ports[k] for k in keys], cap=cap)
+    got = [f.rate for f in net.flows]
+    net._fill([p for f in net.flows for p in f.ports])
+    assert got == [f.rate for f in net.flows]
 
 
 # ------------------------------------------------------------------ the cluster
@@ -183,7 +204,10 @@ def test_rebalancer_conserves_servers_and_moves_them(h100, llama7b):
 
     class Watch(REBALANCERS["threshold"]):
         def decide(self, now):
-            counts.append(sum(self.cluster.role_counts().values()))
+            c = self.cluster
+            counts.append(sum(c.role_counts().values()))
+            for role in ("prefill", "decode", "mixed", "switching"):   # (kept across moves)
+                assert c.pool_servers(role) == [s for s in c.instances if c.role[s.id] == role]
             return super().decide(now)
     REBALANCERS["_watch_threshold"] = Watch
     try:

@@ -72,7 +72,8 @@ class PhasePoolCluster(Cluster):
         super().__init__(env, model, specs, cost_model=cost_model)
         homes = [s.pool for s in specs for _ in range(s.count)]
         self.home = {inst.id: pool for inst, pool in zip(self.instances, homes)}
-        self.role = dict(self.home)
+        self.role = dict(self.home)       # (changed only by _move: _roles is kept by it)
+        self._roles: dict = {}
         self.router = POOL_ROUTERS.create(routing, **dict(routing_params or {})).bind(self)
         self.router_of = {}
         self.network_link = network_link
@@ -98,10 +99,24 @@ class PhasePoolCluster(Cluster):
     # -- the view policies read -------------------------------------------------------------
     def servers(self, role: str, req: Request) -> list:
         """Servers now in ``role`` that could serve ``req``."""
-        return [s for s in self.instances if self.role[s.id] == role and s.admits(req)]
+        members, heads = self._in_role(role)
+        if len(heads) == 1:             # (servers of one admission profile admit alike)
+            return list(members) if heads[0].admits(req) else []
+        able = {h.profile for h in heads if h.admits(req)}
+        return [s for s in members if s.profile in able]
 
     def pool_servers(self, role: str) -> list:
-        return [s for s in self.instances if self.role[s.id] == role]
+        return list(self._in_role(role)[0])
+
+    def _in_role(self, role: str):
+        """(servers now in ``role``, in id order; one of them per admission profile), kept
+        until a server changes role (:meth:`_move`)."""
+        hit = self._roles.get(role)
+        if hit is None:
+            members = [s for s in self.instances if self.role[s.id] == role]
+            heads = list({s.profile: s for s in reversed(members)}.values())
+            hit = self._roles[role] = (members, heads)
+        return hit
 
     def pending_prompt_tokens(self, server) -> int:
         """Prompt tokens queued or mid-prefill on ``server``."""
@@ -227,6 +242,7 @@ class PhasePoolCluster(Cluster):
     def _move(self, server, to: str, event: str):
         self.moves.append((self.env.now, server.id, self.role[server.id], to, event))
         self.role[server.id] = to
+        self._roles.clear()
 
     def move(self, server, to: str):
         """Start moving ``server`` to pool ``to``: drain, reload, join (see module doc)."""

@@ -110,12 +110,26 @@ class LinkNetwork:
 
     def _reallocate(self):
         """Max-min fair rates with caps (progressive filling), then wake at the next finish."""
+        ports = [p for f in self.flows for p in f.ports]
+        if len(ports) == len(set(ports)):
+            # no port carries two flows (one flow alone, or flows between distinct servers):
+            # progressive filling then fixes each flow at its cap or at its slowest port's
+            # bandwidth, which no other flow has drawn from — those floats, without the rounds
+            for f in self.flows:
+                f.rate = min(f.cap, min([p.bw_bytes_per_s for p in f.ports]))
+        else:
+            self._fill(ports)
+        self._generation += 1
+        gen = self._generation
+        waits = [f.remaining / f.rate for f in self.flows if f.rate > 0]
+        if waits:
+            after(self.env, max(0.0, min(waits)), self._tick, gen)
+
+    def _fill(self, ports):
+        """Progressive filling: the most contended port sets its flows' rate (capped flows
+        below it take their caps first), which then leave its other ports less; repeat."""
         unfixed = dict.fromkeys(self.flows)
-        if len(unfixed) == 1:                     # alone: its slowest port, or its cap
-            (f,) = unfixed
-            f.rate = min(f.cap, min(p.bw_bytes_per_s for p in f.ports))
-            unfixed = ()
-        left = {p: p.bw_bytes_per_s for p in self.ports.values() if p.flows}
+        left = {p: p.bw_bytes_per_s for p in ports}
         for f in unfixed:
             f.rate = 0.0
         while unfixed:
@@ -132,11 +146,6 @@ class LinkNetwork:
                 for p in f.ports:
                     left[p] = max(0.0, left[p] - f.rate)
                 del unfixed[f]
-        self._generation += 1
-        gen = self._generation
-        waits = [f.remaining / f.rate for f in self.flows if f.rate > 0]
-        if waits:
-            after(self.env, max(0.0, min(waits)), self._tick, gen)
 
     def _tick(self, ev):
         if ev._value != self._generation:
