@@ -22,6 +22,7 @@ import simpy
 from simcluster.serving.clock import after, succeed_last
 
 _EPS_BYTES = 1e-6
+_INF = math.inf
 
 
 @dataclass(eq=False)
@@ -137,8 +138,11 @@ class LinkNetwork:
             for f in unfixed:
                 for p in f.ports:
                     counts[p] = counts.get(p, 0) + 1
-            share, port = min(((left[p] / n, p) for p, n in counts.items()),
-                              key=lambda x: x[0])
+            share, port = _INF, None   # (the first port of the least share, as min gives)
+            for p, n in counts.items():
+                x = left[p] / n
+                if port is None or x < share:
+                    share, port = x, p
             capped = [f for f in unfixed if f.cap <= share]
             fixed = capped or [f for f in unfixed if port in f.ports]
             for f in fixed:

@@ -144,14 +144,14 @@ class LengthBucketRouter:
                                             for r in inst.running)
 
     def _dispatch(self):
-        instances = self.pool.instances
-        order = [i for i in instances if i.active] + [i for i in instances if not i.active]
-        for inst in order:
-            if not self.held:
+        # the active instances, in id order; parked ones only while none is active (handing
+        # a batch over parks or activates none)
+        queues, instances = self.queues, self.pool.instances
+        for inst in [i for i in instances if i.active] or instances:
+            if not any(queues):
                 return
-            if inst.active or not any(i.active for i in instances):
-                if self._idle(inst):
-                    self._hand(inst)
+            if self._idle(inst):
+                self._hand(inst)
 
     def _hand(self, inst):
         live = [q for q in self.queues if q]

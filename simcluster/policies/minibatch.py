@@ -64,9 +64,8 @@ class MiniBatchDispatcher:
         self.view, self.env = view, view.env
         self.cluster = getattr(view, "cluster", None)
         self._reserved = {inst.id: [0, 0] for inst in view.instances}    # requests, tokens
-        profiles: dict = {}
-        self._profile = {inst.id: profiles.setdefault(inst.profile, len(profiles))
-                         for inst in view.instances}
+        # one instance of each admission profile (replicas of one profile admit alike)
+        self._heads = list({inst.profile: inst for inst in reversed(view.instances)}.values())
         self._pending: dict = {}
         return self
 
@@ -80,22 +79,29 @@ class MiniBatchDispatcher:
         return ((inst.outstanding_tokens + self._reserved[inst.id][1]) / inst.speed, inst.id)
 
     def _candidates(self, reqs):
-        # (replicas of one admission profile admit alike: ask one of each)
-        admit, able = {}, []
-        for i in self.view.instances:
-            profile = self._profile[i.id]
-            ok = admit.get(profile)
-            if ok is None:
-                ok = admit[profile] = all([i.admits(r) for r in reqs])
-            if ok:
-                able.append(i)
-        return [i for i in able if i.active] or able
+        insts, heads = self.view.instances, self._heads
+        if len(heads) == 1:
+            able = insts if all([heads[0].admits(r) for r in reqs]) else []
+        else:
+            ok = {h.profile for h in heads if all([h.admits(r) for r in reqs])}
+            able = [i for i in insts if i.profile in ok]
+        return [i for i in able if i.active] or list(able)
 
     def _whole(self, candidates, n: int):
-        """A socket with room for all ``n``: the least loaded, not the previous one if possible."""
-        fit = [i for i in candidates if self.room(i) >= n]
-        others = [i for i in fit if i is not self.current] or fit
-        return min(others, key=self._load, default=None)
+        """A socket with room for all ``n``: the least loaded, not the previous one if possible
+        (:meth:`room` and :meth:`_load`, inline)."""
+        slots, reserved, current = self.slots, self._reserved, self.current
+        loads, current_fits = [], False
+        for i in candidates:
+            held = reserved[i.id]
+            if (slots or i.config.max_num_seqs) - len(i.running) - len(i.waiting) - held[0] >= n:
+                if i is current:
+                    current_fits = True
+                else:
+                    loads.append(((i.outstanding_tokens + held[1]) / i.speed, i.id, i))
+        if loads:
+            return min(loads)[2]          # (ids differ: the instances are never compared)
+        return current if current_fits else None
 
     # -- the hand-off path ------------------------------------------------------------------
     # (callbacks, where it used to run as processes: the dispatch where a process started by
@@ -163,7 +169,7 @@ class MiniBatchDispatcher:
         if inst is not None:
             self.current = inst
             self._reserved[inst.id][0] += len(group)
-            self._reserved[inst.id][1] += sum(r.remaining_output for r in group)
+            self._reserved[inst.id][1] += sum([r.remaining_output for r in group])
         copied = None if self.overlap else self.env.event()
         self.cluster.send(group, source,
                           lambda reqs: self._arrived(reqs, inst, done, copied))
@@ -172,7 +178,7 @@ class MiniBatchDispatcher:
     def _arrived(self, group, inst, done, copied):
         if inst is not None:
             self._reserved[inst.id][0] -= len(group)
-            self._reserved[inst.id][1] -= sum(r.remaining_output for r in group)
+            self._reserved[inst.id][1] -= sum([r.remaining_output for r in group])
         self.cluster.deliver(group, inst)
         if done is not None:
             done.succeed()

@@ -54,8 +54,8 @@ class SplitwiseRouting(_Bound):
         c = self.cluster
         if not servers:
             return None
-        best = min(servers, key=lambda s: (c.pending_prompt_tokens(s), s.id))
-        if best.waiting and c.pending_prompt_tokens(best) + req.prompt_tokens > self.limit:
+        pending, _, best = min([(c.pending_prompt_tokens(s), s.id, s) for s in servers])
+        if best.waiting and pending + req.prompt_tokens > self.limit:
             return None
         return best
 
@@ -63,8 +63,8 @@ class SplitwiseRouting(_Bound):
         c = self.cluster
         if not servers:
             return None
-        best = min(servers, key=lambda s: (c.reserved_kv_tokens(s), s.id))
-        if c.reserved_kv_tokens(best) + req.max_kv_tokens >= c.kv_capacity_tokens(best):
+        reserved, _, best = min([(c.reserved_kv_tokens(s), s.id, s) for s in servers])
+        if reserved + req.max_kv_tokens >= c.kv_capacity_tokens(best):
             return None
         return best
 
