@@ -200,7 +200,7 @@ class DisaggregatedCluster(Cluster):
             req.tag = "offloaded"
             if handed_off is not None:
                 handed_off(req, self.env.now)
-            if dest is not None and not dest.can_serve(req):
+            if dest is not None and dest.admits(req):
                 dest.submit(req)
             else:
                 self.place(req, self.decode_pool, self.decode_router)

@@ -169,27 +169,33 @@ class DecodeRuns:
         checks compare with)."""
         g, admitted, decode = self.group, plan.admit, plan.decode
         n0 = g.n
+        n = n0 + len(admitted)
         if (not (self._fold and self._steady_rule) or self.waiting
-                or len(decode) != len(self.running) or len(decode) != n0 + len(admitted)
+                or len(decode) != n or len(self.running) != n
                 or decode[:n0] != g.members or decode[n0:] != admitted):
             return False
-        bs, cap = self.config.block_size, self.config.max_steady_steps
+        cfg = self.config
+        bs, cap = cfg.block_size, cfg.max_steady_steps
         if cap < 2:
             return False               # (one step per event: the schedule checks compare to)
         ff = g.first_finish()
-        alloc, held, kvs = 0, 0, []
+        alloc = held = 0
+        kvs = []
         for req in admitted:
             c = req._kv
+            b = -(-c // bs)
             if (req.group is not None or c != req.prefill_target or c <= 0 or req._gen < 1
-                    or req._blocks > -(-c // bs)):
+                    or req._blocks > b):
                 return False
-            ff = min(ff, req.output_tokens - req._gen)
-            held += -(-c // bs)
-            alloc += -(-c // bs) - req._blocks
+            left = req.output_tokens - req._gen
+            if left < ff:
+                ff = left
+            held += b
+            alloc += b - req._blocks
             kvs.append(c)
         if ff < 2:
             return False
-        n, free = n0 + len(admitted), self.kv.free_blocks - alloc
+        free = self.kv.free_blocks - alloc
 
         def new_blocks(j):             # the group's and the admitted requests' next j steps
             return g.new_blocks(j) + sum([-(-(c + j) // bs) for c in kvs]) - held
@@ -199,7 +205,9 @@ class DecodeRuns:
         # the steps of the run that would start after the first: as _steady_steps_group
         # would size it then (first completion, step cap, blocks)
         k = min(ff - 1, cap)
-        k = _most_steps(k, lambda j: new_blocks(j + 1), free, n * ((k + 1) // bs + 1))
+        bound = n * ((k + 1) // bs + 1)
+        if bound > free:
+            k = _most_steps(k, lambda j: new_blocks(j + 1), free, bound)
         used = self.kv.total_blocks - free + new_blocks(1)   # (once the first step's are in)
         self.kv.alloc(alloc)
         for req in admitted:
