@@ -236,6 +236,7 @@ class _Run:
         self.k = len(self.cum)
         self.done_by = DecodeRun.done_by.__get__(self)
         self.view = None
+        self.skip = 0          # (no admitting step at offset 0.0: every step time is > 0)
 
 
 class _Replica:

@@ -191,8 +191,9 @@ class LoadTable:
     def _window(self, k: int, run, base: int, now: float):
         """Replica k's window from ``run``'s steps not ended by ``now``."""
         rel = now - run.start
-        # (a run starting now has no step ended yet: its step times are positive)
-        d = run.done_by(rel) if rel > 0.0 or run.cum[0] <= 0.0 else 0
+        # (a run starting now has no step ended yet: its step times are positive — but for
+        # the admitting step of a run that begins with one, ``skip``, whose end offset is 0.0)
+        d = run.done_by(rel) if rel > 0.0 or run.skip else 0
         window = run.cum[d:d + self.window]
         m, ends = len(window), self.ends[k]
         ends[:m] = window
@@ -206,8 +207,8 @@ class LoadTable:
         if m == self.window and d + m < run.k:
             # the window runs out when fl(now - start) >= its last end: not before this
             # (a margin far above the rounding of the two additions, below a microsecond)
-            last = float(window[-1])
-            self.span = last - float(window[0])
+            last = window.item(-1)
+            self.span = last - window.item(0)
             end = run.start + last
             e = end - 1e-12 * (1.0 + abs(end))
             self.expiry[k] = e
