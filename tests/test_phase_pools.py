@@ -61,6 +61,15 @@ def test_transfer_on_an_idle_link_is_bytes_over_bandwidth_plus_latency():
     assert f.done.triggered and f.remaining == 0
 
 
+def test_a_port_named_twice_is_crossed_once():
+    env = simpy.Environment()
+    net = LinkNetwork(env)
+    port = net.port("p", 1e9)
+    f = net.transfer(5e8, [port, port], latency_s=0.0)
+    env.run()
+    assert f.ports == (port,) and f.end_s == pytest.approx(0.5)
+
+
 def test_two_transfers_on_one_link_take_twice_as_long():
     a, b = _run_flows([0.0, 0.0], [5e8, 5e8])
     assert a.end_s == pytest.approx(2 * 5e8 / 1e9 + 1e-4)

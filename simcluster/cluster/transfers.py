@@ -80,7 +80,8 @@ class LinkNetwork:
             raise ValueError(f"a transfer needs bytes >= 0 and latency >= 0, got {nbytes}, "
                              f"{latency_s}")
         self._advance()
-        flow = Flow(float(nbytes), tuple(ports), float(latency_s), self.env.now,
+        # (a flow crosses each of its ports once: a port named twice is one port)
+        flow = Flow(float(nbytes), tuple(dict.fromkeys(ports)), float(latency_s), self.env.now,
                     self.env.event(), cap=float(cap), remaining=float(nbytes), meta=meta)
         if flow.remaining <= _EPS_BYTES:
             self._finish(flow)
