@@ -16,8 +16,12 @@ counts only inside it: ``--collect-atstart=no --toggle-collect``): the warm run 
 ``bench_simulator`` calls the event loop. Three processes of ``inst-1 --quick`` started
 together counted the same 194,946,142 instructions in that run; runs of this script an hour
 apart counted 194.89 and 195.02 thousand per request (inst-1), 222.86 and 223.14 (azure-x4):
-0.07-0.13% apart, where CPU time moves by tens of percent. In their whole (set-up included)
-processes differ by 0.3%, which is why the run is counted alone rather than as the
+0.07-0.13% apart, where CPU time moves by tens of percent. Two checkouts of one commit count
+up to 0.4% apart when their paths differ in length (``exp-default``: 210.35 thousand a request
+in ``/tmp/w_f74856c``, 211.10 in ``/work/main``; 210.35 and 210.43 for two checkouts of
+another commit): the path's strings move the memory layout, and with it hash probes and
+allocator paths — compare two trees from paths of the same length. In their whole (set-up
+included) processes differ by 0.3%, which is why the run is counted alone rather than as the
 difference of a one-run and a two-run process (that carried the set-up's 0.3% into a small
 row: 3.5% on 1,000 requests).
 
