@@ -279,3 +279,31 @@ def test_dispatch_on_callbacks_gives_what_processes_gave(llama7b, a100, xeon, mo
     before, batches_before = go()
     assert now.requests.equals(before.requests) and now.timeline.equals(before.timeline)
     assert batches.equals(batches_before)
+
+
+def test_candidates_of_sockets_of_two_admission_profiles(llama7b, a100, xeon):
+    """Sockets of two admission profiles (a shorter max_model_len on some): the dispatcher
+    asks one socket of each and keeps those whose profile admits every request of the
+    mini-batch — the sockets that can_serve each, active ones first."""
+    from simcluster.serving import Request
+    specs = [InstanceSpec(Layout.uniform(a100), InstanceConfig(max_num_seqs=64), pool="prefill"),
+             InstanceSpec(Layout.uniform(xeon), InstanceConfig(max_num_seqs=8), count=2,
+                          pool="decode"),
+             InstanceSpec(Layout.uniform(xeon), InstanceConfig(max_num_seqs=8, max_model_len=512),
+                          count=2, pool="decode")]
+    trace = make_trace(np.zeros(1), [100], [10])
+    sim = Simulation(trace, llama7b, specs, cost_model=CostModel(),
+                     cluster_factory=partial(DisaggregatedCluster, kv_link=load_link("PCIe3"),
+                                             decode_router="numa_minibatch"))
+    disp, pool = sim.cluster.decode_router, sim.cluster.decode_pool
+    assert len(disp._heads) == 2
+    short, long_ = Request(0, 0.0, 100, 10), Request(1, 0.0, 1000, 10)
+
+    def naive(reqs):
+        able = [i for i in pool if all(not i.can_serve(r) for r in reqs)]
+        return [i for i in able if i.active] or able
+    for reqs in ([short], [long_], [short, long_]):
+        assert disp._candidates(reqs) == naive(reqs)
+    assert len(disp._candidates([short])) == 4 and len(disp._candidates([long_])) == 2
+    pool[0].active = False
+    assert disp._candidates([long_]) == naive([long_]) == [pool[1]]
