@@ -119,6 +119,21 @@ def test_bad_design_parameters_name_the_field():
         H100_ROW.design.with_overrides(cache_mb=3)
 
 
+@pytest.mark.parametrize("row", [H100_PREFILL_ROW, LLMSHARE_PREFILL_ROW, LLMSHARE_DECODE_ROW])
+@pytest.mark.parametrize("b", [1, 2])
+def test_gemm_rows_past_every_tile_take_the_shared_tiling_bit_for_bit(row, b):
+    """A block of GEMM rows all at least the largest tile's (m >= 512) computes the tilings
+    once for every row; a block with one small row (m = 1) prepended goes the general way:
+    the other rows' times are the same floats."""
+    tm = TileModel(parse_row(row).design, b)
+    for n, k in [(12288, 12288), (4096, 11008), (1536, 12288), (128, 64), (64, 8192)]:
+        for lo in (512, 1024, 8192):
+            ms = np.arange(lo, lo + 256)
+            shared = tm._gemm_times(ms, n, k)
+            general = tm._gemm_times(np.r_[1, ms], n, k)[1:]
+            assert shared.tobytes() == general.tobytes(), (n, k, lo)
+
+
 def test_buffers_matter_where_physically_true():
     d = H100_ROW.design
     shape = (4096, 12288, 12288)

@@ -138,11 +138,15 @@ class TileModel:
         keep = self._s <= max(1, k // 64)
         m1, n1, s = self._m1[keep], self._n1[keep], self._s[keep]              # (C,)
         M = ms[:, None]
-        me, ne, kt = np.minimum(m1, M), np.minimum(n1, n), _cdiv(k, s)
+        # rows of m at least every tile's rows (m >= 512) have the same tile shapes: those,
+        # their fits and their cycles are then computed once, as (C,), and broadcast over the
+        # rows below (the same integers, so the same times)
+        me = m1 if ms.min() >= m1.max() else np.minimum(m1, M)
+        ne, kt = np.minimum(n1, n), _cdiv(k, s)
         k1 = (self.lb_elems - me * ne) // (me + ne)                            # (B, C)
         valid = k1 >= 8
         # a local buffer too small for any tile of a row streams 8-deep slices from the L2
-        valid |= ~valid.any(axis=1, keepdims=True)
+        valid |= ~valid.any(axis=-1, keepdims=True)
         k1 = np.minimum(np.maximum(k1, 8), kt)
         blocks = _cdiv(me, H) * _cdiv(ne, W)
         tile_cycles = _cdiv(blocks, L) * _cdiv(kt, k1) * (_cdiv(k1, p) + H + W)
