@@ -143,7 +143,7 @@ class TileModel:
         # rows below (the same integers, so the same times)
         me = m1 if ms.min() >= m1.max() else np.minimum(m1, M)
         ne, kt = np.minimum(n1, n), _cdiv(k, s)
-        k1 = (self.lb_elems - me * ne) // (me + ne)                            # (B, C)
+        k1 = (self.lb_elems - me * ne) // (me + ne)                    # (B, C) or (C,)
         valid = k1 >= 8
         # a local buffer too small for any tile of a row streams 8-deep slices from the L2
         valid |= ~valid.any(axis=-1, keepdims=True)
