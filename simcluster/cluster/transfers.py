@@ -22,7 +22,6 @@ import simpy
 from simcluster.serving.clock import after, succeed_last
 
 _EPS_BYTES = 1e-6
-_INF = math.inf
 
 
 @dataclass(eq=False)
@@ -139,7 +138,7 @@ class LinkNetwork:
             for f in unfixed:
                 for p in f.ports:
                     counts[p] = counts.get(p, 0) + 1
-            share, port = _INF, None   # (the first port of the least share, as min gives)
+            share = port = None          # (the first port of the least share, as min gives)
             for p, n in counts.items():
                 x = left[p] / n
                 if port is None or x < share:

@@ -77,11 +77,12 @@ _accumulate = np.add.accumulate
 # interpolated guess checked with ``item`` (up to 13% more on inst-16).
 
 
-def _most_steps(k: int, new_blocks, free: int, bound: int) -> int:
+def _most_steps(k: int, new_blocks, free: int) -> int:
     """The most steps ``j <= k`` whose new KV blocks (``new_blocks(j)``; one step's fit) fit in
-    ``free``: ``k`` when ``bound`` (at least ``new_blocks(k)``, whatever the alignment) or
-    ``new_blocks(k)`` fits, otherwise by bisection."""
-    if bound <= free or new_blocks(k) <= free:
+    ``free``: ``k`` when ``new_blocks(k)`` fits, otherwise by bisection. (Callers first try
+    ``n * (k // block_size + 1)``, which bounds ``new_blocks(k)`` whatever the alignment and
+    needs no call.)"""
+    if new_blocks(k) <= free:
         return k
     lo, hi = 1, k          # new_blocks(lo) <= free < new_blocks(hi)
     while hi - lo > 1:
@@ -129,15 +130,15 @@ class DecodeRuns:
         if k <= 1:
             return 1
         bs = self.config.block_size
-        free, bound = self.kv.free_blocks, len(decode) * (k // bs + 1)
-        if bound <= free:              # (before building the arrays below)
+        free = self.kv.free_blocks
+        if len(decode) * (k // bs + 1) <= free:    # (before building the arrays below)
             return k
         kv = np.fromiter((r.kv_tokens for r in decode), dtype=np.int64, count=len(decode))
         held = np.fromiter((r.blocks for r in decode), dtype=np.int64, count=len(decode))
 
         def new_blocks(j):
             return int(np.maximum(0, -(-(kv + j) // bs) - held).sum())
-        return _most_steps(k, new_blocks, free, bound)
+        return _most_steps(k, new_blocks, free)
 
     def _start_run(self, k: int, loose: list[Request] | None):
         g = self.group
@@ -205,9 +206,8 @@ class DecodeRuns:
         # the steps of the run that would start after the first: as _steady_steps_group
         # would size it then (first completion, step cap, blocks)
         k = min(ff - 1, cap)
-        bound = n * ((k + 1) // bs + 1)
-        if bound > free:
-            k = _most_steps(k, lambda j: new_blocks(j + 1), free, bound)
+        if n * ((k + 1) // bs + 1) > free:
+            k = _most_steps(k, lambda j: new_blocks(j + 1), free)
         used = self.kv.total_blocks - free + new_blocks(1)   # (once the first step's are in)
         self.kv.alloc(alloc)
         for req in admitted:
