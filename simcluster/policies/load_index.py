@@ -18,6 +18,7 @@ pools of hundreds, a matrix of them compared at once).
 from __future__ import annotations
 
 import heapq
+from bisect import bisect_right
 
 import numpy as np
 
@@ -169,6 +170,12 @@ class LoadTable:
         self.first = [0] * n                         # that run's steps before the window
         self.filled = [0] * n                        # finite step ends in k's window
         self.speed = _UNREAD          # (read at the first query: the cluster sets speeds last)
+        # marks write through memoryviews of the arrays: an item or a slice written by a
+        # memoryview skips numpy's indexing, most of a mark's cost (the arrays never move)
+        self._ends = [memoryview(e) for e in self.ends]
+        self._infs = memoryview(np.full(w, _INF))
+        self._base, self._batch = memoryview(self.base), memoryview(self.batch)
+        self._start, self._expiry = memoryview(self.start), memoryview(self.expiry)
         for inst in self.pool:
             inst.load_watchers.append(self.mark)
             self.mark(inst)
@@ -180,42 +187,48 @@ class LoadTable:
         if run is None:
             if self.runs[k] is not None:
                 self.runs[k] = None
-                self.batch[k] = 0
-                self.expiry[k] = _INF
-            self.base[k] = base
+                self._batch[k] = 0
+                self._expiry[k] = _INF
+            self._base[k] = base
         elif run is self.runs[k]:      # (a submit mid-run: the same window, a new load)
-            self.base[k] = base + run.n * (self.slot[k] - self.first[k])
+            self._base[k] = base + run.n * (self.slot[k] - self.first[k])
         else:
             self._window(k, run, base, inst.env.now)
 
     def _window(self, k: int, run, base: int, now: float):
         """Replica k's window from ``run``'s steps not ended by ``now``."""
         rel = now - run.start
+        view = run.view
+        if view is None:
+            view = run.view = memoryview(run.cum)
         # (a run starting now has no step ended yet: its step times are positive — but for
         # the admitting step of a run that begins with one, ``skip``, whose end offset is 0.0)
-        d = run.done_by(rel) if rel > 0.0 or run.skip else 0
-        window = run.cum[d:d + self.window]
-        m, ends = len(window), self.ends[k]
-        ends[:m] = window
-        if m < self.filled[k]:
-            ends[m:self.filled[k]] = _INF
+        d = bisect_right(view, rel) if rel > 0.0 or run.skip else 0     # (run.done_by)
+        w = self.window
+        m = run.k - d
+        if m > w:
+            m = w
+        ends, filled = self._ends[k], self.filled[k]
+        ends[:m] = view[d:d + m]
+        if m < filled:
+            ends[m:filled] = self._infs[:filled - m]
         self.filled[k] = m
-        self.base[k] = base + run.n * (self.slot[k] - d)
-        self.batch[k] = run.n
-        self.start[k] = run.start
+        self._base[k] = base + run.n * (self.slot[k] - d)
+        self._batch[k] = run.n
+        self._start[k] = run.start
         self.runs[k], self.first[k] = run, d
-        if m == self.window and d + m < run.k:
+        if m == w and d + m < run.k:
             # the window runs out when fl(now - start) >= its last end: not before this
             # (a margin far above the rounding of the two additions, below a microsecond)
-            last = window.item(-1)
-            self.span = last - window.item(0)
+            last = view[d + m - 1]
+            self.span = last - view[d]
             end = run.start + last
             e = end - 1e-12 * (1.0 + abs(end))
-            self.expiry[k] = e
+            self._expiry[k] = e
             if e < self.next_expiry:
                 self.next_expiry = e
         else:
-            self.expiry[k] = _INF      # (the run ends inside the window: its end is an event)
+            self._expiry[k] = _INF     # (the run ends inside the window: its end is an event)
 
     def _renew(self, now: float):
         # with the windows within an eighth of a window's span of running out: renewing one
