@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import heapq
 from bisect import bisect_right
+from functools import partial
 
 import numpy as np
 
@@ -141,7 +142,6 @@ class LoadTable:
     def __init__(self, pool):
         self.pool = sorted(pool, key=lambda i: i.id)
         n = len(self.pool)
-        self.row = {inst.id: k for k, inst in enumerate(self.pool)}
         if n >= self.MATRIX_FROM:
             w = self.window = self.MATRIX_WINDOW
             self.matrix = np.full((w, n), _INF)      # column k: replica k's window
@@ -176,13 +176,13 @@ class LoadTable:
         self._infs = memoryview(np.full(w, _INF))
         self._base, self._batch = memoryview(self.base), memoryview(self.batch)
         self._start, self._expiry = memoryview(self.start), memoryview(self.expiry)
-        for inst in self.pool:
-            inst.load_watchers.append(self.mark)
-            self.mark(inst)
+        for k, inst in enumerate(self.pool):
+            inst.load_watchers.append(partial(self.mark, k))
+            self.mark(k, inst)
 
-    def mark(self, inst):
-        """``inst``'s load changed: rewrite its window."""
-        k = self.row[inst.id]
+    def mark(self, k: int, inst):
+        """``inst``'s load changed: rewrite its window (``k``: its row, bound in the
+        watcher, which saves looking it up at each of its events)."""
         run, base = inst.load_state()
         if run is None:
             if self.runs[k] is not None:
@@ -235,7 +235,7 @@ class LoadTable:
         # early is exact, and a renewal's fixed numpy calls are then shared by a few windows
         for k in np.flatnonzero(self.expiry <= now + self.span / 8).tolist():
             self.runs[k] = None            # (renewed early at worst: the window is exact)
-            self.mark(self.pool[k])
+            self.mark(k, self.pool[k])
         self.next_expiry = float(self.expiry.min())
 
     def least(self, now: float):
