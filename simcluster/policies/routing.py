@@ -76,12 +76,8 @@ class LeastOutstandingTokens:
             return candidates[0]
         if self.index is not None and len(candidates) == len(self.index.pool):
             return self.index.least(now)
-        best, load, bid = None, float("inf"), -1
-        for inst in candidates:              # min over (load, id), unrolled
-            v = inst.outstanding_tokens / inst.speed
-            if v < load or (v == load and inst.id < bid):
-                best, load, bid = inst, v, inst.id
-        return best
+        # (the instances' own scan: their loads read inline, not by a property call each)
+        return candidates[0].least_loaded(candidates)
 
 
 @ROUTERS.register("prefix_aware")

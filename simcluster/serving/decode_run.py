@@ -1,9 +1,9 @@
 """Decode runs of an :class:`~.instance.Instance`: many identical pure-decode steps as one
 event (see the instance module's docstring). A mixin of the instance, kept apart so that each
 module stays short: how long a run may go on (:meth:`DecodeRuns._steady_steps_group`), starting,
-ending and cutting one, the load routers read inside one, and applying its steps; and starting
-the decode iteration that admits hand-offs together with the run after it
-(:meth:`DecodeRuns._start_admitted`).
+ending and cutting one, the load routers read inside one (and :meth:`DecodeRuns.least_loaded`,
+a router's whole scan of it), and applying its steps; and starting the decode iteration that
+admits hand-offs together with the run after it (:meth:`DecodeRuns._start_admitted`).
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ import numpy as np
 
 from simcluster.serving.clock import after, at
 from simcluster.serving.request import Request
+
+_INF = float("inf")
 
 
 class DecodeRun:
@@ -254,6 +256,29 @@ class DecodeRuns:
         for req in loose:
             if req.group is None and req.finish_s != req.finish_s and g.can_join(req):
                 g.join(req)
+
+    @staticmethod
+    def least_loaded(instances):
+        """The instance of ``instances`` with the fewest outstanding tokens relative to its
+        speed, the lowest id on ties: ``min`` over ``(inst.outstanding_tokens / inst.speed,
+        inst.id)``, the property read inline — the same integers and the same division,
+        without a property call per replica, which was a fifth of a router's scan (callgrind:
+        252.19 -> 241.23 thousand instructions a request on 16 replicas, ``bench_instructions
+        --quick``). Routers (a lower layer) reach it through any instance."""
+        best, load, bid = None, _INF, -1
+        for inst in instances:
+            run = inst._live
+            if run is None:
+                v = inst._outstanding / inst.speed
+            else:
+                view = run.view
+                if view is None:
+                    view = run.view = memoryview(run.cum)
+                v = (inst._outstanding - run.n * (bisect_right(view, inst.env._now - run.start)
+                                                  - run.applied)) / inst.speed
+            if v < load or (v == load and inst.id < bid):
+                best, load, bid = inst, v, inst.id
+        return best
 
     @property
     def outstanding_tokens(self) -> int:
