@@ -24,7 +24,10 @@ table of the pool current at every replica event, as the router does, but never 
 whose extra over the first is the *queries*. The upkeep is per replica event, so per request
 it is about the same on every pool size (``--parts --quick --only inst-1 inst-16 inst-64
 --repeats 5``: 5.9, 4.9 and 6.1 us); the queries cost 7.8 and 7.7 us on 16 and 64 replicas
-(none on one: a single candidate is not asked), against 12.4 us of routing on 64.
+(none on one: a single candidate is not asked), against 12.4 us of routing on 64. Those
+times are from before the table's marks wrote through memoryviews (da3fa98), which took the
+upkeep from 33.5 to 29.6 thousand instructions a request on 64 replicas (callgrind, the
+replay router with ``table="upkeep"``, inst-64 ``--quick``).
 """
 
 from __future__ import annotations
