@@ -16,7 +16,8 @@ request (medians), their difference, and each over the first row's (``vs`` colum
 finding the least-loaded replica forced at every pool size — the load table, the heap of
 lower bounds (:mod:`simcluster.policies.load_index`) and the plain scan — and a second table
 of what each costs over the replayed run: the measurement behind the router's choice of the
-scan below 32 replicas and the table from there on.
+scan below 32 replicas and the table from there on (moved to 24 after 6d66f7c made the scan
+cheaper, by instructions counted: the router's docstring).
 
 ``--parts`` splits the load table's cost in two, with two more replayed runs: one keeping a
 table of the pool current at every replica event, as the router does, but never asking it
@@ -81,7 +82,7 @@ class Replay:
 
 
 #: ``--structures``: the router's two load structures forced on every pool size (by default
-#: they answer only from ``index_from`` = 32 replicas on, where the plain scan below it costs
+#: they answer only from ``index_from`` = 24 replicas on, where the plain scan below it costs
 #: more): what each costs where the scan is used, and the scan where they are.
 STRUCTURES = {"table": {"index_from": 2}, "index": {"index_from": 2, "table": False},
               "scan": {"index_from": 1 << 30}}
