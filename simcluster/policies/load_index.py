@@ -145,7 +145,7 @@ class LoadTable:
         if n >= self.MATRIX_FROM:
             w = self.window = self.MATRIX_WINDOW
             self.matrix = np.full((w, n), _INF)      # column k: replica k's window
-            self.ends = [self.matrix[:, k] for k in range(n)]
+            windows = [self.matrix[:, k] for k in range(n)]
             self.slot = [0] * n
             self.rel = np.zeros(n)                   # now - start_k
         else:
@@ -156,7 +156,7 @@ class LoadTable:
             ends = self.keys.imag                    # (a view: written through)
             ends[:] = _INF
             ends[::s] = -_INF
-            self.ends = [ends[k * s + 1:k * s + 1 + w] for k in range(n)]  # k's window
+            windows = [ends[k * s + 1:k * s + 1 + w] for k in range(n)]    # k's window
             self.slot = [k * s + 1 for k in range(n)]
             self.query = np.arange(n, dtype=float) + 0j   # k + 1j * (now - start_k)
             self.rel = self.query.imag
@@ -172,7 +172,7 @@ class LoadTable:
         self.speed = _UNREAD          # (read at the first query: the cluster sets speeds last)
         # marks write through memoryviews of the arrays: an item or a slice written by a
         # memoryview skips numpy's indexing, most of a mark's cost (the arrays never move)
-        self._ends = [memoryview(e) for e in self.ends]
+        self._ends = [memoryview(e) for e in windows]
         self._infs = memoryview(np.full(w, _INF))
         self._base, self._batch = memoryview(self.base), memoryview(self.batch)
         self._start, self._expiry = memoryview(self.start), memoryview(self.expiry)
