@@ -161,32 +161,36 @@ def test_routing_fast_paths_choose_the_same_replicas(h100, llama7b, router):
     assert fast.requests.instance.nunique() == 33
 
 
-def test_the_routers_scan_reads_the_loads_the_property_reads(h100, llama7b, monkeypatch):
+@pytest.mark.parametrize("mixed", [True, False])
+def test_the_routers_scan_reads_the_loads_the_property_reads(h100, llama7b, monkeypatch, mixed):
     """Below the table's pool size the LOT router scans the candidates, reading each one's
     load inline (``least_loaded``): at every arrival it names the replica ``min`` over
     ``(outstanding_tokens / speed, id)`` names — replicas mid-run with steps ended, idle
-    ones, two speeds, ties among idle replicas going to the lowest id."""
+    ones, ties among idle replicas going to the lowest id; two speeds (``mixed``: the loads
+    divided by them) or one (every speed 1.0: the integer loads compared undivided)."""
     from simcluster.cluster import InstanceSpec
     from simcluster.serving.instance import Instance
     from simcluster.serving.config import InstanceConfig
-    specs = one_instance(h100, count=3, max_model_len=8192)
-    specs.append(InstanceSpec(Layout.uniform(load_device("A100-80GB-PCIe")),
-                              InstanceConfig(max_model_len=8192), count=3))
+    specs = one_instance(h100, count=3 if mixed else 6, max_model_len=8192)
+    if mixed:
+        specs.append(InstanceSpec(Layout.uniform(load_device("A100-80GB-PCIe")),
+                                  InstanceConfig(max_model_len=8192), count=3))
     real, seen = Instance.least_loaded, []
 
-    def checked(candidates):
-        got = real(candidates)
+    def checked(candidates, scaled=True):
+        got = real(candidates, scaled)
         want = min(candidates, key=lambda i: (i.outstanding_tokens / i.speed, i.id))
         mid = sum(i._live is not None and i._live.done_by(i.env.now - i._live.start)
                   > i._live.applied for i in candidates)
-        seen.append((got is want, mid, len({i.speed for i in candidates})))
+        seen.append((got is want, mid, len({i.speed for i in candidates}), scaled))
         return got
     monkeypatch.setattr(Instance, "least_loaded", staticmethod(checked))
     Simulation(_poisson(600, 20.0, seed=5, out_scale=2), llama7b, specs,
                cost_model=CostModel(), router="least_outstanding_tokens").run()
-    assert len(seen) == 600 and all(ok for ok, _, _ in seen)
-    assert sum(mid > 0 for _, mid, _ in seen) > 300      # loads read inside decode runs
-    assert all(speeds == 2 for _, _, speeds in seen)
+    assert len(seen) == 600 and all(ok for ok, _, _, _ in seen)
+    assert sum(mid > 0 for _, mid, _, _ in seen) > 300      # loads read inside decode runs
+    assert all(speeds == (2 if mixed else 1) and scaled == mixed
+               for _, _, speeds, scaled in seen)
 
 
 @pytest.mark.parametrize("mixed, matrix", [(False, False), (True, False), (True, True)])
