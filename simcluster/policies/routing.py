@@ -62,8 +62,8 @@ class LeastOutstandingTokens:
     replica, with five or six numpy calls a query. Below 24 replicas the plain scan is
     the cheaper (counted by callgrind, ``bench_instructions`` worker, 5 req/s a replica,
     thousand instructions a request, scan / table: 16 replicas 237.3 / 252.2, 20 247.0 /
-    254.6, 24 257.0 / 256.5, 28 266.5 / 257.5). Where every replica's speed is 1.0 (one
-    device kind) the scan compares the integer loads without dividing them."""
+    254.6, 24 257.0 / 256.5, 28 266.5 / 257.5). Where every replica has the same speed (one
+    device kind), the scan, like the table, compares the integer loads without dividing them."""
 
     def __init__(self, index_from: int = 24, table: bool = True):
         self.index_from, self.table = index_from, table
@@ -83,9 +83,9 @@ class LeastOutstandingTokens:
             return self.index.least(now)
         scaled = self.scaled
         if scaled is None:             # (read at the first choice: the cluster sets speeds last)
-            scaled = self.scaled = any([inst.speed != 1.0 for inst in self.instances])
-        # (the instances' own scan: their loads read inline, not by a property call each;
-        # without the division where every speed is 1.0)
+            # (the load table's rule: one speed for every replica, no division)
+            scaled = self.scaled = len({inst.speed for inst in self.instances}) > 1
+        # (the instances' own scan: their loads read inline, not by a property call each)
         return candidates[0].least_loaded(candidates, scaled)
 
 

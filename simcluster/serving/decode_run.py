@@ -266,9 +266,11 @@ class DecodeRuns:
         252.19 -> 241.23 thousand instructions a request on 16 replicas, ``bench_instructions
         --quick``). Routers (a lower layer) reach it through any instance.
 
-        ``scaled=False`` where every speed is exactly 1.0 (a pool of one device kind: the
-        fastest replica's speed is ``rate / rate``): the integer loads are compared without
-        the division, the same order and ties (``x / 1.0`` is ``x`` for loads below 2**53).
+        ``scaled=False`` where every replica has the same speed (a pool of one device kind;
+        the rule of :class:`~simcluster.policies.load_index.LoadTable`): the integer loads
+        are compared without the division, the same order and ties (dividing integers below
+        2**52 by one positive speed keeps them apart and in order; in a pool of one kind the
+        speed is 1.0, the fastest's ``rate / rate``).
         With the clock read once a scan, 4.8 thousand instructions a request fewer on 16
         replicas (237.31 against 242.06), 0.9 on four (206.02 against 206.94)."""
         best, load, bid = None, _INF, -1
