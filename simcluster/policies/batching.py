@@ -217,9 +217,10 @@ class VLLMBatching:
 
     prefix_caching = True
     #: :meth:`steady_decode` is True exactly when nothing waits, every running request is in
-    #: the decode group and the group's next step has its blocks: a replica may then start
-    #: the decode iteration that admits hand-offs and the run after it as one run, sized by
-    #: this rule (``Instance`` reads it; a policy without it keeps the iteration apart).
+    #: the decode group and the group's next step has its blocks, and :meth:`steady_with`
+    #: answers the same with requests waiting: a replica may then start the decode iteration
+    #: that admits hand-offs or follows a preemption and the run after it as one run, sized
+    #: by this rule (``Instance`` reads it; a policy without it keeps the iteration apart).
     steady_is_group_blocks = True
 
     def __init__(self, watermark_blocks: int = 0):
@@ -240,6 +241,39 @@ class VLLMBatching:
         g = inst.group
         return (not inst.waiting and g.n == len(inst.running)
                 and g.step_blocks() <= inst.kv.free_blocks)
+
+    def steady_with(self, free: int, need: int) -> bool:
+        """Whether :meth:`schedule` would decode the whole decode group and do nothing else
+        with ``free`` KV blocks free, the group's next step needing ``need`` of them — every
+        running request a member of the group, the waiting queue as it is now. A replica asks
+        it of the state after a step it has not applied yet (the blocks free then), to fold
+        that step into the run after it.
+
+        With requests waiting, the queue's head decides: admission is FCFS and stops at the
+        first request it cannot take, so nothing is admitted exactly when the head is not.
+        That is asked of :meth:`_admit` itself, with the blocks and token budget
+        :meth:`schedule` would give it: without chunked prefill, all the free blocks for a
+        prompt at the head (prompts are admitted before decodes are planned), what the
+        decodes leave for a hand-off (admitted beside them); with chunked prefill, what the
+        decodes leave, and the token budget less one token per decode. (:meth:`steady_decode`
+        does not ask this: where requests wait, the head is usually admitted, and the
+        question would double the planning that follows.)"""
+        if need > free:
+            return False
+        inst = self.inst
+        waiting = inst.waiting
+        if not waiting:
+            return True
+        if not inst.running:
+            return False               # (nothing decodes: schedule admits or stalls)
+        cfg, head = inst.config, waiting[0]
+        budget = cfg.max_batched_tokens
+        if cfg.chunked_prefill:
+            free, budget = free - need, budget - len(inst.running)
+        elif head.kv_tokens >= head.prefill_target:
+            free -= need               # (a hand-off at the head: admitted after the decodes)
+        probe, _ = self._admit(Plan(), free, budget, cfg.chunked_prefill)
+        return not probe.admit
 
     def schedule(self, now: float) -> Plan:
         inst, cfg = self.inst, self.inst.config

@@ -3,7 +3,8 @@ event (see the instance module's docstring). A mixin of the instance, kept apart
 module stays short: how long a run may go on (:meth:`DecodeRuns._steady_steps_group`), starting,
 ending and cutting one, the load routers read inside one (and :meth:`DecodeRuns.least_loaded`,
 a router's whole scan of it), and applying its steps; and starting the decode iteration that
-admits hand-offs together with the run after it (:meth:`DecodeRuns._start_admitted`).
+admits hand-offs, or follows a preemption, together with the run after it
+(:meth:`DecodeRuns._start_folded`).
 """
 
 from __future__ import annotations
@@ -25,11 +26,11 @@ class DecodeRun:
     timeline row, and — if the plan was not exactly the decode group — the requests it
     advances one by one (``loose``).
 
-    A run that begins with the decode iteration admitting hand-offs
-    (:meth:`DecodeRuns._start_admitted`) has ``skip`` 1 and that iteration's timeline row in
-    ``pre`` (start, requests waiting, KV blocks in use): its ``start`` is the end of that
-    first step, whose end offset is 0.0, so every step ends at the float it would have ended
-    at as an iteration followed by a run."""
+    A run that begins with the decode iteration admitting hand-offs or following a
+    preemption (:meth:`DecodeRuns._start_folded`) has ``skip`` 1 and that iteration's
+    timeline row in ``pre`` (start, requests waiting, KV blocks in use): its ``start`` is
+    the end of that first step, whose end offset is 0.0, so every step ends at the float it
+    would have ended at as an iteration followed by a run."""
 
     __slots__ = ("start", "cum", "view", "last", "k", "n", "applied", "row", "cut", "loose",
                  "ctx_sum", "skip", "pre")
@@ -159,23 +160,37 @@ class DecodeRuns:
         run = self._live = DecodeRun(self.env._now, cum, n, loose, ctx_sum)
         after(self.env, run.last, self._run_end, run)
 
-    def _start_admitted(self, plan) -> bool:
-        """Start the decode iteration that admits hand-offs (plan: the decode group, then the
-        requests admitted with their KV complete; nothing else waiting) together with the
-        decode run that stepping would start when it ends, as one run: one event instead of
-        two. False, with nothing changed, unless every step and row comes out as that
-        iteration and run give them — the timer reads single decode steps from its step
-        table, SimPy's queue takes absolute times, the batching policy's steady rule is the
-        group's blocks (``steady_is_group_blocks``), the run that would follow is a steady one
-        (no member finishes in the first step, the second step's blocks are free), runs may
-        be longer than one step (``max_steady_steps`` 1 is the step-by-step schedule that
-        checks compare with)."""
+    def _start_folded(self, plan) -> bool:
+        """Start the decode iteration that admits hand-offs, or the one after a preemption
+        (plan: the decode group, then the requests admitted with their KV complete; the
+        victims already back in the queue), together with the decode run that stepping
+        would start when it ends, as one run: one event instead of two. False, with nothing
+        changed, unless every step and row comes out as that iteration and run give them:
+
+        - the timer reads single decode steps from its step table, SimPy's queue takes
+          absolute times, runs may be longer than one step (``max_steady_steps`` 1 is the
+          step-by-step schedule that checks compare with);
+        - the batching policy's steady rule is the group's blocks and the queue's head
+          (``steady_is_group_blocks``);
+        - the run that would follow is a steady one: no member finishes in the first step,
+          the second step's blocks are free, and, where requests wait, the policy's
+          ``steady_with`` of the blocks free after the first step admits none of them. (Not
+          with a prefix cache built: the head's lookup would read the cache after the first
+          step's evictions.)
+
+        An arrival or a KV release during the first step cuts the run at that step's end,
+        where the iteration would have ended, and plans again there."""
         g, admitted, decode = self.group, plan.admit, plan.decode
         n0 = g.n
         n = n0 + len(admitted)
-        if (not (self._fold and self._steady_rule) or self.waiting
+        if (not (self._fold and self._steady_rule)
                 or len(decode) != n or len(self.running) != n
                 or decode[:n0] != g.members or decode[n0:] != admitted):
+            return False
+        waiting = len(self.waiting)
+        if waiting and self.cache is not None:
+            # (a cache that ``steady_with``'s lookup of the head first builds stays empty
+            # through a decode step: no eviction to follow)
             return False
         cfg = self.config
         bs, cap = cfg.block_size, cfg.max_steady_steps
@@ -205,6 +220,10 @@ class DecodeRuns:
         # (n * (j // bs + 1) bounds the blocks of j steps, whatever the alignment)
         if n * (2 // bs + 1) > free and new_blocks(2) > free:
             return False               # (the second step would plan again: not steady)
+        if waiting:                    # (a waiting request admitted after the first step?)
+            first = new_blocks(1)
+            if not self.batcher.steady_with(free - first, new_blocks(2) - first):
+                return False
         # the steps of the run that would start after the first: as _steady_steps_group
         # would size it then (first completion, step cap, blocks)
         k = min(ff - 1, cap)
@@ -228,7 +247,7 @@ class DecodeRuns:
         now = self.env._now
         end1 = now + float(steps[0])
         run = self._live = DecodeRun(end1, cum, n, None, ctx_sum + n)
-        run.skip, run.pre = 1, (now, 0, used)
+        run.skip, run.pre = 1, (now, waiting, used)
         at(self.env, end1 + run.last, self._run_end, run)
         return True
 

@@ -37,7 +37,7 @@ in the batch size):
   single iterations are memoised by shape (the cost model is a pure function; :mod:`.steps`).
 * A decode replica of a disaggregated cluster admits hand-offs (their KV complete) in a decode
   iteration after which a decode run usually starts; where nothing else waits, the two are one
-  run (:meth:`~.decode_run.DecodeRuns._start_admitted`) whose steps end at the same floats
+  run (:meth:`~.decode_run.DecodeRuns._start_folded`) whose steps end at the same floats
   and whose timeline keeps the iteration's own row: one event fewer per hand-off (6.76 -> 5.98
   events per request in ``bench_simulator``'s disagg row).
 
@@ -105,7 +105,7 @@ def _memo_for(timer, memo):
 
 def _folds(timer) -> bool:
     """Whether a replica on ``timer`` may fold the decode iteration that admits hand-offs into
-    the run after it (:meth:`~.decode_run.DecodeRuns._start_admitted`): single decode steps
+    the run after it (:meth:`~.decode_run.DecodeRuns._start_folded`): single decode steps
     come from the timer's step table, nothing counts iterations, SimPy takes absolute times."""
     return (DIRECT and getattr(type(timer), "single_decode_from_table", False)
             and getattr(timer, "envelope", None) is None)
@@ -301,8 +301,8 @@ class Instance(DecodeRuns):
                     self._reject_head("scheduler could not admit it with an empty instance")
                 continue
             self._stalls = 0
-            if plan.admit and not (plan.prefill or plan.preempt) and self._start_admitted(plan):
-                break                  # (hand-offs admitted into a decode run)
+            if (plan.admit or plan.preempt) and not plan.prefill and self._start_folded(plan):
+                break                  # (admitting or preempting step and run as one run)
             if not (plan.prefill or plan.preempt or plan.admit):      # steady: pure decode
                 decode, g = plan.decode, self.group
                 if len(decode) == g.n and decode == g.members:

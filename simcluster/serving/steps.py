@@ -12,7 +12,7 @@ where the timer says so (``single_decode_from_table``, the plain cost model's
 table, as a run's steps are, instead of evaluating the scalar formula (about 1.5 us instead of
 20; a decode pool of disaggregated serving admits each request it receives in such an
 iteration — most of them now start together with the decode run after them, reading the same
-table: :meth:`~simcluster.serving.decode_run.DecodeRuns._start_admitted`).
+table: :meth:`~simcluster.serving.decode_run.DecodeRuns._start_folded`).
 The scalar and the vectorised formula of the measured calibration's kernel curves differ in
 the last bits for 1.4% of shapes (none under the datasheet calibration; at most 1.4e-14
 relative: numpy's array and scalar paths; ``benchmarks/decode_step_formulas.py``), so a result
