@@ -63,7 +63,8 @@ def test_group_counts_blocks_and_finishes_match_stepping_one_by_one(bs, reqs, mo
        st.integers(0, 40), st.integers(0, 120))
 def test_steps_within_is_the_most_steps_whose_blocks_fit(bs, kvs, clock, free):
     """steps_within(free) is the largest j whose new_blocks(j) fit in ``free`` (0 when not even
-    one step's do), as a search over every j finds it."""
+    one step's do), as a search over every j finds it; steps_within(free, after) the same of
+    the steps after the next ``after``."""
     g = DecodeGroup(bs)
     g.clock = clock
     for rid, kv in enumerate(kvs):
@@ -72,6 +73,11 @@ def test_steps_within_is_the_most_steps_whose_blocks_fit(bs, kvs, clock, free):
     while g.new_blocks(j + 1) <= free:
         j += 1
     assert g.steps_within(free) == j
+    for after in (1, 5, bs + 3):      # (counted from steps not applied yet)
+        j = 0
+        while g.new_blocks(after + j + 1) - g.new_blocks(after) <= free:
+            j += 1
+        assert g.steps_within(free, after) == j
 
 
 def test_a_member_cannot_be_edited_behind_the_group():

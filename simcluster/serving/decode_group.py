@@ -125,15 +125,17 @@ class DecodeGroup:
         lo = (bs - r - self.clock) % bs
         return self.n * (j // bs) + sum(self.phase[lo:lo + r])
 
-    def steps_within(self, free: int) -> int:
+    def steps_within(self, free: int, after: int = 0) -> int:
         """The most steps whose new blocks (:meth:`new_blocks`) fit in ``free`` (0 when not
         even one step's do): every ``block_size`` steps take ``n`` blocks; within the last,
         incomplete cycle the members cross a boundary class by class, from the class whose KV
         length is a block multiple now, then the one before it (``phase``'s second copy makes
-        that descending cyclic run one slice)."""
+        that descending cyclic run one slice). ``after``: counted from that many steps on
+        (the steps ``j`` with ``new_blocks(after + j) - new_blocks(after)`` within ``free``),
+        as the group would count them once those steps are applied."""
         bs = self.bs
         cycles, left = divmod(free, self.n)
-        b = (bs - 1 - self.clock) % bs
+        b = (bs - 1 - self.clock - after) % bs
         return cycles * bs + bisect_right(list(accumulate(self.phase[b + bs:b:-1])), left)
 
     def first_finish(self) -> int:

@@ -220,20 +220,20 @@ class DecodeRuns:
         # (n * (j // bs + 1) bounds the blocks of j steps, whatever the alignment)
         if n * (2 // bs + 1) > free and new_blocks(2) > free:
             return False               # (the second step would plan again: not steady)
-        if waiting:                    # (a waiting request admitted after the first step?)
-            first = new_blocks(1)
-            if not self.batcher.steady_with(free - first, new_blocks(2) - first):
-                return False
-        # the steps of the run that would start after the first: as _steady_steps_group
-        # would size it then (first completion, step cap, blocks)
-        k = min(ff - 1, cap)
-        if n * ((k + 1) // bs + 1) > free:
-            k = _most_steps(k, lambda j: new_blocks(j + 1), free)
-        used = self.kv.total_blocks - free + new_blocks(1)   # (once the first step's are in)
+        first = new_blocks(1)
+        if waiting and not self.batcher.steady_with(free - first, new_blocks(2) - first):
+            return False               # (a waiting request admitted after the first step)
+        used = self.kv.total_blocks - free + first         # (once the first step's are in)
         self.kv.alloc(alloc)
         for req in admitted:
             req._blocks = -(-req._kv // bs)
             g.join(req)
+        # the steps of the run that would start after the first: as _steady_steps_group
+        # would size it then (first completion, step cap, blocks: the group's count of the
+        # steps after the first, the admitted requests now members with tight blocks)
+        k = min(ff - 1, cap)
+        if n * ((k + 1) // bs + 1) > free:
+            k = min(k, g.steps_within(free - first, 1))     # (>= 1: step 2's blocks fit)
         ctx_sum = g.base_sum + n * g.clock + n
         if len(self._tl) >= self._tl_cap:
             self.timeline.compact()        # (no row of this instance is open here)
