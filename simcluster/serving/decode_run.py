@@ -215,8 +215,11 @@ class DecodeRuns:
             return False
         free = self.kv.free_blocks - alloc
 
-        def new_blocks(j):             # the group's and the admitted requests' next j steps
-            return g.new_blocks(j) + sum([-(-(c + j) // bs) for c in kvs]) - held
+        if admitted:
+            def new_blocks(j):         # the group's and the admitted requests' next j steps
+                return g.new_blocks(j) + sum([-(-(c + j) // bs) for c in kvs]) - held
+        else:
+            new_blocks = g.new_blocks  # (after a preemption: the group's alone)
         # (n * (j // bs + 1) bounds the blocks of j steps, whatever the alignment)
         if n * (2 // bs + 1) > free and new_blocks(2) > free:
             return False               # (the second step would plan again: not steady)
