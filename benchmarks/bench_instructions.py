@@ -2,7 +2,7 @@
 ``bench_simulator.py``.
 
     python benchmarks/bench_instructions.py [--quick] [--only NAME ...] [--jobs 2]
-                                            [--replayed]
+                                            [--replayed] [--parts]
 
 On a shared machine the CPU time of one tree moves by up to 40% between runs (stop 33's note:
 azure-x1 at 23.5 to 33.9 us/req in one afternoon), which hides any change below that and
@@ -36,7 +36,11 @@ Columns: requests, events/req, instructions per request (thousands, of the count
 ``floor x``, ``vs`` (instructions per request over the row named in ``ref``); with
 ``--replayed``, the same row counted once more with its routing decisions replayed for free
 (``route_cost``'s replay router, the same replicas checked) and the difference, what
-least-outstanding-tokens routing costs per request. ``--quick`` takes ``bench_simulator``'s
+least-outstanding-tokens routing costs per request; with ``--parts`` (rows of 24 replicas
+or more, where the router keeps a load table), that cost split as ``route_cost --parts``
+splits its time: the replayed run counted again with the load table kept current at the
+replicas' events (``upkeep``, over the replayed run), and again with it also asked at each
+arrival (``queries``, over the upkeep run). ``--quick`` takes ``bench_simulator``'s
 smaller series (and a 100-second ``inst-64``): under valgrind a row runs about 50 times
 slower. The bundled experiments are counted when named (``--only exp-default exp-hllm
 exp-llmshare``: each as ``simcluster run`` builds it, with its own cost model and policies).
@@ -70,10 +74,12 @@ REFS = {"azure-x4": "azure-x1"}
 _COLLECTED = re.compile(r"Collected\s*:\s*(\d+)")
 
 
-def worker(kind: str, p: dict, replayed: bool = False) -> dict:
+def worker(kind: str, p: dict, replayed: bool | str = False) -> dict:
     """Build and run a row once, then again inside ``sys.call_tracing`` (the counted run);
     ``replayed``: the counted run sends each request where the first run's router did, with
-    ``route_cost``'s replay router (no load read), checked to serve the same replicas."""
+    ``route_cost``'s replay router (no load read), checked to serve the same replicas;
+    ``"upkeep"`` / ``"query"``: that router also keeps the router's load table current at the
+    replicas' events / and asks it at each arrival (``route_cost --parts``)."""
     from simcluster.calibration import load_calibration
     from simcluster.cost import CostModel
     cost, cache = CostModel(load_calibration("measured")), {}
@@ -84,6 +90,8 @@ def worker(kind: str, p: dict, replayed: bool = False) -> dict:
     if replayed:
         import route_cost  # noqa: F401  (registers the replay router)
         kw = {"router": "bench-replay", "router_params": {"choices": want}}
+        if replayed in ("upkeep", "query"):
+            kw["router_params"]["table"] = replayed
     gc.collect()
     sim = bench._build(kind, p, cost, cache, **kw)
     res = sys.call_tracing(sim.run, ())
@@ -113,7 +121,7 @@ def _count(args: list[str]) -> tuple[int, dict]:
     return int(m.group(1)), json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def measure(name: str, quick: bool, replayed: bool = False) -> dict:
+def measure(name: str, quick: bool, replayed: bool = False, parts: bool = False) -> dict:
     kind, p, _ = bench.ROWS[name]
     p = {**p, **(QUICK.get(name, {}) if quick else {})}
     instructions, out = _count(["--worker", json.dumps([kind, p])])
@@ -122,8 +130,11 @@ def measure(name: str, quick: bool, replayed: bool = False) -> dict:
         raise RuntimeError(f"{name}: nothing counted (is sys_call_tracing a symbol of "
                            f"{sys.executable}?)")
     out = {**out, "instructions": instructions, "floor": floor}
-    if replayed:
+    if replayed or parts:
         out["replayed"] = _count(["--worker", json.dumps([kind, p, True])])[0]
+    if parts:
+        for mode in ("upkeep", "query"):
+            out[mode] = _count(["--worker", json.dumps([kind, p, mode])])[0]
     return out
 
 
@@ -135,6 +146,10 @@ def main(argv=None) -> int:
     ap.add_argument("--replayed", action="store_true",
                     help="also count each row with its routing decisions replayed (no load "
                          "read): the routing column is the difference")
+    ap.add_argument("--parts", action="store_true",
+                    help="with --replayed's count, the load table's two parts (rows from 24 "
+                         "replicas, where the router uses it): kept current at the replicas' "
+                         "events (upkeep) and asked at each arrival (queries)")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--floor", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -155,22 +170,24 @@ def main(argv=None) -> int:
         print(f"bench_instructions: unknown or untimed rows {unknown}; rows: "
               f"{', '.join(rows)}", file=sys.stderr)
         return 2
-    if args.replayed and any(bench.ROWS[n][0] == "experiment" for n in names):
+    if (args.replayed or args.parts) and any(bench.ROWS[n][0] == "experiment" for n in names):
         print("bench_instructions: --replayed replays least-outstanding-tokens routing; the "
               "experiment rows route with their own policies: count them without it",
               file=sys.stderr)
         return 2
     results = {}
     with ThreadPoolExecutor(max(1, args.jobs)) as pool:      # (rows side by side)
-        futures = {name: pool.submit(measure, name, args.quick, args.replayed)
+        futures = {name: pool.submit(measure, name, args.quick, args.replayed, args.parts)
                    for name in names}
         for name in names:
             results[name] = futures[name].result()
             print(f"  ... {name} done", file=sys.stderr, flush=True)
     print("simcluster event loop, instructions retired (callgrind) by one warm run")
     hdr = ["row", "requests", "events/req", "kinstr/req", "floor x", "vs", "ref"]
-    if args.replayed:
+    if args.replayed or args.parts:
         hdr += ["replayed", "routing"]
+    if args.parts:
+        hdr += ["upkeep", "queries"]
     print(f"{hdr[0]:<12}" + "".join(f"{h:>12}" for h in hdr[1:]))
     for name, r in results.items():
         ref = bench.ROWS[name][2] or REFS.get(name)
@@ -181,9 +198,12 @@ def main(argv=None) -> int:
                 r["instructions"] / r["floor"], vs]
         line = (f"{name:<12}" + f"{vals[0]:>12,}" + "".join(f"{v:>12.2f}" for v in vals[1:])
                 + f"{ref or '-':>12}")
-        if args.replayed:
+        if args.replayed or args.parts:
             rep = r["replayed"] / r["requests"]
             line += f"{rep / 1e3:>12.2f}{(per - rep) / 1e3:>12.2f}"
+        if args.parts:
+            up, q = r["upkeep"] / r["requests"], r["query"] / r["requests"]
+            line += f"{(up - rep) / 1e3:>12.2f}{(q - up) / 1e3:>12.2f}"
         print(line)
     return 0
 

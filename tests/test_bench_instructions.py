@@ -54,6 +54,46 @@ def test_the_replayed_run_serves_the_first_runs_replicas(bench_ir, monkeypatch):
             sys.modules.pop("route_cost", None)
 
 
+def test_the_parts_runs_keep_and_ask_the_load_table(bench_ir, monkeypatch):
+    """``--parts`` counts the replayed run twice more: with the router's load table kept
+    current at the replicas' events, then also asked at each arrival (the replay router
+    checks it names the replayed replica); the same replicas. The table prints their
+    differences: upkeep over the replayed run, queries over the upkeep run."""
+    from simcluster.policies import ROUTERS
+    from simcluster.policies.load_index import LoadTable
+    monkeypatch.setattr(bench_ir.sys, "call_tracing", lambda fn, args: fn(*args))
+    asked, marked = [], []
+    real_least, real_mark = LoadTable.least, LoadTable.mark
+    monkeypatch.setattr(LoadTable, "least", lambda t, now: asked.append(now) or
+                        real_least(t, now))
+    monkeypatch.setattr(LoadTable, "mark", lambda t, k, inst: marked.append(k) or
+                        real_mark(t, k, inst))
+    p = {"span_s": 4.0, "count": 3}
+    had = "bench-replay" in ROUTERS
+    try:
+        plain = bench_ir.worker("syn", p)
+        assert bench_ir.worker("syn", p, "upkeep") == plain
+        assert marked and not asked
+        assert bench_ir.worker("syn", p, "query") == plain
+        assert len(asked) > 10
+    finally:
+        if not had:
+            ROUTERS.pop("bench-replay", None)
+            sys.modules.pop("route_cost", None)
+    counts = {"requests": 10, "events": 40, "finished": 10, "instructions": 3000,
+              "floor": 1000, "replayed": 2000, "upkeep": 2400, "query": 2900}
+    monkeypatch.setattr(bench_ir, "measure", lambda name, quick, replayed, parts: counts)
+    monkeypatch.setattr(bench_ir.shutil, "which", lambda name: "/usr/bin/valgrind")
+    import io
+    import contextlib
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert bench_ir.main(["--only", "inst-64", "--parts"]) == 0
+    head, row = out.getvalue().splitlines()[1:3]
+    assert head.split()[-4:] == ["replayed", "routing", "upkeep", "queries"]
+    assert row.split()[-4:] == ["0.20", "0.10", "0.04", "0.05"]
+
+
 def test_unknown_and_untimed_rows_are_named(bench_ir, capsys, monkeypatch):
     monkeypatch.setattr(bench_ir.shutil, "which", lambda name: "/usr/bin/valgrind")
     assert bench_ir.main(["--only", "inst-1", "nope", "azure-x1-process", "exp-hllm"]) == 2
