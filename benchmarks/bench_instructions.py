@@ -156,6 +156,7 @@ def main(argv=None) -> int:
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--floor", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    args.replayed |= args.parts        # (the parts are differences from the replayed count)
     if args.worker:
         print(json.dumps(worker(*json.loads(args.worker))))
         return 0
@@ -173,7 +174,7 @@ def main(argv=None) -> int:
         print(f"bench_instructions: unknown or untimed rows {unknown}; rows: "
               f"{', '.join(rows)}", file=sys.stderr)
         return 2
-    if (args.replayed or args.parts) and any(bench.ROWS[n][0] == "experiment" for n in names):
+    if args.replayed and any(bench.ROWS[n][0] == "experiment" for n in names):
         print("bench_instructions: --replayed replays least-outstanding-tokens routing; the "
               "experiment rows route with their own policies: count them without it",
               file=sys.stderr)
@@ -187,7 +188,7 @@ def main(argv=None) -> int:
             print(f"  ... {name} done", file=sys.stderr, flush=True)
     print("simcluster event loop, instructions retired (callgrind) by one warm run")
     hdr = ["row", "requests", "events/req", "kinstr/req", "floor x", "vs", "ref"]
-    if args.replayed or args.parts:
+    if args.replayed:
         hdr += ["replayed", "routing"]
     if args.parts:
         hdr += ["upkeep", "queries"]
@@ -201,7 +202,7 @@ def main(argv=None) -> int:
                 r["instructions"] / r["floor"], vs]
         line = (f"{name:<12}" + f"{vals[0]:>12,}" + "".join(f"{v:>12.2f}" for v in vals[1:])
                 + f"{ref or '-':>12}")
-        if args.replayed or args.parts:
+        if args.replayed:
             rep = r["replayed"] / r["requests"]
             line += f"{rep / 1e3:>12.2f}{(per - rep) / 1e3:>12.2f}"
         if args.parts:

@@ -28,6 +28,14 @@ _INF = float("inf")
 _UNREAD = object()
 
 
+def speeds_differ(pool) -> bool:
+    """Whether the replicas of ``pool`` have more than one speed. Where they do not (a pool of
+    one device kind: every speed is 1.0, the fastest's ``rate / rate``), loads compare as
+    integers, undivided: dividing integers below 2**52 by one positive speed keeps their
+    order and ties. (Read at a router's first choice: the cluster sets speeds last.)"""
+    return len({inst.speed for inst in pool}) > 1
+
+
 class LoadIndex:
     """Lower bounds of ``outstanding_tokens / speed`` of a pool's replicas (module docstring)."""
 
@@ -242,8 +250,8 @@ class LoadTable:
         """The replica with the fewest outstanding tokens over speed now (lowest id on ties)."""
         speed = self.speed
         if speed is _UNREAD:
-            speeds = [inst.speed for inst in self.pool]
-            speed = self.speed = None if len(set(speeds)) == 1 else np.array(speeds)
+            speed = self.speed = (np.array([inst.speed for inst in self.pool])
+                                  if speeds_differ(self.pool) else None)
         if now >= self.next_expiry:
             self._renew(now)
         np.subtract(now, self.start, out=self.rel)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections import deque
 
-from simcluster.policies.load_index import LoadIndex, LoadTable
+from simcluster.policies.load_index import LoadIndex, LoadTable, speeds_differ
 from simcluster.policies.registry import ROUTERS
 
 
@@ -83,8 +83,7 @@ class LeastOutstandingTokens:
             return self.index.least(now)
         scaled = self.scaled
         if scaled is None:             # (read at the first choice: the cluster sets speeds last)
-            # (the load table's rule: one speed for every replica, no division)
-            scaled = self.scaled = len({inst.speed for inst in self.instances}) > 1
+            scaled = self.scaled = speeds_differ(self.instances)
         # (the instances' own scan: their loads read inline, not by a property call each)
         return candidates[0].least_loaded(candidates, scaled)
 

@@ -220,12 +220,14 @@ class DecodeRuns:
                 return g.new_blocks(j) + sum([-(-(c + j) // bs) for c in kvs]) - held
         else:
             new_blocks = g.new_blocks  # (after a preemption: the group's alone)
-        # (n * (j // bs + 1) bounds the blocks of j steps, whatever the alignment)
-        if n * (2 // bs + 1) > free and new_blocks(2) > free:
-            return False               # (the second step would plan again: not steady)
         first = new_blocks(1)
-        if waiting and not self.batcher.steady_with(free - first, new_blocks(2) - first):
-            return False               # (a waiting request admitted after the first step)
+        # (n * (j // bs + 1) bounds the blocks of j steps, whatever the alignment)
+        if waiting or n * (2 // bs + 1) > free:
+            second = new_blocks(2)
+            if second > free:
+                return False           # (the second step would plan again: not steady)
+            if waiting and not self.batcher.steady_with(free - first, second - first):
+                return False           # (a waiting request admitted after the first step)
         used = self.kv.total_blocks - free + first         # (once the first step's are in)
         self.kv.alloc(alloc)
         for req in admitted:
