@@ -183,7 +183,7 @@ class LoadTable:
         # subtraction). With the product and difference written in place and the argmin
         # not made an int: 269.66 -> 268.79 thousand instructions a request, inst-64 --quick
         # (bench_instructions' count, old and new query in one tree)
-        self.now = np.zeros(())
+        self.clock = np.zeros(())
         # marks write through memoryviews of the arrays: an item or a slice written by a
         # memoryview skips numpy's indexing, most of a mark's cost (the arrays never move)
         self._ends = [memoryview(e) for e in windows]
@@ -260,9 +260,9 @@ class LoadTable:
                                   if speeds_differ(self.pool) else None)
         if now >= self.next_expiry:
             self._renew(now)
-        now_ = self.now
-        now_[()] = now
-        np.subtract(now_, self.start, self.rel)
+        clock = self.clock
+        clock[()] = now
+        np.subtract(clock, self.start, self.rel)
         if self.matrix is None:
             count = self.keys.searchsorted(self.query, "right")
         else:
