@@ -1,7 +1,10 @@
 """The instruction-count benchmark's driver: what it runs and how it refuses (valgrind itself
 is not run here: under it one row takes minutes)."""
 
+import contextlib
 import importlib.util
+import io
+import json
 import sys
 from pathlib import Path
 
@@ -84,14 +87,43 @@ def test_the_parts_runs_keep_and_ask_the_load_table(bench_ir, monkeypatch):
               "floor": 1000, "replayed": 2000, "upkeep": 2400, "query": 2900}
     monkeypatch.setattr(bench_ir, "measure", lambda name, quick, replayed, parts: counts)
     monkeypatch.setattr(bench_ir.shutil, "which", lambda name: "/usr/bin/valgrind")
-    import io
-    import contextlib
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         assert bench_ir.main(["--only", "inst-64", "--parts"]) == 0
     head, row = out.getvalue().splitlines()[1:3]
     assert head.split()[-4:] == ["replayed", "routing", "upkeep", "queries"]
     assert row.split()[-4:] == ["0.20", "0.10", "0.04", "0.05"]
+
+
+def test_the_parts_split_only_rows_whose_router_keeps_a_table(bench_ir, monkeypatch):
+    """``--parts`` counts the two table runs only for pools the router routes with a table
+    (from ``index_from`` replicas); a smaller row, which the router scans, prints ``-``
+    rather than the cost of a table it never builds."""
+    from simcluster.policies.routing import LeastOutstandingTokens
+    assert bench_ir.TABLE_FROM == LeastOutstandingTokens().index_from == 24
+    modes = []
+
+    def count(args):
+        if args[0] == "--worker":
+            spec = json.loads(args[1])
+            modes.append((spec[1].get("count"), spec[2] if len(spec) > 2 else None))
+        return 1000, {"requests": 10, "events": 40, "finished": 10}
+    monkeypatch.setattr(bench_ir, "_count", count)
+    small = bench_ir.measure("inst-16", True, True, True)
+    assert "upkeep" not in small and modes == [(16, None), (16, True)]
+    modes.clear()
+    big = bench_ir.measure("inst-64", True, True, True)
+    assert modes == [(64, None), (64, True), (64, "upkeep"), (64, "query")]
+    assert big["upkeep"] == big["query"] == 1000
+    monkeypatch.setattr(bench_ir, "measure", lambda name, quick, replayed, parts:
+                        big if name == "inst-64" else small)
+    monkeypatch.setattr(bench_ir.shutil, "which", lambda name: "/usr/bin/valgrind")
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert bench_ir.main(["--only", "inst-16", "inst-64", "--parts"]) == 0
+    rows = {line.split()[0]: line.split() for line in out.getvalue().splitlines()[2:4]}
+    assert rows["inst-16"][-2:] == ["-", "-"]
+    assert rows["inst-64"][-2:] == ["0.00", "0.00"]
 
 
 def test_unknown_and_untimed_rows_are_named(bench_ir, capsys, monkeypatch):
