@@ -1302,3 +1302,25 @@ def test_loaders_and_settings_name_an_argument_of_the_wrong_type(call, error, sa
     import simcluster as sc
     with pytest.raises(error, match=says):
         call(sc)
+
+
+@pytest.mark.parametrize("name", ["default", "hllm_azure_conv", "llmshare_h100",
+                                  "hels_llama2_13b"])
+def test_an_instance_keeps_its_state_in_slots(name):
+    """Everything an instance holds is in its ``__slots__`` (``Instance``'s comment: past 30
+    attributes in ``__dict__`` each ``self.x`` of the event loop became a dictionary lookup):
+    after a run of each kind of bundled experiment, GPU replicas, CPU sockets under hLLM's
+    controller and NUMA placement, LLMShare's pools and Hels' mixed tensor parallelism, no
+    instance has put anything in its ``__dict__``."""
+    import dataclasses
+    import simcluster.workload as wl
+    from simcluster.experiment import load_experiment
+    exp = load_experiment(name)
+    exp = dataclasses.replace(exp, trace=wl.first_n(exp.trace, min(300, len(exp.trace))))
+    sim = exp.simulation()
+    sim.run()
+    assert sim.cluster.instances
+    for inst in sim.cluster.instances:
+        assert vars(inst) == {}, (inst.name, sorted(vars(inst)))
+    inst.patched = True               # (and a user may still set anything beside them)
+    assert vars(inst) == {"patched": True}

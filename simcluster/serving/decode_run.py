@@ -98,6 +98,8 @@ class DecodeRuns:
     """The decode-run half of :class:`~.instance.Instance` (it holds the state: ``_live``,
     ``group``, ``kv``, ``_timer``, ``_tl``, ``_pack``, ``_tl_cap``, ``_outstanding``)."""
 
+    __slots__ = ()         # (the instance's slots hold that state: see Instance.__slots__)
+
     def _cut_run(self):
         """End the decode run in flight (if any) after the step in flight, then plan again:
         what stepping one by one would do when a request arrives or blocks come free."""

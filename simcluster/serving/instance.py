@@ -118,6 +118,20 @@ def _folds(timer) -> bool:
 class Instance(DecodeRuns):
     """One replica of the model on the devices of its layout."""
 
+    # Its state as slots. With 42 attributes an instance outgrew the 30 that CPython 3.11
+    # keeps inline for an object's attributes, and every ``self.x`` of the event loop went
+    # through a dictionary: 178.08 -> 172.18 thousand instructions a request with the slots
+    # (azure-x1 --quick, bench_instructions' worker). ``__dict__`` stays, for what a user or a
+    # test sets beside them (a patched method, say); the tests check that the instance's own
+    # state is all in slots.
+    __slots__ = ("env", "id", "name", "model", "layout", "memory", "config", "_timer", "_memo",
+                 "_fold", "batcher", "_steady", "_steady_rule", "sink", "kv", "seq_blocks",
+                 "max_model_len", "running", "waiting", "group", "_outstanding", "_handoffs",
+                 "speed", "_active", "load_watchers", "timeline", "_tl", "_pack", "_tl_cap",
+                 "_device_name", "_oom", "profile", "_busy", "_live", "_flight", "_admitted",
+                 "_stalls", "gate", "cache", "_caching", "_prefill_hook", "_handoff",
+                 "__weakref__", "__dict__")
+
     def __init__(self, env: simpy.Environment, iid: int, name: str, model, layout, timer,
                  memory: MemoryPlan, config: InstanceConfig, batcher, sink,
                  memo: dict | None = None):
