@@ -509,7 +509,7 @@ def test_minimal_events_keep_simpy_order_and_values(monkeypatch):
         assert seen == [("early", 0.5), "timeout-a", ("after", 7), "timeout-b"]
 
 
-def _drain_scenario(env, seen, fail=False, stop=False):
+def _drain_scenario(env, seen, fail=False, stop=False, stop_tick=False):
     """Processes, timeouts, minimal events and a shared event, in one queue."""
     import simpy
     from simcluster.serving import clock
@@ -535,22 +535,28 @@ def _drain_scenario(env, seen, fail=False, stop=False):
             raise simpy.core.StopSimulation("halted")
         ev = env.timeout(1.5)
         ev.callbacks += [halt, lambda e: seen.append(("after halt", env.now))]
+    if stop_tick:                      # a minimal event's one callback stops it
+        def halt_tick(ev):
+            seen.append(("tick halts", env.now))
+            raise simpy.core.StopSimulation("tick halted")
+        clock.after(env, 1.25, halt_tick)
 
 
-@pytest.mark.parametrize("case", ["plain", "fail", "stop"])
+@pytest.mark.parametrize("case", ["plain", "fail", "stop", "stop-tick"])
 def test_drain_processes_the_events_env_run_would(monkeypatch, case):
     """clock.drain (Environment.run with step inlined, the simulation's loop), whole or a few
     events a call, sees the same events at the same times as env.run: with processes
     waiting on a shared event, an undefused failure (the same exception, caused by the
     original), and a callback that stops the simulation (the same value; the callbacks after
-    it run when it resumes). A limit is a number of events."""
+    it run when it resumes), also the one callback of a minimal event (``after``), which
+    drain calls without SimPy's list of callbacks. A limit is a number of events."""
     import simpy
     from simcluster.serving import clock
-    kw = {"fail": case == "fail", "stop": case == "stop"}
+    kw = {"fail": case == "fail", "stop": case == "stop", "stop_tick": case == "stop-tick"}
     results = []
     for direct in (True, False):
         monkeypatch.setattr(clock, "DIRECT", direct)
-        runs = []
+        runs, events = [], []
         def sliced(env):           # as a run reporting progress drains: a few at a time
             while env.peek() != float("inf"):
                 got = clock.drain(env, 2)
@@ -566,11 +572,13 @@ def test_drain_processes_the_events_env_run_would(monkeypatch, case):
                 assert isinstance(err.value.__cause__, ValueError)
             else:
                 got = loop(env)
-                assert got == ("halted" if case == "stop" else None)
-                if case == "stop":        # resumed: the rest of the callbacks, then the rest
+                assert got == {"stop": "halted", "stop-tick": "tick halted"}.get(case)
+                if case.startswith("stop"):    # resumed: the rest of the callbacks, the rest
                     assert loop(env) is None
             runs.append((seen, env.now))
+            events.append(next(env._eid))      # (as many events scheduled, the rescheduled too)
         assert runs[0] == runs[1] == runs[2]
+        assert events[0] == events[1] == events[2]
         results.append(runs[0])
     assert results[0] == results[1]
     assert len(results[0][0]) >= 9
