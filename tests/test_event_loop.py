@@ -80,6 +80,13 @@ def test_decode_step_table_drops_the_least_recently_read_block(h100, llama7b, mo
     assert np.array_equal(t.decode_steps(4, 10 * B - 40, k),
                           t._decode_fns[4](10 * B - 40 + 4 * np.arange(k, dtype=float)))
     assert list(t._step_table)[-2:] == [(4, 9), (4, 10)] and len(t._step_table) == 3
+    # the block each batch size read last, kept beside the table, is one of the table's
+    # (a block dropped from the table is dropped there too: none kept alive)
+    for n in (5, 6, 4, 7):                     # (4, 0) takes (4, 10)'s place; 7 takes 5's
+        t.decode_steps(n, 100, 5)
+    assert list(t._step_table) == [(6, 0), (4, 0), (7, 0)] and set(t._step_hot) == {4, 6, 7}
+    assert all(t._step_table[(n, c)] is block for n, (c, block) in t._step_hot.items())
+    assert np.array_equal(t.decode_steps(4, 100, 5), first)
 
 
 def test_shared_timers_and_memos_change_nothing(h100, llama7b):

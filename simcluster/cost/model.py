@@ -275,6 +275,7 @@ class IterationTimer(DecodeSteps, Breakdown):
         self._decode_fns: dict[tuple, object] = {}
         self._op_times: list = [None] * len(layout.devices)
         self._step_table: dict[tuple, np.ndarray] = {}
+        self._step_hot: dict = {}        # batch -> (block index, block) last read
 
     # -- hot path ---------------------------------------------------------------------------
     def time(self, prefill_tokens: np.ndarray, prefill_context: np.ndarray, n_decode: int,
