@@ -276,21 +276,23 @@ class _Run:
         self.done_by = DecodeRun.done_by.__get__(self)
         self.view = None
         self.skip = 0          # (no admitting step at offset 0.0: every step time is > 0)
+        self.applied = 0
 
 
 class _Replica:
+    """What a LoadTable reads of a replica: its decode run in flight (``_live``, of which
+    ``applied`` ended steps are applied) and outstanding tokens once those are."""
+
     def __init__(self, iid, env, speed):
         self.id, self.env, self.speed, self.load_watchers = iid, env, speed, []
-        self.run, self.out = None, 0          # out: the load as if no step of run had ended
-
-    def load_state(self):
-        return self.run, self.out
+        self._live, self._outstanding = None, 0
 
     def load(self, now):
-        run = self.run
+        run = self._live
         if run is None:
-            return self.out
-        return self.out - run.n * int((run.cum <= now - run.start).sum())
+            return self._outstanding
+        return self._outstanding - run.n * (int((run.cum <= now - run.start).sum())
+                                            - run.applied)
 
 
 @settings(max_examples=150, deadline=None)
@@ -304,7 +306,7 @@ def test_load_table_answers_as_the_scan_at_step_ends_and_ties(seed, speeds, matr
     from types import SimpleNamespace
     from simcluster.policies.load_index import LoadTable
     rng = np.random.default_rng(seed)
-    env = SimpleNamespace(now=0.0)
+    env = SimpleNamespace(_now=0.0)
     pool = [_Replica(i, env, float(rng.choice([1.0, 1.5])) if speeds else 1.0)
             for i in rng.permutation(6)]
     table = type("Table", (LoadTable,), {"MATRIX_FROM": 1 if matrix else 10 ** 9})(pool)
@@ -315,17 +317,19 @@ def test_load_table_answers_as_the_scan_at_step_ends_and_ties(seed, speeds, matr
         if what == 0:                          # a new run, starting now or a little back
             k = int(rng.choice([1, 3, table.window, table.window + 5, 200]))
             steps = rng.choice([0.25, 0.5, 0.125], size=k)   # (exact sums: ties at ends)
-            start = env.now - float(rng.choice([0.0, 0.25, 0.5]))
-            inst.run = _Run(start, steps, int(rng.integers(1, 4)))
-            inst.out = int(rng.integers(100, 110))    # (close loads: ties decide)
+            start = env._now - float(rng.choice([0.0, 0.25, 0.5]))
+            run = inst._live = _Run(start, steps, int(rng.integers(1, 4)))
+            ended = int((run.cum <= env._now - start).sum())
+            run.applied = int(rng.integers(0, ended + 1))     # (as a sync applies them)
+            inst._outstanding = int(rng.integers(100, 110))    # (close loads: ties decide)
         elif what == 1:
-            inst.run, inst.out = None, int(rng.integers(90, 110))
+            inst._live, inst._outstanding = None, int(rng.integers(90, 110))
         elif what == 2:
-            inst.out += int(rng.integers(1, 4))    # a submit mid-run (or while idle)
+            inst._outstanding += int(rng.integers(1, 4))    # a submit mid-run (or while idle)
         else:
-            env.now += float(rng.choice([0.0, 0.125, 0.25, 1.0]))
-            want = min(pool, key=lambda i: (i.load(env.now) / i.speed, i.id))
-            assert table.least(env.now) is want
+            env._now += float(rng.choice([0.0, 0.125, 0.25, 1.0]))
+            want = min(pool, key=lambda i: (i.load(env._now) / i.speed, i.id))
+            assert table.least(env._now) is want
             continue
         for watch in inst.load_watchers:
             watch(inst)

@@ -340,15 +340,6 @@ class DecodeRuns:
         done = bisect_right(view, self.env._now - run.start)      # (run.done_by, inline)
         return self._outstanding - run.n * (done - run.applied)
 
-    def load_state(self):
-        """(the decode run in flight or None, the outstanding tokens as if none of its steps
-        had ended): the load falls from that by the run's batch size at each of its step ends
-        (``run.cum``, offsets from ``run.start``). Without a run, the outstanding tokens now."""
-        run = self._live
-        if run is None:
-            return None, self._outstanding
-        return run, self._outstanding + run.n * run.applied
-
     def load_steps(self, now: float, count: int):
         """(outstanding tokens now, decode batch size, run start, end offsets of the next
         ``count`` steps of the run in flight): the load falls by the batch size at each of
