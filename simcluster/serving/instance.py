@@ -522,7 +522,7 @@ class Instance(DecodeRuns):
                 if not req.preemptions:
                     req.cached_tokens = hit
             if math.isnan(req.prefill_start_s):
-                req.prefill_start_s = self.env.now
+                req.prefill_start_s = self.env._now
             req.admit_seq = self._admitted
             self._admitted += 1
             self.running.append(req)
