@@ -151,3 +151,47 @@ def test_partial_prefill_waits_for_shipped_blocks(h100, llama7b):
     assert not r.rejected.any(), r.reason.tolist()
     assert r.finish_s.notna().all()
     assert all(inst.outstanding_tokens == 0 for inst in sim.cluster.instances)
+
+
+def test_shipped_blocks_cut_a_run_that_a_part_prefilled_prompt_sits_out(h100, llama7b,
+                                                                          monkeypatch):
+    """A prefill replica decodes what the decode pool has no room for (``pool_room``) while a
+    prompt, part-prefilled in chunks, waits for blocks that hand-offs on a slow link still
+    hold. When a hand-off's blocks come back during the decode run, stepping one by one
+    would give the prompt its next chunk at the next step: the run is cut there (it used to
+    be cut only for a request waiting in the queue, so the prompt sat out the whole run).
+    The frames equal those of one step per event."""
+    import dataclasses
+    from simcluster.cost import CostModel
+    from simcluster.hardware import LinkSpec, load_device
+    from simcluster.serving import instance as instance_mod
+    slow = LinkSpec("slow", bw_bytes_per_s=2e9, latency_s=1e-5)
+    trace = make_trace([0.0] * 7, [1359, 17, 16, 16, 1127, 16, 1121],
+                       [40, 40, 40, 40, 44, 40, 40])
+    cfg = InstanceConfig(block_size=8, max_num_seqs=2, max_batched_tokens=512,
+                         chunked_prefill=True, memory_utilization=0.18)
+    cuts = []
+    real = instance_mod.Instance.release_kv
+
+    def release_kv(self, req):
+        run = self._live
+        if run is not None and not self.waiting and len(self.running) > run.n:
+            cuts.append(self.env.now)
+        return real(self, req)
+    monkeypatch.setattr(instance_mod.Instance, "release_kv", release_kv)
+
+    def go(steps=None):
+        c = cfg if steps is None else dataclasses.replace(cfg, max_steady_steps=steps)
+        specs = [InstanceSpec(Layout.uniform(h100), c, pool="prefill"),
+                 InstanceSpec(Layout.uniform(load_device("A100-80GB")),
+                              dataclasses.replace(c, memory_utilization=0.17), pool="decode")]
+        factory = partial(DisaggregatedCluster, kv_link=slow, offload="pool_room",
+                          offload_params={"slots": 2})
+        return Simulation(trace, llama7b, specs, cost_model=CostModel(),
+                          cluster_factory=factory).run().requests
+    runs = go()
+    assert cuts, "no hand-off came back during a run that a running prompt sat out"
+    stepped = go(1)
+    assert runs.instance.tolist() == stepped.instance.tolist()
+    for col in ("prefill_start_s", "first_token_s", "finish_s"):
+        np.testing.assert_allclose(runs[col], stepped[col], rtol=1e-9, atol=1e-12)

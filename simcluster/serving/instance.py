@@ -470,9 +470,10 @@ class Instance(DecodeRuns):
 
     def release_kv(self, req: Request):
         """Free the KV blocks of a request handed off to another instance, once shipped. A
-        request waiting for blocks is planned again now (an instance with nothing it can run
-        waits for these blocks rather than reject the request; inside a decode run it finishes
-        the step in flight and plans again, as stepping one by one would)."""
+        request waiting for blocks (in the queue, or a prompt part-prefilled by chunks that
+        a decode run goes on without) is planned again now (an instance with nothing it can
+        run waits for these blocks rather than reject the request; inside a decode run it
+        finishes the step in flight and plans again, as stepping one by one would)."""
         free = self.kv.free_blocks
         self._free_kv(req)
         self._handoffs -= 1
@@ -487,7 +488,9 @@ class Instance(DecodeRuns):
                 after(self.env, 0.0, self._next)
             # (idle with nothing to plan — half the hand-offs of a prefill pool end so — a
             # wake-up would only find nothing to do: no event; the load did not change)
-        elif self.waiting:             # decoding while a request waits: cut the run
+        elif self.waiting or (run is not None and len(self.running) > run.n):
+            # decoding while a request waits, or a running one (a prompt part-prefilled by
+            # chunks) sits out the run for want of blocks: cut the run
             self._cut_run()
 
     def _release(self, req: Request):
