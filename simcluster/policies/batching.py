@@ -354,7 +354,7 @@ class VLLMBatching:
             if need < 0:
                 need = 0
             if hit:     # cached blocks are mapped, not allocated; evictable ones leave the pool
-                need += touched - hit // cfg.block_size
+                need += touched - hit // bs
                 plan.cached[id(req)] = hit
             if need > free - self.watermark_blocks:
                 plan.cached.pop(id(req), None)

@@ -5,8 +5,8 @@ iteration is half of what one costs on the hot path; what ``Environment.step`` n
 event is only its ``callbacks``, ``_ok`` and ``_value``, so :func:`after` puts a minimal
 object with those (a *tick*: one callback, which :func:`drain` calls directly) straight into
 the environment's queue, with the priority and sequence number a timeout would get (the same
-order of events at equal times). Where SimPy's environment does
-not have that queue (another SimPy version), it falls back to a :class:`~simpy.Timeout`.
+order of events at equal times). Where SimPy's environment does not have that queue
+(another SimPy version), it falls back to a :class:`~simpy.Timeout`.
 
 :func:`at` takes an absolute time; :func:`succeed_last` triggers an event as a callback's
 last act and runs its callbacks at once where it would be processed next anyway;
@@ -33,10 +33,11 @@ class _Tick:
     (``fn``), a value and ``_ok`` (always true). :func:`drain` calls ``fn`` itself: no list
     of callbacks to build, swap and loop over, no failure to check (``bench_instructions``
     worker, thousand instructions a request, one tree: azure-x1 171.90 -> 169.91, azure-x4
-    199.59 -> 196.82, inst-64 260.31 -> 257.35). SimPy's own ``step`` (``env.run()``)
-    reads and clears ``callbacks``, made here from ``fn``: None once processed, and the
-    empty rest that ``step`` reschedules a tick with after its callback stopped the
-    simulation (:func:`drain` does the same)."""
+    199.59 -> 196.82, inst-64 260.31 -> 257.35), and leaves it in place (a tick is
+    private to the module that scheduled it: nothing asks whether it was processed).
+    SimPy's own ``step`` (``env.run()``) reads and clears ``callbacks``, made here from
+    ``fn``: None once cleared, and the empty rest that ``step`` reschedules a tick with
+    after its callback stopped the simulation (:func:`drain` does the same)."""
 
     __slots__ = ("fn", "_value")
     _ok = True
