@@ -48,14 +48,9 @@ class _Tick:
 
     @callbacks.setter
     def callbacks(self, value):
-        if value is None:
-            self.fn = None
-        elif not value:
-            self.fn = _nothing
-        elif len(value) == 1:
-            self.fn = value[0]
-        else:
-            raise ValueError("a tick has one callback")
+        if value:
+            raise ValueError("a tick's one callback is given when it is scheduled")
+        self.fn = None if value is None else _nothing
 
 
 def _direct() -> bool:
