@@ -505,19 +505,67 @@ def test_steady_decode_is_answered_in_the_common_case(h100, llama7b):
 
 def test_minimal_events_keep_simpy_order_and_values(monkeypatch):
     """serving.clock.after orders its events exactly as timeouts scheduled at the same moment
-    (time, then scheduling order), hands the callback its value, and falls back to a Timeout
-    where SimPy's queue is not reachable."""
+    (time, then scheduling order) and hands the callback its value: as a tick on a Clock,
+    through a Timeout on a plain SimPy environment (and where SimPy's internals are not
+    reachable, the simulation's environment is a plain one)."""
     import simpy
     from simcluster.serving import clock
+    for kind in (clock.Clock, simpy.Environment):
+        env, seen = kind(), []
+        env.timeout(1.0).callbacks.append(lambda ev: seen.append("timeout-a"))
+        clock.after(env, 1.0, lambda v: seen.append(("after", v)), 7)
+        env.timeout(1.0).callbacks.append(lambda ev: seen.append("timeout-b"))
+        clock.after(env, 0.5, lambda v: seen.append(("early", v, env.now)))
+        clock.at(env, 1.0, lambda v: seen.append(("at", v)), "x")
+        ticks = [e for e in env._queue if type(e[3]) is tuple]
+        assert len(ticks) == (3 if kind is clock.Clock else 0)
+        env.run()
+        assert seen == [("early", None, 0.5), "timeout-a", ("after", 7), "timeout-b",
+                        ("at", "x")]
     for direct in (True, False):
         monkeypatch.setattr(clock, "DIRECT", direct)
-        env, seen = simpy.Environment(), []
-        env.timeout(1.0).callbacks.append(lambda ev: seen.append("timeout-a"))
-        clock.after(env, 1.0, lambda ev: seen.append(("after", ev._value)), 7)
-        env.timeout(1.0).callbacks.append(lambda ev: seen.append("timeout-b"))
-        clock.after(env, 0.5, lambda ev: seen.append(("early", env.now)))
-        env.run()
-        assert seen == [("early", 0.5), "timeout-a", ("after", 7), "timeout-b"]
+        assert type(clock.environment(2.0)) is (clock.Clock if direct else simpy.Environment)
+        assert clock.environment(2.0).now == 2.0
+
+
+@pytest.mark.parametrize("disagg", [False, True])
+def test_a_simulation_on_a_plain_simpy_environment_gives_the_same_frames(h100, llama7b,
+                                                                       monkeypatch, disagg):
+    """Where SimPy's internals are not reachable, the simulation runs on a plain SimPy
+    environment: every tick a Timeout (the replicas' and the arrivals' own pushes not
+    taken), no decode iteration folded into the run after it (folding needs absolute
+    times). The frames are the same, bit for bit: one replica whose runs arrivals cut, and
+    prefill and decode pools handing KV over a link (its flows' ends ticks too)."""
+    from functools import partial
+    import simpy
+    from simcluster.cluster import InstanceSpec
+    from simcluster.cluster.pools import DisaggregatedCluster
+    from simcluster.hardware import load_link
+    from simcluster.serving import clock
+    from simcluster.serving.config import InstanceConfig
+    trace = _poisson(300, 8.0, seed=5)
+    if disagg:
+        specs = [InstanceSpec(Layout.uniform(h100), InstanceConfig(), pool="prefill", count=2),
+                 InstanceSpec(Layout.uniform(h100), InstanceConfig(), pool="decode", count=2)]
+        kw = {"cluster_factory": partial(DisaggregatedCluster, kv_link=load_link("NVLink4"))}
+    else:
+        specs, kw = one_instance(h100), {}
+
+    def go():
+        sim = Simulation(trace, llama7b, specs, cost_model=CostModel(), **kw)
+        res = sim.run()
+        queues = {inst._queue is sim.env._queue for inst in sim.cluster.instances}
+        return res, type(sim.env), queues, sum(inst._fold for inst in sim.cluster.instances)
+    fast, kind, queues, folds = go()
+    assert kind is clock.Clock and queues == {True} and folds == len(specs) + disagg * 2
+    monkeypatch.setattr(clock, "DIRECT", False)
+    slow, kind, queues, folds = go()
+    assert kind is simpy.Environment and queues == {False} and folds == 0
+    _frames_equal(fast, slow)
+    assert fast.requests.finish_s.notna().all()
+    if disagg:
+        assert fast.requests.handoff_bytes.gt(0).sum() > 250
+        assert fast.transfers.equals(slow.transfers)
 
 
 def _drain_scenario(env, seen, fail=False, stop=False, stop_tick=False):
@@ -540,33 +588,34 @@ def _drain_scenario(env, seen, fail=False, stop=False, stop_tick=False):
     env.process(worker("a", [0.5, 0.25, 1.0]))
     env.process(worker("b", [0.75, 0.75]))
     for t in (0.5, 1.5, 1.5, 3.0):
-        clock.after(env, t, lambda ev: seen.append(("tick", ev._value, env.now)), t)
+        clock.after(env, t, lambda v: seen.append(("tick", v, env.now)), t)
     if stop:
         def halt(ev):
             raise simpy.core.StopSimulation("halted")
         ev = env.timeout(1.5)
         ev.callbacks += [halt, lambda e: seen.append(("after halt", env.now))]
     if stop_tick:                      # a minimal event's one callback stops it
-        def halt_tick(ev):
+        def halt_tick(_):
             seen.append(("tick halts", env.now))
             raise simpy.core.StopSimulation("tick halted")
         clock.after(env, 1.25, halt_tick)
 
 
 @pytest.mark.parametrize("case", ["plain", "fail", "stop", "stop-tick"])
-def test_drain_processes_the_events_env_run_would(monkeypatch, case):
+def test_drain_processes_the_events_env_run_would(case):
     """clock.drain (Environment.run with step inlined, the simulation's loop), whole or a few
     events a call, sees the same events at the same times as env.run: with processes
     waiting on a shared event, an undefused failure (the same exception, caused by the
     original), and a callback that stops the simulation (the same value; the callbacks after
-    it run when it resumes), also the one callback of a minimal event (``after``), which
-    drain calls without SimPy's list of callbacks. A limit is a number of events."""
+    it run when it resumes), also the one callback of a tick (``after`` on a Clock), which
+    drain and the Clock's own step call without SimPy's list of callbacks; on a Clock and on
+    a plain SimPy environment (Timeouts for the ticks) alike. A limit is a number of
+    events."""
     import simpy
     from simcluster.serving import clock
     kw = {"fail": case == "fail", "stop": case == "stop", "stop_tick": case == "stop-tick"}
     results = []
-    for direct in (True, False):
-        monkeypatch.setattr(clock, "DIRECT", direct)
+    for kind in (clock.Clock, simpy.Environment):
         runs, events = [], []
         def sliced(env):           # as a run reporting progress drains: a few at a time
             while env.peek() != float("inf"):
@@ -575,7 +624,7 @@ def test_drain_processes_the_events_env_run_would(monkeypatch, case):
                     return got
             return None
         for loop in (lambda env: env.run(), clock.drain, sliced):
-            env, seen = simpy.Environment(), []
+            env, seen = kind(), []
             _drain_scenario(env, seen, **kw)
             if case == "fail":
                 with pytest.raises(ValueError, match="worker a failed") as err:
@@ -593,31 +642,30 @@ def test_drain_processes_the_events_env_run_would(monkeypatch, case):
         results.append(runs[0])
     assert results[0] == results[1]
     assert len(results[0][0]) >= 9
-    for direct in (True, False):       # a limit is a number of events
-        monkeypatch.setattr(clock, "DIRECT", direct)
-        env, seen = simpy.Environment(), []
+    for kind in (clock.Clock, simpy.Environment):      # a limit is a number of events
+        env, seen = kind(), []
         for t in range(1, 6):
-            clock.after(env, float(t), lambda ev: seen.append(env.now))
+            clock.after(env, float(t), lambda v: seen.append(env.now))
         assert clock.drain(env, 3) is None and seen == [1.0, 2.0, 3.0]
         clock.drain(env, 5)
         assert seen == [1.0, 2.0, 3.0, 4.0, 5.0] and env.peek() == float("inf")
 
 
-def test_succeed_last_runs_waiters_at_once_only_where_they_would_be_next(monkeypatch):
+def test_succeed_last_runs_waiters_at_once_only_where_they_would_be_next():
     """clock.succeed_last, a callback's last act, runs the event's waiters at once when
     nothing else is due at this time (they would be processed next: the same order), and
     schedules the event as succeed() does when something is; either way the waiters see its
     value, and a second trigger is refused."""
     import simpy
     from simcluster.serving import clock
-    for direct in (True, False):
-        monkeypatch.setattr(clock, "DIRECT", direct)
+    for kind in (clock.Clock, simpy.Environment):
+        direct = kind is clock.Clock
         for other_now in (False, True):
-            env, seen = simpy.Environment(), []
+            env, seen = kind(), []
             done = env.event()
             done.callbacks.append(lambda ev: seen.append(("done", ev.value, env.now)))
 
-            def last_act(ev):
+            def last_act(_):
                 if other_now:           # something else due at this time: it goes first
                     env.timeout(0.0).callbacks.append(lambda e: seen.append("other"))
                 clock.succeed_last(env, done, 42)

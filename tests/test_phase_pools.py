@@ -414,8 +414,7 @@ def test_handoffs_on_callbacks_give_what_processes_gave(h100, llama7b, monkeypat
             self._arrive(req, source, flow)
         self.env.process(arrive())
 
-    def fire(self, ev):                         # the flow's end an event of its own
-        flow = ev._value
+    def fire(self, flow):                       # the flow's end an event of its own
         flow.end_s = self.env.now
         flow.done.succeed(flow)
     monkeypatch.setattr(PhasePoolCluster, "prefilled", prefilled)

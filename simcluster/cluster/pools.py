@@ -166,8 +166,8 @@ class DisaggregatedCluster(Cluster):
     def _transfer(self, source, item):
         after(self.env, item[2], self._sent, (source, item, self.env.now))
 
-    def _sent(self, ev):
-        source, (reqs, sizes, _, then), start = ev._value
+    def _sent(self, sent):
+        source, (reqs, sizes, _, then), start = sent
         queue = self._queues[source.id]
         queue.popleft()
         if queue:                       # the next transfer on this link starts as this ends

@@ -151,8 +151,8 @@ class LinkNetwork:
                     left[p] = max(0.0, left[p] - f.rate)
                 del unfixed[f]
 
-    def _tick(self, ev):
-        if ev._value != self._generation:
+    def _tick(self, generation):
+        if generation != self._generation:
             return                      # superseded by a later start, finish or cap change
         self._advance()
         done = [f for f in self.flows if f.remaining <= _EPS_BYTES
@@ -172,7 +172,6 @@ class LinkNetwork:
             flow.end_s = self.env.now
             flow.done.succeed(flow)
 
-    def _fire(self, ev):
-        flow = ev._value
+    def _fire(self, flow):
         flow.end_s = self.env.now
         succeed_last(self.env, flow.done, flow)

@@ -10,10 +10,11 @@ admits hand-offs, or follows a preemption, together with the run after it
 from __future__ import annotations
 
 from bisect import bisect_right
+from heapq import heappush
 
 import numpy as np
 
-from simcluster.serving.clock import after, at
+from simcluster.serving.clock import NORMAL, after, at
 from simcluster.serving.request import Request
 
 _INF = float("inf")
@@ -122,7 +123,13 @@ class DecodeRuns:
                     at(self.env, run.start, self._run_cut, j)
                 else:
                     wait = run.start + view[j - 1] - now
-                    after(self.env, wait if wait > 0.0 else 0.0, self._run_cut, j)
+                    if wait < 0.0:
+                        wait = 0.0
+                    if self._queue is not None:    # (clock.after inline: Instance._queue)
+                        heappush(self._queue, (now + wait, NORMAL, next(self.env._eid),
+                                               (self._run_cut, j)))
+                    else:
+                        after(self.env, wait, self._run_cut, j)
 
     def _steady_steps_group(self) -> int:
         """How many identical pure-decode steps of the whole group can run before anything
@@ -168,8 +175,13 @@ class DecodeRuns:
             self.timeline.compact()        # (no row of this instance is open here)
         # the step end offsets: the sequential sums of the step times
         cum = _accumulate(self._timer.decode_steps(n, ctx_sum, k))
-        run = self._live = DecodeRun(self.env._now, cum, n, loose, ctx_sum)
-        after(self.env, run.last, self._run_end, run)
+        env = self.env
+        now = env._now
+        run = self._live = DecodeRun(now, cum, n, loose, ctx_sum)
+        if self._queue is not None:        # (clock.after inline: Instance._queue)
+            heappush(self._queue, (now + run.last, NORMAL, next(env._eid), (self._run_end, run)))
+        else:
+            after(env, run.last, self._run_end, run)
 
     def _start_folded(self, plan) -> bool:
         """Start the decode iteration that admits hand-offs, or the one after a preemption
@@ -267,8 +279,7 @@ class DecodeRuns:
         at(self.env, end1 + run.last, self._run_end, run)
         return True
 
-    def _run_end(self, ev):
-        run = ev._value
+    def _run_end(self, run):
         if run.cut or run is not self._live:
             return                     # cut short by an arrival: _run_cut took over
         run.cut = True                 # (requests submitted while it ends are planned next)
@@ -278,9 +289,9 @@ class DecodeRuns:
             self._rejoin(run.loose)
         self._next()
 
-    def _run_cut(self, ev):
+    def _run_cut(self, upto):
         run = self._live
-        self._advance(ev._value)
+        self._advance(upto)
         self._live = None
         if run.loose is not None:
             self._rejoin(run.loose)

@@ -64,13 +64,14 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from heapq import heappush
 
 import numpy as np
 import simpy
 
 from simcluster.cost.memory import MemoryPlan
 from simcluster.policies.batching import Plan
-from simcluster.serving.clock import DIRECT, after
+from simcluster.serving.clock import NORMAL, Clock, after
 from simcluster.serving.config import InstanceConfig, context_limit
 from simcluster.serving.decode_group import DecodeGroup
 from simcluster.serving.decode_run import DecodeRun, DecodeRuns
@@ -106,12 +107,12 @@ def _memo_for(timer, memo):
     return {} if memo is None else memo
 
 
-def _folds(timer) -> bool:
+def _folds(env, timer) -> bool:
     """Whether a replica on ``timer`` may fold the decode iteration that admits hand-offs, or
     that preempts, into the run after it (:meth:`~.decode_run.DecodeRuns._start_folded`):
-    single decode steps come from the timer's step table, nothing counts iterations, SimPy
-    takes absolute times."""
-    return (DIRECT and getattr(type(timer), "single_decode_from_table", False)
+    single decode steps come from the timer's step table, nothing counts iterations, the
+    environment takes absolute times (a :class:`~.clock.Clock`)."""
+    return (type(env) is Clock and getattr(type(timer), "single_decode_from_table", False)
             and getattr(timer, "envelope", None) is None)
 
 
@@ -129,7 +130,7 @@ class Instance(DecodeRuns):
                  "max_model_len", "running", "waiting", "group", "_outstanding", "_handoffs",
                  "speed", "_active", "load_watchers", "timeline", "_tl", "_pack", "_tl_cap",
                  "_device_name", "_oom", "profile", "_busy", "_live", "_flight", "_admitted",
-                 "_stalls", "gate", "cache", "_caching", "_prefill_hook", "_handoff",
+                 "_stalls", "gate", "cache", "_caching", "_prefill_hook", "_handoff", "_queue",
                  "__weakref__", "__dict__")
 
     def __init__(self, env: simpy.Environment, iid: int, name: str, model, layout, timer,
@@ -140,7 +141,12 @@ class Instance(DecodeRuns):
         self.config = config
         # iteration times by shape: shared by the replicas of one timer (see steps.py)
         self._timer, self._memo = timer, _memo_for(timer, memo)
-        self._fold = _folds(timer)
+        self._fold = _folds(self.env, timer)
+        # The environment's queue where it takes ticks (a Clock), else None: the iteration's
+        # end, a run's end and a cut push theirs there themselves, what clock.after does
+        # without its call, 700 instructions an event (bench_instructions worker, thousand
+        # instructions a request, one tree: azure-x1 157.77 -> 155.37)
+        self._queue = env._queue if type(env) is Clock else None
         self.batcher = batcher.bind(self)
         self._steady = getattr(self.batcher, "steady_decode", None)
         self._steady_rule = getattr(self.batcher, "steady_is_group_blocks", False)
@@ -188,7 +194,7 @@ class Instance(DecodeRuns):
     @timer.setter
     def timer(self, timer):
         self._timer, self._memo = timer, _memo_for(timer, None)
-        self._fold = _folds(timer)
+        self._fold = _folds(self.env, timer)
 
     @property
     def active(self) -> bool:
@@ -278,7 +284,7 @@ class Instance(DecodeRuns):
         self._cut_run()
 
     # -- the loop ----------------------------------------------------------------------------
-    def _next(self, _ev=None):
+    def _next(self, _=None):
         """Plan and start the next iteration or decode run, or go idle; then tell the load
         watchers (every change of the outstanding tokens is followed by this or submit)."""
         while True:
@@ -386,15 +392,20 @@ class Instance(DecodeRuns):
         t = memo.get(key)
         if t is None:
             t = iteration_time(memo, self._timer, key)
-        start = self.env._now
+        env = self.env
+        start = env._now
         if self._prefill_hook is not None and prefill:
             self._prefill_hook(self, prefill, start, start + t)
         self._flight = (plan, start, whole, loose, samples, chunks, ctx, ctx_sum)
-        after(self.env, t, self._iteration_done)
+        if self._queue is not None:        # (clock.after inline: see __init__)
+            heappush(self._queue, (start + t, NORMAL, next(env._eid),
+                                   (self._iteration_done, None)))
+        else:
+            after(env, t, self._iteration_done)
         if len(self._tl) >= self._tl_cap:
             self.timeline.compact()        # (no row of this instance is open here)
 
-    def _iteration_done(self, _ev):
+    def _iteration_done(self, _=None):
         plan, start, whole, loose, samples, chunks, ctx, ctx_sum = self._flight
         self._flight = None
         end = self.env._now

@@ -21,10 +21,9 @@ results that read those files when first asked.
 from __future__ import annotations
 
 import time
+from heapq import heappush
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
-
-import simpy
 
 from simcluster.lazy import lazy_module
 from simcluster.cluster import Cluster, InstanceSpec
@@ -39,7 +38,7 @@ from simcluster.simulation.results import (ACTIVITY_COLUMNS, Results,
                                            timeline_frame_from_logs, transfer_frame)
 from simcluster.simulation.work import WorkCoefficients, layout_peaks, row_work
 from simcluster.engines.envelope import envelope_check
-from simcluster.serving.clock import after, drain
+from simcluster.serving.clock import NORMAL, Clock, after, drain, environment
 from simcluster.serving.request import Request
 
 pd = lazy_module("pandas")     # (imported when a frame is first built)
@@ -167,7 +166,7 @@ class Simulation:
         self.router_name = router
         self.slo = (slo_seconds(ttft_slo_s, "ttft_slo_s"),
                     slo_seconds(tpot_slo_s, "tpot_slo_s"))
-        self.env = simpy.Environment(initial_time=float(trace.arrival_s[0]))
+        self.env = environment(float(trace.arrival_s[0]))
         self.cluster = cluster_factory(self.env, model, list(instances), router=router,
                                        router_params=router_params, cost_model=cost_model)
         self.log = self.cluster.log = RequestLog(len(trace))
@@ -223,7 +222,11 @@ class Simulation:
             prompt = trace.prompt_tokens[lo:hi].tolist()
             out = trace.output_tokens[lo:hi].tolist()
 
-        def arrive(_ev):
+        # (clock.after inline where the environment takes ticks, as the replicas do: see
+        # Instance._queue)
+        queue = env._queue if type(env) is Clock else None
+
+        def arrive(_):
             i = self.arrived
             now = env._now
             while True:
@@ -243,7 +246,10 @@ class Simulation:
                     fetch(i)
                 t = arr[i - lo]
                 if t > now:
-                    after(env, t - now, arrive)
+                    if queue is not None:
+                        heappush(queue, (now + (t - now), NORMAL, next(env._eid), (arrive, None)))
+                    else:
+                        after(env, t - now, arrive)
                     break
             self.arrived = i
 
