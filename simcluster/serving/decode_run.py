@@ -123,7 +123,7 @@ class DecodeRuns:
                     at(self.env, run.start, self._run_cut, j)
                 else:
                     wait = run.start + view[j - 1] - now
-                    if wait < 0.0:
+                    if not wait > 0.0:
                         wait = 0.0
                     if self._queue is not None:    # (clock.after inline: Instance._queue)
                         heappush(self._queue, (now + wait, NORMAL, next(self.env._eid),

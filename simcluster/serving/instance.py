@@ -144,8 +144,9 @@ class Instance(DecodeRuns):
         self._fold = _folds(self.env, timer)
         # The environment's queue where it takes ticks (a Clock), else None: the iteration's
         # end, a run's end and a cut push theirs there themselves, what clock.after does
-        # without its call, 700 instructions an event (bench_instructions worker, thousand
-        # instructions a request, one tree: azure-x1 157.77 -> 155.37)
+        # without its call, about 700 instructions an event (bench_instructions worker,
+        # thousand instructions a request, one tree: azure-x1 157.77 -> 155.37; 154.79 with
+        # the arrivals' own pushes, simulation.py)
         self._queue = env._queue if type(env) is Clock else None
         self.batcher = batcher.bind(self)
         self._steady = getattr(self.batcher, "steady_decode", None)
