@@ -569,7 +569,7 @@ def test_a_simulation_on_a_plain_simpy_environment_gives_the_same_frames(h100, l
 
 
 def _drain_scenario(env, seen, fail=False, stop=False, stop_tick=False):
-    """Processes, timeouts, minimal events and a shared event, in one queue."""
+    """Processes, timeouts, ticks and a shared event, in one queue."""
     import simpy
     from simcluster.serving import clock
     shared = env.event()
@@ -594,7 +594,7 @@ def _drain_scenario(env, seen, fail=False, stop=False, stop_tick=False):
             raise simpy.core.StopSimulation("halted")
         ev = env.timeout(1.5)
         ev.callbacks += [halt, lambda e: seen.append(("after halt", env.now))]
-    if stop_tick:                      # a minimal event's one callback stops it
+    if stop_tick:                      # a tick's callback stops it
         def halt_tick(_):
             seen.append(("tick halts", env.now))
             raise simpy.core.StopSimulation("tick halted")
