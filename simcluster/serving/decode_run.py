@@ -120,16 +120,16 @@ class DecodeRuns:
                 if j > run.k:
                     j = run.k
                 if j <= run.skip:          # (the admitting step ends at its own float)
-                    at(self.env, run.start, self._run_cut, j)
+                    at(self.env, run.start, self._on_run_cut, j)
                 else:
                     wait = run.start + view[j - 1] - now
                     if not wait > 0.0:
                         wait = 0.0
                     if self._queue is not None:    # (clock.after inline: Instance._queue)
                         heappush(self._queue, (now + wait, NORMAL, next(self.env._eid),
-                                               (self._run_cut, j)))
+                                               (self._on_run_cut, j)))
                     else:
-                        after(self.env, wait, self._run_cut, j)
+                        after(self.env, wait, self._on_run_cut, j)
 
     def _steady_steps_group(self) -> int:
         """How many identical pure-decode steps of the whole group can run before anything
@@ -179,9 +179,10 @@ class DecodeRuns:
         now = env._now
         run = self._live = DecodeRun(now, cum, n, loose, ctx_sum)
         if self._queue is not None:        # (clock.after inline: Instance._queue)
-            heappush(self._queue, (now + run.last, NORMAL, next(env._eid), (self._run_end, run)))
+            heappush(self._queue, (now + run.last, NORMAL, next(env._eid),
+                                   (self._on_run_end, run)))
         else:
-            after(env, run.last, self._run_end, run)
+            after(env, run.last, self._on_run_end, run)
 
     def _start_folded(self, plan) -> bool:
         """Start the decode iteration that admits hand-offs, or the one after a preemption
@@ -276,7 +277,7 @@ class DecodeRuns:
         end1 = now + float(steps[0])
         run = self._live = DecodeRun(end1, cum, n, None, ctx_sum + n)
         run.skip, run.pre = 1, (now, waiting, used)
-        at(self.env, end1 + run.last, self._run_end, run)
+        at(self.env, end1 + run.last, self._on_run_end, run)
         return True
 
     def _run_end(self, run):

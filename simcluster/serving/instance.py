@@ -131,6 +131,7 @@ class Instance(DecodeRuns):
                  "speed", "_active", "load_watchers", "timeline", "_tl", "_pack", "_tl_cap",
                  "_device_name", "_oom", "profile", "_busy", "_live", "_flight", "_admitted",
                  "_stalls", "gate", "cache", "_caching", "_prefill_hook", "_handoff", "_queue",
+                 "_on_iteration_done", "_on_run_end", "_on_run_cut",
                  "__weakref__", "__dict__")
 
     def __init__(self, env: simpy.Environment, iid: int, name: str, model, layout, timer,
@@ -148,6 +149,10 @@ class Instance(DecodeRuns):
         # thousand instructions a request, one tree: azure-x1 157.77 -> 155.37; 154.79 with
         # the arrivals' own pushes, simulation.py)
         self._queue = env._queue if type(env) is Clock else None
+        # the callbacks of its ticks, bound once: a bound method made at each push cost about
+        # 400 instructions (bench_instructions worker, one tree: azure-x1 154.79 -> 153.11)
+        self._on_iteration_done, self._on_run_end, self._on_run_cut = (
+            self._iteration_done, self._run_end, self._run_cut)
         self.batcher = batcher.bind(self)
         self._steady = getattr(self.batcher, "steady_decode", None)
         self._steady_rule = getattr(self.batcher, "steady_is_group_blocks", False)
@@ -400,9 +405,9 @@ class Instance(DecodeRuns):
         self._flight = (plan, start, whole, loose, samples, chunks, ctx, ctx_sum)
         if self._queue is not None:        # (clock.after inline: see __init__)
             heappush(self._queue, (start + t, NORMAL, next(env._eid),
-                                   (self._iteration_done, None)))
+                                   (self._on_iteration_done, None)))
         else:
-            after(env, t, self._iteration_done)
+            after(env, t, self._on_iteration_done)
         if len(self._tl) >= self._tl_cap:
             self.timeline.compact()        # (no row of this instance is open here)
 
