@@ -97,7 +97,9 @@ def _most_steps(k: int, new_blocks, free: int) -> int:
 
 class DecodeRuns:
     """The decode-run half of :class:`~.instance.Instance` (it holds the state: ``_live``,
-    ``group``, ``kv``, ``_timer``, ``_tl``, ``_pack``, ``_tl_cap``, ``_outstanding``)."""
+    ``group``, ``kv``, ``_timer``, ``_tl``, ``_pack``, ``_tl_cap``, ``_outstanding``, and
+    the queue its ticks go to with their callbacks bound once: ``_queue``, ``_on_run_end``,
+    ``_on_run_cut``)."""
 
     __slots__ = ()         # (the instance's slots hold that state: see Instance.__slots__)
 
