@@ -70,6 +70,12 @@ def environment(initial_time: float = 0.0):
     return (Clock if DIRECT else simpy.Environment)(initial_time=initial_time)
 
 
+def tick_queue(env):
+    """The queue ``env`` takes ticks in (a :class:`Clock`'s), else None: where a caller
+    pushes its ticks itself, as :func:`after` does, without that call on its hot path."""
+    return env._queue if type(env) is Clock else None
+
+
 def _respent(env):
     # (as Environment.step reschedules an event whose callback stopped the simulation, with
     # the callbacks after that one: for a tick, none)
@@ -108,7 +114,7 @@ def succeed_last(env, event, value=None):
     run now instead (one event fewer, the same order); otherwise it is scheduled as
     ``succeed`` would. Anything the caller did after this call would run after those
     callbacks, not before: call it last."""
-    queue = env._queue if type(env) is Clock else None
+    queue = tick_queue(env)
     if queue is not None and (not queue or queue[0][0] > env._now):
         if event.callbacks is None or event._value is not PENDING:
             raise RuntimeError(f"{event} has already been triggered")

@@ -71,7 +71,7 @@ import simpy
 
 from simcluster.cost.memory import MemoryPlan
 from simcluster.policies.batching import Plan
-from simcluster.serving.clock import NORMAL, Clock, after
+from simcluster.serving.clock import NORMAL, after, tick_queue
 from simcluster.serving.config import InstanceConfig, context_limit
 from simcluster.serving.decode_group import DecodeGroup
 from simcluster.serving.decode_run import DecodeRun, DecodeRuns
@@ -112,7 +112,7 @@ def _folds(env, timer) -> bool:
     that preempts, into the run after it (:meth:`~.decode_run.DecodeRuns._start_folded`):
     single decode steps come from the timer's step table, nothing counts iterations, the
     environment takes absolute times (a :class:`~.clock.Clock`)."""
-    return (type(env) is Clock and getattr(type(timer), "single_decode_from_table", False)
+    return (tick_queue(env) is not None and getattr(type(timer), "single_decode_from_table", False)
             and getattr(timer, "envelope", None) is None)
 
 
@@ -148,7 +148,7 @@ class Instance(DecodeRuns):
         # without its call, about 700 instructions an event (bench_instructions worker,
         # thousand instructions a request, one tree: azure-x1 157.77 -> 155.37; 154.79 with
         # the arrivals' own pushes, simulation.py)
-        self._queue = env._queue if type(env) is Clock else None
+        self._queue = tick_queue(env)
         # the callbacks of its ticks, bound once: a bound method made at each push cost about
         # 400 instructions (bench_instructions worker, one tree: azure-x1 154.79 -> 153.11)
         self._on_iteration_done, self._on_run_end, self._on_run_cut = (

@@ -38,7 +38,7 @@ from simcluster.simulation.results import (ACTIVITY_COLUMNS, Results,
                                            timeline_frame_from_logs, transfer_frame)
 from simcluster.simulation.work import WorkCoefficients, layout_peaks, row_work
 from simcluster.engines.envelope import envelope_check
-from simcluster.serving.clock import NORMAL, Clock, after, drain, environment
+from simcluster.serving.clock import NORMAL, after, drain, environment, tick_queue
 from simcluster.serving.request import Request
 
 pd = lazy_module("pandas")     # (imported when a frame is first built)
@@ -224,7 +224,7 @@ class Simulation:
 
         # (clock.after inline where the environment takes ticks, as the replicas do: see
         # Instance._queue)
-        queue = env._queue if type(env) is Clock else None
+        queue = tick_queue(env)
 
         def arrive(_):
             i = self.arrived
